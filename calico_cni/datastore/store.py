@@ -1,0 +1,252 @@
+"""Typed reads and compare-and-swap writes of Calico records over `EtcdClient`.
+
+Every write goes through `Datastore.commit`: each written record is compared against the revision it
+was read at (0: it must not exist yet), and all writes of one commit land atomically or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol, Sequence
+
+from . import keys
+from .etcd import Compare, EtcdClient, KeyValue, Range
+from .records import (
+    Affinity,
+    Block,
+    CorruptRecord,
+    Handle,
+    IpamConfig,
+    IPNetwork,
+    IPPool,
+    Node,
+    WorkloadEndpoint,
+    parse_reservation,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    key: str
+    revision: int
+
+    def to_json(self) -> bytes: ...
+
+
+@dataclass
+class IpamView:
+    """What one allocation needs to know, read in one round trip at one revision."""
+
+    config: IpamConfig
+    pools: list[IPPool]
+    node: Node | None
+    affinities: dict[int, list[Affinity]]
+    handle: Handle | None
+    reservations: list[IPNetwork]
+    revision: int = 0
+    legacy_handles: dict[str, Handle] = field(default_factory=dict)
+
+
+def _pools(kvs: Iterable[KeyValue]) -> list[IPPool]:
+    pools = []
+    for kv in kvs:
+        name = kv.key[len(keys.POOLS) :]
+        try:
+            pools.append(IPPool.from_json(name, kv.value, kv.mod_revision))
+        except CorruptRecord as exc:
+            log.error("skipping IP pool %s: %s", name, exc)
+    return sorted(pools, key=lambda p: p.name)
+
+
+def _affinities(kvs: Iterable[KeyValue]) -> list[Affinity]:
+    out = []
+    for kv in kvs:
+        try:
+            out.append(Affinity.from_kv(kv.key, kv.value, kv.mod_revision))
+        except CorruptRecord as exc:
+            log.error("skipping affinity: %s", exc)
+    return out
+
+
+def _reservations(kvs: Iterable[KeyValue]) -> list[IPNetwork]:
+    out: list[IPNetwork] = []
+    for kv in kvs:
+        try:
+            out.extend(parse_reservation(kv.key[len(keys.RESERVATIONS) :], kv.value))
+        except CorruptRecord as exc:
+            log.error("skipping IP reservation: %s", exc)
+    return out
+
+
+class Datastore:
+    """Calico's records in etcd."""
+
+    def __init__(self, client: EtcdClient) -> None:
+        self.client = client
+
+    @property
+    def round_trips(self) -> int:
+        """Round trips made so far (for benchmarks)."""
+        return self.client.round_trips
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def ipam_view(self, node: str, families: Sequence[int], handle_id: str | None, legacy_handle_ids: Sequence[str] = ()) -> IpamView:
+        """Config, pools, the node, its affinities, the handle(s) and reservations, in one round trip."""
+        ranges = [
+            Range(keys.IPAM_CONFIG),
+            Range(keys.POOLS, prefix=True),
+            Range(keys.node(node)),
+            Range(keys.RESERVATIONS, prefix=True),
+            Range(keys.handle(handle_id) if handle_id else keys.HANDLES + "\0"),
+        ]
+        ranges += [Range(keys.host_affinities(node, f), prefix=True) for f in families]
+        ranges += [Range(keys.handle(h)) for h in legacy_handle_ids]
+        results, revision = self.client.read(ranges)
+        cfg_kv, pool_kvs, node_kv, res_kvs, handle_kv = results[:5]
+        aff = results[5 : 5 + len(families)]
+        legacy = results[5 + len(families) :]
+        return IpamView(
+            config=IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig(),
+            pools=_pools(pool_kvs),
+            node=Node.from_json(node, node_kv[0].value, node_kv[0].mod_revision) if node_kv else None,
+            affinities={f: _affinities(a) for f, a in zip(families, aff)},
+            handle=Handle.from_kv(handle_kv[0].key, handle_kv[0].value, handle_kv[0].mod_revision) if handle_kv else None,
+            reservations=_reservations(res_kvs),
+            revision=revision,
+            legacy_handles={
+                h: Handle.from_kv(kv[0].key, kv[0].value, kv[0].mod_revision) for h, kv in zip(legacy_handle_ids, legacy) if kv
+            },
+        )
+
+    def ipam_config(self) -> IpamConfig:
+        kv = self.client.get(keys.IPAM_CONFIG)
+        return IpamConfig.from_json(kv.value, kv.mod_revision) if kv else IpamConfig()
+
+    def pools(self) -> list[IPPool]:
+        """Every IP pool, by name."""
+        return _pools(self.client.get_prefix(keys.POOLS))
+
+    def pool(self, name: str) -> IPPool | None:
+        kv = self.client.get(keys.pool(name))
+        return IPPool.from_json(name, kv.value, kv.mod_revision) if kv else None
+
+    def node(self, name: str) -> Node | None:
+        kv = self.client.get(keys.node(name))
+        return Node.from_json(name, kv.value, kv.mod_revision) if kv else None
+
+    def nodes(self) -> list[Node]:
+        out = []
+        for kv in self.client.get_prefix(keys.NODES):
+            name = kv.key[len(keys.NODES) :]
+            try:
+                out.append(Node.from_json(name, kv.value, kv.mod_revision))
+            except CorruptRecord as exc:
+                log.error("skipping node %s: %s", name, exc)
+        return out
+
+    def reservations(self) -> list[IPNetwork]:
+        return _reservations(self.client.get_prefix(keys.RESERVATIONS))
+
+    def affinities(self, node: str | None = None, family: int | None = None) -> list[Affinity]:
+        """Affinities of one node (optionally one family), or of every node."""
+        prefix = keys.host_affinities(node, family) if node else keys.IPAM + "host/"
+        return _affinities(self.client.get_prefix(prefix))
+
+    def handle(self, handle_id: str) -> Handle | None:
+        kv = self.client.get(keys.handle(handle_id))
+        return Handle.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
+
+    def handles(self) -> list[Handle]:
+        return [Handle.from_kv(kv.key, kv.value, kv.mod_revision) for kv in self.client.get_prefix(keys.HANDLES)]
+
+    def block(self, cidr: str) -> Block | None:
+        kv = self.client.get(keys.block(cidr))
+        return Block.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
+
+    def blocks(self, cidrs: Sequence[str]) -> dict[str, Block]:
+        """Several blocks in one round trip (missing ones are absent from the result)."""
+        if not cidrs:
+            return {}
+        results, _ = self.client.read([Range(keys.block(c)) for c in cidrs])
+        out = {}
+        for cidr, kvs in zip(cidrs, results):
+            if kvs:
+                try:
+                    out[cidr] = Block.from_kv(kvs[0].key, kvs[0].value, kvs[0].mod_revision)
+                except CorruptRecord as exc:
+                    log.error("skipping block: %s", exc)
+        return out
+
+    def handle_and_config(self, handle_id: str) -> tuple[Handle | None, IpamConfig]:
+        """A handle and the IPAM config, in one round trip."""
+        (handle_kv, cfg_kv), _ = self.client.read([Range(keys.handle(handle_id)), Range(keys.IPAM_CONFIG)])
+        handle = Handle.from_kv(handle_kv[0].key, handle_kv[0].value, handle_kv[0].mod_revision) if handle_kv else None
+        config = IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig()
+        return handle, config
+
+    def all_blocks(self, family: int | None = None) -> list[Block]:
+        """Every block (of one family, or both); corrupt ones are logged and skipped."""
+        out = []
+        for fam in (family,) if family else (4, 6):
+            for kv in self.client.get_prefix(keys.blocks(fam)):
+                try:
+                    out.append(Block.from_kv(kv.key, kv.value, kv.mod_revision))
+                except CorruptRecord as exc:
+                    log.error("skipping block: %s", exc)
+        return out
+
+    def block_cidrs(self, family: int) -> set[str]:
+        """The CIDRs of every existing block of a family (keys only)."""
+        return {keys.parse_block(kv.key) for kv in self.client.get_prefix(keys.blocks(family), keys_only=True)}
+
+    def workload_endpoint(self, namespace: str, name: str) -> WorkloadEndpoint | None:
+        kv = self.client.get(keys.workload_endpoint(namespace, name))
+        return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
+
+    def workload_endpoints(self) -> list[WorkloadEndpoint]:
+        out = []
+        for kv in self.client.get_prefix(keys.WORKLOAD_ENDPOINTS):
+            try:
+                out.append(WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision))
+            except CorruptRecord as exc:
+                log.error("skipping workload endpoint: %s", exc)
+        return out
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        puts: Sequence[Record] = (),
+        deletes: Sequence[Record] = (),
+        unchanged: Sequence[Record] = (),
+        prefix_unchanged_since: tuple[str, int] | None = None,
+    ) -> bool:
+        """Write `puts` and delete `deletes` atomically, if none of them (nor `unchanged`) moved.
+
+        Each record is compared against the revision it was read at (0: must not exist). On
+        success the put records take the new revision; on a lost race nothing is written and
+        False is returned, so the caller re-reads and tries again. `prefix_unchanged_since`
+        (prefix, revision) also requires that no key under the prefix was created or modified after
+        that revision (used so concurrent block claims of one node serialise).
+        """
+        compares = [Compare(r.key, r.revision) for r in (*puts, *deletes, *unchanged)]
+        if prefix_unchanged_since:
+            compares.append(Compare(prefix_unchanged_since[0], prefix_unchanged_since[1], prefix=True))
+        ok, revision = self.client.commit(compares, [(r.key, r.to_json()) for r in puts], [r.key for r in deletes])
+        if ok:
+            for r in puts:
+                r.revision = revision
+        return ok
+
+
+def connect(config: dict, environ) -> Datastore:
+    """A datastore from a network configuration's etcd keys (and ETCD_* fallbacks)."""
+    from ..config import etcd_settings
+
+    return Datastore(EtcdClient(etcd_settings(config, environ)))

@@ -1,0 +1,118 @@
+"""Plugin logging: a file many plugin processes append to at once, rotated by size safely.
+
+Records are written with one `write` on an `O_APPEND` descriptor, so concurrent processes never
+interleave within a record. Rotation takes an exclusive `flock` on `<log>.lock` and re-checks that
+the file is still the one it measured, so two processes never rotate the same file twice
+(design rule 24). Only warnings and errors go to stderr; stdout is reserved for CNI JSON.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
+_FORMAT = "%(asctime)s.%(msecs)03d [%(levelname)s][%(process)d] %(context)s: %(message)s"
+
+
+class _Context(logging.Filter):
+    def __init__(self, context: str) -> None:
+        super().__init__()
+        self.context = context
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.context = self.context
+        return True
+
+
+class RotatingAppendHandler(logging.Handler):
+    """Append-only file handler with size-based rotation that is safe across processes."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int, max_age_days: float) -> None:
+        super().__init__()
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = max(backups, 1)
+        self.max_age = max_age_days * 86400
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _rotate(self) -> None:
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = os.stat(self.path)
+                mine = os.fstat(self.fd)
+                if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino) and current.st_size >= self.max_bytes:
+                    for n in range(self.backups - 1, 0, -1):
+                        src = f"{self.path}.{n}"
+                        if os.path.exists(src):
+                            os.replace(src, f"{self.path}.{n + 1}")
+                    os.replace(self.path, f"{self.path}.1")
+                    cutoff = time.time() - self.max_age
+                    for n in range(1, self.backups + 2):
+                        old = f"{self.path}.{n}"
+                        try:
+                            if n > self.backups or (self.max_age > 0 and os.stat(old).st_mtime < cutoff):
+                                os.unlink(old)
+                        except FileNotFoundError:
+                            pass
+            except FileNotFoundError:
+                pass
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = self._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+            if self.max_bytes > 0 and os.fstat(self.fd).st_size + len(data) > self.max_bytes:
+                self._rotate()
+            os.write(self.fd, data)
+        except Exception:  # noqa: BLE001 - logging must never break the plugin
+            self.handleError(record)
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        super().close()
+
+
+def setup(settings: Mapping[str, Any], context: str) -> None:
+    """Configure the root logger from the `log_*` config keys (see config.log_settings)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    level = _LEVELS.get(str(settings.get("level", "info")).lower(), logging.INFO)
+    root.setLevel(level)
+    formatter = logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S")
+    ctx = _Context(context)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(max(level, logging.WARNING))
+    stderr.setFormatter(formatter)
+    stderr.addFilter(ctx)
+    root.addHandler(stderr)
+    path = settings.get("path")
+    if path:
+        try:
+            handler = RotatingAppendHandler(
+                path, int(settings.get("max_size_mb", 100) * 1024 * 1024), int(settings.get("max_count", 10)), float(settings.get("max_age_days", 30))
+            )
+        except OSError as exc:
+            root.warning("cannot open log file %s: %s; logging to stderr only", path, exc)
+            return
+        handler.setLevel(level)
+        handler.setFormatter(formatter)
+        handler.addFilter(ctx)
+        root.addHandler(handler)

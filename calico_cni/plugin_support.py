@@ -1,0 +1,30 @@
+"""Helpers both plugins' entry points share: logging setup and lazily imported verb handlers."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from .protocol.request import CniRequest
+
+
+def setup_logging(plugin: str) -> Callable[[CniRequest], None]:
+    """A runner `setup` hook that configures logging from the request's config."""
+
+    def setup(request: CniRequest) -> None:
+        from . import logs
+        from .config import log_settings
+
+        where = f"{request.container_id[:12]}/{request.ifname}" if request.container_id else request.network
+        logs.setup(log_settings(request.config), f"{plugin} {request.command} {where}")
+
+    return setup
+
+
+def lazy(module: str, function: str) -> Callable[[CniRequest], dict | None]:
+    """A handler that imports its module only when its verb runs (VERSION imports nothing)."""
+
+    def handler(request: CniRequest) -> dict | None:
+        return getattr(importlib.import_module(module), function)(request)
+
+    return handler

@@ -1,0 +1,421 @@
+"""Assignment and release of addresses over the datastore.
+
+All concurrency is optimistic: every step reads, decides with the pure functions of `blocks` and
+`pools`, and writes with one compare-and-swap commit. A lost race raises `Conflict`, and
+`with_retries` (the only retry loop) re-runs the step from a fresh read. No lock or lease is ever
+taken (design rule 19).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+from calico_cni.datastore import keys
+from calico_cni.datastore.records import CONFIRMED, PENDING, Affinity, Block, Handle, IPAddress, IPPool, Node, now_rfc3339
+from calico_cni.datastore.store import Datastore, IpamView
+from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED, TRY_AGAIN_LATER, CniError
+
+from . import blocks as blk
+from .pools import block_cidr_for, candidate_blocks, pool_containing, usable_pools
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 100
+T = TypeVar("T")
+
+
+class Conflict(Exception):
+    """A compare-and-swap lost a race; the step must be re-run from a fresh read."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Who addresses are for: the handle `<network>.<containerID>` plus the interface (rule 1)."""
+
+    handle_id: str
+    node: str
+    ifname: str
+    namespace: str | None = None
+    pod: str | None = None
+
+    def secondary(self) -> dict[str, str]:
+        """The attributes recorded with each allocation."""
+        out = {"node": self.node, "ifname": self.ifname, "timestamp": now_rfc3339()}
+        if self.namespace and self.pod:
+            out.update(namespace=self.namespace, pod=self.pod)
+        return out
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """One address held by an attachment."""
+
+    address: IPAddress
+    block: str
+    ordinal: int
+    sequence: int | None
+    new: bool = False
+
+    @property
+    def family(self) -> int:
+        return self.address.version
+
+    @property
+    def prefixlen(self) -> int:
+        return int(self.block.rsplit("/", 1)[1])
+
+    @property
+    def cidr(self) -> str:
+        """The address with its block's prefix length (what calico-ipam returns)."""
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class FamilyRequest:
+    """What to assign for one family: an automatic address (from `pools`, if named) or `address`."""
+
+    family: int
+    pools: tuple[str, ...] = ()
+    address: IPAddress | None = None
+
+
+def with_retries(what: str, step: Callable[[int], T], deadline_seconds: float = 30.0) -> T:
+    """Run `step(attempt)` until it returns without a `Conflict`, bounded in attempts and time."""
+    deadline = time.monotonic() + deadline_seconds
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return step(attempt)
+        except Conflict:
+            if time.monotonic() > deadline:
+                break
+            if attempt >= 2:
+                # Back off a little with jitter so a crowd of writers spreads out.
+                time.sleep(random.uniform(0, min(0.002 * attempt, 0.05)))
+    raise CniError(
+        TRY_AGAIN_LATER,
+        f"{what}: gave up after {attempt + 1} attempts lost to concurrent updates; try again later",
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading what an attachment holds
+
+
+def held(store: Datastore, handle: Handle | None, ifname: str | None) -> list[Assigned]:
+    """Addresses the handle holds (for one interface, or all), read from its blocks."""
+    if handle is None or not handle.blocks:
+        return []
+    out = []
+    for cidr, block in sorted(store.blocks(sorted(handle.blocks)).items()):
+        for o in blk.ordinals_of(block, handle.handle_id, ifname):
+            out.append(Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o))))
+    return out
+
+
+def held_by(store: Datastore, handle_id: str, ifname: str | None) -> list[Assigned]:
+    """Addresses held by a handle id (for CHECK and repeated ADDs)."""
+    return held(store, store.handle(handle_id), ifname)
+
+
+# ------------------------------------------------------------------------------------------------
+# Assignment
+
+
+def _commit_assignment(store: Datastore, block: Block, ordinals: list[int], att: Attachment, view: IpamView, extra_puts=()) -> list[Assigned]:
+    handle = view.handle or Handle(att.handle_id)
+    handle.blocks[block.cidr] = handle.blocks.get(block.cidr, 0) + len(ordinals)
+    if not store.commit(puts=[block, handle, *extra_puts]):
+        raise Conflict()
+    view.handle = handle
+    return [Assigned(block.address(o), block.cidr, o, block.seq_for_alloc[str(o)], new=True) for o in ordinals]
+
+
+def _prepare(block: Block, view: IpamView) -> set[int]:
+    """Return cooled-down ordinals to the free list; the reserved ordinals of the block."""
+    if any("releasedAt" in a for a in block.attributes):
+        blk.cleanup(block, view.config.ip_cooldown_seconds, time.time())
+    return blk.reserved_ordinals(block, view.reservations)
+
+
+def _in_pools(cidr: str, pools: Sequence[IPPool]) -> IPPool | None:
+    net = ipaddress.ip_network(cidr)
+    return next((p for p in pools if net.subnet_of(p.cidr)), None)
+
+
+def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], view: IpamView, family: int) -> Block | None:
+    """Claim a free block of the first pool that has one; None when every pool is fully claimed.
+
+    The pending affinity and the new block are created in one transaction that also requires
+    that none of this node's affinities changed since `view` was read, so concurrent ADDs on one
+    node claim one block between them, not one each. The affinity is then confirmed.
+    """
+    existing = store.block_cidrs(family)
+    for pool in pools:
+        for cidr in candidate_blocks(pool, att.node):
+            if cidr in existing:
+                continue
+            block = Block.new(cidr, att.node)
+            reserved = blk.reserved_ordinals(block, view.reservations)
+            if len(reserved) == block.size:
+                continue
+            affinity = Affinity(att.node, cidr, PENDING)
+            guard = (keys.host_affinities(att.node, family), view.revision)
+            if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
+                raise Conflict()
+            log.info("node %s claimed block %s of pool %s", att.node, cidr, pool.name)
+            affinity.state = CONFIRMED
+            if not store.commit(puts=[affinity]):
+                log.info("affinity of %s was confirmed concurrently", cidr)
+            view.affinities.setdefault(family, []).append(affinity)
+            return block
+    return None
+
+
+def _pool_list(pools: Sequence[IPPool]) -> str:
+    return "[" + ", ".join(str(p.cidr) for p in pools) + "]"
+
+
+def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: IpamView) -> Assigned:
+    family = req.family
+    labels = view.node.labels if view.node else {}
+    pools = usable_pools(view.pools, family, att.node, labels, req.pools)
+    secondary = att.secondary()
+
+    # 1. The node's own blocks, in pool order.
+    mine = [(p, a) for a in view.affinities.get(family, []) if (p := _in_pools(a.cidr, pools))]
+    mine.sort(key=lambda pa: (pools.index(pa[0]), pa[1].state != CONFIRMED, ipaddress.ip_network(pa[1].cidr)))
+    affine_blocks = store.blocks([a.cidr for _, a in mine])
+    for _, affinity in mine:
+        block = affine_blocks.get(affinity.cidr)
+        if block is None or block.affine_node != att.node:
+            continue
+        ordinals = blk.assign(block, 1, att.handle_id, secondary, _prepare(block, view))
+        if ordinals:
+            extra = []
+            if affinity.state != CONFIRMED:
+                affinity.state = CONFIRMED
+                extra.append(affinity)
+            return _commit_assignment(store, block, ordinals, att, view, extra)[0]
+
+    # 2. A new block, within the node's limit.
+    config = view.config
+    held_blocks = len(view.affinities.get(family, []))
+    if config.auto_allocate_blocks:
+        if held_blocks >= config.block_cap:
+            limit = f"maxBlocksPerHost {config.max_blocks_per_host}" if config.max_blocks_per_host else "the safety cap of 20 (maxBlocksPerHost unset)"
+            raise CniError(
+                IPAM_EXHAUSTED,
+                "cannot allocate new block due to per host block limit",
+                f"node {att.node} holds {held_blocks} IPv{family} blocks, the limit is {config.block_cap} ({limit}), and they are full; "
+                f"pools {_pool_list(pools)}. Raise the limit with calicoctl ipam configure --max-blocks-per-host, or free addresses",
+            )
+        block = _claim_block(store, att, pools, view, family)
+        if block is not None:
+            ordinals = blk.assign(block, 1, att.handle_id, secondary, blk.reserved_ordinals(block, view.reservations))
+            return _commit_assignment(store, block, ordinals, att, view)[0]
+
+    # 3. Borrow from another node's block, unless strict affinity forbids it.
+    if config.strict_affinity:
+        raise CniError(
+            IPAM_EXHAUSTED,
+            "No more free affine blocks and strict affinity enabled",
+            f"node {att.node} has no free address in its {held_blocks} IPv{family} blocks and "
+            + ("every block of pools " if config.auto_allocate_blocks else "auto_allocate_blocks is off for pools ")
+            + f"{_pool_list(pools)} is claimed; borrowing is off because strict affinity is on",
+        )
+    for block in sorted(store.all_blocks(family), key=lambda b: ipaddress.ip_network(b.cidr)):
+        if block.affine_node == att.node or not _in_pools(block.cidr, pools):
+            continue
+        ordinals = blk.assign(block, 1, att.handle_id, secondary, _prepare(block, view))
+        if ordinals:
+            log.info("node %s borrows %s from block %s (affinity %s)", att.node, block.address(ordinals[0]), block.cidr, block.affinity)
+            return _commit_assignment(store, block, ordinals, att, view)[0]
+
+    raise CniError(
+        IPAM_EXHAUSTED,
+        f"Assigned 0 out of 1 requested IPv{family} addresses; No IPs available in pools: {_pool_list(pools)}",
+        f"node {att.node}: every block of these pools is claimed and full (the node holds {held_blocks} of at most {config.block_cap} blocks); "
+        "add a pool or free addresses (calicoctl ipam show, calicoctl ipam check)",
+    )
+
+
+def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view: IpamView) -> Assigned:
+    address = req.address
+    pool = pool_containing(view.pools, address)
+    if pool is None:
+        raise CniError(
+            IPAM_EXHAUSTED,
+            "The provided IP address is not in a configured pool",
+            f"{address} is in no enabled IP pool allowing Workload; pools: "
+            + (", ".join(f"{p.name} ({p.cidr})" for p in view.pools) or "none"),
+        )
+    cidr = block_cidr_for(pool, address)
+    block = store.block(cidr)
+    if block is None:
+        # Claim the block for this node when it may hold another block, else create it unaffine.
+        family = address.version
+        config = view.config
+        affine = config.auto_allocate_blocks and len(view.affinities.get(family, [])) < config.block_cap
+        block = Block.new(cidr, att.node if affine else None)
+        if affine:
+            affinity = Affinity(att.node, cidr, PENDING)
+            guard = (keys.host_affinities(att.node, family), view.revision)
+            if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
+                raise Conflict()
+            affinity.state = CONFIRMED
+            store.commit(puts=[affinity])
+        elif not store.commit(puts=[block]):
+            raise Conflict()
+    ordinal = block.ordinal(address)
+    attr = block.attribute(ordinal)
+    if attr is not None:
+        if attr.get("handle_id") == att.handle_id and (attr.get("secondary") or {}).get("ifname") in (None, att.ifname):
+            return Assigned(address, cidr, ordinal, block.seq_for_alloc.get(str(ordinal)))
+        until = blk.cooling_until(block, ordinal, view.config.ip_cooldown_seconds)
+        if until is not None and until > time.time():
+            raise CniError(
+                IPAM_CONFLICT,
+                f"Address {address} was released recently and is cooling down",
+                f"it becomes free in {until - time.time():.0f}s (ipCooldownSeconds {view.config.ip_cooldown_seconds})",
+            )
+        if until is None:
+            raise CniError(
+                IPAM_CONFLICT,
+                "Address already assigned in block",
+                f"{address} in block {cidr} is held by handle {attr.get('handle_id')} ({attr.get('secondary') or {}})",
+            )
+        blk.cleanup(block, view.config.ip_cooldown_seconds, time.time())
+    blk.assign_ordinals(block, [ordinal], att.handle_id, att.secondary())
+    return _commit_assignment(store, block, [ordinal], att, view)[0]
+
+
+def _ensure_node(store: Datastore, view: IpamView, node: str) -> None:
+    """A node without a Node resource registers itself, with no labels, on its first ADD."""
+    if view.node is None:
+        record = Node.new(node)
+        if store.commit(puts=[record]):
+            log.info("registered node %s", node)
+        view.node = record
+
+
+def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest]) -> list[Assigned]:
+    """Give the attachment one address per requested family: both or neither.
+
+    A repeated ADD returns the addresses the attachment already holds. If a later family fails,
+    what this call allocated is released again (never what an earlier ADD holds).
+    """
+    families = sorted({r.family for r in requests})
+    first = store.ipam_view(att.node, families, att.handle_id)
+    _ensure_node(store, first, att.node)
+    existing = held(store, first.handle, att.ifname)
+    unused = [first]  # the first attempt uses the view read above
+    results: list[Assigned] = []
+    try:
+        for req in requests:
+            mine = [a for a in existing if a.family == req.family]
+            if mine:
+                log.info("%s/%s already holds %s", att.handle_id, att.ifname, ", ".join(str(a.address) for a in mine))
+                results.extend(mine)
+                continue
+            worker = _assign_address if req.address is not None else _assign_auto
+
+            def step(attempt: int, req=req, worker=worker) -> Assigned:
+                view = unused.pop() if unused else store.ipam_view(att.node, [req.family], att.handle_id)
+                _ensure_node(store, view, att.node)
+                return worker(store, att, req, view)
+
+            results.append(with_retries(f"assigning an IPv{req.family} address", step))
+    except BaseException:
+        taken = [a for a in results if a.new]
+        if taken:
+            try:
+                release_exact(store, att.handle_id, taken)
+            except Exception:  # noqa: BLE001 - report the original error; the log has this one
+                log.exception("could not roll back %s", ", ".join(str(a.address) for a in taken))
+        raise
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Release
+
+
+def _release_in_block(
+    store: Datastore, handle: Handle, cidr: str, block: Block | None, ordinals: list[int], cooldown: int, expected=None
+) -> list[Assigned]:
+    """Release ordinals of one block (None: the block is gone) and fix the handle's count for it,
+    in one commit. An empty block with no affinity is deleted."""
+    released: list[int] = []
+    puts, deletes = [], []
+    remaining = 0
+    if block is not None:
+        released = blk.release(block, ordinals, expected)
+        blk.cleanup(block, cooldown, time.time())
+        remaining = len(blk.ordinals_of(block, handle.handle_id))
+        if blk.is_empty(block) and block.affinity is None:
+            deletes.append(block)
+        else:
+            puts.append(block)
+    if remaining:
+        handle.blocks[cidr] = remaining
+    else:
+        handle.blocks.pop(cidr, None)
+    (puts if handle.blocks else deletes).append(handle)
+    if not store.commit(puts=puts, deletes=deletes):
+        raise Conflict()
+    return [Assigned(block.address(o), cidr, o, None) for o in released]
+
+
+def release(store: Datastore, handle_id: str, ifname: str | None) -> list[Assigned]:
+    """Release what a handle holds for one interface (or everything, with ifname None).
+
+    Also repairs the handle's per-block counts, and deletes the handle once it holds nothing.
+    Releasing something that does not exist succeeds and returns nothing.
+    """
+    released: list[Assigned] = []
+
+    def step(attempt: int) -> bool:
+        """One block per step; True when nothing is left to do."""
+        handle, config = store.handle_and_config(handle_id)
+        if handle is None:
+            return True
+        blocks = store.blocks(sorted(handle.blocks))
+        for cidr, count in sorted(handle.blocks.items()):
+            block = blocks.get(cidr)
+            mine = blk.ordinals_of(block, handle_id, ifname) if block else []
+            if block is None or mine or len(blk.ordinals_of(block, handle_id)) != count:
+                released.extend(_release_in_block(store, handle, cidr, block, mine, config.ip_cooldown_seconds))
+                return False
+        if not handle.blocks and not store.commit(deletes=[handle]):
+            raise Conflict()
+        return True
+
+    while not with_retries(f"releasing {handle_id}", step):
+        pass
+    return released
+
+
+def release_exact(store: Datastore, handle_id: str, allocations: Sequence[Assigned]) -> list[Assigned]:
+    """Release exactly these allocations (block, ordinal, sequence number): an address that was
+    released and reused meanwhile is left alone."""
+    released: list[Assigned] = []
+    by_block: dict[str, list[Assigned]] = {}
+    for a in allocations:
+        by_block.setdefault(a.block, []).append(a)
+    for cidr, items in by_block.items():
+
+        def step(attempt: int, cidr=cidr, items=items):
+            handle, config = store.handle_and_config(handle_id)
+            block = store.block(cidr)
+            if handle is None or block is None:
+                return []
+            expected = {a.ordinal: a.sequence for a in items}
+            return _release_in_block(store, handle, cidr, block, list(expected), config.ip_cooldown_seconds, expected)
+
+        released.extend(with_retries(f"releasing {handle_id} in {cidr}", step))
+    return released

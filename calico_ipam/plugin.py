@@ -1,0 +1,123 @@
+"""The CNI verbs of `calico-ipam`, also called in-process by the `calico` plugin."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from calico_cni.config import ipam_settings, node_name
+from calico_cni.datastore.store import Datastore, connect
+from calico_cni.protocol.errors import CHECK_FAILED, INVALID_CONFIG, INVALID_ENVIRONMENT, CniError
+from calico_cni.protocol.request import CniRequest
+from calico_cni.protocol.result import convert, normalize
+
+from . import allocator
+from .allocator import Assigned, Attachment, FamilyRequest
+
+log = logging.getLogger(__name__)
+
+
+def handle_id(request: CniRequest) -> str:
+    """The IPAM handle of an attachment: `<network>.<containerID>` (Calico's format)."""
+    return f"{request.network}.{request.container_id}"
+
+
+def legacy_handle_id(request: CniRequest) -> str:
+    """The handle Calico's older releases used: `<namespace>.<pod>` or the bare container ID."""
+    pod = request.k8s_pod
+    return f"{pod[0]}.{pod[1]}" if pod else request.container_id
+
+
+def attachment(request: CniRequest) -> Attachment:
+    """The attachment of a request, with the node name resolved (design rule 10)."""
+    pod = request.k8s_pod
+    return Attachment(handle_id(request), node_name(request.config), request.ifname, *(pod or (None, None)))
+
+
+def _parse_address(text: str, origin: str, code: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_interface(text.strip()).ip
+    except ValueError:
+        raise CniError(code, f"{origin}: {text!r} is not an IP address") from None
+
+
+def family_requests(request: CniRequest) -> list[FamilyRequest]:
+    """What to assign: the addresses asked for (CNI_ARGS IP=, runtimeConfig.ips), else one
+    automatic address per enabled family."""
+    settings = ipam_settings(request.config)
+    wanted = []
+    if request.args.get("IP"):
+        wanted += [_parse_address(t, "CNI_ARGS IP", INVALID_ENVIRONMENT) for t in request.args["IP"].split(",") if t.strip()]
+    ips = request.runtime_config.get("ips")
+    if ips is not None:
+        if not isinstance(ips, list) or not all(isinstance(t, str) for t in ips):
+            raise CniError(INVALID_CONFIG, "runtimeConfig.ips must be a list of addresses")
+        wanted += [_parse_address(t, "runtimeConfig.ips", INVALID_CONFIG) for t in ips]
+    if wanted:
+        families = [a.version for a in wanted]
+        if len(set(families)) != len(families):
+            raise CniError(INVALID_CONFIG, "at most one requested address per IP family", ", ".join(map(str, wanted)))
+        return [FamilyRequest(a.version, address=a) for a in wanted]
+    out = []
+    if settings.assign_ipv4:
+        out.append(FamilyRequest(4, settings.ipv4_pools))
+    if settings.assign_ipv6:
+        out.append(FamilyRequest(6, settings.ipv6_pools))
+    return out
+
+
+def assign_addresses(request: CniRequest, store: Datastore) -> list[Assigned]:
+    """Assign the request's addresses (both families or neither)."""
+    return allocator.assign(store, attachment(request), family_requests(request))
+
+
+def release_addresses(request: CniRequest, store: Datastore) -> list[Assigned]:
+    """Release the attachment's addresses, and those of Calico's legacy handle."""
+    released = allocator.release(store, handle_id(request), request.ifname)
+    released += allocator.release(store, legacy_handle_id(request), None)
+    return released
+
+
+def ipam_result(assigned: list[Assigned]) -> dict:
+    """The IPAM result (1.x shape): each address with its block's prefix length."""
+    return {"ips": [{"address": a.cidr} for a in assigned], "dns": {}}
+
+
+def _store(request: CniRequest) -> Datastore:
+    return connect(request.config, request.environ)
+
+
+def add(request: CniRequest) -> dict:
+    """ADD: assign and print the IPAM result."""
+    family_requests(request)  # validate before touching etcd
+    store = _store(request)
+    assigned = assign_addresses(request, store)
+    log.info("assigned %s", ", ".join(a.cidr for a in assigned))
+    return convert(ipam_result(assigned), request.cni_version)
+
+
+def delete(request: CniRequest) -> None:
+    """DEL: release the attachment's addresses; succeeds when there is nothing to release."""
+    ipam_settings(request.config)
+    released = release_addresses(request, _store(request))
+    log.info("released %s", ", ".join(str(a.address) for a in released) or "nothing")
+
+
+def check_addresses(request: CniRequest, store: Datastore) -> None:
+    """Raise CHECK_FAILED naming each difference between prevResult and what IPAM holds."""
+    prev = normalize(request.prev_result or {})
+    expected = {ipaddress.ip_interface(e["address"]).ip for e in prev["ips"]}
+    holding = {a.address for a in allocator.held_by(store, handle_id(request), request.ifname)}
+    problems = []
+    for address in sorted(expected - holding, key=lambda a: (a.version, a)):
+        problems.append(f"{address} is in prevResult but not allocated to {handle_id(request)} ({request.ifname})")
+    for address in sorted(holding - expected, key=lambda a: (a.version, a)):
+        problems.append(f"{handle_id(request)} ({request.ifname}) holds {address}, which is not in prevResult")
+    if problems:
+        raise CniError(CHECK_FAILED, "IPAM check failed: " + "; ".join(problems))
+
+
+def check(request: CniRequest) -> None:
+    """CHECK: the handle holds exactly the addresses of prevResult."""
+    ipam_settings(request.config)
+    check_addresses(request, _store(request))

@@ -1,0 +1,98 @@
+"""Which IP pools a node may allocate from, and in which order a pool's blocks are tried."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from typing import Iterator, Mapping, Sequence
+
+from calico_cni.datastore.records import MANUAL, WORKLOAD, IPAddress, IPPool
+from calico_cni.protocol.errors import IPAM_EXHAUSTED, CniError
+
+from . import selector
+
+log = logging.getLogger(__name__)
+
+
+def _matches_node(pool: IPPool, labels: Mapping[str, str]) -> bool:
+    try:
+        return selector.matches(pool.node_selector, labels)
+    except selector.SelectorError as exc:
+        log.error("IP pool %s is skipped: its nodeSelector does not parse: %s", pool.name, exc)
+        return False
+
+
+def _find_named(pools: Sequence[IPPool], wanted: str) -> IPPool | None:
+    for pool in pools:
+        if pool.name == wanted:
+            return pool
+    try:
+        net = ipaddress.ip_network(wanted, strict=False)
+    except ValueError:
+        return None
+    return next((p for p in pools if p.cidr == net), None)
+
+
+def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mapping[str, str], named: Sequence[str] = ()) -> list[IPPool]:
+    """The pools to allocate from, in the order to try them.
+
+    Pools named in the config (by name or CIDR) are used first to last and override node
+    selectors and `assignmentMode: Manual`; otherwise every enabled pool of the family whose
+    selector matches the node, that allows Workload and is not Manual, in name order.
+    """
+    if named:
+        out = []
+        for wanted in named:
+            pool = _find_named(pools, wanted)
+            if pool is None or pool.disabled or pool.family != family:
+                raise CniError(
+                    IPAM_EXHAUSTED,
+                    f"the given pool ({wanted}) does not exist, or is not enabled",
+                    f"ipv{family}_pools names {wanted!r}; existing IPv{family} pools: "
+                    + (", ".join(f"{p.name} ({p.cidr}{', disabled' if p.disabled else ''})" for p in pools if p.family == family) or "none"),
+                )
+            if WORKLOAD not in pool.allowed_uses:
+                raise CniError(IPAM_EXHAUSTED, f"the given pool ({wanted}) does not allow Workload use", f"allowedUses: {list(pool.allowed_uses)}")
+            out.append(pool)
+        return out
+    out = [
+        p
+        for p in pools
+        if p.family == family and not p.disabled and WORKLOAD in p.allowed_uses and p.assignment_mode != MANUAL and _matches_node(p, labels)
+    ]
+    if not out:
+        same = [p for p in pools if p.family == family]
+        raise CniError(
+            IPAM_EXHAUSTED,
+            f"no configured Calico pools for node {node}",
+            f"no enabled IPv{family} pool allows Workload, is Automatic and has a nodeSelector matching the node's labels {dict(labels)}; "
+            + (f"IPv{family} pools: " + ", ".join(f"{p.name} ({p.cidr}, selector {p.node_selector!r}{', disabled' if p.disabled else ''})" for p in same) if same else f"there is no IPv{family} pool: create one with calicoctl ippool create"),
+        )
+    return out
+
+
+def pool_containing(pools: Sequence[IPPool], address: IPAddress) -> IPPool | None:
+    """The enabled pool allowing Workload that holds `address`."""
+    for pool in pools:
+        if not pool.disabled and WORKLOAD in pool.allowed_uses and address in pool.cidr:
+            return pool
+    return None
+
+
+def block_cidr_for(pool: IPPool, address: IPAddress) -> str:
+    """The CIDR of the block of `pool` that holds `address`."""
+    return str(ipaddress.ip_network(f"{address}/{pool.block_size}", strict=False))
+
+
+def candidate_blocks(pool: IPPool, node: str) -> Iterator[str]:
+    """Every block CIDR of the pool, in a per-node pseudo-random order (a node-seeded start, then
+    sequential with wrap-around), so that nodes claiming at the same time rarely collide."""
+    size = 1 << (pool.cidr.max_prefixlen - pool.block_size)
+    count = 1 << max(pool.block_size - pool.cidr.prefixlen, 0)
+    start = int.from_bytes(hashlib.sha256(node.encode()).digest()[:8], "big") % count
+    base = int(pool.cidr.network_address)
+    cls = type(pool.cidr.network_address)
+    for i in range(count):
+        idx = (start + i) % count
+        yield f"{cls(base + idx * size)}/{pool.block_size}"

@@ -1,0 +1,144 @@
+"""Shared fixtures.
+
+The whole test session runs inside a "fabric" network namespace it creates: etcd listens there
+(on loopback and on the fabric address 198.19.0.1), the plugins the tests exec inherit it, and node
+namespaces created by tests connect to it. The machine's own namespace is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import etcd_server, netns
+
+FABRIC_ADDRESS = "198.19.0.1"
+ETCD_PORT = 2379
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fabric():
+    """The namespace the test session runs in (holds etcd and every node's uplink)."""
+    if os.geteuid() != 0:
+        pytest.exit("the tests need root: they create network namespaces", returncode=2)
+    netns.sweep_stale()
+    name = netns.add(f"{netns.PREFIX}fabric-{os.getpid()}")
+    netns.ip("-n", name, "addr", "add", f"{FABRIC_ADDRESS}/32", "dev", "lo")
+    previous = netns.enter(name)
+    try:
+        yield name
+    finally:
+        netns.leave(previous)
+        netns.delete(name)
+
+
+@pytest.fixture(scope="session")
+def etcd(fabric, tmp_path_factory):
+    """A real etcd for the session, on the fabric address."""
+    server = etcd_server.start(FABRIC_ADDRESS, ETCD_PORT, log_dir=str(tmp_path_factory.mktemp("etcd")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wipe(endpoint: str) -> None:
+    """Delete every key in etcd."""
+    import pyetcd
+
+    host, port = endpoint.split("://")[1].rsplit(":", 1)
+    client = pyetcd.client(host=host, port=int(port), timeout=5)
+    try:
+        client.delete_prefix("/")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def etcd_endpoint(etcd) -> str:
+    """The endpoint of an empty etcd (every key is removed before the test)."""
+    wipe(etcd.endpoint)
+    return etcd.endpoint
+
+
+@pytest.fixture
+def store(etcd_endpoint):
+    """A Datastore on the empty test etcd."""
+    from calico_cni.config import EtcdSettings
+    from calico_cni.datastore.etcd import EtcdClient
+    from calico_cni.datastore.store import Datastore
+
+    ds = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
+    yield ds
+    ds.close()
+
+
+@dataclass
+class PluginRun:
+    """What a plugin executable did: exit code, parsed stdout, raw stderr."""
+
+    rc: int
+    out: dict | None
+    stdout: str
+    stderr: str
+
+
+def plugin_path(name: str) -> str:
+    """The installed plugin executable (the venv's console script)."""
+    path = BIN_DIR / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+def run_plugin(name: str, command: str, config: dict | bytes | str, env: dict | None = None, timeout: float = 60) -> PluginRun:
+    """Exec a plugin as a runtime does: CNI_* environment and the config on stdin."""
+    stdin = config if isinstance(config, (bytes, str)) else json.dumps(config)
+    if isinstance(stdin, str):
+        stdin = stdin.encode()
+    full_env = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command}
+    full_env.update(env or {})
+    proc = subprocess.run([plugin_path(name)], input=stdin, env=full_env, capture_output=True, timeout=timeout)
+    stdout = proc.stdout.decode()
+    try:
+        out = json.loads(stdout) if stdout.strip() else None
+    except ValueError:
+        out = None
+    return PluginRun(proc.returncode, out, stdout, proc.stderr.decode())
+
+
+@pytest.fixture
+def ipam_conf(etcd_endpoint, tmp_path):
+    """A calico-ipam network config factory on the test etcd."""
+
+    def make(cni_version: str = "1.0.0", name: str = "net1", node: str = "node1", **ipam) -> dict:
+        return {
+            "cniVersion": cni_version,
+            "name": name,
+            "type": "calico-ipam",
+            "etcd_endpoints": etcd_endpoint,
+            "nodename": node,
+            "log_file_path": str(tmp_path / "cni.log"),
+            "log_level": "debug",
+            "ipam": {"type": "calico-ipam", **ipam},
+        }
+
+    return make
+
+
+def cni_env(container_id: str = "c1", ifname: str = "eth0", netns_path: str = "/var/run/netns/none", **extra: str) -> dict:
+    """CNI_* variables for an attachment."""
+    env = {
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns_path,
+        "CNI_IFNAME": ifname,
+        "CNI_PATH": str(BIN_DIR) + ":/usr/lib/cni",
+    }
+    env.update(extra)
+    return env

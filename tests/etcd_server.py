@@ -1,0 +1,81 @@
+"""A real etcd (Debian's etcd-server) for tests, with a temporary data directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+@dataclass
+class EtcdServer:
+    """A running etcd: its client endpoint and process."""
+
+    host: str
+    port: int
+    proc: subprocess.Popen
+    data_dir: str
+    log_path: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop etcd and remove its data."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start(host: str, port: int = 2379, peer_port: int = 2380, log_dir: str | None = None) -> EtcdServer:
+    """Start etcd listening on host:port and wait until it answers (10 s at most)."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    data_dir = tempfile.mkdtemp(prefix="calico-test-etcd-", dir=base)
+    log_path = os.path.join(log_dir or data_dir, "etcd.log")
+    client = f"http://{host}:{port}"
+    peer = f"http://{host}:{peer_port}"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [
+            ETCD,
+            "--name", "test",
+            "--data-dir", data_dir,
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"test={peer}",
+            "--log-level", "warn",
+            "--logger", "zap",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    server = EtcdServer(host, port, proc, data_dir, log_path)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        ok = subprocess.run(
+            ["etcdctl", f"--endpoints={client}", "--command-timeout=1s", "endpoint", "health"],
+            capture_output=True,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
+        if ok.returncode == 0:
+            return server
+        time.sleep(0.1)
+    server.stop()
+    with open(log_path) as f:
+        raise RuntimeError(f"etcd did not start: {f.read()[-2000:]}")
