@@ -64,8 +64,12 @@ extras=""
 stamp="$venv/.installed$extras"
 if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
     say "installing the project into $venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -e "$here$extras"
+    log="$venv/pip-install.log"
+    if ! { "$venv/bin/python" -m pip install --upgrade pip && "$venv/bin/python" -m pip install -e "$here$extras"; } >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "setup-deps.sh: pip install failed; the full log is $log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 
