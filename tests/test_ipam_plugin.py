@@ -323,3 +323,12 @@ def test_eight_nodes_twenty_five_concurrent_adds_each(store, etcd_endpoint):
         assert all(any(a in net for net in mine) for a in results[node]), node
     blocks = store.all_blocks(4)
     assert sorted(b.affine_node for b in blocks) == sorted(nodes)
+
+
+def test_failover_to_a_live_endpoint(store, ipam_conf, etcd_endpoint):
+    create_pool(store, "p1", "198.18.0.0/24")
+    for endpoints in (f"http://127.0.0.1:1,{etcd_endpoint}", f"{etcd_endpoint},http://127.0.0.1:1"):
+        conf = {**ipam_conf(), "etcd_endpoints": endpoints}
+        for i in range(3):
+            ok(add(conf, cid=f"c{i}"))
+            ok(delete(conf, cid=f"c{i}"))
