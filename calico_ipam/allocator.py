@@ -42,10 +42,16 @@ class Attachment:
     ifname: str
     namespace: str | None = None
     pod: str | None = None
+    network: str | None = None
 
     def secondary(self) -> dict[str, str]:
-        """The attributes recorded with each allocation."""
+        """The attributes recorded with each allocation.
+
+        `network` lets GC find a network's allocations without parsing handle ids (rule 1).
+        """
         out = {"node": self.node, "ifname": self.ifname, "timestamp": now_rfc3339()}
+        if self.network:
+            out["network"] = self.network
         if self.namespace and self.pod:
             out.update(namespace=self.namespace, pod=self.pod)
         return out

@@ -31,7 +31,7 @@ def legacy_handle_id(request: CniRequest) -> str:
 def attachment(request: CniRequest) -> Attachment:
     """The attachment of a request, with the node name resolved (design rule 10)."""
     pod = request.k8s_pod
-    return Attachment(handle_id(request), node_name(request.config), request.ifname, *(pod or (None, None)))
+    return Attachment(handle_id(request), node_name(request.config), request.ifname, *(pod or (None, None)), network=request.network)
 
 
 def _parse_address(text: str, origin: str, code: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -118,6 +118,7 @@ def test_kubernetes_attributes(store, ipam_conf):
     secondary = block.attribute(block.ordinal(ip))["secondary"]
     assert secondary["namespace"] == "ns1" and secondary["pod"] == "web-0"
     assert secondary["ifname"] == "eth0" and secondary["node"] == "node1"
+    assert secondary["network"] == "net1"
 
 
 def test_check(store, ipam_conf):
