@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Install the calico and calico-ipam CNI plugins and calicoctl on this node (run as root).
+#
+#   scripts/install-cni.sh [options]        install, or bring an installation up to date
+#   scripts/install-cni.sh --uninstall      remove exactly what an earlier run installed
+#
+# Every option has an environment variable; a second run with the same settings changes
+# nothing and says so.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+Options (environment variable in brackets, then the default):
+  --prefix DIR            [CALICO_CNI_PREFIX]   /opt/calico-cni   virtual environment of the plugins
+  --bin-dir DIR           [CNI_BIN_DIR]         /opt/cni/bin      where runtimes look for plugins
+  --conf-dir DIR          [CNI_CONF_DIR]        /etc/cni/net.d    where runtimes look for network configs
+  --conf-name NAME        [CNI_CONF_NAME]       10-calico.conflist
+  --etcd-endpoints URLS   [ETCD_ENDPOINTS]      http://127.0.0.1:2379
+  --etcd-ca-cert-file F   [ETCD_CA_CERT_FILE]
+  --etcd-cert-file F      [ETCD_CERT_FILE]
+  --etcd-key-file F       [ETCD_KEY_FILE]
+  --nodename NAME         [NODENAME]            the host name, lower-cased
+  --mtu N                 [CNI_MTU]             decided by the plugin (see README)
+  --ipv6                  [CALICO_IPV6=true]    also assign IPv6 addresses
+  --log-file PATH         [CALICO_LOG_FILE]     /var/log/calico/cni/cni.log
+  --calicoctl-dir DIR     [CALICOCTL_DIR]       /usr/local/bin
+  --python PATH           [PYTHON]              the first Python 3.11+ found (never a pyenv shim)
+  --uninstall             remove what was installed (listed in PREFIX/installed-files)
+USAGE
+}
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+prefix=${CALICO_CNI_PREFIX:-/opt/calico-cni}
+bin_dir=${CNI_BIN_DIR:-/opt/cni/bin}
+conf_dir=${CNI_CONF_DIR:-/etc/cni/net.d}
+conf_name=${CNI_CONF_NAME:-10-calico.conflist}
+etcd_endpoints=${ETCD_ENDPOINTS:-http://127.0.0.1:2379}
+etcd_ca=${ETCD_CA_CERT_FILE:-}
+etcd_cert=${ETCD_CERT_FILE:-}
+etcd_key=${ETCD_KEY_FILE:-}
+nodename=${NODENAME:-}
+mtu=${CNI_MTU:-}
+ipv6=${CALICO_IPV6:-false}
+log_file=${CALICO_LOG_FILE:-}
+ctl_dir=${CALICOCTL_DIR:-/usr/local/bin}
+python=${PYTHON:-}
+uninstall=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) prefix=$2; shift ;;
+        --bin-dir) bin_dir=$2; shift ;;
+        --conf-dir) conf_dir=$2; shift ;;
+        --conf-name) conf_name=$2; shift ;;
+        --etcd-endpoints) etcd_endpoints=$2; shift ;;
+        --etcd-ca-cert-file) etcd_ca=$2; shift ;;
+        --etcd-cert-file) etcd_cert=$2; shift ;;
+        --etcd-key-file) etcd_key=$2; shift ;;
+        --nodename) nodename=$2; shift ;;
+        --mtu) mtu=$2; shift ;;
+        --ipv6) ipv6=true ;;
+        --log-file) log_file=$2; shift ;;
+        --calicoctl-dir) ctl_dir=$2; shift ;;
+        --python) python=$2; shift ;;
+        --uninstall) uninstall=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install-cni.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'install-cni.sh: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root: it writes to $bin_dir and $conf_dir"
+manifest="$prefix/installed-files"
+
+if [ "$uninstall" = 1 ]; then
+    [ -f "$manifest" ] || { say "nothing to uninstall: $manifest does not exist"; exit 0; }
+    while read -r path; do
+        [ -n "$path" ] || continue
+        if [ -e "$path" ] || [ -L "$path" ]; then rm -f "$path" && say "removed $path"; fi
+    done < "$manifest"
+    rm -rf "$prefix"
+    say "removed $prefix"
+    exit 0
+fi
+
+# --- a real interpreter, Python 3.11 or newer -----------------------------------------------
+find_python() {
+    local candidate path real
+    for candidate in "$@"; do
+        path=$(command -v "$candidate" 2>/dev/null) || continue
+        real=$("$path" -c 'import sys; print(sys.executable if sys.version_info >= (3, 11) else "")' 2>/dev/null) || continue
+        case "$real" in ''|*/shims/*) continue ;; esac
+        echo "$real"
+        return 0
+    done
+    return 1
+}
+if [ -n "$python" ]; then
+    python=$(find_python "$python") || die "$python is not Python 3.11 or newer (or is a pyenv shim)"
+else
+    python=$(find_python /usr/bin/python3 /usr/local/bin/python3 python3.13 python3.12 python3.11 python3) \
+        || die "Python 3.11 or newer is needed (Debian 12: apt-get install python3 python3-venv)"
+fi
+[ -n "$nodename" ] || nodename=$(hostname | tr '[:upper:]' '[:lower:]')
+case "$mtu" in ''|[0-9]*) ;; *) die "--mtu must be a number, got $mtu" ;; esac
+
+changes=0
+installed=()
+note() { say "$*"; changes=$((changes + 1)); }
+
+# --- the virtual environment -----------------------------------------------------------------
+venv_python="$prefix/bin/python"
+if [ ! -x "$venv_python" ]; then
+    mkdir -p "$(dirname "$prefix")"
+    "$python" -m venv "$prefix" || die "cannot create a virtual environment (Debian: apt-get install python3-venv)"
+    note "created the virtual environment $prefix with $python"
+fi
+source_stamp=$(cd "$here" && find pyproject.toml calico_cni calico_ipam -type f -name '*.py' -o -type f -name pyproject.toml \
+    | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$prefix/.source-stamp" 2>/dev/null)" != "$source_stamp" ]; then
+    log="$prefix/pip-install.log"
+    if ! "$venv_python" -m pip install --upgrade "$here" >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        die "pip install failed; the full log is $log"
+    fi
+    echo "$source_stamp" > "$prefix/.source-stamp"
+    note "installed the plugins' Python package into $prefix"
+fi
+
+# --- files, written only when their content changes -------------------------------------------
+# put_file PATH MODE: content on stdin
+put_file() {
+    local path=$1 mode=$2 tmp
+    mkdir -p "$(dirname "$path")"
+    tmp=$(mktemp "$(dirname "$path")/.install-cni.XXXXXX")
+    cat > "$tmp"
+    chmod "$mode" "$tmp"
+    if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
+        rm -f "$tmp"
+    else
+        mv -f "$tmp" "$path"
+        note "wrote $path"
+    fi
+    installed+=("$path")
+}
+
+launcher() { # launcher MODULE: an executable that runs the venv's interpreter directly
+    printf '#!%s -I\nfrom %s import main\nmain()\n' "$venv_python" "$1"
+}
+# (put_file reads process substitutions, not pipes: a pipe would run it in a subshell and lose
+# what it records.)
+put_file "$bin_dir/calico" 0755 < <(launcher calico_cni.main)
+put_file "$bin_dir/calico-ipam" 0755 < <(launcher calico_ipam.main)
+put_file "$ctl_dir/calicoctl" 0755 < <(printf '#!%s -I\nfrom calico_cni.ctl.main import cli\ncli()\n' "$venv_python")
+
+# The chained plugins of the default conflist: Debian keeps them in /usr/lib/cni.
+for plugin in portmap bandwidth; do
+    if [ ! -e "$bin_dir/$plugin" ]; then
+        if [ -x "/usr/lib/cni/$plugin" ]; then
+            ln -s "/usr/lib/cni/$plugin" "$bin_dir/$plugin"
+            note "linked $bin_dir/$plugin to /usr/lib/cni/$plugin"
+            installed+=("$bin_dir/$plugin")
+        else
+            say "warning: $plugin is not in $bin_dir or /usr/lib/cni (Debian: apt-get install containernetworking-plugins); the default conflist chains it"
+        fi
+    elif [ -L "$bin_dir/$plugin" ] && grep -qx "$bin_dir/$plugin" "$manifest" 2>/dev/null; then
+        installed+=("$bin_dir/$plugin")
+    fi
+done
+
+# The network configuration. It names TLS files, never secrets, but etcd credentials may be
+# added to it by hand, so it is private to root.
+conflist=$("$venv_python" "$here/scripts/render-conflist.py" "$here/conf/10-calico.conflist" \
+    "ETCD_ENDPOINTS=$etcd_endpoints" "ETCD_CA_CERT_FILE=$etcd_ca" "ETCD_CERT_FILE=$etcd_cert" \
+    "ETCD_KEY_FILE=$etcd_key" "NODENAME=$nodename" "MTU=$mtu" "ASSIGN_IPV6=$ipv6" "LOG_FILE_PATH=$log_file") \
+    || die "cannot render the network configuration"
+put_file "$conf_dir/$conf_name" 0600 <<<"$conflist"
+
+# The manifest itself lives in the prefix, which --uninstall removes as a whole.
+before=$changes
+put_file "$manifest" 0600 < <(printf '%s\n' "${installed[@]}")
+changes=$before
+
+# --- checks: say what the node still needs -------------------------------------------------
+sysctl_value() { cat "/proc/sys/${1//.//}" 2>/dev/null || echo "?"; }
+[ "$(sysctl_value net.ipv4.ip_forward)" = 1 ] || say "note: IPv4 forwarding is off; pods cannot reach beyond this node. Set: sysctl -w net.ipv4.ip_forward=1"
+if [ "$ipv6" = true ] && [ "$(sysctl_value net.ipv6.conf.all.forwarding)" != 1 ]; then
+    say "note: IPv6 forwarding is off; pod-to-pod IPv6 through this node needs it. Set: sysctl -w net.ipv6.conf.all.forwarding=1"
+fi
+uplink=$(ip -o route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+if [ -n "$uplink" ]; then
+    uplink_mtu=$(cat "/sys/class/net/$uplink/mtu" 2>/dev/null || echo "")
+    if [ -n "$mtu" ] && [ -n "$uplink_mtu" ] && [ "$mtu" -gt "$uplink_mtu" ]; then
+        say "note: --mtu $mtu is larger than the MTU of $uplink ($uplink_mtu); pods will see fragmentation or drops"
+    fi
+else
+    say "note: this node has no default route; the plugin takes the pod MTU from --mtu, /var/lib/calico/mtu, or 1500"
+fi
+"$venv_python" - "$etcd_endpoints" <<'PY' || true
+import socket, sys
+for url in sys.argv[1].split(","):
+    hostport = url.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        sys.exit(0)
+    except (OSError, ValueError):
+        pass
+print(f"warning: no etcd endpoint of {sys.argv[1]} answers now; pods cannot start until one does")
+PY
+
+if [ "$changes" -eq 0 ]; then
+    say "calico CNI is already installed and up to date; nothing changed"
+else
+    say "calico CNI installed: plugins in $bin_dir, network config $conf_dir/$conf_name (node $nodename, etcd $etcd_endpoints), calicoctl in $ctl_dir"
+fi
