@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
 from calico_cni.datastore import keys
-from calico_cni.datastore.records import CONFIRMED, PENDING, Affinity, Block, Handle, IPAddress, IPPool, Node, now_rfc3339
+from calico_cni.datastore.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPPool, Node, now_rfc3339
 from calico_cni.datastore.store import Datastore, IpamView
 from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED, TRY_AGAIN_LATER, CniError
 
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 100
 T = TypeVar("T")
+
+# Lost compare-and-swap races retried by this process (read by benchmarks).
+stats = {"conflicts": 0}
 
 
 class Conflict(Exception):
@@ -97,6 +100,7 @@ def with_retries(what: str, step: Callable[[int], T], deadline_seconds: float = 
         try:
             return step(attempt)
         except Conflict:
+            stats["conflicts"] += 1
             if time.monotonic() > deadline:
                 break
             if attempt >= 2:
@@ -153,12 +157,13 @@ def _in_pools(cidr: str, pools: Sequence[IPPool]) -> IPPool | None:
     return next((p for p in pools if net.subnet_of(p.cidr)), None)
 
 
-def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], view: IpamView, family: int) -> Block | None:
+def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], view: IpamView, family: int) -> tuple[Block, Affinity] | None:
     """Claim a free block of the first pool that has one; None when every pool is fully claimed.
 
     The pending affinity and the new block are created in one transaction that also requires
     that none of this node's affinities changed since `view` was read, so concurrent ADDs on one
-    node claim one block between them, not one each. The affinity is then confirmed.
+    node claim one block between them, not one each. The caller confirms the affinity in the
+    commit that allocates from the block.
     """
     existing = store.block_cidrs(family)
     for pool in pools:
@@ -174,11 +179,8 @@ def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], vie
             if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
                 raise Conflict()
             log.info("node %s claimed block %s of pool %s", att.node, cidr, pool.name)
-            affinity.state = CONFIRMED
-            if not store.commit(puts=[affinity]):
-                log.info("affinity of %s was confirmed concurrently", cidr)
             view.affinities.setdefault(family, []).append(affinity)
-            return block
+            return block, affinity
     return None
 
 
@@ -220,10 +222,12 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
                 f"node {att.node} holds {held_blocks} IPv{family} blocks, the limit is {config.block_cap} ({limit}), and they are full; "
                 f"pools {_pool_list(pools)}. Raise the limit with calicoctl ipam configure --max-blocks-per-host, or free addresses",
             )
-        block = _claim_block(store, att, pools, view, family)
-        if block is not None:
+        claimed = _claim_block(store, att, pools, view, family)
+        if claimed is not None:
+            block, affinity = claimed
             ordinals = blk.assign(block, 1, att.handle_id, secondary, blk.reserved_ordinals(block, view.reservations))
-            return _commit_assignment(store, block, ordinals, att, view)[0]
+            affinity.state = CONFIRMED
+            return _commit_assignment(store, block, ordinals, att, view, [affinity])[0]
 
     # 3. Borrow from another node's block, unless strict affinity forbids it.
     if config.strict_affinity:
@@ -377,17 +381,21 @@ def _release_in_block(
     return [Assigned(block.address(o), cidr, o, None) for o in released]
 
 
-def release(store: Datastore, handle_id: str, ifname: str | None) -> list[Assigned]:
+def release(
+    store: Datastore, handle_id: str, ifname: str | None, first: tuple[Handle | None, IpamConfig] | None = None
+) -> list[Assigned]:
     """Release what a handle holds for one interface (or everything, with ifname None).
 
     Also repairs the handle's per-block counts, and deletes the handle once it holds nothing.
-    Releasing something that does not exist succeeds and returns nothing.
+    Releasing something that does not exist succeeds and returns nothing. `first` is the handle
+    and IPAM config when the caller has just read them (saves a round trip).
     """
     released: list[Assigned] = []
+    prefetched = [first] if first is not None else []
 
     def step(attempt: int) -> bool:
         """One block per step; True when nothing is left to do."""
-        handle, config = store.handle_and_config(handle_id)
+        handle, config = prefetched.pop() if prefetched else store.handle_and_config(handle_id)
         if handle is None:
             return True
         blocks = store.blocks(sorted(handle.blocks))
@@ -396,7 +404,7 @@ def release(store: Datastore, handle_id: str, ifname: str | None) -> list[Assign
             mine = blk.ordinals_of(block, handle_id, ifname) if block else []
             if block is None or mine or len(blk.ordinals_of(block, handle_id)) != count:
                 released.extend(_release_in_block(store, handle, cidr, block, mine, config.ip_cooldown_seconds))
-                return False
+                return not handle.blocks  # the commit deleted the handle: nothing is left
         if not handle.blocks and not store.commit(deletes=[handle]):
             raise Conflict()
         return True

@@ -73,8 +73,12 @@ def assign_addresses(request: CniRequest, store: Datastore) -> list[Assigned]:
 
 def release_addresses(request: CniRequest, store: Datastore) -> list[Assigned]:
     """Release the attachment's addresses, and those of Calico's legacy handle."""
-    released = allocator.release(store, handle_id(request), request.ifname)
-    released += allocator.release(store, legacy_handle_id(request), None)
+    ids = [handle_id(request), legacy_handle_id(request)]
+    handles, config = store.handles_and_config(ids)
+    released = []
+    for hid, ifname in zip(ids, (request.ifname, None)):
+        if handles.get(hid) is not None:
+            released += allocator.release(store, hid, ifname, first=(handles[hid], config))
     return released
 
 

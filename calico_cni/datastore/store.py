@@ -124,6 +124,15 @@ class Datastore:
             },
         )
 
+    def handles_and_config(self, handle_ids: Sequence[str]) -> tuple[dict[str, Handle | None], IpamConfig]:
+        """Several handles and the IPAM config, in one round trip."""
+        results, _ = self.client.read([*(Range(keys.handle(h)) for h in handle_ids), Range(keys.IPAM_CONFIG)])
+        handles = {
+            h: (Handle.from_kv(kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None) for h, kvs in zip(handle_ids, results)
+        }
+        cfg = results[-1]
+        return handles, (IpamConfig.from_json(cfg[0].value, cfg[0].mod_revision) if cfg else IpamConfig())
+
     def ipam_config(self) -> IpamConfig:
         kv = self.client.get(keys.IPAM_CONFIG)
         return IpamConfig.from_json(kv.value, kv.mod_revision) if kv else IpamConfig()
