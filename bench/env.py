@@ -13,8 +13,8 @@ FABRIC_ADDRESS = "198.19.0.1"
 
 
 @contextlib.contextmanager
-def fabric_with_etcd() -> Iterator[str]:
-    """Create and enter a fabric namespace with etcd on 198.19.0.1:2379; yields the endpoint."""
+def fabric_with_etcd() -> Iterator[tuple[str, str]]:
+    """Create and enter a fabric namespace with etcd on 198.19.0.1:2379; yields (name, endpoint)."""
     netns.sweep_stale()
     name = netns.add(f"{netns.PREFIX}bench-fabric-{os.getpid()}")
     previous = None
@@ -23,7 +23,7 @@ def fabric_with_etcd() -> Iterator[str]:
         netns.ip("-n", name, "addr", "add", f"{FABRIC_ADDRESS}/32", "dev", "lo")
         previous = netns.enter(name)
         server = etcd_server.start(FABRIC_ADDRESS)
-        yield server.endpoint
+        yield name, server.endpoint
     finally:
         if server is not None:
             server.stop()

@@ -1,0 +1,145 @@
+"""Per-invocation latency, bursts and peak memory of a main plugin and its IPAM, exec'd as a
+runtime execs them, each pod a fresh network namespace inside a node namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tests import netns
+from tests.integration.harness import Node, create_netns, remove_netns
+
+
+@dataclass
+class PluginSet:
+    """What is measured: a main plugin (`type` of `conf`), found in `path` (a CNI_PATH)."""
+
+    label: str
+    conf: dict
+    path: str
+
+    @property
+    def binary(self) -> str:
+        for directory in self.path.split(":"):
+            candidate = os.path.join(directory, self.conf["type"])
+            if os.access(candidate, os.X_OK):
+                return candidate
+        raise FileNotFoundError(self.conf["type"])
+
+
+@dataclass
+class Timed:
+    seconds: float
+    rc: int
+    stdout: str
+    maxrss_kb: int
+
+
+def run_timed(argv: list[str], env: dict, stdin: bytes) -> Timed:
+    """Exec once; wall time and the child's own peak RSS (from wait4)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc.stdin.write(stdin)
+    proc.stdin.close()
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    return Timed(elapsed, proc.returncode, out.decode(), usage.ru_maxrss)
+
+
+def _env(ps: PluginSet, command: str, container: str, netns_path: str) -> dict:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container,
+        "CNI_NETNS": netns_path,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": ps.path,
+    }
+
+
+def _invoke(ps: PluginSet, command: str, container: str, netns_path: str, conf: dict | None = None) -> Timed:
+    timed = run_timed([ps.binary], _env(ps, command, container, netns_path), json.dumps(conf or ps.conf).encode())
+    if timed.rc != 0:
+        raise RuntimeError(f"{ps.label} {command} {container} failed: {timed.stdout[:500]}")
+    return timed
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Median, p90 and p99 in milliseconds."""
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+    return {"median": round(statistics.median(ordered) * 1000, 2), "p90": round(pick(0.9) * 1000, 2), "p99": round(pick(0.99) * 1000, 2), "n": len(ordered)}
+
+
+class _InNode:
+    """Run the enclosed block with this thread in the node namespace (exec'd plugins inherit it)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def __enter__(self):
+        self.previous = netns.enter(self.node.name)
+
+    def __exit__(self, *exc):
+        netns.leave(self.previous)
+
+
+def latency(ps: PluginSet, node: Node, pods: int) -> dict:
+    """VERSION, ADD, CHECK and DEL of `pods` pods, one at a time."""
+    times: dict[str, list[float]] = {"VERSION": [], "ADD": [], "CHECK": [], "DEL": []}
+    peak = 0
+    for i in range(pods):
+        pod = create_netns("benchpod")
+        cid = f"bench-{ps.label}-{i}"
+        try:
+            with _InNode(node):
+                for command in ("VERSION", "ADD", "CHECK", "DEL"):
+                    conf = ps.conf
+                    if command == "CHECK":
+                        conf = {**ps.conf, "prevResult": json.loads(added.stdout)}
+                    timed = _invoke(ps, command, cid, pod, conf)
+                    if command == "ADD":
+                        added = timed
+                    times[command].append(timed.seconds)
+                    peak = max(peak, timed.maxrss_kb)
+        finally:
+            remove_netns(os.path.basename(pod))
+    out = {verb: percentiles(values) for verb, values in times.items()}
+    out["peak_rss_mb"] = round(peak / 1024, 1)
+    return out
+
+
+def burst(ps: PluginSet, node: Node, size: int) -> dict:
+    """`size` ADDs started at once, then `size` DELs at once: total time and p99 per invocation."""
+    pods = [create_netns("benchburst") for _ in range(size)]
+    result = {}
+    try:
+        for command in ("ADD", "DEL"):
+            barrier = threading.Barrier(size)
+
+            def one(i: int, command=command, barrier=barrier) -> float:
+                barrier.wait()
+                return _invoke(ps, command, f"burst-{ps.label}-{i}", pods[i]).seconds
+
+            with _InNode(node):
+                start = time.perf_counter()
+                with ThreadPoolExecutor(size) as pool:
+                    each = list(pool.map(one, range(size)))
+                total = time.perf_counter() - start
+            result[command] = {"total_ms": round(total * 1000, 1), **percentiles(each)}
+    finally:
+        for pod in pods:
+            remove_netns(os.path.basename(pod))
+    return result
