@@ -15,6 +15,13 @@ from . import selector
 log = logging.getLogger(__name__)
 
 
+def _usable_block_size(pool: IPPool) -> bool:
+    problem = pool.block_size_problem()
+    if problem:
+        log.error("IP pool %s is skipped: %s", pool.name, problem)
+    return problem is None
+
+
 def _matches_node(pool: IPPool, labels: Mapping[str, str]) -> bool:
     try:
         return selector.matches(pool.node_selector, labels)
@@ -49,17 +56,25 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
                 raise CniError(
                     IPAM_EXHAUSTED,
                     f"the given pool ({wanted}) does not exist, or is not enabled",
-                    f"ipv{family}_pools names {wanted!r}; existing IPv{family} pools: "
+                    f"ipv{family}_pools of node {node} names {wanted!r}; existing IPv{family} pools: "
                     + (", ".join(f"{p.name} ({p.cidr}{', disabled' if p.disabled else ''})" for p in pools if p.family == family) or "none"),
                 )
             if WORKLOAD not in pool.allowed_uses:
                 raise CniError(IPAM_EXHAUSTED, f"the given pool ({wanted}) does not allow Workload use", f"allowedUses: {list(pool.allowed_uses)}")
+            problem = pool.block_size_problem()
+            if problem:
+                raise CniError(IPAM_EXHAUSTED, f"the given pool ({wanted}) has an invalid block size", problem)
             out.append(pool)
         return out
     out = [
         p
-        for p in pools
-        if p.family == family and not p.disabled and WORKLOAD in p.allowed_uses and p.assignment_mode != MANUAL and _matches_node(p, labels)
+        for p in sorted(pools, key=lambda p: p.name)
+        if p.family == family
+        and not p.disabled
+        and WORKLOAD in p.allowed_uses
+        and p.assignment_mode != MANUAL
+        and _usable_block_size(p)
+        and _matches_node(p, labels)
     ]
     if not out:
         same = [p for p in pools if p.family == family]
@@ -75,7 +90,7 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
 def pool_containing(pools: Sequence[IPPool], address: IPAddress) -> IPPool | None:
     """The enabled pool allowing Workload that holds `address`."""
     for pool in pools:
-        if not pool.disabled and WORKLOAD in pool.allowed_uses and address in pool.cidr:
+        if not pool.disabled and WORKLOAD in pool.allowed_uses and address in pool.cidr and pool.block_size_problem() is None:
             return pool
     return None
 

@@ -34,7 +34,8 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise SelectorError(f"unexpected character {text[pos:].strip()[:1]!r} at position {pos}")
+            bad = pos + len(text[pos:]) - len(text[pos:].lstrip())
+            raise SelectorError(f"unexpected character {text[bad]!r} at position {bad}")
         pos = m.end()
         kind = m.lastgroup
         value = m.group(kind)

@@ -155,11 +155,6 @@ def test_named_error_with_no_pool_of_the_family():
 # Block size (design rule 17)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: design rule 17 (block size 20-32 / 116-128, never shorter than the pool's prefix) is not enforced: "
-    "such a pool is accepted and its blocks reach outside the pool or crash",
-)
 @pytest.mark.parametrize(
     "cidr,block_size",
     [

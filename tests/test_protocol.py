@@ -623,16 +623,11 @@ def test_normalize_rejects_unusable_results_with_error_7(result):
     raises(errors.INVALID_CONFIG, normalize, result)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: normalize iterates a non-list 'ips' and raises TypeError instead of CniError 7")
 @pytest.mark.parametrize("ips", [5, True, 1.5])
 def test_normalize_non_list_ips_is_error_7(ips):
     raises(errors.INVALID_CONFIG, normalize, {"ips": ips})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: normalize accepts interfaces entries that are not objects; convert then crashes with AttributeError",
-)
 def test_normalize_non_object_interface_is_error_7():
     raises(errors.INVALID_CONFIG, normalize, {"interfaces": [1], "ips": []})
 

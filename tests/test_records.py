@@ -270,11 +270,6 @@ def test_block_new_json():
     assert unaffine["affinity"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Block.new records the claim time as 'affinityClaimTime' (the Kubernetes CRD's name); in etcd "
-    "Calico's model.AllocationBlock uses 'affinity_claim_time' (calico-model.md, design rule 15)",
-)
 def test_block_new_records_the_claim_time_under_calicos_etcd_name():
     out = load(Block.new("198.18.0.0/30", "node1").to_json())
     assert "affinityClaimTime" not in out
@@ -361,10 +356,6 @@ def test_ip_pool_without_a_valid_cidr_is_corrupt(spec):
         IPPool.from_json("p9", b({"spec": spec}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ipaddress.ip_network accepts integers, so a pool with spec.cidr 5 is read as 0.0.0.5/32 instead of corrupt",
-)
 def test_ip_pool_with_a_numeric_cidr_is_corrupt():
     with pytest.raises(CorruptRecord, match="p9"):
         IPPool.from_json("p9", b({"spec": {"cidr": 5}}))
@@ -394,10 +385,6 @@ def test_parse_reservation_skips_bad_entries():
     assert parse_reservation("r", b({"spec": {}})) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a numeric reservedCIDRs entry (5) is read as 0.0.0.5/32 instead of being skipped as a bad entry",
-)
 def test_parse_reservation_skips_numeric_entries():
     assert parse_reservation("r", b({"spec": {"reservedCIDRs": [5, "198.18.0.1/32"]}})) == [ipaddress.ip_network("198.18.0.1/32")]
 

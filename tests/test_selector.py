@@ -367,10 +367,6 @@ def test_unexpected_character_position_without_whitespace():
     assert "position 8" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the reported position is where the whitespace before the bad character starts, not the character",
-)
 @pytest.mark.parametrize("text", ["has(a) && $b", "a = 'x'", "a == 'x"])
 def test_unexpected_character_position_points_at_the_character(text):
     bad = {"has(a) && $b": "$", "a = 'x'": "=", "a == 'x": "'"}[text]

@@ -114,6 +114,8 @@ class IPPool:
         doc = _load(value, f"IP pool {name}")
         spec = doc.get("spec") or {}
         try:
+            if not isinstance(spec["cidr"], str):
+                raise TypeError("spec.cidr is not a string")
             cidr = ipaddress.ip_network(spec["cidr"], strict=False)
         except (KeyError, ValueError, TypeError):
             raise CorruptRecord(f"IP pool {name} has no valid spec.cidr") from None
@@ -144,6 +146,15 @@ class IPPool:
             "spec": {},
         }
         return pool
+
+    def block_size_problem(self) -> str | None:
+        """Why the pool's blockSize is unusable (design rule 17), or None when it is fine."""
+        lo, hi = BLOCK_SIZE_RANGE[self.family]
+        if not isinstance(self.block_size, int) or not lo <= self.block_size <= hi:
+            return f"blockSize {self.block_size} is outside {lo}-{hi} for IPv{self.family}"
+        if self.block_size < self.cidr.prefixlen:
+            return f"blockSize /{self.block_size} is larger than the pool {self.cidr}"
+        return None
 
     def to_json(self) -> bytes:
         doc = dict(self.doc)
@@ -214,6 +225,8 @@ def parse_reservation(name: str, value: bytes) -> list[IPNetwork]:
     doc = _load(value, f"IP reservation {name}")
     out = []
     for text in (doc.get("spec") or {}).get("reservedCIDRs") or []:
+        if not isinstance(text, str):
+            continue
         try:
             out.append(ipaddress.ip_network(text, strict=False))
         except (ValueError, TypeError):
@@ -364,7 +377,7 @@ class Block:
             unallocated=list(range(size)),
             attributes=[],
             sequence_number=time.time_ns(),
-            extra={"affinityClaimTime": now_rfc3339()} if node else {},
+            extra={"affinity_claim_time": now_rfc3339()} if node else {},
         )
 
     @classmethod
@@ -373,7 +386,8 @@ class Block:
         try:
             cidr = str(ipaddress.ip_network(doc["cidr"]))
             size = ipaddress.ip_network(cidr).num_addresses
-            allocations = [None if a is None else int(a) for a in doc.get("allocations") or [None] * size]
+            stored = doc.get("allocations")
+            allocations = [None] * size if stored is None else [None if a is None else int(a) for a in stored]
             unallocated = [int(o) for o in doc.get("unallocated") or []]
         except (KeyError, ValueError, TypeError) as exc:
             raise CorruptRecord(f"block {key} is malformed: {exc}") from None

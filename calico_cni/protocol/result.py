@@ -28,6 +28,10 @@ def normalize(result: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise CniError(INVALID_CONFIG, "result must be a JSON object")
     out: dict[str, Any] = {k: v for k, v in result.items() if k != "cniVersion"}
+    for key in ("interfaces", "ips", "routes"):
+        value = result.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            raise CniError(INVALID_CONFIG, f"result {key} must be a list of objects", repr(value)[:120])
     ips = []
     for entry in result.get("ips") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
@@ -38,10 +42,6 @@ def normalize(result: dict[str, Any]) -> dict[str, Any]:
             raise CniError(INVALID_CONFIG, f"result has an invalid address {entry['address']!r}") from None
         ips.append({k: v for k, v in entry.items() if k != "version"})
     out["ips"] = ips
-    for key in ("interfaces", "routes"):
-        value = result.get(key)
-        if value is not None and not isinstance(value, list):
-            raise CniError(INVALID_CONFIG, f"result {key} must be a list")
     return out
 
 
