@@ -49,6 +49,23 @@ class IpamView:
     legacy_handles: dict[str, Handle] = field(default_factory=dict)
 
 
+@dataclass
+class IpamSnapshot:
+    """Every IPAM record, with the pools, nodes and workload endpoints that use them, read in one
+    round trip at one revision (so cross-record checks never see half of a transaction).
+    Records that do not parse are listed in `corrupt` as (key, reason)."""
+
+    revision: int
+    config: IpamConfig
+    pools: list[IPPool]
+    nodes: list[Node]
+    blocks: list[Block]
+    handles: list[Handle]
+    affinities: list[Affinity]
+    endpoints: list[WorkloadEndpoint]
+    corrupt: list[tuple[str, str]] = field(default_factory=list)
+
+
 def _pools(kvs: Iterable[KeyValue]) -> list[IPPool]:
     pools = []
     for kv in kvs:
@@ -77,6 +94,17 @@ def _reservations(kvs: Iterable[KeyValue]) -> list[IPNetwork]:
             out.extend(parse_reservation(kv.key[len(keys.RESERVATIONS) :], kv.value))
         except CorruptRecord as exc:
             log.error("skipping IP reservation: %s", exc)
+    return out
+
+
+def _parse_all(kvs: Iterable[KeyValue], parse, corrupt: list[tuple[str, str]]) -> list:
+    """Parse each key-value with `parse`; those that fail go to `corrupt` as (key, reason)."""
+    out = []
+    for kv in kvs:
+        try:
+            out.append(parse(kv))
+        except (ValueError, TypeError, AttributeError) as exc:
+            corrupt.append((kv.key, str(exc)))
     return out
 
 
@@ -226,6 +254,43 @@ class Datastore:
             except CorruptRecord as exc:
                 log.error("skipping workload endpoint: %s", exc)
         return out
+
+    def ipam_snapshot(self) -> IpamSnapshot:
+        """Config, pools, nodes, blocks, handles, affinities and workload endpoints, in one round
+        trip at one revision (for `calicoctl ipam show/check`)."""
+        ranges = [
+            Range(keys.IPAM_CONFIG),
+            Range(keys.POOLS, prefix=True),
+            Range(keys.NODES, prefix=True),
+            Range(keys.blocks(4), prefix=True),
+            Range(keys.blocks(6), prefix=True),
+            Range(keys.HANDLES, prefix=True),
+            Range(keys.IPAM + "host/", prefix=True),
+            Range(keys.WORKLOAD_ENDPOINTS, prefix=True),
+        ]
+        (cfg, pools, nodes, b4, b6, handles, affs, weps), revision = self.client.read(ranges)
+        corrupt: list[tuple[str, str]] = []
+        config = _parse_all(cfg, lambda kv: IpamConfig.from_json(kv.value, kv.mod_revision), corrupt)
+        return IpamSnapshot(
+            revision=revision,
+            config=config[0] if config else IpamConfig(),
+            pools=sorted(
+                _parse_all(pools, lambda kv: IPPool.from_json(kv.key[len(keys.POOLS) :], kv.value, kv.mod_revision), corrupt),
+                key=lambda p: p.name,
+            ),
+            nodes=_parse_all(nodes, lambda kv: Node.from_json(kv.key[len(keys.NODES) :], kv.value, kv.mod_revision), corrupt),
+            blocks=_parse_all([*b4, *b6], lambda kv: Block.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
+            handles=_parse_all(handles, lambda kv: Handle.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
+            affinities=_parse_all(affs, lambda kv: Affinity.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
+            endpoints=_parse_all(weps, lambda kv: WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
+            corrupt=corrupt,
+        )
+
+    def pools_and_revision(self) -> tuple[list[IPPool], int]:
+        """Every IP pool and the revision they were read at; `commit(prefix_unchanged_since=
+        (keys.POOLS, revision))` then fails if any pool was created or changed since."""
+        (kvs,), revision = self.client.read([Range(keys.POOLS, prefix=True)])
+        return _pools(kvs), revision
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""The `calicoctl` command tree, and the one place failures become a one-line message on stderr
+and an exit code (never a traceback)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from calico_cni.protocol.errors import CniError
+
+from . import ipam_check, ipam_configure, ipam_release, ipam_show, ippool, node, workloads
+from .context import EXIT_ERROR, EXIT_USAGE, CtlError, connection_options
+
+
+class _StderrHandler(logging.Handler):
+    """Log records as "calicoctl: <level>: <message>" lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"calicoctl: {record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+_HANDLER = _StderrHandler()
+
+
+def _setup_logging(level: str) -> None:
+    """Only our own loggers, at the chosen level (errors by default, so a failing etcd call's
+    retries do not add lines to the one-line error)."""
+    _HANDLER.setLevel(getattr(logging, level.upper()))
+    for name in ("calico_cni", "calico_ipam"):
+        logger = logging.getLogger(name)
+        if _HANDLER not in logger.handlers:
+            logger.addHandler(_HANDLER)
+        logger.setLevel(min(logger.level or logging.WARNING, _HANDLER.level))
+
+
+class CtlGroup(click.Group):
+    """The root group: runs the command, then maps any failure to one line and an exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name or "calicoctl", complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "calicoctl"
+            _fail(f"{exc.format_message()} (see '{where} --help')", EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("aborted", EXIT_ERROR)
+        except CtlError as exc:
+            _fail(str(exc), exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
+            _fail(_describe(exc), EXIT_ERROR)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, CniError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    name = type(exc).__name__
+    return f"{name}: {exc}" if str(exc) else name
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+@click.group("calicoctl", cls=CtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), default="error", show_default=True, help="Also show log messages of this level and above on stderr.")
+@connection_options
+@click.version_option(package_name="calico-cni-py", prog_name="calicoctl")
+def cli(log_level: str) -> None:
+    """Operate Calico's IP pools, nodes and IPAM in etcd.
+
+    \b
+    Set up a pool:      calicoctl ippool create pool1 --cidr 198.18.0.0/16
+    See utilisation:    calicoctl ipam show --show-blocks
+    Find leaks:         calicoctl ipam check -o report.json
+    Repair them:        calicoctl ipam release --from-report report.json
+
+    etcd is found through --etcd-endpoints (or the other connection options, given before or
+    after the verb), else --config with a CNI config file, else ETCD_ENDPOINTS and the other
+    ETCD_* variables, else http://127.0.0.1:2379.
+    """
+    _setup_logging(log_level)
+
+
+@cli.group("ipam")
+def ipam() -> None:
+    """Show IPAM utilisation, check and repair allocations, configure IPAM."""
+
+
+for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure):
+    ipam.add_command(command)
+for group in (ippool.ippool, node.node, workloads.get):
+    cli.add_command(group)

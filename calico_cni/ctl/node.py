@@ -1,0 +1,81 @@
+"""`calicoctl node`: list nodes and set the labels pools' node selectors match."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from calico_cni.datastore.records import Node
+from calico_ipam.allocator import Conflict, with_retries
+
+from . import validate
+from .context import CtlError, connection_options, ctl, output_option
+from .output import cell, emit
+
+
+@click.group("node")
+def node() -> None:
+    """List nodes and manage their labels (IP pools' --node-selector matches these)."""
+
+
+def _doc(n: Node) -> dict[str, Any]:
+    """The node as a v3 resource, with its resourceVersion (the etcd revision)."""
+    doc = json.loads(n.to_json())
+    doc.setdefault("metadata", {})["resourceVersion"] = str(n.revision)
+    return doc
+
+
+@node.command("list")
+@output_option
+@connection_options
+def list_nodes(output) -> None:
+    """List nodes with their labels and how many IPAM blocks they hold."""
+    store = ctl().store
+    nodes = sorted(store.nodes(), key=lambda n: n.name)
+    blocks: dict[str, list[str]] = {}
+    for a in store.affinities():
+        blocks.setdefault(a.node, []).append(a.cidr)
+    emit(
+        output,
+        [_doc(n) for n in nodes],
+        ["name", "labels", "blocks"],
+        [[n.name, cell(n.labels), len(blocks.get(n.name, []))] for n in nodes],
+    )
+
+
+@node.command("label")
+@click.argument("name")
+@click.argument("labels", nargs=-1, metavar="KEY=VALUE... KEY-...")
+@click.option("--create", is_flag=True, help="Create the node if it has not registered yet (nodes register on their first pod).")
+@output_option
+@connection_options
+def label(name, labels, create, output) -> None:
+    """Set (key=value) or remove (key-) labels of node NAME."""
+    sets, removes = validate.label_changes(labels)
+    store = ctl().store
+    notes: list[str] = []
+
+    def step(attempt: int) -> Node:
+        record = store.node(name)
+        if record is None:
+            if not create:
+                raise CtlError(f"node {name} does not exist (nodes register on their first pod; pass --create to create it now)")
+            record = Node.new(validate.resource_name(name, "node"))
+        notes.clear()
+        for key in removes:
+            if record.labels.pop(key, None) is None:
+                notes.append(f"node {name} had no label {key}")
+        record.labels.update(sets)
+        if not store.commit(puts=[record]):
+            raise Conflict()
+        return record
+
+    record = with_retries(f"labelling node {name}", step)
+    for note in notes:
+        click.echo(f"Note: {note}.", err=True)
+    if output == "table":
+        click.echo(f"Node {name} labels: {cell(record.labels) if record.labels else '(none)'}")
+    else:
+        emit(output, _doc(record))

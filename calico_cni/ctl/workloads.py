@@ -1,0 +1,50 @@
+"""`calicoctl get workloadendpoints`: the endpoints the `calico` plugin wrote for pods."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .context import connection_options, ctl, output_option
+from .output import emit
+
+
+class AliasGroup(click.Group):
+    """A group whose commands also answer to short names (`wep`, `workloadendpoint`)."""
+
+    ALIASES = {"wep": "workloadendpoints", "weps": "workloadendpoints", "workloadendpoint": "workloadendpoints"}
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, self.ALIASES.get(cmd_name, cmd_name))
+
+
+@click.group("get", cls=AliasGroup)
+def get() -> None:
+    """Show resources (workloadendpoints; also `wep`)."""
+
+
+@get.command("workloadendpoints")
+@click.option("--node", metavar="NAME", help="Only the endpoints on this node.")
+@click.option("--namespace", "-n", metavar="NS", help="Only the endpoints in this namespace.")
+@output_option
+@connection_options
+def workloadendpoints(node, namespace, output) -> None:
+    """List workload endpoints (one per pod interface)."""
+    weps = [
+        w
+        for w in ctl().store.workload_endpoints()
+        if (node is None or w.node == node) and (namespace is None or w.namespace == namespace)
+    ]
+    weps.sort(key=lambda w: (w.namespace, w.name))
+    docs = []
+    for w in weps:
+        doc = json.loads(w.to_json())
+        doc.setdefault("metadata", {})["resourceVersion"] = str(w.revision)
+        docs.append(doc)
+    emit(
+        output,
+        docs,
+        ["namespace", "name", "node", "container", "networks", "interface"],
+        [[w.namespace, w.name, w.node, w.container_id[:12], ",".join(w.ip_networks), w.spec.get("interfaceName", "")] for w in weps],
+    )

@@ -1,0 +1,168 @@
+"""calicoctl as a command: connection options, the installed executable, help for every verb, and
+errors as one line with a non-zero exit (never a traceback)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from calico_cni.ctl.context import Connection
+from calico_cni.ctl.main import cli
+from tests.calicoctl_support import allocate, ctl, run_exe  # noqa: F401 - fixture
+from tests.conftest import FABRIC_ADDRESS
+from tests.pools import create_pool
+
+DEAD = f"http://{FABRIC_ADDRESS}:1"  # nothing listens there
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        yield path + (name,)
+        if isinstance(command, click.Group):
+            yield from _commands(command, path + (name,))
+
+
+VERBS = list(_commands(cli))
+
+
+def _one_line_error(run, *fragments: str) -> None:
+    assert run.rc != 0
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("Error: "), run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    for fragment in fragments:
+        assert fragment in run.stderr
+
+
+def test_every_verb_is_covered():
+    assert set(VERBS) == {
+        ("get",), ("get", "workloadendpoints"),
+        ("ipam",), ("ipam", "check"), ("ipam", "configure"), ("ipam", "release"), ("ipam", "show"),
+        ("ippool",), ("ippool", "create"), ("ippool", "delete"), ("ippool", "disable"), ("ippool", "enable"), ("ippool", "get"), ("ippool", "list"),
+        ("node",), ("node", "label"), ("node", "list"),
+    }
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_help_of_every_verb(verb):
+    r = CliRunner().invoke(cli, [*verb, "--help"])
+    assert r.exit_code == 0 and "Usage: calicoctl " + " ".join(verb) in r.stdout
+
+
+def test_installed_executable_end_to_end(etcd_endpoint, store):
+    env = {"ETCD_ENDPOINTS": etcd_endpoint}
+    assert "Usage: calicoctl" in run_exe("--help").stdout
+    assert run_exe("--version").stdout.startswith("calicoctl, version ")
+    r = run_exe("ippool", "create", "pool1", "--cidr", "198.18.0.0/24", "--block-size", "28", env=env)
+    assert r.rc == 0 and "Created IP pool pool1" in r.stdout, r.stderr
+    allocate(store, "net1.c1")
+    r = run_exe("ipam", "show", "-o", "json", env=env)
+    assert r.rc == 0 and r.json()["pools"][0]["inUse"] == 1
+    r = run_exe("ipam", "check", "--grace", "0", env=env)
+    assert r.rc == 3 and r.stdout.splitlines()[-1] == "Check complete; found 1 problems."
+    r = run_exe("ippool", "create", "pool2", "--cidr", "198.18.0.0/25", env=env)
+    _one_line_error(r, "overlaps IP pool pool1")
+    assert r.rc == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["ippool", "list"], ["ipam", "show"], ["ipam", "check"], ["node", "list"], ["get", "wep"], ["ipam", "configure", "--ip-cooldown-seconds", "1"]],
+)
+def test_unreachable_etcd_is_one_line_naming_the_endpoints(args, etcd):
+    r = run_exe("--etcd-endpoints", f"{DEAD},http://{FABRIC_ADDRESS}:2", "--etcd-timeout", "0.5", *args)
+    _one_line_error(r, "etcd is unreachable at", DEAD, f"http://{FABRIC_ADDRESS}:2")
+    assert r.rc == 1 and r.stdout == ""
+
+
+def test_default_endpoint_is_localhost(etcd):
+    r = run_exe("ippool", "list", "--etcd-timeout", "0.5")  # nothing listens on 127.0.0.1 in the test namespace
+    _one_line_error(r, "etcd is unreachable at http://127.0.0.1:2379")
+
+
+def test_environment_flags_and_config_file(ctl, store, etcd_endpoint, tmp_path):
+    create_pool(store, "p", "198.18.0.0/24")
+    conflist = tmp_path / "10-calico.conflist"
+    conflist.write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "k8s-pod-network",
+        "plugins": [{"type": "calico", "etcd_endpoints": etcd_endpoint, "ipam": {"type": "calico-ipam"}}, {"type": "portmap"}],
+    }))
+    conf = tmp_path / "10-calico.conf"
+    conf.write_text(json.dumps({"cniVersion": "0.3.1", "name": "n", "type": "calico-ipam", "etcd_endpoints": etcd_endpoint}))
+    for args in (["--config", str(conflist), "ippool", "list"], ["ippool", "list", "--config", str(conf)]):
+        r = ctl(*args, "-o", "json", endpoint=False, env={"ETCD_ENDPOINTS": DEAD})
+        assert r.rc == 0 and [d["metadata"]["name"] for d in r.json()] == ["p"], r.stderr
+    # The environment, when nothing else is given.
+    r = ctl("ippool", "list", "-o", "json", endpoint=False, env={"ETCD_ENDPOINTS": etcd_endpoint})
+    assert r.rc == 0 and len(r.json()) == 1
+    # A flag wins over the config file, and a flag after the verb over one before it.
+    r = ctl("--config", str(conflist), "ippool", "list", "--etcd-endpoints", DEAD, "--etcd-timeout", "0.5", endpoint=False)
+    _one_line_error(r, DEAD)
+    r = ctl("--etcd-endpoints", DEAD, "ippool", "list", "--etcd-endpoints", etcd_endpoint, endpoint=False)
+    assert r.rc == 0 and "198.18.0.0/24" in r.stdout
+
+
+def test_tls_flags_reach_the_connection_settings(tmp_path):
+    conn = Connection(flags={"etcd_endpoints": "https://a:2379,https://b:2379", "etcd_ca_cert_file": "/ca", "etcd_cert_file": "/crt", "etcd_key_file": "/key", "etcd_timeout": 2.5})
+    s = conn.settings({})
+    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file, s.timeout) == (("https://a:2379", "https://b:2379"), "/ca", "/crt", "/key", 2.5)
+    env = {"ETCD_ENDPOINTS": "https://e:2379", "ETCD_CA_CERT_FILE": "/eca", "ETCD_CERT_FILE": "/ecrt", "ETCD_KEY_FILE": "/ekey"}
+    s = Connection().settings(env)
+    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file) == (("https://e:2379",), "/eca", "/ecrt", "/ekey")
+    conf = tmp_path / "c.conf"
+    conf.write_text(json.dumps({"type": "calico", "etcd_endpoints": "https://c:2379", "etcd_ca_cert_file": "/cca", "etcd_key_file": "/ckey", "etcd_cert_file": "/ccrt", "mtu": 1400}))
+    s = Connection(config_file=str(conf)).settings(env)
+    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file) == (("https://c:2379",), "/cca", "/ccrt", "/ckey")
+    assert Connection().settings({}).endpoints == ("http://127.0.0.1:2379",)
+
+
+def test_connection_errors(ctl, tmp_path, etcd):
+    _one_line_error(ctl("--etcd-endpoints", "localhost:2379", "ippool", "list", endpoint=False), "etcd endpoint 'localhost:2379' is invalid")
+    missing = ctl("--etcd-endpoints", f"https://{FABRIC_ADDRESS}:2379", "--etcd-ca-cert-file", str(tmp_path / "ca.pem"), "ippool", "list", endpoint=False)
+    _one_line_error(missing, "cannot read", "ca.pem")
+    _one_line_error(ctl("--config", str(tmp_path / "none.conflist"), "ippool", "list", endpoint=False), "cannot read", "none.conflist")
+    bad = tmp_path / "bad.conflist"
+    bad.write_text("{nope")
+    _one_line_error(ctl("--config", str(bad), "ippool", "list", endpoint=False), "is not valid JSON")
+    bad.write_text(json.dumps({"plugins": [{"type": "bridge"}]}))
+    _one_line_error(ctl("--config", str(bad), "ippool", "list", endpoint=False), "has no calico or calico-ipam plugin")
+    bad.write_text(json.dumps({"type": "calico", "datastore_type": "kubernetes"}))
+    _one_line_error(ctl("--config", str(bad), "ippool", "list", endpoint=False), "datastore_type 'kubernetes' is not supported")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["ippool", "create", "p"], "Missing option '--cidr'"),
+        (["ippool", "frobnicate"], "No such command 'frobnicate'"),
+        (["ippool", "list", "-o", "xml"], "Invalid value for '-o' / '--output'"),
+        (["ipam", "show", "--bogus"], "No such option '--bogus'"),
+        (["node", "label"], "Missing argument 'NAME'"),
+    ],
+)
+def test_usage_errors_are_one_line(ctl, args, fragment):
+    r = ctl(*args)
+    _one_line_error(r, fragment, "--help")
+    assert r.rc == 2
+
+
+def test_unexpected_failures_are_one_line(ctl, monkeypatch):
+    from calico_cni.datastore.store import Datastore
+
+    def boom(self):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(Datastore, "pools", boom)
+    r = ctl("ippool", "list")
+    _one_line_error(r, "RuntimeError: disk on fire second line")
+    assert r.rc == 1
+
+
+def test_corrupt_records_are_reported_not_fatal(ctl, store):
+    create_pool(store, "good", "198.18.0.0/24")
+    assert store.client.commit([], [("/calico/resources/v3/projectcalico.org/ippools/broken", b"{oops")])[0]
+    r = ctl("ippool", "list", "-o", "json")
+    assert r.rc == 0 and [d["metadata"]["name"] for d in r.json()] == ["good"]
+    assert "calicoctl: error: skipping IP pool broken" in r.stderr
