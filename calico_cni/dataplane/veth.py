@@ -1,0 +1,89 @@
+"""The veth pair of a workload: created so that no name can collide with the node's interfaces
+(design rule 6), found and deleted only when its alias names the attachment (rule 3)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Callable
+
+from ..protocol.errors import DATAPLANE_FAILURE, CniError
+from .netns import Netns
+from .rtnl import Link, NetlinkError
+
+log = logging.getLogger(__name__)
+
+HOST_MAC = "ee:ee:ee:ee:ee:ee"
+
+
+def describe_owner(link: Link) -> str:
+    return f"its alias is {link.alias!r}" if link.alias else "it has no Calico alias"
+
+
+def claim_host_name(host: Netns, name: str, owned: Callable[[str], bool]) -> None:
+    """Make `name` free on the node: a leftover of this same attachment is deleted; a link that
+    belongs to anything else is left alone and the ADD fails."""
+    rtnl = host.rtnl()
+    link = rtnl.link(name)
+    if link is None:
+        return
+    if not owned(link.alias):
+        raise CniError(
+            DATAPLANE_FAILURE,
+            f"host interface {name} already exists and belongs to another attachment",
+            f"{describe_owner(link)}; it was left alone. Remove the other workload (or the stale link) first",
+        )
+    log.warning("deleting leftover host interface %s of this attachment (%s)", name, link.alias)
+    rtnl.delete_link(link.index)
+
+
+def create_pair(host: Netns, container: Netns, host_name: str, ifname: str, mtu: int) -> None:
+    """Create the pair from inside the container's namespace: `ifname` there, `host_name` (with
+    MAC ee:ee:ee:ee:ee:ee, still down) directly in the node's namespace. Nothing is created when
+    either name is taken."""
+    try:
+        container.rtnl().add_veth(ifname, host_name, mtu, HOST_MAC, host.fd)
+    except NetlinkError as exc:
+        if exc.errno == errno.EEXIST:
+            if container.rtnl().link(ifname) is not None:
+                raise CniError(DATAPLANE_FAILURE, f"interface {ifname} already exists in {container.path}") from None
+            other = host.rtnl().link(host_name)
+            if other is not None:
+                raise CniError(
+                    DATAPLANE_FAILURE, f"host interface {host_name} was created concurrently by someone else", describe_owner(other)
+                ) from None
+        raise CniError(DATAPLANE_FAILURE, f"cannot create veth pair {ifname}/{host_name}", str(exc)) from None
+
+
+def read_pair(host: Netns, container: Netns, host_name: str, ifname: str) -> tuple[Link, Link]:
+    """Both ends as the kernel reports them now."""
+    host_link = host.rtnl().link(host_name)
+    cont_link = container.rtnl().link(ifname)
+    if host_link is None or cont_link is None:
+        missing = host_name if host_link is None else f"{ifname} in {container.path}"
+        raise CniError(DATAPLANE_FAILURE, f"the veth pair vanished right after its creation: {missing} is missing")
+    return host_link, cont_link
+
+
+def delete_container_end(container: Netns, ifname: str) -> bool:
+    """Delete the container's veth end (its host end goes with it); False when there was none."""
+    rtnl = container.rtnl()
+    link = rtnl.link(ifname)
+    if link is None:
+        return False
+    if link.kind != "veth":
+        log.warning("%s in %s is a %s, not a veth: left alone", ifname, container.path, link.kind or "device of unknown kind")
+        return False
+    return rtnl.delete_link(link.index)
+
+
+def delete_host_end(host: Netns, name: str, owned: Callable[[str], bool]) -> bool:
+    """Delete a host veth if its alias names this attachment; False when absent or someone else's."""
+    rtnl = host.rtnl()
+    link = rtnl.link(name)
+    if link is None:
+        return False
+    if not owned(link.alias):
+        log.info("host interface %s belongs to another attachment (%s): left alone", name, link.alias or "no alias")
+        return False
+    return rtnl.delete_link(link.index)

@@ -1,0 +1,240 @@
+"""One workload's dataplane, end to end: set up (with rollback), tear down, verify.
+
+Calico's layout: a veth pair with the host end `cali...` (MAC ee:ee:ee:ee:ee:ee, proxy ARP, no
+address) and the container end `CNI_IFNAME` holding the /32 and /128 addresses; the container
+routes via 169.254.1.1 (IPv4) and the host end's link-local (IPv6); the node routes each address to
+the host end.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ..protocol.errors import DATAPLANE_FAILURE, CniError
+from . import routing, sysctl, veth
+from .netns import Netns
+from .rtnl import IPAddress, IPInterface, IPNetwork, Link, NetlinkError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkloadSpec:
+    """What one workload's dataplane should look like."""
+
+    host_name: str
+    ifname: str
+    alias: str
+    mtu: int  # 0: not known (CHECK without an MTU in prevResult)
+    addresses: list[IPInterface]
+    routes: list[IPNetwork] = field(default_factory=list)
+    allow_ip_forwarding: bool = False
+
+    def versions(self) -> set[int]:
+        return {a.version for a in self.addresses}
+
+
+@dataclass
+class Created:
+    """What `setup` has created so far (what `rollback` removes)."""
+
+    host_name: str = ""
+    host_index: int = 0
+    ifname: str = ""
+
+
+@dataclass
+class Wired:
+    """The result of `setup`: both links as they are now, and the container's IPv6 gateway."""
+
+    host: Link
+    container: Link
+    gateway_v6: IPAddress | None = None
+
+
+def host_sysctls(name: str, versions: set[int]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    if 4 in versions:
+        out += [
+            (f"net/ipv4/conf/{name}/proxy_arp", 1),
+            (f"net/ipv4/neigh/{name}/proxy_delay", 0),
+            (f"net/ipv4/conf/{name}/forwarding", 1),
+            (f"net/ipv4/conf/{name}/route_localnet", 1),
+        ]
+    if 6 in versions:
+        out += [
+            (f"net/ipv6/conf/{name}/disable_ipv6", 0),
+            (f"net/ipv6/conf/{name}/accept_ra", 0),
+            (f"net/ipv6/conf/{name}/accept_dad", 0),
+            (f"net/ipv6/conf/{name}/proxy_ndp", 1),
+            (f"net/ipv6/conf/{name}/forwarding", 1),
+        ]
+    return out
+
+
+def container_sysctls(ifname: str, versions: set[int], forwarding: bool) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    if 6 in versions:
+        out += [(f"net/ipv6/conf/{dev}/disable_ipv6", 0) for dev in ("all", "default", "lo", ifname)]
+        out.append((f"net/ipv6/conf/{ifname}/accept_dad", 0))
+    if forwarding:
+        if 4 in versions:
+            out.append(("net/ipv4/ip_forward", 1))
+        if 6 in versions:
+            out.append(("net/ipv6/conf/all/forwarding", 1))
+    return out
+
+
+def setup(host: Netns, container: Netns, spec: WorkloadSpec, created: Created) -> Wired:
+    """Create and configure the workload's veth pair, addresses and routes.
+
+    Records what it creates in `created`; on failure the caller passes that to `rollback`.
+    """
+    try:
+        return _setup(host, container, spec, created)
+    except NetlinkError as exc:
+        raise CniError(DATAPLANE_FAILURE, f"setting up {spec.ifname}/{spec.host_name} failed", str(exc)) from None
+
+
+def _setup(host: Netns, container: Netns, spec: WorkloadSpec, created: Created) -> Wired:
+    versions = spec.versions()
+    veth.claim_host_name(host, spec.host_name, lambda alias: alias == spec.alias)
+    veth.create_pair(host, container, spec.host_name, spec.ifname, spec.mtu)
+    created.host_name, created.ifname = spec.host_name, spec.ifname
+    host_link, cont_link = veth.read_pair(host, container, spec.host_name, spec.ifname)
+    created.host_index = host_link.index
+
+    hr, cr = host.rtnl(), container.rtnl()
+    hr.set_link(host_link.index, alias=spec.alias)
+    host.run(sysctl.write_all, host_sysctls(spec.host_name, versions))
+    hr.set_link(host_link.index, up=True)
+
+    settings = container_sysctls(spec.ifname, versions, spec.allow_ip_forwarding)
+    if settings:
+        container.run(sysctl.write_all, settings)
+    cr.set_link(cont_link.index, up=True)
+    v4 = [a for a in spec.addresses if a.version == 4]
+    v6 = [a for a in spec.addresses if a.version == 6]
+    if v4:
+        routing.configure_container_v4(cr, cont_link, v4, spec.routes)
+    routing.add_host_routes(hr, host_link, spec.addresses)
+    gateway = None
+    if v6:
+        gateway = routing.host_link_local(host, host_link)
+        routing.configure_container_v6(cr, cont_link, v6, spec.routes, gateway)
+    host_link, cont_link = veth.read_pair(host, container, spec.host_name, spec.ifname)
+    return Wired(host_link, cont_link, gateway)
+
+
+def rollback(host: Netns, container: Netns | None, created: Created) -> None:
+    """Remove what a failed `setup` created (the host routes go with the link). Never raises."""
+    try:
+        if created.host_index:
+            link = host.rtnl().link(index=created.host_index)
+            if link is not None and link.name == created.host_name:
+                host.rtnl().delete_link(link.index)
+                log.info("rolled back: deleted veth pair %s/%s", created.host_name, created.ifname)
+                return
+        if created.ifname and container is not None:
+            veth.delete_container_end(container, created.ifname)
+            log.info("rolled back: deleted %s in %s", created.ifname, container.path)
+    except Exception:  # noqa: BLE001 - the original error is what the runtime must see
+        log.exception("rollback of %s/%s failed", created.host_name, created.ifname)
+
+
+def teardown(host: Netns, container: Netns | None, ifname: str, host_names: Sequence[str], owned: Callable[[str], bool]) -> list[str]:
+    """Delete the workload's interfaces: `ifname` in the container (if its namespace still exists)
+    and any of `host_names` whose alias `owned` accepts. Returns what was deleted."""
+    removed = []
+    try:
+        if container is not None and veth.delete_container_end(container, ifname):
+            removed.append(f"{ifname} in {container.path}")
+        for name in dict.fromkeys(n for n in host_names if n):
+            if veth.delete_host_end(host, name, owned):
+                removed.append(name)
+    except NetlinkError as exc:
+        raise CniError(DATAPLANE_FAILURE, f"removing the interfaces of {ifname} failed", str(exc)) from None
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# Verification (CHECK)
+
+
+def verify(host: Netns, container: Netns, spec: WorkloadSpec, container_mac: str | None = None) -> list[str]:
+    """Every difference between the kernel and `spec`, as sentences (empty: all is well)."""
+    try:
+        return _verify(host, container, spec, container_mac)
+    except NetlinkError as exc:
+        raise CniError(DATAPLANE_FAILURE, "reading the dataplane failed", str(exc)) from None
+
+
+def _verify(host: Netns, container: Netns, spec: WorkloadSpec, container_mac: str | None) -> list[str]:
+    problems: list[str] = []
+    hr, cr = host.rtnl(), container.rtnl()
+    host_link = hr.link(spec.host_name)
+    cont_link = cr.link(spec.ifname)
+    where = f"in {container.path}"
+
+    if host_link is None:
+        problems.append(f"host interface {spec.host_name} does not exist")
+    else:
+        if host_link.alias != spec.alias:
+            problems.append(f"host interface {spec.host_name} belongs to another attachment (alias {host_link.alias!r})")
+        if not host_link.up:
+            problems.append(f"host interface {spec.host_name} is down")
+        if host_link.mac != veth.HOST_MAC:
+            problems.append(f"host interface {spec.host_name} has MAC {host_link.mac}, expected {veth.HOST_MAC}")
+        for version in sorted(spec.versions()):
+            routes = hr.routes(version)
+            for address in (a for a in spec.addresses if a.version == version):
+                dst = routing.host_route(address)
+                if not any(r.dst == dst and r.oif == host_link.index for r in routes):
+                    other = [r for r in routes if r.dst == dst]
+                    extra = f" (the node routes it via {routing.route_owner(hr, other[0])})" if other else ""
+                    problems.append(f"the node has no route {dst} dev {spec.host_name}{extra}")
+
+    if cont_link is None:
+        problems.append(f"interface {spec.ifname} does not exist {where}")
+        return problems
+    if cont_link.kind != "veth":
+        problems.append(f"{spec.ifname} {where} is a {cont_link.kind or 'device of unknown kind'}, not a veth")
+    if host_link is not None and cont_link.peer_index and cont_link.peer_index != host_link.index:
+        problems.append(f"{spec.ifname} {where} is not paired with {spec.host_name}")
+    if not cont_link.up:
+        problems.append(f"interface {spec.ifname} {where} is down")
+    if container_mac and cont_link.mac != container_mac.lower():
+        problems.append(f"interface {spec.ifname} {where} has MAC {cont_link.mac}, the result says {container_mac}")
+    if spec.mtu and cont_link.mtu != spec.mtu:
+        problems.append(f"interface {spec.ifname} {where} has MTU {cont_link.mtu}, the result says {spec.mtu}")
+    if host_link is not None and host_link.mtu != cont_link.mtu:
+        problems.append(f"the MTUs differ: {spec.host_name} has {host_link.mtu}, {spec.ifname} {where} has {cont_link.mtu}")
+    have = {a.address for a in cr.addresses(cont_link.index)}
+    for address in spec.addresses:
+        if address not in have:
+            problems.append(f"address {address} is missing from {spec.ifname} {where}")
+    for version in sorted(spec.versions()):
+        routes = [r for r in cr.routes(version) if r.oif == cont_link.index]
+        if version == 4:
+            if not any(r.dst == routing.GATEWAY_V4_NET and r.gateway is None for r in routes):
+                problems.append(f"route {routing.GATEWAY_V4} dev {spec.ifname} is missing {where}")
+            gateways = {routing.GATEWAY_V4}
+        else:
+            gateways = {r.gateway for r in routes if r.gateway is not None and r.gateway.is_link_local}
+            if host_link is not None:
+                actual = {a.address.ip for a in hr.addresses(host_link.index, 6) if a.address.ip.is_link_local}
+                gateways &= actual
+        for dst in routing.with_default(spec.routes, version):
+            if not any(r.dst == dst and r.gateway in gateways for r in routes):
+                via = routing.GATEWAY_V4 if version == 4 else f"{spec.host_name}'s link-local address"
+                problems.append(f"route {dst} via {via} dev {spec.ifname} is missing {where}")
+    return problems
+
+
+def narrow(address: str) -> IPInterface:
+    """"198.18.0.5/26" -> 198.18.0.5/32 (and /128 for IPv6)."""
+    ip = ipaddress.ip_interface(address).ip
+    return ipaddress.ip_interface(f"{ip}/{ip.max_prefixlen}")
