@@ -1,0 +1,112 @@
+"""Where the `calico` plugin gets addresses: calico-ipam in this process, or any other IPAM
+plugin by exec (`ipam.type` found in CNI_PATH)."""
+
+from __future__ import annotations
+
+import logging
+
+from .protocol.errors import CniError
+from .protocol.request import CniRequest
+
+log = logging.getLogger(__name__)
+
+CALICO_IPAM = "calico-ipam"
+
+
+class InProcessIpam:
+    """calico-ipam's functions, called directly: no second exec, no second interpreter."""
+
+    def __init__(self, request: CniRequest, store) -> None:
+        self.request = request
+        self.store = store
+        self.new: list = []
+
+    def validate(self) -> None:
+        from calico_ipam.plugin import family_requests
+
+        family_requests(self.request)
+
+    def add(self) -> dict:
+        from calico_ipam.plugin import assign_addresses, ipam_result
+
+        assigned = assign_addresses(self.request, self.store)
+        self.new = [a for a in assigned if a.new]
+        return ipam_result(assigned)
+
+    def undo(self) -> None:
+        """Release exactly what `add` allocated (never what an earlier ADD holds)."""
+        if not self.new:
+            return
+        from calico_ipam.allocator import release_exact
+        from calico_ipam.plugin import handle_id
+
+        try:
+            release_exact(self.store, handle_id(self.request), self.new)
+            log.info("rolled back: released %s", ", ".join(str(a.address) for a in self.new))
+        except Exception:  # noqa: BLE001 - the original error is what the runtime must see
+            log.exception("could not release %s during rollback", ", ".join(str(a.address) for a in self.new))
+
+    def delete(self) -> list[str]:
+        from calico_ipam.plugin import release_addresses
+
+        return [str(a.address) for a in release_addresses(self.request, self.store)]
+
+    def check(self) -> list[str]:
+        from calico_ipam.plugin import check_addresses
+
+        try:
+            check_addresses(self.request, self.store)
+        except CniError as err:
+            return [err.msg]
+        return []
+
+
+class DelegatedIpam:
+    """Another IPAM plugin, run by exec as the CNI spec describes."""
+
+    def __init__(self, request: CniRequest, plugin: str) -> None:
+        self.request = request
+        self.plugin = plugin
+        self.added = False
+
+    def validate(self) -> None:
+        from .protocol.delegate import find_plugin
+
+        find_plugin(self.plugin, self.request.cni_path)
+
+    def add(self) -> dict:
+        from .protocol.delegate import delegate
+
+        result = delegate(self.request, self.plugin, "ADD")
+        self.added = True
+        return result
+
+    def undo(self) -> None:
+        if not self.added:
+            return
+        from .protocol.delegate import delegate
+
+        try:
+            delegate(self.request, self.plugin, "DEL")
+            log.info("rolled back: %s released its addresses", self.plugin)
+        except Exception:  # noqa: BLE001
+            log.exception("IPAM plugin %s failed DEL during rollback", self.plugin)
+
+    def delete(self) -> list[str]:
+        from .protocol.delegate import delegate
+
+        delegate(self.request, self.plugin, "DEL")
+        return []
+
+    def check(self) -> list[str]:
+        from .protocol.delegate import delegate
+
+        try:
+            delegate(self.request, self.plugin, "CHECK")
+        except CniError as err:
+            return [f"IPAM plugin {err.msg}"]
+        return []
+
+
+def backend_for(request: CniRequest, ipam_type: str, store) -> InProcessIpam | DelegatedIpam:
+    return InProcessIpam(request, store) if ipam_type == CALICO_IPAM else DelegatedIpam(request, ipam_type)

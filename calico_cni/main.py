@@ -1,0 +1,18 @@
+"""Entry point of the `calico` executable. Kept thin: each verb imports only what it needs."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Run one CNI invocation of calico and exit with its status."""
+    from calico_cni.plugin_support import lazy, setup_logging
+    from calico_cni.protocol.runner import run
+
+    handlers = {verb: lazy("calico_cni.plugin", name) for verb, name in (("ADD", "add"), ("DEL", "delete"), ("CHECK", "check"))}
+    sys.exit(run(handlers, "calico", setup=setup_logging("calico")))
+
+
+if __name__ == "__main__":
+    main()
