@@ -243,3 +243,24 @@ def test_pool_commands_leave_unrelated_blocks_alone(ctl, store):
     assert store.commit(puts=[stray, Affinity("node9", stray.cidr, CONFIRMED)])
     assert ctl("ippool", "delete", "p").rc == 0
     assert store.block(stray.cidr) is not None and store.affinities("node9")
+
+
+def test_create_rechecks_overlap_when_a_pool_appears_concurrently(ctl, store, monkeypatch):
+    """The overlap check and the write are one compare-and-swap: a pool created between them
+    makes the write fail, and the retry sees the overlap."""
+    from calico_cni.datastore.store import Datastore
+
+    stale = store.pools_and_revision()  # what the command reads first: no pool yet
+    create_pool(store, "first", "198.18.0.0/24")  # then another operator creates one
+    real = Datastore.pools_and_revision
+    calls = []
+
+    def racing(self):
+        calls.append(1)
+        return stale if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(Datastore, "pools_and_revision", racing)
+    r = ctl("ippool", "create", "second", "--cidr", "198.18.0.128/25")
+    assert len(calls) == 2
+    assert r.rc == 1 and "overlaps IP pool first (198.18.0.0/24)" in r.stderr
+    assert [p.name for p in store.pools()] == ["first"]

@@ -108,3 +108,24 @@ def test_get_workloadendpoints(ctl, store):
 def test_get_unknown_resource(ctl, store):
     r = ctl("get", "pods")
     assert r.rc == 2 and "No such command 'pods'" in r.stderr
+
+
+def test_label_retries_on_a_concurrent_update(ctl, store, monkeypatch):
+    """A label written by someone else between the read and the write is kept: the write loses
+    the compare-and-swap, and the retry re-reads the node."""
+    from calico_cni.datastore.store import Datastore
+
+    label_node(store, "node1", zone="a")
+    stale = store.node("node1")
+    label_node(store, "node1", rack="r1")
+    real = Datastore.node
+    calls = []
+
+    def racing(self, name):
+        calls.append(name)
+        return stale if len(calls) == 1 else real(self, name)
+
+    monkeypatch.setattr(Datastore, "node", racing)
+    r = ctl("node", "label", "node1", "role=edge")
+    assert r.rc == 0 and len(calls) == 2
+    assert store.node("node1").labels == {"zone": "a", "rack": "r1", "role": "edge"}
