@@ -426,8 +426,11 @@ def release_exact(store: Datastore, handle_id: str, allocations: Sequence[Assign
         def step(attempt: int, cidr=cidr, items=items):
             handle, config = store.handle_and_config(handle_id)
             block = store.block(cidr)
-            if handle is None or block is None:
+            if block is None:
                 return []
+            # A missing handle record must not keep the addresses held: the commit recreates
+            # it only if the handle still holds others.
+            handle = handle or Handle(handle_id)
             expected = {a.ordinal: a.sequence for a in items}
             return _release_in_block(store, handle, cidr, block, list(expected), config.ip_cooldown_seconds, expected)
 

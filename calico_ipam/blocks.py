@@ -114,16 +114,16 @@ def cleanup(block: Block, cooldown_seconds: float, now: float) -> bool:
     Returns True when the block changed.
     """
     changed = False
+    dangling = False
     for o, index in enumerate(block.allocations):
         if index is None:
             continue
-        attr = block.attributes[index] if 0 <= index < len(block.attributes) else None
-        if attr is None:
-            # A dangling index: the ordinal is free in all but name.
-            block.allocations[o] = None
-            block.unallocated.append(o)
-            changed = True
+        if not 0 <= index < len(block.attributes):
+            # The owner of this address is unknown: it may still be a live pod's, so it is never
+            # freed here (calicoctl ipam check reports the block for an operator to repair).
+            dangling = True
             continue
+        attr = block.attributes[index]
         if "handle_id" in attr:
             continue
         released_at = parse_time(attr.get("releasedAt"))
@@ -131,9 +131,10 @@ def cleanup(block: Block, cooldown_seconds: float, now: float) -> bool:
             block.allocations[o] = None
             block.unallocated.append(o)
             changed = True
-    # Renumber: keep only attribute entries still referenced, in their original order.
+    # Renumber: keep only attribute entries still referenced, in their original order (not in
+    # a block with dangling indexes, whose meaning renumbering would change).
     used = sorted({i for i in block.allocations if i is not None})
-    if len(used) != len(block.attributes):
+    if not dangling and len(used) != len(block.attributes):
         remap = {old: new for new, old in enumerate(used)}
         block.attributes = [block.attributes[i] for i in used]
         block.allocations = [None if i is None else remap[i] for i in block.allocations]

@@ -401,14 +401,18 @@ def test_cleanup_drops_unreferenced_entries_without_releases():
     assert b.allocations[0] == 0
 
 
-def test_cleanup_frees_dangling_indexes():
+def test_cleanup_never_frees_an_ordinal_whose_attribute_is_lost():
+    """A dangling index may be a live pod's address: freeing it could hand it out twice."""
     b = new_block()
-    blocks.assign(b, 2, "h", SEC)
+    blocks.assign(b, 3, "h", SEC)
+    blocks.release(b, [2])
     b.allocations[1] = 7  # points at no entry
     assert blocks.consistency_problems(b)
-    assert blocks.cleanup(b, 0, time.time()) is True
-    assert b.allocations[1] is None and b.unallocated[-1] == 1
-    assert blocks.consistency_problems(b) == []
+    blocks.cleanup(b, 0, time.time())
+    assert b.allocations[1] == 7 and 1 not in b.unallocated
+    assert b.allocations[2] is None and b.unallocated[-1] == 2  # the cooled release is still freed
+    assert b.allocations[0] == 0 and b.attributes[0]["handle_id"] == "h"  # not renumbered
+    assert 1 not in blocks.free_ordinals(b)
 
 
 def test_empty_after_release_and_cleanup():

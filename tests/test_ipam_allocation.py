@@ -412,3 +412,25 @@ def test_pending_affinity_with_block_is_adopted(store):
     got = allocator.assign(store, att("c1"), v4())[0]
     assert got.block == block.cidr
     assert raw(store, keys.affinity("node1", block.cidr))["state"] == CONFIRMED
+
+
+def test_release_exact_works_without_the_handle_record(store):
+    create_pool(store, "p1", "198.18.0.0/24")
+    got = allocator.assign(store, att("c1"), v4())[0]
+    assert store.client.commit([], [], [keys.handle("net1.c1")])[0]
+    assert [a.address for a in allocator.release_exact(store, "net1.c1", [got])] == [got.address]
+    assert store.block(got.block).allocations[got.ordinal] is None
+    assert store.handle("net1.c1") is None
+
+
+def test_string_booleans_in_ipam_config(store):
+    store.client.commit([], [(keys.IPAM_CONFIG, b'{"strict_affinity":"false","auto_allocate_blocks":"true"}')])
+    config = store.ipam_config()
+    assert config.strict_affinity is False and config.auto_allocate_blocks is True
+
+
+def test_a_corrupt_handle_does_not_hide_the_others(store):
+    create_pool(store, "p1", "198.18.0.0/24")
+    one(store, att("c1"))
+    store.client.commit([], [(keys.handle("bad"), b"{oops"), (keys.handle("bad2"), b'{"block":{"x":"y"}}')])
+    assert [h.handle_id for h in store.handles()] == ["net1.c1"]

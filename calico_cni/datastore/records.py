@@ -60,6 +60,13 @@ def parse_time(text: str | None) -> float | None:
     return None
 
 
+def _flag(value: Any) -> bool:
+    """A stored boolean; Calico's tools may write "true"/"false" strings."""
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
 def _split(doc: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in known}
 
@@ -263,8 +270,8 @@ class IpamConfig:
         doc = _load(value, "IPAM config")
         # A present key with a boolean omitted means false (Go's omitempty).
         return cls(
-            strict_affinity=bool(doc.get("strict_affinity", False)),
-            auto_allocate_blocks=bool(doc.get("auto_allocate_blocks", False)),
+            strict_affinity=_flag(doc.get("strict_affinity", False)),
+            auto_allocate_blocks=_flag(doc.get("auto_allocate_blocks", False)),
             max_blocks_per_host=int(doc.get("maxBlocksPerHost") or 0),
             ip_cooldown_seconds=int(doc.get("ipCooldownSeconds") or 0),
             extra=_split(doc, cls.KNOWN),
@@ -457,9 +464,13 @@ class Handle:
     @classmethod
     def from_kv(cls, key: str, value: bytes, revision: int = 0) -> "Handle":
         doc = _load(value, f"handle {key}")
+        try:
+            counts = {str(k): int(v) for k, v in (doc.get("block") or {}).items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise CorruptRecord(f"handle {key} has invalid block counts: {exc}") from None
         return cls(
             handle_id=key[len(keys.HANDLES) :],
-            blocks={str(k): int(v) for k, v in (doc.get("block") or {}).items()},
+            blocks=counts,
             deleted=bool(doc.get("deleted", False)),
             extra=_split(doc, ("block", "deleted")),
             revision=revision,

@@ -200,7 +200,14 @@ class Datastore:
         return Handle.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
 
     def handles(self) -> list[Handle]:
-        return [Handle.from_kv(kv.key, kv.value, kv.mod_revision) for kv in self.client.get_prefix(keys.HANDLES)]
+        """Every handle; corrupt ones are logged and skipped."""
+        out = []
+        for kv in self.client.get_prefix(keys.HANDLES):
+            try:
+                out.append(Handle.from_kv(kv.key, kv.value, kv.mod_revision))
+            except CorruptRecord as exc:
+                log.error("skipping handle: %s", exc)
+        return out
 
     def block(self, cidr: str) -> Block | None:
         kv = self.client.get(keys.block(cidr))
