@@ -9,6 +9,7 @@ acting in the namespace it was created in, so after that the calling thread driv
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from typing import Any, Callable, TypeVar
 
@@ -55,7 +56,11 @@ class Netns:
         Raises error 4 when the path is not a network namespace, or is the caller's own.
         """
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # A namespace file is a regular (nsfs) file. Anything else (a FIFO, a device) is refused
+            # without opening it; O_NONBLOCK covers a swap between this check and the open.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {path!r} is not a network namespace", "it is not a namespace file")
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:

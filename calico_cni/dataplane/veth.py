@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..protocol.errors import DATAPLANE_FAILURE, CniError
 from .netns import Netns
@@ -65,14 +65,24 @@ def read_pair(host: Netns, container: Netns, host_name: str, ifname: str) -> tup
     return host_link, cont_link
 
 
-def delete_container_end(container: Netns, ifname: str) -> bool:
-    """Delete the container's veth end (its host end goes with it); False when there was none."""
+def delete_created_end(container: Netns, ifname: str) -> bool:
+    """Delete the container end this invocation has just created (rollback); False when gone."""
+    rtnl = container.rtnl()
+    link = rtnl.link(ifname)
+    return link is not None and link.kind == "veth" and rtnl.delete_link(link.index)
+
+
+def delete_container_end(container: Netns, host: Netns, ifname: str, host_names: Sequence[str], owned: Callable[[str], bool]) -> bool:
+    """Delete `ifname` in the container if it is this attachment's: a veth whose peer on the node
+    is one of `host_names` carrying this attachment's alias (or none: an ADD killed before it set
+    the alias). Anything else named `ifname` is left alone. False when nothing was deleted."""
     rtnl = container.rtnl()
     link = rtnl.link(ifname)
     if link is None:
         return False
-    if link.kind != "veth":
-        log.warning("%s in %s is a %s, not a veth: left alone", ifname, container.path, link.kind or "device of unknown kind")
+    peer = host.rtnl().link(index=link.peer_index) if link.kind == "veth" and link.peer_index else None
+    if peer is None or peer.name not in host_names or not (owned(peer.alias) or not peer.alias):
+        log.warning("%s in %s is not this attachment's interface: left alone", ifname, container.path)
         return False
     return rtnl.delete_link(link.index)
 

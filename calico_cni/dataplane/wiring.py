@@ -137,24 +137,25 @@ def rollback(host: Netns, container: Netns | None, created: Created) -> None:
             if link is not None and link.name == created.host_name:
                 host.rtnl().delete_link(link.index)
                 log.info("rolled back: deleted veth pair %s/%s", created.host_name, created.ifname)
-                return
-        if created.ifname and container is not None:
-            veth.delete_container_end(container, created.ifname)
+            return  # already gone: its container end went with it
+        if created.ifname and container is not None and veth.delete_created_end(container, created.ifname):
             log.info("rolled back: deleted %s in %s", created.ifname, container.path)
     except Exception:  # noqa: BLE001 - the original error is what the runtime must see
         log.exception("rollback of %s/%s failed", created.host_name, created.ifname)
 
 
 def teardown(host: Netns, container: Netns | None, ifname: str, host_names: Sequence[str], owned: Callable[[str], bool]) -> list[str]:
-    """Delete the workload's interfaces: `ifname` in the container (if its namespace still exists)
-    and any of `host_names` whose alias `owned` accepts. Returns what was deleted."""
+    """Delete the workload's veth pair: any of `host_names` whose alias `owned` accepts (its
+    container end goes with it), then `ifname` in the container (if its namespace still exists)
+    when it is paired with one of them. Returns what was deleted."""
     removed = []
+    names = list(dict.fromkeys(n for n in host_names if n))
     try:
-        if container is not None and veth.delete_container_end(container, ifname):
-            removed.append(f"{ifname} in {container.path}")
-        for name in dict.fromkeys(n for n in host_names if n):
+        for name in names:
             if veth.delete_host_end(host, name, owned):
                 removed.append(name)
+        if container is not None and veth.delete_container_end(container, host, ifname, names, owned):
+            removed.append(f"{ifname} in {container.path}")
     except NetlinkError as exc:
         raise CniError(DATAPLANE_FAILURE, f"removing the interfaces of {ifname} failed", str(exc)) from None
     return removed
