@@ -214,3 +214,23 @@ def test_kubernetes_names(store, pools, node, pod, calico_conf):
     # The allocation records the pod (rule 1).
     attrs = [a for b in store.all_blocks() for a in b.attributes if a.get("handle_id") == f"net1.{env['CNI_CONTAINERID']}"]
     assert attrs and attrs[0]["secondary"]["pod"] == "front-end-7f9" and attrs[0]["secondary"]["namespace"] == "web-apps"
+
+
+def test_node_name_from_nodename_file(store, pools, node, pod, calico_conf, tmp_path):
+    """Rule 10: without `nodename`, the contents of `nodename_file`; a missing file is an error
+    before anything is created (unless nodename_file_optional)."""
+    name_file = tmp_path / "nodename"
+    name_file.write_text("worker-7\n")
+    conf = calico_conf()
+    del conf["nodename"]
+    p = pod()
+    env = pod_env(p)
+    ok(run_calico(node, "ADD", {**conf, "nodename_file": str(name_file)}, env))
+    endpoints = store.workload_endpoints()
+    assert [(e.name, e.node) for e in endpoints] == [(f"worker--7-cni-{env['CNI_CONTAINERID'].replace('-', '--')}-eth0", "worker-7")]
+
+    p2 = pod()
+    run = run_calico(node, "ADD", {**conf, "nodename_file": str(tmp_path / "missing")}, pod_env(p2))
+    assert run.rc != 0 and run.out["code"] == 7 and "missing" in run.out["msg"]
+    assert ip_json(p2, "link", "show")[1:] == []
+    assert len(store.workload_endpoints()) == 1 and len(store.handles()) == 1

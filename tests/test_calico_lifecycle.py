@@ -134,6 +134,9 @@ def test_add_fails_when_the_interface_exists(store, pools, node, pod, calico_con
     assert sorted(pod_links(p)) == ["eth0", "other"]
     assert_node_clean(node)
     assert_datastore_clean(store)
+    # Runtimes clean up a failed ADD with DEL: it must not delete the interface it does not own.
+    ok(run_calico(node, "DEL", calico_conf(), pod_env(p)))
+    assert sorted(pod_links(p)) == ["eth0", "other"]
 
 
 def test_two_interfaces_of_one_container(store, pools, node, pod, calico_conf):
@@ -303,3 +306,31 @@ def test_check_against_a_different_prev_result(store, pools, node, pod, calico_c
     assert run.rc != 0
     assert "address 198.18.10.250/32 is missing from eth0" in run.out["msg"]
     assert "ipNetworks" in run.out["msg"]
+
+
+def test_del_removes_a_pair_whose_alias_was_never_set(store, pools, node, pod, calico_conf):
+    """An ADD killed between creating the pair and setting the alias: DEL with the netns finds the
+    pair from the container side (its peer has this attachment's name and no alias)."""
+    conf = calico_conf()
+    p = pod()
+    result = ok(run_calico(node, "ADD", conf, pod_env(p)))
+    veth = result["interfaces"][0]["name"]
+    netns.ip("-n", node.name, "link", "set", "dev", veth, "alias", "")
+    assert not host_link(node, veth).get("ifalias")
+    ok(run_calico(node, "DEL", conf, pod_env(p)))
+    assert pod_links(p) == []
+    assert_node_clean(node)
+    assert_datastore_clean(store)
+
+
+def test_netns_that_is_a_fifo_is_refused_without_hanging(store, pools, node, calico_conf, tmp_path):
+    """Opening a FIFO blocks until a writer appears: CNI_NETNS is checked before it is opened."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = pod_env("none", CNI_NETNS=str(fifo))
+    run = run_calico(node, "ADD", calico_conf(), env, timeout=20)
+    assert run.rc != 0 and run.out["code"] == 4 and "is not a network namespace" in run.out["msg"]
+    ok(run_calico(node, "DEL", calico_conf(), env, timeout=20))
+    assert_datastore_clean(store)
