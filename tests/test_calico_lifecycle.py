@@ -334,3 +334,27 @@ def test_netns_that_is_a_fifo_is_refused_without_hanging(store, pools, node, cal
     assert run.rc != 0 and run.out["code"] == 4 and "is not a network namespace" in run.out["msg"]
     ok(run_calico(node, "DEL", calico_conf(), env, timeout=20))
     assert_datastore_clean(store)
+
+
+def test_concurrent_adds_and_dels_on_one_node(store, pools, node, pod, calico_conf):
+    """Ten pods wired at once, then removed at once: distinct addresses, every pod works, nothing left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conf = calico_conf(ipam=DUAL)
+    pods = [pod() for _ in range(10)]
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda p: run_calico(node, "ADD", conf, pod_env(p)), pods))
+    for run in results:
+        ok(run)
+    addresses = [i["address"] for run in results for i in run.out["ips"]]
+    assert len(addresses) == len(set(addresses)) == 20
+    assert len(node.cali_links()) == 10
+    with ThreadPoolExecutor(10) as pool:
+        checks = list(pool.map(lambda pr: run_calico(node, "CHECK", with_prev(conf, pr[1].out), pod_env(pr[0])), zip(pods, results)))
+    for run in checks:
+        ok(run)
+    with ThreadPoolExecutor(10) as pool:
+        for run in pool.map(lambda p: run_calico(node, "DEL", conf, pod_env(p)), pods):
+            ok(run)
+    assert_node_clean(node)
+    assert_datastore_clean(store)
