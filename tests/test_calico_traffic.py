@@ -98,3 +98,24 @@ def test_deleted_pod_is_unreachable(store, node, pod, calico_conf):
     assert ping(a, target).returncode == 0
     ok(run_calico(node, "DEL", conf, pod_env(b)))
     assert ping(a, target).returncode != 0
+
+
+def test_ipv6_gateway_is_the_host_ends_actual_link_local(store, node, pod, calico_conf):
+    """Rule 11: with addr_gen_mode 3 (random) on the node, the host end's link-local is not
+    fe80::ecee:eeff:feee:eeee; the container's default route must use the one it really has."""
+    from tests.calico_support import ip_json
+
+    create_pool(store, "v6", "fd00:198:18:7::/112", 122)
+    in_ns(node.name, "sh", "-c", "echo 3 > /proc/sys/net/ipv6/conf/default/addr_gen_mode")
+    conf = calico_conf(ipam={"assign_ipv4": "false", "assign_ipv6": "true"})
+    a, b = pod(), pod()
+    ra = ok(run_calico(node, "ADD", conf, pod_env(a)))
+    rb = ok(run_calico(node, "ADD", conf, pod_env(b)))
+    host = ra["interfaces"][0]["name"]
+    lladdr = [x["local"] for x in ip_json(node.name, "-6", "addr", "show", "dev", host)[0]["addr_info"] if x["scope"] == "link"]
+    assert lladdr and lladdr[0] != "fe80::ecee:eeff:feee:eeee"
+    gateways = [r["gateway"] for r in ip_json(a, "-6", "route", "show", "default")]
+    assert gateways == lladdr[:1]
+    for address in addresses(rb, 6):
+        assert ping(a, address).returncode == 0, f"{a} cannot ping {address}"
+    ok(run_calico(node, "CHECK", {**conf, "prevResult": ra}, pod_env(a)))
