@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from tests.calico_support import calico_conf, node, ok, pod, pod_env, run_calico  # noqa: F401
 from tests.pools import create_pool
