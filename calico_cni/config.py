@@ -5,8 +5,12 @@ Only the standard library is imported: parsing the config must stay cheap.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import re
 import socket
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -14,6 +18,24 @@ from .protocol.errors import INVALID_CONFIG, CniError
 
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
 DEFAULT_ETCD_TIMEOUT = 5.0
+# Runtimes give a plugin about 60 s or less; a longer per-call deadline could never fire first.
+MAX_ETCD_TIMEOUT = 300.0
+_ETCD_STRING_KEYS = (
+    "etcd_endpoints",
+    "etcd_authority",
+    "etcd_ca_cert_file",
+    "etcd_cert_file",
+    "etcd_key_file",
+    "etcd_username",
+    "etcd_password",
+)
+PLUGIN_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_ENDPOINT_RE = re.compile(r"https?://(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?/?")
+# Keys whose values are secrets: never echoed in an error message or a log record.
+SECRET_KEYS = frozenset({"etcd_password"})
+# A node name becomes part of etcd keys (/calico/ipam/v2/host/<node>/...): a host name or DNS
+# subdomain, case preserved as Calico does, never a '/', whitespace or control character.
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -40,12 +62,19 @@ class IpamSettings:
     ipv6_pools: tuple[str, ...] = ()
 
 
+def _shown(key: str, value: Any) -> str:
+    """What an error may say about a value: never a secret's value, only its type."""
+    if key in SECRET_KEYS:
+        return f"got a {type(value).__name__}"
+    return f"got {value!r}"[:120]
+
+
 def _string(config: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
     value = config.get(key, default)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise CniError(INVALID_CONFIG, f"{key} must be a string", f"got {value!r}"[:120])
+        raise CniError(INVALID_CONFIG, f"{key} must be a string", _shown(key, value))
     return value
 
 
@@ -61,7 +90,7 @@ def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
 
 def _number(config: Mapping[str, Any], key: str, default: float, minimum: float = 0) -> float:
     value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
         raise CniError(INVALID_CONFIG, f"{key} must be a number >= {minimum}", f"got {value!r}"[:120])
     return value
 
@@ -79,6 +108,9 @@ def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> Etcd
     if datastore != "etcdv3":
         raise CniError(INVALID_CONFIG, f"datastore_type {datastore!r} is not supported", "this implementation stores its data in etcd v3: use etcdv3")
 
+    for key in _ETCD_STRING_KEYS:
+        _string(config, key)  # every key's type, also of keys this config does not end up using
+
     def pick(key: str, env: str) -> str | None:
         return _string(config, key) or environ.get(env) or None
 
@@ -93,11 +125,20 @@ def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> Etcd
             "set etcd_endpoints in the network configuration (e.g. \"http://127.0.0.1:2379\") or ETCD_ENDPOINTS",
         )
     parsed = tuple(e.strip() for e in endpoints.split(",") if e.strip())
+    if not parsed:
+        raise CniError(INVALID_CONFIG, "no etcd endpoints configured", "etcd_endpoints is a comma-separated list of http(s)://host:port")
     for endpoint in parsed:
-        scheme, sep, rest = endpoint.partition("://")
-        if not sep or scheme not in ("http", "https") or not rest:
-            raise CniError(INVALID_CONFIG, f"etcd endpoint {endpoint!r} is invalid", "expected http://host:port or https://host:port")
-    return EtcdSettings(
+        if "@" in endpoint:
+            # Never echo it: the part before '@' is likely a user name and password.
+            raise CniError(
+                INVALID_CONFIG,
+                "an etcd endpoint carries credentials in its URL",
+                "put the user name and password in etcd_username and etcd_password (or ETCD_USERNAME and ETCD_PASSWORD)",
+            )
+        match = _ENDPOINT_RE.fullmatch(endpoint)
+        if not match or (match.group("port") and not 0 < int(match.group("port")) < 65536):
+            raise CniError(INVALID_CONFIG, f"etcd endpoint {endpoint[:120]!r} is invalid", "expected http://host:port or https://host:port")
+    settings = EtcdSettings(
         endpoints=parsed,
         ca_cert_file=pick("etcd_ca_cert_file", "ETCD_CA_CERT_FILE"),
         cert_file=pick("etcd_cert_file", "ETCD_CERT_FILE"),
@@ -106,6 +147,17 @@ def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> Etcd
         password=pick("etcd_password", "ETCD_PASSWORD"),
         timeout=float(_number(config, "etcd_timeout", DEFAULT_ETCD_TIMEOUT, minimum=0.1)),
     )
+    if settings.timeout > MAX_ETCD_TIMEOUT:
+        raise CniError(INVALID_CONFIG, f"etcd_timeout must be at most {MAX_ETCD_TIMEOUT:g} seconds", f"got {settings.timeout:g}")
+    if settings.password and not settings.username:
+        raise CniError(INVALID_CONFIG, "an etcd password is set but no user name", "set etcd_username (or ETCD_USERNAME) too")
+    if bool(settings.cert_file) != bool(settings.key_file):
+        raise CniError(
+            INVALID_CONFIG,
+            "etcd_cert_file and etcd_key_file go together",
+            "a client certificate needs its private key (set both, in the config or as ETCD_CERT_FILE and ETCD_KEY_FILE)",
+        )
+    return settings
 
 
 def ipam_settings(config: Mapping[str, Any]) -> IpamSettings:
@@ -116,6 +168,13 @@ def ipam_settings(config: Mapping[str, Any]) -> IpamSettings:
     itype = ipam.get("type")
     if not isinstance(itype, str) or not itype:
         raise CniError(INVALID_CONFIG, "ipam.type must be a non-empty string")
+    if not PLUGIN_NAME_RE.fullmatch(itype) or itype in (".", ".."):
+        # A plugin is found by name in CNI_PATH: a path here could run any program on the host.
+        raise CniError(
+            INVALID_CONFIG,
+            f"ipam.type {itype[:80]!r} is not a plugin name",
+            "it names an executable in CNI_PATH: letters, digits, '.', '-' and '_' only, no '/'",
+        )
     settings = IpamSettings(
         type=itype,
         assign_ipv4=_bool(ipam, "assign_ipv4", True),
@@ -130,14 +189,14 @@ def ipam_settings(config: Mapping[str, Any]) -> IpamSettings:
 
 def node_name(config: Mapping[str, Any]) -> str:
     """The node's name: `nodename`, else `nodename_file`, else the host name (lower-cased)."""
+    check_node_name_keys(config)
     name = _string(config, "nodename")
     if name:
         return name
     path = _string(config, "nodename_file", DEFAULT_NODENAME_FILE) or DEFAULT_NODENAME_FILE
     optional = _bool(config, "nodename_file_optional", False)
     try:
-        with open(path, encoding="utf-8") as f:
-            name = f.read().strip()
+        name = read_regular_file(path, 4096).decode("utf-8").strip()
     except FileNotFoundError:
         if not optional:
             raise CniError(
@@ -145,11 +204,49 @@ def node_name(config: Mapping[str, Any]) -> str:
                 f"cannot determine the node name: {path} does not exist",
                 "set nodename in the network configuration, write the node name to that file, or set nodename_file_optional to true to use the host name",
             ) from None
-    except OSError as exc:
-        raise CniError(INVALID_CONFIG, f"cannot read the node name from {path}", str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CniError(INVALID_CONFIG, f"cannot read the node name from {path[:200]}", str(exc)[:200]) from None
     if name:
-        return name
-    return socket.gethostname().lower()
+        return _valid_node_name(name, f"the node name in {path}")
+    return _valid_node_name(socket.gethostname().lower(), "the host name")
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file. A FIFO or device at the path (a hostile or mistaken
+    setting) must neither block the plugin nor flood its memory: they are refused with EINVAL."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks, size = [], 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _valid_node_name(name: str, origin: str) -> str:
+    if not NODE_NAME_RE.fullmatch(name):
+        raise CniError(
+            INVALID_CONFIG,
+            f"{origin} {name[:80]!r} is not a valid node name",
+            "a node name has 1 to 253 letters, digits, '.', '-' or '_', starting and ending with a letter or digit",
+        )
+    return name
+
+
+def check_node_name_keys(config: Mapping[str, Any]) -> None:
+    """Type-check the node-name keys without reading any file (for verbs that need no node name)."""
+    name = _string(config, "nodename")
+    if name:
+        _valid_node_name(name, "nodename")
+    _string(config, "nodename_file")
+    _bool(config, "nodename_file_optional", False)
 
 
 def log_settings(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,11 @@ the file is still the one it measured, so two processes never rotate the same fi
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import sys
 import time
 from typing import Any, Mapping
@@ -29,6 +31,18 @@ class _Context(logging.Filter):
         return True
 
 
+class _NoTraceback(logging.Formatter):
+    """stderr gets one line per record: runtimes show stderr to users; tracebacks stay in the file."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 class RotatingAppendHandler(logging.Handler):
     """Append-only file handler with size-based rotation that is safe across processes."""
 
@@ -42,7 +56,20 @@ class RotatingAppendHandler(logging.Handler):
         self.fd = self._open()
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # 0600: only root reads plugin logs. O_NONBLOCK so a FIFO at the path cannot hang the
+        # plugin; anything but a regular file is refused.
+        if os.path.realpath(self.path).startswith(("/proc/", "/sys/")):
+            # Files there are kernel interfaces: a log line written to one could change the system.
+            raise OSError(errno.EINVAL, "not a place for a log file", self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            os.set_blocking(fd, True)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def _rotate(self) -> None:
         with open(self.path + ".lock", "a") as lock:
@@ -80,6 +107,9 @@ class RotatingAppendHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - logging must never break the plugin
             self.handleError(record)
 
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """A record that cannot be written (disk full, ...) is dropped: no traceback on stderr."""
+
     def close(self) -> None:
         try:
             os.close(self.fd)
@@ -100,7 +130,7 @@ def setup(settings: Mapping[str, Any], context: str) -> None:
     ctx = _Context(context)
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(max(level, logging.WARNING))
-    stderr.setFormatter(formatter)
+    stderr.setFormatter(_NoTraceback(_FORMAT, "%Y-%m-%d %H:%M:%S"))
     stderr.addFilter(ctx)
     root.addHandler(stderr)
     path = settings.get("path")
