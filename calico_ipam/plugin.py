@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 
-from calico_cni.config import ipam_settings, node_name
+from calico_cni.config import check_node_name_keys, etcd_settings, ipam_settings, log_settings, node_name
 from calico_cni.datastore.store import Datastore, connect
 from calico_cni.protocol.errors import CHECK_FAILED, INVALID_CONFIG, INVALID_ENVIRONMENT, CniError
 from calico_cni.protocol.request import CniRequest
@@ -35,10 +36,12 @@ def attachment(request: CniRequest) -> Attachment:
 
 
 def _parse_address(text: str, origin: str, code: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if "%" in text:
+        raise CniError(code, f"{origin}: {text[:80]!r} has a zone index; a pod address has none")
     try:
         return ipaddress.ip_interface(text.strip()).ip
     except ValueError:
-        raise CniError(code, f"{origin}: {text!r} is not an IP address") from None
+        raise CniError(code, f"{origin}: {text[:80]!r} is not an IP address") from None
 
 
 def family_requests(request: CniRequest) -> list[FamilyRequest]:
@@ -91,9 +94,29 @@ def _store(request: CniRequest) -> Datastore:
     return connect(request.config, request.environ)
 
 
+def validate(request: CniRequest) -> None:
+    """Check every key and variable this verb uses before the first etcd call, so that a bad
+    request fails with its CNI error and changes nothing."""
+    config = request.config
+    ipam_settings(config)
+    etcd_settings(config, request.environ)
+    log_settings(config)
+    if request.command == "ADD":
+        family_requests(request)
+        node_name(config)
+    else:
+        # DEL and CHECK need no node name; DEL must work with the CNI_ARGS of an ADD that failed.
+        check_node_name_keys(config)
+    if request.command == "CHECK":
+        prev = request.prev_result or {}
+        ips = prev.get("ips")
+        if ips is not None and (not isinstance(ips, list) or not all(isinstance(e, dict) for e in ips)):
+            raise CniError(INVALID_CONFIG, "prevResult.ips must be a list of objects", f"got {json.dumps(ips)[:80]}")
+
+
 def add(request: CniRequest) -> dict:
     """ADD: assign and print the IPAM result."""
-    family_requests(request)  # validate before touching etcd
+    validate(request)
     store = _store(request)
     assigned = assign_addresses(request, store)
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
@@ -102,7 +125,7 @@ def add(request: CniRequest) -> dict:
 
 def delete(request: CniRequest) -> None:
     """DEL: release the attachment's addresses; succeeds when there is nothing to release."""
-    ipam_settings(request.config)
+    validate(request)
     released = release_addresses(request, _store(request))
     log.info("released %s", ", ".join(str(a.address) for a in released) or "nothing")
 
@@ -123,5 +146,5 @@ def check_addresses(request: CniRequest, store: Datastore) -> None:
 
 def check(request: CniRequest) -> None:
     """CHECK: the handle holds exactly the addresses of prevResult."""
-    ipam_settings(request.config)
+    validate(request)
     check_addresses(request, _store(request))

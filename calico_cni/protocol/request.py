@@ -41,9 +41,12 @@ KNOWN_ARGS = frozenset(
         "K8S_POD_UID",
     }
 )
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+# Matched with fullmatch: '$' would also accept a trailing newline.
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 MAX_STDIN = 4 * 1024 * 1024
 MAX_ID_LENGTH = 1024
+# Kubernetes names are DNS subdomains (at most 253 characters); they end up in IPAM handles.
+K8S_NAME_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_.\-]{0,251}[a-zA-Z0-9])?")
 
 
 @dataclass
@@ -112,6 +115,10 @@ def parse_cni_args(raw: str) -> dict[str, str]:
         if not sep or not key:
             raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS: invalid pair {pair!r}", "expected KEY=VALUE pairs separated by ';'")
         args[key] = value
+    for key in ("K8S_POD_NAMESPACE", "K8S_POD_NAME"):
+        value = args.get(key)
+        if value and not K8S_NAME_RE.fullmatch(value):
+            raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS: {key} {value[:80]!r} is not a Kubernetes name", "expected a DNS subdomain name")
     ignore = args.get("IgnoreUnknown", "").lower() in ("1", "true")
     unknown = sorted(k for k in args if k not in KNOWN_ARGS)
     if unknown and not ignore:
@@ -124,8 +131,8 @@ def parse_cni_args(raw: str) -> dict[str, str]:
 
 
 def _validate_ifname(name: str) -> None:
-    if not 1 <= len(name) <= 15:
-        raise CniError(INVALID_ENVIRONMENT, f"CNI_IFNAME {name!r} is invalid", "an interface name has 1 to 15 characters")
+    if not 1 <= len(name.encode("utf-8", "surrogateescape")) <= 15:
+        raise CniError(INVALID_ENVIRONMENT, f"CNI_IFNAME {name[:40]!r} is invalid", "an interface name has 1 to 15 bytes")
     if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
         raise CniError(
             INVALID_ENVIRONMENT, f"CNI_IFNAME {name!r} is invalid", "it may not be '.' or '..' nor contain '/', ':' or whitespace"
@@ -137,7 +144,7 @@ def _validate_env(command: str, environ: Mapping[str, str]) -> None:
     if missing:
         raise CniError(INVALID_ENVIRONMENT, f"{command} needs " + ", ".join(missing) + " in the environment", "missing or empty")
     cid = environ.get("CNI_CONTAINERID", "")
-    if cid and (len(cid) > MAX_ID_LENGTH or not NAME_RE.match(cid)):
+    if cid and (len(cid) > MAX_ID_LENGTH or not NAME_RE.fullmatch(cid)):
         raise CniError(
             INVALID_ENVIRONMENT,
             f"CNI_CONTAINERID {cid[:80]!r} is invalid",
@@ -181,8 +188,12 @@ def _validate_config(command: str, config: dict[str, Any], version: str) -> None
         value = config.get(key)
         if not isinstance(value, str) or not value:
             raise CniError(INVALID_CONFIG, f"network configuration needs a string {key!r}", f"got {json.dumps(value)[:80]}")
-    if not NAME_RE.match(config["name"]):
-        raise CniError(INVALID_CONFIG, f"network name {config['name'][:80]!r} is invalid", "it must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    if len(config["name"]) > MAX_ID_LENGTH or not NAME_RE.fullmatch(config["name"]):
+        raise CniError(
+            INVALID_CONFIG,
+            f"network name {config['name'][:80]!r} is invalid",
+            f"it must match [a-zA-Z0-9][a-zA-Z0-9_.-]* and be at most {MAX_ID_LENGTH} characters",
+        )
     if "prevResult" in config and not isinstance(config["prevResult"], dict):
         raise CniError(INVALID_CONFIG, "prevResult must be a JSON object")
     if "runtimeConfig" in config and not isinstance(config["runtimeConfig"], dict):

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Callable, Mapping
 
 from .errors import INTERNAL_ERROR, CniError
-from .request import CniRequest, parse_command, parse_request
+from .request import MAX_STDIN, CniRequest, parse_command, parse_request
 from .versions import SUPPORTED_VERSIONS, version_info
 
 Handler = Callable[[CniRequest], "dict[str, Any] | None"]
@@ -60,7 +60,8 @@ def run(
         if command == "VERSION":
             _write(stdout, version_info())
             return 0
-        raw = sys.stdin.buffer.read() if stdin is None else stdin
+        # Never read more than the limit: a runtime (or anyone) piping gigabytes gets error 6.
+        raw = sys.stdin.buffer.read(MAX_STDIN + 1) if stdin is None else stdin
         request = parse_request(command, environ, raw)
         if setup is not None:
             setup(request)
@@ -77,7 +78,10 @@ def run(
         _write(stdout, err.to_dict(_error_version(raw)))
         return 1
     except Exception as exc:  # noqa: BLE001 - the runtime must get JSON, never a traceback
-        log.exception("%s %s: unexpected error", plugin, environ.get("CNI_COMMAND", "?"))
+        # The traceback goes to the log file only (stderr's formatter drops it); before logging
+        # is set up there is no file, and Python's last-resort handler would print it on stderr.
+        configured = bool(logging.getLogger().handlers)
+        log.error("%s %s: unexpected error: %r", plugin, environ.get("CNI_COMMAND", "?"), exc, exc_info=configured)
         err = CniError(INTERNAL_ERROR, f"{plugin}: internal error: {type(exc).__name__}: {exc}"[:500], "details are in the plugin log")
         _write(stdout, err.to_dict(_error_version(raw)))
         return 1
