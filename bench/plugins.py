@@ -33,26 +33,23 @@ class PluginSet:
         raise FileNotFoundError(self.conf["type"])
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 @dataclass
 class Timed:
     seconds: float
     rc: int
     stdout: str
-    maxrss_kb: int
+    stderr: str = ""
 
 
 def run_timed(argv: list[str], env: dict, stdin: bytes) -> Timed:
-    """Exec once; wall time and the child's own peak RSS (from wait4)."""
+    """Exec once and measure the wall time."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    proc.stdin.write(stdin)
-    proc.stdin.close()
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(argv, input=stdin, capture_output=True, env=env)
     elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    return Timed(elapsed, proc.returncode, out.decode(), usage.ru_maxrss)
+    return Timed(elapsed, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
 def _env(ps: PluginSet, command: str, container: str, netns_path: str) -> dict:
@@ -66,8 +63,8 @@ def _env(ps: PluginSet, command: str, container: str, netns_path: str) -> dict:
     }
 
 
-def _invoke(ps: PluginSet, command: str, container: str, netns_path: str, conf: dict | None = None) -> Timed:
-    timed = run_timed([ps.binary], _env(ps, command, container, netns_path), json.dumps(conf or ps.conf).encode())
+def _invoke(ps: PluginSet, command: str, container: str, netns_path: str, conf: dict | None = None, prefix: tuple = ()) -> Timed:
+    timed = run_timed([*prefix, ps.binary], _env(ps, command, container, netns_path), json.dumps(conf or ps.conf).encode())
     if timed.rc != 0:
         raise RuntimeError(f"{ps.label} {command} {container} failed: {timed.stdout[:500]}")
     return timed
@@ -99,7 +96,6 @@ class _InNode:
 def latency(ps: PluginSet, node: Node, pods: int) -> dict:
     """VERSION, ADD, CHECK and DEL of `pods` pods, one at a time."""
     times: dict[str, list[float]] = {"VERSION": [], "ADD": [], "CHECK": [], "DEL": []}
-    peak = 0
     for i in range(pods):
         pod = create_netns("benchpod")
         cid = f"bench-{ps.label}-{i}"
@@ -113,12 +109,27 @@ def latency(ps: PluginSet, node: Node, pods: int) -> dict:
                     if command == "ADD":
                         added = timed
                     times[command].append(timed.seconds)
-                    peak = max(peak, timed.maxrss_kb)
         finally:
             remove_netns(os.path.basename(pod))
     out = {verb: percentiles(values) for verb, values in times.items()}
-    out["peak_rss_mb"] = round(peak / 1024, 1)
+    out["peak_rss_mb"] = peak_rss(ps, node)
     return out
+
+
+def peak_rss(ps: PluginSet, node: Node) -> float:
+    """Peak RSS (MB) of one ADD and one DEL, measured by GNU time, whose small process is the
+    plugin's parent (wait4 in this large process would count the memory it had before exec)."""
+    pod = create_netns("benchrss")
+    peak = 0
+    try:
+        with _InNode(node):
+            for command in ("ADD", "DEL"):
+                timed = _invoke(ps, command, "bench-rss", pod, prefix=(GNU_TIME, "-f", "maxrss=%M"))
+                kb = [int(line.split("=")[1]) for line in timed.stderr.splitlines() if line.startswith("maxrss=")]
+                peak = max([peak, *kb])
+    finally:
+        remove_netns(os.path.basename(pod))
+    return round(peak / 1024, 1)
 
 
 def burst(ps: PluginSet, node: Node, size: int) -> dict:

@@ -1,0 +1,145 @@
+"""One command for every benchmark: ours next to Debian's Go ptp + host-local, in one run.
+
+    sudo .venv/bin/python -m bench.run [--pods 50] [--bursts 50,100] [--nodes 50 --per-node 40]
+                                       [--out bench/results]
+
+Writes results.md (a Markdown table) and results.json to --out. Run as root: it creates its own
+namespaces (a fabric with etcd, a node, one namespace per pod) and removes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import ipam
+from bench.env import fabric_with_etcd
+from bench.plugins import PluginSet, burst, latency
+from tests.integration.harness import create_node, delete_node
+
+VENV_BIN = str(Path(sys.executable).parent)
+REFERENCE_DIR = "/usr/lib/cni"
+
+
+def plugin_sets(etcd_endpoint: str, workdir: str) -> list[PluginSet]:
+    ours = {
+        "cniVersion": "1.0.0",
+        "name": "bench",
+        "type": "calico",
+        "etcd_endpoints": etcd_endpoint,
+        "nodename": "bench-node",
+        "log_level": "warning",
+        "log_file_path": f"{workdir}/calico.log",
+        "ipam": {"type": "calico-ipam"},
+    }
+    reference = {
+        "cniVersion": "1.0.0",
+        "name": "bench-ref",
+        "type": "ptp",
+        "ipMasq": False,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.128.0/17"}]], "dataDir": f"{workdir}/host-local"},
+    }
+    return [PluginSet("ours", ours, f"{VENV_BIN}:{REFERENCE_DIR}"), PluginSet("reference", reference, REFERENCE_DIR)]
+
+
+def import_profile(binary: str) -> list[tuple[str, float]]:
+    """The slowest top-level imports of a plugin's ADD path (python -X importtime)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import calico_cni.plugin, calico_ipam.plugin"],
+        capture_output=True,
+        text=True,
+    )
+    rows = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+        if m and len(m.group(2)) <= 1:
+            rows.append((m.group(3), int(m.group(1)) / 1000))
+    return sorted(rows, key=lambda r: -r[1])[:8]
+
+
+def ratio(ours: float, ref: float) -> str:
+    return f"{ours / ref:.1f}x" if ref else "-"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Benchmark run {results['when']} on {results['machine']}.", ""]
+    lat = results["latency"]
+    lines += ["| verb | ours median | p90 | p99 | ptp+host-local median | p90 | p99 | ours / reference (median) |", "|---|---|---|---|---|---|---|---|"]
+    for verb in ("VERSION", "ADD", "CHECK", "DEL"):
+        o, r = lat["ours"][verb], lat["reference"][verb]
+        lines.append(f"| {verb} | {o['median']} ms | {o['p90']} | {o['p99']} | {r['median']} ms | {r['p90']} | {r['p99']} | {ratio(o['median'], r['median'])} |")
+    lines += ["", f"Peak RSS of one invocation: ours {lat['ours']['peak_rss_mb']} MB, reference {lat['reference']['peak_rss_mb']} MB.", ""]
+    lines += ["| burst | ours: all done | p99 per call | reference: all done | p99 per call | ratio (all done) |", "|---|---|---|---|---|---|"]
+    for size, data in results["bursts"].items():
+        for verb in ("ADD", "DEL"):
+            o, r = data["ours"][verb], data["reference"][verb]
+            lines.append(f"| {size} x {verb} | {o['total_ms']} ms | {o['p99']} ms | {r['total_ms']} ms | {r['p99']} ms | {ratio(o['total_ms'], r['total_ms'])} |")
+    lines += ["", "| etcd round trips (counted) | ours |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in results["round_trips"].items()]
+    c = results["cluster"]
+    lines += [
+        "",
+        f"Cluster scale: {c['nodes']} simulated nodes x {c['allocations'] // max(c['nodes'], 1)} allocations, concurrently, one etcd: "
+        f"{c['allocations']} allocations in {c['seconds']} s ({c['allocations_per_second']}/s), {c['cas_conflicts_retried']} CAS conflicts retried, "
+        f"{c['duplicates']} duplicates, {c['blocks_claimed']} blocks claimed, {c['errors']} errors.",
+        "",
+        "Slowest imports on the ADD path (ms, cumulative): " + ", ".join(f"{m} {t:.0f}" for m, t in results["imports"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, default=50)
+    parser.add_argument("--bursts", default="50,100")
+    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--per-node", type=int, default=40)
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench.run: run as root (it creates network namespaces)")
+    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.node()} {os.cpu_count()} CPUs {platform.release()}"}
+    with fabric_with_etcd() as (fabric, endpoint), tempfile.TemporaryDirectory() as work:
+        sets = plugin_sets(endpoint, work)
+        from calico_cni.datastore.records import IPPool
+        from bench.ipam import _store, _wipe
+
+        store = _store(endpoint)
+        _wipe(store)
+        assert store.commit(puts=[IPPool.new("bench", "198.18.0.0/17", 26)])
+        store.close()
+        node = create_node(fabric)
+        try:
+            results["latency"] = {}
+            for ps in sets:
+                print(f"latency: {ps.label} ({args.pods} pods)", file=sys.stderr)
+                results["latency"][ps.label] = latency(ps, node, args.pods)
+            results["bursts"] = {}
+            for size in (int(s) for s in args.bursts.split(",") if s):
+                results["bursts"][size] = {}
+                for ps in sets:
+                    print(f"burst: {ps.label} x {size}", file=sys.stderr)
+                    results["bursts"][size][ps.label] = burst(ps, node, size)
+        finally:
+            delete_node(node)
+        print("etcd round trips and cluster scale", file=sys.stderr)
+        results["round_trips"] = ipam.round_trips(endpoint)
+        results["cluster"] = ipam.cluster_scale(endpoint, args.nodes, args.per_node)
+    results["imports"] = import_profile(sets[0].binary)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
