@@ -139,7 +139,13 @@ def held_by(store: Datastore, handle_id: str, ifname: str | None) -> list[Assign
 def _commit_assignment(store: Datastore, block: Block, ordinals: list[int], att: Attachment, view: IpamView, extra_puts=()) -> list[Assigned]:
     handle = view.handle or Handle(att.handle_id)
     handle.blocks[block.cidr] = handle.blocks.get(block.cidr, 0) + len(ordinals)
-    if not store.commit(puts=[block, handle, *extra_puts]):
+    puts = [block, handle, *extra_puts]
+    if view.node is None:
+        # A node without a Node resource registers itself, with no labels, in the commit of its
+        # first allocation (so a refused ADD writes nothing).
+        view.node = Node.new(att.node)
+        puts.append(view.node)
+    if not store.commit(puts=puts):
         raise Conflict()
     view.handle = handle
     return [Assigned(block.address(o), block.cidr, o, block.seq_for_alloc[str(o)], new=True) for o in ordinals]
@@ -304,15 +310,6 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
     return _commit_assignment(store, block, [ordinal], att, view)[0]
 
 
-def _ensure_node(store: Datastore, view: IpamView, node: str) -> None:
-    """A node without a Node resource registers itself, with no labels, on its first ADD."""
-    if view.node is None:
-        record = Node.new(node)
-        if store.commit(puts=[record]):
-            log.info("registered node %s", node)
-        view.node = record
-
-
 def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest]) -> list[Assigned]:
     """Give the attachment one address per requested family: both or neither.
 
@@ -321,7 +318,6 @@ def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest])
     """
     families = sorted({r.family for r in requests})
     first = store.ipam_view(att.node, families, att.handle_id)
-    _ensure_node(store, first, att.node)
     existing = held(store, first.handle, att.ifname)
     unused = [first]  # the first attempt uses the view read above
     results: list[Assigned] = []
@@ -336,7 +332,6 @@ def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest])
 
             def step(attempt: int, req=req, worker=worker) -> Assigned:
                 view = unused.pop() if unused else store.ipam_view(att.node, [req.family], att.handle_id)
-                _ensure_node(store, view, att.node)
                 return worker(store, att, req, view)
 
             results.append(with_retries(f"assigning an IPv{req.family} address", step))

@@ -480,11 +480,6 @@ def test_ip_outside_every_pool(world, ip):
     assert obj["msg"] == "The provided IP address is not in a configured pool", obj
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (calico_ipam/allocator.py, assign): _ensure_node registers the Node record before the requested "
-    "address is checked against the pools, so a refused IP= on a node's first ADD leaves a new Node key in etcd",
-)
 def test_ip_outside_every_pool_on_a_new_node_writes_nothing(world):
     """Even on a node's very first ADD, a refused address leaves etcd as it was."""
     world.refused("ADD", world.conf(nodename="brand-new-node"), cni_env("c9", CNI_ARGS="IP=203.0.113.7"), {101})

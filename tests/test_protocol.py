@@ -238,10 +238,6 @@ def test_bad_container_id_is_error_4(cid):
         assert "CNI_CONTAINERID" in err.msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: NAME_RE uses '$', which also matches before a trailing newline, so 'abc\\n' passes as a container ID",
-)
 def test_container_id_with_trailing_newline_is_error_4():
     err = raises(errors.INVALID_ENVIRONMENT, parse_request, "ADD", env("ADD", CNI_CONTAINERID="abc\n"), stdin(conf()))
     assert "CNI_CONTAINERID" in err.msg
@@ -278,11 +274,6 @@ def test_bad_ifname_is_error_4(ifname):
         assert "CNI_IFNAME" in err.msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the 15-character limit counts characters, not bytes: a 9-character non-ASCII name "
-    "(18 bytes) is accepted although IFNAMSIZ and libcni's check count bytes",
-)
 def test_ifname_limit_counts_bytes():
     ifname = "é" * 9
     assert len(ifname.encode()) == 18
@@ -382,7 +373,6 @@ def test_bad_network_name_is_error_7(name):
     assert "network name" in err.msg
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: NAME_RE's '$' matches before a trailing newline, so network name 'net1\\n' is accepted")
 def test_network_name_with_trailing_newline_is_error_7():
     raises(errors.INVALID_CONFIG, parse_request, "ADD", env("ADD"), stdin(conf(name="net1\n")))
 
@@ -1029,7 +1019,6 @@ def test_exe_bad_ip_arg_comes_before_etcd(exe_conf):
     assert r.rc != 0 and obj["code"] == 4 and "not-an-ip" in obj["msg"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a prevResult whose 'ips' is not a list crashes normalize (TypeError): code 100 instead of 7")
 def test_exe_check_with_non_list_ips_is_error_7(exe_conf):
     r = run_plugin("calico-ipam", "CHECK", exe_conf(prevResult={"ips": 5}), exe_env(), timeout=30)
     obj = check_clean(r)
@@ -1045,11 +1034,6 @@ def test_exe_del_without_netns_succeeds(ipam_conf):
     assert r.rc == 0, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a non-finite number (JSON 1e309 = inf) in log_file_max_count/log_file_max_size passes _number's check "
-    "and crashes int() with OverflowError: code 100 instead of 7",
-)
 @pytest.mark.parametrize("key", ["log_file_max_count", "log_file_max_size"])
 def test_exe_non_finite_log_numbers_are_error_7(key, exe_conf):
     config = json.dumps(exe_conf()).replace('"log_level"', f'"{key}": 1e309, "log_level"')
@@ -1076,11 +1060,6 @@ def test_exe_unexpected_crash_is_code_100_json(exe_conf, tmp_path):
     assert "provoked crash" in (tmp_path / "cni.log").read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the runner's log.exception reaches the stderr log handler (level WARNING), so every unexpected "
-    "error prints a Python traceback on stderr, which runtimes show to the user",
-)
 def test_exe_unexpected_crash_prints_no_traceback_on_stderr(exe_conf, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(
         "import calico_ipam.plugin as p\n"
