@@ -1,56 +1,158 @@
 #!/usr/bin/env bash
-# The README's first command: install what is needed, then show calico-ipam handing out addresses
-# from a pool in a private etcd, and taking them back. Everything runs inside a network namespace
-# the demo creates (the "node"); the machine's own network is not touched. Run as root.
+# The README's first command (run as root on Debian/Ubuntu): install what is needed, then show the
+# whole mission on one node. A private etcd, the plugins installed by scripts/install-cni.sh into a
+# temporary CNI directory, a pool made with calicoctl, three pods started through cnitool, their
+# addresses and the routes the node got, pings pod to pod and node to pod, the IPAM view, and the
+# addresses freed when the pods are deleted.
+#
+# By default the node is a network namespace the demo creates (with an uplink namespace beside it),
+# so the machine's own network is not touched. --host runs the node on the machine's own namespace
+# instead. ETCD_ENDPOINTS=... uses an existing etcd instead of the private one (it must be reachable
+# from the node). Everything the demo creates is removed at the end, also when interrupted.
 set -euo pipefail
+
 here=$(cd "$(dirname "$0")/.." && pwd)
-"$here/scripts/setup-deps.sh"
-venv="$here/.venv/bin"
+host_mode=0
+for arg in "$@"; do
+    case "$arg" in
+        --host) host_mode=1 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "demo.sh: unknown option $arg (--host, --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (it creates network namespaces and interfaces)" >&2; exit 1; }
 
-node="calico-demo-$$"
-data=$(mktemp -d /tmp/calico-demo-etcd.XXXXXX)
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '   %s\n' "$*"; }
+
+bold "Installing what the demo needs (Debian packages, a Python environment, cnitool)"
+"$here/scripts/setup-deps.sh" --demo 2>&1 | sed 's/^/   /'
+
+tag="calico-demo-$$"
+work=$(mktemp -d "/tmp/$tag.XXXXXX")
+node_ns="$tag-node"
+up_ns="$tag-uplink"
+pods=("$tag-pod1" "$tag-pod2" "$tag-pod3")
 etcd_pid=""
+installed=0
+
 cleanup() {
-    [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null || true
-    ip netns del "$node" 2>/dev/null || true
-    rm -rf "$data"
+    set +e
+    trap - EXIT INT TERM
+    for pod in "${pods[@]}"; do
+        if [ -e "/var/run/netns/$pod" ]; then
+            in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool del calico "/var/run/netns/$pod" >/dev/null 2>&1
+            ip netns del "$pod" 2>/dev/null
+        fi
+    done
+    [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+    [ "$host_mode" = 0 ] && { ip netns del "$node_ns" 2>/dev/null; ip netns del "$up_ns" 2>/dev/null; }
+    [ "$installed" = 1 ] && "$here/scripts/install-cni.sh" --prefix "$work/venv" --bin-dir "$work/bin" \
+        --conf-dir "$work/net.d" --calicoctl-dir "$work/bin" --uninstall >/dev/null 2>&1
+    rm -rf "$work"
+    rm -f /var/lib/cni/results/calico-cnitool-* 2>/dev/null
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-in_node() { ip netns exec "$node" "$@"; }
+if [ "$host_mode" = 1 ]; then
+    node_prefix=()
+    node_desc="this machine's own network namespace"
+else
+    node_prefix=(ip netns exec "$node_ns")
+    node_desc="network namespace $node_ns"
+fi
+in_node() { "${node_prefix[@]}" "$@"; }
 
-step "A node (network namespace $node) with a private etcd on its loopback"
-ip netns add "$node"
-ip -n "$node" link set lo up
-in_node etcd --name demo --data-dir "$data" --listen-client-urls http://127.0.0.1:2379 \
-    --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
-    --log-level error --logger zap >"$data/etcd.log" 2>&1 &
-etcd_pid=$!
-for _ in $(seq 50); do in_node etcdctl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
-in_node etcdctl endpoint health
+bold "A node: $node_desc"
+if [ "$host_mode" = 0 ]; then
+    # The node has an address on lo and an uplink to a second namespace carrying its default
+    # route: the kernel answers proxy ARP for the pods' gateway 169.254.1.1 only when it has a
+    # route for the destination through another interface.
+    ip netns add "$node_ns"
+    ip netns add "$up_ns"
+    ip -n "$node_ns" link set lo up
+    ip -n "$up_ns" link set lo up
+    ip -n "$node_ns" addr add 198.19.255.1/32 dev lo
+    ip -n "$node_ns" link add uplink type veth peer name downlink netns "$up_ns"
+    ip -n "$up_ns" addr add 198.19.0.1/32 dev lo
+    ip -n "$node_ns" link set uplink up
+    ip -n "$up_ns" link set downlink up
+    ip -n "$node_ns" route add default via 198.19.0.1 dev uplink onlink src 198.19.255.1
+    ip -n "$up_ns" route add 198.19.255.1/32 dev downlink
+    show "node address 198.19.255.1, default route via its uplink"
+fi
 
-step "An IP pool 198.18.0.0/24 (blocks of /28), written the way Calico stores it"
-in_node etcdctl put /calico/resources/v3/projectcalico.org/ippools/demo-pool \
-  '{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"demo-pool"},"spec":{"cidr":"198.18.0.0/24","blockSize":28,"nodeSelector":"all()"}}' >/dev/null
-in_node etcdctl get --print-value-only /calico/resources/v3/projectcalico.org/ippools/demo-pool
+if [ -n "${ETCD_ENDPOINTS:-}" ]; then
+    endpoints=$ETCD_ENDPOINTS
+    show "using etcd at $endpoints"
+else
+    port=2379
+    [ "$host_mode" = 1 ] && port=23790
+    endpoints="http://127.0.0.1:$port"
+    # A simple command (not a function) in the background, so $! is etcd itself.
+    "${node_prefix[@]}" etcd --name demo --data-dir "$work/etcd" --listen-client-urls "$endpoints" \
+        --advertise-client-urls "$endpoints" --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
+        --initial-cluster "demo=http://127.0.0.1:$((port + 1))" \
+        --log-level error --logger zap >"$work/etcd.log" 2>&1 &
+    etcd_pid=$!
+    for _ in $(seq 100); do
+        in_node env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    in_node env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 \
+        || { echo "etcd did not start:"; tail "$work/etcd.log"; exit 1; }
+    show "a private etcd listens on $endpoints (data in $work/etcd)"
+fi
 
-conf='{"cniVersion":"1.0.0","name":"demo-net","type":"calico","etcd_endpoints":"http://127.0.0.1:2379",
-       "nodename":"demo-node","log_file_path":"'"$data"'/cni.log","ipam":{"type":"calico-ipam"}}'
-ipam() { # ipam VERB CONTAINER
-    echo "$conf" | in_node env CNI_COMMAND="$1" CNI_CONTAINERID="$2" CNI_NETNS=/var/run/netns/none \
-        CNI_IFNAME=eth0 CNI_PATH="$venv" "$venv/calico-ipam"
+bold "Installing the plugins with scripts/install-cni.sh into $work"
+"$here/scripts/install-cni.sh" --prefix "$work/venv" --bin-dir "$work/bin" --conf-dir "$work/net.d" \
+    --calicoctl-dir "$work/bin" --nodename demo-node --etcd-endpoints "$endpoints" \
+    --log-file "$work/cni.log" >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
+installed=1
+show "$(tail -n 1 "$work/install.log")"
+show "first line of $work/bin/calico: $(head -n 1 "$work/bin/calico")"
+calicoctl() { in_node "$work/bin/calicoctl" --etcd-endpoints "$endpoints" "$@"; }
+
+bold "An IP pool (calicoctl ippool create)"
+calicoctl ippool create demo-pool --cidr 198.18.0.0/24 --block-size 28 | sed 's/^/   /'
+
+bold "Three pods, each a network namespace, added through cnitool"
+declare -A address
+for pod in "${pods[@]}"; do
+    ip netns add "$pod"
+    result=$(in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool add calico "/var/run/netns/$pod")
+    address[$pod]=$(printf '%s' "$result" | "$work/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
+    show "$pod: ${address[$pod]}  (eth0 in the pod; $(printf '%s' "$result" | "$work/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["interfaces"][0]["name"])') on the node)"
+done
+
+bold "Routes the node got (one /32 per pod, through its host veth)"
+in_node ip route show | grep cali | sed 's/^/   /'
+bold "Inside ${pods[0]}: its address and routes (gateway 169.254.1.1, answered by proxy ARP)"
+ip -n "${pods[0]}" -4 addr show dev eth0 | grep inet | sed 's/^/   /'
+ip -n "${pods[0]}" route show | sed 's/^/   /'
+
+bold "Traffic"
+ping_one() { # ping_one FROM-NAMESPACE-OR-node ADDRESS
+    local from=$1 to=$2
+    if [ "$from" = node ]; then in_node ping -c 1 -W 2 "$to"; else ip netns exec "$from" ping -c 1 -W 2 "$to"; fi >/dev/null
 }
+ping_one "${pods[0]}" "${address[${pods[1]}]}" && show "pod1 -> pod2 (${address[${pods[1]}]}): reply"
+ping_one "${pods[1]}" "${address[${pods[2]}]}" && show "pod2 -> pod3 (${address[${pods[2]}]}): reply"
+ping_one node "${address[${pods[2]}]}" && show "node -> pod3 (${address[${pods[2]}]}): reply"
 
-step "calico-ipam ADD for three containers, exactly as a runtime execs it"
-for c in pod-a pod-b pod-c; do printf '%s: ' "$c"; ipam ADD "$c"; done
+bold "IPAM as the operator sees it (calicoctl ipam show --show-blocks)"
+calicoctl ipam show --show-blocks | sed 's/^/   /'
 
-step "The node claimed a block; its affinity and the block in etcd"
-in_node etcdctl get --keys-only --prefix /calico/ipam/v2/host/
-in_node etcdctl get --print-value-only --prefix /calico/ipam/v2/assignment/ | head -c 600; echo
+bold "Deleting the pods through cnitool"
+for pod in "${pods[@]}"; do
+    in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool del calico "/var/run/netns/$pod"
+    ip netns del "$pod"
+    show "$pod deleted"
+done
+bold "The addresses are free again"
+calicoctl ipam show | sed 's/^/   /'
+show "routes left on the node for pods: $(in_node ip route show | grep -c cali || true)"
 
-step "calico-ipam DEL for the three containers"
-for c in pod-a pod-b pod-c; do ipam DEL "$c" && echo "$c released"; done
-echo "handles left: $(in_node etcdctl get --keys-only --prefix /calico/ipam/v2/handle/ | grep -c . || true)"
-
-step "Done; removing the namespace, etcd and its data"
+bold "Done: removing the pods, the node, etcd and the installation"

@@ -2,12 +2,17 @@
 # Install what the project needs on a Debian/Ubuntu machine (run as root), idempotently:
 # system packages and a virtual environment in .venv with the project and its test tools.
 #   scripts/setup-deps.sh            # runtime needs (etcd, CNI reference plugins, iproute2, ...)
+#   scripts/setup-deps.sh --demo     # plus cnitool, which the demo starts pods with
 #   scripts/setup-deps.sh --test     # plus what the test suite needs (podman, cnitool, ...)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_cnitool=0
+case "${1:-}" in
+    --test) want_test=1; want_cnitool=1 ;;
+    --demo) want_cnitool=1 ;;
+esac
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -73,6 +78,6 @@ if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-if [ "$want_test" = 1 ] && [ -x "$here/scripts/build-cnitool.sh" ]; then
-    "$here/scripts/build-cnitool.sh" /usr/local/bin/cnitool
+if [ "$want_cnitool" = 1 ]; then
+    "$here/scripts/build-cnitool.sh" /usr/local/bin/cnitool >&2
 fi
