@@ -116,6 +116,35 @@ def latency(ps: PluginSet, node: Node, pods: int) -> dict:
     return out
 
 
+def phases(ps: PluginSet, node: Node, pods: int) -> dict:
+    """Where ADD and DEL spend their time (our plugins only): the plugin's own CALICO_CNI_TIMING
+    report averaged over `pods` pods, next to the wall time measured outside and the time an empty
+    interpreter of the same venv takes to start and exit."""
+    out: dict = {}
+    python = os.path.join(os.path.dirname(ps.binary), "python")
+    if os.path.exists(python):
+        starts = [run_timed([python, "-I", "-c", "pass"], {}, b"").seconds for _ in range(10)]
+        out["interpreter_start_ms"] = round(statistics.median(starts) * 1000, 2)
+    samples: dict[str, list[dict]] = {"ADD": [], "DEL": []}
+    for i in range(pods):
+        pod = create_netns("benchphase")
+        try:
+            with _InNode(node):
+                for command in ("ADD", "DEL"):
+                    env = {**_env(ps, command, f"bench-phase-{i}", pod), "CALICO_CNI_TIMING": "1"}
+                    timed = run_timed([ps.binary], env, json.dumps(ps.conf).encode())
+                    report = [json.loads(line.split(" ", 2)[2]) for line in timed.stderr.splitlines() if line.startswith("calico-cni timing ")]
+                    if timed.rc != 0 or not report:
+                        raise RuntimeError(f"{command} with timing failed: {timed.stdout[:300]} {timed.stderr[-300:]}")
+                    samples[command].append({"wall_ms": timed.seconds * 1000, **report[0]})
+        finally:
+            remove_netns(os.path.basename(pod))
+    for command, rows in samples.items():
+        keys = sorted({k for row in rows for k in row if k.endswith("_ms")})
+        out[command] = {k: round(statistics.mean(row.get(k, 0.0) for row in rows), 2) for k in keys}
+    return out
+
+
 def peak_rss(ps: PluginSet, node: Node) -> float:
     """Peak RSS (MB) of one ADD and one DEL, measured by GNU time, whose small process is the
     plugin's parent (wait4 in this large process would count the memory it had before exec)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import ipam
 from bench.env import fabric_with_etcd
-from bench.plugins import PluginSet, burst, latency
+from bench.plugins import PluginSet, burst, latency, phases
 from tests.integration.harness import create_node, delete_node
 
 VENV_BIN = str(Path(sys.executable).parent)
@@ -82,6 +82,14 @@ def markdown(results: dict) -> str:
         for verb in ("ADD", "DEL"):
             o, r = data["ours"][verb], data["reference"][verb]
             lines.append(f"| {size} x {verb} | {o['total_ms']} ms | {o['p99']} ms | {r['total_ms']} ms | {r['p99']} ms | {ratio(o['total_ms'], r['total_ms'])} |")
+    ph = results["phases"]
+    lines += ["", f"Where our ADD and DEL spend their time (mean ms; an empty interpreter of the venv starts and exits in {ph.get('interpreter_start_ms', '?')} ms):", ""]
+    keys = sorted({k for verb in ("ADD", "DEL") for k in ph[verb]})
+    lines += ["| phase | " + " | ".join(k[:-3] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for verb in ("ADD", "DEL"):
+        lines.append(f"| {verb} | " + " | ".join(str(ph[verb].get(k, 0)) for k in keys) + " |")
+    lines += ["", "wall = measured outside the process; process = since exec, as the process sees it; verb = from the verb's handler to exit; imports = the verb's modules; "
+              "etcd_connect = importing gRPC and pyetcd and opening the channel; etcd, netlink, sysctl = time inside those calls."]
     lines += ["", "| etcd round trips (counted) | ours |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in results["round_trips"].items()]
     c = results["cluster"]
@@ -122,6 +130,8 @@ def main() -> None:
             for ps in sets:
                 print(f"latency: {ps.label} ({args.pods} pods)", file=sys.stderr)
                 results["latency"][ps.label] = latency(ps, node, args.pods)
+            print("phases of ADD and DEL", file=sys.stderr)
+            results["phases"] = phases(sets[0], node, max(3, min(args.pods, 10)))
             results["bursts"] = {}
             for size in (int(s) for s in args.bursts.split(",") if s):
                 results["bursts"][size] = {}

@@ -25,6 +25,14 @@ def lazy(module: str, function: str) -> Callable[[CniRequest], dict | None]:
     """A handler that imports its module only when its verb runs (VERSION imports nothing)."""
 
     def handler(request: CniRequest) -> dict | None:
-        return getattr(importlib.import_module(module), function)(request)
+        from . import timing
+
+        if not timing.ENABLED:
+            return getattr(importlib.import_module(module), function)(request)
+        start = timing.time.perf_counter()
+        verb = getattr(importlib.import_module(module), function)
+        timing.add("imports", timing.time.perf_counter() - start)
+        timing.instrument()
+        return verb(request)
 
     return handler
