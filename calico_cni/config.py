@@ -20,7 +20,7 @@ DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
 DEFAULT_ETCD_TIMEOUT = 5.0
 # Runtimes give a plugin about 60 s or less; a longer per-call deadline could never fire first.
 MAX_ETCD_TIMEOUT = 300.0
-_ETCD_STRING_KEYS = (
+ETCD_STRING_KEYS = (
     "etcd_endpoints",
     "etcd_authority",
     "etcd_ca_cert_file",
@@ -108,7 +108,7 @@ def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> Etcd
     if datastore != "etcdv3":
         raise CniError(INVALID_CONFIG, f"datastore_type {datastore!r} is not supported", "this implementation stores its data in etcd v3: use etcdv3")
 
-    for key in _ETCD_STRING_KEYS:
+    for key in ETCD_STRING_KEYS:
         _string(config, key)  # every key's type, also of keys this config does not end up using
 
     def pick(key: str, env: str) -> str | None:

@@ -15,21 +15,11 @@ from typing import Any, Callable
 
 import click
 
-from calico_cni.config import EtcdSettings, etcd_settings
+from calico_cni.config import ETCD_STRING_KEYS, EtcdSettings, etcd_settings
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 # The keys of a Calico plugin's network configuration that say how to reach etcd.
-ETCD_KEYS = (
-    "datastore_type",
-    "etcd_endpoints",
-    "etcd_authority",
-    "etcd_ca_cert_file",
-    "etcd_cert_file",
-    "etcd_key_file",
-    "etcd_username",
-    "etcd_password",
-    "etcd_timeout",
-)
+ETCD_KEYS = ("datastore_type", *ETCD_STRING_KEYS, "etcd_timeout")
 # Exit codes: 1 an operation failed, 2 the command line is wrong (click's), 3 `ipam check` found problems.
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -44,15 +34,20 @@ class CtlError(Exception):
         self.exit_code = exit_code
 
 
-def load_cni_config(path: str) -> dict[str, Any]:
-    """The etcd keys of the Calico plugin in a CNI network config (.conflist or single .conf)."""
+def read_json_file(path: str) -> Any:
+    """A JSON file's content; CtlError naming the file when it cannot be read or parsed."""
     try:
         with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+            return json.load(f)
     except OSError as exc:
         raise CtlError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise CtlError(f"{path} is not valid JSON: {exc}") from None
+
+
+def load_cni_config(path: str) -> dict[str, Any]:
+    """The etcd keys of the Calico plugin in a CNI network config (.conflist or single .conf)."""
+    doc = read_json_file(path)
     if not isinstance(doc, dict):
         raise CtlError(f"{path} is not a CNI network configuration (expected a JSON object)")
     plugins = doc.get("plugins") if isinstance(doc.get("plugins"), list) else [doc]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 
 import click
 
 from . import inventory, repair
-from .context import CtlError, connection_options, ctl
+from .context import CtlError, connection_options, ctl, read_json_file
 from .ipam_check import Report, analyse, leak_key
 
 
@@ -72,14 +71,7 @@ def _release_ips(texts, force: bool) -> None:
 
 
 def _release_report(path: str) -> None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise CtlError(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise CtlError(f"{path} is not valid JSON: {exc}") from None
-    report = Report.from_json(doc, path)
+    report = Report.from_json(read_json_file(path), path)
     store = ctl().store
     now = analyse(store.ipam_snapshot(), report.grace_seconds)
     repaired = skipped = 0
