@@ -5,7 +5,9 @@
 #   scripts/install-cni.sh --uninstall      remove exactly what an earlier run installed
 #
 # Every option has an environment variable; a second run with the same settings changes
-# nothing and says so.
+# nothing (no file or directory is written) and says so. The project is pip-installed from a
+# temporary copy of the sources, so the checkout is never written to; pip's own variables
+# (PIP_INDEX_URL, PIP_NO_INDEX, PIP_FIND_LINKS, ...) apply, e.g. for a node without PyPI access.
 set -euo pipefail
 
 usage() {
@@ -25,7 +27,8 @@ Options (environment variable in brackets, then the default):
   --log-file PATH         [CALICO_LOG_FILE]     /var/log/calico/cni/cni.log
   --calicoctl-dir DIR     [CALICOCTL_DIR]       /usr/local/bin
   --python PATH           [PYTHON]              the first Python 3.11+ found (never a pyenv shim)
-  --uninstall             remove what was installed (listed in PREFIX/installed-files)
+  --uninstall             remove what was installed (listed in PREFIX/installed-files): its files,
+                          the virtual environment, and the directories it created, if empty
 USAGE
 }
 
@@ -75,14 +78,30 @@ die() { printf 'install-cni.sh: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root: it writes to $bin_dir and $conf_dir"
 manifest="$prefix/installed-files"
 
+# The manifest lists every file installed, then every directory an installation created (with a
+# trailing /): --uninstall removes those files, the virtual environment, and those directories when
+# they are empty, nothing else.
 if [ "$uninstall" = 1 ]; then
     [ -f "$manifest" ] || { say "nothing to uninstall: $manifest does not exist"; exit 0; }
     while read -r path; do
-        [ -n "$path" ] || continue
+        case "$path" in ''|*/) continue ;; esac
         if [ -e "$path" ] || [ -L "$path" ]; then rm -f "$path" && say "removed $path"; fi
     done < "$manifest"
-    rm -rf "$prefix"
-    say "removed $prefix"
+    created_dirs=$(grep '/$' "$manifest" || true)
+    if [ -f "$prefix/pyvenv.cfg" ]; then
+        rm -rf "$prefix"
+        say "removed $prefix"
+    else
+        rm -f "$manifest"
+        say "kept $prefix: it is not a virtual environment (removed only $manifest)"
+    fi
+    # Deepest first: a child sorts after its parent.
+    while read -r dir; do
+        [ -n "$dir" ] || continue
+        dir=${dir%/}
+        [ -d "$dir" ] || continue
+        if rmdir "$dir" 2>/dev/null; then say "removed $dir"; else say "kept $dir: it is not empty"; fi
+    done < <(printf '%s\n' "$created_dirs" | LC_ALL=C sort -r)
     exit 0
 fi
 
@@ -109,20 +128,51 @@ case "$mtu" in ''|[0-9]*) ;; *) die "--mtu must be a number, got $mtu" ;; esac
 
 changes=0
 installed=()
+created_dirs=()
 note() { say "$*"; changes=$((changes + 1)); }
+work=$(mktemp -d -t install-cni.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# make_dir DIR: create DIR and its missing parents, remembering which ones this installation made
+# (an earlier run's record is kept) so that --uninstall can remove them.
+make_dir() {
+    local dir=$1 missing=()
+    dir=$(realpath -m "$dir")
+    while [ ! -d "$dir" ]; do missing=("$dir" "${missing[@]}"); dir=$(dirname "$dir"); done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        mkdir -p "${missing[-1]}"
+        created_dirs+=("${missing[@]}")
+    fi
+    dir=$(realpath -m "$1")
+    while [ "$dir" != / ]; do
+        grep -qxF "$dir/" "$manifest" 2>/dev/null && created_dirs+=("$dir")
+        dir=$(dirname "$dir")
+    done
+}
 
 # --- the virtual environment -----------------------------------------------------------------
 venv_python="$prefix/bin/python"
 if [ ! -x "$venv_python" ]; then
-    mkdir -p "$(dirname "$prefix")"
+    if [ -d "$prefix" ] && [ -n "$(ls -A "$prefix")" ] && [ ! -f "$prefix/pyvenv.cfg" ]; then
+        die "$prefix exists and is not a calico-cni installation; give --prefix a new or empty directory"
+    fi
+    make_dir "$(dirname "$prefix")"
     "$python" -m venv "$prefix" || die "cannot create a virtual environment (Debian: apt-get install python3-venv)"
     note "created the virtual environment $prefix with $python"
 fi
+make_dir "$prefix"
 source_stamp=$(cd "$here" && find pyproject.toml calico_cni calico_ipam -type f -name '*.py' -o -type f -name pyproject.toml \
     | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$prefix/.source-stamp" 2>/dev/null)" != "$source_stamp" ]; then
     log="$prefix/pip-install.log"
-    if ! "$venv_python" -m pip install --upgrade "$here" >"$log" 2>&1; then
+    # Build from a clean copy of the sources: building in the checkout would leave build/ and
+    # *.egg-info there, and setuptools would also install modules that an earlier build left in
+    # build/lib although they are gone from the sources.
+    src="$work/src"
+    mkdir "$src"
+    (cd "$here" && tar --exclude=__pycache__ -cf - pyproject.toml calico_cni calico_ipam \
+        $(for f in README.md LICENSE; do [ -e "$f" ] && echo "$f"; done)) | tar -xf - -C "$src"
+    if ! "$venv_python" -m pip install --upgrade "$src" >"$log" 2>&1; then
         tail -n 20 "$log" >&2
         die "pip install failed; the full log is $log"
     fi
@@ -131,16 +181,18 @@ if [ "$(cat "$prefix/.source-stamp" 2>/dev/null)" != "$source_stamp" ]; then
 fi
 
 # --- files, written only when their content changes -------------------------------------------
-# put_file PATH MODE: content on stdin
+# put_file PATH MODE: content on stdin. An unchanged file is not touched, nor is its directory.
 put_file() {
     local path=$1 mode=$2 tmp
-    mkdir -p "$(dirname "$path")"
-    tmp=$(mktemp "$(dirname "$path")/.install-cni.XXXXXX")
-    cat > "$tmp"
-    chmod "$mode" "$tmp"
-    if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
-        rm -f "$tmp"
+    cat > "$work/candidate"
+    make_dir "$(dirname "$path")"
+    if [ -f "$path" ] && [ ! -L "$path" ] && cmp -s "$work/candidate" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
+        :
     else
+        # mktemp creates the file 0600: the content is never readable by others, not even briefly.
+        tmp=$(mktemp "$(dirname "$path")/.install-cni.XXXXXX")
+        chmod "$mode" "$tmp"
+        cat "$work/candidate" > "$tmp"
         mv -f "$tmp" "$path"
         note "wrote $path"
     fi
@@ -181,7 +233,7 @@ put_file "$conf_dir/$conf_name" 0600 <<<"$conflist"
 
 # The manifest itself lives in the prefix, which --uninstall removes as a whole.
 before=$changes
-put_file "$manifest" 0600 < <(printf '%s\n' "${installed[@]}")
+put_file "$manifest" 0600 < <(printf '%s\n' "${installed[@]}"; [ "${#created_dirs[@]}" -eq 0 ] || printf '%s/\n' "${created_dirs[@]}" | LC_ALL=C sort -u)
 changes=$before
 
 # --- checks: say what the node still needs -------------------------------------------------
