@@ -46,11 +46,17 @@ cleanup() {
         fi
     done
     [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+    pkill -f -- "--data-dir $work/etcd" 2>/dev/null
     [ "$host_mode" = 0 ] && { ip netns del "$node_ns" 2>/dev/null; ip netns del "$up_ns" 2>/dev/null; }
     [ "$installed" = 1 ] && "$here/scripts/install-cni.sh" --prefix "$work/venv" --bin-dir "$work/bin" \
         --conf-dir "$work/net.d" --calicoctl-dir "$work/bin" --uninstall >/dev/null 2>&1
     rm -rf "$work"
-    rm -f /var/lib/cni/results/calico-cnitool-* 2>/dev/null
+    # libcni's cached results of the demo's attachments only (cnitool derives the container ID
+    # from the netns path); a DEL that ran removed them already.
+    for pod in "${pods[@]}"; do
+        cid="cnitool-$(printf '%s' "/var/run/netns/$pod" | sha512sum | cut -c1-20)"
+        rm -f "/var/lib/cni/results/calico-$cid-eth0" 2>/dev/null
+    done
 }
 trap cleanup EXIT
 trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM
@@ -90,8 +96,9 @@ else
     port=2379
     [ "$host_mode" = 1 ] && port=23790
     endpoints="http://127.0.0.1:$port"
-    # A simple command (not a function) in the background, so $! is etcd itself.
-    "${node_prefix[@]}" etcd --name demo --data-dir "$work/etcd" --listen-client-urls "$endpoints" \
+    # A simple command (not a function) in the background, so $! is etcd itself; in its own
+    # session, so a Ctrl-C does not stop it before the cleanup's DELs have used it.
+    setsid "${node_prefix[@]}" etcd --name demo --data-dir "$work/etcd" --listen-client-urls "$endpoints" \
         --advertise-client-urls "$endpoints" --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
         --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
         --initial-cluster "demo=http://127.0.0.1:$((port + 1))" \
@@ -138,9 +145,13 @@ ping_one() { # ping_one FROM-NAMESPACE-OR-node ADDRESS
     local from=$1 to=$2
     if [ "$from" = node ]; then in_node ping -c 1 -W 2 "$to"; else ip netns exec "$from" ping -c 1 -W 2 "$to"; fi >/dev/null
 }
-ping_one "${pods[0]}" "${address[${pods[1]}]}" && show "pod1 -> pod2 (${address[${pods[1]}]}): reply"
-ping_one "${pods[1]}" "${address[${pods[2]}]}" && show "pod2 -> pod3 (${address[${pods[2]}]}): reply"
-ping_one node "${address[${pods[2]}]}" && show "node -> pod3 (${address[${pods[2]}]}): reply"
+failed=0
+check_ping() { # check_ping LABEL FROM TO
+    if ping_one "$2" "$3"; then show "$1 ($3): reply"; else show "$1 ($3): NO REPLY"; failed=1; fi
+}
+check_ping "pod1 -> pod2" "${pods[0]}" "${address[${pods[1]}]}"
+check_ping "pod2 -> pod3" "${pods[1]}" "${address[${pods[2]}]}"
+check_ping "node -> pod3" node "${address[${pods[2]}]}"
 
 bold "IPAM as the operator sees it (calicoctl ipam show --show-blocks)"
 calicoctl ipam show --show-blocks | sed 's/^/   /'
@@ -155,4 +166,9 @@ bold "The addresses are free again"
 calicoctl ipam show | sed 's/^/   /'
 show "routes left on the node for pods: $(in_node ip route show | grep -c cali || true)"
 
+if [ "$failed" = 1 ]; then
+    bold "Some pings got no reply: the demo failed (the log is $work/cni.log, removed at exit)"
+    cat "$work/cni.log" 2>/dev/null | tail -n 20
+    exit 1
+fi
 bold "Done: removing the pods, the node, etcd and the installation"
