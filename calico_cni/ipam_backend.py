@@ -16,10 +16,21 @@ CALICO_IPAM = "calico-ipam"
 class InProcessIpam:
     """calico-ipam's functions, called directly: no second exec, no second interpreter."""
 
+    deleted = False
+
     def __init__(self, request: CniRequest, store) -> None:
         self.request = request
         self.store = store
         self.new: list = []
+        self.assigned: list = []
+
+    @property
+    def handle_id(self) -> str:
+        return f"{self.request.network}.{self.request.container_id}"
+
+    def holding(self) -> list:
+        """What the attachment holds after `add` (block, ordinal, sequence of each address)."""
+        return self.assigned
 
     def validate(self) -> None:
         from calico_ipam.plugin import family_requests
@@ -30,6 +41,7 @@ class InProcessIpam:
         from calico_ipam.plugin import assign_addresses, ipam_result
 
         assigned = assign_addresses(self.request, self.store)
+        self.assigned = assigned
         self.new = [a for a in assigned if a.new]
         return ipam_result(assigned)
 
@@ -40,11 +52,30 @@ class InProcessIpam:
         from calico_ipam.allocator import release_exact
         from calico_ipam.plugin import handle_id
 
+        from .datastore.etcd import DatastoreUnavailable
+
         try:
             release_exact(self.store, handle_id(self.request), self.new)
             log.info("rolled back: released %s", ", ".join(str(a.address) for a in self.new))
+        except DatastoreUnavailable:
+            self._journal_undo()
         except Exception:  # noqa: BLE001 - the original error is what the runtime must see
             log.exception("could not release %s during rollback", ", ".join(str(a.address) for a in self.new))
+
+    def _journal_undo(self) -> None:
+        """etcd went away during the rollback: record the exact release for a later invocation."""
+        from .config import etcd_settings
+        from .journal import Journal, journal_dir
+
+        r = self.request
+        try:
+            path = Journal(journal_dir(r.config)).add_pending(
+                r.network, r.container_id, r.ifname, self.handle_id, etcd_settings(r.config, r.environ).endpoints,
+                {"allocations": [{"address": str(a.address), "block": a.block, "ordinal": a.ordinal, "sequence": a.sequence} for a in self.new]},
+            )
+            log.warning("etcd unreachable during rollback: release of %s recorded in %s", ", ".join(str(a.address) for a in self.new), path)
+        except OSError:
+            log.exception("could not record the rollback of %s in the release journal", ", ".join(str(a.address) for a in self.new))
 
     def delete(self) -> list[str]:
         from calico_ipam.plugin import release_addresses
@@ -68,6 +99,15 @@ class DelegatedIpam:
         self.request = request
         self.plugin = plugin
         self.added = False
+        self.deleted = False
+
+    @property
+    def handle_id(self) -> str:
+        return f"{self.request.network}.{self.request.container_id}"
+
+    def holding(self) -> list:
+        """The delegated plugin keeps its own allocations: nothing of ours to record."""
+        return []
 
     def validate(self) -> None:
         from .protocol.delegate import find_plugin
@@ -96,6 +136,7 @@ class DelegatedIpam:
         from .protocol.delegate import delegate
 
         delegate(self.request, self.plugin, "DEL")
+        self.deleted = True
         return []
 
     def check(self) -> list[str]:

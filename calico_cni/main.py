@@ -10,7 +10,7 @@ def main() -> None:
     from calico_cni.plugin_support import lazy, setup_logging
     from calico_cni.protocol.runner import run
 
-    handlers = {verb: lazy("calico_cni.plugin", name) for verb, name in (("ADD", "add"), ("DEL", "delete"), ("CHECK", "check"))}
+    handlers = {verb: lazy("calico_cni.plugin", name) for verb, name in (("ADD", "add"), ("DEL", "delete"), ("CHECK", "check"), ("GC", "gc"), ("STATUS", "status"))}
     sys.exit(run(handlers, "calico", setup=setup_logging("calico")))
 
 

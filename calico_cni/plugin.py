@@ -1,8 +1,10 @@
-"""The CNI verbs of the `calico` network plugin: ADD, DEL and CHECK.
+"""The CNI verbs of the `calico` network plugin: ADD, DEL, CHECK, GC and STATUS.
 
 ADD takes addresses from IPAM (calico-ipam in this process, anything else by exec), wires the
 workload (`dataplane.wiring`), writes its WorkloadEndpoint and prints the result of design rule 8.
 Whatever fails after IPAM is rolled back: the links this ADD created and the addresses it allocated.
+DEL tears down the local dataplane first; when etcd cannot be reached it records the release in the
+node-local journal (`journal`) and succeeds. Every verb that reached etcd replays that journal.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from .dataplane.mtu import MTU_FILE, decide as decide_mtu
 from .dataplane.netns import Netns
 from .dataplane.veth import HOST_MAC
 from .ipam_backend import CALICO_IPAM, backend_for
+from .journal import Journal, journal_dir, replay_quietly
 from .protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, TRY_AGAIN_LATER, CniError
 from .protocol.request import CniRequest
 from .protocol.result import convert, normalize
+from .gc import NETWORK_ANNOTATION
 from .workload import Identity
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_WRITE_ATTEMPTS = 10
+# The whole datastore part of an ADD (or DEL) ends within this many seconds (key `add_timeout`).
+DEFAULT_OPERATION_TIMEOUT = 20.0
+MAX_OPERATION_TIMEOUT = 55.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Settings:
     mtu: int | None
     allow_ip_forwarding: bool
     ipam_type: str
+    operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
 
 
 def _flag(value: Any, key: str) -> bool:
@@ -56,13 +64,29 @@ def settings(config: dict) -> Settings:
     if not isinstance(container, dict):
         raise CniError(INVALID_CONFIG, "container_settings must be an object")
     forwarding = _flag(container.get("allow_ip_forwarding", False), "container_settings.allow_ip_forwarding")
-    return Settings(mtu or None, forwarding, ipam_settings(config).type)
+    timeout = config.get("add_timeout", DEFAULT_OPERATION_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= MAX_OPERATION_TIMEOUT:
+        raise CniError(INVALID_CONFIG, f"add_timeout must be a number of seconds from 0.1 to {MAX_OPERATION_TIMEOUT:g}", f"got {timeout!r}"[:120])
+    journal_dir(config)
+    return Settings(mtu or None, forwarding, ipam_settings(config).type, float(timeout))
 
 
-def _connect(request: CniRequest):
+def _connect(request: CniRequest, timeout: float | None = None):
+    """The datastore; with `timeout`, every etcd call of this invocation ends within it."""
+    import time
+
     from .datastore.store import connect
 
-    return connect(request.config, request.environ)
+    store = connect(request.config, request.environ)
+    if timeout is not None:
+        store.client.deadline_at = time.monotonic() + timeout
+    return store
+
+
+def _endpoints(request: CniRequest) -> tuple[str, ...]:
+    from .config import etcd_settings
+
+    return etcd_settings(request.config, request.environ).endpoints
 
 
 def _open_container(request: CniRequest) -> Netns:
@@ -95,8 +119,9 @@ def _configured_routes(request: CniRequest) -> list:
 # Workload endpoint
 
 
-def _write_endpoint(store, ident: Identity, current, host_veth: str, mac: str, addresses) -> None:
-    """Create or replace the attachment's WorkloadEndpoint with one compare-and-swap."""
+def _write_endpoint(store, ident: Identity, current, host_veth: str, mac: str, addresses) -> str:
+    """Create or replace the attachment's WorkloadEndpoint with one compare-and-swap; returns its uid.
+    The endpoint is annotated with its network, so GC knows whose it is."""
     from .datastore.records import WorkloadEndpoint, now_rfc3339
 
     ip_networks = [str(a) for a in addresses]
@@ -107,10 +132,11 @@ def _write_endpoint(store, ident: Identity, current, host_veth: str, mac: str, a
                 "replacing endpoint %s/%s of container %s (an earlier sandbox)", ident.namespace, ident.endpoint_name, current.container_id
             )
         doc = ident.endpoint_doc(host_veth, mac, ip_networks, meta.get("uid") or str(uuid.uuid4()), meta.get("creationTimestamp") or now_rfc3339())
+        doc["metadata"].setdefault("annotations", {})[NETWORK_ANNOTATION] = ident.network
         record = WorkloadEndpoint(ident.namespace, ident.endpoint_name, doc, current.revision if current is not None else 0)
         if store.commit(puts=[record]):
             log.info("wrote endpoint %s/%s", ident.namespace, ident.endpoint_name)
-            return
+            return doc["metadata"]["uid"]
         current = store.workload_endpoint(ident.namespace, ident.endpoint_name)
     raise CniError(TRY_AGAIN_LATER, f"endpoint {ident.namespace}/{ident.endpoint_name} kept changing concurrently; try again later")
 
@@ -136,7 +162,7 @@ def add(request: CniRequest) -> dict:
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
         container = stack.enter_context(_open_container(request))
-        store = _connect(request)
+        store = _connect(request, conf.operation_timeout)
         stack.callback(store.close)
         ipam = backend_for(request, conf.ipam_type, store)
         ipam.validate()
@@ -168,14 +194,28 @@ def add(request: CniRequest) -> dict:
                 raise CniError(INVALID_CONFIG, f"IPAM plugin {conf.ipam_type} returned an invalid route", str(exc)) from None
             spec = wiring.WorkloadSpec(ident.host_veth, request.ifname, ident.alias, mtu, addresses, routes, conf.allow_ip_forwarding)
             wired = wiring.setup(host, container, spec, created)
-            _write_endpoint(store, ident, endpoint, ident.host_veth, wired.container.mac, addresses)
+            uid = _write_endpoint(store, ident, endpoint, ident.host_veth, wired.container.mac, addresses)
         except BaseException:
             wiring.rollback(host, container, created)
             ipam.undo()
             raise
+        _record_held(request, ident, ipam, uid)
+        store.client.deadline_at = None
+        replay_quietly(request.config, store, _endpoints(request))
         log.info("added %s: %s on %s", request.ifname, ", ".join(map(str, addresses)), ident.host_veth)
         result = _result(ident, request, wired.host.mac, wired.container.mac, mtu, addresses, ipam_result.get("routes"), ipam_result.get("dns"))
         return convert(result, request.cni_version)
+
+
+def _record_held(request: CniRequest, ident: Identity, ipam, uid: str) -> None:
+    """Remember what this attachment holds, for a DEL that finds etcd unreachable (journal)."""
+    try:
+        Journal(journal_dir(request.config)).record_held(
+            ident.network, ident.container_id, ident.ifname, ipam.handle_id, ipam.holding(), _endpoints(request),
+            {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": uid},
+        )
+    except OSError as exc:
+        log.error("cannot record the attachment in the release journal (%s): a DEL with etcd down will resolve it later", exc)
 
 
 def _existing_result(request: CniRequest, ident: Identity, endpoint, link, conf: Settings) -> dict:
@@ -218,16 +258,32 @@ def delete(request: CniRequest) -> None:
         tried = [ident.host_veth, *_host_names(request)]
         removed = wiring.teardown(host, container, request.ifname, tried, ident.owns_alias)
 
-        store = _connect(request)
-        stack.callback(store.close)
-        endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
-        mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
-        stored_name = mine.spec.get("interfaceName") if mine is not None else None
-        if stored_name and stored_name not in tried:
-            removed += wiring.teardown(host, None, request.ifname, [stored_name], ident.owns_alias)
+        from .datastore.etcd import DatastoreUnavailable
 
-        released = backend_for(request, conf.ipam_type, store).delete()
-        deleted = _delete_endpoint(store, ident, mine)
+        store = _connect(request, conf.operation_timeout)
+        stack.callback(store.close)
+        journal = Journal(journal_dir(request.config))
+        ipam = backend_for(request, conf.ipam_type, store)
+        try:
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+            mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
+            stored_name = mine.spec.get("interfaceName") if mine is not None else None
+            if stored_name and stored_name not in tried:
+                removed += wiring.teardown(host, None, request.ifname, [stored_name], ident.owns_alias)
+
+            released = ipam.delete()
+            deleted = _delete_endpoint(store, ident, mine)
+        except DatastoreUnavailable as err:
+            # The dataplane is gone already; the datastore part is finished later (journal).
+            held = journal.held(ident.network, ident.container_id, ident.ifname)
+            path = journal.add_pending(
+                ident.network, ident.container_id, ident.ifname, ipam.handle_id, _endpoints(request), held,
+            )
+            log.warning("etcd unreachable (%s): removed %s; release recorded in %s", err.msg, ", ".join(removed) or "no interface", path)
+            if conf.ipam_type != CALICO_IPAM and not ipam.deleted:
+                ipam.delete()  # another IPAM plugin keeps its own state: it needs no etcd of ours
+            return None
+        journal.forget_held(ident.network, ident.container_id, ident.ifname)
         if endpoint is not None and mine is None:
             log.info("endpoint %s/%s belongs to container %s: left alone", ident.namespace, ident.endpoint_name, endpoint.container_id)
         log.info(
@@ -236,6 +292,66 @@ def delete(request: CniRequest) -> None:
             ", ".join(released) or "no address",
             "deleted" if deleted else "absent",
         )
+        store.client.deadline_at = None
+        replay_quietly(request.config, store, _endpoints(request))
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# GC and STATUS
+
+
+def valid_attachments(request: CniRequest):
+    """`cni.dev/valid-attachments` as a `gc.Live` (error 7 when absent or malformed)."""
+    from .gc import valid_attachments as parse
+
+    return parse(request.config)
+
+
+def gc(request: CniRequest) -> None:
+    """GC: release every allocation, endpoint and `cali*` link of this network on this node whose
+    attachment is not listed; forward GC to a delegated IPAM plugin."""
+    from . import gc as reconciliation
+
+    conf = settings(request.config)
+    live = valid_attachments(request)
+    node = node_name(request.config)
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(Netns.here())
+        store = _connect(request)
+        stack.callback(store.close)
+        journal = Journal(journal_dir(request.config))
+        replay_quietly(request.config, store, _endpoints(request))
+        reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
+    if conf.ipam_type != CALICO_IPAM:
+        from .protocol.delegate import delegate
+
+        delegate(request, conf.ipam_type, "GC")
+    return None
+
+
+def status(request: CniRequest) -> None:
+    """STATUS: etcd answers and (with calico-ipam) a usable pool has room; else error 50.
+    A delegated IPAM plugin answers for itself."""
+    from .status import etcd_unavailable, ipam_status
+
+    conf = settings(request.config)
+    store = _connect(request)
+    try:
+        if conf.ipam_type == CALICO_IPAM:
+            ipam_status(store, request.config)
+        else:
+            try:
+                store.ipam_config()
+            except CniError as err:
+                raise etcd_unavailable(err) from None
+        replay_quietly(request.config, store, _endpoints(request))
+    finally:
+        store.close()
+    if conf.ipam_type != CALICO_IPAM:
+        from .protocol.delegate import delegate
+
+        delegate(request, conf.ipam_type, "STATUS")
     return None
 
 

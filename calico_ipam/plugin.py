@@ -101,8 +101,12 @@ def validate(request: CniRequest) -> None:
     ipam_settings(config)
     etcd_settings(config, request.environ)
     log_settings(config)
-    if request.command == "ADD":
-        family_requests(request)
+    from calico_cni.journal import journal_dir
+
+    journal_dir(config)
+    if request.command in ("ADD", "GC", "STATUS"):
+        if request.command == "ADD":
+            family_requests(request)
         node_name(config)
     else:
         # DEL and CHECK need no node name; DEL must work with the CNI_ARGS of an ADD that failed.
@@ -114,20 +118,76 @@ def validate(request: CniRequest) -> None:
             raise CniError(INVALID_CONFIG, "prevResult.ips must be a list of objects", f"got {json.dumps(ips)[:80]}")
 
 
+def _journal(request: CniRequest):
+    from calico_cni.journal import Journal, journal_dir
+
+    return Journal(journal_dir(request.config))
+
+
+def _endpoints(request: CniRequest) -> tuple[str, ...]:
+    return etcd_settings(request.config, request.environ).endpoints
+
+
 def add(request: CniRequest) -> dict:
-    """ADD: assign and print the IPAM result."""
+    """ADD: assign and print the IPAM result; remember what is held for a DEL with etcd down."""
+    from calico_cni.journal import replay_quietly
+
     validate(request)
     store = _store(request)
     assigned = assign_addresses(request, store)
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
+    try:
+        _journal(request).record_held(request.network, request.container_id, request.ifname, handle_id(request), assigned, _endpoints(request))
+    except OSError as exc:
+        log.error("cannot record the allocation in the release journal: %s", exc)
+    replay_quietly(request.config, store, _endpoints(request))
     return convert(ipam_result(assigned), request.cni_version)
 
 
 def delete(request: CniRequest) -> None:
-    """DEL: release the attachment's addresses; succeeds when there is nothing to release."""
+    """DEL: release the attachment's addresses; succeeds when there is nothing to release. With
+    etcd unreachable the release is recorded in the journal and finished by a later invocation."""
+    from calico_cni.datastore.etcd import DatastoreUnavailable
+    from calico_cni.journal import replay_quietly
+
     validate(request)
-    released = release_addresses(request, _store(request))
+    journal = _journal(request)
+    store = _store(request)
+    try:
+        released = release_addresses(request, store)
+    except DatastoreUnavailable as err:
+        held = journal.held(request.network, request.container_id, request.ifname)
+        path = journal.add_pending(request.network, request.container_id, request.ifname, handle_id(request), _endpoints(request), held)
+        log.warning("etcd unreachable (%s): release recorded in %s", err.msg, path)
+        return None
+    journal.forget_held(request.network, request.container_id, request.ifname)
     log.info("released %s", ", ".join(str(a.address) for a in released) or "nothing")
+    replay_quietly(request.config, store, _endpoints(request))
+
+
+def gc(request: CniRequest) -> None:
+    """GC: release every allocation of this network on this node whose attachment is not in
+    `cni.dev/valid-attachments`."""
+    from calico_cni.gc import reconcile, valid_attachments
+
+    validate(request)
+    from calico_cni.journal import replay_quietly
+
+    live = valid_attachments(request.config)
+    store = _store(request)
+    replay_quietly(request.config, store, _endpoints(request))
+    reconcile(store, request.network, node_name(request.config), live, endpoints=False, journal=_journal(request))
+
+
+def status(request: CniRequest) -> None:
+    """STATUS: etcd answers and a pool usable by this node has room; else error 50."""
+    from calico_cni.journal import replay_quietly
+    from calico_cni.status import ipam_status
+
+    validate(request)
+    store = _store(request)
+    ipam_status(store, request.config)
+    replay_quietly(request.config, store, _endpoints(request))
 
 
 def check_addresses(request: CniRequest, store: Datastore) -> None:

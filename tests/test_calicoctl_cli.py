@@ -39,7 +39,7 @@ def _one_line_error(run, *fragments: str) -> None:
 def test_every_verb_is_covered():
     assert set(VERBS) == {
         ("get",), ("get", "workloadendpoints"),
-        ("ipam",), ("ipam", "check"), ("ipam", "configure"), ("ipam", "release"), ("ipam", "show"),
+        ("ipam",), ("ipam", "check"), ("ipam", "configure"), ("ipam", "gc"), ("ipam", "release"), ("ipam", "show"),
         ("ippool",), ("ippool", "create"), ("ippool", "delete"), ("ippool", "disable"), ("ippool", "enable"), ("ippool", "get"), ("ippool", "list"),
         ("node",), ("node", "label"), ("node", "list"),
     }

@@ -126,9 +126,24 @@ class Ctl:
             from calico_cni.datastore.etcd import EtcdClient
             from calico_cni.datastore.store import Datastore
 
-            self._store = Datastore(EtcdClient(self.settings()))
+            settings = self.settings()
+            self._store = Datastore(EtcdClient(settings))
             self._ctx.call_on_close(self._store.close)
+            self._ctx.call_on_close(lambda: self._replay_journal(settings.endpoints))
         return self._store
+
+    def _replay_journal(self, endpoints) -> None:
+        """Finish the node's pending releases (DELs that found etcd unreachable), once the
+        command's own etcd work succeeded. The journal is CALICO_RELEASE_JOURNAL_DIR, else the
+        plugins' default."""
+        from calico_cni.journal import DEFAULT_JOURNAL_DIR, Journal
+
+        journal = Journal(os.environ.get("CALICO_RELEASE_JOURNAL_DIR") or DEFAULT_JOURNAL_DIR)
+        if journal.pending():
+            try:
+                journal.replay(self._store, endpoints)
+            except Exception as exc:  # noqa: BLE001 - the command's own outcome is what counts
+                click.echo(f"calicoctl: warning: pending releases not replayed yet: {exc}", err=True)
 
 
 def ctl() -> Ctl:

@@ -10,7 +10,7 @@ import click
 
 from calico_cni.protocol.errors import CniError
 
-from . import ipam_check, ipam_configure, ipam_release, ipam_show, ippool, node, workloads
+from . import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, workloads
 from .context import EXIT_ERROR, EXIT_USAGE, CtlError, connection_options
 
 
@@ -96,7 +96,7 @@ def ipam() -> None:
     """Show IPAM utilisation, check and repair allocations, configure IPAM."""
 
 
-for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure):
+for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure, ipam_gc.gc):
     ipam.add_command(command)
 for group in (ippool.ippool, node.node, workloads.get):
     cli.add_command(group)

@@ -18,6 +18,20 @@ from ..protocol.errors import INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER, CniEr
 
 log = logging.getLogger(__name__)
 
+# Test-only fault injection: SIGKILL this process just before its Nth commit (read once; unset in
+# production, where the check in `commit` is one comparison with 0).
+_KILL_AT_WRITE = int(os.environ.get("CALICO_CNI_TEST_KILL_AT_WRITE") or 0)
+_writes = 0
+
+
+def _count_write() -> None:
+    global _writes
+    _writes += 1
+    if _writes == _KILL_AT_WRITE:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 @dataclass(frozen=True)
 class KeyValue:
@@ -286,6 +300,9 @@ class EtcdClient:
         self._token: str | None = None
         self.round_trips = 0
         self.authentications = 0
+        # When set (time.monotonic()), no call of this client runs past it: a whole operation
+        # (an ADD) is bounded, not just each call.
+        self.deadline_at: float | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -349,6 +366,8 @@ class EtcdClient:
         s = self.settings
         if deadline is None:
             deadline = time.monotonic() + s.timeout
+        if self.deadline_at is not None and self.deadline_at < deadline:
+            deadline = self.deadline_at
         if authenticate and s.username and self._token is None:
             self._authenticate(deadline)
         last = "no attempt made"
@@ -481,6 +500,8 @@ class EtcdClient:
 
         Returns (succeeded, revision). A failed compare is not an error: the caller re-reads.
         """
+        if _KILL_AT_WRITE:
+            _count_write()
         self._connect()
         rpc = self._rpc
         cmp = []

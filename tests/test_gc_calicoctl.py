@@ -1,0 +1,58 @@
+"""`calicoctl ipam gc`: the GC reconciliation from an operator's list of live containers, with the
+grace period of rule 20 (no runtime vouches that no ADD is in flight)."""
+
+from __future__ import annotations
+
+from calico_ipam.allocator import Attachment, FamilyRequest, assign
+from tests.calico_support import held_addresses
+from tests.calicoctl_support import add_endpoint, age_allocation, ctl  # noqa: F401
+from tests.pools import create_pool
+
+
+def alloc(store, cid: str, node: str = "node1", network: str = "net1", ifname: str = "eth0", old: bool = True):
+    a = assign(store, Attachment(f"{network}.{cid}", node, ifname, network=network), [FamilyRequest(4)])[0]
+    if old:
+        age_allocation(store, a)
+    return a
+
+
+def test_ipam_gc_from_a_live_list(store, ctl, tmp_path):
+    create_pool(store, "p", "198.18.30.0/24", 26)
+    live_a = alloc(store, "live")
+    dead = alloc(store, "dead")
+    alloc(store, "dead", ifname="eth1")
+    young = alloc(store, "young", old=False)
+    alloc(store, "dead", node="node2", ifname="eth2")
+    alloc(store, "dead", network="net2")
+    add_endpoint(store, "node1-cni-dead-eth0", "node1", "dead", dead.address)
+    add_endpoint(store, "node1-cni-live-eth0", "node1", "live", live_a.address)
+    live = tmp_path / "live"
+    live.write_text("# containers alive on node1\nlive eth0\n")
+
+    for _ in range(2):
+        run = ctl("ipam", "gc", "--node", "node1", "--network", "net1", "--live-containers", str(live))
+        assert run.rc == 0, run.stderr
+        held = held_addresses(store)
+        assert set(held) == {"net1.live", "net1.young", "net1.dead", "net2.dead"}
+        assert len(held["net1.dead"]) == 1  # node2's
+        assert str(young.address) in held["net1.young"]
+        assert sorted(e.container_id for e in store.workload_endpoints()) == ["live"]
+    assert "1 younger than the grace period" in run.stdout
+
+    run = ctl("ipam", "gc", "--node", "node1", "--network", "net1", "--live-containers", "-", "--grace", "0", env=None)
+    assert run.rc == 0
+    assert set(held_addresses(store)) == {"net1.dead", "net2.dead"}  # stdin was empty: nothing of node1 is alive
+
+
+def test_ipam_gc_json_live_list_and_bad_input(store, ctl, tmp_path):
+    create_pool(store, "p", "198.18.31.0/24", 26)
+    alloc(store, "a", ifname="eth0")
+    alloc(store, "a", ifname="eth1")
+    live = tmp_path / "live.json"
+    live.write_text('[{"containerID": "a", "ifname": "eth1"}]')
+    assert ctl("ipam", "gc", "--node", "node1", "--network", "net1", "--live-containers", str(live)).rc == 0
+    assert len(held_addresses(store)["net1.a"]) == 1
+    live.write_text("a eth0 extra\n")
+    run = ctl("ipam", "gc", "--node", "node1", "--network", "net1", "--live-containers", str(live))
+    assert run.rc != 0 and "line 1" in run.stderr
+    assert len(held_addresses(store)["net1.a"]) == 1
