@@ -180,15 +180,15 @@ class Journal:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def replay(self, store, endpoints: Sequence[str]) -> int:
-        """Finish every pending release meant for this etcd; returns how many were finished.
-        An entry whose replay fails stays for the next invocation."""
+    def replay(self, store, endpoints: Sequence[str] = ()) -> int:
+        """Finish every pending release; returns how many were finished. An entry whose replay
+        fails stays for the next invocation. Entries are not filtered by the etcd endpoints they
+        record (a DEL may have found etcd down under another URL): a replay on the wrong cluster
+        would need the same block, ordinal and nanosecond sequence number to free anything."""
         done = 0
         for path in self.pending():
             doc = _read(path)
             if doc is None:
-                continue
-            if sorted(doc.get("etcdEndpoints") or []) != sorted(endpoints):
                 continue
             replay_entry(store, doc)
             try:
@@ -244,11 +244,20 @@ def _container_has_endpoint(store, doc: dict) -> bool:
     return False
 
 
-def replay_quietly(config: dict, store, endpoints: Sequence[str]) -> None:
-    """Replay pending releases after a verb's own etcd work succeeded; never fails the verb."""
+def replay_quietly(config: dict, store, endpoints: Sequence[str] = ()) -> None:
+    """Replay pending releases; call it BEFORE a verb's own datastore work, so that an ADD of an
+    attachment with a pending release never gets the stale allocation back as "already held".
+
+    Cheap when nothing is pending (one scandir). etcd being unreachable is raised (the verb could
+    not work either); any other failure is logged and left for the next invocation.
+    """
+    from .datastore.etcd import DatastoreUnavailable
+
     try:
         journal = Journal(journal_dir(config))
         if journal.pending():
             journal.replay(store, endpoints)
+    except DatastoreUnavailable:
+        raise
     except Exception:  # noqa: BLE001 - the journal is retried by the next invocation
         log.exception("replaying the release journal failed; the next invocation tries again")

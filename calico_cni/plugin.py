@@ -167,6 +167,7 @@ def add(request: CniRequest) -> dict:
         ipam = backend_for(request, conf.ipam_type, store)
         ipam.validate()
 
+        replay_quietly(request.config, store)
         endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
         present = container.rtnl().link(request.ifname)
         if present is not None:
@@ -200,8 +201,6 @@ def add(request: CniRequest) -> dict:
             ipam.undo()
             raise
         _record_held(request, ident, ipam, uid)
-        store.client.deadline_at = None
-        replay_quietly(request.config, store, _endpoints(request))
         log.info("added %s: %s on %s", request.ifname, ", ".join(map(str, addresses)), ident.host_veth)
         result = _result(ident, request, wired.host.mac, wired.container.mac, mtu, addresses, ipam_result.get("routes"), ipam_result.get("dns"))
         return convert(result, request.cni_version)
@@ -265,14 +264,16 @@ def delete(request: CniRequest) -> None:
         journal = Journal(journal_dir(request.config))
         ipam = backend_for(request, conf.ipam_type, store)
         try:
+            replay_quietly(request.config, store)
             endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
             mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
             stored_name = mine.spec.get("interfaceName") if mine is not None else None
             if stored_name and stored_name not in tried:
                 removed += wiring.teardown(host, None, request.ifname, [stored_name], ident.owns_alias)
 
-            released = ipam.delete()
+            # The endpoint first: an endpoint never names an address that is free (Calico's order).
             deleted = _delete_endpoint(store, ident, mine)
+            released = ipam.delete()
         except DatastoreUnavailable as err:
             # The dataplane is gone already; the datastore part is finished later (journal).
             held = journal.held(ident.network, ident.container_id, ident.ifname)
@@ -292,8 +293,6 @@ def delete(request: CniRequest) -> None:
             ", ".join(released) or "no address",
             "deleted" if deleted else "absent",
         )
-        store.client.deadline_at = None
-        replay_quietly(request.config, store, _endpoints(request))
     return None
 
 
@@ -321,7 +320,7 @@ def gc(request: CniRequest) -> None:
         store = _connect(request)
         stack.callback(store.close)
         journal = Journal(journal_dir(request.config))
-        replay_quietly(request.config, store, _endpoints(request))
+        replay_quietly(request.config, store)
         reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
     if conf.ipam_type != CALICO_IPAM:
         from .protocol.delegate import delegate
@@ -338,6 +337,10 @@ def status(request: CniRequest) -> None:
     conf = settings(request.config)
     store = _connect(request)
     try:
+        try:
+            replay_quietly(request.config, store)
+        except CniError as err:
+            raise etcd_unavailable(err) from None
         if conf.ipam_type == CALICO_IPAM:
             ipam_status(store, request.config)
         else:
@@ -345,7 +348,6 @@ def status(request: CniRequest) -> None:
                 store.ipam_config()
             except CniError as err:
                 raise etcd_unavailable(err) from None
-        replay_quietly(request.config, store, _endpoints(request))
     finally:
         store.close()
     if conf.ipam_type != CALICO_IPAM:

@@ -134,13 +134,13 @@ def add(request: CniRequest) -> dict:
 
     validate(request)
     store = _store(request)
+    replay_quietly(request.config, store)
     assigned = assign_addresses(request, store)
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
     try:
         _journal(request).record_held(request.network, request.container_id, request.ifname, handle_id(request), assigned, _endpoints(request))
     except OSError as exc:
         log.error("cannot record the allocation in the release journal: %s", exc)
-    replay_quietly(request.config, store, _endpoints(request))
     return convert(ipam_result(assigned), request.cni_version)
 
 
@@ -154,6 +154,7 @@ def delete(request: CniRequest) -> None:
     journal = _journal(request)
     store = _store(request)
     try:
+        replay_quietly(request.config, store)
         released = release_addresses(request, store)
     except DatastoreUnavailable as err:
         held = journal.held(request.network, request.container_id, request.ifname)
@@ -162,7 +163,6 @@ def delete(request: CniRequest) -> None:
         return None
     journal.forget_held(request.network, request.container_id, request.ifname)
     log.info("released %s", ", ".join(str(a.address) for a in released) or "nothing")
-    replay_quietly(request.config, store, _endpoints(request))
 
 
 def gc(request: CniRequest) -> None:
@@ -175,7 +175,7 @@ def gc(request: CniRequest) -> None:
 
     live = valid_attachments(request.config)
     store = _store(request)
-    replay_quietly(request.config, store, _endpoints(request))
+    replay_quietly(request.config, store)
     reconcile(store, request.network, node_name(request.config), live, endpoints=False, journal=_journal(request))
 
 
@@ -184,10 +184,16 @@ def status(request: CniRequest) -> None:
     from calico_cni.journal import replay_quietly
     from calico_cni.status import ipam_status
 
+    from calico_cni.protocol.errors import CniError as _Err
+    from calico_cni.status import etcd_unavailable
+
     validate(request)
     store = _store(request)
+    try:
+        replay_quietly(request.config, store)
+    except _Err as err:
+        raise etcd_unavailable(err) from None
     ipam_status(store, request.config)
-    replay_quietly(request.config, store, _endpoints(request))
 
 
 def check_addresses(request: CniRequest, store: Datastore) -> None:

@@ -1,0 +1,118 @@
+"""Crash safety: the plugin SIGKILLed before each of its datastore writes, and at random times, in
+ADD and in DEL. After each kill, DEL reaches a clean state (no allocation, handle, endpoint, link
+or route), and no address is ever held twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from tests.calico_support import (  # noqa: F401
+    assert_datastore_clean,
+    assert_node_clean,
+    calico_conf,
+    node,
+    ok,
+    pod,
+    pod_env,
+    pod_links,
+    run_calico,
+)
+from tests.conftest import plugin_path
+from tests.pools import create_pool
+
+KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
+
+
+@pytest.fixture
+def pools(store):
+    create_pool(store, "v4", "198.18.50.0/24", 28)
+    create_pool(store, "v6", "fd00:198:18:50::/112", 124)
+
+
+def assert_no_address_twice(store) -> None:
+    """Each endpoint address is allocated, to that endpoint's container, and used by one endpoint."""
+    held = {}
+    for block in store.all_blocks():
+        for o in range(block.size):
+            attr = block.attribute(o) or {}
+            if attr.get("handle_id"):
+                held[str(block.address(o))] = attr["handle_id"]
+    used = Counter(n.split("/")[0] for e in store.workload_endpoints() for n in e.ip_networks)
+    assert [a for a, c in used.items() if c > 1] == []
+    for e in store.workload_endpoints():
+        for n in e.ip_networks:
+            assert held.get(n.split("/")[0], "").endswith(e.container_id), (n, held.get(n.split("/")[0]))
+
+
+def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_conf, tmp_path):
+    conf = calico_conf(ipam={"assign_ipv6": "true"}, release_journal_dir=str(tmp_path / "j"))
+    kills = 0
+    for n in range(1, 8):  # ADD: claim v4 block, allocate, claim v6 block, allocate, endpoint...
+        p = pod()
+        run = run_calico(node, "ADD", conf, pod_env(p, **{KILL: str(n)}))
+        if run.rc == 0:
+            ok(run_calico(node, "DEL", conf, pod_env(p)))
+            break  # the ADD needs fewer writes than n: every step has been covered
+        assert run.rc == -signal.SIGKILL, run.stdout
+        kills += 1
+        assert_no_address_twice(store)
+        ok(run_calico(node, "DEL", conf, pod_env(p)))
+        assert pod_links(p) == []
+        assert_node_clean(node)
+        assert_datastore_clean(store)
+    assert kills >= 3
+    del_kills = 0
+    for n in range(1, 8):
+        p = pod()
+        result = ok(run_calico(node, "ADD", conf, pod_env(p)))
+        run = run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p, **{KILL: str(n)}))
+        if run.rc == 0:
+            break
+        assert run.rc == -signal.SIGKILL, run.stdout
+        del_kills += 1
+        assert_no_address_twice(store)
+        ok(run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p)))
+        assert_node_clean(node)
+        assert_datastore_clean(store)
+    assert del_kills >= 2
+
+
+def _popen(node, command: str, conf: dict, env: dict) -> subprocess.Popen:
+    full = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command, **env}
+    proc = subprocess.Popen(["nsenter", f"--net={node.path}", plugin_path("calico")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full)
+    proc.stdin.write(json.dumps(conf).encode())
+    proc.stdin.close()
+    return proc
+
+
+def test_kill_at_random_times(store, pools, node, pod, calico_conf, tmp_path):
+    conf = calico_conf(ipam={"assign_ipv6": "true"}, release_journal_dir=str(tmp_path / "j"))
+    rng = random.Random(7)
+    killed = 0
+    for i in range(8):
+        p = pod()
+        verb = "ADD" if i % 2 == 0 else "DEL"
+        if verb == "DEL":
+            ok(run_calico(node, "ADD", conf, pod_env(p)))
+        proc = _popen(node, verb, conf, pod_env(p))
+        time.sleep(rng.uniform(0.05, 0.35))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
+        assert_no_address_twice(store)
+        ok(run_calico(node, "DEL", conf, pod_env(p)))
+        assert pod_links(p) == []
+        assert_node_clean(node)
+        assert_datastore_clean(store)
+    assert killed >= 1
