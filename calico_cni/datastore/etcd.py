@@ -202,6 +202,26 @@ def _cert_expiry(path: str) -> str | None:
     return None
 
 
+def _answers_plain_http(host: str, port: int, timeout: float) -> bool:
+    """True when the endpoint answers a plain HTTP request as plain HTTP (a TLS server built with
+    Go answers with a 400 saying the client spoke HTTP to an HTTPS server)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            raw.settimeout(timeout)
+            raw.sendall(b"GET /version HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while len(reply) < 512:
+                chunk = raw.recv(512)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    return reply.startswith(b"HTTP/") and b"HTTPS server" not in reply
+
+
 def diagnose_tls(settings: EtcdSettings, host: str, port: int, timeout: float) -> CniError | None:
     """After gRPC reported a TLS-level failure (its own details are often just "TSI_DATA_CORRUPTED"),
     repeat the handshake with Python's ssl module to learn what is wrong. Returns the error to
@@ -219,6 +239,11 @@ def diagnose_tls(settings: EtcdSettings, host: str, port: int, timeout: float) -
         ctx.set_alpn_protocols(["h2"])
     except Exception:  # noqa: BLE001 - the files were checked before; a diagnostic only
         return None
+    if _answers_plain_http(host, port, max(min(timeout, 2.0), 0.1)):
+        return DatastoreCredentialsError(
+            f"etcd at {endpoint} does not speak TLS",
+            "it answers plain HTTP; use an http:// endpoint, or configure etcd with --cert-file and --key-file",
+        )
     try:
         with socket.create_connection((host, port), timeout=max(min(timeout, 2.0), 0.1)) as raw:
             with ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False) as tls:
