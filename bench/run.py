@@ -38,6 +38,7 @@ def plugin_sets(etcd_endpoint: str, workdir: str) -> list[PluginSet]:
         "nodename": "bench-node",
         "log_level": "warning",
         "log_file_path": f"{workdir}/calico.log",
+        "release_journal_dir": f"{workdir}/journal",
         "ipam": {"type": "calico-ipam"},
     }
     reference = {

@@ -39,11 +39,15 @@ DEFAULT_JOURNAL_DIR = "/var/lib/calico/cni-journal"
 FORMAT = 1
 
 
+JOURNAL_DIR_ENV = "CALICO_RELEASE_JOURNAL_DIR"
+
+
 def journal_dir(config: dict) -> str:
-    """The journal directory of a network configuration (`release_journal_dir`)."""
+    """The journal directory: `release_journal_dir`, else $CALICO_RELEASE_JOURNAL_DIR (which
+    calicoctl reads too), else /var/lib/calico/cni-journal."""
     value = config.get("release_journal_dir")
     if value is None:
-        return DEFAULT_JOURNAL_DIR
+        return os.environ.get(JOURNAL_DIR_ENV) or DEFAULT_JOURNAL_DIR
     if not isinstance(value, str) or not value.startswith("/"):
         from .protocol.errors import INVALID_CONFIG, CniError
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests import netns
-from tests.conftest import FABRIC_ADDRESS, PluginRun, cni_env, plugin_path
+from tests.conftest import FABRIC_ADDRESS, PluginRun, cni_env, plugin_env, plugin_path
 
 _counter = itertools.count(1)
 NODE_ADDRESS_BASE = (198, 19, 100)
@@ -184,7 +184,7 @@ def pod_env(pod_name: str, container_id: str | None = None, ifname: str = "eth0"
 def run_calico(node: Node, command: str, config: dict, env: dict, plugin: str = "calico", timeout: float = 60) -> PluginRun:
     """Exec a plugin inside the node's namespace as a runtime would."""
     stdin = json.dumps(config).encode()
-    full_env = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command, **env}
+    full_env = {**plugin_env(), "CNI_COMMAND": command, **env}
     proc = subprocess.run(
         ["nsenter", f"--net={node.path}", plugin_path(plugin)], input=stdin, env=full_env, capture_output=True, timeout=timeout
     )

@@ -24,6 +24,31 @@ ETCD_PORT = 2379
 BIN_DIR = Path(sys.executable).parent
 
 
+def plugin_env() -> dict[str, str]:
+    """The environment every plugin exec'd by a test starts from: PATH, and the session's own
+    release journal directory (so tests never write to /var/lib/calico)."""
+    env = {"PATH": os.environ.get("PATH", "")}
+    if os.environ.get("CALICO_RELEASE_JOURNAL_DIR"):
+        env["CALICO_RELEASE_JOURNAL_DIR"] = os.environ["CALICO_RELEASE_JOURNAL_DIR"]
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def release_journal(tmp_path_factory):
+    """Plugins and calicoctl run by tests journal into a session directory, removed at the end."""
+    path = tmp_path_factory.mktemp("release-journal")
+    previous = os.environ.get("CALICO_RELEASE_JOURNAL_DIR")
+    os.environ["CALICO_RELEASE_JOURNAL_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop("CALICO_RELEASE_JOURNAL_DIR", None)
+        else:
+            os.environ["CALICO_RELEASE_JOURNAL_DIR"] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def fabric():
     """The namespace the test session runs in (holds etcd and every node's uplink)."""
@@ -102,7 +127,7 @@ def run_plugin(name: str, command: str, config: dict | bytes | str, env: dict | 
     stdin = config if isinstance(config, (bytes, str)) else json.dumps(config)
     if isinstance(stdin, str):
         stdin = stdin.encode()
-    full_env = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command}
+    full_env = {**plugin_env(), "CNI_COMMAND": command}
     full_env.update(env or {})
     proc = subprocess.run([plugin_path(name)], input=stdin, env=full_env, capture_output=True, timeout=timeout)
     stdout = proc.stdout.decode()

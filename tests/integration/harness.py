@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from tests import netns
-from tests.conftest import BIN_DIR, FABRIC_ADDRESS
+from tests.conftest import BIN_DIR, FABRIC_ADDRESS, plugin_env
 
 PID = os.getpid()
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
@@ -370,7 +370,7 @@ def cnitool(
     if tool is None:
         raise RuntimeError("cnitool not found: run scripts/build-cnitool.sh")
     full_env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        **plugin_env(),
         "NETCONFPATH": str(netconf_dir),
         "CNI_PATH": cni_path,
     }
@@ -448,7 +448,7 @@ class Podman:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CONTAINERS_CONF": str(self.conf_path), "HOME": os.environ.get("HOME", "/root")}
+        return {**plugin_env(), "CONTAINERS_CONF": str(self.conf_path), "HOME": os.environ.get("HOME", "/root")}
 
     def __call__(self, *args: str, timeout: float = 120) -> ClientRun:
         """`podman --runtime runc <args>` inside the node namespace, with this object's config."""
