@@ -67,24 +67,11 @@ class IpamSnapshot:
 
 
 def _pools(kvs: Iterable[KeyValue]) -> list[IPPool]:
-    pools = []
-    for kv in kvs:
-        name = kv.key[len(keys.POOLS) :]
-        try:
-            pools.append(IPPool.from_json(name, kv.value, kv.mod_revision))
-        except CorruptRecord as exc:
-            log.error("skipping IP pool %s: %s", name, exc)
-    return sorted(pools, key=lambda p: p.name)
+    return sorted(_parse_all(kvs, _pool), key=lambda p: p.name)
 
 
 def _affinities(kvs: Iterable[KeyValue]) -> list[Affinity]:
-    out = []
-    for kv in kvs:
-        try:
-            out.append(Affinity.from_kv(kv.key, kv.value, kv.mod_revision))
-        except CorruptRecord as exc:
-            log.error("skipping affinity: %s", exc)
-    return out
+    return _parse_all(kvs, _affinity)
 
 
 def _reservations(kvs: Iterable[KeyValue]) -> list[IPNetwork]:
@@ -97,15 +84,43 @@ def _reservations(kvs: Iterable[KeyValue]) -> list[IPNetwork]:
     return out
 
 
-def _parse_all(kvs: Iterable[KeyValue], parse, corrupt: list[tuple[str, str]]) -> list:
-    """Parse each key-value with `parse`; those that fail go to `corrupt` as (key, reason)."""
+def _parse_all(kvs: Iterable[KeyValue], parse, corrupt: list[tuple[str, str]] | None = None) -> list:
+    """Parse each key-value with `parse`. One that fails is skipped: logged, or added to `corrupt`
+    as (key, reason) when that list is given."""
     out = []
     for kv in kvs:
         try:
             out.append(parse(kv))
         except (ValueError, TypeError, AttributeError) as exc:
-            corrupt.append((kv.key, str(exc)))
+            if corrupt is None:
+                log.error("skipping %s: %s", kv.key, exc)
+            else:
+                corrupt.append((kv.key, str(exc)))
     return out
+
+
+def _pool(kv: KeyValue) -> IPPool:
+    return IPPool.from_json(kv.key[len(keys.POOLS) :], kv.value, kv.mod_revision)
+
+
+def _node(kv: KeyValue) -> Node:
+    return Node.from_json(kv.key[len(keys.NODES) :], kv.value, kv.mod_revision)
+
+
+def _block(kv: KeyValue) -> Block:
+    return Block.from_kv(kv.key, kv.value, kv.mod_revision)
+
+
+def _handle(kv: KeyValue) -> Handle:
+    return Handle.from_kv(kv.key, kv.value, kv.mod_revision)
+
+
+def _affinity(kv: KeyValue) -> Affinity:
+    return Affinity.from_kv(kv.key, kv.value, kv.mod_revision)
+
+
+def _endpoint(kv: KeyValue) -> WorkloadEndpoint:
+    return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
 
 
 class Datastore:
@@ -178,14 +193,8 @@ class Datastore:
         return Node.from_json(name, kv.value, kv.mod_revision) if kv else None
 
     def nodes(self) -> list[Node]:
-        out = []
-        for kv in self.client.get_prefix(keys.NODES):
-            name = kv.key[len(keys.NODES) :]
-            try:
-                out.append(Node.from_json(name, kv.value, kv.mod_revision))
-            except CorruptRecord as exc:
-                log.error("skipping node %s: %s", name, exc)
-        return out
+        """Every node; corrupt ones are logged and skipped."""
+        return _parse_all(self.client.get_prefix(keys.NODES), _node)
 
     def reservations(self) -> list[IPNetwork]:
         return _reservations(self.client.get_prefix(keys.RESERVATIONS))
@@ -201,13 +210,7 @@ class Datastore:
 
     def handles(self) -> list[Handle]:
         """Every handle; corrupt ones are logged and skipped."""
-        out = []
-        for kv in self.client.get_prefix(keys.HANDLES):
-            try:
-                out.append(Handle.from_kv(kv.key, kv.value, kv.mod_revision))
-            except CorruptRecord as exc:
-                log.error("skipping handle: %s", exc)
-        return out
+        return _parse_all(self.client.get_prefix(keys.HANDLES), _handle)
 
     def block(self, cidr: str) -> Block | None:
         kv = self.client.get(keys.block(cidr))
@@ -236,14 +239,7 @@ class Datastore:
 
     def all_blocks(self, family: int | None = None) -> list[Block]:
         """Every block (of one family, or both); corrupt ones are logged and skipped."""
-        out = []
-        for fam in (family,) if family else (4, 6):
-            for kv in self.client.get_prefix(keys.blocks(fam)):
-                try:
-                    out.append(Block.from_kv(kv.key, kv.value, kv.mod_revision))
-                except CorruptRecord as exc:
-                    log.error("skipping block: %s", exc)
-        return out
+        return [b for fam in ((family,) if family else (4, 6)) for b in _parse_all(self.client.get_prefix(keys.blocks(fam)), _block)]
 
     def block_cidrs(self, family: int) -> set[str]:
         """The CIDRs of every existing block of a family (keys only)."""
@@ -254,13 +250,8 @@ class Datastore:
         return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
 
     def workload_endpoints(self) -> list[WorkloadEndpoint]:
-        out = []
-        for kv in self.client.get_prefix(keys.WORKLOAD_ENDPOINTS):
-            try:
-                out.append(WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision))
-            except CorruptRecord as exc:
-                log.error("skipping workload endpoint: %s", exc)
-        return out
+        """Every workload endpoint; corrupt ones are logged and skipped."""
+        return _parse_all(self.client.get_prefix(keys.WORKLOAD_ENDPOINTS), _endpoint)
 
     def ipam_snapshot(self) -> IpamSnapshot:
         """Config, pools, nodes, blocks, handles, affinities and workload endpoints, in one round
@@ -282,14 +273,14 @@ class Datastore:
             revision=revision,
             config=config[0] if config else IpamConfig(),
             pools=sorted(
-                _parse_all(pools, lambda kv: IPPool.from_json(kv.key[len(keys.POOLS) :], kv.value, kv.mod_revision), corrupt),
+                _parse_all(pools, _pool, corrupt),
                 key=lambda p: p.name,
             ),
-            nodes=_parse_all(nodes, lambda kv: Node.from_json(kv.key[len(keys.NODES) :], kv.value, kv.mod_revision), corrupt),
-            blocks=_parse_all([*b4, *b6], lambda kv: Block.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
-            handles=_parse_all(handles, lambda kv: Handle.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
-            affinities=_parse_all(affs, lambda kv: Affinity.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
-            endpoints=_parse_all(weps, lambda kv: WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision), corrupt),
+            nodes=_parse_all(nodes, _node, corrupt),
+            blocks=_parse_all([*b4, *b6], _block, corrupt),
+            handles=_parse_all(handles, _handle, corrupt),
+            affinities=_parse_all(affs, _affinity, corrupt),
+            endpoints=_parse_all(weps, _endpoint, corrupt),
             corrupt=corrupt,
         )
 
