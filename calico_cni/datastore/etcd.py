@@ -434,10 +434,11 @@ class EtcdClient:
                         _, host, port = _split_endpoint(f"https://{endpoint.netloc}")
                         problem = diagnose_tls(s, host, port, deadline - time.monotonic())
                         if problem is not None:
-                            log.error("%s", problem)
                             tls_problems[endpoint.netloc] = problem
                             if len(tls_problems) == len(s.endpoints):
                                 raise problem from None
+                            # Other endpoints remain to be tried: keep a trace of this one.
+                            log.warning("%s", problem)
                     continue
                 if method == "Authenticate":
                     if "authentication is not enabled" in lowered:
