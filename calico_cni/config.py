@@ -95,6 +95,20 @@ def _number(config: Mapping[str, Any], key: str, default: float, minimum: float 
     return value
 
 
+# The whole datastore part of one plugin invocation ends within `add_timeout` seconds: well under
+# the ~60 s a runtime gives a plugin.
+DEFAULT_OPERATION_TIMEOUT = 20.0
+MAX_OPERATION_TIMEOUT = 55.0
+
+
+def operation_timeout(config: Mapping[str, Any]) -> float:
+    """`add_timeout`: the bound on all etcd work of one ADD, DEL or CHECK (both plugins)."""
+    timeout = config.get("add_timeout", DEFAULT_OPERATION_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= MAX_OPERATION_TIMEOUT:
+        raise CniError(INVALID_CONFIG, f"add_timeout must be a number of seconds from 0.1 to {MAX_OPERATION_TIMEOUT:g}", f"got {timeout!r}"[:120])
+    return float(timeout)
+
+
 def _pool_list(ipam: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = ipam.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ipam_settings, node_name
+from .config import DEFAULT_OPERATION_TIMEOUT, ipam_settings, node_name, operation_timeout
 from .dataplane import wiring
 from .dataplane.mtu import MTU_FILE, decide as decide_mtu
 from .dataplane.netns import Netns
@@ -32,9 +32,6 @@ from .workload import Identity
 log = logging.getLogger(__name__)
 
 ENDPOINT_WRITE_ATTEMPTS = 10
-# The whole datastore part of an ADD (or DEL) ends within this many seconds (key `add_timeout`).
-DEFAULT_OPERATION_TIMEOUT = 20.0
-MAX_OPERATION_TIMEOUT = 55.0
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,9 @@ def settings(config: dict) -> Settings:
     if not isinstance(container, dict):
         raise CniError(INVALID_CONFIG, "container_settings must be an object")
     forwarding = _flag(container.get("allow_ip_forwarding", False), "container_settings.allow_ip_forwarding")
-    timeout = config.get("add_timeout", DEFAULT_OPERATION_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= MAX_OPERATION_TIMEOUT:
-        raise CniError(INVALID_CONFIG, f"add_timeout must be a number of seconds from 0.1 to {MAX_OPERATION_TIMEOUT:g}", f"got {timeout!r}"[:120])
+    timeout = operation_timeout(config)
     journal_dir(config)
-    return Settings(mtu or None, forwarding, ipam_settings(config).type, float(timeout))
+    return Settings(mtu or None, forwarding, ipam_settings(config).type, timeout)
 
 
 def _connect(request: CniRequest, timeout: float | None = None):

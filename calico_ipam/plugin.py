@@ -6,7 +6,7 @@ import ipaddress
 import json
 import logging
 
-from calico_cni.config import check_node_name_keys, etcd_settings, ipam_settings, log_settings, node_name
+from calico_cni.config import check_node_name_keys, etcd_settings, ipam_settings, log_settings, node_name, operation_timeout
 from calico_cni.datastore.store import Datastore, connect
 from calico_cni.protocol.errors import CHECK_FAILED, INVALID_CONFIG, INVALID_ENVIRONMENT, CniError
 from calico_cni.protocol.request import CniRequest
@@ -91,7 +91,12 @@ def ipam_result(assigned: list[Assigned]) -> dict:
 
 
 def _store(request: CniRequest) -> Datastore:
-    return connect(request.config, request.environ)
+    """The datastore, with every etcd call of this invocation bounded by `add_timeout`."""
+    import time
+
+    store = connect(request.config, request.environ)
+    store.client.deadline_at = time.monotonic() + operation_timeout(request.config)
+    return store
 
 
 def validate(request: CniRequest) -> None:
@@ -101,6 +106,7 @@ def validate(request: CniRequest) -> None:
     ipam_settings(config)
     etcd_settings(config, request.environ)
     log_settings(config)
+    operation_timeout(config)
     from calico_cni.journal import journal_dir
 
     journal_dir(config)

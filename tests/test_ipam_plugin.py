@@ -334,3 +334,20 @@ def test_failover_to_a_live_endpoint(store, ipam_conf, etcd_endpoint):
         for i in range(3):
             ok(add(conf, cid=f"c{i}"))
             ok(delete(conf, cid=f"c{i}"))
+
+
+def test_add_timeout_bounds_a_standalone_calico_ipam(ipam_conf):
+    """add_timeout bounds the whole invocation even when etcd_timeout is longer, and the error
+    says which deadline fired."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    try:
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        conf = {**ipam_conf(), "etcd_endpoints": endpoint, "etcd_timeout": 30, "add_timeout": 1}
+        out = failed(run_plugin("calico-ipam", "ADD", conf, cni_env(), timeout=20), code=11)
+        assert "add_timeout" in out["details"]
+        bad = {**ipam_conf(), "add_timeout": 600}
+        assert "add_timeout" in failed(add(bad), code=7)["msg"]
+    finally:
+        server.close()

@@ -403,7 +403,10 @@ class EtcdClient:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                detail = f"deadline of {s.timeout:g}s exceeded: {last}"
+                if self.deadline_at is not None and deadline == self.deadline_at:
+                    detail = f"the invocation's deadline (add_timeout) was reached: {last}"
+                else:
+                    detail = f"deadline of {s.timeout:g}s exceeded: {last}"
                 if tls_problems:
                     detail += "; " + "; ".join(str(e) for e in tls_problems.values())
                 elif "socket closed" in last.lower() and "http://" in last:
