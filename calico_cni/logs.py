@@ -71,13 +71,15 @@ class RotatingAppendHandler(logging.Handler):
             raise
         return fd
 
-    def _rotate(self) -> None:
+    def _rotate(self, incoming: int) -> None:
+        """Rotate if the file (still the one this handler writes) cannot take `incoming` more
+        bytes; a file holding nothing yet is never rotated, whatever the record's size."""
         with open(self.path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 current = os.stat(self.path)
                 mine = os.fstat(self.fd)
-                if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino) and current.st_size >= self.max_bytes:
+                if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino) and 0 < current.st_size and current.st_size + incoming > self.max_bytes:
                     for n in range(self.backups - 1, 0, -1):
                         src = f"{self.path}.{n}"
                         if os.path.exists(src):
@@ -102,7 +104,7 @@ class RotatingAppendHandler(logging.Handler):
         try:
             data = (self.format(record) + "\n").encode("utf-8", "replace")
             if self.max_bytes > 0 and os.fstat(self.fd).st_size + len(data) > self.max_bytes:
-                self._rotate()
+                self._rotate(len(data))
             os.write(self.fd, data)
         except Exception:  # noqa: BLE001 - logging must never break the plugin
             self.handleError(record)

@@ -131,3 +131,23 @@ def test_many_plugin_processes_share_one_rotating_log(store, node, pod, calico_c
     assert all(RECORD_START.match(line) for line in lines), [l for l in lines if not RECORD_START.match(l)][:3]
     finished = [l for l in lines if "released no address; endpoint absent" in l]
     assert sorted(re.search(r"calico DEL (ctr-\d+)/", l).group(1) for l in finished) == sorted(f"ctr-{i}" for i in range(12))
+
+
+def test_no_log_file_grows_past_its_maximum(tmp_path):
+    """Rotation happens before a record would push the file past log_file_max_size."""
+    import logging as _logging
+
+    from calico_cni.logs import RotatingAppendHandler
+
+    path = tmp_path / "cni.log"
+    handler = RotatingAppendHandler(str(path), 1000, 3, 30)
+    handler.setFormatter(_logging.Formatter("%(message)s"))
+    try:
+        for i in range(200):
+            handler.emit(_logging.LogRecord("t", _logging.INFO, "", 0, f"record {i:03d} " + "x" * 40, None, None))
+    finally:
+        handler.close()
+    files = [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]
+    assert len(files) == 4  # the live file and max_count (3) rotated ones
+    assert all(p.stat().st_size <= 1000 for p in files), {p.name: p.stat().st_size for p in files}
+    assert "record 199" in path.read_text()
