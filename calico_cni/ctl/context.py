@@ -136,9 +136,9 @@ class Ctl:
         """Finish the node's pending releases (DELs that found etcd unreachable), once the
         command's own etcd work succeeded. The journal is CALICO_RELEASE_JOURNAL_DIR, else the
         plugins' default."""
-        from calico_cni.journal import DEFAULT_JOURNAL_DIR, Journal
+        from calico_cni.journal import Journal, journal_dir
 
-        journal = Journal(os.environ.get("CALICO_RELEASE_JOURNAL_DIR") or DEFAULT_JOURNAL_DIR)
+        journal = Journal(journal_dir({}))
         if journal.pending():
             try:
                 journal.replay(self._store, endpoints)
