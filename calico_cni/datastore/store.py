@@ -67,7 +67,7 @@ class IpamSnapshot:
 
 
 def _pools(kvs: Iterable[KeyValue]) -> list[IPPool]:
-    return sorted(_parse_all(kvs, _pool), key=lambda p: p.name)
+    return sorted(_parse_all(kvs, _pool, what=lambda kv: f"IP pool {kv.key[len(keys.POOLS) :]}"), key=lambda p: p.name)
 
 
 def _affinities(kvs: Iterable[KeyValue]) -> list[Affinity]:
@@ -84,16 +84,16 @@ def _reservations(kvs: Iterable[KeyValue]) -> list[IPNetwork]:
     return out
 
 
-def _parse_all(kvs: Iterable[KeyValue], parse, corrupt: list[tuple[str, str]] | None = None) -> list:
-    """Parse each key-value with `parse`. One that fails is skipped: logged, or added to `corrupt`
-    as (key, reason) when that list is given."""
+def _parse_all(kvs: Iterable[KeyValue], parse, corrupt: list[tuple[str, str]] | None = None, what=None) -> list:
+    """Parse each key-value with `parse`. One that fails is skipped: logged as "skipping <what>"
+    (`what(kv)`, else the key), or added to `corrupt` as (key, reason) when that list is given."""
     out = []
     for kv in kvs:
         try:
             out.append(parse(kv))
         except (ValueError, TypeError, AttributeError) as exc:
             if corrupt is None:
-                log.error("skipping %s: %s", kv.key, exc)
+                log.error("skipping %s: %s", what(kv) if what else kv.key, exc)
             else:
                 corrupt.append((kv.key, str(exc)))
     return out
@@ -194,7 +194,7 @@ class Datastore:
 
     def nodes(self) -> list[Node]:
         """Every node; corrupt ones are logged and skipped."""
-        return _parse_all(self.client.get_prefix(keys.NODES), _node)
+        return _parse_all(self.client.get_prefix(keys.NODES), _node, what=lambda kv: f"node {kv.key[len(keys.NODES) :]}")
 
     def reservations(self) -> list[IPNetwork]:
         return _reservations(self.client.get_prefix(keys.RESERVATIONS))
