@@ -26,8 +26,10 @@ BIN_DIR = Path(sys.executable).parent
 
 def plugin_env() -> dict[str, str]:
     """The environment every plugin exec'd by a test starts from: PATH, and the session's own
-    release journal directory (so tests never write to /var/lib/calico)."""
-    env = {"PATH": os.environ.get("PATH", "")}
+    release journal directory (so tests never write to /var/lib/calico), and no agent."""
+    # An empty agent socket keeps these runs in-process even where a host agent is running;
+    # tests of the agent path point it at their own agent.
+    env = {"PATH": os.environ.get("PATH", ""), "CALICO_CNI_AGENT_SOCKET": ""}
     if os.environ.get("CALICO_RELEASE_JOURNAL_DIR"):
         env["CALICO_RELEASE_JOURNAL_DIR"] = os.environ["CALICO_RELEASE_JOURNAL_DIR"]
     return env

@@ -317,8 +317,20 @@ class Datastore:
         return ok
 
 
+# Set by the per-node agent (calico_cni.agent.warm): hands out datastores over warm channels.
+_provider = None
+
+
+def set_provider(provider) -> None:
+    """Route `connect` through `provider(config, environ)` (None: a new client per call)."""
+    global _provider
+    _provider = provider
+
+
 def connect(config: dict, environ) -> Datastore:
     """A datastore from a network configuration's etcd keys (and ETCD_* fallbacks)."""
+    if _provider is not None:
+        return _provider(config, environ)
     from ..config import etcd_settings
 
     return Datastore(EtcdClient(etcd_settings(config, environ)))

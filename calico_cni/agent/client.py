@@ -1,0 +1,87 @@
+"""The thin path of the exec'd plugins: hand the request to the agent, or say "run in-process".
+
+Imports only the standard library's os, socket, json and struct (via `wire`). Rules:
+- socket absent, not a socket, refused or not reachable: nothing was sent, run in-process;
+- once connected, the request belongs to the agent: if the answer never comes (agent killed,
+  restarted, timed out), the plugin prints CNI error 11 "try again later" and never runs it itself,
+  since the agent may have done part or all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+from . import wire
+
+# Longer than the agent's own bound on one operation (plugin.MAX_OPERATION_TIMEOUT, 55 s).
+ANSWER_TIMEOUT = 58.0
+MAX_STDIN = 4 * 1024 * 1024  # as calico_cni.protocol.request.MAX_STDIN
+
+
+def socket_path(environ: dict[str, str] | os._Environ, stdin: bytes) -> str | None:
+    """The agent socket for this request; None when the agent is switched off (empty value)."""
+    if wire.SOCKET_ENV in environ:
+        return environ[wire.SOCKET_ENV] or None
+    if wire.SOCKET_KEY.encode() in stdin:
+        try:
+            value = json.loads(stdin).get(wire.SOCKET_KEY)
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, str):
+            return value or None
+    return wire.DEFAULT_SOCKET
+
+
+def connect(path: str) -> socket.socket | None:
+    """A connection to the agent at `path`, or None (absent, refused: nothing was sent)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _try_again(stdin: bytes, detail: str) -> bytes:
+    """CNI error 11 JSON (the error path may import the protocol modules)."""
+    from ..protocol.errors import TRY_AGAIN_LATER, CniError
+    from ..protocol.runner import _error_version
+
+    err = CniError(TRY_AGAIN_LATER, "calico-cni-agent did not answer", detail)
+    return (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode()
+
+
+def forward(plugin: str, environ=None) -> tuple[int | None, bytes]:
+    """Send this process's request to the agent: (exit code, stdout) or (None, stdin) to run
+    in-process with the stdin already read. VERSION is never forwarded."""
+    environ = os.environ if environ is None else environ
+    if environ.get("CNI_COMMAND") == "VERSION":
+        return None, b""
+    stdin = sys.stdin.buffer.read(MAX_STDIN + 1)
+    path = socket_path(environ, stdin)
+    sock = connect(path) if path else None
+    if sock is None:
+        return None, stdin
+    try:
+        sock.settimeout(ANSWER_TIMEOUT)
+        wire.send_request(sock, plugin, dict(environ), stdin)
+        return wire.recv_answer(sock)
+    except (OSError, ValueError, wire.Truncated) as exc:
+        return 1, _try_again(stdin, f"the request was handed to the agent at {path}: {exc}; it is not run again here")
+    finally:
+        sock.close()
+
+
+def main_thin(plugin: str) -> bytes | None:
+    """For a plugin's main(): exit with the agent's answer, or return stdin to run in-process
+    (None for VERSION, whose stdin the runner reads itself)."""
+    code, out = forward(plugin)
+    if code is None:
+        return out if os.environ.get("CNI_COMMAND") != "VERSION" else None
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    sys.exit(code)

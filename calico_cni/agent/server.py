@@ -1,0 +1,145 @@
+"""The agent's socket server: one thread per request, no node-wide lock.
+
+Each request runs through the same runner and handlers as the exec'd plugin, in this process, with
+datastores over warm channels (`warm`). Its answer is the exit code and stdout the plugin would have
+produced. Request threads stay in the agent's network namespace; container-side work runs on the
+short-lived namespace threads of `dataplane.netns`, exactly as in the plugin (design rule 7).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from typing import Callable, Mapping
+
+from ..journal import JOURNAL_DIR_ENV
+from ..protocol.errors import INVALID_ENVIRONMENT, CniError
+from ..protocol.runner import _error_version, run
+from . import wire
+
+log = logging.getLogger(__name__)
+_PEERCRED = struct.Struct("3i")
+
+
+def own_netns() -> tuple[int, int]:
+    st = os.stat("/proc/self/ns/net")
+    return st.st_dev, st.st_ino
+
+
+def peer(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the connected process (SO_PEERCRED)."""
+    pid, uid, _gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return pid, uid
+
+
+def _peer_problem(conn: socket.socket, netns: tuple[int, int]) -> str | None:
+    """Why this peer may not be served (None: it may)."""
+    pid, uid = peer(conn)
+    if uid != os.geteuid():
+        return f"caller uid {uid} is not the agent's ({os.geteuid()})"
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError as exc:
+        return f"cannot read the caller's network namespace: {exc.strerror}"
+    if (st.st_dev, st.st_ino) != netns:
+        return (
+            "the caller runs in another network namespace than this calico-cni-agent; one agent serves one "
+            "node namespace: start an agent in the caller's namespace, or point the plugin elsewhere "
+            f"(${wire.SOCKET_ENV}, empty to run in-process)"
+        )
+    return None
+
+
+def _in_process_config(env: Mapping[str, str], stdin: bytes) -> bytes:
+    """Keep the in-process precedence of settings the plugin reads from its own environment:
+    $CALICO_RELEASE_JOURNAL_DIR applies when the config has no release_journal_dir."""
+    journal = env.get(JOURNAL_DIR_ENV)
+    if not journal or b"release_journal_dir" in stdin:
+        return stdin
+    try:
+        config = json.loads(stdin)
+    except ValueError:
+        return stdin
+    if not isinstance(config, dict):
+        return stdin
+    config["release_journal_dir"] = journal
+    return json.dumps(config).encode()
+
+
+class Server:
+    """Serves forwarded CNI requests on a listening Unix socket."""
+
+    def __init__(self, listener: socket.socket, plugins: Mapping[str, Callable[[], dict]]) -> None:
+        self.listener = listener
+        self.handlers = {name: make() for name, make in plugins.items()}
+        self.netns = own_netns()
+        self.served = 0
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def execute(self, plugin: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
+        """Run one request as the exec'd `plugin` would: (exit code, stdout)."""
+        handlers = self.handlers.get(plugin)
+        if handlers is None:
+            err = CniError(INVALID_ENVIRONMENT, f"calico-cni-agent does not serve plugin {plugin!r}")
+            return 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode()
+        out = io.StringIO()
+        code = run(handlers, plugin, environ=env, stdin=_in_process_config(env, stdin), stdout=out)
+        return code, out.getvalue().encode()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                problem = _peer_problem(conn, self.netns)
+                plugin, env, stdin = wire.recv_request(conn)
+                if plugin == wire.HEALTH:
+                    wire.send_answer(conn, 0, json.dumps({"status": "ok", "served": self.served}).encode())
+                    return
+                if problem is not None:
+                    log.error("refused a %s request: %s", plugin, problem)
+                    err = CniError(INVALID_ENVIRONMENT, "calico-cni-agent refused the request", problem)
+                    wire.send_answer(conn, 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode())
+                    return
+                code, stdout = self.execute(plugin, env, stdin)
+                with self._lock:
+                    self.served += 1
+                wire.send_answer(conn, code, stdout)
+        except (OSError, ValueError, wire.Truncated) as exc:
+            log.warning("dropped a connection: %s", exc)
+        except Exception:  # noqa: BLE001 - one bad request never ends the agent
+            log.exception("unexpected failure serving a request")
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def serve_forever(self) -> None:
+        """Accept until `stop`; each connection on a thread of its own."""
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    break
+                raise
+            thread = threading.Thread(target=self._serve, args=(conn,), name="cni-request", daemon=True)
+            with self._lock:
+                self._threads.add(thread)
+            thread.start()
+
+    def stop(self, wait: float = 60.0) -> None:
+        """Stop accepting and let requests in flight finish (up to `wait` seconds)."""
+        self._stopping.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(wait)

@@ -1,0 +1,86 @@
+"""Start and stop a `calico-cni-agent` inside a test node namespace, on a socket under tmp."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.calico_support import Node
+from tests.conftest import plugin_env, plugin_path
+
+
+@dataclass
+class Agent:
+    """A running agent: its process, socket and log."""
+
+    proc: subprocess.Popen
+    socket: str
+    log: Path
+
+    def env(self) -> dict[str, str]:
+        """Extra plugin environment that sends requests to this agent."""
+        return {"CALICO_CNI_AGENT_SOCKET": self.socket}
+
+    def health(self) -> subprocess.CompletedProcess:
+        return subprocess.run([plugin_path("calico-cni-agent"), "health", "--socket", self.socket], capture_output=True, text=True, timeout=30)
+
+    def served(self) -> int:
+        """Requests served so far (from the health answer)."""
+        answer = self.health()
+        assert answer.returncode == 0, answer.stderr
+        return json.loads(answer.stdout)["served"]
+
+    def stop(self) -> None:
+        """Stop the agent (SIGTERM, then SIGKILL); safe to call twice."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)
+
+
+def start_agent(node: Node, directory: Path, **env: str) -> Agent:
+    """An agent in `node`'s namespace on `directory`/agent/cni.sock, answering health checks."""
+    sock = str(directory / "agent" / "cni.sock")
+    log = directory / "agent.log"
+    full_env = {k: v for k, v in plugin_env().items() if k != "CALICO_CNI_AGENT_SOCKET"}
+    full_env.update(env)
+    argv = ["nsenter", f"--net={node.path}", plugin_path("calico-cni-agent"), "--socket", sock, "--log-file", str(log), "--log-level", "debug"]
+    proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    agent = Agent(proc, sock, log)
+    try:
+        deadline = time.monotonic() + 30
+        while agent.proc.poll() is None and time.monotonic() < deadline:
+            if os.path.exists(sock) and agent.health().returncode == 0:
+                return agent
+            time.sleep(0.1)
+        raise AssertionError(f"agent did not start (rc={proc.poll()})")
+    except BaseException:
+        agent.stop()
+        raise
+
+
+@pytest.fixture
+def agents(tmp_path):
+    """A factory of agents in node namespaces; every agent is stopped afterwards."""
+    started: list[Agent] = []
+
+    def factory(node: Node, **env: str) -> Agent:
+        started.append(start_agent(node, tmp_path / f"a{len(started)}", **env))
+        return started[-1]
+
+    try:
+        yield factory
+    finally:
+        for agent in started:
+            agent.stop()
+            if agent.proc.stderr is not None:
+                agent.proc.stderr.close()

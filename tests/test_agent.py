@@ -1,0 +1,248 @@
+"""The per-node agent: the same results and state as the in-process path, fallback when it is absent,
+error 11 (never a second run) when it dies mid-request, concurrency, and who may reach it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.agent_support import agents  # noqa: F401
+from tests.calico_support import (  # noqa: F401
+    assert_datastore_clean,
+    assert_node_clean,
+    calico_conf,
+    held_addresses,
+    node,
+    nodes,
+    ok,
+    pod,
+    pod_env,
+    pod_links,
+    run_calico,
+)
+from tests.conftest import plugin_env, plugin_path
+from tests.pools import create_pool
+
+DUAL = {"assign_ipv6": "true"}
+
+
+@pytest.fixture
+def pools(store):
+    create_pool(store, "v4", "198.18.10.0/24", 26)
+    create_pool(store, "v6", "fd00:198:18:10::/112", 122)
+
+
+def shape(result: dict) -> dict:
+    """A result without the names and addresses that differ between two pods."""
+    return {
+        "cniVersion": result["cniVersion"],
+        "interfaces": [sorted(k for k in i if k not in ("mac",)) for i in result["interfaces"]],
+        "ips": [(i["interface"], i["address"].split("/")[1]) for i in result["ips"]],
+        "routes": result.get("routes"),
+        "dns": result.get("dns"),
+    }
+
+
+def endpoint_shape(endpoint) -> dict:
+    spec = dict(endpoint.spec)
+    for key in ("pod", "containerID", "endpoint", "interfaceName", "mac", "ipNetworks"):
+        spec.pop(key, None)
+    return {"labels": sorted((endpoint.doc.get("metadata") or {}).get("labels") or {}), "spec": spec, "nets": [n.split("/")[1] for n in endpoint.spec["ipNetworks"]]}
+
+
+def test_add_check_del_through_agent_match_in_process(store, pools, node, pod, calico_conf, agents):
+    agent = agents(node)
+    conf = calico_conf(ipam=DUAL)
+    a, b = pod(), pod()
+    via_agent = ok(run_calico(node, "ADD", conf, {**pod_env(a), **agent.env()}))
+    in_process = ok(run_calico(node, "ADD", conf, pod_env(b)))
+    assert agent.served() == 1
+    assert shape(via_agent) == shape(in_process)
+    assert pod_links(a) == pod_links(b) == ["eth0"]
+    hosts = {l["ifname"] for l in node.cali_links()}
+    assert hosts == {via_agent["interfaces"][0]["name"], in_process["interfaces"][0]["name"]}
+    routed = {r["dst"] for v in (4, 6) for r in node.routes(v) if r["dst"].startswith(("198.18.", "fd00:198:18:"))}
+    assert routed == {i["address"].split("/")[0] for r in (via_agent, in_process) for i in r["ips"]}
+    endpoints = {e.container_id: e for e in store.workload_endpoints()}
+    ea, eb = endpoints[pod_env(a)["CNI_CONTAINERID"]], endpoints[pod_env(b)["CNI_CONTAINERID"]]
+    assert endpoint_shape(ea) == endpoint_shape(eb)
+    held = held_addresses(store)
+    assert sorted(held[f"net1.{pod_env(a)['CNI_CONTAINERID']}"]) == sorted(i["address"].split("/")[0] for i in via_agent["ips"])
+
+    ok(run_calico(node, "CHECK", {**conf, "prevResult": via_agent}, {**pod_env(a), **agent.env()}))
+    ok(run_calico(node, "DEL", {**conf, "prevResult": via_agent}, {**pod_env(a), **agent.env()}))
+    assert agent.served() == 3
+    assert pod_links(a) == []
+    assert set(held_addresses(store)) == {f"net1.{pod_env(b)['CNI_CONTAINERID']}"}
+    ok(run_calico(node, "DEL", {**conf, "prevResult": in_process}, pod_env(b)))
+    assert_node_clean(node)
+    assert_datastore_clean(store)
+
+
+def test_errors_come_back_as_the_plugin_would_print_them(store, pools, node, calico_conf, agents):
+    agent = agents(node)
+    conf = calico_conf()
+    env = pod_env("calico-test-missing", CNI_NETNS="/var/run/netns/calico-test-does-not-exist")
+    via_agent = run_calico(node, "ADD", conf, {**env, **agent.env()})
+    in_process = run_calico(node, "ADD", conf, env)
+    assert agent.served() == 1
+    assert (via_agent.rc, via_agent.out) == (in_process.rc, in_process.out)
+    assert via_agent.rc == 1 and via_agent.out["code"] == 4
+
+
+def test_ipam_plugin_through_agent(store, pools, node, calico_conf, agents):
+    agent = agents(node)
+    conf = {**calico_conf(), "type": "calico-ipam"}
+    conf.pop("ipam")
+    conf["ipam"] = {"type": "calico-ipam"}
+    env = {**pod_env("calico-test-ipamonly", container_id="ipam-ctr"), **agent.env()}
+    result = ok(run_calico(node, "ADD", conf, env, plugin="calico-ipam"))
+    assert agent.served() == 1
+    assert held_addresses(store) == {"net1.ipam-ctr": [result["ips"][0]["address"].split("/")[0]]}
+    ok(run_calico(node, "DEL", conf, env, plugin="calico-ipam"))
+    assert held_addresses(store) == {}
+
+
+def test_version_is_answered_without_the_agent(node, calico_conf, agents):
+    agent = agents(node)
+    run = ok(run_calico(node, "VERSION", calico_conf(), agent.env()))
+    assert "1.0.0" in run["supportedVersions"]
+    assert agent.served() == 0
+
+
+def test_absent_or_refusing_agent_falls_back_to_in_process(store, pools, node, pod, calico_conf, tmp_path):
+    conf = calico_conf()
+    stale = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()  # a socket file nobody listens on: connection refused
+    for path in (str(tmp_path / "absent.sock"), str(stale)):
+        p = pod()
+        result = ok(run_calico(node, "ADD", conf, {**pod_env(p), "CALICO_CNI_AGENT_SOCKET": path}))
+        ok(run_calico(node, "DEL", {**conf, "prevResult": result}, {**pod_env(p), "CALICO_CNI_AGENT_SOCKET": path}))
+    assert_node_clean(node)
+    assert_datastore_clean(store)
+
+
+def _exec_without_socket_env(node, command: str, config: dict, env: dict) -> dict | None:
+    """Exec calico with no CALICO_CNI_AGENT_SOCKET at all (so the config key decides)."""
+    full = {k: v for k, v in plugin_env().items() if k != "CALICO_CNI_AGENT_SOCKET"}
+    full.update({"CNI_COMMAND": command, **env})
+    proc = subprocess.run(["nsenter", f"--net={node.path}", plugin_path("calico")], input=json.dumps(config).encode(), env=full, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def test_config_key_names_the_socket(store, pools, node, pod, calico_conf, agents):
+    agent = agents(node)
+    conf = calico_conf(agent_socket=agent.socket)
+    p = pod()
+    # The environment variable wins over the key: empty means in-process.
+    result = ok(run_calico(node, "ADD", conf, pod_env(p)))
+    assert agent.served() == 0
+    ok(run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p)))
+    result = _exec_without_socket_env(node, "ADD", conf, pod_env(p))
+    assert agent.served() == 1
+    _exec_without_socket_env(node, "DEL", {**conf, "prevResult": result}, pod_env(p))
+    assert agent.served() == 2
+    assert_node_clean(node)
+    assert_datastore_clean(store)
+
+
+def test_agent_killed_mid_request_gives_error_11_and_no_second_run(store, pools, node, pod, calico_conf, agents):
+    agent = agents(node, CALICO_CNI_TEST_KILL_AT_WRITE="1")
+    p = pod()
+    run = run_calico(node, "ADD", calico_conf(), {**pod_env(p), **agent.env()})
+    assert run.rc == 1 and run.out["code"] == 11, run.stdout
+    assert agent.proc.wait(15) == -signal.SIGKILL
+    # Run in-process, this ADD would have succeeded: nothing of it may exist.
+    assert pod_links(p) == []
+    assert store.workload_endpoints() == []
+    assert held_addresses(store) == {}
+
+
+def test_concurrent_requests(store, pools, node, pod, calico_conf, agents):
+    agent = agents(node)
+    conf = calico_conf(ipam=DUAL)
+    pods = [pod() for _ in range(8)]
+    with ThreadPoolExecutor(len(pods)) as pool:
+        results = list(pool.map(lambda p: ok(run_calico(node, "ADD", conf, {**pod_env(p), **agent.env()})), pods))
+    addresses = [i["address"] for r in results for i in r["ips"]]
+    assert len(addresses) == len(set(addresses)) == 16
+    assert len(node.cali_links()) == 8
+    assert agent.served() == 8
+    with ThreadPoolExecutor(len(pods)) as pool:
+        list(pool.map(lambda pr: ok(run_calico(node, "DEL", {**conf, "prevResult": pr[1]}, {**pod_env(pr[0]), **agent.env()})), zip(pods, results)))
+    assert agent.served() == 16
+    assert_node_clean(node)
+    assert_datastore_clean(store)
+
+
+def test_refuses_a_caller_in_another_network_namespace(store, pools, nodes, calico_conf, agents):
+    home, other = nodes(), nodes()
+    agent = agents(home)
+    run = run_calico(other, "ADD", calico_conf(), {**pod_env("calico-test-elsewhere", container_id="elsewhere"), **agent.env()})
+    assert run.rc == 1 and run.out["code"] == 4
+    assert "another network namespace" in run.out["details"]
+    assert agent.served() == 0
+    assert_datastore_clean(store)
+
+
+def test_socket_is_root_only(node, agents):
+    agent = agents(node)
+    assert stat.S_ISSOCK(os.stat(agent.socket).st_mode)
+    assert stat.S_IMODE(os.stat(agent.socket).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(agent.socket)).st_mode) == 0o700
+    assert os.stat(agent.socket).st_uid == 0
+    # Even with its directory opened up, another user cannot connect; with the socket opened up
+    # too, the same probe connects (so the probe can tell the two apart).
+    os.chmod(os.path.dirname(agent.socket), 0o755)
+    assert _connect_as_nobody(agent.socket) == "EACCES"
+    os.chmod(agent.socket, 0o666)
+    assert _connect_as_nobody(agent.socket) == "connected"
+
+
+def _connect_as_nobody(path: str) -> str:
+    """Try to connect to `path` as uid/gid 65534, reaching its directory through a descriptor
+    opened as root (so only the directory's and the socket's own modes decide)."""
+    directory = os.open(os.path.dirname(path), os.O_PATH)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: only os calls, then _exit
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(f"/proc/self/fd/{directory}/{os.path.basename(path)}")
+                outcome = b"connected"
+            except PermissionError:
+                outcome = b"EACCES"
+            except OSError as exc:
+                outcome = str(exc).encode()
+            os.write(write, outcome)
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    outcome = os.read(read, 200).decode()
+    os.close(read)
+    os.close(directory)
+    return outcome
+
+
+def test_health_command(node, agents, tmp_path):
+    agent = agents(node)
+    assert agent.health().returncode == 0
+    agent.stop()
+    assert not os.path.exists(agent.socket)
+    absent = subprocess.run([plugin_path("calico-cni-agent"), "health", "--socket", agent.socket], capture_output=True, text=True)
+    assert absent.returncode == 1
