@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests import netns
 from tests.integration.harness import Node, create_netns, remove_netns
@@ -23,6 +23,13 @@ class PluginSet:
     label: str
     conf: dict
     path: str
+    # Extra environment of every exec (ours: which agent socket, "" for none).
+    env: dict = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        """The label as it may appear in a container ID."""
+        return "-".join(self.label.replace("+", " ").split())
 
     @property
     def binary(self) -> str:
@@ -60,6 +67,7 @@ def _env(ps: PluginSet, command: str, container: str, netns_path: str) -> dict:
         "CNI_NETNS": netns_path,
         "CNI_IFNAME": "eth0",
         "CNI_PATH": ps.path,
+        **ps.env,
     }
 
 
@@ -98,7 +106,7 @@ def latency(ps: PluginSet, node: Node, pods: int) -> dict:
     times: dict[str, list[float]] = {"VERSION": [], "ADD": [], "CHECK": [], "DEL": []}
     for i in range(pods):
         pod = create_netns("benchpod")
-        cid = f"bench-{ps.label}-{i}"
+        cid = f"bench-{ps.slug}-{i}"
         try:
             with _InNode(node):
                 for command in ("VERSION", "ADD", "CHECK", "DEL"):
@@ -171,7 +179,7 @@ def burst(ps: PluginSet, node: Node, size: int) -> dict:
 
             def one(i: int, command=command, barrier=barrier) -> float:
                 barrier.wait()
-                return _invoke(ps, command, f"burst-{ps.label}-{i}", pods[i]).seconds
+                return _invoke(ps, command, f"burst-{ps.slug}-{i}", pods[i]).seconds
 
             with _InNode(node):
                 start = time.perf_counter()

@@ -21,11 +21,14 @@ import time
 from pathlib import Path
 
 from bench import ipam
+from bench.agent import agent_in
 from bench.env import fabric_with_etcd
 from bench.plugins import PluginSet, burst, latency, phases
 from tests.integration.harness import create_node, delete_node
 
 VENV_BIN = str(Path(sys.executable).parent)
+AGENT_LABEL = "ours + agent"
+OURS = ("ours", AGENT_LABEL)
 REFERENCE_DIR = "/usr/lib/cni"
 
 
@@ -48,7 +51,16 @@ def plugin_sets(etcd_endpoint: str, workdir: str) -> list[PluginSet]:
         "ipMasq": False,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.128.0/17"}]], "dataDir": f"{workdir}/host-local"},
     }
-    return [PluginSet("ours", ours, f"{VENV_BIN}:{REFERENCE_DIR}"), PluginSet("reference", reference, REFERENCE_DIR)]
+    path = f"{VENV_BIN}:{REFERENCE_DIR}"
+    return [
+        PluginSet("ours", ours, path, {"CALICO_CNI_AGENT_SOCKET": ""}),
+        PluginSet(AGENT_LABEL, ours, path, {"CALICO_CNI_AGENT_SOCKET": agent_socket(workdir)}),
+        PluginSet("reference", reference, REFERENCE_DIR),
+    ]
+
+
+def agent_socket(workdir: str) -> str:
+    return f"{workdir}/agent/cni.sock"
 
 
 def import_profile(binary: str) -> list[tuple[str, float]]:
@@ -73,16 +85,25 @@ def ratio(ours: float, ref: float) -> str:
 def markdown(results: dict) -> str:
     lines = [f"Benchmark run {results['when']} on {results['machine']}.", ""]
     lat = results["latency"]
-    lines += ["| verb | ours median | p90 | p99 | ptp+host-local median | p90 | p99 | ours / reference (median) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| verb | ours median | p90 | p99 | ours + agent median | p90 | p99 | ptp+host-local median | p90 | p99 | ours / ref | ours + agent / ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for verb in ("VERSION", "ADD", "CHECK", "DEL"):
-        o, r = lat["ours"][verb], lat["reference"][verb]
-        lines.append(f"| {verb} | {o['median']} ms | {o['p90']} | {o['p99']} | {r['median']} ms | {r['p90']} | {r['p99']} | {ratio(o['median'], r['median'])} |")
-    lines += ["", f"Peak RSS of one invocation: ours {lat['ours']['peak_rss_mb']} MB, reference {lat['reference']['peak_rss_mb']} MB.", ""]
-    lines += ["| burst | ours: all done | p99 per call | reference: all done | p99 per call | ratio (all done) |", "|---|---|---|---|---|---|"]
+        o, a, r = lat["ours"][verb], lat[AGENT_LABEL][verb], lat["reference"][verb]
+        cells = " | ".join(f"{x['median']} ms | {x['p90']} | {x['p99']}" for x in (o, a, r))
+        lines.append(f"| {verb} | {cells} | {ratio(o['median'], r['median'])} | {ratio(a['median'], r['median'])} |")
+    rss = ", ".join(f"{label} {lat[label]['peak_rss_mb']} MB" for label in (*OURS, "reference"))
+    lines += ["", f"Peak RSS of one exec'd invocation: {rss} (with the agent, the exec'd process is the thin client).", ""]
+    lines += [
+        "| burst | ours: all done | p99 per call | ours + agent: all done | p99 per call | reference: all done | p99 per call | ours / ref | ours + agent / ref |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for size, data in results["bursts"].items():
         for verb in ("ADD", "DEL"):
-            o, r = data["ours"][verb], data["reference"][verb]
-            lines.append(f"| {size} x {verb} | {o['total_ms']} ms | {o['p99']} ms | {r['total_ms']} ms | {r['p99']} ms | {ratio(o['total_ms'], r['total_ms'])} |")
+            o, a, r = data["ours"][verb], data[AGENT_LABEL][verb], data["reference"][verb]
+            cells = " | ".join(f"{x['total_ms']} ms | {x['p99']} ms" for x in (o, a, r))
+            lines.append(f"| {size} x {verb} | {cells} | {ratio(o['total_ms'], r['total_ms'])} | {ratio(a['total_ms'], r['total_ms'])} |")
     ph = results["phases"]
     lines += ["", f"Where our ADD and DEL spend their time (mean ms; an empty interpreter of the venv starts and exits in {ph.get('interpreter_start_ms', '?')} ms):", ""]
     keys = sorted({k for verb in ("ADD", "DEL") for k in ph[verb]})
@@ -127,18 +148,19 @@ def main() -> None:
         store.close()
         node = create_node(fabric)
         try:
-            results["latency"] = {}
-            for ps in sets:
-                print(f"latency: {ps.label} ({args.pods} pods)", file=sys.stderr)
-                results["latency"][ps.label] = latency(ps, node, args.pods)
-            print("phases of ADD and DEL", file=sys.stderr)
-            results["phases"] = phases(sets[0], node, max(3, min(args.pods, 10)))
-            results["bursts"] = {}
-            for size in (int(s) for s in args.bursts.split(",") if s):
-                results["bursts"][size] = {}
+            with agent_in(node, VENV_BIN, agent_socket(work), f"{work}/agent.log"):
+                results["latency"] = {}
                 for ps in sets:
-                    print(f"burst: {ps.label} x {size}", file=sys.stderr)
-                    results["bursts"][size][ps.label] = burst(ps, node, size)
+                    print(f"latency: {ps.label} ({args.pods} pods)", file=sys.stderr)
+                    results["latency"][ps.label] = latency(ps, node, args.pods)
+                print("phases of ADD and DEL", file=sys.stderr)
+                results["phases"] = phases(sets[0], node, max(3, min(args.pods, 10)))
+                results["bursts"] = {}
+                for size in (int(s) for s in args.bursts.split(",") if s):
+                    results["bursts"][size] = {}
+                    for ps in sets:
+                        print(f"burst: {ps.label} x {size}", file=sys.stderr)
+                        results["bursts"][size][ps.label] = burst(ps, node, size)
         finally:
             delete_node(node)
         print("etcd round trips and cluster scale", file=sys.stderr)

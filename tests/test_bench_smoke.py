@@ -20,7 +20,7 @@ def test_benchmark_runs(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    for label in ("ours", "reference"):
+    for label in ("ours", "ours + agent", "reference"):
         assert results["latency"][label]["ADD"]["n"] == 2
         assert results["latency"][label]["peak_rss_mb"] > 0
         assert results["bursts"]["3"][label]["ADD"]["n"] == 3
