@@ -152,6 +152,7 @@ KINDS = {
     "bool": _is_bool,
     "number": lambda v: _is_number(v, 0),
     "timeout": lambda v: _is_number(v, 0.1, 300),
+    "operation-timeout": lambda v: _is_number(v, 0.1, 55),
     "object": lambda v: isinstance(v, dict),
     "pool-list": lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
 }
@@ -175,6 +176,7 @@ KEYS = [
     (("etcd_username",), "string", "etcd_username"),
     (("etcd_password",), "string", "etcd_password"),
     (("etcd_timeout",), "timeout", "etcd_timeout"),
+    (("add_timeout",), "operation-timeout", "add_timeout"),
     (("datastore_type",), "string", "datastore_type"),
     (("nodename",), "string", "nodename"),
     (("nodename_file",), "string", "nodename_file"),
