@@ -121,6 +121,8 @@ installed=1
 show "$(tail -n 1 "$work/install.log")"
 show "first line of $work/bin/calico: $(head -n 1 "$work/bin/calico")"
 calicoctl() { in_node "$work/bin/calicoctl" --etcd-endpoints "$endpoints" "$@"; }
+# The plugins' release journal lives in the demo's directory, removed at the end like the rest.
+export CALICO_RELEASE_JOURNAL_DIR="$work/journal"
 
 bold "An IP pool (calicoctl ippool create)"
 calicoctl ippool create demo-pool --cidr 198.18.0.0/24 --block-size 28 | sed 's/^/   /'
