@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
 
 import pytest
 
-from tests import etcd_server, netns
+from tests import etcd_secure, netns
 from tests.calico_support import make_node, make_pod, remove_node, run_calico
 from tests.calicoctl_support import run_exe
 from tests.conftest import FABRIC_ADDRESS, plugin_path
@@ -32,55 +30,14 @@ DURATION = 40.0
 PODS_PER_WORKER = 5
 
 
-class RestartableEtcd:
-    """An etcd whose data survives a restart."""
-
-    def __init__(self) -> None:
-        self.data_dir = tempfile.mkdtemp(prefix="calico-test-chaos-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        self.proc: subprocess.Popen | None = None
-        self.endpoint = f"http://{FABRIC_ADDRESS}:{PORT}"
-
-    def start(self) -> None:
-        peer = f"http://{FABRIC_ADDRESS}:{PEER}"
-        log = open(os.path.join(self.data_dir, "etcd.log"), "a")
-        self.proc = subprocess.Popen(
-            [etcd_server.ETCD, "--name", "chaos", "--data-dir", os.path.join(self.data_dir, "data"), "--listen-client-urls", self.endpoint,
-             "--advertise-client-urls", self.endpoint, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"chaos={peer}", "--log-level", "warn", "--logger", "zap"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            r = subprocess.run(["etcdctl", f"--endpoints={self.endpoint}", "--command-timeout=1s", "endpoint", "health"],
-                               capture_output=True, env={**os.environ, "ETCDCTL_API": "3"})
-            if r.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("chaos etcd did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
 @pytest.fixture
-def chaos_etcd():
-    server = RestartableEtcd()
+def chaos_etcd(tmp_path):
+    """A single etcd of its own whose data survives a restart (the test restarts it once)."""
+    cluster = etcd_secure.start_single(FABRIC_ADDRESS, PORT, PEER, str(tmp_path))
     try:
-        server.start()
-        yield server
+        yield cluster
     finally:
-        server.remove()
+        cluster.stop()
 
 
 @pytest.fixture
@@ -204,9 +161,11 @@ def test_chaos(chaos_etcd, chaos_nodes, tmp_path):
         for t in threads:
             t.start()
         time.sleep(DURATION / 3)
-        chaos_etcd.stop()
+        member = chaos_etcd.members[0]
+        member.stop()
         time.sleep(2)
-        chaos_etcd.start()
+        member.start()
+        chaos_etcd.wait_healthy()
         for t in threads:
             t.join(DURATION + 120)
         assert not any(t.is_alive() for t in threads)
