@@ -434,3 +434,37 @@ def test_a_corrupt_handle_does_not_hide_the_others(store):
     one(store, att("c1"))
     store.client.commit([], [(keys.handle("bad"), b"{oops"), (keys.handle("bad2"), b'{"block":{"x":"y"}}')])
     assert [h.handle_id for h in store.handles()] == ["net1.c1"]
+
+
+def test_retries_give_up_with_try_again_later(mocker):
+    """A step that loses every compare-and-swap ends in CNI error 11 after MAX_ATTEMPTS tries,
+    never in an endless loop (the back-off sleeps are skipped here)."""
+    mocker.patch("calico_ipam.allocator.time.sleep")
+    calls = []
+
+    def always_conflicts(attempt):
+        calls.append(attempt)
+        raise allocator.Conflict()
+
+    before = allocator.stats["conflicts"]
+    with pytest.raises(CniError) as err:
+        allocator.with_retries("assigning an IPv4 address", always_conflicts)
+    assert err.value.code == 11 and "try again later" in err.value.msg
+    assert calls == list(range(allocator.MAX_ATTEMPTS))
+    assert allocator.stats["conflicts"] - before == allocator.MAX_ATTEMPTS
+
+
+def test_retries_stop_at_the_deadline(mocker):
+    mocker.patch("calico_ipam.allocator.time.sleep")
+    clock = iter(range(0, 10_000, 10))
+    mocker.patch("calico_ipam.allocator.time.monotonic", side_effect=lambda: next(clock))
+    calls = []
+
+    def always_conflicts(attempt):
+        calls.append(attempt)
+        raise allocator.Conflict()
+
+    with pytest.raises(CniError) as err:
+        allocator.with_retries("releasing h", always_conflicts, deadline_seconds=25)
+    assert err.value.code == 11
+    assert len(calls) < allocator.MAX_ATTEMPTS
