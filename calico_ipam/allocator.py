@@ -32,6 +32,29 @@ T = TypeVar("T")
 stats = {"conflicts": 0}
 
 
+# The block CIDRs each (node, family) had affinity for at the last allocation read in this process.
+# A warm process (the agent) reads those blocks in the same transaction as the next allocation's
+# view, so a steady-state allocation is one read and one commit, and a release likewise. It is only
+# a guess of which keys to read: what is used was read at the view's revision, checked against the
+# affinities read with it, and every write is a compare-and-swap.
+_node_blocks: dict[tuple[str, int], tuple[str, ...]] = {}
+
+
+def known_blocks(node: str, families: Sequence[int] = (4, 6)) -> list[str]:
+    """The block CIDRs `node` had affinity for at its last allocation in this process."""
+    return [c for f in families for c in _node_blocks.get((node, f), ())]
+
+
+def remembers_blocks() -> bool:
+    """Whether this process has read any node's blocks (a fresh exec has not)."""
+    return bool(_node_blocks)
+
+
+def _remember_blocks(node: str, view: IpamView) -> None:
+    for family, affinities in view.affinities.items():
+        _node_blocks[(node, family)] = tuple(sorted(a.cidr for a in affinities))
+
+
 class Conflict(Exception):
     """A compare-and-swap lost a race; the step must be re-run from a fresh read."""
 
@@ -203,7 +226,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
     # 1. The node's own blocks, in pool order.
     mine = [(p, a) for a in view.affinities.get(family, []) if (p := _in_pools(a.cidr, pools))]
     mine.sort(key=lambda pa: (pools.index(pa[0]), pa[1].state != CONFIRMED, ipaddress.ip_network(pa[1].cidr)))
-    affine_blocks = store.blocks([a.cidr for _, a in mine])
+    affine_blocks = store.blocks([a.cidr for _, a in mine], view.blocks)
     for _, affinity in mine:
         block = affine_blocks.get(affinity.cidr)
         if block is None or block.affine_node != att.node:
@@ -233,7 +256,9 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
             block, affinity = claimed
             ordinals = blk.assign(block, 1, att.handle_id, secondary, blk.reserved_ordinals(block, view.reservations))
             affinity.state = CONFIRMED
-            return _commit_assignment(store, block, ordinals, att, view, [affinity])[0]
+            assigned = _commit_assignment(store, block, ordinals, att, view, [affinity])[0]
+            _node_blocks[(att.node, family)] = tuple(sorted({*_node_blocks.get((att.node, family), ()), block.cidr}))
+            return assigned
 
     # 3. Borrow from another node's block, unless strict affinity forbids it.
     if config.strict_affinity:
@@ -317,7 +342,8 @@ def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest])
     what this call allocated is released again (never what an earlier ADD holds).
     """
     families = sorted({r.family for r in requests})
-    first = store.ipam_view(att.node, families, att.handle_id)
+    first = store.ipam_view(att.node, families, att.handle_id, prefetch_blocks=known_blocks(att.node, families))
+    _remember_blocks(att.node, first)
     existing = held(store, first.handle, att.ifname)
     unused = [first]  # the first attempt uses the view read above
     results: list[Assigned] = []
@@ -331,7 +357,11 @@ def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest])
             worker = _assign_address if req.address is not None else _assign_auto
 
             def step(attempt: int, req=req, worker=worker) -> Assigned:
-                view = unused.pop() if unused else store.ipam_view(att.node, [req.family], att.handle_id)
+                if unused:
+                    view = unused.pop()
+                else:
+                    view = store.ipam_view(att.node, [req.family], att.handle_id, prefetch_blocks=known_blocks(att.node, [req.family]))
+                    _remember_blocks(att.node, view)
                 return worker(store, att, req, view)
 
             results.append(with_retries(f"assigning an IPv{req.family} address", step))
@@ -377,23 +407,28 @@ def _release_in_block(
 
 
 def release(
-    store: Datastore, handle_id: str, ifname: str | None, first: tuple[Handle | None, IpamConfig] | None = None
+    store: Datastore,
+    handle_id: str,
+    ifname: str | None,
+    first: tuple[Handle | None, IpamConfig] | None = None,
+    blocks: dict[str, Block | None] | None = None,
 ) -> list[Assigned]:
     """Release what a handle holds for one interface (or everything, with ifname None).
 
     Also repairs the handle's per-block counts, and deletes the handle once it holds nothing.
     Releasing something that does not exist succeeds and returns nothing. `first` is the handle
-    and IPAM config when the caller has just read them (saves a round trip).
+    and IPAM config when the caller has just read them, and `blocks` blocks read with them
+    (each saves a round trip).
     """
     released: list[Assigned] = []
-    prefetched = [first] if first is not None else []
+    prefetched = [(*first, blocks)] if first is not None else []
 
     def step(attempt: int) -> bool:
         """One block per step; True when nothing is left to do."""
-        handle, config = prefetched.pop() if prefetched else store.handle_and_config(handle_id)
+        handle, config, known = prefetched.pop() if prefetched else (*store.handle_and_config(handle_id), None)
         if handle is None:
             return True
-        blocks = store.blocks(sorted(handle.blocks))
+        blocks = store.blocks(sorted(handle.blocks), known)
         for cidr, count in sorted(handle.blocks.items()):
             block = blocks.get(cidr)
             mine = blk.ordinals_of(block, handle_id, ifname) if block else []

@@ -74,14 +74,27 @@ def assign_addresses(request: CniRequest, store: Datastore) -> list[Assigned]:
     return allocator.assign(store, attachment(request), family_requests(request))
 
 
+def _guess_blocks(request: CniRequest) -> list[str]:
+    """The node's blocks as this process last saw them (only a warm process has seen any); a DEL
+    never fails for want of a node name."""
+    if not allocator.remembers_blocks():
+        return []
+    try:
+        return allocator.known_blocks(node_name(request.config))
+    except CniError:
+        return []
+
+
 def release_addresses(request: CniRequest, store: Datastore) -> list[Assigned]:
     """Release the attachment's addresses, and those of Calico's legacy handle."""
     ids = [handle_id(request), legacy_handle_id(request)]
-    handles, config = store.handles_and_config(ids)
+    # In a warm process (the agent) the node's blocks are read with the handles: one round trip fewer.
+    handles, config, blocks = store.handles_config_blocks(ids, _guess_blocks(request))
     released = []
     for hid, ifname in zip(ids, (request.ifname, None)):
         if handles.get(hid) is not None:
-            released += allocator.release(store, hid, ifname, first=(handles[hid], config))
+            released += allocator.release(store, hid, ifname, first=(handles[hid], config), blocks=blocks)
+            blocks = None  # that release changed blocks: read them again
     return released
 
 

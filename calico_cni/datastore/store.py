@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 from . import keys
 from .etcd import Compare, EtcdClient, KeyValue, Range
@@ -47,6 +47,8 @@ class IpamView:
     reservations: list[IPNetwork]
     revision: int = 0
     legacy_handles: dict[str, Handle] = field(default_factory=dict)
+    # Blocks read with the view because the caller expected to need them (see `Datastore.blocks`).
+    blocks: dict[str, Block | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,6 +125,25 @@ def _endpoint(kv: KeyValue) -> WorkloadEndpoint:
     return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
 
 
+def _parse_blocks(cidrs: Sequence[str], results: Sequence[Sequence[KeyValue]]) -> dict[str, Block]:
+    """Blocks read for `cidrs` (one range result each); absent and corrupt ones are left out."""
+    out = {}
+    for cidr, kvs in zip(cidrs, results):
+        if kvs:
+            try:
+                out[cidr] = _block(kvs[0])
+            except CorruptRecord as exc:
+                log.error("skipping block: %s", exc)
+    return out
+
+
+def _prefetched(cidrs: Sequence[str], results: Sequence[Sequence[KeyValue]]) -> dict[str, Block | None]:
+    """Prefetched blocks: absent ones map to None; corrupt ones are left out (a later read of
+    them reports them as `blocks` does)."""
+    parsed = _parse_blocks(cidrs, results)
+    return {c: parsed.get(c) for c, kvs in zip(cidrs, results) if c in parsed or not kvs}
+
+
 class Datastore:
     """Calico's records in etcd."""
 
@@ -139,8 +160,11 @@ class Datastore:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def ipam_view(self, node: str, families: Sequence[int], handle_id: str | None, legacy_handle_ids: Sequence[str] = ()) -> IpamView:
-        """Config, pools, the node, its affinities, the handle(s) and reservations, in one round trip."""
+    def ipam_view(
+        self, node: str, families: Sequence[int], handle_id: str | None, legacy_handle_ids: Sequence[str] = (), prefetch_blocks: Sequence[str] = ()
+    ) -> IpamView:
+        """Config, pools, the node, its affinities, the handle(s) and reservations, in one round trip;
+        with the blocks of `prefetch_blocks` (the caller's guess of the node's blocks) in `blocks`."""
         ranges = [
             Range(keys.IPAM_CONFIG),
             Range(keys.POOLS, prefix=True),
@@ -150,10 +174,12 @@ class Datastore:
         ]
         ranges += [Range(keys.host_affinities(node, f), prefix=True) for f in families]
         ranges += [Range(keys.handle(h)) for h in legacy_handle_ids]
+        ranges += [Range(keys.block(c)) for c in prefetch_blocks]
         results, revision = self.client.read(ranges)
         cfg_kv, pool_kvs, node_kv, res_kvs, handle_kv = results[:5]
         aff = results[5 : 5 + len(families)]
-        legacy = results[5 + len(families) :]
+        legacy = results[5 + len(families) : 5 + len(families) + len(legacy_handle_ids)]
+        block_kvs = results[5 + len(families) + len(legacy_handle_ids) :]
         return IpamView(
             config=IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig(),
             pools=_pools(pool_kvs),
@@ -165,16 +191,28 @@ class Datastore:
             legacy_handles={
                 h: Handle.from_kv(kv[0].key, kv[0].value, kv[0].mod_revision) for h, kv in zip(legacy_handle_ids, legacy) if kv
             },
+            blocks=_prefetched(prefetch_blocks, block_kvs),
         )
 
     def handles_and_config(self, handle_ids: Sequence[str]) -> tuple[dict[str, Handle | None], IpamConfig]:
         """Several handles and the IPAM config, in one round trip."""
-        results, _ = self.client.read([*(Range(keys.handle(h)) for h in handle_ids), Range(keys.IPAM_CONFIG)])
+        handles, config, _ = self.handles_config_blocks(handle_ids, ())
+        return handles, config
+
+    def handles_config_blocks(
+        self, handle_ids: Sequence[str], prefetch_blocks: Sequence[str]
+    ) -> tuple[dict[str, Handle | None], IpamConfig, dict[str, Block | None]]:
+        """Several handles, the IPAM config and the blocks of `prefetch_blocks` (None: absent),
+        in one round trip."""
+        n = len(handle_ids)
+        ranges = [*(Range(keys.handle(h)) for h in handle_ids), Range(keys.IPAM_CONFIG), *(Range(keys.block(c)) for c in prefetch_blocks)]
+        results, _ = self.client.read(ranges)
         handles = {
             h: (Handle.from_kv(kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None) for h, kvs in zip(handle_ids, results)
         }
-        cfg = results[-1]
-        return handles, (IpamConfig.from_json(cfg[0].value, cfg[0].mod_revision) if cfg else IpamConfig())
+        cfg = results[n]
+        config = IpamConfig.from_json(cfg[0].value, cfg[0].mod_revision) if cfg else IpamConfig()
+        return handles, config, _prefetched(prefetch_blocks, results[n + 1 :])
 
     def ipam_config(self) -> IpamConfig:
         kv = self.client.get(keys.IPAM_CONFIG)
@@ -216,18 +254,17 @@ class Datastore:
         kv = self.client.get(keys.block(cidr))
         return Block.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
 
-    def blocks(self, cidrs: Sequence[str]) -> dict[str, Block]:
-        """Several blocks in one round trip (missing ones are absent from the result)."""
-        if not cidrs:
-            return {}
-        results, _ = self.client.read([Range(keys.block(c)) for c in cidrs])
-        out = {}
-        for cidr, kvs in zip(cidrs, results):
-            if kvs:
-                try:
-                    out[cidr] = Block.from_kv(kvs[0].key, kvs[0].value, kvs[0].mod_revision)
-                except CorruptRecord as exc:
-                    log.error("skipping block: %s", exc)
+    def blocks(self, cidrs: Sequence[str], known: Mapping[str, Block | None] | None = None) -> dict[str, Block]:
+        """Several blocks in one round trip (missing ones are absent from the result). Blocks in
+        `known` (read earlier in the same operation, None when absent) are taken from there; no
+        round trip is made when it covers them all."""
+        known = known or {}
+        out = {c: known[c] for c in cidrs if known.get(c) is not None}
+        wanted = [c for c in cidrs if c not in known]
+        if not wanted:
+            return out
+        results, _ = self.client.read([Range(keys.block(c)) for c in wanted])
+        out.update(_parse_blocks(wanted, results))
         return out
 
     def handle_and_config(self, handle_id: str) -> tuple[Handle | None, IpamConfig]:
