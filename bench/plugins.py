@@ -7,6 +7,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -129,10 +130,8 @@ def phases(ps: PluginSet, node: Node, pods: int) -> dict:
     report averaged over `pods` pods, next to the wall time measured outside and the time an empty
     interpreter of the same venv takes to start and exit."""
     out: dict = {}
-    python = os.path.join(os.path.dirname(ps.binary), "python")
-    if os.path.exists(python):
-        starts = [run_timed([python, "-I", "-c", "pass"], {}, b"").seconds for _ in range(10)]
-        out["interpreter_start_ms"] = round(statistics.median(starts) * 1000, 2)
+    starts = [run_timed([sys.executable, "-I", "-S", "-c", "pass"], {}, b"").seconds for _ in range(10)]
+    out["interpreter_start_ms"] = round(statistics.median(starts) * 1000, 2)
     samples: dict[str, list[dict]] = {"ADD": [], "DEL": []}
     for i in range(pods):
         pod = create_netns("benchphase")

@@ -22,13 +22,15 @@ class Agent:
     proc: subprocess.Popen
     socket: str
     log: Path
+    binary: str = ""  # the calico-cni-agent that answers health checks (default: the venv's)
 
     def env(self) -> dict[str, str]:
         """Extra plugin environment that sends requests to this agent."""
         return {"CALICO_CNI_AGENT_SOCKET": self.socket}
 
     def health(self) -> subprocess.CompletedProcess:
-        return subprocess.run([plugin_path("calico-cni-agent"), "health", "--socket", self.socket], capture_output=True, text=True, timeout=30)
+        binary = self.binary or plugin_path("calico-cni-agent")
+        return subprocess.run([binary, "health", "--socket", self.socket], capture_output=True, text=True, timeout=30)
 
     def served(self) -> int:
         """Requests served so far (from the health answer)."""
@@ -57,15 +59,21 @@ def start_agent(node: Node, directory: Path, **env: str) -> Agent:
     proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     agent = Agent(proc, sock, log)
     try:
-        deadline = time.monotonic() + 30
-        while agent.proc.poll() is None and time.monotonic() < deadline:
-            if os.path.exists(sock) and agent.health().returncode == 0:
-                return agent
-            time.sleep(0.1)
-        raise AssertionError(f"agent did not start (rc={proc.poll()})")
+        wait_healthy(agent)
+        return agent
     except BaseException:
         agent.stop()
         raise
+
+
+def wait_healthy(agent: Agent, timeout: float = 30) -> None:
+    """Wait until the agent answers its health check; AssertionError if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while agent.proc.poll() is None and time.monotonic() < deadline:
+        if os.path.exists(agent.socket) and agent.health().returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"agent did not start (rc={agent.proc.poll()})")
 
 
 @pytest.fixture

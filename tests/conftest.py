@@ -21,7 +21,25 @@ from tests import etcd_server, netns
 
 FABRIC_ADDRESS = "198.19.0.1"
 ETCD_PORT = 2379
-BIN_DIR = Path(sys.executable).parent
+
+
+
+def _install_launchers() -> Path:
+    """The executables under test, as install-cni.sh installs them (calico_cni/launcher.py: the
+    venv's interpreter as `python -I -S`), in a directory of this session, removed at exit."""
+    import atexit
+    import tempfile
+
+    from calico_cni.launcher import write_all
+
+    directory = Path(tempfile.mkdtemp(prefix="calico-cni-bin-"))
+    directory.chmod(0o755)
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    write_all(str(directory))
+    return directory
+
+
+BIN_DIR = _install_launchers()
 
 
 def plugin_env() -> dict[str, str]:
@@ -119,7 +137,7 @@ class PluginRun:
 
 
 def plugin_path(name: str) -> str:
-    """The installed plugin executable (the venv's console script)."""
+    """The installed executable (a launcher as install-cni.sh writes it; see _install_launchers)."""
     path = BIN_DIR / name
     return str(path) if path.exists() else shutil.which(name)
 

@@ -1043,15 +1043,22 @@ def test_exe_non_finite_log_numbers_are_error_7(key, exe_conf):
     assert obj["code"] == 7 and key in obj["msg"], obj
 
 
+def crashing_ipam_plugin(tmp_path) -> str:
+    """calico-ipam as installed, except that its ADD handler raises (a bug we cannot provoke
+    otherwise); the launcher runs `python -I -S`, so the patch goes into the script itself."""
+    from calico_cni.launcher import render
+
+    header, _, entry = render("calico_ipam.main:main").rpartition("from calico_ipam.main")
+    patch = "import calico_ipam.plugin as p\ndef add(request):\n    raise RuntimeError('provoked crash')\np.add = add\n"
+    path = tmp_path / "calico-ipam-crashing"
+    path.write_text(header + patch + "from calico_ipam.main" + entry)
+    path.chmod(0o755)
+    return str(path)
+
+
 def test_exe_unexpected_crash_is_code_100_json(exe_conf, tmp_path):
     """An exception nobody expected (provoked by patching the ADD handler through sitecustomize)."""
-    (tmp_path / "sitecustomize.py").write_text(
-        "import calico_ipam.plugin as p\n"
-        "def add(request):\n"
-        "    raise RuntimeError('provoked crash')\n"
-        "p.add = add\n"
-    )
-    r = run_plugin("calico-ipam", "ADD", exe_conf(), {**exe_env(), "PYTHONPATH": str(tmp_path)}, timeout=30)
+    r = run_plugin(crashing_ipam_plugin(tmp_path), "ADD", exe_conf(), exe_env(), timeout=30)
     assert r.rc == 1
     obj = one_json_object(r.stdout)
     assert obj["code"] == 100 and "provoked crash" in obj["msg"], obj
@@ -1061,12 +1068,6 @@ def test_exe_unexpected_crash_is_code_100_json(exe_conf, tmp_path):
 
 
 def test_exe_unexpected_crash_prints_no_traceback_on_stderr(exe_conf, tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(
-        "import calico_ipam.plugin as p\n"
-        "def add(request):\n"
-        "    raise RuntimeError('provoked crash')\n"
-        "p.add = add\n"
-    )
-    r = run_plugin("calico-ipam", "ADD", exe_conf(), {**exe_env(), "PYTHONPATH": str(tmp_path)}, timeout=30)
+    r = run_plugin(crashing_ipam_plugin(tmp_path), "ADD", exe_conf(), exe_env(), timeout=30)
     assert r.rc == 1 and one_json_object(r.stdout)["code"] == 100
     assert "Traceback" not in r.stderr, r.stderr

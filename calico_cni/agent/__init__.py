@@ -6,6 +6,6 @@
 - `server`: the socket server; one thread per request, each run with the plugins' own handlers.
 - `main`: the `calico-cni-agent` command (serve, health).
 
-One agent serves the network namespace it was started in (the node's); it refuses callers in any
-other network namespace, so a node with several namespaces that run plugins needs one agent each.
+The agent does the node's side of each request in the caller's network namespace (from its pid),
+so one agent serves every namespace of the machine; its etcd channels stay in its own namespace.
 """

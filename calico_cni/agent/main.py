@@ -3,8 +3,9 @@
     calico-cni-agent [--socket PATH] [--log-file PATH] [--log-level LEVEL]   serve until SIGTERM/SIGINT
     calico-cni-agent health [--socket PATH]                                 exit 0 when the agent answers
 
-Start it in the node's network namespace (the one the plugins run in); it refuses callers from any
-other. The socket is created mode 0600 in a directory made mode 0700: only root reaches it.
+Start it where etcd is reachable (the node's network namespace): it acts in each caller's network
+namespace, and keeps its etcd connections in its own. The socket is created mode 0600 in a
+directory made mode 0700: only root reaches it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Each request runs through the same runner and handlers as the exec'd plugin, in this process, with
 datastores over warm channels (`warm`). Its answer is the exit code and stdout the plugin would have
-produced. Request threads stay in the agent's network namespace; container-side work runs on the
+produced. The node's side of the work happens in the caller's network namespace (read from its
+pid, SO_PEERCRED), so one agent serves every namespace of the machine that runs plugins. Request
+threads never leave the agent's namespace, where the etcd channels live: namespace work runs on the
 short-lived namespace threads of `dataplane.netns`, exactly as in the plugin (design rule 7).
 """
 
@@ -15,10 +17,12 @@ import os
 import socket
 import struct
 import threading
+import time
 from typing import Callable, Mapping
 
 from ..journal import JOURNAL_DIR_ENV
 from ..protocol.errors import INVALID_ENVIRONMENT, CniError
+from ..dataplane import netns as namespaces
 from ..protocol.runner import _error_version, run
 from . import wire
 
@@ -37,22 +41,23 @@ def peer(conn: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def _peer_problem(conn: socket.socket, netns: tuple[int, int]) -> str | None:
-    """Why this peer may not be served (None: it may)."""
+def _caller_netns(conn: socket.socket, netns: tuple[int, int]) -> tuple[int | None, str, str | None]:
+    """(fd of the caller's network namespace or None when it is the agent's own, its path, why
+    the caller may not be served or None). Read at accept: the caller waits for its answer, so
+    its pid names it until then."""
     pid, uid = peer(conn)
     if uid != os.geteuid():
-        return f"caller uid {uid} is not the agent's ({os.geteuid()})"
+        return None, "", f"caller uid {uid} is not the agent's ({os.geteuid()})"
+    path = f"/proc/{pid}/ns/net"
     try:
-        st = os.stat(f"/proc/{pid}/ns/net")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        return f"cannot read the caller's network namespace: {exc.strerror}"
-    if (st.st_dev, st.st_ino) != netns:
-        return (
-            "the caller runs in another network namespace than this calico-cni-agent; one agent serves one "
-            "node namespace: start an agent in the caller's namespace, or point the plugin elsewhere "
-            f"(${wire.SOCKET_ENV}, empty to run in-process)"
-        )
-    return None
+        return None, path, f"cannot open the caller's network namespace: {exc.strerror}"
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) == netns:
+        os.close(fd)
+        return None, path, None
+    return fd, path, None
 
 
 def _in_process_config(env: Mapping[str, str], stdin: bytes) -> bytes:
@@ -79,6 +84,7 @@ class Server:
         self.handlers = {name: make() for name, make in plugins.items()}
         self.netns = own_netns()
         self.served = 0
+        self.started = time.monotonic()
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -94,19 +100,21 @@ class Server:
         return code, out.getvalue().encode()
 
     def _serve(self, conn: socket.socket) -> None:
+        fd = None
         try:
             with conn:
-                problem = _peer_problem(conn, self.netns)
+                fd, path, problem = _caller_netns(conn, self.netns)
                 plugin, env, stdin = wire.recv_request(conn)
                 if plugin == wire.HEALTH:
-                    wire.send_answer(conn, 0, json.dumps({"status": "ok", "served": self.served}).encode())
+                    wire.send_answer(conn, 0, json.dumps(self.health()).encode())
                     return
                 if problem is not None:
                     log.error("refused a %s request: %s", plugin, problem)
                     err = CniError(INVALID_ENVIRONMENT, "calico-cni-agent refused the request", problem)
                     wire.send_answer(conn, 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode())
                     return
-                code, stdout = self.execute(plugin, env, stdin)
+                with namespaces.serving(fd, path):
+                    code, stdout = self.execute(plugin, env, stdin)
                 with self._lock:
                     self.served += 1
                 wire.send_answer(conn, code, stdout)
@@ -115,8 +123,22 @@ class Server:
         except Exception:  # noqa: BLE001 - one bad request never ends the agent
             log.exception("unexpected failure serving a request")
         finally:
+            if fd is not None:
+                os.close(fd)
             with self._lock:
                 self._threads.discard(threading.current_thread())
+
+    def health(self) -> dict:
+        """What `calico-cni-agent health` prints."""
+        with self._lock:
+            in_flight = len(self._threads) - 1  # not counting the health request itself
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "served": self.served,
+            "in_flight": max(in_flight, 0),
+        }
 
     def serve_forever(self) -> None:
         """Accept until `stop`; each connection on a thread of its own."""

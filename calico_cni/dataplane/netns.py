@@ -8,10 +8,11 @@ acting in the namespace it was created in, so after that the calling thread driv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..protocol.errors import INVALID_ENVIRONMENT, CniError
 from .rtnl import Rtnl
@@ -35,6 +36,24 @@ def _libc_setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+_serving = threading.local()
+
+
+@contextlib.contextmanager
+def serving(fd: int | None, path: str) -> Iterator[None]:
+    """For the agent: on this thread, `Netns.here()` is the namespace open at `fd` (the caller's,
+    at `path`), not the thread's own. The thread itself never enters it, so the etcd channel it
+    drives stays in the agent's namespace; None (the caller shares the agent's) changes nothing."""
+    if fd is None:
+        yield
+        return
+    _serving.caller = (fd, path)
+    try:
+        yield
+    finally:
+        _serving.caller = None
+
+
 class Netns:
     """An open network namespace."""
 
@@ -46,7 +65,12 @@ class Netns:
 
     @classmethod
     def here(cls) -> "Netns":
-        """The calling thread's namespace (the node's, for the exec'd plugin)."""
+        """The node's namespace: the calling thread's in the exec'd plugin; in the agent, the
+        namespace of the plugin process it serves (see `serving`)."""
+        caller = getattr(_serving, "caller", None)
+        if caller is not None:
+            fd, path = caller
+            return cls(os.dup(fd), path, False)
         return cls(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC), "/proc/thread-self/ns/net", True)
 
     @classmethod
@@ -85,7 +109,9 @@ class Netns:
         return ns
 
     def same_as_caller(self) -> bool:
-        mine = os.stat("/proc/thread-self/ns/net")
+        """Whether this is the node's namespace (`here`)."""
+        caller = getattr(_serving, "caller", None)
+        mine = os.fstat(caller[0]) if caller is not None else os.stat("/proc/thread-self/ns/net")
         st = os.fstat(self.fd)
         return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 

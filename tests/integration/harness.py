@@ -107,6 +107,11 @@ def run_in(
     return ClientRun(full, proc.returncode, proc.stdout, proc.stderr)
 
 
+def popen_in(netns_path: str | None, argv: Sequence[str], *, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start argv inside a network namespace without waiting (a daemon); its output is dropped."""
+    return subprocess.Popen(in_netns(netns_path, argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def sysctl(netns_path: str, key: str, value: str | int) -> None:
     """Set a sysctl inside a network namespace (keys under net.* are per namespace)."""
     run_in(netns_path, ["sysctl", "-q", "-w", f"{key}={value}"]).ok()
