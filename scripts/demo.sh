@@ -34,6 +34,7 @@ node_ns="$tag-node"
 up_ns="$tag-uplink"
 pods=("$tag-pod1" "$tag-pod2" "$tag-pod3")
 etcd_pid=""
+agent_pid=""
 installed=0
 
 cleanup() {
@@ -45,11 +46,12 @@ cleanup() {
             ip netns del "$pod" 2>/dev/null
         fi
     done
+    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
     pkill -f -- "--data-dir $work/etcd" 2>/dev/null
     [ "$host_mode" = 0 ] && { ip netns del "$node_ns" 2>/dev/null; ip netns del "$up_ns" 2>/dev/null; }
     [ "$installed" = 1 ] && "$here/scripts/install-cni.sh" --prefix "$work/venv" --bin-dir "$work/bin" \
-        --conf-dir "$work/net.d" --calicoctl-dir "$work/bin" --uninstall >/dev/null 2>&1
+        --conf-dir "$work/net.d" --calicoctl-dir "$work/bin" --unit-dir "$work/systemd" --uninstall >/dev/null 2>&1
     rm -rf "$work"
     # libcni's cached results of the demo's attachments only (cnitool derives the container ID
     # from the netns path); a DEL that ran removed them already.
@@ -114,12 +116,26 @@ else
 fi
 
 bold "Installing the plugins with scripts/install-cni.sh into $work"
+# The agent's unit goes into the demo's directory (not systemd's): the demo starts the agent itself.
+agent_socket="$work/agent/cni.sock"
 "$here/scripts/install-cni.sh" --prefix "$work/venv" --bin-dir "$work/bin" --conf-dir "$work/net.d" \
     --calicoctl-dir "$work/bin" --nodename demo-node --etcd-endpoints "$endpoints" \
-    --log-file "$work/cni.log" >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
+    --log-file "$work/cni.log" --agent-socket "$agent_socket" --unit-dir "$work/systemd" \
+    >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
 installed=1
 show "$(tail -n 1 "$work/install.log")"
 show "first line of $work/bin/calico: $(head -n 1 "$work/bin/calico")"
+
+bold "The per-node agent (calico-cni-agent), started in the node as the installer says"
+# In its own session, like etcd: a Ctrl-C leaves it to the cleanup, after the DELs.
+setsid "${node_prefix[@]}" "$work/bin/calico-cni-agent" --socket "$agent_socket" --log-file "$work/agent.log" &
+agent_pid=$!
+for _ in $(seq 100); do
+    "$work/bin/calico-cni-agent" health --socket "$agent_socket" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+show "health: $("$work/bin/calico-cni-agent" health --socket "$agent_socket" 2>&1)"
+show "the plugins hand each request to it over $agent_socket (without it they do the work themselves)"
 calicoctl() { in_node "$work/bin/calicoctl" --etcd-endpoints "$endpoints" "$@"; }
 # The plugins' release journal lives in the demo's directory, removed at the end like the rest.
 export CALICO_RELEASE_JOURNAL_DIR="$work/journal"
@@ -164,6 +180,7 @@ for pod in "${pods[@]}"; do
     ip netns del "$pod"
     show "$pod deleted"
 done
+show "the agent served $("$work/bin/calico-cni-agent" health --socket "$agent_socket" | "$work/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["served"])') requests"
 bold "The addresses are free again"
 calicoctl ipam show | sed 's/^/   /'
 show "routes left on the node for pods: $(in_node ip route show | grep -c cali || true)"

@@ -27,6 +27,12 @@ Options (environment variable in brackets, then the default):
   --log-file PATH         [CALICO_LOG_FILE]     /var/log/calico/cni/cni.log
   --calicoctl-dir DIR     [CALICOCTL_DIR]       /usr/local/bin
   --python PATH           [PYTHON]              the first Python 3.11+ found (never a pyenv shim)
+  --agent-socket PATH     [CALICO_CNI_AGENT_SOCKET] /var/run/calico/cni.sock  the per-node agent's socket
+  --no-agent              [CALICO_CNI_AGENT=false] no calico-cni-agent: every plugin run does all
+                          its work in-process (slower, see README "Performance")
+  --unit-dir DIR          [SYSTEMD_UNIT_DIR]    /etc/systemd/system  where the agent's unit goes; it is
+                          written when systemd runs here or this option is given, and started when
+                          systemd runs (otherwise the installer prints the command that starts it)
   --uninstall             remove what was installed (listed in PREFIX/installed-files): its files,
                           the virtual environment, and the directories it created, if empty
 USAGE
@@ -47,6 +53,10 @@ ipv6=${CALICO_IPV6:-false}
 log_file=${CALICO_LOG_FILE:-}
 ctl_dir=${CALICOCTL_DIR:-/usr/local/bin}
 python=${PYTHON:-}
+default_socket=/var/run/calico/cni.sock
+agent_socket=${CALICO_CNI_AGENT_SOCKET:-$default_socket}
+agent=${CALICO_CNI_AGENT:-true}
+unit_dir=${SYSTEMD_UNIT_DIR:-}
 uninstall=0
 
 while [ $# -gt 0 ]; do
@@ -65,6 +75,9 @@ while [ $# -gt 0 ]; do
         --log-file) log_file=$2; shift ;;
         --calicoctl-dir) ctl_dir=$2; shift ;;
         --python) python=$2; shift ;;
+        --agent-socket) agent_socket=$2; shift ;;
+        --no-agent) agent=false ;;
+        --unit-dir) unit_dir=$2; shift ;;
         --uninstall) uninstall=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install-cni.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -77,12 +90,19 @@ die() { printf 'install-cni.sh: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: it writes to $bin_dir and $conf_dir"
 manifest="$prefix/installed-files"
+unit_name=calico-cni-agent.service
+systemd_runs() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
+case "$agent" in true|false) ;; *) die "CALICO_CNI_AGENT must be true or false, got $agent" ;; esac
+case "$agent_socket" in /*) ;; *) die "--agent-socket must be an absolute path, got $agent_socket" ;; esac
 
 # The manifest lists every file installed, then every directory an installation created (with a
 # trailing /): --uninstall removes those files, the virtual environment, and those directories when
 # they are empty, nothing else.
 if [ "$uninstall" = 1 ]; then
     [ -f "$manifest" ] || { say "nothing to uninstall: $manifest does not exist"; exit 0; }
+    if grep -q "/$unit_name\$" "$manifest" && systemd_runs; then
+        systemctl disable --now "$unit_name" >/dev/null 2>&1 && say "stopped and disabled $unit_name"
+    fi
     while read -r path; do
         case "$path" in ''|*/) continue ;; esac
         if [ -e "$path" ] || [ -L "$path" ]; then rm -f "$path" && say "removed $path"; fi
@@ -127,6 +147,7 @@ fi
 case "$mtu" in ''|[0-9]*) ;; *) die "--mtu must be a number, got $mtu" ;; esac
 
 changes=0
+package_changed=0
 installed=()
 created_dirs=()
 note() { say "$*"; changes=$((changes + 1)); }
@@ -178,6 +199,7 @@ if [ "$(cat "$prefix/.source-stamp" 2>/dev/null)" != "$source_stamp" ]; then
     fi
     echo "$source_stamp" > "$prefix/.source-stamp"
     note "installed the plugins' Python package into $prefix"
+    package_changed=1
 fi
 
 # --- files, written only when their content changes -------------------------------------------
@@ -199,14 +221,18 @@ put_file() {
     installed+=("$path")
 }
 
-launcher() { # launcher MODULE: an executable that runs the venv's interpreter directly
-    printf '#!%s -I\nfrom %s import main\nmain()\n' "$venv_python" "$1"
+# launcher NAME: an executable that runs the venv's interpreter directly, as `python -I -S`
+# with the package's directories on sys.path (calico_cni/launcher.py says why).
+launcher() {
+    "$venv_python" -I -m calico_cni.launcher "$1" > "$work/launcher-$1" || die "cannot render the $1 launcher"
 }
-# (put_file reads process substitutions, not pipes: a pipe would run it in a subshell and lose
-# what it records.)
-put_file "$bin_dir/calico" 0755 < <(launcher calico_cni.main)
-put_file "$bin_dir/calico-ipam" 0755 < <(launcher calico_ipam.main)
-put_file "$ctl_dir/calicoctl" 0755 < <(printf '#!%s -I\nfrom calico_cni.ctl.main import cli\ncli()\n' "$venv_python")
+for name in calico calico-ipam calicoctl calico-cni-agent; do launcher "$name"; done
+# (put_file reads files or process substitutions, not pipes: a pipe would run it in a subshell
+# and lose what it records.)
+put_file "$bin_dir/calico" 0755 < "$work/launcher-calico"
+put_file "$bin_dir/calico-ipam" 0755 < "$work/launcher-calico-ipam"
+put_file "$ctl_dir/calicoctl" 0755 < "$work/launcher-calicoctl"
+put_file "$ctl_dir/calico-cni-agent" 0755 < "$work/launcher-calico-cni-agent"
 
 # The chained plugins of the default conflist: Debian keeps them in /usr/lib/cni.
 for plugin in portmap bandwidth; do
@@ -225,11 +251,42 @@ done
 
 # The network configuration. It names TLS files, never secrets, but etcd credentials may be
 # added to it by hand, so it is private to root.
+# The conflist names the agent's socket only when it is not the plugins' default.
+conf_socket=""
+[ "$agent" = false ] || [ "$agent_socket" = "$default_socket" ] || conf_socket=$agent_socket
 conflist=$("$venv_python" "$here/scripts/render-conflist.py" "$here/conf/10-calico.conflist" \
     "ETCD_ENDPOINTS=$etcd_endpoints" "ETCD_CA_CERT_FILE=$etcd_ca" "ETCD_CERT_FILE=$etcd_cert" \
-    "ETCD_KEY_FILE=$etcd_key" "NODENAME=$nodename" "MTU=$mtu" "ASSIGN_IPV6=$ipv6" "LOG_FILE_PATH=$log_file") \
+    "ETCD_KEY_FILE=$etcd_key" "NODENAME=$nodename" "MTU=$mtu" "ASSIGN_IPV6=$ipv6" "LOG_FILE_PATH=$log_file" \
+    "AGENT_SOCKET=$conf_socket") \
     || die "cannot render the network configuration"
 put_file "$conf_dir/$conf_name" 0600 <<<"$conflist"
+
+# --- the per-node agent: a systemd unit where systemd runs, otherwise a command to run ----------
+agent_command="$ctl_dir/calico-cni-agent --socket $agent_socket"
+unit_changed=0
+if [ "$agent" = true ] && { systemd_runs || [ -n "$unit_dir" ]; }; then
+    unit_path="${unit_dir:-/etc/systemd/system}/$unit_name"
+    before=$changes
+    put_file "$unit_path" 0644 <<UNIT
+[Unit]
+Description=calico-cni-agent: the warm per-node agent of the calico CNI plugins
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart=$agent_command
+# On stop, requests in flight finish first (at most the plugins' 55 s operation bound).
+KillSignal=SIGTERM
+TimeoutStopSec=70
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    [ "$changes" -eq "$before" ] || unit_changed=1
+fi
 
 # The manifest itself lives in the prefix, which --uninstall removes as a whole.
 before=$changes
@@ -263,6 +320,31 @@ for url in sys.argv[1].split(","):
         pass
 print(f"warning: no etcd endpoint of {sys.argv[1]} answers now; pods cannot start until one does")
 PY
+
+if [ "$agent" = true ]; then
+    # A unit written to another directory (--unit-dir: an image being built, say) is left for
+    # whoever boots it to enable.
+    if systemd_runs && [ -z "$unit_dir" ]; then
+        [ "$unit_changed" = 0 ] || systemctl daemon-reload
+        if ! systemctl is-enabled --quiet "$unit_name" 2>/dev/null; then
+            systemctl enable --now "$unit_name" >/dev/null 2>&1 || die "systemctl enable --now $unit_name failed; see: journalctl -u $unit_name"
+            note "enabled and started $unit_name"
+        elif [ "$unit_changed" = 1 ] || [ "$package_changed" = 1 ] || ! systemctl is-active --quiet "$unit_name"; then
+            systemctl restart "$unit_name" || die "systemctl restart $unit_name failed; see: journalctl -u $unit_name"
+            note "restarted $unit_name"
+        fi
+    else
+        if [ -n "$unit_dir" ]; then
+            say "agent: $unit_dir/$unit_name is written, not enabled; to run the agent now, start it in the node's network namespace with:"
+        else
+            say "agent: systemd does not run here; start the agent in the node's network namespace with:"
+        fi
+        say "    $agent_command &"
+        say "  and check it with: $ctl_dir/calico-cni-agent health --socket $agent_socket"
+        say "  (until it runs, the plugins do all their work in-process, which is slower)"
+        [ "$package_changed" = 0 ] || say "  an agent that is already running serves the previous version until it is restarted"
+    fi
+fi
 
 if [ "$changes" -eq 0 ]; then
     say "calico CNI is already installed and up to date; nothing changed"

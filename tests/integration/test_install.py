@@ -172,9 +172,12 @@ def test_installed_files(installation):
     assert "warning" not in out, f"etcd answers and portmap/bandwidth exist: {out}"
 
     venv_python = inst.prefix / "bin" / "python"
-    for path in (inst.bin_dir / "calico", inst.bin_dir / "calico-ipam", inst.ctl_dir / "calicoctl"):
-        assert shebang(path) == f"#!{venv_python} -I", path
+    for path in (inst.bin_dir / "calico", inst.bin_dir / "calico-ipam", inst.ctl_dir / "calicoctl", inst.ctl_dir / "calico-cni-agent"):
+        assert shebang(path) == f"#!{venv_python} -IS", path  # no site: calico_cni/launcher.py
         assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+        assert str(inst.prefix / "lib") in path.read_text() and str(REPO) not in path.read_text()
+    version = run_in(None, [str(inst.bin_dir / "calico")], env={"CNI_COMMAND": "VERSION", "CALICO_CNI_AGENT_SOCKET": ""})
+    assert "1.1.0" in version.ok().json()["supportedVersions"]
     real = Path(os.path.realpath(venv_python))
     assert "shims" not in real.parts and real.read_bytes()[:4] == b"\x7fELF", f"{venv_python} -> {real}"
     where = run_in(None, [str(venv_python), "-I", "-c", "import sys, calico_cni, calico_ipam; print(sys.prefix, calico_cni.__file__, calico_ipam.__file__)"])
@@ -194,7 +197,8 @@ def test_installed_files(installation):
     assert calico["etcd_endpoints"] == ETCD_ENDPOINT
     assert calico["nodename"] == inst.node.name
     assert calico["log_file_path"] == str(inst.log_file)
-    assert not {"etcd_ca_cert_file", "etcd_cert_file", "etcd_key_file", "mtu"} & calico.keys(), "unset options leave no key"
+    assert not {"etcd_ca_cert_file", "etcd_cert_file", "etcd_key_file", "mtu", "agent_socket"} & calico.keys(), "unset options leave no key"
+    assert "start the agent" in out and f"{inst.ctl_dir}/calico-cni-agent --socket /var/run/calico/cni.sock &" in out, out
     assert portmap == {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}
     assert bandwidth == {"type": "bandwidth", "capabilities": {"bandwidth": True}}
     assert (inst.bin_dir / FOREIGN_PLUGIN).read_text() == "#!/bin/sh\nexit 0\n"
@@ -248,6 +252,42 @@ def test_second_run_changes_nothing(installation):
     assert changed(before, snapshot(inst.root)) == {}
 
 
+def test_agent_installed_and_serving(installation, cnitool_bin, store, make_netns, tmp_path):
+    """With --agent-socket and --unit-dir: the conflist names the socket, the unit is written (not
+    enabled: it is not systemd's directory) with the command the installer prints, and that command
+    run in the node serves the installed plugins driven by cnitool."""
+    inst = installation
+    inst.ensure_installed()
+    sock = tmp_path / "run" / "cni.sock"  # made by the agent, not the installer
+    unit_dir = inst.root / "etc" / "systemd" / "system"
+    out = inst.run("--agent-socket", str(sock), "--unit-dir", str(unit_dir)).ok().stdout
+    command = f"{inst.ctl_dir}/calico-cni-agent --socket {sock}"
+    assert f"    {command} &" in out and "written, not enabled" in out, out
+    unit = unit_dir / "calico-cni-agent.service"
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    assert f"ExecStart={command}\n" in unit.read_text() and "Restart=always" in unit.read_text()
+    assert json.loads(inst.conflist.read_text())["plugins"][0]["agent_socket"] == str(sock)
+
+    from tests.agent_support import Agent, wait_healthy
+
+    proc = harness.popen_in(inst.node.path, command.split())
+    agent = Agent(proc, str(sock), tmp_path / "unused.log", binary=str(inst.ctl_dir / "calico-cni-agent"))
+    try:
+        wait_healthy(agent)
+        create_pool(store, "install-agent-pool", "198.18.21.0/24")
+        pod = make_netns()
+        # (The tests' plugin environment switches the agent off; here it names the installed one.)
+        common = dict(node=inst.node, netconf_dir=inst.conf_dir, cni_path=str(inst.bin_dir), env={"CALICO_CNI_AGENT_SOCKET": str(sock)})
+        with cnitool_attachment(NETWORK, pod, **common) as added:
+            (ip,) = added.json()["ips"]
+            assert ipaddress.ip_interface(ip["address"]).ip in ipaddress.ip_network("198.18.21.0/24")
+            assert agent.served() == 1
+        assert agent.served() == 2  # the DEL too
+        assert store.workload_endpoints() == [] and held_addresses(store) == {}
+    finally:
+        agent.stop()
+
+
 def test_uninstall_removes_what_was_installed(installation):
     """--uninstall removes every installed file, the virtual environment and the directories the
     installer created; what was there before (the bin dir and a plugin in it) stays, and so does the
@@ -255,7 +295,10 @@ def test_uninstall_removes_what_was_installed(installation):
     inst = installation
     inst.ensure_installed()
     listed = [line for line in inst.manifest.read_text().splitlines() if line and not line.endswith("/")]
-    assert sorted(Path(p).name for p in listed) == sorted(["calico", "calico-ipam", "calicoctl", "portmap", "bandwidth", "10-calico.conflist"])
+    names = sorted(Path(p).name for p in listed)
+    base = ["calico", "calico-ipam", "calicoctl", "calico-cni-agent", "portmap", "bandwidth", "10-calico.conflist"]
+    # The agent's unit is listed when the last run wrote it (test_agent_installed_and_serving).
+    assert names in (sorted(base), sorted([*base, "calico-cni-agent.service"])), names
 
     removed = inst.run("--uninstall").ok()
     inst.installed = False
