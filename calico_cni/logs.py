@@ -14,6 +14,7 @@ import logging
 import os
 import stat
 import sys
+import threading
 import time
 from typing import Any, Mapping
 
@@ -120,21 +121,17 @@ class RotatingAppendHandler(logging.Handler):
         super().close()
 
 
-def setup(settings: Mapping[str, Any], context: str) -> None:
-    """Configure the root logger from the `log_*` config keys (see config.log_settings)."""
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
+def handlers(settings: Mapping[str, Any], context: str, stderr=None) -> tuple[int, list[logging.Handler]]:
+    """(level, handlers) for the `log_*` config keys (see config.log_settings): warnings and
+    errors to `stderr` (default sys.stderr), everything at the level to the log file, if any."""
     level = _LEVELS.get(str(settings.get("level", "info")).lower(), logging.INFO)
-    root.setLevel(level)
     formatter = logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S")
     ctx = _Context(context)
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(max(level, logging.WARNING))
-    stderr.setFormatter(_NoTraceback(_FORMAT, "%Y-%m-%d %H:%M:%S"))
-    stderr.addFilter(ctx)
-    root.addHandler(stderr)
+    err = logging.StreamHandler(sys.stderr if stderr is None else stderr)
+    err.setLevel(max(level, logging.WARNING))
+    err.setFormatter(_NoTraceback(_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    err.addFilter(ctx)
+    out: list[logging.Handler] = [err]
     path = settings.get("path")
     if path:
         try:
@@ -142,9 +139,67 @@ def setup(settings: Mapping[str, Any], context: str) -> None:
                 path, int(settings.get("max_size_mb", 100) * 1024 * 1024), int(settings.get("max_count", 10)), float(settings.get("max_age_days", 30))
             )
         except OSError as exc:
-            root.warning("cannot open log file %s: %s; logging to stderr only", path, exc)
-            return
+            err.handle(logging.LogRecord("calico_cni", logging.WARNING, __file__, 0, "cannot open log file %s: %s; logging to stderr only", (path, exc), None))
+            return level, out
         handler.setLevel(level)
         handler.setFormatter(formatter)
         handler.addFilter(ctx)
-        root.addHandler(handler)
+        out.append(handler)
+    return level, out
+
+
+def setup(settings: Mapping[str, Any], context: str) -> None:
+    """Configure the root logger from the `log_*` config keys (see config.log_settings)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    level, new = handlers(settings, context)
+    root.setLevel(level)
+    for h in new:
+        root.addHandler(h)
+
+
+# -- the agent: each request logs as the exec'd plugin would, to its own config's file and stderr --
+
+_request = threading.local()
+
+
+class _PerRequest(logging.Handler):
+    """On the root logger of the agent: hands a record to the handlers of the request its thread
+    serves (none: the record is the agent's own)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for h in getattr(_request, "handlers", ()):
+            if record.levelno >= h.level:
+                h.handle(record)
+
+
+class _AgentOwn(logging.Filter):
+    """Keeps records of request threads out of the agent's own log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_request, "handlers", None)
+
+
+def setup_agent(settings: Mapping[str, Any], context: str) -> None:
+    """The agent's logging: its own records per `settings`; request records per request."""
+    setup(settings, context)
+    root = logging.getLogger()
+    for h in root.handlers:
+        h.addFilter(_AgentOwn())
+    root.setLevel(logging.DEBUG)  # each handler applies its own level
+    root.addHandler(_PerRequest())
+
+
+def start_request(settings: Mapping[str, Any], context: str, stderr) -> None:
+    """In the agent, on a request's thread: log to the request's file and `stderr` until
+    `end_request`."""
+    end_request()
+    _request.handlers = handlers(settings, context, stderr)[1]
+
+
+def end_request() -> None:
+    for h in getattr(_request, "handlers", ()):
+        h.close()
+    _request.handlers = None

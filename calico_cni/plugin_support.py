@@ -21,6 +21,20 @@ def setup_logging(plugin: str) -> Callable[[CniRequest], None]:
     return setup
 
 
+def request_logging(plugin: str, stderr) -> Callable[[CniRequest], None]:
+    """In the agent, the runner `setup` hook: this request logs to its config's file and to
+    `stderr` (sent back to the plugin), as the exec'd plugin would."""
+
+    def setup(request: CniRequest) -> None:
+        from . import logs
+        from .config import log_settings
+
+        where = f"{request.container_id[:12]}/{request.ifname}" if request.container_id else request.network
+        logs.start_request(log_settings(request.config), f"{plugin} {request.command} {where}", stderr)
+
+    return setup
+
+
 def lazy(module: str, function: str) -> Callable[[CniRequest], dict | None]:
     """A handler that imports its module only when its verb runs (VERSION imports nothing)."""
 

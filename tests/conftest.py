@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +43,19 @@ def _install_launchers() -> Path:
 BIN_DIR = _install_launchers()
 
 
+# CALICO_TEST_VIA_AGENT=1 (scripts/run-tests.sh's second pass): every plugin a test execs hands its
+# request to one calico-cni-agent of the session, which serves every namespace; otherwise they run
+# in-process. The same tests must pass both ways.
+VIA_AGENT = os.environ.get("CALICO_TEST_VIA_AGENT") == "1"
+_session_agent: dict = {}
+
+
 def plugin_env() -> dict[str, str]:
-    """The environment every plugin exec'd by a test starts from: PATH, and the session's own
-    release journal directory (so tests never write to /var/lib/calico), and no agent."""
-    # An empty agent socket keeps these runs in-process even where a host agent is running;
-    # tests of the agent path point it at their own agent.
-    env = {"PATH": os.environ.get("PATH", ""), "CALICO_CNI_AGENT_SOCKET": ""}
+    """The environment every plugin exec'd by a test starts from: PATH, the session's own
+    release journal directory (so tests never write to /var/lib/calico), and the agent socket:
+    empty (in-process, even where a host agent runs) or the session agent's in VIA_AGENT mode.
+    Tests of the agent itself point it at their own agent."""
+    env = {"PATH": os.environ.get("PATH", ""), "CALICO_CNI_AGENT_SOCKET": _session_agent.get("socket", "")}
     if os.environ.get("CALICO_RELEASE_JOURNAL_DIR"):
         env["CALICO_RELEASE_JOURNAL_DIR"] = os.environ["CALICO_RELEASE_JOURNAL_DIR"]
     return env
@@ -83,6 +91,57 @@ def fabric():
     finally:
         netns.leave(previous)
         netns.delete(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_agent(fabric, release_journal, tmp_path_factory):
+    """In VIA_AGENT mode, the agent every plugin exec goes through, started in the fabric (where
+    etcd is) and checked at the end: still running, and it served requests."""
+    if not VIA_AGENT:
+        yield None
+        return
+    directory = tmp_path_factory.mktemp("session-agent")
+    sock = str(directory / "run" / "cni.sock")
+    log = directory / "agent.log"
+    env = {k: v for k, v in plugin_env().items() if k != "CALICO_CNI_AGENT_SOCKET"}
+    proc = subprocess.Popen([plugin_path("calico-cni-agent"), "--socket", sock, "--log-file", str(log)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def health() -> dict | None:
+        answer = subprocess.run([plugin_path("calico-cni-agent"), "health", "--socket", sock], capture_output=True, text=True, timeout=30)
+        return json.loads(answer.stdout) if answer.returncode == 0 else None
+
+    try:
+        for _ in range(300):
+            if proc.poll() is not None or (os.path.exists(sock) and health()):
+                break
+            time.sleep(0.1)
+        if proc.poll() is not None or not health():
+            pytest.exit(f"the session's calico-cni-agent did not start (rc={proc.poll()}); see {log}", returncode=3)
+        _session_agent["socket"] = sock
+        yield sock
+        state = health()
+        _session_agent.clear()
+        if proc.poll() is not None or state is None:
+            _session_agent["problem"] = f"the session's calico-cni-agent died during the tests (rc={proc.poll()}); see {log}"
+        elif state["served"] == 0:
+            _session_agent["problem"] = "CALICO_TEST_VIA_AGENT=1 but the session's agent served no request"
+    finally:
+        _session_agent.pop("socket", None)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A dead or idle session agent fails the run (the tests alone might not notice)."""
+    problem = _session_agent.get("problem")
+    if problem:
+        session.config.get_terminal_writer().line(f"ERROR: {problem}", red=True)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,14 @@ from tests.calico_support import (  # noqa: F401
     pod_links,
     run_calico,
 )
+from tests.agent_support import agents  # noqa: F401
 from tests.conftest import plugin_path
 from tests.pools import create_pool
 
 KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
+# The exec'd plugin itself is killed here: in CALICO_TEST_VIA_AGENT mode too, it must not hand
+# the request (and the kill) to the session's agent. The agent killed mid-request has its own test.
+IN_PROCESS = {"CALICO_CNI_AGENT_SOCKET": ""}
 
 
 @pytest.fixture
@@ -57,7 +61,7 @@ def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_
     kills = 0
     for n in range(1, 8):  # ADD: claim v4 block, allocate, claim v6 block, allocate, endpoint...
         p = pod()
-        run = run_calico(node, "ADD", conf, pod_env(p, **{KILL: str(n)}))
+        run = run_calico(node, "ADD", conf, pod_env(p, **{KILL: str(n)}, **IN_PROCESS))
         if run.rc == 0:
             ok(run_calico(node, "DEL", conf, pod_env(p)))
             break  # the ADD needs fewer writes than n: every step has been covered
@@ -73,13 +77,55 @@ def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_
     for n in range(1, 8):
         p = pod()
         result = ok(run_calico(node, "ADD", conf, pod_env(p)))
-        run = run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p, **{KILL: str(n)}))
+        run = run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p, **{KILL: str(n)}, **IN_PROCESS))
         if run.rc == 0:
             break
         assert run.rc == -signal.SIGKILL, run.stdout
         del_kills += 1
         assert_no_address_twice(store)
         ok(run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p)))
+        assert_node_clean(node)
+        assert_datastore_clean(store)
+    assert del_kills >= 2
+
+
+def test_agent_killed_before_every_write_of_add_and_del(store, pools, node, pod, calico_conf, tmp_path, agents):
+    """The agent SIGKILLed before each of an ADD's etcd writes in turn: the plugin prints error 11
+    and never runs the request itself; the runtime's DEL, through a restarted agent, leaves no
+    link, address, handle or endpoint behind. Then the same for DEL's writes."""
+    conf = calico_conf(ipam={"assign_ipv6": "true"}, release_journal_dir=str(tmp_path / "j"))
+
+    def killed(run, agent) -> bool:
+        if run.rc == 0:
+            return False
+        assert run.rc == 1 and run.out["code"] == 11 and "not run again here" in run.out["details"], run.stdout
+        assert agent.proc.wait(10) == -signal.SIGKILL
+        return True
+
+    kills = 0
+    for n in range(1, 8):
+        p = pod()
+        dying = agents(node, **{KILL: str(n)})
+        if not killed(run_calico(node, "ADD", conf, {**pod_env(p), **dying.env()}), dying):
+            ok(run_calico(node, "DEL", conf, {**pod_env(p), **agents(node).env()}))
+            break
+        kills += 1
+        assert_no_address_twice(store)
+        ok(run_calico(node, "DEL", conf, {**pod_env(p), **agents(node).env()}))
+        assert pod_links(p) == []
+        assert_node_clean(node)
+        assert_datastore_clean(store)
+    assert kills >= 3
+    del_kills = 0
+    for n in range(1, 8):
+        p = pod()
+        result = ok(run_calico(node, "ADD", conf, {**pod_env(p), **agents(node).env()}))
+        dying = agents(node, **{KILL: str(n)})
+        if not killed(run_calico(node, "DEL", {**conf, "prevResult": result}, {**pod_env(p), **dying.env()}), dying):
+            break
+        del_kills += 1
+        assert_no_address_twice(store)
+        ok(run_calico(node, "DEL", {**conf, "prevResult": result}, {**pod_env(p), **agents(node).env()}))
         assert_node_clean(node)
         assert_datastore_clean(store)
     assert del_kills >= 2

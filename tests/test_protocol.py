@@ -1058,7 +1058,8 @@ def crashing_ipam_plugin(tmp_path) -> str:
 
 def test_exe_unexpected_crash_is_code_100_json(exe_conf, tmp_path):
     """An exception nobody expected (provoked by patching the ADD handler through sitecustomize)."""
-    r = run_plugin(crashing_ipam_plugin(tmp_path), "ADD", exe_conf(), exe_env(), timeout=30)
+    # The patched process itself must run the request, also in CALICO_TEST_VIA_AGENT mode.
+    r = run_plugin(crashing_ipam_plugin(tmp_path), "ADD", exe_conf(), {**exe_env(), "CALICO_CNI_AGENT_SOCKET": ""}, timeout=30)
     assert r.rc == 1
     obj = one_json_object(r.stdout)
     assert obj["code"] == 100 and "provoked crash" in obj["msg"], obj
@@ -1068,6 +1069,7 @@ def test_exe_unexpected_crash_is_code_100_json(exe_conf, tmp_path):
 
 
 def test_exe_unexpected_crash_prints_no_traceback_on_stderr(exe_conf, tmp_path):
-    r = run_plugin(crashing_ipam_plugin(tmp_path), "ADD", exe_conf(), exe_env(), timeout=30)
+    # The patched process itself must run the request, also in CALICO_TEST_VIA_AGENT mode.
+    r = run_plugin(crashing_ipam_plugin(tmp_path), "ADD", exe_conf(), {**exe_env(), "CALICO_CNI_AGENT_SOCKET": ""}, timeout=30)
     assert r.rc == 1 and one_json_object(r.stdout)["code"] == 100
     assert "Traceback" not in r.stderr, r.stderr

@@ -60,9 +60,9 @@ def _try_again(stdin: bytes, detail: str) -> bytes:
     return (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode()
 
 
-def forward(plugin: str, environ=None) -> tuple[int | None, bytes]:
-    """Send this process's request to the agent: (exit code, stdout), or (None, stdin) to run
-    in-process with the stdin already read. VERSION's stdin is never read (nor needed)."""
+def forward(plugin: str, environ=None) -> tuple[int | None, bytes, bytes]:
+    """Send this process's request to the agent: (exit code, stdout, stderr), or (None, stdin,
+    b"") to run in-process with the stdin already read. VERSION's stdin is never read (nor needed)."""
     # The environment is sent as the kernel gave it (bytes), so nothing is lost in decoding.
     send_env = os.environb if environ is None else environ
     environ = os.environ if environ is None else environ
@@ -70,13 +70,13 @@ def forward(plugin: str, environ=None) -> tuple[int | None, bytes]:
     path = socket_path(environ, stdin)
     sock = connect(path) if path else None
     if sock is None:
-        return None, stdin
+        return None, stdin, b""
     try:
         sock.settimeout(ANSWER_TIMEOUT)
         wire.send_request(sock, plugin, send_env, stdin)
         return wire.recv_answer(sock)
     except (OSError, ValueError, wire.Truncated) as exc:
-        return 1, _try_again(stdin, f"the request was handed to the agent at {path}: {exc}; it is not run again here")
+        return 1, _try_again(stdin, f"the request was handed to the agent at {path}: {exc}; it is not run again here"), b""
     finally:
         sock.close()
 
@@ -84,9 +84,12 @@ def forward(plugin: str, environ=None) -> tuple[int | None, bytes]:
 def main_thin(plugin: str) -> bytes | None:
     """For a plugin's main(): exit with the agent's answer, or return stdin to run in-process
     (None for VERSION, which the runner answers without stdin)."""
-    code, out = forward(plugin)
+    code, out, err = forward(plugin)
     if code is None:
         return out if os.environ.get("CNI_COMMAND") != "VERSION" else None
+    if err:
+        sys.stderr.buffer.write(err)
+        sys.stderr.flush()
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
     sys.exit(code)

@@ -56,7 +56,7 @@ def serve(args: argparse.Namespace) -> int:
     from .server import Server
     from .warm import WarmStores
 
-    logs.setup({"level": args.log_level, "path": args.log_file}, "calico-cni-agent")
+    logs.setup_agent({"level": args.log_level, "path": args.log_file}, "calico-cni-agent")
     # Import the verbs now, not on the first pod's ADD.
     import calico_cni.plugin  # noqa: F401
     import calico_ipam.plugin  # noqa: F401
@@ -96,7 +96,7 @@ def health(args: argparse.Namespace) -> int:
     try:
         sock.settimeout(5.0)
         wire.send_request(sock, wire.HEALTH, {}, b"")
-        code, out = wire.recv_answer(sock)
+        code, out, _ = wire.recv_answer(sock)
     except (OSError, ValueError, wire.Truncated) as exc:
         print(f"calico-cni-agent: no answer on {args.socket}: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,9 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from .. import logs
 from ..journal import JOURNAL_DIR_ENV
+from ..plugin_support import request_logging
 from ..protocol.errors import INVALID_ENVIRONMENT, CniError
 from ..dataplane import netns as namespaces
 from ..protocol.runner import _error_version, run
@@ -60,6 +62,16 @@ def _caller_netns(conn: socket.socket, netns: tuple[int, int]) -> tuple[int | No
     return fd, path, None
 
 
+def _caller_paths(env: dict[str, str], netns_path: str) -> dict[str, str]:
+    """CNI_NETNS as the caller meant it: /proc/self and /proc/thread-self name the caller, not
+    the agent (netns_path is /proc/<caller pid>/ns/net)."""
+    value = env.get("CNI_NETNS", "")
+    for own in ("/proc/self/", "/proc/thread-self/"):
+        if value.startswith(own) and netns_path:
+            return {**env, "CNI_NETNS": netns_path.rsplit("/ns/net", 1)[0] + "/" + value[len(own) :]}
+    return env
+
+
 def _in_process_config(env: Mapping[str, str], stdin: bytes) -> bytes:
     """Keep the in-process precedence of settings the plugin reads from its own environment:
     $CALICO_RELEASE_JOURNAL_DIR applies when the config has no release_journal_dir."""
@@ -89,15 +101,18 @@ class Server:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
-    def execute(self, plugin: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
-        """Run one request as the exec'd `plugin` would: (exit code, stdout)."""
+    def execute(self, plugin: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        """Run one request as the exec'd `plugin` would: (exit code, stdout, stderr)."""
         handlers = self.handlers.get(plugin)
         if handlers is None:
             err = CniError(INVALID_ENVIRONMENT, f"calico-cni-agent does not serve plugin {plugin!r}")
-            return 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode()
-        out = io.StringIO()
-        code = run(handlers, plugin, environ=env, stdin=_in_process_config(env, stdin), stdout=out)
-        return code, out.getvalue().encode()
+            return 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode(), b""
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            code = run(handlers, plugin, environ=env, stdin=_in_process_config(env, stdin), stdout=out, setup=request_logging(plugin, err))
+        finally:
+            logs.end_request()
+        return code, out.getvalue().encode(), err.getvalue().encode()
 
     def _serve(self, conn: socket.socket) -> None:
         fd = None
@@ -114,10 +129,10 @@ class Server:
                     wire.send_answer(conn, 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode())
                     return
                 with namespaces.serving(fd, path):
-                    code, stdout = self.execute(plugin, env, stdin)
+                    code, stdout, stderr = self.execute(plugin, _caller_paths(env, path), stdin)
                 with self._lock:
                     self.served += 1
-                wire.send_answer(conn, code, stdout)
+                wire.send_answer(conn, code, stdout, stderr)
         except (OSError, ValueError, wire.Truncated) as exc:
             log.warning("dropped a connection: %s", exc)
         except Exception:  # noqa: BLE001 - one bad request never ends the agent

@@ -2,7 +2,8 @@
 
 Request: a 4-byte big-endian length, then the header: the plugin name and the caller's environment
 as NUL-separated `KEY=VALUE` entries (environment bytes as the kernel gave them); then a 4-byte
-length and the raw stdin bytes. Answer: a 4-byte signed exit code and a 4-byte length, then stdout.
+length and the raw stdin bytes. Answer: a 4-byte signed exit code, then stdout and stderr, each
+a 4-byte length and the bytes.
 
 The exec'd plugin imports this module on every run, so it imports nothing at all: no json (8 ms),
 no socket or struct. `sock` is anything with `sendall` and `recv` (`socket.socket`, `_socket.socket`).
@@ -78,15 +79,12 @@ def recv_request(sock) -> tuple[str, dict[str, str], bytes]:
     return plugin, env, _frame(sock)
 
 
-def send_answer(sock, code: int, stdout: bytes) -> None:
-    """Send the exit code and stdout of a served request."""
-    sock.sendall(code.to_bytes(4, "big", signed=True) + _u32(len(stdout)) + stdout)
+def send_answer(sock, code: int, stdout: bytes, stderr: bytes = b"") -> None:
+    """Send the exit code, stdout and stderr of a served request."""
+    sock.sendall(code.to_bytes(4, "big", signed=True) + _u32(len(stdout)) + stdout + _u32(len(stderr)) + stderr)
 
 
-def recv_answer(sock) -> tuple[int, bytes]:
-    """(exit code, stdout) of one answer."""
-    head = recv_exact(sock, 8)
-    code, size = int.from_bytes(head[:4], "big", signed=True), int.from_bytes(head[4:], "big")
-    if size > MAX_FRAME:
-        raise ValueError(f"answer of {size} bytes is over the limit")
-    return code, recv_exact(sock, size)
+def recv_answer(sock) -> tuple[int, bytes, bytes]:
+    """(exit code, stdout, stderr) of one answer."""
+    code = int.from_bytes(recv_exact(sock, 4), "big", signed=True)
+    return code, _frame(sock), _frame(sock)
