@@ -55,6 +55,12 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
     def assign(ds: Datastore, name: str) -> None:
         allocator.assign(ds, Attachment(name, "rt-node", "eth0"), [FamilyRequest(4)])
 
+    def release(ds: Datastore, handle_id: str) -> None:
+        """As a DEL releases (calico_ipam.plugin.release_addresses): the handle is read with the
+        blocks this process remembers for the node."""
+        handles, config, blocks = ds.handles_config_blocks([handle_id], allocator.known_blocks("rt-node"))
+        allocator.release(ds, handle_id, "eth0", first=(handles[handle_id], config), blocks=blocks)
+
     def fill_held_blocks() -> None:
         """Allocate until the node's blocks are full, so the next allocation claims a block."""
         ds = _store(endpoint)
@@ -69,7 +75,7 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
         fill_held_blocks()
         out.setdefault("allocation claiming a new block", {})[label] = measure(lambda ds: assign(ds, f"bench.a{warm}"), warm)
         out.setdefault("allocation from a held block", {})[label] = measure(lambda ds: assign(ds, f"bench.b{warm}"), warm)
-        out.setdefault("release", {})[label] = measure(lambda ds: allocator.release(ds, f"bench.b{warm}", "eth0"), warm)
+        out.setdefault("release", {})[label] = measure(lambda ds: release(ds, f"bench.b{warm}"), warm)
     return out
 
 
