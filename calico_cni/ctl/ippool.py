@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -13,19 +12,12 @@ from calico_ipam.allocator import Conflict, with_retries
 
 from . import repair, validate
 from .context import CtlError, connection_options, ctl, output_option
-from .output import emit, yes_no
+from .output import emit, resource_doc, yes_no
 
 
 @click.group("ippool")
 def ippool() -> None:
     """Manage IP pools: the address ranges pods get addresses from."""
-
-
-def pool_doc(pool: IPPool) -> dict[str, Any]:
-    """The pool as a v3 resource, with its resourceVersion (the etcd revision)."""
-    doc = json.loads(pool.to_json())
-    doc.setdefault("metadata", {})["resourceVersion"] = str(pool.revision)
-    return doc
 
 
 def _rows(pools: list[IPPool]) -> list[list[Any]]:
@@ -80,7 +72,7 @@ def create(name, cidr, block_size, node_selector, disabled, allowed_uses, assign
     if output == "table":
         click.echo(f"Created IP pool {name} ({pool.cidr}, block size /{pool.block_size}{', disabled' if disabled else ''}).")
     else:
-        emit(output, pool_doc(pool))
+        emit(output, resource_doc(pool))
 
 
 @ippool.command("list")
@@ -89,7 +81,7 @@ def create(name, cidr, block_size, node_selector, disabled, allowed_uses, assign
 def list_pools(output) -> None:
     """List every IP pool."""
     pools = ctl().store.pools()
-    emit(output, [pool_doc(p) for p in pools], HEADERS, _rows(pools))
+    emit(output, [resource_doc(p) for p in pools], HEADERS, _rows(pools))
 
 
 @ippool.command("get")
@@ -99,7 +91,7 @@ def list_pools(output) -> None:
 def get(name, output) -> None:
     """Show the IP pool NAME."""
     pool = _get(name)
-    emit(output, pool_doc(pool), HEADERS, _rows([pool]))
+    emit(output, resource_doc(pool), HEADERS, _rows([pool]))
 
 
 def _set_disabled(name: str, disabled: bool) -> bool:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import click
 
 from calico_cni.datastore.records import Node
@@ -12,19 +9,12 @@ from calico_ipam.allocator import Conflict, with_retries
 
 from . import validate
 from .context import CtlError, connection_options, ctl, output_option
-from .output import cell, emit
+from .output import cell, emit, resource_doc
 
 
 @click.group("node")
 def node() -> None:
     """List nodes and manage their labels (IP pools' --node-selector matches these)."""
-
-
-def _doc(n: Node) -> dict[str, Any]:
-    """The node as a v3 resource, with its resourceVersion (the etcd revision)."""
-    doc = json.loads(n.to_json())
-    doc.setdefault("metadata", {})["resourceVersion"] = str(n.revision)
-    return doc
 
 
 @node.command("list")
@@ -39,7 +29,7 @@ def list_nodes(output) -> None:
         blocks.setdefault(a.node, []).append(a.cidr)
     emit(
         output,
-        [_doc(n) for n in nodes],
+        [resource_doc(n) for n in nodes],
         ["name", "labels", "blocks"],
         [[n.name, cell(n.labels), len(blocks.get(n.name, []))] for n in nodes],
     )
@@ -78,4 +68,4 @@ def label(name, labels, create, output) -> None:
     if output == "table":
         click.echo(f"Node {name} labels: {cell(record.labels) if record.labels else '(none)'}")
     else:
-        emit(output, _doc(record))
+        emit(output, resource_doc(record))

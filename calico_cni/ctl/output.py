@@ -31,6 +31,14 @@ def emit(fmt: str, data: Any, headers: Sequence[str] = (), rows: Sequence[Sequen
     click.echo(table(headers, rows) if fmt == "table" else dump(data, fmt))
 
 
+def resource_doc(record: Any) -> dict[str, Any]:
+    """A v3 resource record (pool, node, workload endpoint) as its document, with its
+    resourceVersion (the etcd revision)."""
+    doc = json.loads(record.to_json())
+    doc.setdefault("metadata", {})["resourceVersion"] = str(record.revision)
+    return doc
+
+
 def percent(part: int, whole: int) -> str:
     """"25 (12.5%)"-style share, one decimal."""
     return f"{part} ({100.0 * part / whole:.1f}%)" if whole else f"{part} (0.0%)"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from .context import connection_options, ctl, output_option
-from .output import emit
+from .output import emit, resource_doc
 
 
 class AliasGroup(click.Group):
@@ -37,14 +35,9 @@ def workloadendpoints(node, namespace, output) -> None:
         if (node is None or w.node == node) and (namespace is None or w.namespace == namespace)
     ]
     weps.sort(key=lambda w: (w.namespace, w.name))
-    docs = []
-    for w in weps:
-        doc = json.loads(w.to_json())
-        doc.setdefault("metadata", {})["resourceVersion"] = str(w.revision)
-        docs.append(doc)
     emit(
         output,
-        docs,
+        [resource_doc(w) for w in weps],
         ["namespace", "name", "node", "container", "networks", "interface"],
         [[w.namespace, w.name, w.node, w.container_id[:12], ",".join(w.ip_networks), w.spec.get("interfaceName", "")] for w in weps],
     )
