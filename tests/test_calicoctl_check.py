@@ -240,3 +240,17 @@ def test_from_report_rejects_bad_files(ctl, store, tmp_path):
         assert r.stderr.count("\n") == 1
     r = ctl("ipam", "release", "--from-report", str(tmp_path / "missing.json"))
     assert r.rc == 1 and "cannot read" in r.stderr
+
+
+def test_affinity_to_a_block_that_does_not_parse_is_not_stray(ctl, store, tmp_path):
+    """The block exists (it is reported as corrupt); its affinity is not also 'without its block',
+    so `release --from-report` never deletes the affinity of a block that is there."""
+    create_pool(store, "v4", "198.18.0.0/24", 28)
+    assert store.commit(puts=[Affinity("node1", "198.18.0.96/28", CONFIRMED), Affinity("node1", "198.18.0.112/28", CONFIRMED)])
+    assert store.client.commit([], [(keys.block("198.18.0.96/28"), b"{not json")])[0]
+    r, report, path = check(ctl, tmp_path)
+    assert r.rc == 3
+    assert [e["key"] for e in report["corruptRecords"]] == [keys.block("198.18.0.96/28")]
+    assert [e["block"] for e in report["affinitiesWithoutBlocks"]] == ["198.18.0.112/28"]
+    assert ctl("ipam", "release", "--from-report", str(path)).rc == 0
+    assert [a.cidr for a in store.affinities("node1")] == ["198.18.0.96/28"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from calico_cni.datastore import keys
 from calico_cni.datastore.store import IpamSnapshot
 from calico_ipam.blocks import consistency_problems
 
@@ -179,7 +180,7 @@ def analyse(snapshot: IpamSnapshot, grace_seconds: float, now: float | None = No
     corrupt_keys = {key for key, _ in snapshot.corrupt}
     for aff in sorted(snapshot.affinities, key=lambda a: (a.node, a.cidr)):
         block = blocks.get(aff.cidr)
-        if block is None and any(k.endswith("/" + aff.cidr.replace("/", "-")) for k in corrupt_keys):
+        if block is None and keys.block(aff.cidr) in corrupt_keys:
             continue  # the block exists but does not parse: reported as corrupt
         if block is None:
             reason = "the block does not exist"
