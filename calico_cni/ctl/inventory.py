@@ -114,10 +114,15 @@ def handle_counts(snapshot: IpamSnapshot) -> dict[str, dict[str, int]]:
     return out
 
 
-def pool_of(pools: list[IPPool], cidr: str) -> IPPool | None:
-    """The pool a block (or address range) lies in."""
+def in_pool(cidr: str, pool: IPPool) -> bool:
+    """Whether a block, address range or single address lies in the pool."""
     net = ipaddress.ip_network(cidr)
-    return next((p for p in pools if p.cidr.version == net.version and net.subnet_of(p.cidr)), None)
+    return net.version == pool.cidr.version and net.subnet_of(pool.cidr)
+
+
+def pool_of(pools: list[IPPool], cidr: str) -> IPPool | None:
+    """The pool a block, address range or single address lies in."""
+    return next((p for p in pools if in_pool(cidr, p)), None)
 
 
 def block_containing(snapshot: IpamSnapshot, address: IPAddress) -> Block | None:

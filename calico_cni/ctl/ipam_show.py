@@ -62,7 +62,7 @@ def borrowed(snapshot: IpamSnapshot) -> list[dict[str, Any]]:
 
 def address_info(snapshot: IpamSnapshot, address) -> dict[str, Any]:
     """Whether an address is free, cooling down or in use, and by whom."""
-    pool = next((p for p in snapshot.pools if p.cidr.version == address.version and address in p.cidr), None)
+    pool = inventory.pool_of(snapshot.pools, str(address))
     info: dict[str, Any] = {"address": str(address), "state": "free", "pool": pool.name if pool else None}
     block = inventory.block_containing(snapshot, address)
     if block is None:

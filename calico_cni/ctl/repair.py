@@ -7,7 +7,6 @@ block, ordinal, sequence number), so an address released and reused meanwhile is
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 
@@ -35,14 +34,9 @@ class Absent:
         raise NotImplementedError
 
 
-def _in_pool(cidr: str, pool: IPPool) -> bool:
-    net = ipaddress.ip_network(cidr)
-    return net.version == pool.cidr.version and net.subnet_of(pool.cidr)
-
-
 def pool_allocations(snapshot: IpamSnapshot, pool: IPPool) -> list[Allocation]:
     """Every address allocated from the pool's blocks."""
-    return [a for a in inventory.allocations(snapshot) if _in_pool(a.block, pool)]
+    return [a for a in inventory.allocations(snapshot) if inventory.in_pool(a.block, pool)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,7 +174,7 @@ def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> int:
     stops the deletion without it.
     """
     snap = store.ipam_snapshot()
-    cidrs = sorted({b.cidr for b in snap.blocks if _in_pool(b.cidr, pool)} | {a.cidr for a in snap.affinities if _in_pool(a.cidr, pool)})
+    cidrs = sorted({b.cidr for b in snap.blocks if inventory.in_pool(b.cidr, pool)} | {a.cidr for a in snap.affinities if inventory.in_pool(a.cidr, pool)})
     removed = 0
     for cidr in cidrs:
 
