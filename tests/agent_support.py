@@ -13,6 +13,7 @@ import pytest
 
 from tests.calico_support import Node
 from tests.conftest import plugin_env, plugin_path
+from tests.processes import stop_process
 
 
 @dataclass
@@ -40,13 +41,7 @@ class Agent:
 
     def stop(self) -> None:
         """Stop the agent (SIGTERM, then SIGKILL); safe to call twice."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
+        stop_process(self.proc, 15, 15)
 
 
 def start_agent(node: Node, directory: Path, **env: str) -> Agent:

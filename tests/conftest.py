@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import etcd_server, netns
+from tests.processes import stop_process
 
 FABRIC_ADDRESS = "198.19.0.1"
 ETCD_PORT = 2379
@@ -127,13 +128,7 @@ def session_agent(fabric, release_journal, tmp_path_factory):
             _session_agent["problem"] = "CALICO_TEST_VIA_AGENT=1 but the session's agent served no request"
     finally:
         _session_agent.pop("socket", None)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_process(proc, 60, 10)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from tests.etcd_server import ETCD
+from tests.processes import stop_process
 
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 
@@ -38,13 +39,8 @@ class Member:
 
     def stop(self) -> None:
         """Stop the process (its data stays until `remove`)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def remove(self) -> None:
         self.stop()

@@ -9,6 +9,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from tests.processes import stop_process
+
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
@@ -28,13 +30,7 @@ class EtcdServer:
 
     def stop(self) -> None:
         """Stop etcd and remove its data."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

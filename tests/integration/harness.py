@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 
 from tests import netns
 from tests.conftest import BIN_DIR, FABRIC_ADDRESS, plugin_env
+from tests.processes import stop_process
 
 PID = os.getpid()
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
@@ -313,13 +314,7 @@ def http_server(netns_path: str, directory: str | Path, content: str, port: int 
         wait_until(answered, f"httpd on port {port} in {netns_path} answering")
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         proc.stderr.close()
 
 
