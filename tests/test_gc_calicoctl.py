@@ -56,3 +56,24 @@ def test_ipam_gc_json_live_list_and_bad_input(store, ctl, tmp_path):
     run = ctl("ipam", "gc", "--node", "node1", "--network", "net1", "--live-containers", str(live))
     assert run.rc != 0 and "line 1" in run.stderr
     assert len(held_addresses(store)["net1.a"]) == 1
+
+
+def test_ipam_gc_refuses_a_live_list_it_cannot_read_and_releases_nothing(store, ctl, tmp_path):
+    """A live list that is missing or malformed must stop GC: read as "nothing alive" it would
+    release every address of the network on the node."""
+    create_pool(store, "p", "198.18.32.0/24", 26)
+    alloc(store, "a")
+    live = tmp_path / "live.json"
+    args = ("ipam", "gc", "--node", "node1", "--network", "net1", "--grace", "0", "--live-containers", str(live))
+    for content, message in [
+        (None, "cannot read"),
+        ('[{"containerID": "a"', "not a list of {containerID, ifname}"),
+        ('[{"ifname": "eth0"}]', "not a list of {containerID, ifname}"),
+        ('[{"containerID": "a", "ifname": 0}]', "not a list of {containerID, ifname}"),
+    ]:
+        if content is not None:
+            live.write_text(content)
+        run = ctl(*args)
+        assert run.rc == 1 and message in run.stderr and str(live) in run.stderr, (content, run.stderr)
+        assert run.stderr.count("\n") == 1
+        assert len(held_addresses(store)["net1.a"]) == 1

@@ -25,7 +25,7 @@ from .inventory import Allocation
 from .output import table
 
 REPORT_VERSION = 1
-DEFAULT_GRACE = 60.0
+DEFAULT_GRACE = 60.0  # rule 20; also `ipam gc`'s
 
 
 @dataclass

@@ -9,8 +9,7 @@ import sys
 import click
 
 from .context import CtlError, connection_options, ctl
-
-DEFAULT_GRACE = 60.0
+from .ipam_check import DEFAULT_GRACE
 
 
 def parse_live(text: str, origin: str):
