@@ -1,33 +1,27 @@
 """Entry point of the `calico` executable. Kept thin: each verb imports only what it needs.
 
 When the per-node agent answers on its socket the request is handed to it (`agent.client`, standard
-library only); otherwise it runs in this process exactly as the agent would run it.
+library only); otherwise it runs in this process exactly as the agent would run it
+(`plugin_support.main`).
 """
 
 from __future__ import annotations
 
-import sys
-
 PLUGIN = "calico"
-VERBS = (("ADD", "add"), ("DEL", "delete"), ("CHECK", "check"), ("GC", "gc"), ("STATUS", "status"))
 
 
 def handlers() -> dict:
     """The verb handlers (lazy imports), shared by this entry point and the agent."""
-    from calico_cni.plugin_support import lazy
+    from calico_cni.plugin_support import verb_handlers
 
-    return {verb: lazy("calico_cni.plugin", name) for verb, name in VERBS}
+    return verb_handlers("calico_cni.plugin")
 
 
 def main() -> None:
     """Run one CNI invocation of calico and exit with its status."""
-    from calico_cni.agent.client import main_thin
+    from calico_cni.plugin_support import main as run_plugin
 
-    stdin = main_thin(PLUGIN)
-    from calico_cni.plugin_support import setup_logging
-    from calico_cni.protocol.runner import run
-
-    sys.exit(run(handlers(), PLUGIN, stdin=stdin, setup=setup_logging(PLUGIN)))
+    run_plugin(PLUGIN, handlers)
 
 
 if __name__ == "__main__":
