@@ -81,12 +81,12 @@ def forward(plugin: str, environ=None) -> tuple[int | None, bytes, bytes]:
         sock.close()
 
 
-def main_thin(plugin: str) -> bytes | None:
+def main_thin(plugin: str) -> bytes:
     """For a plugin's main(): exit with the agent's answer, or return stdin to run in-process
-    (None for VERSION, which the runner answers without stdin)."""
+    (empty for VERSION, which the runner answers without reading it)."""
     code, out, err = forward(plugin)
     if code is None:
-        return out if os.environ.get("CNI_COMMAND") != "VERSION" else None
+        return out
     if err:
         sys.stderr.buffer.write(err)
         sys.stderr.flush()
