@@ -23,15 +23,13 @@ from .dataplane.netns import Netns
 from .dataplane.veth import HOST_MAC
 from .ipam_backend import CALICO_IPAM, backend_for
 from .journal import Journal, journal_dir, replay_quietly
-from .protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, TRY_AGAIN_LATER, CniError
+from .protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
 from .protocol.request import CniRequest
 from .protocol.result import convert, normalize
 from .gc import NETWORK_ANNOTATION
 from .workload import Identity
 
 log = logging.getLogger(__name__)
-
-ENDPOINT_WRITE_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -115,12 +113,19 @@ def _configured_routes(request: CniRequest) -> list:
 
 
 def _write_endpoint(store, ident: Identity, current, host_veth: str, mac: str, addresses) -> str:
-    """Create or replace the attachment's WorkloadEndpoint with one compare-and-swap; returns its uid.
-    The endpoint is annotated with its network, so GC knows whose it is."""
+    """Create or replace the attachment's WorkloadEndpoint with one compare-and-swap (re-read and
+    retried on a lost race, `with_retries`); returns its uid. The endpoint is annotated with its
+    network, so GC knows whose it is."""
+    from calico_ipam.allocator import Conflict, with_retries
+
     from .datastore.records import WorkloadEndpoint, now_rfc3339
 
     ip_networks = [str(a) for a in addresses]
-    for _attempt in range(ENDPOINT_WRITE_ATTEMPTS):
+
+    def step(attempt: int) -> str:
+        nonlocal current
+        if attempt:
+            current = store.workload_endpoint(ident.namespace, ident.endpoint_name)
         meta = (current.doc.get("metadata") or {}) if current is not None and ident.owns_endpoint(current) else {}
         if current is not None and not ident.owns_endpoint(current):
             log.warning(
@@ -129,22 +134,29 @@ def _write_endpoint(store, ident: Identity, current, host_veth: str, mac: str, a
         doc = ident.endpoint_doc(host_veth, mac, ip_networks, meta.get("uid") or str(uuid.uuid4()), meta.get("creationTimestamp") or now_rfc3339())
         doc["metadata"].setdefault("annotations", {})[NETWORK_ANNOTATION] = ident.network
         record = WorkloadEndpoint(ident.namespace, ident.endpoint_name, doc, current.revision if current is not None else 0)
-        if store.commit(puts=[record]):
-            log.info("wrote endpoint %s/%s", ident.namespace, ident.endpoint_name)
-            return doc["metadata"]["uid"]
-        current = store.workload_endpoint(ident.namespace, ident.endpoint_name)
-    raise CniError(TRY_AGAIN_LATER, f"endpoint {ident.namespace}/{ident.endpoint_name} kept changing concurrently; try again later")
+        if not store.commit(puts=[record]):
+            raise Conflict()
+        log.info("wrote endpoint %s/%s", ident.namespace, ident.endpoint_name)
+        return doc["metadata"]["uid"]
+
+    return with_retries(f"writing endpoint {ident.namespace}/{ident.endpoint_name}", step)
 
 
 def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
     """Delete the endpoint while it is still this attachment's (rule 4)."""
-    for _attempt in range(ENDPOINT_WRITE_ATTEMPTS):
+    from calico_ipam.allocator import Conflict, with_retries
+
+    def step(attempt: int) -> bool:
+        nonlocal endpoint
+        if attempt:
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
         if endpoint is None or not ident.owns_endpoint(endpoint):
             return False
-        if store.commit(deletes=[endpoint]):
-            return True
-        endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
-    raise CniError(TRY_AGAIN_LATER, f"endpoint {ident.namespace}/{ident.endpoint_name} kept changing concurrently; try again later")
+        if not store.commit(deletes=[endpoint]):
+            raise Conflict()
+        return True
+
+    return with_retries(f"deleting endpoint {ident.namespace}/{ident.endpoint_name}", step)
 
 
 # --------------------------------------------------------------------------------------------

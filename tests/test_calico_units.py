@@ -116,3 +116,69 @@ def test_find_plugin(tmp_path):
         with pytest.raises(CniError) as err:
             find_plugin(name, [str(tmp_path)])
         assert err.value.code == 7
+
+
+# ------------------------------------------------------------------------------------------------
+# The endpoint's compare-and-swap writes (allocator.with_retries): lost races re-read, and give up
+
+
+class RacingStore:
+    """A datastore stand-in: `commit` loses the first `losses` races; each re-read returns `stored`."""
+
+    def __init__(self, stored, losses: int) -> None:
+        self.stored, self.losses = stored, losses
+        self.commits: list = []
+        self.reads = 0
+
+    def commit(self, puts=(), deletes=()):
+        self.commits.append((list(puts), list(deletes)))
+        if self.losses:
+            self.losses -= 1
+            return False
+        return True
+
+    def workload_endpoint(self, namespace, name):
+        self.reads += 1
+        return self.stored
+
+
+def _endpoint(ident: Identity, revision: int, uid: str = "uid-1") -> WorkloadEndpoint:
+    return WorkloadEndpoint(ident.namespace, ident.endpoint_name, ident.endpoint_doc("cali1", "aa:bb:cc:dd:ee:ff", [], uid, "t"), revision)
+
+
+def test_endpoint_write_rereads_after_a_lost_race_and_keeps_the_uid():
+    from calico_cni.plugin import _write_endpoint
+
+    ident = Identity("net1", "c1", "eth0", "n1")
+    store = RacingStore(_endpoint(ident, revision=7), losses=1)
+    uid = _write_endpoint(store, ident, None, "cali1", "aa:bb:cc:dd:ee:ff", [ipaddress.ip_interface("198.18.0.5/32")])
+    assert uid == "uid-1" and store.reads == 1
+    (first, _), (second, _) = store.commits
+    assert first[0].revision == 0 and second[0].revision == 7, "the retry compares against the re-read revision"
+
+
+def test_endpoint_writes_that_keep_losing_end_in_error_11(mocker):
+    from calico_cni import plugin
+    from calico_ipam import allocator
+
+    mocker.patch("calico_ipam.allocator.time.sleep")
+    ident = Identity("net1", "c1", "eth0", "n1")
+    store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
+    with pytest.raises(CniError) as err:
+        plugin._write_endpoint(store, ident, None, "cali1", "aa:bb:cc:dd:ee:ff", [])
+    assert err.value.code == 11 and "writing endpoint default/" in err.value.msg
+    assert len(store.commits) == allocator.MAX_ATTEMPTS
+    store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
+    with pytest.raises(CniError) as err:
+        plugin._delete_endpoint(store, ident, store.stored)
+    assert err.value.code == 11 and "deleting endpoint default/" in err.value.msg
+
+
+def test_endpoint_delete_stops_when_the_reread_endpoint_is_a_new_sandboxes():
+    from calico_cni.plugin import _delete_endpoint
+
+    old = Identity("net1", "old", "eth0", "n1", "ns", "pod")
+    new = Identity("net1", "new", "eth0", "n1", "ns", "pod")
+    store = RacingStore(_endpoint(new, revision=9), losses=1)
+    assert _delete_endpoint(store, old, _endpoint(old, revision=5)) is False, "rule 4: never the new sandbox's endpoint"
+    assert len(store.commits) == 1 and store.reads == 1
