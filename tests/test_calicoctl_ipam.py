@@ -257,3 +257,28 @@ def test_release_ip_refusals(ctl, store):
         assert r.rc == 1 and message in r.stderr, (args, r.stderr)
     assert store.handle("net1.c1").blocks == {a.block: 1}
     assert ipaddress.ip_address(a.address) in store.block(a.block).network
+
+
+def test_release_ip_reused_since_it_was_read_is_left_alone(ctl, store, monkeypatch):
+    """The address was released and handed to another pod between the command's read and its
+    write: the release is keyed by sequence number, so the new pod keeps it and the command fails."""
+    from calico_cni.datastore.store import Datastore
+
+    create_pool(store, "v4", "198.18.0.0/24", 28)
+    a = allocate(store, "net1.old")
+    stale = store.ipam_snapshot()
+    release(store, "net1.old", None)
+    new = allocate(store, "net1.new", address=str(a.address))
+    assert new.ordinal == a.ordinal and new.sequence != a.sequence
+    real, calls = Datastore.ipam_snapshot, []
+
+    def first_read_is_stale(self):
+        calls.append(1)
+        return stale if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(Datastore, "ipam_snapshot", first_read_is_stale)
+    r = ctl("ipam", "release", "--ip", str(a.address))
+    assert r.rc == 1 and f"{a.address} changed while it was being released" in r.stderr and "Released" not in r.stdout
+    block = store.block(a.block)
+    assert block.attribute(a.ordinal)["handle_id"] == "net1.new" and block.seq_for_alloc[str(a.ordinal)] == new.sequence
+    assert store.handle("net1.new").blocks == {a.block: 1} and store.handle("net1.old") is None

@@ -264,3 +264,48 @@ def test_create_rechecks_overlap_when_a_pool_appears_concurrently(ctl, store, mo
     assert len(calls) == 2
     assert r.rc == 1 and "overlaps IP pool first (198.18.0.0/24)" in r.stderr
     assert [p.name for p in store.pools()] == ["first"]
+
+
+def _allocations_seen_late(monkeypatch, checks_blind: int):
+    """Make `ippool delete`'s first `checks_blind` looks at the pool's allocations see none, as if
+    they were made just after each look."""
+    from calico_cni.ctl import repair
+
+    real, calls = repair.pool_allocations, []
+
+    def late(snapshot, pool):
+        calls.append(1)
+        return [] if len(calls) <= checks_blind else real(snapshot, pool)
+
+    monkeypatch.setattr(repair, "pool_allocations", late)
+
+
+def test_delete_refused_after_disabling_re_enables_the_pool(ctl, store, monkeypatch):
+    create_pool(store, "p", "198.18.0.0/24", 28)
+    a = allocate(store, "net1.c1")
+    _allocations_seen_late(monkeypatch, 1)
+    r = ctl("ippool", "delete", "p")
+    assert r.rc == 1 and f"IP pool p still has 1 allocated addresses: {a.address} (net1.c1)" in r.stderr
+    assert not store.pool("p").disabled
+    assert store.handle("net1.c1").blocks == {a.block: 1}
+
+
+def test_delete_stops_at_a_block_that_gained_an_allocation(ctl, store, monkeypatch):
+    create_pool(store, "p", "198.18.0.0/24", 28)
+    a = allocate(store, "net1.c1")
+    _allocations_seen_late(monkeypatch, 2)
+    r = ctl("ippool", "delete", "p")
+    assert r.rc == 1 and f"block {a.block} of IP pool p has new allocations ({a.address}, ...); the pool is left disabled" in r.stderr
+    assert store.pool("p").disabled and store.block(a.block) is not None
+    assert store.handle("net1.c1").blocks == {a.block: 1}
+
+
+def test_delete_force_releases_an_allocation_made_meanwhile(ctl, store, monkeypatch):
+    create_pool(store, "p", "198.18.0.0/24", 28)
+    a = allocate(store, "net1.c1")
+    _allocations_seen_late(monkeypatch, 2)
+    r = ctl("ippool", "delete", "p", "--force")
+    assert r.rc == 0, r.stderr
+    assert f"Releasing {a.address} (handle net1.c1), allocated meanwhile" in r.stdout
+    assert "removed 1 blocks" in r.stdout
+    assert store.pool("p") is None and store.all_blocks() == [] and store.handles() == [] and store.affinities() == []
