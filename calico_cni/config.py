@@ -263,11 +263,13 @@ def check_node_name_keys(config: Mapping[str, Any]) -> None:
     _bool(config, "nodename_file_optional", False)
 
 
-def log_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The logging keys, with Calico's defaults."""
+def log_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The logging keys, with Calico's defaults; $CALICO_CNI_LOG_FILE of `environ` (the request's:
+    in the agent, the caller's) names the default file."""
+    environ = os.environ if environ is None else environ
     return {
         "level": _string(config, "log_level", "info") or "info",
-        "path": _string(config, "log_file_path", os.environ.get("CALICO_CNI_LOG_FILE", "/var/log/calico/cni/cni.log")),
+        "path": _string(config, "log_file_path", environ.get("CALICO_CNI_LOG_FILE", "/var/log/calico/cni/cni.log")),
         "max_size_mb": _number(config, "log_file_max_size", 100),
         "max_count": int(_number(config, "log_file_max_count", 10)),
         "max_age_days": _number(config, "log_file_max_age", 30),

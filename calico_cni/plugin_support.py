@@ -40,7 +40,7 @@ def _log_start(plugin: str, request: CniRequest) -> tuple[dict, str]:
     from .config import log_settings
 
     where = f"{request.container_id[:12]}/{request.ifname}" if request.container_id else request.network
-    return log_settings(request.config), f"{plugin} {request.command} {where}"
+    return log_settings(request.config, request.environ), f"{plugin} {request.command} {where}"
 
 
 def setup_logging(plugin: str) -> Callable[[CniRequest], None]:

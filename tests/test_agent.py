@@ -279,3 +279,20 @@ def test_health_command(node, agents, tmp_path):
     assert not os.path.exists(agent.socket)
     absent = subprocess.run([plugin_path("calico-cni-agent"), "health", "--socket", agent.socket], capture_output=True, text=True)
     assert absent.returncode == 1
+
+
+def test_default_log_file_and_stderr_come_from_the_callers_environment(store, pools, node, calico_conf, agents, tmp_path):
+    """$CALICO_CNI_LOG_FILE of the plugin's environment names the log file when the config has
+    none, through the agent as in-process (the agent's own environment does not decide); the
+    request's warnings and errors come back on the plugin's stderr."""
+    agent = agents(node)
+    conf = calico_conf()
+    conf.pop("log_file_path")
+    env = pod_env("calico-test-missing", CNI_NETNS="/var/run/netns/calico-test-does-not-exist")
+    for name, extra in (("agent", agent.env()), ("in-process", {})):
+        log_file = tmp_path / f"{name}.log"
+        run = run_calico(node, "ADD", conf, {**env, **extra, "CALICO_CNI_LOG_FILE": str(log_file)})
+        assert run.rc == 1 and run.out["code"] == 4, run.stdout
+        assert "calico ADD failed" in log_file.read_text(), name
+        assert "calico ADD failed" in run.stderr, name
+    assert agent.served() == 1
