@@ -5,14 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
+from pathlib import Path
 from typing import Iterator
 
+from tests.agent_support import Agent, wait_healthy
 from tests.integration.harness import Node
-
-
-def _healthy(binary: str, sock: str) -> bool:
-    return subprocess.run([binary, "health", "--socket", sock], capture_output=True, timeout=30).returncode == 0
 
 
 @contextlib.contextmanager
@@ -21,18 +18,9 @@ def agent_in(node: Node, venv_bin: str, sock: str, log: str) -> Iterator[subproc
     binary = os.path.join(venv_bin, "calico-cni-agent")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     proc = subprocess.Popen(["nsenter", f"--net={node.path}", binary, "--socket", sock, "--log-file", log, "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
+    agent = Agent(proc, sock, Path(log), binary=binary)
     try:
-        deadline = time.monotonic() + 30
-        while not (os.path.exists(sock) and _healthy(binary, sock)):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"calico-cni-agent did not start (rc={proc.poll()}); see {log}")
-            time.sleep(0.1)
+        wait_healthy(agent)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        agent.stop()
