@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
 import time
 
@@ -9,22 +11,24 @@ from calico_cni.config import EtcdSettings
 from calico_cni.datastore.etcd import EtcdClient
 from calico_cni.datastore.records import IPPool
 from calico_cni.datastore.store import Datastore
-from calico_ipam import allocator
+from calico_cni.protocol.request import CniRequest
+from calico_ipam import allocator, plugin
 from calico_ipam.allocator import Attachment, FamilyRequest
+from tests.conftest import wipe
 
 
 def _store(endpoint: str) -> Datastore:
     return Datastore(EtcdClient(EtcdSettings((endpoint,))))
 
 
-def _wipe(store: Datastore) -> None:
-    store.client.commit([], [], [])  # connect
-    import pyetcd
-
-    host, port = store.client.settings.endpoints[0].split("://")[1].rsplit(":", 1)
-    c = pyetcd.client(host=host, port=int(port))
-    c.delete_prefix("/")
-    c.close()
+def fresh_pool(endpoint: str, cidr: str) -> None:
+    """An empty etcd but for one IP pool `bench` of /26 blocks."""
+    wipe(endpoint)
+    store = _store(endpoint)
+    try:
+        assert store.commit(puts=[IPPool.new("bench", cidr, 26)])
+    finally:
+        store.close()
 
 
 def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
@@ -32,14 +36,13 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
     holds, and a release. Counted by the client, not estimated. Each is counted twice: in a fresh
     process (an exec'd plugin without the agent) and in a warm one (the agent, which has seen the
     node's blocks before and reads them with the allocation's view)."""
-    store = _store(endpoint)
-    _wipe(store)
-    assert store.commit(puts=[IPPool.new("bench", "198.18.0.0/16", 26)])
-    # Register the node first so the first allocation is not also a registration.
-    allocator.assign(store, Attachment("bench.warm", "rt-node", "eth0"), [FamilyRequest(4)])
-    allocator.release(store, "bench.warm", "eth0")
-    store.close()
-    counter = iter(range(1_000_000))
+    fresh_pool(endpoint, "198.18.0.0/16")
+    counter = itertools.count()
+
+    def request(name: str) -> CniRequest:
+        """A request of network `bench` on node rt-node (handle bench.<name>)."""
+        config = {"cniVersion": "1.0.0", "name": "bench", "type": "calico", "nodename": "rt-node", "ipam": {"type": "calico-ipam"}}
+        return CniRequest("ADD", "1.0.0", config, container_id=name, ifname="eth0")
 
     def measure(fn, warm: bool) -> int:
         if not warm:
@@ -53,38 +56,35 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
             ds.close()
 
     def assign(ds: Datastore, name: str) -> None:
-        allocator.assign(ds, Attachment(name, "rt-node", "eth0"), [FamilyRequest(4)])
-
-    def release(ds: Datastore, handle_id: str) -> None:
-        """As a DEL releases (calico_ipam.plugin.release_addresses): the handle is read with the
-        blocks this process remembers for the node."""
-        handles, config, blocks = ds.handles_config_blocks([handle_id], allocator.known_blocks("rt-node"))
-        allocator.release(ds, handle_id, "eth0", first=(handles[handle_id], config), blocks=blocks)
+        plugin.assign_addresses(request(name), ds)
 
     def fill_held_blocks() -> None:
         """Allocate until the node's blocks are full, so the next allocation claims a block."""
         ds = _store(endpoint)
         try:
             while any(b.affine_node == "rt-node" and None in b.allocations for b in ds.all_blocks(4)):
-                assign(ds, f"bench.fill{next(counter)}")
+                assign(ds, f"fill{next(counter)}")
         finally:
             ds.close()
 
+    # Register the node first so the first allocation is not also a registration.
+    with contextlib.closing(_store(endpoint)) as ds:
+        assign(ds, "warm")
+        plugin.release_addresses(request("warm"), ds)
     out: dict[str, dict[str, int]] = {}
     for warm, label in ((False, "exec'd, no agent"), (True, "agent")):
         fill_held_blocks()
-        out.setdefault("allocation claiming a new block", {})[label] = measure(lambda ds: assign(ds, f"bench.a{warm}"), warm)
-        out.setdefault("allocation from a held block", {})[label] = measure(lambda ds: assign(ds, f"bench.b{warm}"), warm)
-        out.setdefault("release", {})[label] = measure(lambda ds: release(ds, f"bench.b{warm}"), warm)
+        out.setdefault("allocation claiming a new block", {})[label] = measure(lambda ds: assign(ds, f"a{warm}"), warm)
+        out.setdefault("allocation from a held block", {})[label] = measure(lambda ds: assign(ds, f"b{warm}"), warm)
+        # As a DEL releases: the handles read with the blocks this process remembers for the node.
+        out.setdefault("release", {})[label] = measure(lambda ds: plugin.release_addresses(request(f"b{warm}"), ds), warm)
     return out
 
 
 def cluster_scale(endpoint: str, nodes: int = 50, per_node: int = 40) -> dict:
     """`nodes` simulated nodes, each on its own etcd connection, allocating `per_node` addresses
     concurrently: throughput, CAS conflicts retried, duplicates (must be 0), blocks claimed."""
-    store = _store(endpoint)
-    _wipe(store)
-    assert store.commit(puts=[IPPool.new("bench", "198.18.0.0/16", 26)])
+    fresh_pool(endpoint, "198.18.0.0/16")
     conflicts_before = allocator.stats["conflicts"]
     results: list = []
     errors: list = []
@@ -111,8 +111,8 @@ def cluster_scale(endpoint: str, nodes: int = 50, per_node: int = 40) -> dict:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    blocks = store.all_blocks(4)
-    store.close()
+    with contextlib.closing(_store(endpoint)) as store:
+        blocks = store.all_blocks(4)
     return {
         "nodes": nodes,
         "allocations": len(results),

@@ -148,13 +148,7 @@ def main() -> None:
 
         write_all(launcher_dir(work))
         sets = plugin_sets(endpoint, work)
-        from calico_cni.datastore.records import IPPool
-        from bench.ipam import _store, _wipe
-
-        store = _store(endpoint)
-        _wipe(store)
-        assert store.commit(puts=[IPPool.new("bench", "198.18.0.0/17", 26)])
-        store.close()
+        ipam.fresh_pool(endpoint, "198.18.0.0/17")
         node = create_node(fabric)
         try:
             with agent_in(node, launcher_dir(work), agent_socket(work), f"{work}/agent.log"):
