@@ -28,6 +28,7 @@ from tests.integration.harness import create_node, delete_node
 
 AGENT_LABEL = "ours + agent"
 OURS = ("ours", AGENT_LABEL)
+SETS = (*OURS, "reference")  # the plugin sets measured, in table order
 REFERENCE_DIR = "/usr/lib/cni"
 
 
@@ -87,39 +88,53 @@ def ratio(ours: float, ref: float) -> str:
     return f"{ours / ref:.1f}x" if ref else "-"
 
 
+def table(header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table: the header, its separator, then one line per row."""
+
+    def line(cells: list) -> str:
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    return [line(header), "|---" * len(header) + "|", *map(line, rows)]
+
+
+def comparison(first: str, headers: list[list[str]], rows: dict[str, dict], cells, key: str) -> list[str]:
+    """A table with a line per entry of `rows` ({plugin set label: data}): each set's `cells(data)`
+    under its `headers`, then ours and ours + agent against the reference on data[key]."""
+    header = [first, *(h for hs in headers for h in hs), *(f"{label} / ref" for label in OURS)]
+    body = [
+        [name, *(c for label in SETS for c in cells(by_set[label])), *(ratio(by_set[label][key], by_set["reference"][key]) for label in OURS)]
+        for name, by_set in rows.items()
+    ]
+    return table(header, body)
+
+
 def markdown(results: dict) -> str:
     lines = [f"Benchmark run {results['when']} on {results['machine']}.", ""]
     lat = results["latency"]
-    lines += [
-        "| verb | ours median | p90 | p99 | ours + agent median | p90 | p99 | ptp+host-local median | p90 | p99 | ours / ref | ours + agent / ref |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for verb in ("VERSION", "ADD", "CHECK", "DEL"):
-        o, a, r = lat["ours"][verb], lat[AGENT_LABEL][verb], lat["reference"][verb]
-        cells = " | ".join(f"{x['median']} ms | {x['p90']} | {x['p99']}" for x in (o, a, r))
-        lines.append(f"| {verb} | {cells} | {ratio(o['median'], r['median'])} | {ratio(a['median'], r['median'])} |")
-    rss = ", ".join(f"{label} {lat[label]['peak_rss_mb']} MB" for label in (*OURS, "reference"))
+    lines += comparison(
+        "verb",
+        [[f"{name} median", "p90", "p99"] for name in (*OURS, "ptp+host-local")],
+        {verb: {label: lat[label][verb] for label in SETS} for verb in ("VERSION", "ADD", "CHECK", "DEL")},
+        lambda x: (f"{x['median']} ms", x["p90"], x["p99"]),
+        "median",
+    )
+    rss = ", ".join(f"{label} {lat[label]['peak_rss_mb']} MB" for label in SETS)
     lines += ["", f"Peak RSS of one exec'd invocation: {rss} (with the agent, the exec'd process is the thin client).", ""]
-    lines += [
-        "| burst | ours: all done | p99 per call | ours + agent: all done | p99 per call | reference: all done | p99 per call | ours / ref | ours + agent / ref |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for size, data in results["bursts"].items():
-        for verb in ("ADD", "DEL"):
-            o, a, r = data["ours"][verb], data[AGENT_LABEL][verb], data["reference"][verb]
-            cells = " | ".join(f"{x['total_ms']} ms | {x['p99']} ms" for x in (o, a, r))
-            lines.append(f"| {size} x {verb} | {cells} | {ratio(o['total_ms'], r['total_ms'])} | {ratio(a['total_ms'], r['total_ms'])} |")
+    lines += comparison(
+        "burst",
+        [[f"{label}: all done", "p99 per call"] for label in SETS],
+        {f"{size} x {verb}": {label: data[label][verb] for label in SETS} for size, data in results["bursts"].items() for verb in ("ADD", "DEL")},
+        lambda x: (f"{x['total_ms']} ms", f"{x['p99']} ms"),
+        "total_ms",
+    )
     ph = results["phases"]
     lines += ["", f"Where our ADD and DEL spend their time (mean ms; an empty interpreter started as the launchers start it (python -I -S) exits after {ph.get('interpreter_start_ms', '?')} ms):", ""]
     keys = sorted({k for verb in ("ADD", "DEL") for k in ph[verb]})
-    lines += ["| phase | " + " | ".join(k[:-3] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for verb in ("ADD", "DEL"):
-        lines.append(f"| {verb} | " + " | ".join(str(ph[verb].get(k, 0)) for k in keys) + " |")
+    lines += table(["phase", *(k[:-3] for k in keys)], [[verb, *(ph[verb].get(k, 0) for k in keys)] for verb in ("ADD", "DEL")])
     lines += ["", "wall = measured outside the process; process = since exec, as the process sees it; verb = from the verb's handler to exit; imports = the verb's modules; "
               "etcd_connect = importing gRPC and pyetcd and opening the channel; etcd, netlink, sysctl = time inside those calls."]
-    lines += ["", "| etcd round trips (counted) | exec'd, no agent | agent |", "|---|---|---|"]
     cold, warm = "exec'd, no agent", "agent"
-    lines += [f"| {k} | {v.get(cold)} | {v.get(warm)} |" for k, v in results["round_trips"].items()]
+    lines += ["", *table(["etcd round trips (counted)", cold, warm], [[k, v.get(cold), v.get(warm)] for k, v in results["round_trips"].items()])]
     c = results["cluster"]
     lines += [
         "",
