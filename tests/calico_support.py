@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests import netns
-from tests.conftest import FABRIC_ADDRESS, PluginRun, cni_env, plugin_env, plugin_path
+from tests.conftest import FABRIC_ADDRESS, PluginRun, cni_env, plugin_env, plugin_path, run_plugin
 
 _counter = itertools.count(1)
 NODE_ADDRESS_BASE = (198, 19, 100)
@@ -183,17 +183,19 @@ def pod_env(pod_name: str, container_id: str | None = None, ifname: str = "eth0"
 
 def run_calico(node: Node, command: str, config: dict, env: dict, plugin: str = "calico", timeout: float = 60) -> PluginRun:
     """Exec a plugin inside the node's namespace as a runtime would."""
-    stdin = json.dumps(config).encode()
+    return run_plugin(plugin, command, config, env, timeout, netns_path=node.path)
+
+
+def popen_calico(node: Node, command: str, config: dict, env: dict) -> subprocess.Popen:
+    """Start `calico` inside the node's namespace without waiting (a test that kills it); its
+    stdout and stderr are pipes, its stdin (the config) is already written and closed."""
     full_env = {**plugin_env(), "CNI_COMMAND": command, **env}
-    proc = subprocess.run(
-        ["nsenter", f"--net={node.path}", plugin_path(plugin)], input=stdin, env=full_env, capture_output=True, timeout=timeout
-    )
-    stdout = proc.stdout.decode()
-    try:
-        out = json.loads(stdout) if stdout.strip() else None
-    except ValueError:
-        out = None
-    return PluginRun(proc.returncode, out, stdout, proc.stderr.decode())
+    proc = subprocess.Popen(["nsenter", f"--net={node.path}", plugin_path("calico")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
+    proc.stdin.write(json.dumps(config).encode())
+    proc.stdin.close()
+    proc.stdin = None  # communicate() must not flush it again
+    return proc
 
 
 def ok(run: PluginRun) -> dict | None:

@@ -196,14 +196,17 @@ def plugin_path(name: str) -> str:
     return str(path) if path.exists() else shutil.which(name)
 
 
-def run_plugin(name: str, command: str, config: dict | bytes | str, env: dict | None = None, timeout: float = 60) -> PluginRun:
-    """Exec a plugin as a runtime does: CNI_* environment and the config on stdin."""
+def run_plugin(name: str, command: str, config: dict | bytes | str, env: dict | None = None, timeout: float = 60,
+               netns_path: str | None = None) -> PluginRun:
+    """Exec a plugin as a runtime does: CNI_* environment and the config on stdin; with `netns_path`,
+    inside that network namespace (nsenter)."""
     stdin = config if isinstance(config, (bytes, str)) else json.dumps(config)
     if isinstance(stdin, str):
         stdin = stdin.encode()
     full_env = {**plugin_env(), "CNI_COMMAND": command}
     full_env.update(env or {})
-    proc = subprocess.run([plugin_path(name)], input=stdin, env=full_env, capture_output=True, timeout=timeout)
+    argv = [plugin_path(name)] if netns_path is None else ["nsenter", f"--net={netns_path}", plugin_path(name)]
+    proc = subprocess.run(argv, input=stdin, env=full_env, capture_output=True, timeout=timeout)
     stdout = proc.stdout.decode()
     try:
         out = json.loads(stdout) if stdout.strip() else None

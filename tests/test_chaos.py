@@ -20,14 +20,17 @@ from collections import Counter
 import pytest
 
 from tests import etcd_secure, netns
-from tests.calico_support import make_node, make_pod, remove_node, run_calico
+from tests.calico_support import make_node, make_pod, popen_calico, remove_node, run_calico
 from tests.calicoctl_support import run_exe
-from tests.conftest import FABRIC_ADDRESS, plugin_path
+from tests.conftest import FABRIC_ADDRESS
 from tests.pools import create_pool
 
 PORT, PEER = 2479, 2480
 DURATION = 40.0
 PODS_PER_WORKER = 5
+# The exec'd plugins are killed here: in CALICO_TEST_VIA_AGENT mode too they must not hand the
+# request (and the kill) to the session's agent.
+IN_PROCESS = {"CALICO_CNI_AGENT_SOCKET": ""}
 
 
 @pytest.fixture
@@ -52,16 +55,6 @@ def chaos_nodes():
             remove_node(n)
 
 
-def _popen(node, command: str, conf: dict, env: dict) -> subprocess.Popen:
-    full = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command, **env}
-    proc = subprocess.Popen(["nsenter", f"--net={node.path}", plugin_path("calico")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full)
-    proc.stdin.write(json.dumps(conf).encode())
-    proc.stdin.close()
-    proc.stdin = None  # communicate() must not flush it again
-    return proc
-
-
 class Worker:
     """Runs ADD/DEL cycles for its own pods on one node (never two operations on one container)."""
 
@@ -74,7 +67,7 @@ class Worker:
 
     def env(self, pod: str) -> dict:
         return {"CNI_CONTAINERID": f"chaos-{pod.rsplit('-', 2)[-2]}-{self.generation[pod]}", "CNI_NETNS": f"{netns.NETNS_DIR}/{pod}",
-                "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"}
+                "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent", **IN_PROCESS}
 
     def count(self, key: str) -> None:
         with self.lock:
@@ -85,7 +78,7 @@ class Worker:
         mode = self.rng.choice(["write", "time"]) if kill else None
         if mode == "write":
             env["CALICO_CNI_TEST_KILL_AT_WRITE"] = str(self.rng.randint(1, 3))
-        proc = _popen(self.node, verb, self.conf, env)
+        proc = popen_calico(self.node, verb, self.conf, env)
         if mode == "time":
             time.sleep(self.rng.uniform(0.02, 0.3))
             if proc.poll() is None:

@@ -4,11 +4,9 @@ or route), and no address is ever held twice."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
 import time
 from collections import Counter
 
@@ -23,10 +21,10 @@ from tests.calico_support import (  # noqa: F401
     pod,
     pod_env,
     pod_links,
+    popen_calico,
     run_calico,
 )
 from tests.agent_support import agents  # noqa: F401
-from tests.conftest import plugin_path
 from tests.pools import create_pool
 
 KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
@@ -131,14 +129,6 @@ def test_agent_killed_before_every_write_of_add_and_del(store, pools, node, pod,
     assert del_kills >= 2
 
 
-def _popen(node, command: str, conf: dict, env: dict) -> subprocess.Popen:
-    full = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": command, **env}
-    proc = subprocess.Popen(["nsenter", f"--net={node.path}", plugin_path("calico")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full)
-    proc.stdin.write(json.dumps(conf).encode())
-    proc.stdin.close()
-    return proc
-
-
 def test_kill_at_random_times(store, pools, node, pod, calico_conf, tmp_path):
     conf = calico_conf(ipam={"assign_ipv6": "true"}, release_journal_dir=str(tmp_path / "j"))
     rng = random.Random(7)
@@ -148,7 +138,7 @@ def test_kill_at_random_times(store, pools, node, pod, calico_conf, tmp_path):
         verb = "ADD" if i % 2 == 0 else "DEL"
         if verb == "DEL":
             ok(run_calico(node, "ADD", conf, pod_env(p)))
-        proc = _popen(node, verb, conf, pod_env(p))
+        proc = popen_calico(node, verb, conf, pod_env(p, **IN_PROCESS))
         time.sleep(rng.uniform(0.05, 0.35))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
