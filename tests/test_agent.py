@@ -296,3 +296,130 @@ def test_default_log_file_and_stderr_come_from_the_callers_environment(store, po
         assert "calico ADD failed" in log_file.read_text(), name
         assert "calico ADD failed" in run.stderr, name
     assert agent.served() == 1
+
+
+def test_caller_paths_rewrite_proc_self_to_the_caller():
+    """CNI_NETNS under /proc/self or /proc/thread-self names the plugin process, which the agent
+    is not: it becomes the caller's /proc/<pid>; any other value is left as it is."""
+    from calico_cni.agent.server import _caller_paths
+
+    caller = "/proc/4242/ns/net"
+    assert _caller_paths({"CNI_NETNS": "/proc/self/ns/net", "X": "1"}, caller) == {"CNI_NETNS": "/proc/4242/ns/net", "X": "1"}
+    assert _caller_paths({"CNI_NETNS": "/proc/thread-self/ns/net"}, caller)["CNI_NETNS"] == "/proc/4242/ns/net"
+    assert _caller_paths({"CNI_NETNS": "/proc/self/fd/7"}, caller)["CNI_NETNS"] == "/proc/4242/fd/7"
+    for unchanged in ({"CNI_NETNS": "/var/run/netns/pod"}, {"CNI_NETNS": "/proc/selfish/ns/net"}, {"CNI_NETNS": "/proc/1/ns/net"}, {}):
+        assert _caller_paths(unchanged, caller) == unchanged
+    assert _caller_paths({"CNI_NETNS": "/proc/self/ns/net"}, "") == {"CNI_NETNS": "/proc/self/ns/net"}
+
+
+@pytest.fixture
+def bare_server(tmp_path):
+    """An agent server on a thread of this process, serving no plugin: (socket path, server)."""
+    import threading
+
+    from calico_cni.agent.main import listen
+    from calico_cni.agent.server import Server
+
+    path = str(tmp_path / "agent" / "cni.sock")
+    listener = listen(path)
+    server = Server(listener, {})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield path, server
+    finally:
+        server.stop(5)
+        thread.join(5)
+        listener.close()
+
+
+def _ask(path: str, plugin: str, env: dict, stdin: bytes) -> tuple[int, bytes, bytes]:
+    from calico_cni.agent import client, wire
+
+    sock = client.connect(path)
+    assert sock is not None
+    try:
+        sock.settimeout(10)
+        wire.send_request(sock, plugin, env, stdin)
+        return wire.recv_answer(sock)
+    finally:
+        sock.close()
+
+
+def test_agent_answers_an_unknown_plugin_with_a_cni_error(bare_server):
+    path, server = bare_server
+    code, out, err = _ask(path, "no-such-plugin", {"CNI_COMMAND": "ADD"}, b'{"cniVersion": "0.4.0"}')
+    answer = json.loads(out)
+    assert code == 1 and err == b""
+    assert answer["code"] == 4 and "no-such-plugin" in answer["msg"] and answer["cniVersion"] == "0.4.0"
+
+
+def test_agent_drops_a_malformed_request_and_keeps_serving(bare_server):
+    from calico_cni.agent import client, wire
+
+    path, server = bare_server
+    bad_frames = (
+        b"calico\0NO-EQUALS-SIGN",  # an environment entry that is not KEY=VALUE
+        b"calico\0=value",  # an empty key
+        b"\xff\xfe\0A=B",  # a plugin name that is not ASCII
+    )
+    for header in bad_frames:
+        sock = client.connect(path)
+        try:
+            sock.settimeout(10)
+            sock.sendall(len(header).to_bytes(4, "big") + header + (0).to_bytes(4, "big"))
+            with pytest.raises((wire.Truncated, ConnectionResetError)):  # closed with bytes unread: reset
+                wire.recv_answer(sock)
+        finally:
+            sock.close()
+    sock = client.connect(path)
+    try:
+        sock.settimeout(10)
+        sock.sendall((wire.MAX_FRAME + 1).to_bytes(4, "big"))  # over the limit: never read
+        with pytest.raises((wire.Truncated, ConnectionResetError)):
+            wire.recv_answer(sock)
+    finally:
+        sock.close()
+    code, out, _ = _ask(path, wire.HEALTH, {}, b"")
+    assert code == 0 and json.loads(out)["status"] == "ok"
+    assert server.served == 0
+
+
+def test_agent_refuses_a_caller_of_another_uid(bare_server):
+    """The socket is root-only; should another user reach it anyway (modes opened up), the agent
+    refuses its request with a CNI error and runs nothing."""
+    from calico_cni.agent import wire
+
+    path, server = bare_server
+    os.chmod(os.path.dirname(path), 0o755)
+    os.chmod(path, 0o666)
+    directory = os.open(os.path.dirname(path), os.O_PATH)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: connect as uid 65534, send one request, hand the answer back
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(10)
+            s.connect(f"/proc/self/fd/{directory}/{os.path.basename(path)}")
+            wire.send_request(s, "calico", {"CNI_COMMAND": "ADD"}, b'{"cniVersion": "1.0.0"}')
+            code, out, _ = wire.recv_answer(s)
+            os.write(write, str(code).encode() + b" " + out)
+        except BaseException as exc:  # noqa: BLE001 - report anything to the parent
+            os.write(write, f"error {exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    answer = b""
+    while chunk := os.read(read, 4096):
+        answer += chunk
+    os.close(read)
+    os.close(directory)
+    code, _, out = answer.decode().partition(" ")
+    assert code == "1", answer
+    error = json.loads(out)
+    assert error["code"] == 4 and "refused" in error["msg"] and "uid 65534" in error["details"], error
+    assert server.served == 0
