@@ -112,10 +112,10 @@ def _configured_routes(request: CniRequest) -> list:
 # Workload endpoint
 
 
-def _write_endpoint(store, ident: Identity, current, host_veth: str, mac: str, addresses) -> str:
-    """Create or replace the attachment's WorkloadEndpoint with one compare-and-swap (re-read and
-    retried on a lost race, `with_retries`); returns its uid. The endpoint is annotated with its
-    network, so GC knows whose it is."""
+def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses) -> str:
+    """Create the attachment's WorkloadEndpoint, or replace the one a lost compare-and-swap shows
+    exists (`with_retries` re-runs from a fresh read); returns its uid. The endpoint is annotated
+    with its network, so GC knows whose it is."""
     from calico_ipam.allocator import Conflict, with_retries
 
     from .datastore.records import WorkloadEndpoint, now_rfc3339
@@ -123,9 +123,7 @@ def _write_endpoint(store, ident: Identity, current, host_veth: str, mac: str, a
     ip_networks = [str(a) for a in addresses]
 
     def step(attempt: int) -> str:
-        nonlocal current
-        if attempt:
-            current = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+        current = store.workload_endpoint(ident.namespace, ident.endpoint_name) if attempt else None
         meta = (current.doc.get("metadata") or {}) if current is not None and ident.owns_endpoint(current) else {}
         if current is not None and not ident.owns_endpoint(current):
             log.warning(
@@ -175,9 +173,11 @@ def add(request: CniRequest) -> dict:
         ipam.validate()
 
         replay_quietly(request.config, store)
-        endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+        # The endpoint is read only for a repeated ADD; a new attachment's endpoint write starts as a
+        # create and re-reads only if an endpoint exists after all: one etcd round trip fewer.
         present = container.rtnl().link(request.ifname)
         if present is not None:
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
             if endpoint is not None and ident.owns_endpoint(endpoint) and (endpoint.spec.get("mac") or "").lower() == present.mac:
                 log.info("attachment exists already (endpoint %s/%s): returning its result", ident.namespace, ident.endpoint_name)
                 return convert(_existing_result(request, ident, endpoint, present, conf), request.cni_version)
@@ -202,7 +202,7 @@ def add(request: CniRequest) -> dict:
                 raise CniError(INVALID_CONFIG, f"IPAM plugin {conf.ipam_type} returned an invalid route", str(exc)) from None
             spec = wiring.WorkloadSpec(ident.host_veth, request.ifname, ident.alias, mtu, addresses, routes, conf.allow_ip_forwarding)
             wired = wiring.setup(host, container, spec, created)
-            uid = _write_endpoint(store, ident, endpoint, ident.host_veth, wired.container.mac, addresses)
+            uid = _write_endpoint(store, ident, ident.host_veth, wired.container.mac, addresses)
         except BaseException:
             wiring.rollback(host, container, created)
             ipam.undo()

@@ -151,7 +151,7 @@ def test_endpoint_write_rereads_after_a_lost_race_and_keeps_the_uid():
 
     ident = Identity("net1", "c1", "eth0", "n1")
     store = RacingStore(_endpoint(ident, revision=7), losses=1)
-    uid = _write_endpoint(store, ident, None, "cali1", "aa:bb:cc:dd:ee:ff", [ipaddress.ip_interface("198.18.0.5/32")])
+    uid = _write_endpoint(store, ident, "cali1", "aa:bb:cc:dd:ee:ff", [ipaddress.ip_interface("198.18.0.5/32")])
     assert uid == "uid-1" and store.reads == 1
     (first, _), (second, _) = store.commits
     assert first[0].revision == 0 and second[0].revision == 7, "the retry compares against the re-read revision"
@@ -165,7 +165,7 @@ def test_endpoint_writes_that_keep_losing_end_in_error_11(mocker):
     ident = Identity("net1", "c1", "eth0", "n1")
     store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
     with pytest.raises(CniError) as err:
-        plugin._write_endpoint(store, ident, None, "cali1", "aa:bb:cc:dd:ee:ff", [])
+        plugin._write_endpoint(store, ident, "cali1", "aa:bb:cc:dd:ee:ff", [])
     assert err.value.code == 11 and "writing endpoint default/" in err.value.msg
     assert len(store.commits) == allocator.MAX_ATTEMPTS
     store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
