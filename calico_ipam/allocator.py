@@ -425,7 +425,11 @@ def release(
 
     def step(attempt: int) -> bool:
         """One block per step; True when nothing is left to do."""
-        handle, config, known = prefetched.pop() if prefetched else (*store.handle_and_config(handle_id), None)
+        if prefetched:
+            handle, config, known = prefetched.pop()
+        else:
+            handles, config, known = store.handles_config_blocks([handle_id])
+            handle = handles[handle_id]
         if handle is None:
             return True
         blocks = store.blocks(sorted(handle.blocks), known)
@@ -454,8 +458,9 @@ def release_exact(store: Datastore, handle_id: str, allocations: Sequence[Assign
     for cidr, items in by_block.items():
 
         def step(attempt: int, cidr=cidr, items=items):
-            handle, config = store.handle_and_config(handle_id)
-            block = store.block(cidr)
+            handles, config, known = store.handles_config_blocks([handle_id], [cidr])
+            handle = handles[handle_id]
+            block = known[cidr] if cidr in known else store.block(cidr)  # not in `known`: corrupt, raise as `block` does
             if block is None:
                 return []
             # A missing handle record must not keep the addresses held: the commit recreates

@@ -544,3 +544,11 @@ def test_stale_block_memory_is_only_a_guess(store, etcd_endpoint):
     assert len(set(addresses)) == len(addresses) == 68
     in_blocks = sum(1 for b in store.all_blocks(4) for x in b.allocations if x is not None)
     assert in_blocks == 68
+
+
+def test_release_exact_reads_handle_config_and_block_at_once(store):
+    create_pool(store, "p1", "198.18.0.0/24")
+    got = allocator.assign(store, att("c1"), v4())[0]
+    out = []
+    assert _round_trips(store, lambda: out.extend(allocator.release_exact(store, "net1.c1", [got]))) == 2  # read, commit
+    assert [a.address for a in out] == [got.address]

@@ -194,13 +194,8 @@ class Datastore:
             blocks=_prefetched(prefetch_blocks, block_kvs),
         )
 
-    def handles_and_config(self, handle_ids: Sequence[str]) -> tuple[dict[str, Handle | None], IpamConfig]:
-        """Several handles and the IPAM config, in one round trip."""
-        handles, config, _ = self.handles_config_blocks(handle_ids, ())
-        return handles, config
-
     def handles_config_blocks(
-        self, handle_ids: Sequence[str], prefetch_blocks: Sequence[str]
+        self, handle_ids: Sequence[str], prefetch_blocks: Sequence[str] = ()
     ) -> tuple[dict[str, Handle | None], IpamConfig, dict[str, Block | None]]:
         """Several handles, the IPAM config and the blocks of `prefetch_blocks` (None: absent),
         in one round trip."""
@@ -266,13 +261,6 @@ class Datastore:
         results, _ = self.client.read([Range(keys.block(c)) for c in wanted])
         out.update(_parse_blocks(wanted, results))
         return out
-
-    def handle_and_config(self, handle_id: str) -> tuple[Handle | None, IpamConfig]:
-        """A handle and the IPAM config, in one round trip."""
-        (handle_kv, cfg_kv), _ = self.client.read([Range(keys.handle(handle_id)), Range(keys.IPAM_CONFIG)])
-        handle = Handle.from_kv(handle_kv[0].key, handle_kv[0].value, handle_kv[0].mod_revision) if handle_kv else None
-        config = IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig()
-        return handle, config
 
     def all_blocks(self, family: int | None = None) -> list[Block]:
         """Every block (of one family, or both); corrupt ones are logged and skipped."""
