@@ -438,7 +438,12 @@ def release(
             mine = blk.ordinals_of(block, handle_id, ifname) if block else []
             if block is None or mine or len(blk.ordinals_of(block, handle_id)) != count:
                 released.extend(_release_in_block(store, handle, cidr, block, mine, config.ip_cooldown_seconds))
-                return not handle.blocks  # the commit deleted the handle: nothing is left
+                if not handle.blocks:
+                    return True  # the commit deleted the handle: nothing is left
+                # The handle and blocks are as that commit left them: the next step starts from
+                # them (a stale one fails its compare-and-swap, and the retry reads afresh).
+                prefetched.append((handle, config, blocks))
+                return False
         if not handle.blocks and not store.commit(deletes=[handle]):
             raise Conflict()
         return True

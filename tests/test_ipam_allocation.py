@@ -546,6 +546,54 @@ def test_stale_block_memory_is_only_a_guess(store, etcd_endpoint):
     assert in_blocks == 68
 
 
+def test_release_of_a_dual_stack_handle_reads_once(store):
+    """A handle with an address in two blocks: the second block's release starts from what the
+    first commit wrote (handle read, blocks read, then one commit per block)."""
+    create_pool(store, "p1", "198.18.0.0/24")
+    create_pool(store, "p6", "fd00:198:18::/64")
+    allocator._node_blocks.clear()
+    got = allocator.assign(store, att("c1"), v4() + v6())
+    assert _round_trips(store, lambda: allocator.release(store, "net1.c1", "eth0")) == 4
+    assert raw(store, keys.handle("net1.c1")) is None
+    for a in got:
+        assert store.block(a.block).attribute(a.ordinal) is None
+
+
+def test_release_after_a_stale_step_rereads_and_finishes(store, etcd_endpoint):
+    """The state a release carries from one block to the next may go stale (another process
+    changes a block in between): that commit loses its compare-and-swap and the retry re-reads."""
+    from calico_cni.config import EtcdSettings
+    from calico_cni.datastore.etcd import EtcdClient
+    from calico_cni.datastore.store import Datastore
+
+    create_pool(store, "p1", "198.18.0.0/24")
+    create_pool(store, "p6", "fd00:198:18::/64")
+    got = allocator.assign(store, att("c1"), v4() + v6())
+    v6_block = next(a.block for a in got if a.family == 6)
+    other = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
+    commit = store.commit
+    calls = []
+
+    def commit_then_touch(*args, **kwargs):
+        ok = commit(*args, **kwargs)
+        if not calls:  # after the first block's commit, another process allocates in the v6 block
+            calls.append(allocator.assign(other, att("c2"), v6())[0])
+        return ok
+
+    store.commit = commit_then_touch
+    conflicts = allocator.stats["conflicts"]
+    try:
+        released = allocator.release(store, "net1.c1", "eth0")
+    finally:
+        del store.commit
+        other.close()
+    assert sorted(str(a.address) for a in released) == sorted(str(a.address) for a in got)
+    assert calls[0].block == v6_block
+    assert allocator.stats["conflicts"] == conflicts + 1  # the carried state was stale once
+    assert raw(store, keys.handle("net1.c1")) is None
+    assert store.block(v6_block).attribute(calls[0].ordinal)["handle_id"] == "net1.c2"
+
+
 def test_release_exact_reads_handle_config_and_block_at_once(store):
     create_pool(store, "p1", "198.18.0.0/24")
     got = allocator.assign(store, att("c1"), v4())[0]
