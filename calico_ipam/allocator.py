@@ -257,7 +257,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
             ordinals = blk.assign(block, 1, att.handle_id, secondary, blk.reserved_ordinals(block, view.reservations))
             affinity.state = CONFIRMED
             assigned = _commit_assignment(store, block, ordinals, att, view, [affinity])[0]
-            _node_blocks[(att.node, family)] = tuple(sorted({*_node_blocks.get((att.node, family), ()), block.cidr}))
+            _remember_blocks(att.node, view)  # the view's affinities now include the claimed block
             return assigned
 
     # 3. Borrow from another node's block, unless strict affinity forbids it.
