@@ -51,13 +51,10 @@ def connect(path: str):
 
 def _try_again(stdin: bytes, detail: str) -> bytes:
     """CNI error 11 JSON (the error path may import the protocol modules)."""
-    import json
-
     from ..protocol.errors import TRY_AGAIN_LATER, CniError
-    from ..protocol.runner import _error_version
+    from ..protocol.runner import error_output
 
-    err = CniError(TRY_AGAIN_LATER, "calico-cni-agent did not answer", detail)
-    return (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode()
+    return error_output(CniError(TRY_AGAIN_LATER, "calico-cni-agent did not answer", detail), stdin)
 
 
 def forward(plugin: str, environ=None) -> tuple[int | None, bytes, bytes]:

@@ -25,7 +25,7 @@ from ..journal import JOURNAL_DIR_ENV
 from ..plugin_support import request_logging
 from ..protocol.errors import INVALID_ENVIRONMENT, CniError
 from ..dataplane import netns as namespaces
-from ..protocol.runner import _error_version, run
+from ..protocol.runner import error_output, run
 from . import wire
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ class Server:
         """Run one request as the exec'd `plugin` would: (exit code, stdout, stderr)."""
         handlers = self.handlers.get(plugin)
         if handlers is None:
-            err = CniError(INVALID_ENVIRONMENT, f"calico-cni-agent does not serve plugin {plugin!r}")
-            return 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode(), b""
+            return 1, error_output(CniError(INVALID_ENVIRONMENT, f"calico-cni-agent does not serve plugin {plugin!r}"), stdin), b""
         out, err = io.StringIO(), io.StringIO()
         try:
             code = run(handlers, plugin, environ=env, stdin=_in_process_config(env, stdin), stdout=out, setup=request_logging(plugin, err))
@@ -126,7 +125,7 @@ class Server:
                 if problem is not None:
                     log.error("refused a %s request: %s", plugin, problem)
                     err = CniError(INVALID_ENVIRONMENT, "calico-cni-agent refused the request", problem)
-                    wire.send_answer(conn, 1, (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode())
+                    wire.send_answer(conn, 1, error_output(err, stdin))
                     return
                 with namespaces.serving(fd, path):
                     code, stdout, stderr = self.execute(plugin, _caller_paths(env, path), stdin)

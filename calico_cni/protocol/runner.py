@@ -32,6 +32,12 @@ def _error_version(stdin: bytes) -> str:
     return version if version in SUPPORTED_VERSIONS else _FALLBACK_ERROR_VERSION
 
 
+def error_output(err: CniError, stdin: bytes) -> bytes:
+    """The stdout of a plugin failing with `err` (for the agent and its client, which answer with
+    bytes): the error JSON in the config's cniVersion, and a newline."""
+    return (json.dumps(err.to_dict(_error_version(stdin))) + "\n").encode()
+
+
 def _write(stream, obj: dict) -> None:
     stream.write(json.dumps(obj))
     stream.write("\n")
