@@ -48,7 +48,8 @@ class Created:
 
 @dataclass
 class Wired:
-    """The result of `setup`: both links as they are now, and the container's IPv6 gateway."""
+    """The result of `setup`: both links as read right after their creation (their MACs do not
+    change afterwards), and the container's IPv6 gateway."""
 
     host: Link
     container: Link
@@ -125,7 +126,6 @@ def _setup(host: Netns, container: Netns, spec: WorkloadSpec, created: Created) 
     if v6:
         gateway = routing.host_link_local(host, host_link)
         routing.configure_container_v6(cr, cont_link, v6, spec.routes, gateway)
-    host_link, cont_link = veth.read_pair(host, container, spec.host_name, spec.ifname)
     return Wired(host_link, cont_link, gateway)
 
 
