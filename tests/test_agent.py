@@ -13,30 +13,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.agent_support import agents  # noqa: F401
-from tests.calico_support import (  # noqa: F401
+from tests.calico_support import (
     assert_datastore_clean,
     assert_node_clean,
-    calico_conf,
     held_addresses,
-    node,
-    nodes,
     ok,
-    pod,
     pod_env,
     pod_links,
     run_calico,
 )
 from tests.conftest import plugin_env, plugin_path
-from tests.pools import create_pool
+from tests.pools import pools_fixture
 
 DUAL = {"assign_ipv6": "true"}
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", "198.18.10.0/24", 26)
-    create_pool(store, "v6", "fd00:198:18:10::/112", 122)
+pools = pools_fixture(("v4", "198.18.10.0/24", 26), ("v6", "fd00:198:18:10::/112", 122))
 
 
 def shape(result: dict) -> dict:
@@ -423,3 +415,14 @@ def test_agent_refuses_a_caller_of_another_uid(bare_server):
     error = json.loads(out)
     assert error["code"] == 4 and "refused" in error["msg"] and "uid 65534" in error["details"], error
     assert server.served == 0
+
+
+def test_thin_client_copies_of_protocol_limits_agree():
+    """The thin client keeps its own copies (importing the protocol modules costs 20 ms): they
+    must not drift from the limits the plugins apply."""
+    from calico_cni.agent import client
+    from calico_cni.config import MAX_OPERATION_TIMEOUT
+    from calico_cni.protocol.request import MAX_STDIN
+
+    assert client.MAX_STDIN == MAX_STDIN
+    assert client.ANSWER_TIMEOUT > MAX_OPERATION_TIMEOUT

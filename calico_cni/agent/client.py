@@ -17,7 +17,7 @@ import _socket
 
 from . import wire
 
-# Longer than the agent's own bound on one operation (plugin.MAX_OPERATION_TIMEOUT, 55 s).
+# Longer than the agent's own bound on one operation (config.MAX_OPERATION_TIMEOUT, 55 s).
 ANSWER_TIMEOUT = 58.0
 MAX_STDIN = 4 * 1024 * 1024  # as calico_cni.protocol.request.MAX_STDIN
 
