@@ -426,3 +426,29 @@ def test_thin_client_copies_of_protocol_limits_agree():
 
     assert client.MAX_STDIN == MAX_STDIN
     assert client.ANSWER_TIMEOUT > MAX_OPERATION_TIMEOUT
+
+
+@pytest.mark.parametrize("entry", ["calico_cni.main", "calico_ipam.main"])
+def test_thin_path_imports_nothing_heavy(bare_server, entry):
+    """A plugin run the agent answers (here: with an error, it serves no plugin) imports neither
+    the protocol modules nor json, socket, typing, re or logging: the launcher's `python -I -S`
+    start plus the client is the whole cost of a forwarded request."""
+    import sys
+
+    from calico_cni.launcher import import_path
+
+    path, _ = bare_server
+    code = (
+        "import sys, atexit\n"
+        f"sys.path[:0] = {import_path()!r}\n"
+        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
+        f"from {entry} import main\n"
+        "main()\n"
+    )
+    env = {"CNI_COMMAND": "ADD", "CALICO_CNI_AGENT_SOCKET": path, "PATH": os.environ.get("PATH", "")}
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], input=b'{"cniVersion": "1.0.0"}', env=env, capture_output=True, timeout=30)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 4, proc.stdout  # the agent's answer
+    modules = set(proc.stderr.decode().rpartition("MODULES ")[2].split())
+    heavy = {"json", "socket", "typing", "re", "logging", "dataclasses", "struct", "importlib"}
+    assert modules and not modules & heavy, sorted(modules & heavy)
+    assert not [m for m in modules if m.startswith(("calico_cni.protocol", "calico_cni.config", "calico_ipam.plugin"))]
