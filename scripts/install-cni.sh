@@ -157,18 +157,13 @@ trap 'rm -rf "$work"' EXIT
 # make_dir DIR: create DIR and its missing parents, remembering which ones this installation made
 # (an earlier run's record is kept) so that --uninstall can remove them.
 make_dir() {
-    local dir=$1 missing=()
-    dir=$(realpath -m "$dir")
-    while [ ! -d "$dir" ]; do missing=("$dir" "${missing[@]}"); dir=$(dirname "$dir"); done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        mkdir -p "${missing[-1]}"
-        created_dirs+=("${missing[@]}")
-    fi
+    local dir
     dir=$(realpath -m "$1")
     while [ "$dir" != / ]; do
-        grep -qxF "$dir/" "$manifest" 2>/dev/null && created_dirs+=("$dir")
+        if [ ! -d "$dir" ] || grep -qxF "$dir/" "$manifest" 2>/dev/null; then created_dirs+=("$dir"); fi
         dir=$(dirname "$dir")
     done
+    mkdir -p "$1"
 }
 
 # --- the virtual environment -----------------------------------------------------------------
@@ -208,9 +203,7 @@ put_file() {
     local path=$1 mode=$2 tmp
     cat > "$work/candidate"
     make_dir "$(dirname "$path")"
-    if [ -f "$path" ] && [ ! -L "$path" ] && cmp -s "$work/candidate" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
-        :
-    else
+    if ! { [ -f "$path" ] && [ ! -L "$path" ] && cmp -s "$work/candidate" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; }; then
         # mktemp creates the file 0600: the content is never readable by others, not even briefly.
         tmp=$(mktemp "$(dirname "$path")/.install-cni.XXXXXX")
         chmod "$mode" "$tmp"
@@ -221,18 +214,18 @@ put_file() {
     installed+=("$path")
 }
 
-# launcher NAME: an executable that runs the venv's interpreter directly, as `python -I -S`
-# with the package's directories on sys.path (calico_cni/launcher.py says why).
-launcher() {
-    "$venv_python" -I -m calico_cni.launcher "$1" > "$work/launcher-$1" || die "cannot render the $1 launcher"
-}
-for name in calico calico-ipam calicoctl calico-cni-agent; do launcher "$name"; done
+# put_launcher DIR NAME: DIR/NAME, an executable that runs the venv's interpreter directly, as
+# `python -I -S` with the package's directories on sys.path (calico_cni/launcher.py says why).
 # (put_file reads files or process substitutions, not pipes: a pipe would run it in a subshell
 # and lose what it records.)
-put_file "$bin_dir/calico" 0755 < "$work/launcher-calico"
-put_file "$bin_dir/calico-ipam" 0755 < "$work/launcher-calico-ipam"
-put_file "$ctl_dir/calicoctl" 0755 < "$work/launcher-calicoctl"
-put_file "$ctl_dir/calico-cni-agent" 0755 < "$work/launcher-calico-cni-agent"
+put_launcher() {
+    "$venv_python" -I -m calico_cni.launcher "$2" > "$work/launcher" || die "cannot render the $2 launcher"
+    put_file "$1/$2" 0755 < "$work/launcher"
+}
+put_launcher "$bin_dir" calico
+put_launcher "$bin_dir" calico-ipam
+put_launcher "$ctl_dir" calicoctl
+put_launcher "$ctl_dir" calico-cni-agent
 
 # The chained plugins of the default conflist: Debian keeps them in /usr/lib/cni.
 for plugin in portmap bandwidth; do
@@ -244,7 +237,7 @@ for plugin in portmap bandwidth; do
         else
             say "warning: $plugin is not in $bin_dir or /usr/lib/cni (Debian: apt-get install containernetworking-plugins); the default conflist chains it"
         fi
-    elif [ -L "$bin_dir/$plugin" ] && grep -qx "$bin_dir/$plugin" "$manifest" 2>/dev/null; then
+    elif [ -L "$bin_dir/$plugin" ] && grep -qxF "$bin_dir/$plugin" "$manifest" 2>/dev/null; then
         installed+=("$bin_dir/$plugin")
     fi
 done
