@@ -138,7 +138,8 @@ find_python() {
     return 1
 }
 if [ -n "$python" ]; then
-    python=$(find_python "$python") || die "$python is not Python 3.11 or newer (or is a pyenv shim)"
+    given=$python
+    python=$(find_python "$given") || die "$given is not Python 3.11 or newer (or is a pyenv shim)"
 else
     python=$(find_python /usr/bin/python3 /usr/local/bin/python3 python3.13 python3.12 python3.11 python3) \
         || die "Python 3.11 or newer is needed (Debian 12: apt-get install python3 python3-venv)"

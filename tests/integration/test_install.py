@@ -314,3 +314,53 @@ def test_uninstall_removes_what_was_installed(installation):
 
     again = inst.run("--uninstall").ok()
     assert "nothing to uninstall" in again.stdout, again.describe()
+
+
+def run_installer(*args: str, env: dict[str, str] | None = None) -> ClientRun:
+    """The installer with only PATH and HOME (and `env`) in its environment."""
+    full_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": os.environ.get("HOME", "/root"), **(env or {})}
+    return harness.run_in(None, ["bash", str(INSTALLER), *args], env=full_env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, env, rc, message",
+    [
+        (["--bogus"], {}, 2, "unknown option --bogus"),
+        (["--agent-socket", "run/cni.sock"], {}, 1, "--agent-socket must be an absolute path, got run/cni.sock"),
+        ([], {"CALICO_CNI_AGENT": "yes"}, 1, "CALICO_CNI_AGENT must be true or false, got yes"),
+        (["--python", "/bin/false"], {}, 1, "/bin/false is not Python 3.11 or newer"),
+        (["--mtu", "big"], {}, 1, "--mtu must be a number, got big"),
+    ],
+)
+def test_bad_option_fails_and_writes_nothing(tmp_path, args, env, rc, message):
+    """A bad option or setting ends the installer with its message before anything is written."""
+    dirs = ["--prefix", str(tmp_path / "opt"), "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "net.d"),
+            "--calicoctl-dir", str(tmp_path / "ctl"), "--unit-dir", str(tmp_path / "units")]
+    run = run_installer(*dirs, *args, env=env)
+    assert run.rc == rc and message in run.stderr, run.describe()
+    assert os.listdir(tmp_path) == [], run.describe()
+
+
+def test_prefix_of_something_else_is_refused(tmp_path):
+    """A non-empty --prefix that is not a virtual environment is refused and left as it was."""
+    prefix = tmp_path / "opt"
+    prefix.mkdir()
+    (prefix / "data").write_text("someone else's\n")
+    before = snapshot(tmp_path)
+    run = run_installer("--prefix", str(prefix), "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "net.d"))
+    assert run.rc == 1 and "is not a calico-cni installation" in run.stderr, run.describe()
+    assert changed(before, snapshot(tmp_path)) == {}
+
+
+def test_uninstall_keeps_a_prefix_that_is_not_a_venv(tmp_path):
+    """--uninstall with a manifest in a prefix that is not a virtual environment removes the listed
+    files and (empty) directories and the manifest, and keeps the prefix with what else it holds."""
+    prefix, made = tmp_path / "opt", tmp_path / "made" / "deeper"
+    prefix.mkdir()
+    made.mkdir(parents=True)
+    (made / "file").write_text("x")
+    (prefix / "other").write_text("kept\n")
+    (prefix / "installed-files").write_text(f"{made / 'file'}\n{tmp_path / 'made'}/\n{made}/\n")
+    run = run_installer("--prefix", str(prefix), "--uninstall").ok()
+    assert f"kept {prefix}: it is not a virtual environment" in run.stdout, run.describe()
+    assert sorted(os.listdir(tmp_path)) == ["opt"] and os.listdir(prefix) == ["other"], run.describe()
