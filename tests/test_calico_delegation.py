@@ -7,18 +7,7 @@ import os
 
 import pytest
 
-from tests.calico_support import (  # noqa: F401
-    assert_node_clean,
-    calico_conf,
-    held_addresses,
-    ip_json,
-    node,
-    ok,
-    pod,
-    pod_env,
-    pod_links,
-    run_calico,
-)
+from tests.calico_support import assert_node_clean, held_addresses, ip_json, ok, pod_env, pod_links, run_calico
 from tests.pools import create_pool
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
@@ -123,3 +112,41 @@ def test_calico_ipam_runs_in_process(store, node, pod, calico_conf, tmp_path):
     assert list(held_addresses(store)) == [f"net1.{env['CNI_CONTAINERID']}"]
     ok(run_calico(node, "DEL", calico_conf(), env))
     assert held_addresses(store) == {}
+
+
+FAKE_IPAM = """#!/bin/sh
+cat > /dev/null
+echo "$CNI_COMMAND $CNI_CONTAINERID" >> {calls}
+if [ "$CNI_COMMAND" = ADD ]; then echo '{result}'; fi
+"""
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "words"),
+    [
+        ('{"cniVersion": "1.0.0", "ips": []}', 101, "IPAM plugin fake-ipam returned no address"),
+        (
+            '{"cniVersion": "1.0.0", "ips": [{"address": "198.18.4.30/24"}], "routes": [{"dst": "not-a-network"}]}',
+            7,
+            "IPAM plugin fake-ipam returned an invalid route",
+        ),
+    ],
+    ids=["no address", "invalid route"],
+)
+def test_unusable_ipam_result_fails_and_releases_it(store, node, pod, calico_conf, tmp_path, answer, code, words):
+    """A delegated IPAM result without an address or with a route that does not parse: ADD fails
+    with the error naming the plugin, gives the addresses back (DEL to the IPAM plugin) and leaves
+    no link and no endpoint."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    fake = bin_dir / "fake-ipam"
+    fake.write_text(FAKE_IPAM.format(calls=calls, result=answer))
+    fake.chmod(0o755)
+    p = pod()
+    env = pod_env(p, CNI_PATH=f"{bin_dir}:/usr/lib/cni")
+    run = run_calico(node, "ADD", calico_conf(ipam={"type": "fake-ipam"}), env)
+    assert run.rc != 0 and run.out["code"] == code and words in run.out["msg"], run.stdout
+    assert calls.read_text().split("\n")[:2] == [f"ADD {env['CNI_CONTAINERID']}", f"DEL {env['CNI_CONTAINERID']}"]
+    assert pod_links(p) == []
+    assert_node_clean(node)
+    assert store.workload_endpoints() == []
