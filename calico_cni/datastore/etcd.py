@@ -321,6 +321,8 @@ class EtcdClient:
         self._client = None
         self._rpc = None
         self._grpc = None
+        # gRPC stubs by (service, channel): built once per endpoint, not per call.
+        self._stubs: dict = {}
         # None: not authenticated yet; "": etcd has authentication disabled (no token needed).
         self._token: str | None = None
         self.round_trips = 0
@@ -359,6 +361,7 @@ class EtcdClient:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._stubs.clear()
 
     def _metadata(self):
         return (("token", self._token),) if self._token else None
@@ -419,7 +422,9 @@ class EtcdClient:
                 delay = min(delay * 2, 0.5)
                 continue
             endpoint = client.endpoint_in_use
-            stub = getattr(self._rpc, f"{service}Stub")(channel)
+            stub = self._stubs.get((service, channel))
+            if stub is None:
+                stub = self._stubs[(service, channel)] = getattr(self._rpc, f"{service}Stub")(channel)
             try:
                 self.round_trips += 1
                 return getattr(stub, method)(request, timeout=self._attempt_timeout(remaining, timed_out), metadata=self._metadata())
