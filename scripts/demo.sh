@@ -36,13 +36,15 @@ pods=("$tag-pod1" "$tag-pod2" "$tag-pod3")
 etcd_pid=""
 agent_pid=""
 installed=0
+# Where scripts/install-cni.sh puts everything (the agent's unit too: the demo starts the agent itself).
+install_dirs=(--prefix "$work/venv" --bin-dir "$work/bin" --conf-dir "$work/net.d" --calicoctl-dir "$work/bin" --unit-dir "$work/systemd")
 
 cleanup() {
     set +e
     trap - EXIT INT TERM
     for pod in "${pods[@]}"; do
         if [ -e "/var/run/netns/$pod" ]; then
-            in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool del calico "/var/run/netns/$pod" >/dev/null 2>&1
+            cni del "$pod" >/dev/null 2>&1
             ip netns del "$pod" 2>/dev/null
         fi
     done
@@ -50,8 +52,7 @@ cleanup() {
     [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
     pkill -f -- "--data-dir $work/etcd" 2>/dev/null
     [ "$host_mode" = 0 ] && { ip netns del "$node_ns" 2>/dev/null; ip netns del "$up_ns" 2>/dev/null; }
-    [ "$installed" = 1 ] && "$here/scripts/install-cni.sh" --prefix "$work/venv" --bin-dir "$work/bin" \
-        --conf-dir "$work/net.d" --calicoctl-dir "$work/bin" --unit-dir "$work/systemd" --uninstall >/dev/null 2>&1
+    [ "$installed" = 1 ] && "$here/scripts/install-cni.sh" "${install_dirs[@]}" --uninstall >/dev/null 2>&1
     rm -rf "$work"
     # libcni's cached results of the demo's attachments only (cnitool derives the container ID
     # from the netns path); a DEL that ran removed them already.
@@ -71,6 +72,15 @@ else
     node_desc="network namespace $node_ns"
 fi
 in_node() { "${node_prefix[@]}" "$@"; }
+# cni VERB POD: cnitool VERB of the network "calico" for POD's namespace, in the node.
+cni() { in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool "$1" calico "/var/run/netns/$2"; }
+# wait_for COMMAND...: until COMMAND succeeds (quietly), for up to 10 s; its last status.
+wait_for() {
+    for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    "$@" >/dev/null 2>&1
+}
+# json_get EXPR: EXPR of the JSON document `d` read from stdin.
+json_get() { "$work/venv/bin/python" -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
 bold "A node: $node_desc"
 if [ "$host_mode" = 0 ]; then
@@ -106,21 +116,15 @@ else
         --initial-cluster "demo=http://127.0.0.1:$((port + 1))" \
         --log-level error --logger zap >"$work/etcd.log" 2>&1 &
     etcd_pid=$!
-    for _ in $(seq 100); do
-        in_node env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-    in_node env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 \
+    wait_for in_node env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health \
         || { echo "etcd did not start:"; tail "$work/etcd.log"; exit 1; }
     show "a private etcd listens on $endpoints (data in $work/etcd)"
 fi
 
 bold "Installing the plugins with scripts/install-cni.sh into $work"
-# The agent's unit goes into the demo's directory (not systemd's): the demo starts the agent itself.
 agent_socket="$work/agent/cni.sock"
-"$here/scripts/install-cni.sh" --prefix "$work/venv" --bin-dir "$work/bin" --conf-dir "$work/net.d" \
-    --calicoctl-dir "$work/bin" --nodename demo-node --etcd-endpoints "$endpoints" \
-    --log-file "$work/cni.log" --agent-socket "$agent_socket" --unit-dir "$work/systemd" \
+"$here/scripts/install-cni.sh" "${install_dirs[@]}" --nodename demo-node --etcd-endpoints "$endpoints" \
+    --log-file "$work/cni.log" --agent-socket "$agent_socket" \
     >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
 installed=1
 show "$(tail -n 1 "$work/install.log")"
@@ -130,10 +134,7 @@ bold "The per-node agent (calico-cni-agent), started in the node as the installe
 # In its own session, like etcd: a Ctrl-C leaves it to the cleanup, after the DELs.
 setsid "${node_prefix[@]}" "$work/bin/calico-cni-agent" --socket "$agent_socket" --log-file "$work/agent.log" &
 agent_pid=$!
-for _ in $(seq 100); do
-    "$work/bin/calico-cni-agent" health --socket "$agent_socket" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_for "$work/bin/calico-cni-agent" health --socket "$agent_socket" || true
 show "health: $("$work/bin/calico-cni-agent" health --socket "$agent_socket" 2>&1)"
 show "the plugins hand each request to it over $agent_socket (without it they do the work themselves)"
 calicoctl() { in_node "$work/bin/calicoctl" --etcd-endpoints "$endpoints" "$@"; }
@@ -147,9 +148,9 @@ bold "Three pods, each a network namespace, added through cnitool"
 declare -A address
 for pod in "${pods[@]}"; do
     ip netns add "$pod"
-    result=$(in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool add calico "/var/run/netns/$pod")
-    address[$pod]=$(printf '%s' "$result" | "$work/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
-    show "$pod: ${address[$pod]}  (eth0 in the pod; $(printf '%s' "$result" | "$work/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["interfaces"][0]["name"])') on the node)"
+    result=$(cni add "$pod")
+    address[$pod]=$(json_get 'd["ips"][0]["address"].split("/")[0]' <<<"$result")
+    show "$pod: ${address[$pod]}  (eth0 in the pod; $(json_get 'd["interfaces"][0]["name"]' <<<"$result") on the node)"
 done
 
 bold "Routes the node got (one /32 per pod, through its host veth)"
@@ -176,11 +177,11 @@ calicoctl ipam show --show-blocks | sed 's/^/   /'
 
 bold "Deleting the pods through cnitool"
 for pod in "${pods[@]}"; do
-    in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool del calico "/var/run/netns/$pod"
+    cni del "$pod"
     ip netns del "$pod"
     show "$pod deleted"
 done
-show "the agent served $("$work/bin/calico-cni-agent" health --socket "$agent_socket" | "$work/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["served"])') requests"
+show "the agent served $("$work/bin/calico-cni-agent" health --socket "$agent_socket" | json_get 'd["served"]') requests"
 bold "The addresses are free again"
 calicoctl ipam show | sed 's/^/   /'
 show "routes left on the node for pods: $(in_node ip route show | grep -c cali || true)"
