@@ -13,28 +13,23 @@ import threading
 
 import pytest
 
-from tests.calico_support import (  # noqa: F401
+from tests.calico_support import (
     assert_datastore_clean,
     assert_node_clean,
-    calico_conf,
     held_addresses,
-    node,
     ok,
-    pod,
     pod_env,
     pod_links,
     run_calico,
 )
 from tests.calicoctl_support import run_exe
 from tests.conftest import FABRIC_ADDRESS, cni_env, run_plugin
-from tests.pools import create_pool, set_config
+from tests.pools import pools_fixture, set_config
 
 DEAD = f"http://{FABRIC_ADDRESS}:1"
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", "198.18.40.0/24", 26)
+pools = pools_fixture(("v4", "198.18.40.0/24", 26))
 
 
 def dead(conf: dict) -> dict:
@@ -161,3 +156,65 @@ def test_calico_add_with_etcd_unreachable_is_11_and_creates_nothing(kind, silent
     assert sorted(l["ifname"] for l in node.links()) == links_before
     assert node.routes(4) + node.routes(6) == routes_before
     assert not os.path.exists(str(tmp_path / "j" / "held"))
+
+
+def _request(conf: dict, container_id: str = "c1"):
+    from calico_cni.protocol.request import CniRequest
+
+    return CniRequest(command="ADD", cni_version=conf["cniVersion"], config=conf, container_id=container_id, ifname="eth0")
+
+
+def test_a_failed_replay_keeps_its_entry_for_the_next_invocation(store, pools, ipam_conf, tmp_path, monkeypatch):
+    """A replay that fails for another reason than etcd being unreachable is logged and kept; an
+    unreadable entry does not stop the others."""
+    from calico_cni.journal import Journal, replay_quietly
+    from calico_ipam import allocator
+
+    conf = {**ipam_conf(), "release_journal_dir": str(tmp_path / "journal")}
+    got = allocator.assign(store, allocator.Attachment("net1.c1", "node1", "eth0"), [allocator.FamilyRequest(4)])
+    journal = Journal(conf["release_journal_dir"])
+    journal.record_held("net1", "c1", "eth0", "net1.c1", got, ["http://e:2379"])
+    entry = journal.add_pending("net1", "c1", "eth0", "net1.c1", ["http://e:2379"], journal.held("net1", "c1", "eth0"))
+    with open(os.path.join(journal.pending_dir, "0-unreadable.json"), "w") as f:
+        f.write("{not json")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(allocator, "release_exact", broken)
+    replay_quietly(conf, store)  # logged, not raised
+    assert os.path.exists(entry) and held_addresses(store) == {"net1.c1": [str(got[0].address)]}
+    monkeypatch.undo()
+    replay_quietly(conf, store)
+    assert not os.path.exists(entry) and held_addresses(store) == {}
+
+
+def test_in_process_rollback_with_etcd_unreachable_is_journaled_exactly(store, pools, ipam_conf, tmp_path, monkeypatch):
+    """The calico plugin's rollback of its own allocation, with etcd gone: the exact allocations
+    are recorded, and the replay releases them and nothing that was held before."""
+    from calico_cni.datastore.etcd import DatastoreUnavailable
+    from calico_cni.ipam_backend import InProcessIpam
+    from calico_cni.journal import Journal, replay_quietly
+    from calico_ipam import allocator
+
+    conf = {**ipam_conf(), "release_journal_dir": str(tmp_path / "journal")}
+    earlier = InProcessIpam(_request(conf, "c0"), store)
+    earlier.add()
+    ipam = InProcessIpam(_request(conf), store)
+    ipam.add()
+    [new] = ipam.new
+
+    def unreachable(*args, **kwargs):
+        raise DatastoreUnavailable(("http://e:2379",), "injected")
+
+    monkeypatch.setattr(allocator, "release_exact", unreachable)
+    ipam.undo()
+    monkeypatch.undo()
+    [entry] = pending(conf["release_journal_dir"])
+    doc = json.load(open(entry))
+    assert doc["handle"] == "net1.c1"
+    assert doc["allocations"] == [{"address": str(new.address), "block": new.block, "ordinal": new.ordinal, "sequence": new.sequence}]
+    assert Journal(conf["release_journal_dir"]).pending() == [entry]
+    replay_quietly(conf, store)
+    assert pending(conf["release_journal_dir"]) == []
+    assert held_addresses(store) == {"net1.c0": [str(earlier.assigned[0].address)]}
