@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,9 @@ from tests.processes import stop_process
 FABRIC_ADDRESS = "198.19.0.1"
 ETCD_PORT = 2379
 
+# Fixtures for every test module: node, nodes, pod, calico_conf (node namespaces and the `calico`
+# config) and agents (per-node calico-cni-agents).
+pytest_plugins = ["tests.calico_support", "tests.agent_support"]
 
 
 def _install_launchers() -> Path:

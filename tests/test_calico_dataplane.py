@@ -11,8 +11,8 @@ import pytest
 
 from calico_cni.datastore import keys
 from tests import netns
-from tests.calico_support import calico_conf, ip_json, node, nodes, ok, pod, pod_env, run_calico, sysctl  # noqa: F401
-from tests.pools import create_pool
+from tests.calico_support import ip_json, ok, pod_env, run_calico, sysctl
+from tests.pools import pools_fixture
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 EUI64_LINK_LOCAL = "fe80::ecee:eeff:feee:eeee"
@@ -25,10 +25,7 @@ STACKS = {
 }
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", V4_POOL, 26)
-    create_pool(store, "v6", V6_POOL, 122)
+pools = pools_fixture(("v4", V4_POOL, 26), ("v6", V6_POOL, 122))
 
 
 def host_veth_name(network: str, container_id: str, ifname: str) -> str:

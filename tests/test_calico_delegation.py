@@ -7,18 +7,7 @@ import os
 
 import pytest
 
-from tests.calico_support import (  # noqa: F401
-    assert_node_clean,
-    calico_conf,
-    held_addresses,
-    ip_json,
-    node,
-    ok,
-    pod,
-    pod_env,
-    pod_links,
-    run_calico,
-)
+from tests.calico_support import assert_node_clean, held_addresses, ip_json, ok, pod_env, pod_links, run_calico
 from tests.pools import create_pool
 
 HOST_LOCAL = "/usr/lib/cni/host-local"

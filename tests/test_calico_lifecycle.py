@@ -7,28 +7,22 @@ from __future__ import annotations
 import pytest
 
 from tests import netns
-from tests.calico_support import (  # noqa: F401
+from tests.calico_support import (
     assert_datastore_clean,
     assert_node_clean,
-    calico_conf,
     held_addresses,
     ip_json,
-    node,
     ok,
-    pod,
     pod_env,
     pod_links,
     run_calico,
 )
-from tests.pools import create_pool
+from tests.pools import pools_fixture
 
 DUAL = {"assign_ipv6": "true"}
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", "198.18.10.0/24", 26)
-    create_pool(store, "v6", "fd00:198:18:10::/112", 122)
+pools = pools_fixture(("v4", "198.18.10.0/24", 26), ("v6", "fd00:198:18:10::/112", 122))
 
 
 def with_prev(conf: dict, result: dict) -> dict:

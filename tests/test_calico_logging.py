@@ -12,7 +12,7 @@ import sys
 import time
 
 
-from tests.calico_support import calico_conf, node, ok, pod, pod_env, run_calico  # noqa: F401
+from tests.calico_support import ok, pod_env, run_calico
 from tests.pools import create_pool
 
 RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\[\d+\] ")

@@ -11,25 +11,19 @@ import pytest
 from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
 from calico_cni.protocol.request import parse_request
 from tests import netns
-from tests.calico_support import (  # noqa: F401
+from tests.calico_support import (
     assert_datastore_clean,
     assert_node_clean,
-    calico_conf,
     held_addresses,
-    node,
     ok,
-    pod,
     pod_env,
     pod_links,
     run_calico,
 )
-from tests.pools import create_pool
+from tests.pools import pools_fixture
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", "198.18.3.0/24", 26)
-    create_pool(store, "v6", "fd00:198:18:3::/112", 122)
+pools = pools_fixture(("v4", "198.18.3.0/24", 26), ("v6", "fd00:198:18:3::/112", 122))
 
 
 def blocker(node, *routes: str) -> None:

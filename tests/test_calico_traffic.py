@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests import netns
-from tests.calico_support import calico_conf, in_ns, node, ok, pod, pod_env, run_calico  # noqa: F401
+from tests.calico_support import in_ns, ok, pod_env, run_calico
 from tests.pools import create_pool
 
 BUSYBOX = "/usr/bin/busybox"

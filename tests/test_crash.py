@@ -12,20 +12,16 @@ from collections import Counter
 
 import pytest
 
-from tests.calico_support import (  # noqa: F401
+from tests.calico_support import (
     assert_datastore_clean,
     assert_node_clean,
-    calico_conf,
-    node,
     ok,
-    pod,
     pod_env,
     pod_links,
     popen_calico,
     run_calico,
 )
-from tests.agent_support import agents  # noqa: F401
-from tests.pools import create_pool
+from tests.pools import pools_fixture
 
 KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
 # The exec'd plugin itself is killed here: in CALICO_TEST_VIA_AGENT mode too, it must not hand
@@ -33,10 +29,7 @@ KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
 IN_PROCESS = {"CALICO_CNI_AGENT_SOCKET": ""}
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", "198.18.50.0/24", 28)
-    create_pool(store, "v6", "fd00:198:18:50::/112", 124)
+pools = pools_fixture(("v4", "198.18.50.0/24", 28), ("v6", "fd00:198:18:50::/112", 124))
 
 
 def assert_no_address_twice(store) -> None:

@@ -13,23 +13,12 @@ import pytest
 from calico_cni.gc import Live, reconcile
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, FamilyRequest
-from tests.calico_support import (  # noqa: F401
-    calico_conf,
-    held_addresses,
-    node,
-    ok,
-    pod,
-    pod_env,
-    pod_links,
-    run_calico,
-)
+from tests.calico_support import held_addresses, ok, pod_env, pod_links, run_calico
 from tests.conftest import cni_env, run_plugin
-from tests.pools import create_pool
+from tests.pools import create_pool, pools_fixture
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", "198.18.20.0/24", 26)
+pools = pools_fixture(("v4", "198.18.20.0/24", 26))
 
 
 def gc_conf(conf: dict, live: list[tuple[str, str]]) -> dict:

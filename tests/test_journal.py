@@ -13,28 +13,23 @@ import threading
 
 import pytest
 
-from tests.calico_support import (  # noqa: F401
+from tests.calico_support import (
     assert_datastore_clean,
     assert_node_clean,
-    calico_conf,
     held_addresses,
-    node,
     ok,
-    pod,
     pod_env,
     pod_links,
     run_calico,
 )
 from tests.calicoctl_support import run_exe
 from tests.conftest import FABRIC_ADDRESS, cni_env, run_plugin
-from tests.pools import create_pool, set_config
+from tests.pools import pools_fixture, set_config
 
 DEAD = f"http://{FABRIC_ADDRESS}:1"
 
 
-@pytest.fixture
-def pools(store):
-    create_pool(store, "v4", "198.18.40.0/24", 26)
+pools = pools_fixture(("v4", "198.18.40.0/24", 26))
 
 
 def dead(conf: dict) -> dict:

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.calico_support import calico_conf, ip_json, node, run_calico  # noqa: F401
+from tests.calico_support import ip_json, run_calico
 from tests.conftest import cni_env
 from tests.pools import create_pool
 from tests.security_support import cni_error, snapshot, succeeded
