@@ -47,6 +47,16 @@ def assert_no_address_twice(store) -> None:
             assert held.get(n.split("/")[0], "").endswith(e.container_id), (n, held.get(n.split("/")[0]))
 
 
+def assert_recovered(store, node, conf: dict, p: str, env: dict | None = None) -> None:
+    """After a kill: no address is held twice, and the runtime's DEL (with `env` on top of the pod's
+    CNI_* variables) leaves no link, route, endpoint, handle or allocation behind."""
+    assert_no_address_twice(store)
+    ok(run_calico(node, "DEL", conf, {**pod_env(p), **(env or {})}))
+    assert pod_links(p) == []
+    assert_node_clean(node)
+    assert_datastore_clean(store)
+
+
 def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_conf, tmp_path):
     conf = calico_conf(ipam={"assign_ipv6": "true"}, release_journal_dir=str(tmp_path / "j"))
     kills = 0
@@ -58,11 +68,7 @@ def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_
             break  # the ADD needs fewer writes than n: every step has been covered
         assert run.rc == -signal.SIGKILL, run.stdout
         kills += 1
-        assert_no_address_twice(store)
-        ok(run_calico(node, "DEL", conf, pod_env(p)))
-        assert pod_links(p) == []
-        assert_node_clean(node)
-        assert_datastore_clean(store)
+        assert_recovered(store, node, conf, p)
     assert kills >= 3
     del_kills = 0
     for n in range(1, 8):
@@ -73,10 +79,7 @@ def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_
             break
         assert run.rc == -signal.SIGKILL, run.stdout
         del_kills += 1
-        assert_no_address_twice(store)
-        ok(run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p)))
-        assert_node_clean(node)
-        assert_datastore_clean(store)
+        assert_recovered(store, node, {**conf, "prevResult": result}, p)
     assert del_kills >= 2
 
 
@@ -101,11 +104,7 @@ def test_agent_killed_before_every_write_of_add_and_del(store, pools, node, pod,
             ok(run_calico(node, "DEL", conf, {**pod_env(p), **agents(node).env()}))
             break
         kills += 1
-        assert_no_address_twice(store)
-        ok(run_calico(node, "DEL", conf, {**pod_env(p), **agents(node).env()}))
-        assert pod_links(p) == []
-        assert_node_clean(node)
-        assert_datastore_clean(store)
+        assert_recovered(store, node, conf, p, agents(node).env())
     assert kills >= 3
     del_kills = 0
     for n in range(1, 8):
@@ -115,10 +114,7 @@ def test_agent_killed_before_every_write_of_add_and_del(store, pools, node, pod,
         if not killed(run_calico(node, "DEL", {**conf, "prevResult": result}, {**pod_env(p), **dying.env()}), dying):
             break
         del_kills += 1
-        assert_no_address_twice(store)
-        ok(run_calico(node, "DEL", {**conf, "prevResult": result}, {**pod_env(p), **agents(node).env()}))
-        assert_node_clean(node)
-        assert_datastore_clean(store)
+        assert_recovered(store, node, {**conf, "prevResult": result}, p, agents(node).env())
     assert del_kills >= 2
 
 
@@ -139,9 +135,5 @@ def test_kill_at_random_times(store, pools, node, pod, calico_conf, tmp_path):
         proc.wait(30)
         proc.stdout.close()
         proc.stderr.close()
-        assert_no_address_twice(store)
-        ok(run_calico(node, "DEL", conf, pod_env(p)))
-        assert pod_links(p) == []
-        assert_node_clean(node)
-        assert_datastore_clean(store)
+        assert_recovered(store, node, conf, p)
     assert killed >= 1
