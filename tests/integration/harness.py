@@ -318,6 +318,62 @@ def http_server(netns_path: str, directory: str | Path, content: str, port: int 
         proc.stderr.close()
 
 
+# --- checks shared by the client tests -----------------------------------------------------------
+
+PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+BANDWIDTH = {"type": "bandwidth", "capabilities": {"bandwidth": True}}
+# Rates in bit/s, bursts in bits (the bandwidth plugin's units).
+SHAPING = {"ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000}
+
+
+def links(netns_path: str, *selector: str) -> list[dict]:
+    """`ip -j link show ...` inside a namespace."""
+    return run_in(netns_path, ["ip", "-j", "link", "show", *selector]).json()
+
+
+def ipv4_addresses(netns_path: str, ifname: str) -> list[str]:
+    (link,) = run_in(netns_path, ["ip", "-j", "-4", "addr", "show", "dev", ifname]).json()
+    return [a["local"] for a in link["addr_info"]]
+
+
+def has_link(netns_path: str, ifname: str) -> bool:
+    return run_in(netns_path, ["ip", "link", "show", "dev", ifname]).rc == 0
+
+
+def host_interfaces(result: dict) -> list[str]:
+    """The result's interfaces outside the sandbox: the main plugin's host veth first, then bandwidth's ifb."""
+    return [i["name"] for i in result["interfaces"] if not i.get("sandbox")]
+
+
+def assert_shaped_and_port_mapped(node: Node, pod: str, pod_ip: str, result: dict, www: str | Path, content: str) -> None:
+    """After an ADD of <main plugin> + portmap + bandwidth (host port 18080 to the pod's 8080): the
+    shaping qdiscs are on the host veth, the result's other host interfaces are bandwidth's ifbs,
+    and a server in the pod is reached through the host port from the fabric and from the node,
+    and directly from the node."""
+    host_if, *others = host_interfaces(result)
+    qdiscs = {q["kind"] for q in run_in(node.path, ["tc", "-j", "qdisc", "show", "dev", host_if]).json()}
+    assert {"tbf", "ingress"} <= qdiscs, qdiscs
+    assert [link["ifname"] for link in links(node.path, "type", "ifb")] == others != []
+    with http_server(pod, www, content, port=8080):
+        # From outside the node (the fabric) to the node address and host port: portmap's DNAT.
+        assert http_get(None, f"http://{node.address}:18080/").ok().stdout == content
+        # From the node itself to the same host port (portmap's OUTPUT rule).
+        assert http_get(node.path, f"http://{node.address}:18080/").ok().stdout == content
+        assert http_get(node.path, f"http://{pod_ip}:8080/").ok().stdout == content
+    ping(node.path, pod_ip).ok()
+
+
+def assert_shaping_and_port_mapping_gone(node: Node, network: str, pod: str, pod_ip: str) -> None:
+    """After the DEL of such an attachment: no pod interface, no ifb, no NAT rule for the pod or
+    the host port, no libcni cache entry, and the host port answers no more."""
+    assert not has_link(pod, "eth0")
+    assert links(node.path, "type", "ifb") == []
+    nat = run_in(node.path, ["iptables-save", "-t", "nat"]).ok().stdout
+    assert pod_ip not in nat and "18080" not in nat, nat
+    assert libcni_cache_files(network, cnitool_container_id(pod)) == []
+    assert http_get(None, f"http://{node.address}:18080/", timeout=2).rc != 0
+
+
 # --- cnitool --------------------------------------------------------------------------------------
 
 

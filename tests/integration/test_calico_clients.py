@@ -12,23 +12,30 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from tests.calico_support import held_addresses
+from tests.calico_support import assert_datastore_clean, held_addresses
 from tests.conftest import BIN_DIR, FABRIC_ADDRESS
 from tests.integration.harness import (
+    BANDWIDTH,
+    PORTMAP,
+    SHAPING,
     Node,
+    assert_shaped_and_port_mapped,
+    assert_shaping_and_port_mapping_gone,
     cnitool,
     cnitool_attachment,
     cnitool_container_id,
+    has_link,
+    host_interfaces,
     host_local_addresses,
     http_get,
     http_server,
-    libcni_cache_files,
+    ipv4_addresses,
+    links,
     ping,
     run_in,
     wait_until,
     write_conflist,
 )
-from tests.integration.test_reference_clients import BANDWIDTH, PORTMAP, SHAPING, has_link, host_interfaces, ipv4_addresses, links
 from tests.pools import create_pool
 
 ETCD_ENDPOINT = f"http://{FABRIC_ADDRESS}:2379"  # the session's etcd, reachable from every node
@@ -67,13 +74,6 @@ def pod_routes(node: Node) -> list[str]:
     return sorted(r["dst"] for r in node_routes(node) if r["dst"].startswith("198.18."))
 
 
-def assert_etcd_clean(store) -> None:
-    """No workload endpoint, handle or allocated address is left in etcd."""
-    assert store.workload_endpoints() == []
-    assert store.handles() == []
-    assert held_addresses(store) == {}
-
-
 def cali_links(node: Node) -> list[str]:
     return [link["ifname"] for link in links(node.path) if link["ifname"].startswith("cali")]
 
@@ -95,42 +95,27 @@ def test_cnitool_calico_portmap_bandwidth(cnitool_bin, store, node, make_netns, 
         assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network("198.18.10.0/24")
         assert ipv4_addresses(pod, "eth0") == [pod_ip]
         # calico's host veth first, then bandwidth's ifb (calico returns prevResult's interfaces).
-        host_if, *others = host_interfaces(result)
+        host_if = host_interfaces(result)[0]
         assert host_if.startswith("cali") and cali_links(node) == [host_if]
         assert pod_routes(node) == [pod_ip]
         (endpoint,) = store.workload_endpoints()
         assert endpoint.node == node.name and endpoint.container_id == cnitool_container_id(pod)
         assert endpoint.ip_networks == [f"{pod_ip}/32"]
         assert list(held_addresses(store).values()) == [[pod_ip]]
-        qdiscs = {q["kind"] for q in run_in(node.path, ["tc", "-j", "qdisc", "show", "dev", host_if]).json()}
-        assert {"tbf", "ingress"} <= qdiscs, qdiscs
-        assert [link["ifname"] for link in links(node.path, "type", "ifb")] == others != []
-
-        with http_server(pod, tmp_path / "www", "hello from the calico pod\n", port=8080):
-            # From outside the node (the fabric) to the node address and host port: portmap's DNAT.
-            assert http_get(None, f"http://{node.address}:18080/").ok().stdout == "hello from the calico pod\n"
-            # From the node itself to the same host port (portmap's OUTPUT rule).
-            assert http_get(node.path, f"http://{node.address}:18080/").ok().stdout == "hello from the calico pod\n"
-            assert http_get(node.path, f"http://{pod_ip}:8080/").ok().stdout == "hello from the calico pod\n"
-        ping(node.path, pod_ip).ok()
+        assert_shaped_and_port_mapped(node, pod, pod_ip, result, tmp_path / "www", "hello from the calico pod\n")
 
         # portmap 1.1.1 fails CHECK when port mappings are passed (cni-protocol.md): leave them out.
         cnitool("check", "calico-chain", pod, cap_args={"bandwidth": SHAPING}, **common).ok()
 
         cnitool("del", "calico-chain", pod, cap_args=caps, **common).ok()
-        assert not has_link(pod, "eth0")
+        assert_shaping_and_port_mapping_gone(node, "calico-chain", pod, pod_ip)
         assert cali_links(node) == []
-        assert links(node.path, "type", "ifb") == []
         assert pod_routes(node) == []
-        assert_etcd_clean(store)
-        nat = run_in(node.path, ["iptables-save", "-t", "nat"]).ok().stdout
-        assert pod_ip not in nat and "18080" not in nat, nat
-        assert libcni_cache_files("calico-chain", cnitool_container_id(pod)) == []
-        assert http_get(None, f"http://{node.address}:18080/", timeout=2).rc != 0
+        assert_datastore_clean(store)
 
         # DEL again, without libcni's cached result (the spec: it must succeed).
         cnitool("del", "calico-chain", pod, cap_args=caps, **common).ok()
-        assert_etcd_clean(store)
+        assert_datastore_clean(store)
 
 
 def test_cnitool_calico_check_names_what_was_removed(cnitool_bin, store, node, make_netns, netconf_dir, tmp_path):
@@ -164,7 +149,7 @@ def test_cnitool_calico_check_names_what_was_removed(cnitool_bin, store, node, m
 
         cnitool("del", "calico-check", pod, **common).ok()
         assert cali_links(node) == [] and pod_routes(node) == []
-        assert_etcd_clean(store)
+        assert_datastore_clean(store)
 
 
 def test_cnitool_two_calico_pods_reach_each_other_and_the_node(cnitool_bin, store, node, make_netns, netconf_dir, tmp_path):
@@ -192,7 +177,7 @@ def test_cnitool_two_calico_pods_reach_each_other_and_the_node(cnitool_bin, stor
         cnitool("del", "calico-pair", pod_a, **common).ok()
         cnitool("del", "calico-pair", pod_b, **common).ok()
         assert cali_links(node) == [] and pod_routes(node) == []
-        assert_etcd_clean(store)
+        assert_datastore_clean(store)
 
 
 def test_podman_container_on_calico_network(podman, store, node, busybox_rootfs, tmp_path):
@@ -227,7 +212,7 @@ def test_podman_container_on_calico_network(podman, store, node, busybox_rootfs,
 
     podman.rm(container.name).ok()
     assert not podman.exists(container.name)
-    assert_etcd_clean(store)
+    assert_datastore_clean(store)
     assert not has_link(node.path, host_veth)
     assert pod_routes(node) == []
     assert [link["ifname"] for link in links(node.path)] == ["lo", node.uplink]

@@ -28,8 +28,18 @@ from tests.calico_support import held_addresses
 from tests.conftest import FABRIC_ADDRESS
 from tests.integration import harness
 from tests.integration.conftest import REPO
-from tests.integration.harness import ClientRun, Node, cnitool, cnitool_attachment, cnitool_container_id, http_get, http_server, run_in
-from tests.integration.test_reference_clients import SHAPING, has_link
+from tests.integration.harness import (
+    SHAPING,
+    ClientRun,
+    Node,
+    cnitool,
+    cnitool_attachment,
+    cnitool_container_id,
+    has_link,
+    http_get,
+    http_server,
+    run_in,
+)
 from tests.integration.wheels import download_wheels, offline_pip_env
 from tests.pools import create_pool
 

@@ -13,24 +13,25 @@ from pathlib import Path
 
 from tests.conftest import FABRIC_ADDRESS
 from tests.integration.harness import (
+    BANDWIDTH,
+    PORTMAP,
+    SHAPING,
+    assert_shaped_and_port_mapped,
+    assert_shaping_and_port_mapping_gone,
     cnitool,
     cnitool_attachment,
-    cnitool_container_id,
+    has_link,
+    host_interfaces,
     host_local_addresses,
     http_get,
     http_server,
-    libcni_cache_files,
+    ipv4_addresses,
+    links,
     ping,
     run_in,
     wait_until,
     write_conflist,
 )
-
-PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
-BANDWIDTH = {"type": "bandwidth", "capabilities": {"bandwidth": True}}
-# Rates in bit/s, bursts in bits (the bandwidth plugin's units).
-SHAPING = {"ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000}
-
 
 def ptp_conflist(name: str, subnet: str, data_dir: Path, *chained: dict) -> dict:
     """ptp with host-local (its store in `data_dir`), then the chained plugins."""
@@ -45,25 +46,6 @@ def ptp_conflist(name: str, subnet: str, data_dir: Path, *chained: dict) -> dict
         },
     }
     return {"cniVersion": "1.0.0", "name": name, "plugins": [ptp, *chained]}
-
-
-def links(netns_path: str, *selector: str) -> list[dict]:
-    """`ip -j link show ...` inside a namespace."""
-    return run_in(netns_path, ["ip", "-j", "link", "show", *selector]).json()
-
-
-def ipv4_addresses(netns_path: str, ifname: str) -> list[str]:
-    (link,) = run_in(netns_path, ["ip", "-j", "-4", "addr", "show", "dev", ifname]).json()
-    return [a["local"] for a in link["addr_info"]]
-
-
-def has_link(netns_path: str, ifname: str) -> bool:
-    return run_in(netns_path, ["ip", "link", "show", "dev", ifname]).rc == 0
-
-
-def host_interfaces(result: dict) -> list[str]:
-    """The result's interfaces outside the sandbox: ptp's host veth first, then bandwidth's ifb."""
-    return [i["name"] for i in result["interfaces"] if not i.get("sandbox")]
 
 
 def test_node_is_on_the_fabric(node, make_node, etcd):
@@ -93,33 +75,18 @@ def test_cnitool_ptp_portmap_bandwidth(cnitool_bin, node, make_netns, netconf_di
         assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network("198.18.1.0/24")
         assert ipv4_addresses(pod, "eth0") == [pod_ip]
         assert host_local_addresses(data_dir, "ref-ptp") == [pod_ip]
-        host_if, *others = host_interfaces(result)
+        host_if = host_interfaces(result)[0]
         assert [link["ifname"] for link in links(node.path, "type", "veth")] == [node.uplink, host_if]
         # bandwidth: a tbf on the host veth (pod ingress) and an ifb, in the result, for its egress.
-        qdiscs = {q["kind"] for q in run_in(node.path, ["tc", "-j", "qdisc", "show", "dev", host_if]).json()}
-        assert {"tbf", "ingress"} <= qdiscs, qdiscs
-        assert [link["ifname"] for link in links(node.path, "type", "ifb")] == others != []
-
-        with http_server(pod, tmp_path / "www", "hello from the pod\n", port=8080):
-            # From outside the node (the fabric) to the node address and host port: portmap's DNAT.
-            assert http_get(None, f"http://{node.address}:18080/").ok().stdout == "hello from the pod\n"
-            # From the node itself to the same host port (portmap's OUTPUT rule).
-            assert http_get(node.path, f"http://{node.address}:18080/").ok().stdout == "hello from the pod\n"
-            assert http_get(node.path, f"http://{pod_ip}:8080/").ok().stdout == "hello from the pod\n"
-        ping(node.path, pod_ip).ok()
+        assert_shaped_and_port_mapped(node, pod, pod_ip, result, tmp_path / "www", "hello from the pod\n")
 
         # portmap 1.1.1 fails CHECK when port mappings are passed (cni-protocol.md): leave them out.
         cnitool("check", "ref-ptp", pod, cap_args={"bandwidth": SHAPING}, **common).ok()
 
         cnitool("del", "ref-ptp", pod, cap_args=caps, **common).ok()
-        assert not has_link(pod, "eth0")
+        assert_shaping_and_port_mapping_gone(node, "ref-ptp", pod, pod_ip)
         assert not has_link(node.path, host_if)
-        assert links(node.path, "type", "ifb") == []
         assert host_local_addresses(data_dir, "ref-ptp") == []
-        nat = run_in(node.path, ["iptables-save", "-t", "nat"]).ok().stdout
-        assert pod_ip not in nat and "18080" not in nat, nat
-        assert libcni_cache_files("ref-ptp", cnitool_container_id(pod)) == []
-        assert http_get(None, f"http://{node.address}:18080/", timeout=2).rc != 0
 
         # DEL again (the spec: it must succeed).
         cnitool("del", "ref-ptp", pod, cap_args=caps, **common).ok()
