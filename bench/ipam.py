@@ -8,6 +8,7 @@ import threading
 import time
 
 from calico_cni.config import EtcdSettings
+from calico_cni.datastore import retry
 from calico_cni.datastore.etcd import EtcdClient
 from calico_cni.datastore.records import IPPool
 from calico_cni.datastore.store import Datastore
@@ -85,7 +86,7 @@ def cluster_scale(endpoint: str, nodes: int = 50, per_node: int = 40) -> dict:
     """`nodes` simulated nodes, each on its own etcd connection, allocating `per_node` addresses
     concurrently: throughput, CAS conflicts retried, duplicates (must be 0), blocks claimed."""
     fresh_pool(endpoint, "198.18.0.0/16")
-    conflicts_before = allocator.stats["conflicts"]
+    conflicts_before = retry.stats["conflicts"]
     results: list = []
     errors: list = []
     lock = threading.Lock()
@@ -120,7 +121,7 @@ def cluster_scale(endpoint: str, nodes: int = 50, per_node: int = 40) -> dict:
         "first_error": errors[0] if errors else None,
         "seconds": round(elapsed, 2),
         "allocations_per_second": round(len(results) / elapsed, 1),
-        "cas_conflicts_retried": allocator.stats["conflicts"] - conflicts_before,
+        "cas_conflicts_retried": retry.stats["conflicts"] - conflicts_before,
         "duplicates": len(results) - len(set(results)),
         "blocks_claimed": len(blocks),
     }

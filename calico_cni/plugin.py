@@ -116,7 +116,7 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
     """Create the attachment's WorkloadEndpoint, or replace the one a lost compare-and-swap shows
     exists (`with_retries` re-runs from a fresh read); returns its uid. The endpoint is annotated
     with its network, so GC knows whose it is."""
-    from calico_ipam.allocator import Conflict, with_retries
+    from .datastore.retry import Conflict, with_retries
 
     from .datastore.records import WorkloadEndpoint, now_rfc3339
 
@@ -142,7 +142,7 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
 
 def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
     """Delete the endpoint while it is still this attachment's (rule 4)."""
-    from calico_ipam.allocator import Conflict, with_retries
+    from .datastore.retry import Conflict, with_retries
 
     def step(attempt: int) -> bool:
         nonlocal endpoint

@@ -2,7 +2,7 @@
 
 All concurrency is optimistic: every step reads, decides with the pure functions of `blocks` and
 `pools`, and writes with one compare-and-swap commit. A lost race raises `Conflict`, and
-`with_retries` (the only retry loop) re-runs the step from a fresh read. No lock or lease is ever
+`with_retries` (the only retry loop, in calico_cni.datastore.retry) re-runs the step from a fresh read. No lock or lease is ever
 taken (design rule 19).
 """
 
@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence
 
 from calico_cni.datastore import keys
 from calico_cni.datastore.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPPool, Node, now_rfc3339
+from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore, IpamView
-from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED, TRY_AGAIN_LATER, CniError
+from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED, CniError
 
 from . import blocks as blk
 from .pools import block_cidr_for, candidate_blocks, pool_containing, usable_pools
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 100
-T = TypeVar("T")
-
-# Lost compare-and-swap races retried by this process (read by benchmarks).
-stats = {"conflicts": 0}
 
 
 # The block CIDRs each (node, family) had affinity for at the last allocation read in this process.
@@ -53,10 +47,6 @@ def remembers_blocks() -> bool:
 def _remember_blocks(node: str, view: IpamView) -> None:
     for family, affinities in view.affinities.items():
         _node_blocks[(node, family)] = tuple(sorted(a.cidr for a in affinities))
-
-
-class Conflict(Exception):
-    """A compare-and-swap lost a race; the step must be re-run from a fresh read."""
 
 
 @dataclass(frozen=True)
@@ -114,25 +104,6 @@ class FamilyRequest:
     family: int
     pools: tuple[str, ...] = ()
     address: IPAddress | None = None
-
-
-def with_retries(what: str, step: Callable[[int], T], deadline_seconds: float = 30.0) -> T:
-    """Run `step(attempt)` until it returns without a `Conflict`, bounded in attempts and time."""
-    deadline = time.monotonic() + deadline_seconds
-    for attempt in range(MAX_ATTEMPTS):
-        try:
-            return step(attempt)
-        except Conflict:
-            stats["conflicts"] += 1
-            if time.monotonic() > deadline:
-                break
-            if attempt >= 2:
-                # Back off a little with jitter so a crowd of writers spreads out.
-                time.sleep(random.uniform(0, min(0.002 * attempt, 0.05)))
-    raise CniError(
-        TRY_AGAIN_LATER,
-        f"{what}: gave up after {attempt + 1} attempts lost to concurrent updates; try again later",
-    )
 
 
 # ------------------------------------------------------------------------------------------------

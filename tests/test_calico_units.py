@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from calico_cni.datastore import retry
 from calico_cni.dataplane import routing, rtnl, wiring
 from calico_cni.datastore.records import WorkloadEndpoint
 from calico_cni.plugin import settings
@@ -119,7 +120,7 @@ def test_find_plugin(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# The endpoint's compare-and-swap writes (allocator.with_retries): lost races re-read, and give up
+# The endpoint's compare-and-swap writes (retry.with_retries): lost races re-read, and give up
 
 
 class RacingStore:
@@ -159,15 +160,14 @@ def test_endpoint_write_rereads_after_a_lost_race_and_keeps_the_uid():
 
 def test_endpoint_writes_that_keep_losing_end_in_error_11(mocker):
     from calico_cni import plugin
-    from calico_ipam import allocator
 
-    mocker.patch("calico_ipam.allocator.time.sleep")
+    mocker.patch("calico_cni.datastore.retry.time.sleep")
     ident = Identity("net1", "c1", "eth0", "n1")
     store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
     with pytest.raises(CniError) as err:
         plugin._write_endpoint(store, ident, "cali1", "aa:bb:cc:dd:ee:ff", [])
     assert err.value.code == 11 and "writing endpoint default/" in err.value.msg
-    assert len(store.commits) == allocator.MAX_ATTEMPTS
+    assert len(store.commits) == retry.MAX_ATTEMPTS
     store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
     with pytest.raises(CniError) as err:
         plugin._delete_endpoint(store, ident, store.stored)

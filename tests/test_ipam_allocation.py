@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 
 import pytest
 
 from calico_cni.datastore import keys
-from calico_cni.datastore.records import CONFIRMED, MANUAL, TUNNEL, Block, IPPool
+from calico_cni.datastore.records import CONFIRMED, MANUAL, TUNNEL, Block
 from calico_cni.protocol.errors import IPAM_EXHAUSTED, CniError
+from calico_cni.datastore import retry
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, FamilyRequest
 from tests.pools import create_pool, label_node, set_config
@@ -439,35 +439,35 @@ def test_a_corrupt_handle_does_not_hide_the_others(store):
 def test_retries_give_up_with_try_again_later(mocker):
     """A step that loses every compare-and-swap ends in CNI error 11 after MAX_ATTEMPTS tries,
     never in an endless loop (the back-off sleeps are skipped here)."""
-    mocker.patch("calico_ipam.allocator.time.sleep")
+    mocker.patch("calico_cni.datastore.retry.time.sleep")
     calls = []
 
     def always_conflicts(attempt):
         calls.append(attempt)
-        raise allocator.Conflict()
+        raise retry.Conflict()
 
-    before = allocator.stats["conflicts"]
+    before = retry.stats["conflicts"]
     with pytest.raises(CniError) as err:
-        allocator.with_retries("assigning an IPv4 address", always_conflicts)
+        retry.with_retries("assigning an IPv4 address", always_conflicts)
     assert err.value.code == 11 and "try again later" in err.value.msg
-    assert calls == list(range(allocator.MAX_ATTEMPTS))
-    assert allocator.stats["conflicts"] - before == allocator.MAX_ATTEMPTS
+    assert calls == list(range(retry.MAX_ATTEMPTS))
+    assert retry.stats["conflicts"] - before == retry.MAX_ATTEMPTS
 
 
 def test_retries_stop_at_the_deadline(mocker):
-    mocker.patch("calico_ipam.allocator.time.sleep")
+    mocker.patch("calico_cni.datastore.retry.time.sleep")
     clock = iter(range(0, 10_000, 10))
-    mocker.patch("calico_ipam.allocator.time.monotonic", side_effect=lambda: next(clock))
+    mocker.patch("calico_cni.datastore.retry.time.monotonic", side_effect=lambda: next(clock))
     calls = []
 
     def always_conflicts(attempt):
         calls.append(attempt)
-        raise allocator.Conflict()
+        raise retry.Conflict()
 
     with pytest.raises(CniError) as err:
-        allocator.with_retries("releasing h", always_conflicts, deadline_seconds=25)
+        retry.with_retries("releasing h", always_conflicts, deadline_seconds=25)
     assert err.value.code == 11
-    assert len(calls) < allocator.MAX_ATTEMPTS
+    assert len(calls) < retry.MAX_ATTEMPTS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -581,7 +581,7 @@ def test_release_after_a_stale_step_rereads_and_finishes(store, etcd_endpoint):
         return ok
 
     store.commit = commit_then_touch
-    conflicts = allocator.stats["conflicts"]
+    conflicts = retry.stats["conflicts"]
     try:
         released = allocator.release(store, "net1.c1", "eth0")
     finally:
@@ -589,7 +589,7 @@ def test_release_after_a_stale_step_rereads_and_finishes(store, etcd_endpoint):
         other.close()
     assert sorted(str(a.address) for a in released) == sorted(str(a.address) for a in got)
     assert calls[0].block == v6_block
-    assert allocator.stats["conflicts"] == conflicts + 1  # the carried state was stale once
+    assert retry.stats["conflicts"] == conflicts + 1  # the carried state was stale once
     assert raw(store, keys.handle("net1.c1")) is None
     assert store.block(v6_block).attribute(calls[0].ordinal)["handle_id"] == "net1.c2"
 
