@@ -69,7 +69,7 @@ class InProcessIpam:
 
         r = self.request
         try:
-            path = Journal(journal_dir(r.config)).add_pending(
+            path = Journal(journal_dir(r.config, r.environ)).add_pending(
                 r.network, r.container_id, r.ifname, self.handle_id, etcd_settings(r.config, r.environ).endpoints,
                 {"allocations": [{"address": str(a.address), "block": a.block, "ordinal": a.ordinal, "sequence": a.sequence} for a in self.new]},
             )

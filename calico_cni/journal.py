@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,13 @@ FORMAT = 1
 JOURNAL_DIR_ENV = "CALICO_RELEASE_JOURNAL_DIR"
 
 
-def journal_dir(config: dict) -> str:
-    """The journal directory: `release_journal_dir`, else $CALICO_RELEASE_JOURNAL_DIR (which
-    calicoctl reads too), else /var/lib/calico/cni-journal."""
+def journal_dir(config: dict, environ: Mapping[str, str] | None = None) -> str:
+    """The journal directory: `release_journal_dir`, else $CALICO_RELEASE_JOURNAL_DIR of
+    `environ` (the request's environment; default this process's, as calicoctl reads it), else
+    /var/lib/calico/cni-journal."""
     value = config.get("release_journal_dir")
     if value is None:
-        return os.environ.get(JOURNAL_DIR_ENV) or DEFAULT_JOURNAL_DIR
+        return (os.environ if environ is None else environ).get(JOURNAL_DIR_ENV) or DEFAULT_JOURNAL_DIR
     if not isinstance(value, str) or not value.startswith("/"):
         from .protocol.errors import INVALID_CONFIG, CniError
 
@@ -248,7 +249,7 @@ def _container_has_endpoint(store, doc: dict) -> bool:
     return False
 
 
-def replay_quietly(config: dict, store, endpoints: Sequence[str] = ()) -> None:
+def replay_quietly(config: dict, store, endpoints: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> None:
     """Replay pending releases; call it BEFORE a verb's own datastore work, so that an ADD of an
     attachment with a pending release never gets the stale allocation back as "already held".
 
@@ -258,7 +259,7 @@ def replay_quietly(config: dict, store, endpoints: Sequence[str] = ()) -> None:
     from .datastore.etcd import DatastoreUnavailable
 
     try:
-        journal = Journal(journal_dir(config))
+        journal = Journal(journal_dir(config, environ))
         if journal.pending():
             journal.replay(store, endpoints)
     except DatastoreUnavailable:

@@ -172,7 +172,7 @@ def add(request: CniRequest) -> dict:
         ipam = backend_for(request, conf.ipam_type, store)
         ipam.validate()
 
-        replay_quietly(request.config, store)
+        replay_quietly(request.config, store, environ=request.environ)
         # The endpoint is read only for a repeated ADD; a new attachment's endpoint write starts as a
         # create and re-reads only if an endpoint exists after all: one etcd round trip fewer.
         present = container.rtnl().link(request.ifname)
@@ -216,7 +216,7 @@ def add(request: CniRequest) -> dict:
 def _record_held(request: CniRequest, ident: Identity, ipam, uid: str) -> None:
     """Remember what this attachment holds, for a DEL that finds etcd unreachable (journal)."""
     try:
-        Journal(journal_dir(request.config)).record_held(
+        Journal(journal_dir(request.config, request.environ)).record_held(
             ident.network, ident.container_id, ident.ifname, ipam.handle_id, ipam.holding(), _endpoints(request),
             {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": uid},
         )
@@ -268,10 +268,10 @@ def delete(request: CniRequest) -> None:
 
         store = _connect(request, conf.operation_timeout)
         stack.callback(store.close)
-        journal = Journal(journal_dir(request.config))
+        journal = Journal(journal_dir(request.config, request.environ))
         ipam = backend_for(request, conf.ipam_type, store)
         try:
-            replay_quietly(request.config, store)
+            replay_quietly(request.config, store, environ=request.environ)
             endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
             mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
             stored_name = mine.spec.get("interfaceName") if mine is not None else None
@@ -326,8 +326,8 @@ def gc(request: CniRequest) -> None:
         host = stack.enter_context(Netns.here())
         store = _connect(request)
         stack.callback(store.close)
-        journal = Journal(journal_dir(request.config))
-        replay_quietly(request.config, store)
+        journal = Journal(journal_dir(request.config, request.environ))
+        replay_quietly(request.config, store, environ=request.environ)
         reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
     if conf.ipam_type != CALICO_IPAM:
         from .protocol.delegate import delegate
@@ -345,7 +345,7 @@ def status(request: CniRequest) -> None:
     store = _connect(request)
     try:
         try:
-            replay_quietly(request.config, store)
+            replay_quietly(request.config, store, environ=request.environ)
         except CniError as err:
             raise etcd_unavailable(err) from None
         if conf.ipam_type == CALICO_IPAM:

@@ -140,7 +140,7 @@ def validate(request: CniRequest) -> None:
 def _journal(request: CniRequest):
     from calico_cni.journal import Journal, journal_dir
 
-    return Journal(journal_dir(request.config))
+    return Journal(journal_dir(request.config, request.environ))
 
 
 def _endpoints(request: CniRequest) -> tuple[str, ...]:
@@ -153,7 +153,7 @@ def add(request: CniRequest) -> dict:
 
     validate(request)
     store = _store(request)
-    replay_quietly(request.config, store)
+    replay_quietly(request.config, store, environ=request.environ)
     assigned = assign_addresses(request, store)
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
     try:
@@ -173,7 +173,7 @@ def delete(request: CniRequest) -> None:
     journal = _journal(request)
     store = _store(request)
     try:
-        replay_quietly(request.config, store)
+        replay_quietly(request.config, store, environ=request.environ)
         released = release_addresses(request, store)
     except DatastoreUnavailable as err:
         held = journal.held(request.network, request.container_id, request.ifname)
@@ -194,7 +194,7 @@ def gc(request: CniRequest) -> None:
 
     live = valid_attachments(request.config)
     store = _store(request)
-    replay_quietly(request.config, store)
+    replay_quietly(request.config, store, environ=request.environ)
     reconcile(store, request.network, node_name(request.config), live, endpoints=False, journal=_journal(request))
 
 
@@ -209,7 +209,7 @@ def status(request: CniRequest) -> None:
     validate(request)
     store = _store(request)
     try:
-        replay_quietly(request.config, store)
+        replay_quietly(request.config, store, environ=request.environ)
     except _Err as err:
         raise etcd_unavailable(err) from None
     ipam_status(store, request.config)

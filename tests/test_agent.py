@@ -452,3 +452,20 @@ def test_thin_path_imports_nothing_heavy(bare_server, entry):
     heavy = {"json", "socket", "typing", "re", "logging", "dataclasses", "struct", "importlib"}
     assert modules and not modules & heavy, sorted(modules & heavy)
     assert not [m for m in modules if m.startswith(("calico_cni.protocol", "calico_cni.config", "calico_ipam.plugin"))]
+
+
+def test_journal_directory_comes_from_the_callers_environment(store, pools, node, pod, calico_conf, agents, tmp_path):
+    """$CALICO_RELEASE_JOURNAL_DIR is read from the request's environment, as the exec'd plugin
+    reads its own, never from the agent's."""
+    agents_dir, callers_dir = tmp_path / "agent-journal", tmp_path / "caller-journal"
+    agent = agents(node, CALICO_RELEASE_JOURNAL_DIR=str(agents_dir))
+    conf = calico_conf()
+    assert "release_journal_dir" not in conf
+    p = pod()
+    env = {**pod_env(p), **agent.env(), "CALICO_RELEASE_JOURNAL_DIR": str(callers_dir)}
+    ok(run_calico(node, "ADD", conf, env))
+    assert len(os.listdir(callers_dir / "held")) == 1
+    assert not agents_dir.exists()
+    ok(run_calico(node, "DEL", conf, env))
+    assert os.listdir(callers_dir / "held") == []
+    assert_datastore_clean(store)

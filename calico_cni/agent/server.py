@@ -21,7 +21,6 @@ import time
 from typing import Callable, Mapping
 
 from .. import logs
-from ..journal import JOURNAL_DIR_ENV
 from ..plugin_support import request_logging
 from ..protocol.errors import INVALID_ENVIRONMENT, CniError
 from ..dataplane import netns as namespaces
@@ -72,22 +71,6 @@ def _caller_paths(env: dict[str, str], netns_path: str) -> dict[str, str]:
     return env
 
 
-def _in_process_config(env: Mapping[str, str], stdin: bytes) -> bytes:
-    """Keep the in-process precedence of settings the plugin reads from its own environment:
-    $CALICO_RELEASE_JOURNAL_DIR applies when the config has no release_journal_dir."""
-    journal = env.get(JOURNAL_DIR_ENV)
-    if not journal or b"release_journal_dir" in stdin:
-        return stdin
-    try:
-        config = json.loads(stdin)
-    except ValueError:
-        return stdin
-    if not isinstance(config, dict):
-        return stdin
-    config["release_journal_dir"] = journal
-    return json.dumps(config).encode()
-
-
 class Server:
     """Serves forwarded CNI requests on a listening Unix socket."""
 
@@ -108,7 +91,7 @@ class Server:
             return 1, error_output(CniError(INVALID_ENVIRONMENT, f"calico-cni-agent does not serve plugin {plugin!r}"), stdin), b""
         out, err = io.StringIO(), io.StringIO()
         try:
-            code = run(handlers, plugin, environ=env, stdin=_in_process_config(env, stdin), stdout=out, setup=request_logging(plugin, err))
+            code = run(handlers, plugin, environ=env, stdin=stdin, stdout=out, setup=request_logging(plugin, err))
         finally:
             logs.end_request()
         return code, out.getvalue().encode(), err.getvalue().encode()
