@@ -46,9 +46,10 @@ def _install_launchers() -> Path:
 BIN_DIR = _install_launchers()
 
 
-# CALICO_TEST_VIA_AGENT=1 (scripts/run-tests.sh's second pass): every plugin a test execs hands its
-# request to one calico-cni-agent of the session, which serves every namespace; otherwise they run
-# in-process. The same tests must pass both ways.
+# CALICO_TEST_VIA_AGENT=1 (scripts/run-tests.sh's second pass): only the modules marked
+# `execs_plugins` run, and every plugin a test execs hands its request to one calico-cni-agent of
+# the session, which serves every namespace; otherwise they run in-process. The same tests must
+# pass both ways.
 VIA_AGENT = os.environ.get("CALICO_TEST_VIA_AGENT") == "1"
 _session_agent: dict = {}
 
@@ -131,6 +132,20 @@ def session_agent(fabric, release_journal, tmp_path_factory):
     finally:
         _session_agent.pop("socket", None)
         stop_process(proc, 60, 10)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "execs_plugins: the module execs the plugins; CALICO_TEST_VIA_AGENT=1 runs it through the agent")
+
+
+def pytest_collection_modifyitems(config, items):
+    """In VIA_AGENT mode only the tests that exec plugins run (the rest would run the same way)."""
+    if not VIA_AGENT:
+        return
+    keep = [item for item in items if item.get_closest_marker("execs_plugins")]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not item.get_closest_marker("execs_plugins")])
+        items[:] = keep
 
 
 def pytest_sessionfinish(session, exitstatus):

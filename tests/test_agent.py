@@ -25,6 +25,8 @@ from tests.calico_support import (
 from tests.conftest import plugin_env, plugin_path
 from tests.pools import pools_fixture
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 DUAL = {"assign_ipv6": "true"}
 
 

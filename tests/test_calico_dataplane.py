@@ -14,6 +14,8 @@ from tests import netns
 from tests.calico_support import ip_json, ok, pod_env, run_calico, sysctl
 from tests.pools import pools_fixture
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 EUI64_LINK_LOCAL = "fe80::ecee:eeff:feee:eeee"
 V4_POOL, V6_POOL = "198.18.0.0/24", "fd00:198:18::/112"

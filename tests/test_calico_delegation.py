@@ -11,7 +11,7 @@ from tests.calico_support import assert_node_clean, held_addresses, ip_json, ok,
 from tests.pools import create_pool
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
-pytestmark = pytest.mark.skipif(not os.access(HOST_LOCAL, os.X_OK), reason="Debian's containernetworking-plugins is not installed")
+pytestmark = [pytest.mark.execs_plugins, pytest.mark.skipif(not os.access(HOST_LOCAL, os.X_OK), reason="Debian's containernetworking-plugins is not installed")]
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from tests.calico_support import (
 )
 from tests.pools import pools_fixture
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 DUAL = {"assign_ipv6": "true"}
 
 

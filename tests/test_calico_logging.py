@@ -11,9 +11,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from tests.calico_support import ok, pod_env, run_calico
 from tests.pools import create_pool
+
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
 
 RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\[\d+\] ")
 

@@ -22,6 +22,8 @@ from tests.calico_support import (
 )
 from tests.pools import pools_fixture
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 
 pools = pools_fixture(("v4", "198.18.3.0/24", 26), ("v6", "fd00:198:18:3::/112", 122))
 

@@ -12,6 +12,8 @@ from tests import netns
 from tests.calico_support import in_ns, ok, pod_env, run_calico
 from tests.pools import create_pool
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 BUSYBOX = "/usr/bin/busybox"
 
 

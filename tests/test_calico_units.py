@@ -17,6 +17,8 @@ from calico_cni.protocol.delegate import find_plugin
 from calico_cni.protocol.errors import CniError
 from calico_cni.workload import Identity
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 
 def test_endpoint_names_double_dashes_in_every_segment():
     ident = Identity("net-1", "ab-c", "eth-0", "node-a")

@@ -25,6 +25,8 @@ from tests.calicoctl_support import run_exe
 from tests.conftest import FABRIC_ADDRESS
 from tests.pools import create_pool
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 PORT, PEER = 2479, 2480
 DURATION = 40.0
 PODS_PER_WORKER = 5

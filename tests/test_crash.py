@@ -23,6 +23,8 @@ from tests.calico_support import (
 )
 from tests.pools import pools_fixture
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
 # The exec'd plugin itself is killed here: in CALICO_TEST_VIA_AGENT mode too, it must not hand
 # the request (and the kill) to the session's agent. The agent killed mid-request has its own test.

@@ -33,6 +33,8 @@ from tests.conftest import BIN_DIR, cni_env, run_plugin, wipe
 from tests.pools import create_pool
 from tests.security_support import cni_error, one_json_object, snapshot, succeeded
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 HANDLERS = {verb: lazy("calico_ipam.plugin", name) for verb, name in (("ADD", "add"), ("DEL", "delete"), ("CHECK", "check"))}
 VERBS = ("ADD", "DEL", "CHECK")
 FUZZ = settings(

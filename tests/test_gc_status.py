@@ -17,6 +17,8 @@ from tests.calico_support import held_addresses, ok, pod_env, pod_links, run_cal
 from tests.conftest import cni_env, run_plugin
 from tests.pools import create_pool, pools_fixture
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 
 pools = pools_fixture(("v4", "198.18.20.0/24", 26))
 

@@ -21,6 +21,8 @@ from calico_ipam.allocator import Attachment, FamilyRequest
 from tests.conftest import cni_env, run_plugin
 from tests.pools import create_pool, set_config
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 
 def add(conf, cid="c1", ifname="eth0", **env):
     return run_plugin("calico-ipam", "ADD", conf, cni_env(cid, ifname, **env))

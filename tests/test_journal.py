@@ -26,6 +26,8 @@ from tests.calicoctl_support import run_exe
 from tests.conftest import FABRIC_ADDRESS, cni_env, run_plugin
 from tests.pools import pools_fixture, set_config
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 DEAD = f"http://{FABRIC_ADDRESS}:1"
 
 

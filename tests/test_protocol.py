@@ -29,6 +29,8 @@ from calico_cni.protocol.runner import run
 from calico_cni.protocol.versions import SUPPORTED_VERSIONS, at_least, require_supported, version_info, version_key
 from tests.conftest import run_plugin
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 ALL_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 LEGACY_VERSIONS = ["0.3.0", "0.3.1", "0.4.0"]
 ATTACH_VARS = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH")

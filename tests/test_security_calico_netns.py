@@ -15,6 +15,8 @@ from tests.conftest import cni_env
 from tests.pools import create_pool
 from tests.security_support import cni_error, snapshot, succeeded
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 
 def kernel_state(node) -> str:
     """The node's links, addresses and routes (both families), as ip prints them."""

@@ -18,6 +18,8 @@ from tests.conftest import cni_env, run_plugin
 from tests.pools import create_pool
 from tests.security_support import succeeded
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 BASE_PORT = 23850  # clients 23850, 23852, 23854; peers one above each
 
 

@@ -26,6 +26,8 @@ from tests.conftest import FABRIC_ADDRESS, cni_env, run_plugin
 from tests.pools import create_pool
 from tests.security_support import cni_error, snapshot, succeeded
 
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
+
 TLS_PORT = 23790
 AUTH_PORT = 23792
 PASSWORD = "pw-9f3b1c7e-never-print-me"

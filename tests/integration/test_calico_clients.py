@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import pytest
+
 from tests.calico_support import assert_datastore_clean, held_addresses
 from tests.conftest import BIN_DIR, FABRIC_ADDRESS
 from tests.integration.harness import (
@@ -37,6 +39,8 @@ from tests.integration.harness import (
     write_conflist,
 )
 from tests.pools import create_pool
+
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
 
 ETCD_ENDPOINT = f"http://{FABRIC_ADDRESS}:2379"  # the session's etcd, reachable from every node
 

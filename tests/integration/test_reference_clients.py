@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import FABRIC_ADDRESS
 from tests.integration.harness import (
     BANDWIDTH,
@@ -32,6 +34,8 @@ from tests.integration.harness import (
     wait_until,
     write_conflist,
 )
+
+pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
 
 def ptp_conflist(name: str, subnet: str, data_dir: Path, *chained: dict) -> dict:
     """ptp with host-local (its store in `data_dir`), then the chained plugins."""
