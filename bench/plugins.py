@@ -110,13 +110,12 @@ def latency(ps: PluginSet, node: Node, pods: int) -> dict:
         cid = f"bench-{ps.slug}-{i}"
         try:
             with _InNode(node):
+                added = None  # ADD's stdout, CHECK's prevResult
                 for command in ("VERSION", "ADD", "CHECK", "DEL"):
-                    conf = ps.conf
-                    if command == "CHECK":
-                        conf = {**ps.conf, "prevResult": json.loads(added.stdout)}
+                    conf = {**ps.conf, "prevResult": json.loads(added)} if command == "CHECK" else ps.conf
                     timed = _invoke(ps, command, cid, pod, conf)
                     if command == "ADD":
-                        added = timed
+                        added = timed.stdout
                     times[command].append(timed.seconds)
         finally:
             remove_netns(os.path.basename(pod))

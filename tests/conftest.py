@@ -25,7 +25,7 @@ ETCD_PORT = 2379
 
 # Fixtures for every test module: node, nodes, pod, calico_conf (node namespaces and the `calico`
 # config) and agents (per-node calico-cni-agents).
-pytest_plugins = ["tests.calico_support", "tests.agent_support"]
+pytest_plugins = ["tests.calico_support", "tests.agent_support", "tests.calicoctl_support", "tests.security_support"]
 
 
 def _install_launchers() -> Path:

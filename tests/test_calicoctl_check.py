@@ -9,7 +9,7 @@ import pytest
 from calico_cni.datastore import keys
 from calico_cni.datastore.records import CONFIRMED, Affinity
 from calico_ipam.allocator import release
-from tests.calicoctl_support import add_endpoint, age_allocation, allocate, ctl  # noqa: F401 - fixture
+from tests.calicoctl_support import add_endpoint, age_allocation, allocate
 from tests.pools import create_pool, set_config
 
 EMPTY = ("endpointsWithoutAllocation", "handleCountMismatches", "affinitiesWithoutBlocks", "corruptRecords")

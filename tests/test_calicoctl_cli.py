@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from calico_cni.ctl.context import Connection
 from calico_cni.ctl.main import cli
-from tests.calicoctl_support import allocate, ctl, run_exe  # noqa: F401 - fixture
+from tests.calicoctl_support import allocate, run_exe
 from tests.conftest import FABRIC_ADDRESS
 from tests.pools import create_pool
 

@@ -9,7 +9,7 @@ import yaml
 
 from calico_cni.datastore.records import Block
 from calico_ipam.allocator import release
-from tests.calicoctl_support import add_endpoint, allocate, ctl  # noqa: F401 - fixture
+from tests.calicoctl_support import add_endpoint, allocate
 from tests.pools import create_pool, set_config
 
 # ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import yaml
 
 from calico_cni.datastore.records import CONFIRMED, Affinity, Block
 from calico_cni.protocol.errors import CniError
-from tests.calicoctl_support import add_endpoint, allocate, ctl  # noqa: F401 - fixture
+from tests.calicoctl_support import add_endpoint, allocate
 from tests.pools import create_pool, label_node
 
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from calico_cni.datastore.records import CONFIRMED, Affinity, Node
-from tests.calicoctl_support import add_endpoint, ctl  # noqa: F401 - fixture
+from tests.calicoctl_support import add_endpoint
 from tests.pools import label_node
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from calico_ipam.allocator import Attachment, FamilyRequest, assign
 from tests.calico_support import held_addresses
-from tests.calicoctl_support import add_endpoint, age_allocation, ctl  # noqa: F401
+from tests.calicoctl_support import add_endpoint, age_allocation
 from tests.pools import create_pool
 
 

@@ -12,14 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from calico_cni.config import EtcdSettings
-from calico_cni.datastore import keys
 from calico_cni.datastore.etcd import EtcdClient
-from calico_cni.datastore.records import Block, Handle
 from calico_cni.datastore.store import Datastore
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, FamilyRequest
 from tests.conftest import cni_env, run_plugin
-from tests.pools import create_pool, set_config
+from tests.pools import create_pool
 
 pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
 

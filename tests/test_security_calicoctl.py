@@ -3,12 +3,11 @@ installed command against real etcd servers (issue 8: "and the same for calicoct
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 from tests.conftest import BIN_DIR
-from tests.test_security_etcd import PASSWORD, auth_etcd, pki, tls_etcd  # noqa: F401 - fixtures
+from tests.security_support import PASSWORD
 
 CALICOCTL = str(BIN_DIR / "calicoctl")
 
