@@ -308,4 +308,5 @@ def test_delete_force_releases_an_allocation_made_meanwhile(ctl, store, monkeypa
     assert r.rc == 0, r.stderr
     assert f"Releasing {a.address} (handle net1.c1), allocated meanwhile" in r.stdout
     assert "removed 1 blocks" in r.stdout
+    assert "released 1 addresses" in r.stdout  # the one released meanwhile counts
     assert store.pool("p") is None and store.all_blocks() == [] and store.handles() == [] and store.affinities() == []

@@ -8,7 +8,7 @@ import click
 
 from calico_cni.datastore import keys
 from calico_cni.datastore.records import IPPool
-from calico_ipam.allocator import Conflict, with_retries
+from calico_cni.datastore.retry import Conflict, with_retries
 
 from . import repair, validate
 from .context import CtlError, connection_options, ctl, output_option
@@ -156,7 +156,8 @@ def delete(name, force) -> None:
         click.echo(f"Releasing {a.address} (handle {a.handle}, node {a.node or 'unknown'}{used})")
     if held:
         released = len(repair.release_allocations(store, held))
-    blocks = repair.remove_pool_blocks(store, pool, force)
+    blocks, meanwhile = repair.remove_pool_blocks(store, pool, force)
+    released += meanwhile
     repair.delete_pool(store, name)
     click.echo(f"Deleted IP pool {name} ({pool.cidr}): released {released} addresses, removed {blocks} blocks.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from calico_cni.datastore.records import Node
-from calico_ipam.allocator import Conflict, with_retries
+from calico_cni.datastore.retry import Conflict, with_retries
 
 from . import validate
 from .context import CtlError, connection_options, ctl, output_option

@@ -16,7 +16,8 @@ from calico_cni.datastore import keys
 from calico_cni.datastore.records import Block, CorruptRecord, Handle, IPPool
 from calico_cni.datastore.store import Datastore, IpamSnapshot
 from calico_ipam import blocks as blk
-from calico_ipam.allocator import Assigned, Conflict, release_exact, with_retries
+from calico_cni.datastore.retry import Conflict, with_retries
+from calico_ipam.allocator import Assigned, release_exact
 
 from . import inventory
 from .context import CtlError
@@ -167,15 +168,16 @@ def delete_stray_affinity(store: Datastore, node: str, cidr: str) -> bool:
 # Pools
 
 
-def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> int:
-    """Delete the pool's blocks and every affinity to them; returns how many blocks were deleted.
+def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> tuple[int, int]:
+    """Delete the pool's blocks and every affinity to them; returns (blocks deleted, addresses
+    released because they were allocated meanwhile).
 
     A block that gained an allocation since it was checked is released first with `force`, and
     stops the deletion without it.
     """
     snap = store.ipam_snapshot()
     cidrs = sorted({b.cidr for b in snap.blocks if inventory.in_pool(b.cidr, pool)} | {a.cidr for a in snap.affinities if inventory.in_pool(a.cidr, pool)})
-    removed = 0
+    removed = released = 0
     for cidr in cidrs:
 
         def step(attempt: int, cidr=cidr) -> bool:
@@ -186,9 +188,10 @@ def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> int:
                 if held and not force:
                     raise CtlError(f"block {cidr} of IP pool {pool.name} has new allocations ({held[0].address}, ...); the pool is left disabled")
                 if held:
+                    nonlocal released
                     for a in held:
                         click.echo(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")
-                    release_allocations(store, held)
+                    released += len(release_allocations(store, held))
                     raise Conflict()
             deletes = ([block] if block is not None else []) + affinities
             if deletes and not store.commit(deletes=deletes):
@@ -196,7 +199,7 @@ def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> int:
             return block is not None
 
         removed += with_retries(f"removing block {cidr}", step)
-    return removed
+    return removed, released
 
 
 def delete_pool(store: Datastore, name: str) -> None:
