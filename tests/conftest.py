@@ -52,6 +52,7 @@ BIN_DIR = _install_launchers()
 # pass both ways.
 VIA_AGENT = os.environ.get("CALICO_TEST_VIA_AGENT") == "1"
 _session_agent: dict = {}
+_session_problems: list[str] = []  # reported by pytest_sessionfinish
 
 
 def plugin_env() -> dict[str, str]:
@@ -67,7 +68,13 @@ def plugin_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def release_journal(tmp_path_factory):
-    """Plugins and calicoctl run by tests journal into a session directory, removed at the end."""
+    """Plugins and calicoctl run by tests journal into a session directory, removed at the end.
+    A run that wrote the machine's own journal directory (a request built without the plugin
+    environment, say) fails, and what it wrote there is removed."""
+    from calico_cni.journal import DEFAULT_JOURNAL_DIR
+
+    machine_dir = os.path.dirname(DEFAULT_JOURNAL_DIR)  # /var/lib/calico
+    existed = os.path.exists(machine_dir)
     path = tmp_path_factory.mktemp("release-journal")
     previous = os.environ.get("CALICO_RELEASE_JOURNAL_DIR")
     os.environ["CALICO_RELEASE_JOURNAL_DIR"] = str(path)
@@ -79,6 +86,10 @@ def release_journal(tmp_path_factory):
         else:
             os.environ["CALICO_RELEASE_JOURNAL_DIR"] = previous
         shutil.rmtree(path, ignore_errors=True)
+        if not existed and os.path.exists(machine_dir):
+            written = sorted(os.path.relpath(os.path.join(d, f), machine_dir) for d, _, fs in os.walk(machine_dir) for f in fs)
+            _session_problems.append(f"the tests wrote the machine's {machine_dir} (removed now): {written[:5]}")
+            shutil.rmtree(machine_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -126,9 +137,9 @@ def session_agent(fabric, release_journal, tmp_path_factory):
         state = health()
         _session_agent.clear()
         if proc.poll() is not None or state is None:
-            _session_agent["problem"] = f"the session's calico-cni-agent died during the tests (rc={proc.poll()}); see {log}"
+            _session_problems.append(f"the session's calico-cni-agent died during the tests (rc={proc.poll()}); see {log}")
         elif state["served"] == 0:
-            _session_agent["problem"] = "CALICO_TEST_VIA_AGENT=1 but the session's agent served no request"
+            _session_problems.append("CALICO_TEST_VIA_AGENT=1 but the session's agent served no request")
     finally:
         _session_agent.pop("socket", None)
         stop_process(proc, 60, 10)
@@ -149,9 +160,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """A dead or idle session agent fails the run (the tests alone might not notice)."""
-    problem = _session_agent.get("problem")
-    if problem:
+    """What session fixtures found at their end fails the run (the tests alone would not notice):
+    a dead or idle session agent, writes to the machine's journal directory."""
+    for problem in _session_problems:
         session.config.get_terminal_writer().line(f"ERROR: {problem}", red=True)
         session.exitstatus = 1
 

@@ -30,7 +30,7 @@ from calico_cni.plugin_support import lazy, setup_logging
 from calico_cni.protocol.request import MAX_STDIN, NAME_RE
 from calico_cni.protocol.runner import run
 from calico_cni.protocol.versions import SUPPORTED_VERSIONS
-from tests.conftest import BIN_DIR, cni_env, run_plugin, wipe
+from tests.conftest import BIN_DIR, cni_env, plugin_env, run_plugin, wipe
 from tests.pools import create_pool
 from tests.security_support import cni_error, one_json_object, snapshot, succeeded
 
@@ -97,7 +97,9 @@ class World:
         saved = root.handlers[:], root.level
         try:
             with contextlib.redirect_stderr(err):
-                rc = run(HANDLERS, "calico-ipam", environ={"CNI_COMMAND": verb, **env}, stdin=stdin, stdout=out,
+                # The environment an exec'd plugin gets from the tests (plugin_env: the session's
+                # journal directory among others), then the runtime's CNI_* variables.
+                rc = run(HANDLERS, "calico-ipam", environ={**plugin_env(), "CNI_COMMAND": verb, **env}, stdin=stdin, stdout=out,
                          setup=setup_logging("calico-ipam"))
         finally:
             for h in root.handlers[:]:
