@@ -17,6 +17,7 @@ from tests.calico_support import (
     pod_links,
     run_calico,
 )
+from tests.integration.harness import wait_until
 from tests.pools import pools_fixture
 
 pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
@@ -166,8 +167,11 @@ def test_late_del_of_an_old_sandbox_spares_the_new_one(store, pools, node, pod, 
     old, new = pod(), pod()
     old_env = pod_env(old, container_id="sandbox-old", CNI_ARGS=K8S)
     new_env = pod_env(new, container_id="sandbox-new", CNI_ARGS=K8S)
-    ok(run_calico(node, "ADD", conf, old_env))
-    netns.delete(old)  # the old sandbox died; its veth pair went with it
+    old_veth = ok(run_calico(node, "ADD", conf, old_env))["interfaces"][0]["name"]
+    netns.delete(old)  # the old sandbox died; its veth pair goes with it
+    # The kernel removes the dead namespace's devices asynchronously: an ADD through the agent can
+    # come before that (and is refused, the link still being the old sandbox's: rule 3).
+    wait_until(lambda: host_link(node, old_veth) is None, "the kernel to remove the old sandbox's veth")
     added = ok(run_calico(node, "ADD", conf, new_env))
     veth = added["interfaces"][0]["name"]
 
