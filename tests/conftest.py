@@ -69,12 +69,12 @@ def plugin_env() -> dict[str, str]:
 @pytest.fixture(scope="session", autouse=True)
 def release_journal(tmp_path_factory):
     """Plugins and calicoctl run by tests journal into a session directory, removed at the end.
-    A run that wrote the machine's own journal directory (a request built without the plugin
-    environment, say) fails, and what it wrote there is removed."""
+    A run that wrote the machine's own journal or log directory (a request built without the
+    plugin environment or a log_file_path, say) fails, and what it wrote there is removed."""
     from calico_cni.journal import DEFAULT_JOURNAL_DIR
 
-    machine_dir = os.path.dirname(DEFAULT_JOURNAL_DIR)  # /var/lib/calico
-    existed = os.path.exists(machine_dir)
+    machine_dirs = [os.path.dirname(DEFAULT_JOURNAL_DIR), "/var/log/calico"]  # /var/lib/calico
+    absent = [d for d in machine_dirs if not os.path.exists(d)]
     path = tmp_path_factory.mktemp("release-journal")
     previous = os.environ.get("CALICO_RELEASE_JOURNAL_DIR")
     os.environ["CALICO_RELEASE_JOURNAL_DIR"] = str(path)
@@ -86,10 +86,11 @@ def release_journal(tmp_path_factory):
         else:
             os.environ["CALICO_RELEASE_JOURNAL_DIR"] = previous
         shutil.rmtree(path, ignore_errors=True)
-        if not existed and os.path.exists(machine_dir):
-            written = sorted(os.path.relpath(os.path.join(d, f), machine_dir) for d, _, fs in os.walk(machine_dir) for f in fs)
-            _session_problems.append(f"the tests wrote the machine's {machine_dir} (removed now): {written[:5]}")
-            shutil.rmtree(machine_dir, ignore_errors=True)
+        for machine_dir in absent:
+            if os.path.exists(machine_dir):
+                written = sorted(os.path.relpath(os.path.join(d, f), machine_dir) for d, _, fs in os.walk(machine_dir) for f in fs)
+                _session_problems.append(f"the tests wrote the machine's {machine_dir} (removed now): {written[:5]}")
+                shutil.rmtree(machine_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
