@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tests.agent_support import Agent, wait_healthy
-from tests.integration.harness import Node
+from tests.clients.harness import Node
 
 
 @contextlib.contextmanager

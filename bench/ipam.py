@@ -10,10 +10,11 @@ import time
 from calico_cni.config import EtcdSettings
 from calico_cni.datastore import retry
 from calico_cni.datastore.etcd import EtcdClient
-from calico_cni.datastore.records import IPPool
+from calico_cni.model.records import IPPool
 from calico_cni.datastore.store import Datastore
 from calico_cni.protocol.request import CniRequest
-from calico_ipam import allocator, plugin
+from calico_ipam import allocator
+from calico_cni.plugins import calico_ipam as plugin
 from calico_ipam.allocator import Attachment, FamilyRequest
 from tests.conftest import wipe
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tests import netns
-from tests.integration.harness import Node, create_netns, remove_netns
+from tests.clients.harness import Node, create_netns, remove_netns
 
 
 @dataclass

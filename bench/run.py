@@ -24,7 +24,7 @@ from bench import ipam
 from bench.agent import agent_in
 from bench.env import fabric_with_etcd
 from bench.plugins import PluginSet, burst, latency, phases
-from tests.integration.harness import create_node, delete_node
+from tests.clients.harness import create_node, delete_node
 
 AGENT_LABEL = "ours + agent"
 OURS = ("ours", AGENT_LABEL)
@@ -72,7 +72,7 @@ def agent_socket(workdir: str) -> str:
 def import_profile() -> list[tuple[str, float]]:
     """The slowest top-level imports of a plugin's ADD path (python -X importtime)."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import calico_cni.plugin, calico_ipam.plugin"],
+        [sys.executable, "-X", "importtime", "-c", "import calico_cni.plugins.calico, calico_cni.plugins.calico_ipam"],
         capture_output=True,
         text=True,
     )

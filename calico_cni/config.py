@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .protocol.errors import INVALID_CONFIG, CniError
+from calico_cni.protocol.errors import INVALID_CONFIG, CniError
 
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
 DEFAULT_ETCD_TIMEOUT = 5.0

@@ -50,7 +50,7 @@ def journal_dir(config: dict, environ: Mapping[str, str] | None = None) -> str:
     if value is None:
         return (os.environ if environ is None else environ).get(JOURNAL_DIR_ENV) or DEFAULT_JOURNAL_DIR
     if not isinstance(value, str) or not value.startswith("/"):
-        from .protocol.errors import INVALID_CONFIG, CniError
+        from calico_cni.protocol.errors import INVALID_CONFIG, CniError
 
         raise CniError(INVALID_CONFIG, "release_journal_dir must be an absolute path", f"got {value!r}"[:120])
     return value
@@ -207,7 +207,7 @@ class Journal:
 
 def replay_entry(store, doc: dict) -> None:
     """Release what one pending entry names; safe to repeat."""
-    from calico_cni.datastore.records import parse_time
+    from calico_cni.model.records import parse_time
     from calico_ipam.allocator import Assigned, release_exact
     from calico_ipam import blocks as blk
 
@@ -256,7 +256,7 @@ def replay_quietly(config: dict, store, endpoints: Sequence[str] = (), environ: 
     Cheap when nothing is pending (one scandir). etcd being unreachable is raised (the verb could
     not work either); any other failure is logged and left for the next invocation.
     """
-    from .datastore.etcd import DatastoreUnavailable
+    from calico_cni.datastore.etcd import DatastoreUnavailable
 
     try:
         journal = Journal(journal_dir(config, environ))

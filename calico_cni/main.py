@@ -12,14 +12,14 @@ PLUGIN = "calico"
 
 def handlers() -> dict:
     """The verb handlers (lazy imports), shared by this entry point and the agent."""
-    from calico_cni.plugin_support import verb_handlers
+    from calico_cni.plugins.dispatch import verb_handlers
 
-    return verb_handlers("calico_cni.plugin")
+    return verb_handlers("calico_cni.plugins.calico")
 
 
 def main() -> None:
     """Run one CNI invocation of calico and exit with its status."""
-    from calico_cni.plugin_support import main as run_plugin
+    from calico_cni.plugins.dispatch import main as run_plugin
 
     run_plugin(PLUGIN, handlers)
 

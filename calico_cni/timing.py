@@ -67,9 +67,9 @@ def _report() -> None:
 
 def instrument() -> None:
     """Wrap the I/O layers (called once the verb's modules are imported)."""
-    from .datastore.etcd import EtcdClient
-    from .dataplane import sysctl
-    from .dataplane.rtnl import Rtnl
+    from calico_cni.datastore.etcd import EtcdClient
+    from calico_cni.dataplane import sysctl
+    from calico_cni.dataplane.rtnl import Rtnl
 
     _wrap(EtcdClient, "_connect", "etcd_connect")  # the first call imports gRPC and pyetcd
     _wrap(EtcdClient, "_call", "etcd")

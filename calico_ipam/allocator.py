@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from calico_cni.datastore import keys
-from calico_cni.datastore.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPPool, Node, now_rfc3339
+from calico_cni.model import keys
+from calico_cni.model.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPPool, Node, now_rfc3339
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore, IpamView
 from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED, CniError
 
-from . import blocks as blk
-from .pools import block_cidr_for, candidate_blocks, pool_containing, usable_pools
+from calico_ipam import blocks as blk
+from calico_ipam.pools import block_cidr_for, candidate_blocks, pool_containing, usable_pools
 
 log = logging.getLogger(__name__)
 

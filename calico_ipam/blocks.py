@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from calico_cni.datastore.records import Block, IPNetwork, now_rfc3339, parse_time
+from calico_cni.model.records import Block, IPNetwork, now_rfc3339, parse_time
 
 
 def _bump(block: Block) -> int:

@@ -7,10 +7,10 @@ import ipaddress
 import logging
 from typing import Iterator, Mapping, Sequence
 
-from calico_cni.datastore.records import MANUAL, WORKLOAD, IPAddress, IPPool
+from calico_cni.model.records import MANUAL, WORKLOAD, IPAddress, IPPool
 from calico_cni.protocol.errors import IPAM_EXHAUSTED, CniError
 
-from . import selector
+from calico_cni.model import selector
 
 log = logging.getLogger(__name__)
 

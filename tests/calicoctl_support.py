@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from calico_cni.ctl.main import cli
-from calico_cni.datastore.records import WorkloadEndpoint
+from calico_cni.model.records import WorkloadEndpoint
 from calico_cni.datastore.store import Datastore
 from calico_ipam.allocator import Assigned, Attachment, FamilyRequest, assign
 from tests.conftest import BIN_DIR

@@ -1,8 +1,11 @@
 """Shared fixtures.
 
-The whole test session runs inside a "fabric" network namespace it creates: etcd listens there
-(on loopback and on the fabric address 198.19.0.1), the plugins the tests exec inherit it, and node
-namespaces created by tests connect to it. The machine's own namespace is never changed.
+The tests follow the code's floors: `tests/unit` (pure: no root, no etcd, no namespace), then
+`tests/etcd` (a real etcd), `tests/namespaces` (node and pod namespaces) and `tests/clients` (real CNI
+clients, the installer, the demo). Only the last three run inside the "fabric" network namespace
+the session creates (their conftest asks for `system`): etcd listens there (on loopback and on the
+fabric address 198.19.0.1), the plugins the tests exec inherit it, and node namespaces created by
+tests connect to it. The machine's own namespace is never changed.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def plugin_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def release_journal(tmp_path_factory):
     """Plugins and calicoctl run by tests journal into a session directory, removed at the end.
     A run that wrote the machine's own journal or log directory (a request built without the
@@ -93,7 +96,7 @@ def release_journal(tmp_path_factory):
                 shutil.rmtree(machine_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def fabric():
     """The namespace the test session runs in (holds etcd and every node's uplink)."""
     if os.geteuid() != 0:
@@ -109,7 +112,7 @@ def fabric():
         netns.delete(name)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def session_agent(fabric, release_journal, tmp_path_factory):
     """In VIA_AGENT mode, the agent every plugin exec goes through, started in the fabric (where
     etcd is) and checked at the end: still running, and it served requests."""
@@ -144,6 +147,14 @@ def session_agent(fabric, release_journal, tmp_path_factory):
     finally:
         _session_agent.pop("socket", None)
         stop_process(proc, 60, 10)
+
+
+@pytest.fixture(scope="session")
+def system(fabric, release_journal, session_agent):
+    """What every test beyond tests/unit runs in: root, the fabric namespace, the session's release
+    journal directory and (in VIA_AGENT mode) the session agent. Requested by the autouse fixture
+    of tests/etcd, tests/namespaces and tests/clients, so pure tests need none of it."""
+    return fabric
 
 
 def pytest_configure(config):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calico_cni.datastore.records import IPPool, IpamConfig, Node
+from calico_cni.model.records import IPPool, IpamConfig, Node
 from calico_cni.datastore.store import Datastore
 
 

@@ -15,7 +15,7 @@ import sys
 
 import _socket
 
-from . import wire
+from calico_cni.agent import wire
 
 # Longer than the agent's own bound on one operation (config.MAX_OPERATION_TIMEOUT, 55 s).
 ANSWER_TIMEOUT = 58.0
@@ -51,8 +51,8 @@ def connect(path: str):
 
 def _try_again(stdin: bytes, detail: str) -> bytes:
     """CNI error 11 JSON (the error path may import the protocol modules)."""
-    from ..protocol.errors import TRY_AGAIN_LATER, CniError
-    from ..protocol.runner import error_output
+    from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
+    from calico_cni.protocol.runner import error_output
 
     return error_output(CniError(TRY_AGAIN_LATER, "calico-cni-agent did not answer", detail), stdin)
 

@@ -17,7 +17,7 @@ import socket
 import stat
 import sys
 
-from . import client, wire
+from calico_cni.agent import client, wire
 
 
 class _Stop(Exception):
@@ -50,16 +50,16 @@ def listen(path: str) -> socket.socket:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .. import logs
-    from ..main import PLUGIN as CALICO, handlers as calico_handlers
+    from calico_cni import logs
+    from calico_cni.main import PLUGIN as CALICO, handlers as calico_handlers
     from calico_ipam.main import PLUGIN as IPAM, handlers as ipam_handlers
-    from .server import Server
-    from .warm import WarmStores
+    from calico_cni.agent.server import Server
+    from calico_cni.agent.warm import WarmStores
 
     logs.setup_agent({"level": args.log_level, "path": args.log_file}, "calico-cni-agent")
     # Import the verbs now, not on the first pod's ADD.
-    import calico_cni.plugin  # noqa: F401
-    import calico_ipam.plugin  # noqa: F401
+    import calico_cni.plugins.calico  # noqa: F401
+    import calico_cni.plugins.calico_ipam  # noqa: F401
 
     stores = WarmStores()
     stores.install()

@@ -20,12 +20,12 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from .. import logs
-from ..plugin_support import request_logging
-from ..protocol.errors import INVALID_ENVIRONMENT, CniError
-from ..dataplane import netns as namespaces
-from ..protocol.runner import error_output, run
-from . import wire
+from calico_cni import logs
+from calico_cni.plugins.dispatch import request_logging
+from calico_cni.protocol.errors import INVALID_ENVIRONMENT, CniError
+from calico_cni.dataplane import netns as namespaces
+from calico_cni.protocol.runner import error_output, run
+from calico_cni.agent import wire
 
 log = logging.getLogger(__name__)
 _PEERCRED = struct.Struct("3i")

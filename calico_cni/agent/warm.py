@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Mapping
 
-from ..config import EtcdSettings, etcd_settings
-from ..datastore import store
-from ..datastore.etcd import EtcdClient
+from calico_cni.config import EtcdSettings, etcd_settings
+from calico_cni.datastore import store
+from calico_cni.datastore.etcd import EtcdClient
 
 
 class LeasedClient(EtcdClient):

@@ -15,14 +15,14 @@ from typing import Any
 
 import click
 
-from calico_cni.datastore import keys
+from calico_cni.model import keys
 from calico_cni.datastore.store import IpamSnapshot
 from calico_ipam.blocks import consistency_problems
 
-from . import inventory
-from .context import EXIT_PROBLEMS, CtlError, connection_options, ctl
-from .inventory import Allocation
-from .output import table
+from calico_ipam import inventory
+from calico_cni.ctl.context import EXIT_PROBLEMS, CtlError, connection_options, ctl
+from calico_ipam.inventory import Allocation
+from calico_cni.ctl.output import table
 
 REPORT_VERSION = 1
 DEFAULT_GRACE = 60.0  # rule 20; also `ipam gc`'s

@@ -6,9 +6,9 @@ import click
 
 from calico_cni.datastore.retry import Conflict, with_retries
 
-from . import validate
-from .context import CtlError, connection_options, ctl, output_option
-from .ipam_show import emit_config
+from calico_cni.ctl import validate
+from calico_cni.ctl.context import CtlError, connection_options, ctl, output_option
+from calico_cni.ctl.ipam_show import emit_config
 
 
 @click.command("configure")

@@ -8,14 +8,14 @@ import sys
 
 import click
 
-from .context import CtlError, connection_options, ctl
-from .ipam_check import DEFAULT_GRACE
+from calico_cni.ctl.context import CtlError, connection_options, ctl
+from calico_cni.ctl.ipam_check import DEFAULT_GRACE
 
 
 def parse_live(text: str, origin: str):
     """A live list: the JSON of `cni.dev/valid-attachments` ([{containerID, ifname}]), or lines of
     `containerID [ifname]` (no ifname: every interface of the container; '#' starts a comment)."""
-    from calico_cni.gc import Live, valid_attachments
+    from calico_ipam.reconcile import Live, valid_attachments
     from calico_cni.protocol.errors import CniError
 
     stripped = text.strip()
@@ -50,7 +50,7 @@ def gc(node, network, live_file, grace, links) -> None:
     with --links, the cali* links whose alias names a dead attachment. Unlike CNI GC, it has no
     runtime's word that no ADD is running, so anything younger than --grace is left alone.
     """
-    from calico_cni.gc import reconcile
+    from calico_ipam.reconcile import reconcile
 
     try:
         text = sys.stdin.read() if live_file == "-" else open(live_file, encoding="utf-8").read()

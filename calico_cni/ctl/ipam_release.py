@@ -6,9 +6,9 @@ import ipaddress
 
 import click
 
-from . import inventory, repair
-from .context import CtlError, connection_options, ctl, read_json_file
-from .ipam_check import Report, analyse, leak_key
+from calico_ipam import inventory, repair
+from calico_cni.ctl.context import CtlError, connection_options, ctl, read_json_file
+from calico_cni.ctl.ipam_check import Report, analyse, leak_key
 
 
 @click.command("release")

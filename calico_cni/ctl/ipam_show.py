@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 
-from calico_cni.datastore.records import IpamConfig
+from calico_cni.model.records import IpamConfig
 from calico_cni.datastore.store import IpamSnapshot
 from calico_ipam.blocks import in_use
 
-from . import inventory
-from .context import CtlError, connection_options, ctl, output_option
-from .output import cell, emit, percent, table, yes_no
+from calico_ipam import inventory
+from calico_cni.ctl.context import CtlError, connection_options, ctl, output_option
+from calico_cni.ctl.output import cell, emit, percent, table, yes_no
 
 
 def _usage(total: int, in_use: int, cooling: int) -> dict[str, Any]:

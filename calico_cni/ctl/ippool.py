@@ -6,13 +6,14 @@ from typing import Any
 
 import click
 
-from calico_cni.datastore import keys
-from calico_cni.datastore.records import IPPool
+from calico_cni.model import keys
+from calico_cni.model.records import IPPool
 from calico_cni.datastore.retry import Conflict, with_retries
 
-from . import repair, validate
-from .context import CtlError, connection_options, ctl, output_option
-from .output import emit, resource_doc, yes_no
+from calico_ipam import repair
+from calico_cni.ctl import validate
+from calico_cni.ctl.context import CtlError, connection_options, ctl, output_option
+from calico_cni.ctl.output import emit, resource_doc, yes_no
 
 
 @click.group("ippool")

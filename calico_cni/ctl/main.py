@@ -10,8 +10,8 @@ import click
 
 from calico_cni.protocol.errors import CniError
 
-from . import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, workloads
-from .context import EXIT_ERROR, EXIT_USAGE, CtlError, connection_options
+from calico_cni.ctl import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, workloads
+from calico_cni.ctl.context import EXIT_ERROR, EXIT_USAGE, CtlError, connection_options
 
 
 class _StderrHandler(logging.Handler):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from calico_cni.datastore.records import Node
+from calico_cni.model.records import Node
 from calico_cni.datastore.retry import Conflict, with_retries
 
-from . import validate
-from .context import CtlError, connection_options, ctl, output_option
-from .output import cell, emit, resource_doc
+from calico_cni.ctl import validate
+from calico_cni.ctl.context import CtlError, connection_options, ctl, output_option
+from calico_cni.ctl.output import cell, emit, resource_doc
 
 
 @click.group("node")

@@ -7,10 +7,10 @@ import ipaddress
 import re
 from typing import Iterable, Sequence
 
-from calico_cni.datastore.records import AUTOMATIC, BLOCK_SIZE_RANGE, DEFAULT_BLOCK_SIZE, MANUAL, TUNNEL, WORKLOAD, IPNetwork, IPPool
-from calico_ipam.selector import SelectorError, parse
+from calico_cni.model.records import AUTOMATIC, BLOCK_SIZE_RANGE, DEFAULT_BLOCK_SIZE, MANUAL, TUNNEL, WORKLOAD, IPNetwork, IPPool
+from calico_cni.model.selector import SelectorError, parse
 
-from .context import CtlError
+from calico_cni.ctl.context import CtlError
 
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")

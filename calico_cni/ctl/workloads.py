@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .context import connection_options, ctl, output_option
-from .output import emit, resource_doc
+from calico_cni.ctl.context import connection_options, ctl, output_option
+from calico_cni.ctl.output import emit, resource_doc
 
 
 class AliasGroup(click.Group):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..protocol.errors import INVALID_CONFIG, CniError
-from .rtnl import Rtnl
+from calico_cni.protocol.errors import INVALID_CONFIG, CniError
+from calico_cni.dataplane.rtnl import Rtnl
 
 MTU_FILE = "/var/lib/calico/mtu"
 DEFAULT_MTU = 1500

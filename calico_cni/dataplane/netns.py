@@ -14,8 +14,8 @@ import stat
 import threading
 from typing import Any, Callable, Iterator, TypeVar
 
-from ..protocol.errors import INVALID_ENVIRONMENT, CniError
-from .rtnl import Rtnl
+from calico_cni.protocol.errors import INVALID_ENVIRONMENT, CniError
+from calico_cni.dataplane.rtnl import Rtnl
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703

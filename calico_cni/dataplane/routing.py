@@ -8,10 +8,10 @@ import ipaddress
 import time
 from typing import Sequence
 
-from ..protocol.errors import DATAPLANE_FAILURE, CniError
-from . import sysctl
-from .netns import Netns
-from .rtnl import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, IPAddress, IPInterface, IPNetwork, Link, NetlinkError, Rtnl
+from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.dataplane import sysctl
+from calico_cni.dataplane.netns import Netns
+from calico_cni.dataplane.rtnl import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, IPAddress, IPInterface, IPNetwork, Link, NetlinkError, Rtnl
 
 GATEWAY_V4 = ipaddress.IPv4Address("169.254.1.1")
 GATEWAY_V4_NET = ipaddress.IPv4Network("169.254.1.1/32")

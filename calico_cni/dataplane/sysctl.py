@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
 
 ROOT = "/proc/sys/"
 

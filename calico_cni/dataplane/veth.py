@@ -7,9 +7,9 @@ import errno
 import logging
 from typing import Callable, Sequence
 
-from ..protocol.errors import DATAPLANE_FAILURE, CniError
-from .netns import Netns
-from .rtnl import Link, NetlinkError
+from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.dataplane.netns import Netns
+from calico_cni.dataplane.rtnl import Link, NetlinkError
 
 log = logging.getLogger(__name__)
 

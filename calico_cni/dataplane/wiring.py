@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ..protocol.errors import DATAPLANE_FAILURE, CniError
-from . import routing, sysctl, veth
-from .netns import Netns
-from .rtnl import IPAddress, IPInterface, IPNetwork, Link, NetlinkError
+from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.dataplane import routing, sysctl, veth
+from calico_cni.dataplane.netns import Netns
+from calico_cni.dataplane.rtnl import IPAddress, IPInterface, IPNetwork, Link, NetlinkError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ..config import EtcdSettings, read_regular_file
-from ..protocol.errors import INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER, CniError
+from calico_cni.config import EtcdSettings, read_regular_file
+from calico_cni.protocol.errors import INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER, CniError
 
 log = logging.getLogger(__name__)
 

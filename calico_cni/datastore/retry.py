@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
-from ..protocol.errors import TRY_AGAIN_LATER, CniError
+from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
 
 MAX_ATTEMPTS = 100
 T = TypeVar("T")

@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence
 
-from . import keys
-from .etcd import Compare, EtcdClient, KeyValue, Range
-from .records import (
+from calico_cni.model import keys
+from calico_cni.datastore.etcd import Compare, EtcdClient, KeyValue, Range
+from calico_cni.model.records import (
     Affinity,
     Block,
     CorruptRecord,
@@ -356,6 +356,6 @@ def connect(config: dict, environ) -> Datastore:
     """A datastore from a network configuration's etcd keys (and ETCD_* fallbacks)."""
     if _provider is not None:
         return _provider(config, environ)
-    from ..config import etcd_settings
+    from calico_cni.config import etcd_settings
 
     return Datastore(EtcdClient(etcd_settings(config, environ)))

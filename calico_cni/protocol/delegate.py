@@ -9,9 +9,9 @@ import logging
 import os
 from typing import Any
 
-from .errors import INTERNAL_ERROR, INVALID_CONFIG, CniError
-from .request import CniRequest
-from .result import normalize
+from calico_cni.protocol.errors import INTERNAL_ERROR, INVALID_CONFIG, CniError
+from calico_cni.protocol.request import CniRequest
+from calico_cni.protocol.result import normalize
 
 log = logging.getLogger(__name__)
 

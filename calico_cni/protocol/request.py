@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import (
+from calico_cni.protocol.errors import (
     DECODE_FAILURE,
     INCOMPATIBLE_VERSION,
     INVALID_CONFIG,
     INVALID_ENVIRONMENT,
     CniError,
 )
-from .versions import at_least, require_supported
+from calico_cni.protocol.versions import at_least, require_supported
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 # Which attachment variables each verb needs (the spec's table; DEL may come without CNI_NETNS).

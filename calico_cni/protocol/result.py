@@ -9,8 +9,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .errors import INVALID_CONFIG, CniError
-from .versions import at_least
+from calico_cni.protocol.errors import INVALID_CONFIG, CniError
+from calico_cni.protocol.versions import at_least
 
 _IFACE_KEYS_1_1 = ("mtu", "socketPath", "pciID")
 

@@ -12,9 +12,9 @@ import os
 import sys
 from typing import Any, Callable, Mapping
 
-from .errors import INTERNAL_ERROR, CniError
-from .request import MAX_STDIN, CniRequest, parse_command, parse_request
-from .versions import SUPPORTED_VERSIONS, version_info
+from calico_cni.protocol.errors import INTERNAL_ERROR, CniError
+from calico_cni.protocol.request import MAX_STDIN, CniRequest, parse_command, parse_request
+from calico_cni.protocol.versions import SUPPORTED_VERSIONS, version_info
 
 Handler = Callable[[CniRequest], "dict[str, Any] | None"]
 log = logging.getLogger("calico_cni")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import INCOMPATIBLE_VERSION, CniError
+from calico_cni.protocol.errors import INCOMPATIBLE_VERSION, CniError
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 HIGHEST = SUPPORTED_VERSIONS[-1]

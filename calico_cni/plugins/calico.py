@@ -1,0 +1,435 @@
+"""The CNI verbs of the `calico` network plugin: ADD, DEL, CHECK, GC and STATUS.
+
+ADD takes addresses from IPAM (calico-ipam in this process, anything else by exec), wires the
+workload (`dataplane.wiring`), writes its WorkloadEndpoint and prints the result of design rule 8.
+Whatever fails after IPAM is rolled back: the links this ADD created and the addresses it allocated.
+DEL tears down the local dataplane first; when etcd cannot be reached it records the release in the
+node-local journal (`journal`) and succeeds. Every verb that reached etcd replays that journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from calico_cni.config import DEFAULT_OPERATION_TIMEOUT, ipam_settings, node_name, operation_timeout
+from calico_cni.dataplane import wiring
+from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
+from calico_cni.dataplane.netns import Netns
+from calico_cni.dataplane.veth import HOST_MAC
+from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
+from calico_cni.journal import Journal, journal_dir, replay_quietly
+from calico_cni.protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
+from calico_cni.protocol.request import CniRequest
+from calico_cni.protocol.result import convert, normalize
+from calico_ipam.reconcile import NETWORK_ANNOTATION
+from calico_cni.workload import Identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `calico` plugin's own keys (the shared ones are in `config`)."""
+
+    mtu: int | None
+    allow_ip_forwarding: bool
+    ipam_type: str
+    operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise CniError(INVALID_CONFIG, f"{key} must be true or false", f"got {value!r}"[:120])
+
+
+def settings(config: dict) -> Settings:
+    """Validate the keys this plugin reads (before any side effect)."""
+    mtu = config.get("mtu")
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
+        raise CniError(INVALID_CONFIG, "mtu must be a whole number", f"got {mtu!r}"[:120])
+    container = config.get("container_settings") or {}
+    if not isinstance(container, dict):
+        raise CniError(INVALID_CONFIG, "container_settings must be an object")
+    forwarding = _flag(container.get("allow_ip_forwarding", False), "container_settings.allow_ip_forwarding")
+    timeout = operation_timeout(config)
+    journal_dir(config)
+    return Settings(mtu or None, forwarding, ipam_settings(config).type, timeout)
+
+
+def _connect(request: CniRequest, timeout: float | None = None):
+    """The datastore; with `timeout`, every etcd call of this invocation ends within it."""
+    import time
+
+    from calico_cni.datastore.store import connect
+
+    store = connect(request.config, request.environ)
+    if timeout is not None:
+        store.client.deadline_at = time.monotonic() + timeout
+    return store
+
+
+def _endpoints(request: CniRequest) -> tuple[str, ...]:
+    from calico_cni.config import etcd_settings
+
+    return etcd_settings(request.config, request.environ).endpoints
+
+
+def _open_container(request: CniRequest) -> Netns:
+    ns = Netns.open(request.netns)
+    if ns is None:
+        raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {request.netns!r} does not exist")
+    return ns
+
+
+def _result(ident: Identity, request: CniRequest, host_mac: str, cont_mac: str, mtu: int, addresses, routes, dns) -> dict:
+    """Rule 8: [host veth, container interface], every address /32 or /128 on interface 1, no gateway."""
+    return {
+        "interfaces": [
+            {"name": ident.host_veth, "mac": host_mac, "mtu": mtu},
+            {"name": request.ifname, "mac": cont_mac, "mtu": mtu, "sandbox": request.netns},
+        ],
+        "ips": [{"interface": 1, "address": str(a)} for a in addresses],
+        "routes": routes or [],
+        "dns": dns or {},
+    }
+
+
+def _configured_routes(request: CniRequest) -> list:
+    """The routes a delegated IPAM plugin returns: those of its configuration."""
+    routes = (request.config.get("ipam") or {}).get("routes") or []
+    return [r for r in routes if isinstance(r, dict) and "dst" in r] if isinstance(routes, list) else []
+
+
+# --------------------------------------------------------------------------------------------
+# Workload endpoint
+
+
+def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses) -> str:
+    """Create the attachment's WorkloadEndpoint, or replace the one a lost compare-and-swap shows
+    exists (`with_retries` re-runs from a fresh read); returns its uid. The endpoint is annotated
+    with its network, so GC knows whose it is."""
+    from calico_cni.datastore.retry import Conflict, with_retries
+
+    from calico_cni.model.records import WorkloadEndpoint, now_rfc3339
+
+    ip_networks = [str(a) for a in addresses]
+
+    def step(attempt: int) -> str:
+        current = store.workload_endpoint(ident.namespace, ident.endpoint_name) if attempt else None
+        meta = (current.doc.get("metadata") or {}) if current is not None and ident.owns_endpoint(current) else {}
+        if current is not None and not ident.owns_endpoint(current):
+            log.warning(
+                "replacing endpoint %s/%s of container %s (an earlier sandbox)", ident.namespace, ident.endpoint_name, current.container_id
+            )
+        doc = ident.endpoint_doc(host_veth, mac, ip_networks, meta.get("uid") or str(uuid.uuid4()), meta.get("creationTimestamp") or now_rfc3339())
+        doc["metadata"].setdefault("annotations", {})[NETWORK_ANNOTATION] = ident.network
+        record = WorkloadEndpoint(ident.namespace, ident.endpoint_name, doc, current.revision if current is not None else 0)
+        if not store.commit(puts=[record]):
+            raise Conflict()
+        log.info("wrote endpoint %s/%s", ident.namespace, ident.endpoint_name)
+        return doc["metadata"]["uid"]
+
+    return with_retries(f"writing endpoint {ident.namespace}/{ident.endpoint_name}", step)
+
+
+def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
+    """Delete the endpoint while it is still this attachment's (rule 4)."""
+    from calico_cni.datastore.retry import Conflict, with_retries
+
+    def step(attempt: int) -> bool:
+        nonlocal endpoint
+        if attempt:
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+        if endpoint is None or not ident.owns_endpoint(endpoint):
+            return False
+        if not store.commit(deletes=[endpoint]):
+            raise Conflict()
+        return True
+
+    return with_retries(f"deleting endpoint {ident.namespace}/{ident.endpoint_name}", step)
+
+
+# --------------------------------------------------------------------------------------------
+# ADD
+
+
+def add(request: CniRequest) -> dict:
+    conf = settings(request.config)
+    ident = Identity.of(request, node_name(request.config))
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(Netns.here())
+        container = stack.enter_context(_open_container(request))
+        store = _connect(request, conf.operation_timeout)
+        stack.callback(store.close)
+        ipam = backend_for(request, conf.ipam_type, store)
+        ipam.validate()
+
+        replay_quietly(request.config, store, environ=request.environ)
+        # The endpoint is read only for a repeated ADD; a new attachment's endpoint write starts as a
+        # create and re-reads only if an endpoint exists after all: one etcd round trip fewer.
+        present = container.rtnl().link(request.ifname)
+        if present is not None:
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+            if endpoint is not None and ident.owns_endpoint(endpoint) and (endpoint.spec.get("mac") or "").lower() == present.mac:
+                log.info("attachment exists already (endpoint %s/%s): returning its result", ident.namespace, ident.endpoint_name)
+                return convert(_existing_result(request, ident, endpoint, present, conf), request.cni_version)
+            raise CniError(
+                DATAPLANE_FAILURE,
+                f"interface {request.ifname} already exists in {request.netns}",
+                "it is not the interface of an earlier ADD of this attachment; choose another CNI_IFNAME",
+            )
+
+        mtu, origin = decide_mtu(conf.mtu, host.rtnl(), request.environ.get("CALICO_MTU_FILE") or MTU_FILE)
+        log.debug("MTU %d from %s", mtu, origin)
+
+        ipam_result = ipam.add()
+        created = wiring.Created()
+        try:
+            addresses = [wiring.narrow(ip["address"]) for ip in ipam_result.get("ips") or []]
+            if not addresses:
+                raise CniError(IPAM_EXHAUSTED, f"IPAM plugin {conf.ipam_type} returned no address")
+            try:
+                routes = [ipaddress.ip_network(r["dst"], strict=False) for r in ipam_result.get("routes") or []]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CniError(INVALID_CONFIG, f"IPAM plugin {conf.ipam_type} returned an invalid route", str(exc)) from None
+            spec = wiring.WorkloadSpec(ident.host_veth, request.ifname, ident.alias, mtu, addresses, routes, conf.allow_ip_forwarding)
+            wired = wiring.setup(host, container, spec, created)
+            uid = _write_endpoint(store, ident, ident.host_veth, wired.container.mac, addresses)
+        except BaseException:
+            wiring.rollback(host, container, created)
+            ipam.undo()
+            raise
+        _record_held(request, ident, ipam, uid)
+        log.info("added %s: %s on %s", request.ifname, ", ".join(map(str, addresses)), ident.host_veth)
+        result = _result(ident, request, wired.host.mac, wired.container.mac, mtu, addresses, ipam_result.get("routes"), ipam_result.get("dns"))
+        return convert(result, request.cni_version)
+
+
+def _record_held(request: CniRequest, ident: Identity, ipam, uid: str) -> None:
+    """Remember what this attachment holds, for a DEL that finds etcd unreachable (journal)."""
+    try:
+        Journal(journal_dir(request.config, request.environ)).record_held(
+            ident.network, ident.container_id, ident.ifname, ipam.handle_id, ipam.holding(), _endpoints(request),
+            {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": uid},
+        )
+    except OSError as exc:
+        log.error("cannot record the attachment in the release journal (%s): a DEL with etcd down will resolve it later", exc)
+
+
+def _existing_result(request: CniRequest, ident: Identity, endpoint, link, conf: Settings) -> dict:
+    """The result of the earlier ADD, rebuilt from its endpoint and the container's interface."""
+    addresses = [ipaddress.ip_interface(n) for n in endpoint.ip_networks]
+    routes = [] if conf.ipam_type == CALICO_IPAM else _configured_routes(request)
+    return _result(ident, request, HOST_MAC, link.mac, link.mtu, addresses, routes, {})
+
+
+# --------------------------------------------------------------------------------------------
+# DEL
+
+
+def _host_names(request: CniRequest) -> list[str]:
+    """Host interfaces named in prevResult (those without a sandbox)."""
+    prev = request.prev_result or {}
+    out = []
+    for iface in prev.get("interfaces") or []:
+        if isinstance(iface, dict) and not iface.get("sandbox") and isinstance(iface.get("name"), str):
+            out.append(iface["name"])
+    return out
+
+
+def delete(request: CniRequest) -> None:
+    """DEL: remove the interfaces, release the addresses, delete the endpoint. Succeeds when repeated,
+    when CNI_NETNS is empty or gone, and when ADD never happened."""
+    conf = settings(request.config)
+    ident = Identity.of(request, node_name(request.config))
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(Netns.here())
+        container = None
+        if request.netns:
+            try:
+                container = Netns.open(request.netns)
+            except CniError as err:
+                log.warning("not touching CNI_NETNS: %s", err)
+            if container is not None:
+                stack.enter_context(container)
+        # The local dataplane first: it needs no datastore.
+        tried = [ident.host_veth, *_host_names(request)]
+        removed = wiring.teardown(host, container, request.ifname, tried, ident.owns_alias)
+
+        from calico_cni.datastore.etcd import DatastoreUnavailable
+
+        store = _connect(request, conf.operation_timeout)
+        stack.callback(store.close)
+        journal = Journal(journal_dir(request.config, request.environ))
+        ipam = backend_for(request, conf.ipam_type, store)
+        try:
+            replay_quietly(request.config, store, environ=request.environ)
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+            mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
+            stored_name = mine.spec.get("interfaceName") if mine is not None else None
+            if stored_name and stored_name not in tried:
+                removed += wiring.teardown(host, None, request.ifname, [stored_name], ident.owns_alias)
+
+            # The endpoint first: an endpoint never names an address that is free (Calico's order).
+            deleted = _delete_endpoint(store, ident, mine)
+            released = ipam.delete()
+        except DatastoreUnavailable as err:
+            # The dataplane is gone already; the datastore part is finished later (journal).
+            held = journal.held(ident.network, ident.container_id, ident.ifname)
+            path = journal.add_pending(
+                ident.network, ident.container_id, ident.ifname, ipam.handle_id, _endpoints(request), held,
+            )
+            log.warning("etcd unreachable (%s): removed %s; release recorded in %s", err.msg, ", ".join(removed) or "no interface", path)
+            if conf.ipam_type != CALICO_IPAM and not ipam.deleted:
+                ipam.delete()  # another IPAM plugin keeps its own state: it needs no etcd of ours
+            return None
+        journal.forget_held(ident.network, ident.container_id, ident.ifname)
+        if endpoint is not None and mine is None:
+            log.info("endpoint %s/%s belongs to container %s: left alone", ident.namespace, ident.endpoint_name, endpoint.container_id)
+        log.info(
+            "deleted %s; released %s; endpoint %s",
+            ", ".join(removed) or "no interface",
+            ", ".join(released) or "no address",
+            "deleted" if deleted else "absent",
+        )
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# GC and STATUS
+
+
+def valid_attachments(request: CniRequest):
+    """`cni.dev/valid-attachments` as a `gc.Live` (error 7 when absent or malformed)."""
+    from calico_ipam.reconcile import valid_attachments as parse
+
+    return parse(request.config)
+
+
+def gc(request: CniRequest) -> None:
+    """GC: release every allocation, endpoint and `cali*` link of this network on this node whose
+    attachment is not listed; forward GC to a delegated IPAM plugin."""
+    from calico_ipam import reconcile as reconciliation
+
+    conf = settings(request.config)
+    live = valid_attachments(request)
+    node = node_name(request.config)
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(Netns.here())
+        store = _connect(request)
+        stack.callback(store.close)
+        journal = Journal(journal_dir(request.config, request.environ))
+        replay_quietly(request.config, store, environ=request.environ)
+        reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
+    if conf.ipam_type != CALICO_IPAM:
+        from calico_cni.protocol.delegate import delegate
+
+        delegate(request, conf.ipam_type, "GC")
+    return None
+
+
+def status(request: CniRequest) -> None:
+    """STATUS: etcd answers and (with calico-ipam) a usable pool has room; else error 50.
+    A delegated IPAM plugin answers for itself."""
+    from calico_cni.plugins.status import etcd_unavailable, ipam_status
+
+    conf = settings(request.config)
+    store = _connect(request)
+    try:
+        try:
+            replay_quietly(request.config, store, environ=request.environ)
+        except CniError as err:
+            raise etcd_unavailable(err) from None
+        if conf.ipam_type == CALICO_IPAM:
+            ipam_status(store, request.config)
+        else:
+            try:
+                store.ipam_config()
+            except CniError as err:
+                raise etcd_unavailable(err) from None
+    finally:
+        store.close()
+    if conf.ipam_type != CALICO_IPAM:
+        from calico_cni.protocol.delegate import delegate
+
+        delegate(request, conf.ipam_type, "STATUS")
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# CHECK
+
+
+def check(request: CniRequest) -> None:
+    """CHECK: the container interface, its addresses and routes, the host veth and its routes, the
+    endpoint and the IPAM allocation all match prevResult; every discrepancy is named."""
+    conf = settings(request.config)
+    ident = Identity.of(request, node_name(request.config))
+    prev = normalize(request.prev_result or {})
+    problems: list[str] = []
+
+    interfaces = [i for i in prev.get("interfaces") or [] if isinstance(i, dict)]
+    cont_index = next((n for n, i in enumerate(interfaces) if i.get("name") == request.ifname and i.get("sandbox")), None)
+    if cont_index is None:
+        problems.append(f"prevResult has no interface {request.ifname} with a sandbox")
+    cont_entry = interfaces[cont_index] if cont_index is not None else {}
+    host_entry = next((i for i in interfaces if not i.get("sandbox") and str(i.get("name", "")).startswith("cali")), None)
+    if host_entry is None:
+        problems.append("prevResult lists no host interface")
+    elif host_entry.get("name") != ident.host_veth:
+        problems.append(f"prevResult names host interface {host_entry.get('name')}, this attachment's is {ident.host_veth}")
+    try:
+        addresses = [ipaddress.ip_interface(ip["address"]) for ip in prev["ips"] if ip.get("interface") in (None, cont_index)]
+        routes = [ipaddress.ip_network(r["dst"], strict=False) for r in prev.get("routes") or [] if isinstance(r, dict)]
+    except (KeyError, ValueError) as exc:
+        raise CniError(INVALID_CONFIG, "prevResult holds an invalid address or route", str(exc)) from None
+    if not addresses:
+        problems.append(f"prevResult has no address for {request.ifname}")
+    mtu = cont_entry.get("mtu") if isinstance(cont_entry.get("mtu"), int) else 0
+    spec = wiring.WorkloadSpec(ident.host_veth, request.ifname, ident.alias, mtu, addresses, routes)
+
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(Netns.here())
+        container = Netns.open(request.netns)
+        if container is None:
+            raise CniError(CHECK_FAILED, f"CHECK of {request.ifname} failed: CNI_NETNS {request.netns} does not exist")
+        stack.enter_context(container)
+        problems += wiring.verify(host, container, spec, cont_entry.get("mac"))
+
+        store = _connect(request)
+        stack.callback(store.close)
+        problems += _check_endpoint(store, ident, addresses, cont_entry.get("mac"))
+        problems += backend_for(request, conf.ipam_type, store).check()
+    if problems:
+        raise CniError(CHECK_FAILED, f"CHECK of {request.ifname} failed: " + "; ".join(problems))
+    return None
+
+
+def _check_endpoint(store, ident: Identity, addresses, mac: str | None) -> list[str]:
+    name = f"{ident.namespace}/{ident.endpoint_name}"
+    endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+    if endpoint is None:
+        return [f"workload endpoint {name} does not exist"]
+    if not ident.owns_endpoint(endpoint):
+        return [f"workload endpoint {name} belongs to container {endpoint.container_id}"]
+    problems = []
+    spec = endpoint.spec
+    stored = sorted(endpoint.ip_networks)
+    expected = sorted(str(a) for a in addresses)
+    if stored != expected:
+        problems.append(f"workload endpoint {name} has ipNetworks {stored}, prevResult has {expected}")
+    if spec.get("interfaceName") != ident.host_veth:
+        problems.append(f"workload endpoint {name} names interface {spec.get('interfaceName')}, expected {ident.host_veth}")
+    if mac and (spec.get("mac") or "").lower() != mac.lower():
+        problems.append(f"workload endpoint {name} has MAC {spec.get('mac')}, prevResult has {mac}")
+    if spec.get("node") != ident.node:
+        problems.append(f"workload endpoint {name} is on node {spec.get('node')}, this is {ident.node}")
+    return problems

@@ -1,0 +1,217 @@
+"""Reconciliation of one network on one node against its live attachments (CNI GC, and
+`calicoctl ipam gc`).
+
+Allocations are read at one etcd revision (`ipam_snapshot`) and each is released with
+`release_exact`: a compare-and-swap on the block that also requires the ordinal to still carry the
+allocation's sequence number, so an address released and allocated again meanwhile is never freed.
+Membership is decided from the allocation's attributes (`secondary.network`, `secondary.node`,
+`secondary.ifname`) and the handle id `<network>.<containerID>` built from the live list, never by
+parsing handle strings (design rule 1). Workload endpoints are deleted with a CAS on the revision
+they were read at; `cali*` links are found by their alias (rule 3). Nothing of another network or
+node is touched. Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from calico_cni.workload import ALIAS_PREFIX
+
+log = logging.getLogger(__name__)
+
+NETWORK_ANNOTATION = "cni.projectcalico.org/network"
+
+
+@dataclass
+class Live:
+    """The live attachments: (containerID, ifname); ifname None means every interface."""
+
+    pairs: set[tuple[str, str | None]] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[str, str | None]]) -> "Live":
+        return cls({(c, i or None) for c, i in items})
+
+    def __contains__(self, item: tuple[str, str | None]) -> bool:
+        cid, ifname = item
+        return (cid, None) in self.pairs or (ifname is not None and (cid, ifname) in self.pairs) or (
+            ifname is None and any(c == cid for c, _ in self.pairs)
+        )
+
+    def handle_ids(self, network: str) -> dict[str, str]:
+        """handle id -> container id, for the live containers of `network`."""
+        return {f"{network}.{cid}": cid for cid, _ in self.pairs}
+
+
+@dataclass
+class GcReport:
+    """What one reconciliation did."""
+
+    released: list[str] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    held_files: int = 0
+    young: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"released {len(self.released)} address(es), deleted {len(self.endpoints)} endpoint(s) and {len(self.links)} link(s)"
+            + (f"; {self.young} younger than the grace period left alone" if self.young else "")
+        )
+
+
+def valid_attachments(config: dict) -> Live:
+    """`cni.dev/valid-attachments` of a GC request (error 7 when absent or malformed: a GC without
+    it would release everything)."""
+    from calico_cni.protocol.errors import INVALID_CONFIG, CniError
+
+    items = config.get("cni.dev/valid-attachments")
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("containerID"), str) and isinstance(i.get("ifname", ""), str) for i in items
+    ):
+        raise CniError(INVALID_CONFIG, "GC needs cni.dev/valid-attachments: a list of {containerID, ifname}")
+    return Live.of((i["containerID"], i.get("ifname")) for i in items)
+
+
+def _young(stamp: str | None, grace: float, now: float) -> bool:
+    from calico_cni.model.records import parse_time
+
+    if grace <= 0:
+        return False
+    t = parse_time(stamp)
+    return t is not None and now - t < grace  # no readable age: judged like `ipam check` does
+
+
+def endpoint_network(endpoint, network_addresses: set) -> bool | None:
+    """Whether an endpoint belongs to the network: its annotation says so, or (older endpoints)
+    a plain-CNI endpoint's profile is the network name, or one of its addresses is allocated to the
+    network. None when it cannot be told."""
+    meta = endpoint.doc.get("metadata") or {}
+    annotated = (meta.get("annotations") or {}).get(NETWORK_ANNOTATION)
+    if annotated is not None:
+        return annotated
+    spec = endpoint.spec
+    for net in endpoint.ip_networks:
+        try:
+            if ipaddress.ip_interface(net).ip in network_addresses:
+                return True
+        except ValueError:
+            continue
+    if spec.get("orchestrator") == "cni" and len(spec.get("profiles") or []) == 1:
+        return spec["profiles"][0]
+    return None
+
+
+def reconcile(
+    store,
+    network: str,
+    node: str,
+    live: Live,
+    *,
+    ipam: bool = True,
+    endpoints: bool = True,
+    host=None,
+    journal=None,
+    grace_seconds: float = 0.0,
+) -> GcReport:
+    """Release everything of `network` on `node` whose attachment is not in `live`.
+
+    `ipam`: release allocations; `endpoints`: delete workload endpoints; `host`: the node's
+    namespace (a `Netns`) whose `cali*` links to delete, or None; `journal`: drop the held-state
+    files of dead attachments. `grace_seconds` > 0 leaves alone anything younger (rule 20: for
+    reconciliation without the runtime's word).
+    """
+    from calico_ipam.allocator import Assigned, release_exact
+
+    report = GcReport()
+    now = time.time()
+    snapshot = store.ipam_snapshot()
+    live_handles = live.handle_ids(network)
+    young_attachments: set[tuple[str, str | None]] = set()
+    dead: dict[str, list[Assigned]] = {}
+    network_addresses = set()
+    for block in snapshot.blocks:
+        for o in range(block.size):
+            attr = block.attribute(o)
+            if not attr or attr.get("handle_id") is None:
+                continue
+            sec = attr.get("secondary") or {}
+            if sec.get("network") != network or sec.get("node") != node:
+                continue
+            handle_id = attr["handle_id"]
+            address = block.address(o)
+            network_addresses.add(address)
+            cid = live_handles.get(handle_id)
+            if cid is not None and (cid, sec.get("ifname")) in live:
+                continue
+            if _young(sec.get("timestamp"), grace_seconds, now):
+                report.young += 1
+                young_attachments.add((handle_id, sec.get("ifname")))
+                continue
+            dead.setdefault(handle_id, []).append(Assigned(address, block.cidr, o, block.seq_for_alloc.get(str(o))))
+    if ipam:
+        for handle_id, items in sorted(dead.items()):
+            for a in release_exact(store, handle_id, items):
+                report.released.append(str(a.address))
+            log.info("GC released %s of %s", ", ".join(str(a.address) for a in items), handle_id)
+
+    young_containers: set[tuple[str, str | None]] = set()
+    if endpoints:
+        for ep in snapshot.endpoints:
+            spec = ep.spec
+            if spec.get("node") != node or endpoint_network(ep, network_addresses) not in (network, True):
+                continue
+            cid, ifname = spec.get("containerID"), spec.get("endpoint")
+            if not cid or (cid, ifname) in live:
+                continue
+            if _young((ep.doc.get("metadata") or {}).get("creationTimestamp"), grace_seconds, now) or (f"{network}.{cid}", ifname) in young_attachments:
+                report.young += 1
+                young_containers.add((cid, ifname))
+                continue
+            if store.commit(deletes=[ep]):
+                report.endpoints.append(f"{ep.doc['metadata'].get('namespace')}/{ep.doc['metadata'].get('name')}")
+            else:
+                log.info("endpoint %s changed during GC: left for the next run", ep.key)
+
+    if host is not None:
+        report.links = _remove_links(host, network, live, young_attachments, young_containers, grace_seconds > 0)
+
+    if journal is not None:
+        for path, doc in journal.held_entries():
+            if doc.get("network") == network and (doc.get("containerID"), doc.get("ifname")) not in live:
+                if (doc.get("handle"), doc.get("ifname")) in young_attachments:
+                    continue
+                try:
+                    os.unlink(path)
+                    report.held_files += 1
+                except FileNotFoundError:
+                    pass
+    log.info("GC of network %s on node %s: %s", network, node, report.summary())
+    return report
+
+
+def _remove_links(host, network: str, live: Live, young_attachments, young_containers, cautious: bool) -> list[str]:
+    """Delete the `cali*` links whose alias names a dead attachment of `network` (their container
+    ends and routes go with them)."""
+    prefix = f"{ALIAS_PREFIX}{network}/"
+    removed = []
+    rtnl = host.rtnl()
+    for link in rtnl.links():
+        if not link.name.startswith("cali") or not link.alias.startswith(prefix):
+            continue
+        parts = link.alias[len(prefix) :].split("/")
+        if len(parts) != 2:
+            continue
+        cid, ifname = parts
+        if (cid, ifname) in live:
+            continue
+        if cautious and ((f"{network}.{cid}", ifname) in young_attachments or (cid, ifname) in young_containers):
+            continue
+        if rtnl.delete_link(link.index):
+            removed.append(link.name)
+    return removed

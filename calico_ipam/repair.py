@@ -1,0 +1,211 @@
+"""The writes `ipam release` and `ippool delete` make. Each is a compare-and-swap against what it
+read, re-read and retried on conflict; each first re-checks that the repair is still needed.
+
+Addresses are released only through `calico_ipam.allocator.release_exact`, keyed by (handle,
+block, ordinal, sequence number), so an address released and reused meanwhile is never freed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import click
+
+from calico_cni.model import keys
+from calico_cni.model.records import Block, CorruptRecord, Handle, IPPool
+from calico_cni.datastore.store import Datastore, IpamSnapshot
+from calico_ipam import blocks as blk
+from calico_cni.datastore.retry import Conflict, with_retries
+from calico_ipam.allocator import Assigned, release_exact
+
+from calico_ipam import inventory
+from calico_cni.ctl.context import CtlError
+from calico_ipam.inventory import Allocation
+
+
+@dataclass
+class Absent:
+    """A guard for `Datastore.commit(unchanged=...)`: the key must not exist."""
+
+    key: str
+    revision: int = 0
+
+    def to_json(self) -> bytes:  # pragma: no cover - never written
+        raise NotImplementedError
+
+
+def pool_allocations(snapshot: IpamSnapshot, pool: IPPool) -> list[Allocation]:
+    """Every address allocated from the pool's blocks."""
+    return [a for a in inventory.allocations(snapshot) if inventory.in_pool(a.block, pool)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Addresses
+
+
+def release_allocations(store: Datastore, allocations: list[Allocation]) -> list:
+    """Release exactly these allocations; returns the `Assigned` entries actually released.
+
+    A handle record that is missing is rebuilt from the blocks first (release_exact needs it).
+    """
+    by_handle: dict[str, list[Allocation]] = {}
+    for a in allocations:
+        by_handle.setdefault(a.handle, []).append(a)
+    released = []
+    for handle_id, items in sorted(by_handle.items()):
+        if store.handle(handle_id) is None:
+            rebuild_handle(store, handle_id)
+        released += release_exact(store, handle_id, [Assigned(a.address, a.block, a.ordinal, a.sequence) for a in items])
+    return released
+
+
+# ------------------------------------------------------------------------------------------------
+# Handles
+
+
+def rebuild_handle(store: Datastore, handle_id: str) -> str | None:
+    """Make the handle's per-block counts match the blocks: create it when addresses reference a
+    missing handle, delete it when it holds nothing. Returns what was done (None: nothing)."""
+
+    def step(attempt: int) -> str | None:
+        snap = store.ipam_snapshot()
+        actual = inventory.handle_counts(snap).get(handle_id, {})
+        handle = next((h for h in snap.handles if h.handle_id == handle_id), None)
+        if handle is None and not actual:
+            return None
+        if handle is not None and handle.blocks == actual:
+            return None
+        # The blocks counted must not change; any allocation or release for this handle also
+        # rewrites the handle, which the compare on the handle itself catches.
+        counted = [b for b in snap.blocks if b.cidr in actual]
+        if not actual:
+            ok, done = store.commit(deletes=[handle], unchanged=counted), f"deleted handle {handle_id}, which held no address"
+        else:
+            record = handle or Handle(handle_id)
+            before = dict(record.blocks) if handle is not None else None
+            record.blocks = dict(actual)
+            ok = store.commit(puts=[record], unchanged=counted)
+            done = f"{'rewrote' if handle else 'recreated'} handle {handle_id}: {_counts(before)} -> {_counts(actual)}"
+        if not ok:
+            raise Conflict()
+        return done
+
+    return with_retries(f"repairing handle {handle_id}", step)
+
+
+def _counts(counts: dict[str, int] | None) -> str:
+    if counts is None:
+        return "missing"
+    return ", ".join(f"{n} in {c}" for c, n in sorted(counts.items())) or "no address"
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks
+
+
+def fix_bookkeeping(block: Block, cooldown_seconds: float, now: float) -> None:
+    """Make `unallocated` list exactly the free ordinals, once each, keeping their FIFO order
+    (missing free ordinals go to the tail). An allocation pointing at a missing attribute entry is
+    freed (there is no holder to keep it for); allocations are otherwise the truth."""
+    blk.cleanup(block, cooldown_seconds, now)
+    free, seen = [], set()
+    for o in block.unallocated:
+        if 0 <= o < block.size and o not in seen and block.allocations[o] is None:
+            free.append(o)
+            seen.add(o)
+    free += [o for o in range(block.size) if block.allocations[o] is None and o not in seen]
+    block.unallocated = free
+    block.sequence_number += 1
+
+
+def repair_block(store: Datastore, cidr: str) -> list[str]:
+    """Repair a block whose bookkeeping is inconsistent; returns the problems it had (empty: none)."""
+
+    def step(attempt: int) -> list[str]:
+        try:
+            block = store.block(cidr)
+        except CorruptRecord:
+            return []
+        if block is None:
+            return []
+        problems = blk.consistency_problems(block)
+        if not problems:
+            return []
+        fix_bookkeeping(block, store.ipam_config().ip_cooldown_seconds, time.time())
+        if not store.commit(puts=[block]):
+            raise Conflict()
+        return problems
+
+    return with_retries(f"repairing block {cidr}", step)
+
+
+# ------------------------------------------------------------------------------------------------
+# Affinities
+
+
+def delete_stray_affinity(store: Datastore, node: str, cidr: str) -> bool:
+    """Delete a node's affinity to a block that does not exist or is affine to someone else."""
+
+    def step(attempt: int) -> bool:
+        affinity = next((a for a in store.affinities(node, keys.family_of(cidr)) if a.cidr == cidr), None)
+        if affinity is None:
+            return False
+        try:
+            block = store.block(cidr)
+        except CorruptRecord:
+            return False
+        if block is not None and block.affine_node == node:
+            return False
+        if not store.commit(deletes=[affinity], unchanged=[block if block is not None else Absent(keys.block(cidr))]):
+            raise Conflict()
+        return True
+
+    return with_retries(f"deleting the affinity of {node} to {cidr}", step)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pools
+
+
+def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> tuple[int, int]:
+    """Delete the pool's blocks and every affinity to them; returns (blocks deleted, addresses
+    released because they were allocated meanwhile).
+
+    A block that gained an allocation since it was checked is released first with `force`, and
+    stops the deletion without it.
+    """
+    snap = store.ipam_snapshot()
+    cidrs = sorted({b.cidr for b in snap.blocks if inventory.in_pool(b.cidr, pool)} | {a.cidr for a in snap.affinities if inventory.in_pool(a.cidr, pool)})
+    removed = released = 0
+    for cidr in cidrs:
+
+        def step(attempt: int, cidr=cidr) -> bool:
+            block = store.block(cidr)
+            affinities = [a for a in store.affinities() if a.cidr == cidr]
+            if block is not None:
+                held = list(inventory.block_allocations(block))
+                if held and not force:
+                    raise CtlError(f"block {cidr} of IP pool {pool.name} has new allocations ({held[0].address}, ...); the pool is left disabled")
+                if held:
+                    nonlocal released
+                    for a in held:
+                        click.echo(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")
+                    released += len(release_allocations(store, held))
+                    raise Conflict()
+            deletes = ([block] if block is not None else []) + affinities
+            if deletes and not store.commit(deletes=deletes):
+                raise Conflict()
+            return block is not None
+
+        removed += with_retries(f"removing block {cidr}", step)
+    return removed, released
+
+
+def delete_pool(store: Datastore, name: str) -> None:
+    def step(attempt: int) -> None:
+        pool = store.pool(name)
+        if pool is not None and not store.commit(deletes=[pool]):
+            raise Conflict()
+
+    with_retries(f"deleting IP pool {name}", step)

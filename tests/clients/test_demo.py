@@ -1,0 +1,179 @@
+"""scripts/demo.sh, the README's first command, run end to end from the test's fabric namespace.
+
+The demo makes its own node namespaces (calico-demo-<its pid>-...) and its own etcd inside them, so
+it collides with nothing of the session (whose etcd listens on 198.19.0.1:2379 in the fabric). Every
+process it starts inherits a marker in its environment: whatever still carries the marker after the
+demo exited is a leak (an etcd left running, say). Its pip installs come from local wheels, as the
+fabric has no route to PyPI (tests/clients/wheels.py).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests import netns
+from tests.clients.conftest import REPO
+from tests.clients.harness import run_in, wait_until
+from tests.clients.wheels import download_wheels, offline_pip_env
+
+DEMO = REPO / "scripts" / "demo.sh"
+MARKER = "CALICO_DEMO_TEST_MARKER"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(fabric, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("demo-wheels")
+    try:
+        download_wheels(directory)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def marked_processes(marker: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose environment carries MARKER=marker."""
+    found = []
+    needle = f"{MARKER}={marker}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            if needle in environ.split(b"\0"):
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append((int(entry), cmdline.strip()))
+        except OSError:
+            continue  # gone meanwhile, or a kernel thread
+    return found
+
+
+def demo_namespaces(pid: int) -> list[str]:
+    if not os.path.isdir(netns.NETNS_DIR):
+        return []
+    return sorted(n for n in os.listdir(netns.NETNS_DIR) if re.fullmatch(rf"calico-demo-{pid}(-.*)?", n))
+
+
+def demo_temp_dirs(pid: int) -> list[str]:
+    return sorted(glob.glob(f"/tmp/calico-demo-{pid}.*"))
+
+
+def links_here() -> list[str]:
+    """The interfaces of the namespace the test runs in (the fabric)."""
+    return sorted(link["ifname"] for link in run_in(None, ["ip", "-j", "link", "show"]).json())
+
+
+class Demo:
+    """scripts/demo.sh started in its own process group with a marked environment."""
+
+    def __init__(self, wheelhouse: Path, workdir: Path, *args: str):
+        self.marker = uuid.uuid4().hex
+        self.output = workdir / "demo.out"
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            MARKER: self.marker,
+            **offline_pip_env(wheelhouse),
+        }
+        self.out = self.output.open("w")
+        self.proc = subprocess.Popen(
+            [str(DEMO), *args], env=env, stdout=self.out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=str(workdir), start_new_session=True,
+        )
+
+    @property
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def wait(self, timeout: float = 600) -> int:
+        return self.proc.wait(timeout)
+
+    def leaks(self) -> dict[str, list]:
+        """What the demo left behind: processes, namespaces, temporary directories."""
+        found = {
+            "processes": marked_processes(self.marker),
+            "namespaces": demo_namespaces(self.proc.pid),
+            "temp dirs": demo_temp_dirs(self.proc.pid),
+        }
+        return {k: v for k, v in found.items() if v}
+
+    def remove_leftovers(self) -> None:
+        """Stop the demo and remove whatever it left (the test has already failed if anything)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for pid, _ in marked_processes(self.marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for name in demo_namespaces(self.proc.pid):
+            netns.delete(name)
+        for path in demo_temp_dirs(self.proc.pid):
+            shutil.rmtree(path, ignore_errors=True)
+        self.out.close()
+
+
+@pytest.fixture
+def start_demo(wheelhouse, tmp_path):
+    """Factory: `start_demo(*args) -> Demo`; whatever a demo leaves is removed afterwards."""
+    started: list[Demo] = []
+
+    def start(*args: str) -> Demo:
+        demo = Demo(wheelhouse, tmp_path, *args)
+        started.append(demo)
+        return demo
+
+    try:
+        yield start
+    finally:
+        for demo in started:
+            demo.remove_leftovers()
+
+
+def test_demo_runs_end_to_end_and_leaves_nothing(start_demo):
+    """The demo succeeds from the fabric namespace: it shows three pods with pool addresses and a
+    reply to each of its three pings; it leaves no namespace, process (etcd), temporary directory or
+    interface behind."""
+    links_before = links_here()
+    demo = start_demo()
+    rc = demo.wait()
+    output = demo.text
+    assert rc == 0, output
+    assert "Traceback" not in output, output
+    pods = set(re.findall(rf"calico-demo-{demo.proc.pid}-pod\d+: (198\.18\.\d+\.\d+)", output))
+    assert len(pods) == 3, f"three pods with pool addresses:\n{output}"
+    assert len(re.findall(r"-> .*: reply", output)) == 3, f"a reply to each ping:\n{output}"
+    assert demo.leaks() == {}, output
+    assert links_here() == links_before, "the demo changed the namespace it was started in"
+
+
+def test_interrupted_demo_leaves_nothing(start_demo):
+    """Ctrl-C (SIGINT to the demo's process group) once the first pod is up: the demo says it is
+    cleaning up, exits non-zero, and leaves no namespace, process, temporary directory or interface
+    behind."""
+    links_before = links_here()
+    demo = start_demo()
+
+    def first_pod_added():
+        if demo.proc.poll() is not None:
+            raise AssertionError(f"the demo exited {demo.proc.returncode} before adding a pod:\n{demo.text}")
+        return re.search(rf"calico-demo-{demo.proc.pid}-pod1: 198\.18\.", demo.text)
+
+    wait_until(first_pod_added, "the demo's first pod", attempts=6000)
+    os.killpg(demo.proc.pid, signal.SIGINT)
+    rc = demo.wait()
+    output = demo.text
+    assert rc != 0, output
+    assert "interrupted: cleaning up" in output, output
+    assert demo.leaks() == {}, output
+    assert links_here() == links_before, "the demo changed the namespace it was started in"
