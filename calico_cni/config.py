@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from calico_cni.errors import CalicoError
 from calico_cni.protocol.errors import INVALID_CONFIG, CniError
 
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
@@ -36,6 +37,10 @@ SECRET_KEYS = frozenset({"etcd_password"})
 # A node name becomes part of etcd keys (/calico/ipam/v2/host/<node>/...): a host name or DNS
 # subdomain, case preserved as Calico does, never a '/', whitespace or control character.
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+
+
+class ConfigError(CalicoError):
+    """A network configuration key, environment variable or settings file that cannot be used."""
 
 
 @dataclass(frozen=True)
