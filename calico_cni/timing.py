@@ -1,11 +1,13 @@
 """Where one invocation spends its time, for the benchmark: enabled by CALICO_CNI_TIMING=1.
 
-When enabled, the verb's imports, etcd calls, netlink requests and sysctl accesses are timed by
-wrapping those functions, and one line of JSON goes to stderr at exit:
+When enabled, the verb's imports, etcd calls, netlink requests and sysctl accesses are timed (the
+I/O floors mark those functions with `timed(phase)`, decided once at import), and one line of JSON
+goes to stderr at exit:
 `calico-cni timing {"process_ms": ..., "verb_ms": ..., "imports_ms": ..., "etcd_ms": ..., ...}`:
 process = since exec (from /proc/self/stat, 10 ms resolution), verb = since the verb's handler
 started (its imports, its work and exit), then the time inside each wrapped layer.
-When disabled (the default) nothing is wrapped and nothing is printed.
+When disabled (the default) `timed` returns each function unchanged and nothing is printed.
+Standard library only: the datastore and dataplane floors import it.
 """
 
 from __future__ import annotations
@@ -29,18 +31,25 @@ def add(phase: str, seconds: float) -> None:
     _counts[phase] = _counts.get(phase, 0) + 1
 
 
-def _wrap(owner, name: str, phase: str) -> None:
-    original = getattr(owner, name)
+def timed(phase: str):
+    """A decorator accounting each call's time to `phase` when timing is enabled; otherwise it
+    returns the function itself (no cost per call)."""
 
-    @functools.wraps(original)
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            add(phase, time.perf_counter() - start)
+    def decorate(function):
+        if not ENABLED:
+            return function
 
-    setattr(owner, name, timed)
+        @functools.wraps(function)
+        def timed_call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                add(phase, time.perf_counter() - start)
+
+        return timed_call
+
+    return decorate
 
 
 def _process_age() -> float | None:
@@ -65,15 +74,6 @@ def _report() -> None:
     sys.stderr.write("calico-cni timing " + json.dumps(out) + "\n")
 
 
-def instrument() -> None:
-    """Wrap the I/O layers (called once the verb's modules are imported)."""
-    from calico_cni.datastore.etcd import EtcdClient
-    from calico_cni.dataplane import sysctl
-    from calico_cni.dataplane.rtnl import Rtnl
-
-    _wrap(EtcdClient, "_connect", "etcd_connect")  # the first call imports gRPC and pyetcd
-    _wrap(EtcdClient, "_call", "etcd")
-    _wrap(Rtnl, "request", "netlink")
-    _wrap(sysctl, "write", "sysctl")
-    _wrap(sysctl, "read", "sysctl")
+def start_report() -> None:
+    """Print the totals when the process exits (called once the verb's modules are imported)."""
     atexit.register(_report)

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
+from calico_cni.timing import timed
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -303,6 +305,7 @@ class Rtnl:
         text = f"{what}: {os.strerror(code)}" + (f" ({detail})" if detail else "")
         return NetlinkError(code, text)
 
+    @timed("netlink")
     def request(self, mtype: int, body: bytes, flags: int = 0, what: str = "netlink request") -> list[tuple[int, bytes]]:
         """Send one request and return the messages of its answer (type, payload).
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 
+from calico_cni.timing import timed
+
 from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
 
 ROOT = "/proc/sys/"
 
 
+@timed("sysctl")
 def write(key: str, value: str | int) -> None:
     """Set one sysctl; raises a dataplane error naming it."""
     try:
@@ -25,6 +28,7 @@ def write(key: str, value: str | int) -> None:
         raise CniError(DATAPLANE_FAILURE, f"cannot set {key.replace('/', '.')} to {value}", exc.strerror or str(exc)) from None
 
 
+@timed("sysctl")
 def read(key: str) -> str | None:
     """One sysctl's value, or None when it does not exist."""
     try:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from calico_cni.timing import timed
 from calico_cni.config import EtcdSettings, read_regular_file
 from calico_cni.protocol.errors import INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER, CniError
 
@@ -333,6 +334,7 @@ class EtcdClient:
 
     # -- connection ---------------------------------------------------------------------------
 
+    @timed("etcd_connect")  # the first call imports gRPC and pyetcd
     def _connect(self):
         if self._client is not None:
             return self._client
@@ -387,6 +389,7 @@ class EtcdClient:
             return remaining
         return min(remaining, max(self.settings.timeout / n, 0.5))
 
+    @timed("etcd")
     def _call(self, service: str, method: str, request, deadline: float | None = None, authenticate: bool = True):
         """Send one RPC, failing over and retrying until the deadline; map failures to CniError."""
         client = self._connect()

@@ -79,7 +79,7 @@ def lazy(module: str, function: str) -> Callable[[CniRequest], dict | None]:
         start = timing.time.perf_counter()
         verb = getattr(importlib.import_module(module), function)
         timing.add("imports", timing.time.perf_counter() - start)
-        timing.instrument()
+        timing.start_report()
         return verb(request)
 
     return handler
