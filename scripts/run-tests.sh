@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the tests need (as root, on Debian/Ubuntu) and run the test suite twice:
+# Install everything the tests need (as root, on Debian/Ubuntu), check the import floors and the lint
+# gate, and run the test suite twice:
 # first with every plugin doing its work in-process, then the test modules marked `execs_plugins`
 # again with every request handed to a calico-cni-agent (CALICO_TEST_VIA_AGENT=1, see
 # tests/conftest.py): both paths must give the same results and the same datastore state.
@@ -9,6 +10,15 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/setup-deps.sh" --test
 cd "$here"
 python="$here/.venv/bin/python"
+
+echo "== the floors (docs/architecture.md): lint-imports, then ruff"
+"$here/.venv/bin/lint-imports" --no-cache
+"$here/.venv/bin/ruff" check --no-cache .
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null 2>&1; then
+    echo "== the pure tests (tests/unit) as an unprivileged user: no root, etcd or namespace needed"
+    setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp \
+        "$python" -m pytest -q -p no:cacheprovider tests/unit
+fi
 
 echo "== pass 1 of 2: plugins in-process"
 "$python" -m pytest "$@"
