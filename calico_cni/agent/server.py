@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 
 from calico_cni import logs
 from calico_cni.plugins.dispatch import request_logging
+from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol.errors import INVALID_ENVIRONMENT, CniError
 from calico_cni.dataplane import netns as namespaces
 from calico_cni.protocol.runner import error_output, run
@@ -91,7 +92,7 @@ class Server:
             return 1, error_output(CniError(INVALID_ENVIRONMENT, f"calico-cni-agent does not serve plugin {plugin!r}"), stdin), b""
         out, err = io.StringIO(), io.StringIO()
         try:
-            code = run(handlers, plugin, environ=env, stdin=stdin, stdout=out, setup=request_logging(plugin, err))
+            code = run(handlers, plugin, environ=env, stdin=stdin, stdout=out, setup=request_logging(plugin, err), translate=cni_error)
         finally:
             logs.end_request()
         return code, out.getvalue().encode(), err.getvalue().encode()

@@ -32,7 +32,15 @@ def main(plugin: str, handlers: Callable[[], Mapping[str, Callable[[CniRequest],
     stdin = main_thin(plugin)
     from calico_cni.protocol.runner import run
 
-    sys.exit(run(handlers(), plugin, stdin=stdin, setup=setup_logging(plugin)))
+    sys.exit(run(handlers(), plugin, stdin=stdin, setup=setup_logging(plugin), translate=translate))
+
+
+def translate(exc: BaseException):
+    """The runner's `translate`: the lower floors' exceptions as CNI errors (`plugins.errors`),
+    imported only when a verb failed so a successful run never loads the table."""
+    from calico_cni.plugins.errors import cni_error
+
+    return cni_error(exc)
 
 
 def _log_start(plugin: str, request: CniRequest) -> tuple[dict, str]:

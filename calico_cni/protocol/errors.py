@@ -43,7 +43,3 @@ class CniError(Exception):
     def __str__(self) -> str:
         return f"{self.msg}: {self.details}" if self.details else self.msg
 
-
-def invalid_config(msg: str, details: str = "") -> CniError:
-    """Shorthand for error 7, invalid network configuration."""
-    return CniError(INVALID_CONFIG, msg, details)

@@ -51,12 +51,15 @@ def run(
     stdin: bytes | None = None,
     stdout=None,
     setup: Callable[[CniRequest], None] | None = None,
+    translate: Callable[[BaseException], CniError | None] | None = None,
 ) -> int:
     """Run one CNI invocation and return the process exit code.
 
     `handlers` maps verbs (ADD, DEL, CHECK, GC, STATUS) to functions taking the parsed request and
     returning the result dict to print (or None to print nothing). VERSION is answered here.
     `setup` runs once the request is valid (it configures logging from the config).
+    `translate` turns an exception of a lower floor into its CNI error (None: not one it knows);
+    the protocol floor cannot know those exceptions, so the plugins pass their table in.
     """
     environ = os.environ if environ is None else environ
     stdout = sys.stdout if stdout is None else stdout
@@ -84,6 +87,11 @@ def run(
         _write(stdout, err.to_dict(_error_version(raw)))
         return 1
     except Exception as exc:  # noqa: BLE001 - the runtime must get JSON, never a traceback
+        translated = translate(exc) if translate is not None else None
+        if translated is not None:
+            log.error("%s %s failed: %s", plugin, environ.get("CNI_COMMAND", "?"), translated)
+            _write(stdout, translated.to_dict(_error_version(raw)))
+            return 1
         # The traceback goes to the log file only (stderr's formatter drops it); before logging
         # is set up there is no file, and Python's last-resort handler would print it on stderr.
         configured = bool(logging.getLogger().handlers)

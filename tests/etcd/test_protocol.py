@@ -174,9 +174,9 @@ def test_request_defaults_without_optional_parts():
 # VERSION
 
 
-def run_captured(handlers, environ, data: bytes = b"", setup=None) -> tuple[int, str]:
+def run_captured(handlers, environ, data: bytes = b"", setup=None, translate=None) -> tuple[int, str]:
     out = io.StringIO()
-    rc = run(handlers, "test-plugin", environ=environ, stdin=data, stdout=out, setup=setup)
+    rc = run(handlers, "test-plugin", environ=environ, stdin=data, stdout=out, setup=setup, translate=translate)
     return rc, out.getvalue()
 
 
@@ -696,6 +696,24 @@ def test_runner_cni_error_from_handler(version):
     rc, out = run_captured({"ADD": fail}, env("ADD"), stdin(conf(version)))
     assert rc == 1
     assert one_json_object(out) == {"cniVersion": version, "code": 101, "msg": "no addresses", "details": "pool p1 is full"}
+
+
+def test_runner_translates_a_lower_floor_exception_with_its_table():
+    from calico_cni.config import ConfigError
+    from calico_cni.plugins.errors import cni_error
+
+    def fail(request):
+        raise ConfigError("mtu must be a whole number", "got 'x'")
+
+    rc, out = run_captured({"ADD": fail}, env("ADD"), stdin(conf()), translate=cni_error)
+    assert rc == 1
+    obj = one_json_object(out)
+    assert (obj["code"], obj["msg"], obj["details"]) == (7, "mtu must be a whole number", "got 'x'")
+    # Without the table (or for an exception it does not know) it is an internal error.
+    rc, out = run_captured({"ADD": fail}, env("ADD"), stdin(conf()))
+    assert one_json_object(out)["code"] == 100
+    rc, out = run_captured({"ADD": boom}, env("ADD"), stdin(conf()), translate=cni_error)
+    assert one_json_object(out)["code"] == 100
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
