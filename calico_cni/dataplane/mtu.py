@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calico_cni.protocol.errors import INVALID_CONFIG, CniError
+from calico_cni.dataplane.errors import MtuError
 from calico_cni.dataplane.rtnl import Rtnl
 
 MTU_FILE = "/var/lib/calico/mtu"
@@ -12,7 +12,7 @@ MIN_MTU, MAX_MTU = 68, 65535
 
 def _valid(value: int, origin: str) -> int:
     if not MIN_MTU <= value <= MAX_MTU:
-        raise CniError(INVALID_CONFIG, f"{origin}: MTU {value} is out of range", f"an MTU is {MIN_MTU} to {MAX_MTU}")
+        raise MtuError(f"{origin}: MTU {value} is out of range", f"an MTU is {MIN_MTU} to {MAX_MTU}")
     return value
 
 
@@ -24,9 +24,9 @@ def from_file(path: str) -> int | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise CniError(INVALID_CONFIG, f"cannot read the MTU from {path}", exc.strerror or str(exc)) from None
+        raise MtuError(f"cannot read the MTU from {path}", exc.strerror or str(exc)) from None
     if not text.isdigit():
-        raise CniError(INVALID_CONFIG, f"{path} does not hold an MTU", f"found {text[:40]!r}; write a number or remove the file")
+        raise MtuError(f"{path} does not hold an MTU", f"found {text[:40]!r}; write a number or remove the file")
     return _valid(int(text), path)
 
 

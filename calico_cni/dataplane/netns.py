@@ -14,7 +14,7 @@ import stat
 import threading
 from typing import Any, Callable, Iterator, TypeVar
 
-from calico_cni.protocol.errors import INVALID_ENVIRONMENT, CniError
+from calico_cni.dataplane.errors import NamespaceError
 from calico_cni.dataplane.rtnl import Rtnl
 
 CLONE_NEWNET = 0x40000000
@@ -83,12 +83,12 @@ class Netns:
             # A namespace file is a regular (nsfs) file. Anything else (a FIFO, a device) is refused
             # without opening it; O_NONBLOCK covers a swap between this check and the open.
             if not stat.S_ISREG(os.stat(path).st_mode):
-                raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {path!r} is not a network namespace", "it is not a namespace file")
+                raise NamespaceError(f"CNI_NETNS {path!r} is not a network namespace", "it is not a namespace file")
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {path!r} cannot be opened", exc.strerror or str(exc)) from None
+            raise NamespaceError(f"CNI_NETNS {path!r} cannot be opened", exc.strerror or str(exc)) from None
         try:
             import fcntl
 
@@ -97,12 +97,11 @@ class Netns:
             kind = None
         if kind != CLONE_NEWNET:
             os.close(fd)
-            raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {path!r} is not a network namespace")
+            raise NamespaceError(f"CNI_NETNS {path!r} is not a network namespace")
         ns = cls(fd, path, False)
         if ns.same_as_caller():
             ns.close()
-            raise CniError(
-                INVALID_ENVIRONMENT,
+            raise NamespaceError(
                 f"CNI_NETNS {path!r} is the plugin's own network namespace",
                 "a container needs a namespace of its own; refusing to configure the node's interfaces as a container's",
             )

@@ -8,7 +8,7 @@ import ipaddress
 import time
 from typing import Sequence
 
-from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane import sysctl
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.rtnl import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, IPAddress, IPInterface, IPNetwork, Link, NetlinkError, Rtnl
@@ -108,8 +108,7 @@ def add_host_routes(rtnl: Rtnl, link: Link, addresses: Sequence[IPInterface]) ->
 
 
 def _conflict(rtnl: Rtnl, dst: IPNetwork, route, link: Link):
-    raise CniError(
-        DATAPLANE_FAILURE,
+    raise DataplaneError(
         f"the node already has a route to {dst} via {route_owner(rtnl, route)}",
         f"refusing to take it over for {link.name}: another workload may hold this address "
         "(check for a leaked or duplicate allocation with calicoctl ipam check)",
@@ -145,8 +144,7 @@ def host_link_local(host: Netns, link: Link, wait: float = LINK_LOCAL_WAIT) -> i
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
     what = f"has {', '.join(map(str, found))} instead of {expected}" if found else "has no IPv6 link-local address"
-    raise CniError(
-        DATAPLANE_FAILURE,
+    raise DataplaneError(
         f"host interface {link.name} {what}",
         f"addr_gen_mode is {mode}; the container's IPv6 default route needs the host end's link-local address",
     )

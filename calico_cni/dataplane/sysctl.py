@@ -10,7 +10,7 @@ import os
 
 from calico_cni.timing import timed
 
-from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.dataplane.errors import DataplaneError
 
 ROOT = "/proc/sys/"
 
@@ -25,7 +25,7 @@ def write(key: str, value: str | int) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise CniError(DATAPLANE_FAILURE, f"cannot set {key.replace('/', '.')} to {value}", exc.strerror or str(exc)) from None
+        raise DataplaneError(f"cannot set {key.replace('/', '.')} to {value}", exc.strerror or str(exc)) from None
 
 
 @timed("sysctl")

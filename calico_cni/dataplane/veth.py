@@ -7,7 +7,7 @@ import errno
 import logging
 from typing import Callable, Sequence
 
-from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.rtnl import Link, NetlinkError
 
@@ -28,8 +28,7 @@ def claim_host_name(host: Netns, name: str, owned: Callable[[str], bool]) -> Non
     if link is None:
         return
     if not owned(link.alias):
-        raise CniError(
-            DATAPLANE_FAILURE,
+        raise DataplaneError(
             f"host interface {name} already exists and belongs to another attachment",
             f"{describe_owner(link)}; it was left alone. Remove the other workload (or the stale link) first",
         )
@@ -46,13 +45,13 @@ def create_pair(host: Netns, container: Netns, host_name: str, ifname: str, mtu:
     except NetlinkError as exc:
         if exc.errno == errno.EEXIST:
             if container.rtnl().link(ifname) is not None:
-                raise CniError(DATAPLANE_FAILURE, f"interface {ifname} already exists in {container.path}") from None
+                raise DataplaneError(f"interface {ifname} already exists in {container.path}") from None
             other = host.rtnl().link(host_name)
             if other is not None:
-                raise CniError(
-                    DATAPLANE_FAILURE, f"host interface {host_name} was created concurrently by someone else", describe_owner(other)
+                raise DataplaneError(
+                    f"host interface {host_name} was created concurrently by someone else", describe_owner(other)
                 ) from None
-        raise CniError(DATAPLANE_FAILURE, f"cannot create veth pair {ifname}/{host_name}", str(exc)) from None
+        raise DataplaneError(f"cannot create veth pair {ifname}/{host_name}", str(exc)) from None
 
 
 def read_pair(host: Netns, container: Netns, host_name: str, ifname: str) -> tuple[Link, Link]:
@@ -61,7 +60,7 @@ def read_pair(host: Netns, container: Netns, host_name: str, ifname: str) -> tup
     cont_link = container.rtnl().link(ifname)
     if host_link is None or cont_link is None:
         missing = host_name if host_link is None else f"{ifname} in {container.path}"
-        raise CniError(DATAPLANE_FAILURE, f"the veth pair vanished right after its creation: {missing} is missing")
+        raise DataplaneError(f"the veth pair vanished right after its creation: {missing} is missing")
     return host_link, cont_link
 
 

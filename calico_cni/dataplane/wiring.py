@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from calico_cni.protocol.errors import DATAPLANE_FAILURE, CniError
+from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane import routing, sysctl, veth
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.rtnl import IPAddress, IPInterface, IPNetwork, Link, NetlinkError
@@ -97,7 +97,7 @@ def setup(host: Netns, container: Netns, spec: WorkloadSpec, created: Created) -
     try:
         return _setup(host, container, spec, created)
     except NetlinkError as exc:
-        raise CniError(DATAPLANE_FAILURE, f"setting up {spec.ifname}/{spec.host_name} failed", str(exc)) from None
+        raise DataplaneError(f"setting up {spec.ifname}/{spec.host_name} failed", str(exc)) from None
 
 
 def _setup(host: Netns, container: Netns, spec: WorkloadSpec, created: Created) -> Wired:
@@ -157,7 +157,7 @@ def teardown(host: Netns, container: Netns | None, ifname: str, host_names: Sequ
         if container is not None and veth.delete_container_end(container, host, ifname, names, owned):
             removed.append(f"{ifname} in {container.path}")
     except NetlinkError as exc:
-        raise CniError(DATAPLANE_FAILURE, f"removing the interfaces of {ifname} failed", str(exc)) from None
+        raise DataplaneError(f"removing the interfaces of {ifname} failed", str(exc)) from None
     return removed
 
 
@@ -170,7 +170,7 @@ def verify(host: Netns, container: Netns, spec: WorkloadSpec, container_mac: str
     try:
         return _verify(host, container, spec, container_mac)
     except NetlinkError as exc:
-        raise CniError(DATAPLANE_FAILURE, "reading the dataplane failed", str(exc)) from None
+        raise DataplaneError("reading the dataplane failed", str(exc)) from None
 
 
 def _verify(host: Netns, container: Netns, spec: WorkloadSpec, container_mac: str | None) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from calico_cni.config import DEFAULT_OPERATION_TIMEOUT, ipam_settings, node_name, operation_timeout
 from calico_cni.dataplane import wiring
+from calico_cni.dataplane.errors import NamespaceError
 from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
@@ -256,7 +257,7 @@ def delete(request: CniRequest) -> None:
         if request.netns:
             try:
                 container = Netns.open(request.netns)
-            except CniError as err:
+            except NamespaceError as err:
                 log.warning("not touching CNI_NETNS: %s", err)
             if container is not None:
                 stack.enter_context(container)
