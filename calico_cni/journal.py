@@ -1,5 +1,8 @@
 """The node-local release journal: what a DEL could not release because etcd was unreachable.
 
+This module only keeps the files; finishing the releases they record is IPAM's job
+(`calico_ipam.replay`).
+
 Layout of the journal directory (`release_journal_dir`, default /var/lib/calico/cni-journal, mode
 0700; every file 0600, written with write + fsync + rename so a crash leaves the old file or the
 new one, never half of one):
@@ -9,9 +12,10 @@ new one, never half of one):
   ordinal, sequence number), plus the WorkloadEndpoint's namespace/name/uid. DEL needs exactly
   that when etcd is down: it cannot read the blocks then.
 - `pending/<key>-<ns>.json`: a release DEL (or a failed ADD's rollback) could not do. It holds the
-  same fields. Replaying it is `release_exact` on those (block, ordinal, sequence) triples, so an
-  address released and reused meanwhile is never freed (design rule 21), and deleting the endpoint
-  only if its uid is still the recorded one (rule 4). Repeating a replay changes nothing.
+  same fields. Replaying it releases exactly those (block, ordinal, sequence) triples, so an
+  address released and given to another pod meanwhile is never freed, and deletes the endpoint
+  only if its uid is still the recorded one, so a newer sandbox's endpoint of the same name is
+  kept. Repeating a replay changes nothing.
 
 When DEL finds no `held` file (an ADD killed between its commit and the file, or an older
 version), the entry has `allocations: null`; its replay resolves them at one revision and
@@ -33,6 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from calico_cni.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_JOURNAL_DIR = "/var/lib/calico/cni-journal"
@@ -42,7 +48,7 @@ FORMAT = 1
 JOURNAL_DIR_ENV = "CALICO_RELEASE_JOURNAL_DIR"
 
 
-def journal_dir(config: dict, environ: Mapping[str, str] | None = None) -> str:
+def journal_dir(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
     """The journal directory: `release_journal_dir`, else $CALICO_RELEASE_JOURNAL_DIR of
     `environ` (the request's environment; default this process's, as calicoctl reads it), else
     /var/lib/calico/cni-journal."""
@@ -50,9 +56,7 @@ def journal_dir(config: dict, environ: Mapping[str, str] | None = None) -> str:
     if value is None:
         return (os.environ if environ is None else environ).get(JOURNAL_DIR_ENV) or DEFAULT_JOURNAL_DIR
     if not isinstance(value, str) or not value.startswith("/"):
-        from calico_cni.protocol.errors import INVALID_CONFIG, CniError
-
-        raise CniError(INVALID_CONFIG, "release_journal_dir must be an absolute path", f"got {value!r}"[:120])
+        raise ConfigError("release_journal_dir must be an absolute path", f"got {value!r}"[:120])
     return value
 
 
@@ -89,7 +93,9 @@ def write_atomic(path: str, doc: dict, sync_dir: bool = True) -> None:
             os.close(dfd)
 
 
-def _read(path: str) -> dict | None:
+def read_entry(path: str) -> dict | None:
+    """A journal file's document; None when it is gone or cannot be read (logged: an unreadable
+    file must not stop the others)."""
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -101,6 +107,13 @@ def _read(path: str) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 @dataclass
 class Journal:
     """One journal directory."""
@@ -109,19 +122,23 @@ class Journal:
 
     @property
     def held_dir(self) -> str:
+        """Where each live attachment's holdings are recorded."""
         return os.path.join(self.root, "held")
 
     @property
     def pending_dir(self) -> str:
+        """Where the releases still to finish are recorded."""
         return os.path.join(self.root, "pending")
 
     # -- held: what each live attachment holds --------------------------------------------------
 
     def held_path(self, network: str, container_id: str, ifname: str) -> str:
+        """The held file of an attachment."""
         return os.path.join(self.held_dir, attachment_key(network, container_id, ifname) + ".json")
 
     def record_held(self, network: str, container_id: str, ifname: str, handle: str, allocations: Sequence, endpoints: Sequence[str], endpoint: dict | None = None) -> None:
-        """Remember what an ADD holds (called once the ADD's writes are committed)."""
+        """Remember what an ADD holds (called once the ADD's writes are committed). `endpoints`
+        (the etcd URLs) is recorded for a person reading the file; a replay does not use it."""
         doc = {
             "format": FORMAT,
             "network": network,
@@ -135,13 +152,12 @@ class Journal:
         write_atomic(self.held_path(network, container_id, ifname), doc, sync_dir=False)
 
     def held(self, network: str, container_id: str, ifname: str) -> dict | None:
-        return _read(self.held_path(network, container_id, ifname))
+        """What an attachment holds, as its ADD recorded it (None: no record)."""
+        return read_entry(self.held_path(network, container_id, ifname))
 
     def forget_held(self, network: str, container_id: str, ifname: str) -> None:
-        try:
-            os.unlink(self.held_path(network, container_id, ifname))
-        except FileNotFoundError:
-            pass
+        """Drop an attachment's held file (its addresses were released)."""
+        _unlink(self.held_path(network, container_id, ifname))
 
     def held_entries(self) -> list[tuple[str, dict]]:
         """Every held file as (path, document)."""
@@ -152,7 +168,7 @@ class Journal:
         except FileNotFoundError:
             return []
         for path in names:
-            doc = _read(path)
+            doc = read_entry(path)
             if doc is not None:
                 out.append((path, doc))
         return out
@@ -160,7 +176,9 @@ class Journal:
     # -- pending releases ----------------------------------------------------------------------
 
     def add_pending(self, network: str, container_id: str, ifname: str, handle: str, endpoints: Sequence[str], held: dict | None, endpoint: dict | None = None) -> str:
-        """Record a release to finish later; returns the entry's path. The held file is consumed."""
+        """Record a release to finish later; returns the entry's path. The held file is consumed.
+        `endpoints` (the etcd URLs) is recorded for a person reading the file; a replay does not
+        use it."""
         doc: dict[str, Any] = {
             "format": FORMAT,
             "network": network,
@@ -185,84 +203,6 @@ class Journal:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def replay(self, store, endpoints: Sequence[str] = ()) -> int:
-        """Finish every pending release; returns how many were finished. An entry whose replay
-        fails stays for the next invocation. Entries are not filtered by the etcd endpoints they
-        record (a DEL may have found etcd down under another URL): a replay on the wrong cluster
-        would need the same block, ordinal and nanosecond sequence number to free anything."""
-        done = 0
-        for path in self.pending():
-            doc = _read(path)
-            if doc is None:
-                continue
-            replay_entry(store, doc)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            done += 1
-            log.info("replayed pending release of %s/%s (%s)", doc.get("handle"), doc.get("ifname"), os.path.basename(path))
-        return done
-
-
-def replay_entry(store, doc: dict) -> None:
-    """Release what one pending entry names; safe to repeat."""
-    from calico_cni.model.records import parse_time
-    from calico_ipam.allocator import Assigned, release_exact
-    from calico_ipam import blocks as blk
-
-    handle_id = doc["handle"]
-    allocations = doc.get("allocations")
-    endpoint = doc.get("endpoint") or None
-    if allocations is None:
-        # No record of the exact allocations: resolve them now, conservatively.
-        if endpoint is None and _container_has_endpoint(store, doc):
-            log.info("pending release of %s: the container has an endpoint again; left alone", handle_id)
-            return
-        handle = store.handle(handle_id)
-        wanted = []
-        if handle is not None:
-            for cidr, block in store.blocks(sorted(handle.blocks)).items():
-                for o in blk.ordinals_of(block, handle_id, doc.get("ifname")):
-                    stamp = parse_time(((block.attribute(o) or {}).get("secondary") or {}).get("timestamp"))
-                    if stamp is not None and stamp < float(doc.get("recordedAt") or 0):
-                        wanted.append(Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o))))
-        allocations_objs = wanted
-    else:
-        import ipaddress
-
-        allocations_objs = [Assigned(ipaddress.ip_address(a["address"]), a["block"], int(a["ordinal"]), a.get("sequence")) for a in allocations]
-    if allocations_objs:
-        release_exact(store, handle_id, allocations_objs)
-    if endpoint:
-        ep = store.workload_endpoint(endpoint["namespace"], endpoint["name"])
-        if ep is not None and (ep.doc.get("metadata") or {}).get("uid") == endpoint.get("uid"):
-            store.commit(deletes=[ep])
-
-
-def _container_has_endpoint(store, doc: dict) -> bool:
-    cid, ifname = doc.get("containerID"), doc.get("ifname")
-    for ep in store.workload_endpoints():
-        spec = ep.spec
-        if spec.get("containerID") == cid and spec.get("endpoint", ifname) == ifname:
-            return True
-    return False
-
-
-def replay_quietly(config: dict, store, endpoints: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> None:
-    """Replay pending releases; call it BEFORE a verb's own datastore work, so that an ADD of an
-    attachment with a pending release never gets the stale allocation back as "already held".
-
-    Cheap when nothing is pending (one scandir). etcd being unreachable is raised (the verb could
-    not work either); any other failure is logged and left for the next invocation.
-    """
-    from calico_cni.datastore.etcd import DatastoreUnavailable
-
-    try:
-        journal = Journal(journal_dir(config, environ))
-        if journal.pending():
-            journal.replay(store, endpoints)
-    except DatastoreUnavailable:
-        raise
-    except Exception:  # noqa: BLE001 - the journal is retried by the next invocation
-        log.exception("replaying the release journal failed; the next invocation tries again")
+    def forget_pending(self, path: str) -> None:
+        """Drop a pending entry (its release is finished)."""
+        _unlink(path)

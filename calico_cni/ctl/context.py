@@ -137,11 +137,12 @@ class Ctl:
         command's own etcd work succeeded. The journal is CALICO_RELEASE_JOURNAL_DIR, else the
         plugins' default."""
         from calico_cni.journal import Journal, journal_dir
+        from calico_ipam import replay
 
         journal = Journal(journal_dir({}))
         if journal.pending():
             try:
-                journal.replay(self._store, endpoints)
+                replay.replay(self._store, journal)
             except Exception as exc:  # noqa: BLE001 - the command's own outcome is what counts
                 click.echo(f"calicoctl: warning: pending releases not replayed yet: {exc}", err=True)
 

@@ -23,11 +23,12 @@ from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
 from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
-from calico_cni.journal import Journal, journal_dir, replay_quietly
+from calico_cni.journal import Journal, journal_dir
 from calico_cni.protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
 from calico_cni.protocol.request import CniRequest
 from calico_cni.protocol.result import convert, normalize
 from calico_ipam.reconcile import NETWORK_ANNOTATION
+from calico_ipam.replay import replay_quietly
 from calico_cni.workload import Identity
 
 log = logging.getLogger(__name__)

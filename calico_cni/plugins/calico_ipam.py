@@ -149,7 +149,7 @@ def _endpoints(request: CniRequest) -> tuple[str, ...]:
 
 def add(request: CniRequest) -> dict:
     """ADD: assign and print the IPAM result; remember what is held for a DEL with etcd down."""
-    from calico_cni.journal import replay_quietly
+    from calico_ipam.replay import replay_quietly
 
     validate(request)
     store = _store(request)
@@ -167,7 +167,7 @@ def delete(request: CniRequest) -> None:
     """DEL: release the attachment's addresses; succeeds when there is nothing to release. With
     etcd unreachable the release is recorded in the journal and finished by a later invocation."""
     from calico_cni.datastore.etcd import DatastoreUnavailable
-    from calico_cni.journal import replay_quietly
+    from calico_ipam.replay import replay_quietly
 
     validate(request)
     journal = _journal(request)
@@ -190,7 +190,7 @@ def gc(request: CniRequest) -> None:
     from calico_ipam.reconcile import reconcile, valid_attachments
 
     validate(request)
-    from calico_cni.journal import replay_quietly
+    from calico_ipam.replay import replay_quietly
 
     live = valid_attachments(request.config)
     store = _store(request)
@@ -200,7 +200,7 @@ def gc(request: CniRequest) -> None:
 
 def status(request: CniRequest) -> None:
     """STATUS: etcd answers and a pool usable by this node has room; else error 50."""
-    from calico_cni.journal import replay_quietly
+    from calico_ipam.replay import replay_quietly
     from calico_cni.plugins.status import ipam_status
 
     from calico_cni.protocol.errors import CniError as _Err

@@ -172,14 +172,15 @@ def test_a_failed_journal_replay_is_a_warning_not_the_commands_failure(ctl, stor
     """calicoctl finishes the node's pending releases after its own work; if that fails, the
     command still succeeds, says so in one warning line, and the entry stays for next time."""
     from calico_cni.journal import Journal
+    from calico_ipam import replay
 
     journal = Journal(str(tmp_path / "journal"))
     entry = journal.add_pending("net1", "c1", "eth0", "net1.c1", [], None)
 
-    def boom(self, store, endpoints=()):
+    def boom(store, journal):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Journal, "replay", boom)
+    monkeypatch.setattr(replay, "replay", boom)
     r = ctl("ippool", "list", "-o", "json", env={"CALICO_RELEASE_JOURNAL_DIR": journal.root})
     assert r.rc == 0 and r.json() == []
     assert r.stderr == "calicoctl: warning: pending releases not replayed yet: boom\n"

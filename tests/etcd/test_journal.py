@@ -169,7 +169,8 @@ def _request(conf: dict, container_id: str = "c1"):
 def test_a_failed_replay_keeps_its_entry_for_the_next_invocation(store, pools, ipam_conf, tmp_path, monkeypatch):
     """A replay that fails for another reason than etcd being unreachable is logged and kept; an
     unreadable entry does not stop the others."""
-    from calico_cni.journal import Journal, replay_quietly
+    from calico_cni.journal import Journal
+    from calico_ipam.replay import replay_quietly
     from calico_ipam import allocator
 
     conf = {**ipam_conf(), "release_journal_dir": str(tmp_path / "journal")}
@@ -196,7 +197,8 @@ def test_in_process_rollback_with_etcd_unreachable_is_journaled_exactly(store, p
     are recorded, and the replay releases them and nothing that was held before."""
     from calico_cni.datastore.etcd import DatastoreUnavailable
     from calico_cni.plugins.ipam_backend import InProcessIpam
-    from calico_cni.journal import Journal, replay_quietly
+    from calico_cni.journal import Journal
+    from calico_ipam.replay import replay_quietly
     from calico_ipam import allocator
 
     conf = {**ipam_conf(), "release_journal_dir": str(tmp_path / "journal")}
