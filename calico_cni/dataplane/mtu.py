@@ -1,4 +1,5 @@
-"""Which MTU a workload's veth pair gets (design rule 9), decided before any interface exists."""
+"""Which MTU a workload's veth pair gets, decided before any interface exists so a bad MTU setting
+fails the ADD with nothing to roll back (the order is in docs/calico-plugin.md, "MTU")."""
 
 from __future__ import annotations
 

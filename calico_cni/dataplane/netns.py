@@ -2,13 +2,16 @@
 
 Namespaces are per thread. Work that must happen inside another namespace (opening its netlink
 socket, writing its sysctls) runs on a short-lived thread that enters it and then ends; the calling
-thread, which owns the etcd channel, never changes namespace (design rule 7). A netlink socket keeps
-acting in the namespace it was created in, so after that the calling thread drives it directly.
+thread, which owns the etcd channel, never changes namespace, so gRPC's connections are always made
+from the node's namespace. A netlink socket keeps acting in the namespace it was created in, so
+after that the calling thread drives it directly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import os
 import stat
 import threading
@@ -26,8 +29,6 @@ _setns = None
 def _libc_setns(fd: int) -> None:
     global _setns
     if _setns is None:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         _setns = (libc.setns, ctypes.get_errno)
     setns, get_errno = _setns
@@ -90,8 +91,6 @@ class Netns:
         except OSError as exc:
             raise NamespaceError(f"CNI_NETNS {path!r} cannot be opened", exc.strerror or str(exc)) from None
         try:
-            import fcntl
-
             kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
         except OSError:
             kind = None
@@ -141,6 +140,7 @@ class Netns:
         return self._rtnl
 
     def close(self) -> None:
+        """Close the netlink socket (if one was opened) and the namespace's file descriptor; idempotent."""
         if self._rtnl is not None:
             self._rtnl.close()
             self._rtnl = None

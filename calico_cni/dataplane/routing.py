@@ -1,5 +1,6 @@
 """Addresses and routes of a workload: the container's /32 and /128 with routes via the host,
-the node's routes to the container, and the host veth's IPv6 link-local (design rule 11)."""
+the node's routes to the container, and the host veth's IPv6 link-local, read back from the kernel
+rather than assumed because the container's IPv6 default route must name the address it really has."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Sequence
 from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane import sysctl
 from calico_cni.dataplane.netns import Netns
-from calico_cni.dataplane.rtnl import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, IPAddress, IPInterface, IPNetwork, Link, NetlinkError, Rtnl
+from calico_cni.dataplane.rtnl import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, IPAddress, IPInterface, IPNetwork, Link, NetlinkError, Rtnl, mac_bytes
 
 GATEWAY_V4 = ipaddress.IPv4Address("169.254.1.1")
 GATEWAY_V4_NET = ipaddress.IPv4Network("169.254.1.1/32")
@@ -28,7 +29,7 @@ def host_route(address: IPInterface) -> IPNetwork:
 
 def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
     """The link-local address addr_gen_mode 0 derives from a MAC."""
-    b = bytes(int(x, 16) for x in mac.split(":"))
+    b = mac_bytes(mac)
     iid = bytes([b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]])
     return ipaddress.IPv6Address(b"\xfe\x80" + b"\0" * 6 + iid)
 
@@ -57,8 +58,8 @@ def configure_container_v6(rtnl: Rtnl, link: Link, addresses: Sequence[IPInterfa
 
 def add_container_route(rtnl: Rtnl, link: Link, dst: IPNetwork, gateway: IPAddress | None, scope: int = RT_SCOPE_UNIVERSE) -> None:
     """Add a container route with the kernel's default metric; when another interface of the same
-    container (a second attachment, rule 1) already has that route, add this interface's with a
-    metric of its own, so the first interface's route stays preferred."""
+    container (a second attachment: another CNI_IFNAME on the same network) already has that route,
+    add this interface's with a metric of its own, so the first interface's route stays preferred."""
     try:
         rtnl.add_route(dst, link.index, gateway, scope)
     except NetlinkError as exc:
@@ -68,6 +69,7 @@ def add_container_route(rtnl: Rtnl, link: Link, dst: IPNetwork, gateway: IPAddre
 
 
 def with_default(routes: Sequence[IPNetwork], version: int) -> list[IPNetwork]:
+    """The container routes of one IP version: the default route first, then the IPAM routes of that version."""
     out = [DEFAULT[version]]
     out += [r for r in routes if r.version == version and r != DEFAULT[version]]
     return out
@@ -78,6 +80,7 @@ def with_default(routes: Sequence[IPNetwork], version: int) -> list[IPNetwork]:
 
 
 def route_owner(rtnl: Rtnl, route) -> str:
+    """Where a route leads, for a message: "dev <name>", or its type when it has no device ("a blackhole route")."""
     if route.oif:
         link = rtnl.link(index=route.oif)
         return f"dev {link.name if link else route.oif}"

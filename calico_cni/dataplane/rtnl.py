@@ -113,6 +113,7 @@ class Link:
 
     @property
     def up(self) -> bool:
+        """Whether the link is administratively up."""
         return bool(self.flags & IFF_UP)
 
 
@@ -127,6 +128,7 @@ class Address:
 
     @property
     def tentative(self) -> bool:
+        """Whether the address is not usable yet (duplicate address detection running) or failed it."""
         return bool(self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
 
 
@@ -145,6 +147,7 @@ class Route:
 
     @property
     def type_name(self) -> str:
+        """The route type as `ip route` names it (unicast, blackhole...)."""
         return ROUTE_TYPES.get(self.type, str(self.type))
 
 
@@ -193,6 +196,7 @@ def mac_bytes(mac: str) -> bytes:
 
 
 def decode_link(payload: bytes) -> Link:
+    """A link from the payload of an RTM_NEWLINK message."""
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
     attrs = parse_attrs(payload, _IFINFOMSG.size)
     kind = ""
@@ -212,6 +216,7 @@ def decode_link(payload: bytes) -> Link:
 
 
 def decode_address(payload: bytes) -> Address:
+    """An address from the payload of an RTM_NEWADDR message."""
     family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(payload)
     attrs = parse_attrs(payload, _IFADDRMSG.size)
     raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS) or b""
@@ -222,6 +227,7 @@ def decode_address(payload: bytes) -> Address:
 
 
 def decode_route(payload: bytes) -> Route:
+    """A route from the payload of an RTM_NEWROUTE message (no RTA_DST: the default route)."""
     family, dst_len, _src_len, _tos, table, protocol, scope, rtype, _flags = _RTMSG.unpack_from(payload)
     attrs = parse_attrs(payload, _RTMSG.size)
     if RTA_TABLE in attrs:
@@ -257,7 +263,6 @@ class Rtnl:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.seq = 0
-        self.calls = 0
 
     @classmethod
     def open(cls) -> "Rtnl":
@@ -273,6 +278,7 @@ class Rtnl:
         return cls(sock)
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def __enter__(self) -> "Rtnl":
@@ -315,7 +321,6 @@ class Rtnl:
         dump = flags & NLM_F_DUMP == NLM_F_DUMP
         for _attempt in range(5):
             self.seq += 1
-            self.calls += 1
             seq = self.seq
             hdr_flags = NLM_F_REQUEST | flags | (0 if dump else NLM_F_ACK)
             self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, hdr_flags, seq, 0) + body)
@@ -460,13 +465,3 @@ class Rtnl:
             NLM_F_CREATE | NLM_F_EXCL,
             f"adding route {dst}{via} on link {oif}",
         )
-
-    def delete_route(self, dst: IPNetwork, oif: int, gateway: IPAddress | None = None, table: int = RT_TABLE_MAIN) -> bool:
-        """Delete a route; False when it was not there."""
-        try:
-            self.request(RTM_DELROUTE, self._route_body(dst, oif, gateway, RT_SCOPE_NOWHERE, table), what=f"deleting route {dst}")
-        except NetlinkError as exc:
-            if exc.errno in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-                return False
-            raise
-        return True

@@ -42,8 +42,3 @@ def write_all(settings: list[tuple[str, str | int]]) -> None:
     """Set several sysctls in order."""
     for key, value in settings:
         write(key, value)
-
-
-def read_all(keys: list[str]) -> dict[str, str | None]:
-    """Read several sysctls."""
-    return {key: read(key) for key in keys}

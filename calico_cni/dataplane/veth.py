@@ -1,5 +1,7 @@
-"""The veth pair of a workload: created so that no name can collide with the node's interfaces
-(design rule 6), found and deleted only when its alias names the attachment (rule 3)."""
+"""The veth pair of a workload: created from inside the container's namespace with the host end
+placed straight into the node's, so no temporary name can ever collide with the node's interfaces;
+found and deleted only when its alias names the attachment, so a DEL never removes another
+workload's link."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ HOST_MAC = "ee:ee:ee:ee:ee:ee"
 
 
 def describe_owner(link: Link) -> str:
+    """Whose a link is, for a message: its alias, or that it has none."""
     return f"its alias is {link.alias!r}" if link.alias else "it has no Calico alias"
 
 

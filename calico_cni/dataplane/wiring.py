@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane import routing, sysctl, veth
 from calico_cni.dataplane.netns import Netns
-from calico_cni.dataplane.rtnl import IPAddress, IPInterface, IPNetwork, Link, NetlinkError
+from calico_cni.dataplane.rtnl import IPInterface, IPNetwork, Link, NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class WorkloadSpec:
     allow_ip_forwarding: bool = False
 
     def versions(self) -> set[int]:
+        """The IP versions of the workload's addresses."""
         return {a.version for a in self.addresses}
 
 
@@ -49,14 +50,15 @@ class Created:
 @dataclass
 class Wired:
     """The result of `setup`: both links as read right after their creation (their MACs do not
-    change afterwards), and the container's IPv6 gateway."""
+    change afterwards)."""
 
     host: Link
     container: Link
-    gateway_v6: IPAddress | None = None
 
 
 def host_sysctls(name: str, versions: set[int]) -> list[tuple[str, int]]:
+    """The settings of the host veth `name`: proxy ARP/NDP and forwarding so it answers for the
+    container's gateway, no router advertisements or duplicate address detection."""
     out: list[tuple[str, int]] = []
     if 4 in versions:
         out += [
@@ -77,6 +79,8 @@ def host_sysctls(name: str, versions: set[int]) -> list[tuple[str, int]]:
 
 
 def container_sysctls(ifname: str, versions: set[int], forwarding: bool) -> list[tuple[str, int]]:
+    """The settings inside the container: IPv6 enabled (no duplicate address detection on
+    `ifname`) when it has IPv6 addresses, and IP forwarding when the network allows it."""
     out: list[tuple[str, int]] = []
     if 6 in versions:
         out += [(f"net/ipv6/conf/{dev}/disable_ipv6", 0) for dev in ("all", "default", "lo", ifname)]
@@ -126,7 +130,7 @@ def _setup(host: Netns, container: Netns, spec: WorkloadSpec, created: Created) 
     if v6:
         gateway = routing.host_link_local(host, host_link)
         routing.configure_container_v6(cr, cont_link, v6, spec.routes, gateway)
-    return Wired(host_link, cont_link, gateway)
+    return Wired(host_link, cont_link)
 
 
 def rollback(host: Netns, container: Netns | None, created: Created) -> None:
