@@ -13,6 +13,7 @@ import pytest
 
 from tests.calico_support import Node
 from tests.conftest import plugin_env, plugin_path
+from tests.crash_launcher import KILL, crashing
 from tests.processes import stop_process
 
 
@@ -45,12 +46,15 @@ class Agent:
 
 
 def start_agent(node: Node, directory: Path, **env: str) -> Agent:
-    """An agent in `node`'s namespace on `directory`/agent/cni.sock, answering health checks."""
+    """An agent in `node`'s namespace on `directory`/agent/cni.sock, answering health checks.
+    With `CALICO_CNI_TEST_KILL_AT_WRITE=N` in `env` it is started through the test-only crash
+    launcher, which SIGKILLs it just before its Nth etcd write."""
     sock = str(directory / "agent" / "cni.sock")
     log = directory / "agent.log"
     full_env = {k: v for k, v in plugin_env().items() if k != "CALICO_CNI_AGENT_SOCKET"}
     full_env.update(env)
-    argv = ["nsenter", f"--net={node.path}", plugin_path("calico-cni-agent"), "--socket", sock, "--log-file", str(log), "--log-level", "debug"]
+    program = crashing("calico-cni-agent") if KILL in env else plugin_path("calico-cni-agent")
+    argv = ["nsenter", f"--net={node.path}", program, "--socket", sock, "--log-file", str(log), "--log-level", "debug"]
     proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     agent = Agent(proc, sock, log)
     try:

@@ -186,11 +186,11 @@ def run_calico(node: Node, command: str, config: dict, env: dict, plugin: str = 
     return run_plugin(plugin, command, config, env, timeout, netns_path=node.path)
 
 
-def popen_calico(node: Node, command: str, config: dict, env: dict) -> subprocess.Popen:
-    """Start `calico` inside the node's namespace without waiting (a test that kills it); its
-    stdout and stderr are pipes, its stdin (the config) is already written and closed."""
+def popen_calico(node: Node, command: str, config: dict, env: dict, plugin: str = "calico") -> subprocess.Popen:
+    """Start `calico` (or `plugin`) inside the node's namespace without waiting (a test that kills it);
+    its stdout and stderr are pipes, its stdin (the config) is already written and closed."""
     full_env = {**plugin_env(), "CNI_COMMAND": command, **env}
-    proc = subprocess.Popen(["nsenter", f"--net={node.path}", plugin_path("calico")], stdin=subprocess.PIPE,
+    proc = subprocess.Popen(["nsenter", f"--net={node.path}", plugin_path(plugin)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
     proc.stdin.write(json.dumps(config).encode())
     proc.stdin.close()

@@ -19,21 +19,6 @@ from calico_cni.protocol.errors import INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LAT
 
 log = logging.getLogger(__name__)
 
-# Test-only fault injection: SIGKILL this process just before its Nth commit (read once; unset in
-# production, where the check in `commit` is one comparison with 0).
-_KILL_AT_WRITE = int(os.environ.get("CALICO_CNI_TEST_KILL_AT_WRITE") or 0)
-_writes = 0
-
-
-def _count_write() -> None:
-    global _writes
-    _writes += 1
-    if _writes == _KILL_AT_WRITE:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @dataclass(frozen=True)
 class KeyValue:
     """One etcd key as read: value bytes and its revisions (mod_revision is the CAS token)."""
@@ -537,8 +522,6 @@ class EtcdClient:
 
         Returns (succeeded, revision). A failed compare is not an error: the caller re-reads.
         """
-        if _KILL_AT_WRITE:
-            _count_write()
         self._connect()
         rpc = self._rpc
         cmp = []

@@ -23,6 +23,7 @@ from tests import etcd_secure, netns
 from tests.calico_support import make_node, make_pod, popen_calico, remove_node, run_calico
 from tests.calicoctl_support import run_exe
 from tests.conftest import FABRIC_ADDRESS
+from tests.crash_launcher import KILL, crashing
 from tests.pools import create_pool
 
 pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
@@ -79,8 +80,9 @@ class Worker:
         env = self.env(pod)
         mode = self.rng.choice(["write", "time"]) if kill else None
         if mode == "write":
-            env["CALICO_CNI_TEST_KILL_AT_WRITE"] = str(self.rng.randint(1, 3))
-        proc = popen_calico(self.node, verb, self.conf, env)
+            env[KILL] = str(self.rng.randint(1, 3))
+        # A kill before a write needs the test-only crash launcher (it installs the kill hook).
+        proc = popen_calico(self.node, verb, self.conf, env, plugin=crashing("calico") if mode == "write" else "calico")
         if mode == "time":
             time.sleep(self.rng.uniform(0.02, 0.3))
             if proc.poll() is None:

@@ -21,13 +21,15 @@ from tests.calico_support import (
     popen_calico,
     run_calico,
 )
+from tests.crash_launcher import KILL, crashing
 from tests.pools import pools_fixture
 
 pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
 
-KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
-# The exec'd plugin itself is killed here: in CALICO_TEST_VIA_AGENT mode too, it must not hand
-# the request (and the kill) to the session's agent. The agent killed mid-request has its own test.
+# The exec'd plugin itself is killed here (through the test-only crash launcher, which installs the
+# kill hook): in CALICO_TEST_VIA_AGENT mode too, it must not hand the request (and the kill) to the
+# session's agent. The agent killed mid-request has its own test (agents(..., KILL=n) starts it
+# through the crash launcher).
 IN_PROCESS = {"CALICO_CNI_AGENT_SOCKET": ""}
 
 
@@ -64,7 +66,7 @@ def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_
     kills = 0
     for n in range(1, 8):  # ADD: claim v4 block, allocate, claim v6 block, allocate, endpoint...
         p = pod()
-        run = run_calico(node, "ADD", conf, pod_env(p, **{KILL: str(n)}, **IN_PROCESS))
+        run = run_calico(node, "ADD", conf, pod_env(p, **{KILL: str(n)}, **IN_PROCESS), plugin=crashing("calico"))
         if run.rc == 0:
             ok(run_calico(node, "DEL", conf, pod_env(p)))
             break  # the ADD needs fewer writes than n: every step has been covered
@@ -76,7 +78,7 @@ def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_
     for n in range(1, 8):
         p = pod()
         result = ok(run_calico(node, "ADD", conf, pod_env(p)))
-        run = run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p, **{KILL: str(n)}, **IN_PROCESS))
+        run = run_calico(node, "DEL", {**conf, "prevResult": result}, pod_env(p, **{KILL: str(n)}, **IN_PROCESS), plugin=crashing("calico"))
         if run.rc == 0:
             break
         assert run.rc == -signal.SIGKILL, run.stdout
