@@ -1,6 +1,9 @@
 """Typed view of the Calico keys in a network configuration (both plugins read the same keys).
 
-Only the standard library is imported: parsing the config must stay cheap.
+Each plugin verb parses its configuration once, at its top, into one frozen settings object
+(`CalicoSettings`, `IpamPluginSettings`) that it passes down; nothing below re-reads the dict. A
+key that cannot be used raises `ConfigError` (the plugins report it as CNI error 7, calicoctl as a
+usage error). Only the standard library is imported: parsing the config must stay cheap.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from calico_cni.errors import CalicoError
-from calico_cni.protocol.errors import INVALID_CONFIG, CniError
 
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
+DEFAULT_JOURNAL_DIR = "/var/lib/calico/cni-journal"
+JOURNAL_DIR_ENV = "CALICO_RELEASE_JOURNAL_DIR"
 DEFAULT_ETCD_TIMEOUT = 5.0
 # Runtimes give a plugin about 60 s or less; a longer per-call deadline could never fire first.
 MAX_ETCD_TIMEOUT = 300.0
@@ -79,24 +83,27 @@ def _string(config: Mapping[str, Any], key: str, default: str | None = None) -> 
     if value is None:
         return None
     if not isinstance(value, str):
-        raise CniError(INVALID_CONFIG, f"{key} must be a string", _shown(key, value))
+        raise ConfigError(f"{key} must be a string", _shown(key, value))
     return value
 
 
-def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
-    """Calico writes booleans as "true"/"false" strings; accept real booleans too."""
-    value = config.get(key, default)
+def flag(value: Any, key: str) -> bool:
+    """A boolean setting: Calico writes booleans as "true"/"false" strings; real booleans too."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise CniError(INVALID_CONFIG, f"{key} must be true or false", f"got {value!r}"[:120])
+    raise ConfigError(f"{key} must be true or false", f"got {value!r}"[:120])
+
+
+def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
+    return flag(config.get(key, default), key)
 
 
 def _number(config: Mapping[str, Any], key: str, default: float, minimum: float = 0) -> float:
     value = config.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise CniError(INVALID_CONFIG, f"{key} must be a number >= {minimum}", f"got {value!r}"[:120])
+        raise ConfigError(f"{key} must be a number >= {minimum}", f"got {value!r}"[:120])
     return value
 
 
@@ -110,14 +117,14 @@ def operation_timeout(config: Mapping[str, Any]) -> float:
     """`add_timeout`: the bound on all etcd work of one ADD, DEL or CHECK (both plugins)."""
     timeout = config.get("add_timeout", DEFAULT_OPERATION_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= MAX_OPERATION_TIMEOUT:
-        raise CniError(INVALID_CONFIG, f"add_timeout must be a number of seconds from 0.1 to {MAX_OPERATION_TIMEOUT:g}", f"got {timeout!r}"[:120])
+        raise ConfigError(f"add_timeout must be a number of seconds from 0.1 to {MAX_OPERATION_TIMEOUT:g}", f"got {timeout!r}"[:120])
     return float(timeout)
 
 
 def _pool_list(ipam: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = ipam.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise CniError(INVALID_CONFIG, f"ipam.{key} must be a list of pool names or CIDRs", f"got {value!r}"[:120])
+        raise ConfigError(f"ipam.{key} must be a list of pool names or CIDRs", f"got {value!r}"[:120])
     return tuple(value)
 
 
@@ -125,7 +132,7 @@ def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> Etcd
     """etcd connection settings: config keys first, then the ETCD_* environment variables."""
     datastore = _string(config, "datastore_type", "etcdv3")
     if datastore != "etcdv3":
-        raise CniError(INVALID_CONFIG, f"datastore_type {datastore!r} is not supported", "this implementation stores its data in etcd v3: use etcdv3")
+        raise ConfigError(f"datastore_type {datastore!r} is not supported", "this implementation stores its data in etcd v3: use etcdv3")
 
     for key in ETCD_STRING_KEYS:
         _string(config, key)  # every key's type, also of keys this config does not end up using
@@ -138,25 +145,23 @@ def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> Etcd
         authority = pick("etcd_authority", "ETCD_AUTHORITY")
         endpoints = f"http://{authority}" if authority else None
     if not endpoints:
-        raise CniError(
-            INVALID_CONFIG,
+        raise ConfigError(
             "no etcd endpoints configured",
             "set etcd_endpoints in the network configuration (e.g. \"http://127.0.0.1:2379\") or ETCD_ENDPOINTS",
         )
     parsed = tuple(e.strip() for e in endpoints.split(",") if e.strip())
     if not parsed:
-        raise CniError(INVALID_CONFIG, "no etcd endpoints configured", "etcd_endpoints is a comma-separated list of http(s)://host:port")
+        raise ConfigError("no etcd endpoints configured", "etcd_endpoints is a comma-separated list of http(s)://host:port")
     for endpoint in parsed:
         if "@" in endpoint:
             # Never echo it: the part before '@' is likely a user name and password.
-            raise CniError(
-                INVALID_CONFIG,
+            raise ConfigError(
                 "an etcd endpoint carries credentials in its URL",
                 "put the user name and password in etcd_username and etcd_password (or ETCD_USERNAME and ETCD_PASSWORD)",
             )
         match = _ENDPOINT_RE.fullmatch(endpoint)
         if not match or (match.group("port") and not 0 < int(match.group("port")) < 65536):
-            raise CniError(INVALID_CONFIG, f"etcd endpoint {endpoint[:120]!r} is invalid", "expected http://host:port or https://host:port")
+            raise ConfigError(f"etcd endpoint {endpoint[:120]!r} is invalid", "expected http://host:port or https://host:port")
     settings = EtcdSettings(
         endpoints=parsed,
         ca_cert_file=pick("etcd_ca_cert_file", "ETCD_CA_CERT_FILE"),
@@ -167,12 +172,11 @@ def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> Etcd
         timeout=float(_number(config, "etcd_timeout", DEFAULT_ETCD_TIMEOUT, minimum=0.1)),
     )
     if settings.timeout > MAX_ETCD_TIMEOUT:
-        raise CniError(INVALID_CONFIG, f"etcd_timeout must be at most {MAX_ETCD_TIMEOUT:g} seconds", f"got {settings.timeout:g}")
+        raise ConfigError(f"etcd_timeout must be at most {MAX_ETCD_TIMEOUT:g} seconds", f"got {settings.timeout:g}")
     if settings.password and not settings.username:
-        raise CniError(INVALID_CONFIG, "an etcd password is set but no user name", "set etcd_username (or ETCD_USERNAME) too")
+        raise ConfigError("an etcd password is set but no user name", "set etcd_username (or ETCD_USERNAME) too")
     if bool(settings.cert_file) != bool(settings.key_file):
-        raise CniError(
-            INVALID_CONFIG,
+        raise ConfigError(
             "etcd_cert_file and etcd_key_file go together",
             "a client certificate needs its private key (set both, in the config or as ETCD_CERT_FILE and ETCD_KEY_FILE)",
         )
@@ -183,14 +187,13 @@ def ipam_settings(config: Mapping[str, Any]) -> IpamSettings:
     """The `ipam` section, validated."""
     ipam = config.get("ipam")
     if not isinstance(ipam, dict):
-        raise CniError(INVALID_CONFIG, "network configuration needs an ipam section", "for example {\"type\": \"calico-ipam\"}")
+        raise ConfigError("network configuration needs an ipam section", "for example {\"type\": \"calico-ipam\"}")
     itype = ipam.get("type")
     if not isinstance(itype, str) or not itype:
-        raise CniError(INVALID_CONFIG, "ipam.type must be a non-empty string")
+        raise ConfigError("ipam.type must be a non-empty string")
     if not PLUGIN_NAME_RE.fullmatch(itype) or itype in (".", ".."):
         # A plugin is found by name in CNI_PATH: a path here could run any program on the host.
-        raise CniError(
-            INVALID_CONFIG,
+        raise ConfigError(
             f"ipam.type {itype[:80]!r} is not a plugin name",
             "it names an executable in CNI_PATH: letters, digits, '.', '-' and '_' only, no '/'",
         )
@@ -202,7 +205,7 @@ def ipam_settings(config: Mapping[str, Any]) -> IpamSettings:
         ipv6_pools=_pool_list(ipam, "ipv6_pools"),
     )
     if not settings.assign_ipv4 and not settings.assign_ipv6:
-        raise CniError(INVALID_CONFIG, "ipam assigns no address", "assign_ipv4 and assign_ipv6 are both false")
+        raise ConfigError("ipam assigns no address", "assign_ipv4 and assign_ipv6 are both false")
     return settings
 
 
@@ -218,13 +221,12 @@ def node_name(config: Mapping[str, Any]) -> str:
         name = read_regular_file(path, 4096).decode("utf-8").strip()
     except FileNotFoundError:
         if not optional:
-            raise CniError(
-                INVALID_CONFIG,
+            raise ConfigError(
                 f"cannot determine the node name: {path} does not exist",
                 "set nodename in the network configuration, write the node name to that file, or set nodename_file_optional to true to use the host name",
             ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise CniError(INVALID_CONFIG, f"cannot read the node name from {path[:200]}", str(exc)[:200]) from None
+        raise ConfigError(f"cannot read the node name from {path[:200]}", str(exc)[:200]) from None
     if name:
         return _valid_node_name(name, f"the node name in {path}")
     return _valid_node_name(socket.gethostname().lower(), "the host name")
@@ -251,8 +253,7 @@ def read_regular_file(path: str, limit: int) -> bytes:
 
 def _valid_node_name(name: str, origin: str) -> str:
     if not NODE_NAME_RE.fullmatch(name):
-        raise CniError(
-            INVALID_CONFIG,
+        raise ConfigError(
             f"{origin} {name[:80]!r} is not a valid node name",
             "a node name has 1 to 253 letters, digits, '.', '-' or '_', starting and ending with a letter or digit",
         )
@@ -279,3 +280,98 @@ def log_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = 
         "max_count": int(_number(config, "log_file_max_count", 10)),
         "max_age_days": _number(config, "log_file_max_age", 30),
     }
+
+
+def journal_dir(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
+    """The release journal's directory: `release_journal_dir`, else $CALICO_RELEASE_JOURNAL_DIR of
+    `environ` (the request's environment; default this process's, as calicoctl reads it), else
+    /var/lib/calico/cni-journal."""
+    value = config.get("release_journal_dir")
+    if value is None:
+        return (os.environ if environ is None else environ).get(JOURNAL_DIR_ENV) or DEFAULT_JOURNAL_DIR
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError("release_journal_dir must be an absolute path", f"got {value!r}"[:120])
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# One object per plugin invocation
+
+
+@dataclass(frozen=True)
+class IpamPluginSettings:
+    """What `calico-ipam` reads from its network configuration and environment."""
+
+    ipam: IpamSettings
+    etcd: EtcdSettings
+    operation_timeout: float
+    journal_dir: str
+    # None for the verbs that need no node name (DEL, CHECK): a DEL must work with the CNI_ARGS
+    # of an ADD that failed, and a node-name file that is gone must not keep an address held.
+    node: str | None
+
+
+def ipam_plugin_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool) -> IpamPluginSettings:
+    """calico-ipam's settings, every key checked before the first etcd call so that a bad request
+    fails with its error and changes nothing. Without `resolve_node` the node-name keys are only
+    type-checked (no file is read)."""
+    ipam = ipam_settings(config)
+    etcd = etcd_settings(config, environ)
+    timeout = operation_timeout(config)
+    directory = journal_dir(config, environ)
+    if resolve_node:
+        node: str | None = node_name(config)
+    else:
+        check_node_name_keys(config)
+        node = None
+    return IpamPluginSettings(ipam, etcd, timeout, directory, node)
+
+
+@dataclass(frozen=True)
+class CalicoSettings:
+    """What the `calico` plugin reads from its network configuration and environment."""
+
+    mtu: int | None
+    allow_ip_forwarding: bool
+    operation_timeout: float
+    journal_dir: str
+    ipam: IpamSettings
+    node: str | None
+    _etcd: EtcdSettings | None = field(default=None, repr=False)
+    _etcd_error: ConfigError | None = field(default=None, repr=False)
+
+    @property
+    def ipam_type(self) -> str:
+        """The IPAM plugin: calico-ipam (run in this process) or another one (run by exec)."""
+        return self.ipam.type
+
+    @property
+    def etcd(self) -> EtcdSettings:
+        """The etcd settings. An unusable etcd key is reported here, when the verb first needs
+        etcd, not at parse time: DEL tears the dataplane down before it needs etcd, and an ADD
+        into a missing network namespace reports that first."""
+        if self._etcd_error is not None:
+            raise self._etcd_error
+        assert self._etcd is not None
+        return self._etcd
+
+
+def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool) -> CalicoSettings:
+    """The `calico` plugin's settings (before any side effect). Without `resolve_node` the
+    node-name keys are not read (STATUS: only calico-ipam needs the node)."""
+    mtu = config.get("mtu")
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
+        raise ConfigError("mtu must be a whole number", f"got {mtu!r}"[:120])
+    container = config.get("container_settings") or {}
+    if not isinstance(container, dict):
+        raise ConfigError("container_settings must be an object")
+    forwarding = flag(container.get("allow_ip_forwarding", False), "container_settings.allow_ip_forwarding")
+    timeout = operation_timeout(config)
+    directory = journal_dir(config, environ)
+    ipam = ipam_settings(config)
+    node = node_name(config) if resolve_node else None
+    try:
+        etcd, error = etcd_settings(config, environ), None
+    except ConfigError as exc:
+        etcd, error = None, exc
+    return CalicoSettings(mtu or None, forwarding, timeout, directory, ipam, node, etcd, error)

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from calico_cni.errors import CalicoError
 from calico_cni.protocol.errors import CniError
 
 from calico_cni.ctl import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, workloads
@@ -58,7 +59,7 @@ class CtlGroup(click.Group):
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, CniError):
+    if isinstance(exc, (CniError, CalicoError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror

@@ -6,7 +6,7 @@ import ipaddress
 import json
 import logging
 
-from calico_cni.config import check_node_name_keys, etcd_settings, ipam_settings, log_settings, node_name, operation_timeout
+from calico_cni.config import ConfigError, check_node_name_keys, etcd_settings, ipam_settings, log_settings, node_name, operation_timeout
 from calico_cni.datastore.store import Datastore, connect
 from calico_cni.protocol.errors import CHECK_FAILED, INVALID_CONFIG, INVALID_ENVIRONMENT, CniError
 from calico_cni.protocol.request import CniRequest
@@ -81,7 +81,7 @@ def _guess_blocks(request: CniRequest) -> list[str]:
         return []
     try:
         return allocator.known_blocks(node_name(request.config))
-    except CniError:
+    except ConfigError:
         return []
 
 

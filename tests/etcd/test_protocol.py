@@ -15,6 +15,8 @@ import socket
 import pytest
 
 from calico_cni import config as cfg
+from calico_cni.errors import CalicoError
+from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol import errors
 from calico_cni.protocol.errors import CniError
 from calico_cni.protocol.request import (
@@ -64,10 +66,12 @@ def stdin(config) -> bytes:
 
 
 def raises(code: int, fn, *args, **kwargs) -> CniError:
-    with pytest.raises(CniError) as info:
+    """The CNI error `fn` fails with: its own, or a lower floor's exception as the runner reports it."""
+    with pytest.raises((CniError, CalicoError)) as info:
         fn(*args, **kwargs)
-    assert info.value.code == code, f"expected code {code}, got {info.value.code}: {info.value}"
-    return info.value
+    err = cni_error(info.value)
+    assert err is not None and err.code == code, f"expected code {code}, got {info.value!r}: {info.value}"
+    return err
 
 
 def request(command: str = "ADD", config=None, **env_overrides) -> CniRequest:
