@@ -35,29 +35,17 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from calico_cni.config import ConfigError
+# Where the journal lives is a setting: `config.journal_dir` decides it (re-exported here for the
+# journal's users).
+from calico_cni.config import DEFAULT_JOURNAL_DIR as DEFAULT_JOURNAL_DIR
+from calico_cni.config import JOURNAL_DIR_ENV as JOURNAL_DIR_ENV
+from calico_cni.config import journal_dir as journal_dir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_JOURNAL_DIR = "/var/lib/calico/cni-journal"
 FORMAT = 1
-
-
-JOURNAL_DIR_ENV = "CALICO_RELEASE_JOURNAL_DIR"
-
-
-def journal_dir(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
-    """The journal directory: `release_journal_dir`, else $CALICO_RELEASE_JOURNAL_DIR of
-    `environ` (the request's environment; default this process's, as calicoctl reads it), else
-    /var/lib/calico/cni-journal."""
-    value = config.get("release_journal_dir")
-    if value is None:
-        return (os.environ if environ is None else environ).get(JOURNAL_DIR_ENV) or DEFAULT_JOURNAL_DIR
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ConfigError("release_journal_dir must be an absolute path", f"got {value!r}"[:120])
-    return value
 
 
 def attachment_key(network: str, container_id: str, ifname: str) -> str:
