@@ -16,3 +16,14 @@ class AddressesExhausted(IpamError):
 
 class AddressConflict(IpamError):
     """The address asked for is not free (held by another handle, reserved, or outside the pools)."""
+
+
+class RepairRefused(IpamError):
+    """A release or repair that the records do not allow: the address is not allocated, was
+    released already, is still used by a workload endpoint, or a block gained allocations while
+    its pool was being deleted. Nothing was changed by the refused step. Only calicoctl raises
+    it (no CNI verb repairs)."""
+
+
+class InvalidReport(IpamError):
+    """A document that is not a valid `calicoctl ipam check` report. Only calicoctl raises it."""

@@ -1,5 +1,5 @@
 """Who holds what, derived from an `IpamSnapshot`: pure functions shared by show, check, release
-and pool deletion."""
+and pool deletion (`calicoctl ipam show` prints `utilisation`, `borrowed` and `address_info`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from calico_cni.model.records import Block, IPAddress, IPPool, parse_time
 from calico_cni.datastore.store import IpamSnapshot
+from calico_cni.model.records import Block, IPAddress, IPPool, parse_time
+from calico_ipam import blocks as blk
 
 
 @dataclass
@@ -126,4 +127,79 @@ def pool_of(pools: list[IPPool], cidr: str) -> IPPool | None:
 
 
 def block_containing(snapshot: IpamSnapshot, address: IPAddress) -> Block | None:
+    """The block of the snapshot that holds `address` (None: no block does)."""
     return next((b for b in snapshot.blocks if b.network.version == address.version and address in b.network), None)
+
+
+# ------------------------------------------------------------------------------------------------
+# What `calicoctl ipam show` reports
+
+
+def _usage(total: int, in_use: int, cooling: int) -> dict[str, Any]:
+    free = total - in_use - cooling
+    return {"total": total, "inUse": in_use, "cooling": cooling, "free": free}
+
+
+def utilisation(snapshot: IpamSnapshot) -> list[dict[str, Any]]:
+    """Per pool (and per block within it): total, in use, cooling down and free addresses. Blocks
+    outside every pool (their pool was deleted) are grouped under a pool of None."""
+    groups: dict[str | None, list] = {p.name: [] for p in snapshot.pools}
+    for block in sorted(snapshot.blocks, key=lambda b: (b.network.version, b.network)):
+        pool = pool_of(snapshot.pools, block.cidr)
+        groups.setdefault(pool.name if pool else None, []).append(
+            {"cidr": block.cidr, "affinity": block.affine_node, **_usage(block.size, blk.in_use(block), cooling(block))}
+        )
+    out = []
+    for pool in snapshot.pools:
+        blocks = groups[pool.name]
+        out.append(
+            {
+                "name": pool.name,
+                "cidr": str(pool.cidr),
+                "disabled": pool.disabled,
+                **_usage(pool.cidr.num_addresses, sum(b["inUse"] for b in blocks), sum(b["cooling"] for b in blocks)),
+                "blocks": blocks,
+            }
+        )
+    if groups.get(None):
+        blocks = groups[None]
+        out.append({"name": None, "cidr": None, "disabled": None, **_usage(sum(b["total"] for b in blocks), sum(b["inUse"] for b in blocks), sum(b["cooling"] for b in blocks)), "blocks": blocks})
+    return out
+
+
+def borrowed(snapshot: IpamSnapshot) -> list[dict[str, Any]]:
+    """Allocations whose node is not the block's affine node."""
+    blocks = {b.cidr: b for b in snapshot.blocks}
+    out = []
+    for a in allocations(snapshot):
+        owner = blocks[a.block].affine_node
+        if a.node != owner:
+            out.append({"address": str(a.address), "node": a.node, "block": a.block, "blockOwner": owner, "handle": a.handle, "endpoints": a.endpoints})
+    return out
+
+
+def address_info(snapshot: IpamSnapshot, address) -> dict[str, Any]:
+    """Whether an address is free, cooling down or in use, and by whom."""
+    pool = pool_of(snapshot.pools, str(address))
+    info: dict[str, Any] = {"address": str(address), "state": "free", "pool": pool.name if pool else None}
+    block = block_containing(snapshot, address)
+    if block is None:
+        if pool is None:
+            info["state"] = "not in any IP pool"
+        return info
+    ordinal = block.ordinal(address)
+    info.update(block=block.cidr, blockAffinity=block.affine_node, ordinal=ordinal)
+    attr = block.attribute(ordinal)
+    if attr is None:
+        info["state"] = "free"
+    elif attr.get("handle_id") is None:
+        info.update(state="cooling down", releasedAt=attr.get("releasedAt"))
+    else:
+        info.update(
+            state="in use",
+            handle=attr["handle_id"],
+            attributes=attr.get("secondary") or {},
+            sequence=block.seq_for_alloc.get(str(ordinal)),
+            endpoints=endpoint_addresses(snapshot).get(address, []),
+        )
+    return info

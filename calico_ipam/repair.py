@@ -1,5 +1,6 @@
 """The writes `ipam release` and `ippool delete` make. Each is a compare-and-swap against what it
-read, re-read and retried on conflict; each first re-checks that the repair is still needed.
+read, re-read and retried on conflict; each first re-checks that the repair is still needed. What
+the records do not allow raises `errors.RepairRefused`; nothing here prints.
 
 Addresses are released only through `calico_ipam.allocator.release_exact`, keyed by (handle,
 block, ordinal, sequence number), so an address released and reused meanwhile is never freed.
@@ -9,18 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
-import click
-
-from calico_cni.model import keys
-from calico_cni.model.records import Block, CorruptRecord, Handle, IPPool
-from calico_cni.datastore.store import Datastore, IpamSnapshot
-from calico_ipam import blocks as blk
 from calico_cni.datastore.retry import Conflict, with_retries
-from calico_ipam.allocator import Assigned, release_exact
-
+from calico_cni.datastore.store import Datastore, IpamSnapshot
+from calico_cni.model import keys
+from calico_cni.model.records import Block, CorruptRecord, Handle, IPAddress, IPPool
+from calico_ipam import blocks as blk
 from calico_ipam import inventory
-from calico_cni.ctl.context import CtlError
+from calico_ipam.allocator import Assigned, release_exact
+from calico_ipam.audit import Report, analyse, leak_key
+from calico_ipam.errors import RepairRefused
 from calico_ipam.inventory import Allocation
 
 
@@ -168,12 +168,13 @@ def delete_stray_affinity(store: Datastore, node: str, cidr: str) -> bool:
 # Pools
 
 
-def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> tuple[int, int]:
+def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool, releasing: Callable[[Allocation], None] = lambda a: None) -> tuple[int, int]:
     """Delete the pool's blocks and every affinity to them; returns (blocks deleted, addresses
     released because they were allocated meanwhile).
 
-    A block that gained an allocation since it was checked is released first with `force`, and
-    stops the deletion without it.
+    A block that gained an allocation since it was checked is released first with `force` (each
+    such allocation is passed to `releasing` first, for the caller to report), and stops the
+    deletion without it (`RepairRefused`).
     """
     snap = store.ipam_snapshot()
     cidrs = sorted({b.cidr for b in snap.blocks if inventory.in_pool(b.cidr, pool)} | {a.cidr for a in snap.affinities if inventory.in_pool(a.cidr, pool)})
@@ -186,11 +187,11 @@ def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> tuple[int
             if block is not None:
                 held = list(inventory.block_allocations(block))
                 if held and not force:
-                    raise CtlError(f"block {cidr} of IP pool {pool.name} has new allocations ({held[0].address}, ...); the pool is left disabled")
+                    raise RepairRefused(f"block {cidr} of IP pool {pool.name} has new allocations ({held[0].address}, ...); the pool is left disabled")
                 if held:
                     nonlocal released
                     for a in held:
-                        click.echo(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")
+                        releasing(a)
                     released += len(release_allocations(store, held))
                     raise Conflict()
             deletes = ([block] if block is not None else []) + affinities
@@ -203,9 +204,76 @@ def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool) -> tuple[int
 
 
 def delete_pool(store: Datastore, name: str) -> None:
+    """Delete the IP pool resource (its blocks are gone: `remove_pool_blocks`)."""
+
     def step(attempt: int) -> None:
         pool = store.pool(name)
         if pool is not None and not store.commit(deletes=[pool]):
             raise Conflict()
 
     with_retries(f"deleting IP pool {name}", step)
+
+
+# ------------------------------------------------------------------------------------------------
+# `ipam release --ip`
+
+
+def allocation_to_release(snapshot: IpamSnapshot, address: IPAddress, force: bool) -> Allocation:
+    """The allocation holding `address`; `RepairRefused` when it is not allocated, was released
+    already, or (without `force`) is still used by a workload endpoint."""
+    block = inventory.block_containing(snapshot, address)
+    attr = block.attribute(block.ordinal(address)) if block is not None else None
+    if attr is None:
+        raise RepairRefused(f"{address} is not allocated; nothing released")
+    if attr.get("handle_id") is None:
+        raise RepairRefused(f"{address} was already released at {attr.get('releasedAt')}; nothing released")
+    allocation = next(a for a in inventory.block_allocations(block) if a.address == address)
+    used = inventory.endpoint_addresses(snapshot).get(address)
+    if used and not force:
+        raise RepairRefused(f"{address} is used by workload endpoint {', '.join(used)}; nothing released (delete the pod, or pass --force to release it anyway)")
+    return allocation
+
+
+# ------------------------------------------------------------------------------------------------
+# `ipam release --from-report`
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """The outcome of one problem a report listed: `kind` is "block", "handle", "leak" or
+    "affinity"; `entry` is the report's entry; `done` says whether it was repaired (False: it is no
+    longer a problem); `what` describes a handle repair (`rebuild_handle`'s text)."""
+
+    kind: str
+    entry: dict
+    done: bool
+    what: str | None = None
+
+
+def repair_report(store: Datastore, report: Report) -> Iterator[Repaired]:
+    """Repair what `report` lists and a fresh audit still finds, one outcome at a time (block
+    bookkeeping, handles, leaked addresses, then affinities). A leaked address is released only if
+    the same allocation (handle, block, ordinal, sequence number) still holds it with no workload
+    endpoint, so an address released and reused since is never freed. Endpoints without an
+    allocation and unparsable records are not repaired here: they need a person."""
+    now = analyse(store.ipam_snapshot(), report.grace_seconds)
+
+    still = {e["block"] for e in now.inconsistent_blocks}
+    for e in report.inconsistent_blocks:
+        yield Repaired("block", e, bool(e["block"] in still and repair_block(store, e["block"])))
+
+    still = {e["handle"] for e in now.handle_mismatches + now.orphan_handles}
+    for e in report.handle_mismatches + report.orphan_handles:
+        done = rebuild_handle(store, e["handle"]) if e["handle"] in still else None
+        yield Repaired("handle", e, bool(done), done)
+
+    current = {a.key: a for a in now.leaked_allocations}
+    listed = [(leak_key(e), e) for e in report.leaked]
+    to_release = [current[k] for k, _ in listed if k in current]
+    released = {(a.block, a.ordinal) for a in release_allocations(store, to_release)} if to_release else set()
+    for key, e in listed:
+        yield Repaired("leak", e, (key[1], key[2]) in released and key in current)
+
+    still = {(e["node"], e["block"]) for e in now.stray_affinities}
+    for e in report.stray_affinities:
+        yield Repaired("affinity", e, bool((e["node"], e["block"]) in still and delete_stray_affinity(store, e["node"], e["block"])))

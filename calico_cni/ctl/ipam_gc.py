@@ -9,15 +9,15 @@ import sys
 import click
 
 from calico_cni.ctl.context import CtlError, connection_options, ctl
-from calico_cni.ctl.ipam_check import DEFAULT_GRACE
+from calico_cni.dataplane.netns import Netns
+from calico_cni.protocol.errors import CniError
+from calico_ipam.audit import DEFAULT_GRACE
+from calico_ipam.reconcile import Live, reconcile, valid_attachments
 
 
-def parse_live(text: str, origin: str):
+def parse_live(text: str, origin: str) -> Live:
     """A live list: the JSON of `cni.dev/valid-attachments` ([{containerID, ifname}]), or lines of
     `containerID [ifname]` (no ifname: every interface of the container; '#' starts a comment)."""
-    from calico_ipam.reconcile import Live, valid_attachments
-    from calico_cni.protocol.errors import CniError
-
     stripped = text.strip()
     if stripped.startswith("["):
         try:
@@ -50,8 +50,6 @@ def gc(node, network, live_file, grace, links) -> None:
     with --links, the cali* links whose alias names a dead attachment. Unlike CNI GC, it has no
     runtime's word that no ADD is running, so anything younger than --grace is left alone.
     """
-    from calico_ipam.reconcile import reconcile
-
     try:
         text = sys.stdin.read() if live_file == "-" else open(live_file, encoding="utf-8").read()
     except OSError as exc:
@@ -59,8 +57,6 @@ def gc(node, network, live_file, grace, links) -> None:
     live = parse_live(text, "stdin" if live_file == "-" else live_file)
     host = None
     if links:
-        from calico_cni.dataplane.netns import Netns
-
         host = Netns.here()
     try:
         report = reconcile(ctl().store, network, node, live, host=host, grace_seconds=grace)

@@ -1,4 +1,5 @@
-"""`calicoctl ipam release`: release addresses by hand, or repair what an `ipam check` report lists."""
+"""`calicoctl ipam release`: release addresses by hand, or repair what an `ipam check` report lists
+(the checks and writes are `calico_ipam.repair`'s; this module parses, calls and prints)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import ipaddress
 
 import click
 
-from calico_ipam import inventory, repair
 from calico_cni.ctl.context import CtlError, connection_options, ctl, read_json_file
-from calico_cni.ctl.ipam_check import Report, analyse, leak_key
+from calico_ipam import repair
+from calico_ipam.audit import Report
 
 
 @click.command("release")
@@ -41,26 +42,13 @@ def release(ips, report_file, force) -> None:
 def _release_ips(texts, force: bool) -> None:
     store = ctl().store
     snapshot = store.ipam_snapshot()
-    used = inventory.endpoint_addresses(snapshot)
     wanted = []
     for text in texts:
         try:
             address = ipaddress.ip_address(text.strip())
         except ValueError:
             raise CtlError(f"{text!r} is not an IP address") from None
-        block = inventory.block_containing(snapshot, address)
-        attr = block.attribute(block.ordinal(address)) if block is not None else None
-        if attr is None:
-            raise CtlError(f"{address} is not allocated; nothing released")
-        if attr.get("handle_id") is None:
-            raise CtlError(f"{address} was already released at {attr.get('releasedAt')}; nothing released")
-        allocation = next(a for a in inventory.block_allocations(block) if a.address == address)
-        if used.get(address) and not force:
-            raise CtlError(
-                f"{address} is used by workload endpoint {', '.join(used[address])}; nothing released "
-                "(delete the pod, or pass --force to release it anyway)"
-            )
-        wanted.append(allocation)
+        wanted.append(repair.allocation_to_release(snapshot, address, force))
     released = {a.address for a in repair.release_allocations(store, wanted)}
     for a in wanted:
         if a.address in released:
@@ -70,53 +58,29 @@ def _release_ips(texts, force: bool) -> None:
         raise CtlError(f"{missed[0].address} changed while it was being released (released or reallocated meanwhile); left alone")
 
 
+def _describe(r: repair.Repaired) -> str:
+    """What one outcome of `repair_report` prints."""
+    e = r.entry
+    if r.kind == "block":
+        return f"Repaired the bookkeeping of block {e['block']}." if r.done else f"Skipped block {e['block']}: no longer a problem."
+    if r.kind == "handle":
+        return f"Repaired handle: {r.what}." if r.done else f"Skipped handle {e['handle']}: no longer a problem."
+    if r.kind == "leak":
+        if r.done:
+            return f"Released {e['address']} (handle {e['handle']}, block {e['block']}, sequence {e['sequence']})."
+        return f"Skipped {e['address']} (handle {e['handle']}): no longer a problem."
+    if r.done:
+        return f"Deleted the affinity of node {e['node']} to block {e['block']}."
+    return f"Skipped affinity of {e['node']} to {e['block']}: no longer a problem."
+
+
 def _release_report(path: str) -> None:
     report = Report.from_json(read_json_file(path), path)
-    store = ctl().store
-    now = analyse(store.ipam_snapshot(), report.grace_seconds)
     repaired = skipped = 0
-
-    def gone(what: str) -> None:
-        nonlocal skipped
-        skipped += 1
-        click.echo(f"Skipped {what}: no longer a problem.")
-
-    still = {e["block"] for e in now.inconsistent_blocks}
-    for e in report.inconsistent_blocks:
-        if e["block"] in still and repair.repair_block(store, e["block"]):
-            repaired += 1
-            click.echo(f"Repaired the bookkeeping of block {e['block']}.")
-        else:
-            gone(f"block {e['block']}")
-
-    still = {e["handle"] for e in now.handle_mismatches + now.orphan_handles}
-    for e in report.handle_mismatches + report.orphan_handles:
-        done = repair.rebuild_handle(store, e["handle"]) if e["handle"] in still else None
-        if done:
-            repaired += 1
-            click.echo(f"Repaired handle: {done}.")
-        else:
-            gone(f"handle {e['handle']}")
-
-    current = {a.key: a for a in now.leaked_allocations}
-    listed = [(leak_key(e), e) for e in report.leaked]
-    to_release = [current[k] for k, _ in listed if k in current]
-    released = {(a.block, a.ordinal) for a in repair.release_allocations(store, to_release)} if to_release else set()
-    for key, e in listed:
-        if (key[1], key[2]) in released and key in current:
-            repaired += 1
-            click.echo(f"Released {e['address']} (handle {e['handle']}, block {e['block']}, sequence {e['sequence']}).")
-        else:
-            gone(f"{e['address']} (handle {e['handle']})")
-
-    still = {(e["node"], e["block"]) for e in now.stray_affinities}
-    for e in report.stray_affinities:
-        if (e["node"], e["block"]) in still and repair.delete_stray_affinity(store, e["node"], e["block"]):
-            repaired += 1
-            click.echo(f"Deleted the affinity of node {e['node']} to block {e['block']}.")
-        else:
-            gone(f"affinity of {e['node']} to {e['block']}")
-
+    for outcome in repair.repair_report(ctl().store, report):
+        repaired += outcome.done
+        skipped += not outcome.done
+        click.echo(_describe(outcome))
     manual = len(report.endpoints_without_allocation) + len(report.corrupt_records)
     for e in report.endpoints_without_allocation:
         click.echo(f"Needs a person: workload endpoint {e['endpoint']} claims {e['address']} ({e['reason']}).")

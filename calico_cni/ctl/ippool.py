@@ -157,7 +157,9 @@ def delete(name, force) -> None:
         click.echo(f"Releasing {a.address} (handle {a.handle}, node {a.node or 'unknown'}{used})")
     if held:
         released = len(repair.release_allocations(store, held))
-    blocks, meanwhile = repair.remove_pool_blocks(store, pool, force)
+    blocks, meanwhile = repair.remove_pool_blocks(
+        store, pool, force, releasing=lambda a: click.echo(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")
+    )
     released += meanwhile
     repair.delete_pool(store, name)
     click.echo(f"Deleted IP pool {name} ({pool.cidr}): released {released} addresses, removed {blocks} blocks.")
