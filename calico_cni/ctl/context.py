@@ -16,22 +16,11 @@ from typing import Any, Callable
 import click
 
 from calico_cni.config import ETCD_STRING_KEYS, EtcdSettings, etcd_settings
+from calico_cni.ctl.errors import CtlError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 # The keys of a Calico plugin's network configuration that say how to reach etcd.
 ETCD_KEYS = ("datastore_type", *ETCD_STRING_KEYS, "etcd_timeout")
-# Exit codes: 1 an operation failed, 2 the command line is wrong (click's), 3 `ipam check` found problems.
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_PROBLEMS = 3
-
-
-class CtlError(Exception):
-    """A failure to report as one line on stderr, with a non-zero exit."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def read_json_file(path: str) -> Any:

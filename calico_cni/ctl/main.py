@@ -1,5 +1,5 @@
 """The `calicoctl` command tree, and the one place failures become a one-line message on stderr
-and an exit code (never a traceback)."""
+and an exit code (never a traceback), as the table in `ctl.errors` says."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import sys
 
 import click
 
-from calico_cni.errors import CalicoError
-from calico_cni.protocol.errors import CniError
-
 from calico_cni.ctl import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, workloads
-from calico_cni.ctl.context import EXIT_ERROR, EXIT_USAGE, CtlError, connection_options
+from calico_cni.ctl.context import connection_options
+from calico_cni.ctl.errors import failure
 
 
 class _StderrHandler(logging.Handler):
@@ -44,32 +42,11 @@ class CtlGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(args, prog_name or "calicoctl", complete_var, standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx else "calicoctl"
-            _fail(f"{exc.format_message()} (see '{where} --help')", EXIT_USAGE)
-        except click.ClickException as exc:
-            _fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
-            _fail("aborted", EXIT_ERROR)
-        except CtlError as exc:
-            _fail(str(exc), exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
-            _fail(_describe(exc), EXIT_ERROR)
+            message, status = failure(exc)
+            click.echo(f"Error: {' '.join(message.split())}", err=True)
+            sys.exit(status)
         sys.exit(code if isinstance(code, int) else 0)
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, (CniError, CalicoError)):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    name = type(exc).__name__
-    return f"{name}: {exc}" if str(exc) else name
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {' '.join(message.split())}", err=True)
-    sys.exit(code)
 
 
 @click.group("calicoctl", cls=CtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
