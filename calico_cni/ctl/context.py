@@ -16,6 +16,11 @@ from typing import Any, Callable
 import click
 
 from calico_cni.config import ETCD_STRING_KEYS, EtcdSettings, etcd_settings
+from calico_cni.datastore.etcd import EtcdClient
+from calico_cni.datastore.store import Datastore
+from calico_cni.journal import Journal, journal_dir
+from calico_ipam import replay
+
 from calico_cni.ctl.errors import CtlError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
@@ -54,6 +59,8 @@ class Connection:
     flags: dict[str, Any] = field(default_factory=dict)
 
     def settings(self, environ=None) -> EtcdSettings:
+        """The etcd settings: the flags, then the --config file's calico plugin, then the ETCD_*
+        variables of `environ`, then the default endpoint."""
         environ = os.environ if environ is None else environ
         config: dict[str, Any] = load_cni_config(self.config_file) if self.config_file else {}
         config.update(self.flags)
@@ -104,17 +111,17 @@ class Ctl:
 
     def __init__(self, ctx: click.Context) -> None:
         self._ctx = ctx
-        self._store = None
+        self._store: Datastore | None = None
 
     def settings(self) -> EtcdSettings:
+        """The etcd settings the connection flags, the --config file and the environment give."""
         return _connection(self._ctx).settings()
 
     @property
-    def store(self):
+    def store(self) -> Datastore:
+        """The datastore, connected on first use; closed (and the node's pending releases
+        replayed) when the command ends."""
         if self._store is None:
-            from calico_cni.datastore.etcd import EtcdClient
-            from calico_cni.datastore.store import Datastore
-
             settings = self.settings()
             self._store = Datastore(EtcdClient(settings))
             self._ctx.call_on_close(self._store.close)
@@ -125,9 +132,6 @@ class Ctl:
         """Finish the node's pending releases (DELs that found etcd unreachable), once the
         command's own etcd work succeeded. The journal is CALICO_RELEASE_JOURNAL_DIR, else the
         plugins' default."""
-        from calico_cni.journal import Journal, journal_dir
-        from calico_ipam import replay
-
         journal = Journal(journal_dir({}))
         if journal.pending():
             try:

@@ -38,6 +38,8 @@ class CtlGroup(click.Group):
     """The root group: runs the command, then maps any failure to one line and an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's entry point; in standalone mode (the console script) a failure prints one line
+        from `ctl.errors` and exits with its code instead of click's own handling."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:

@@ -6,6 +6,7 @@ import json
 from typing import Any, Sequence
 
 import click
+import yaml
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -20,8 +21,6 @@ def dump(data: Any, fmt: str) -> str:
     """`data` as JSON or YAML text."""
     if fmt == "json":
         return json.dumps(data, indent=2)
-    import yaml
-
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip("\n")
 
 
@@ -45,6 +44,7 @@ def percent(part: int, whole: int) -> str:
 
 
 def yes_no(value: bool) -> str:
+    """A flag as a table shows it: "true" or "false"."""
     return "true" if value else "false"
 
 

@@ -100,6 +100,7 @@ def allowed_uses(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def assignment_mode(value: str) -> str:
+    """Automatic or Manual, case-insensitive, spelled as the pool record stores it."""
     if value.lower() not in MODES:
         raise CtlError(f"invalid assignment mode {value!r}: expected Automatic or Manual")
     return MODES[value.lower()]
@@ -117,6 +118,7 @@ def label_key(key: str) -> str:
 
 
 def label_value(key: str, value: str) -> str:
+    """A Kubernetes-style label value: empty, or at most 63 letters, digits, '-', '_' or '.'."""
     if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
         raise CtlError(
             f"invalid value {value!r} for label {key}: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"

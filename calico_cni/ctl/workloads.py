@@ -14,6 +14,7 @@ class AliasGroup(click.Group):
     ALIASES = {"wep": "workloadendpoints", "weps": "workloadendpoints", "workloadendpoint": "workloadendpoints"}
 
     def get_command(self, ctx, cmd_name):
+        """The command `cmd_name` names, directly or by one of its aliases."""
         return super().get_command(ctx, self.ALIASES.get(cmd_name, cmd_name))
 
 
