@@ -21,7 +21,7 @@ from calico_cni.datastore.store import Datastore, IpamView
 from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED, CniError
 
 from calico_ipam import blocks as blk
-from calico_ipam.pools import block_cidr_for, candidate_blocks, pool_containing, usable_pools
+from calico_ipam.pools import block_cidr_for, candidate_blocks, pool_containing, pool_of, usable_pools
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +145,12 @@ def _commit_assignment(store: Datastore, block: Block, ordinals: list[int], att:
     return [Assigned(block.address(o), block.cidr, o, block.seq_for_alloc[str(o)], new=True) for o in ordinals]
 
 
-def _prepare(block: Block, view: IpamView) -> set[int]:
-    """Return cooled-down ordinals to the free list; the reserved ordinals of the block."""
+def prepare_block(block: Block, view: IpamView) -> set[int]:
+    """Return cooled-down ordinals to the free list (of this in-memory block); the reserved
+    ordinals of the block. What `blocks.free_ordinals` then lists is what an allocation may take."""
     if any("releasedAt" in a for a in block.attributes):
         blk.cleanup(block, view.config.ip_cooldown_seconds, time.time())
     return blk.reserved_ordinals(block, view.reservations)
-
-
-def _in_pools(cidr: str, pools: Sequence[IPPool]) -> IPPool | None:
-    net = ipaddress.ip_network(cidr)
-    return next((p for p in pools if net.subnet_of(p.cidr)), None)
 
 
 def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], view: IpamView, family: int) -> tuple[Block, Affinity] | None:
@@ -195,14 +191,14 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
     secondary = att.secondary()
 
     # 1. The node's own blocks, in pool order.
-    mine = [(p, a) for a in view.affinities.get(family, []) if (p := _in_pools(a.cidr, pools))]
+    mine = [(p, a) for a in view.affinities.get(family, []) if (p := pool_of(pools, a.cidr))]
     mine.sort(key=lambda pa: (pools.index(pa[0]), pa[1].state != CONFIRMED, ipaddress.ip_network(pa[1].cidr)))
     affine_blocks = store.blocks([a.cidr for _, a in mine], view.blocks)
     for _, affinity in mine:
         block = affine_blocks.get(affinity.cidr)
         if block is None or block.affine_node != att.node:
             continue
-        ordinals = blk.assign(block, 1, att.handle_id, secondary, _prepare(block, view))
+        ordinals = blk.assign(block, 1, att.handle_id, secondary, prepare_block(block, view))
         if ordinals:
             extra = []
             if affinity.state != CONFIRMED:
@@ -241,9 +237,9 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
             + f"{_pool_list(pools)} is claimed; borrowing is off because strict affinity is on",
         )
     for block in sorted(store.all_blocks(family), key=lambda b: ipaddress.ip_network(b.cidr)):
-        if block.affine_node == att.node or not _in_pools(block.cidr, pools):
+        if block.affine_node == att.node or not pool_of(pools, block.cidr):
             continue
-        ordinals = blk.assign(block, 1, att.handle_id, secondary, _prepare(block, view))
+        ordinals = blk.assign(block, 1, att.handle_id, secondary, prepare_block(block, view))
         if ordinals:
             log.info("node %s borrows %s from block %s (affinity %s)", att.node, block.address(ordinals[0]), block.cidr, block.affinity)
             return _commit_assignment(store, block, ordinals, att, view)[0]

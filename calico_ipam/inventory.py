@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from calico_cni.datastore.store import IpamSnapshot
-from calico_cni.model.records import Block, IPAddress, IPPool, parse_time
+from calico_cni.model.records import Block, IPAddress, parse_time
 from calico_ipam import blocks as blk
+from calico_ipam.pools import pool_of
 
 
 @dataclass
@@ -113,17 +114,6 @@ def handle_counts(snapshot: IpamSnapshot) -> dict[str, dict[str, int]]:
             per = out.setdefault(a.handle, {})
             per[block.cidr] = per.get(block.cidr, 0) + 1
     return out
-
-
-def in_pool(cidr: str, pool: IPPool) -> bool:
-    """Whether a block, address range or single address lies in the pool."""
-    net = ipaddress.ip_network(cidr)
-    return net.version == pool.cidr.version and net.subnet_of(pool.cidr)
-
-
-def pool_of(pools: list[IPPool], cidr: str) -> IPPool | None:
-    """The pool a block, address range or single address lies in."""
-    return next((p for p in pools if in_pool(cidr, p)), None)
 
 
 def block_containing(snapshot: IpamSnapshot, address: IPAddress) -> Block | None:

@@ -87,12 +87,17 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
     return out
 
 
+def pool_of(pools: Sequence[IPPool], cidr: str) -> IPPool | None:
+    """The first of `pools` that a block, an address range or a single address (any CIDR text)
+    lies in; None when it is in none of them."""
+    net = ipaddress.ip_network(cidr)
+    return next((p for p in pools if net.version == p.cidr.version and net.subnet_of(p.cidr)), None)
+
+
 def pool_containing(pools: Sequence[IPPool], address: IPAddress) -> IPPool | None:
-    """The enabled pool allowing Workload that holds `address`."""
-    for pool in pools:
-        if not pool.disabled and WORKLOAD in pool.allowed_uses and address in pool.cidr and pool.block_size_problem() is None:
-            return pool
-    return None
+    """The enabled pool allowing Workload that holds `address` (what a specific address is
+    assigned from: selectors and `assignmentMode` do not apply to it)."""
+    return pool_of([p for p in pools if not p.disabled and WORKLOAD in p.allowed_uses and p.block_size_problem() is None], str(address))
 
 
 def block_cidr_for(pool: IPPool, address: IPAddress) -> str:

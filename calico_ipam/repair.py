@@ -22,6 +22,7 @@ from calico_ipam.allocator import Assigned, release_exact
 from calico_ipam.audit import Report, analyse, leak_key
 from calico_ipam.errors import RepairRefused
 from calico_ipam.inventory import Allocation
+from calico_ipam.pools import pool_of
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Absent:
 
 def pool_allocations(snapshot: IpamSnapshot, pool: IPPool) -> list[Allocation]:
     """Every address allocated from the pool's blocks."""
-    return [a for a in inventory.allocations(snapshot) if inventory.in_pool(a.block, pool)]
+    return [a for a in inventory.allocations(snapshot) if pool_of([pool], a.block)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool, releasing: C
     deletion without it (`RepairRefused`).
     """
     snap = store.ipam_snapshot()
-    cidrs = sorted({b.cidr for b in snap.blocks if inventory.in_pool(b.cidr, pool)} | {a.cidr for a in snap.affinities if inventory.in_pool(a.cidr, pool)})
+    cidrs = sorted({b.cidr for b in snap.blocks if pool_of([pool], b.cidr)} | {a.cidr for a in snap.affinities if pool_of([pool], a.cidr)})
     removed = released = 0
     for cidr in cidrs:
 
