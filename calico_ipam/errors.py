@@ -27,3 +27,9 @@ class RepairRefused(IpamError):
 
 class InvalidReport(IpamError):
     """A document that is not a valid `calicoctl ipam check` report. Only calicoctl raises it."""
+
+
+class PoolRefused(IpamError):
+    """An IP pool change the records do not allow: the pool does not exist, already exists,
+    overlaps another pool, or (without force) still has allocated addresses. Nothing was changed
+    by the refused step. Only calicoctl raises it (no CNI verb changes pools)."""

@@ -6,13 +6,12 @@ from typing import Any
 
 import click
 
-from calico_cni.model import keys
 from calico_cni.model.records import IPPool
-from calico_cni.datastore.retry import Conflict, with_retries
+from calico_ipam import pool_admin
+from calico_ipam.inventory import Allocation
 
-from calico_ipam import repair
 from calico_cni.ctl import validate
-from calico_cni.ctl.context import CtlError, connection_options, ctl, output_option
+from calico_cni.ctl.context import connection_options, ctl, output_option
 from calico_cni.ctl.output import emit, resource_doc, yes_no
 
 
@@ -29,13 +28,6 @@ def _rows(pools: list[IPPool]) -> list[list[Any]]:
 
 
 HEADERS = ["name", "cidr", "block size", "node selector", "allowed uses", "assignment", "disabled"]
-
-
-def _get(name: str) -> IPPool:
-    pool = ctl().store.pool(name)
-    if pool is None:
-        raise CtlError(f"IP pool {name} does not exist")
-    return pool
 
 
 @ippool.command("create")
@@ -56,20 +48,8 @@ def create(name, cidr, block_size, node_selector, disabled, allowed_uses, assign
     selector = validate.node_selector(node_selector)
     uses = validate.allowed_uses(allowed_uses) if allowed_uses else validate.allowed_uses(["Workload,Tunnel"])
     mode = validate.assignment_mode(assignment_mode)
-    store = ctl().store
-
-    def step(attempt: int) -> IPPool:
-        pools, revision = store.pools_and_revision()
-        if any(p.name == name for p in pools):
-            raise CtlError(f"IP pool {name} already exists")
-        validate.no_overlap(net, pools, name)
-        pool = IPPool.new(name, str(net), size, disabled=disabled, node_selector=selector, allowed_uses=uses, assignment_mode=mode)
-        # Fails if any pool was created or changed since the overlap check read them.
-        if not store.commit(puts=[pool], prefix_unchanged_since=(keys.POOLS, revision)):
-            raise Conflict()
-        return pool
-
-    pool = with_retries(f"creating IP pool {name}", step)
+    draft = IPPool.new(name, str(net), size, disabled=disabled, node_selector=selector, allowed_uses=uses, assignment_mode=mode)
+    pool = pool_admin.create_pool(ctl().store, draft)
     if output == "table":
         click.echo(f"Created IP pool {name} ({pool.cidr}, block size /{pool.block_size}{', disabled' if disabled else ''}).")
     else:
@@ -91,24 +71,8 @@ def list_pools(output) -> None:
 @connection_options
 def get(name, output) -> None:
     """Show the IP pool NAME."""
-    pool = _get(name)
+    pool = pool_admin.get_pool(ctl().store, name)
     emit(output, resource_doc(pool), HEADERS, _rows([pool]))
-
-
-def _set_disabled(name: str, disabled: bool) -> bool:
-    """Set the pool's disabled flag (CAS, retried); False when it already had that value."""
-    store = ctl().store
-
-    def step(attempt: int) -> bool:
-        pool = _get(name)
-        if pool.disabled == disabled:
-            return False
-        pool.disabled = disabled
-        if not store.commit(puts=[pool]):
-            raise Conflict()
-        return True
-
-    return with_retries(f"{'disabling' if disabled else 'enabling'} IP pool {name}", step)
 
 
 @ippool.command("enable")
@@ -116,7 +80,7 @@ def _set_disabled(name: str, disabled: bool) -> bool:
 @connection_options
 def enable(name) -> None:
     """Enable the IP pool NAME (addresses are handed out from it again)."""
-    changed = _set_disabled(name, False)
+    changed = pool_admin.set_disabled(ctl().store, name, False)
     click.echo(f"IP pool {name} {'enabled' if changed else 'is already enabled'}.")
 
 
@@ -125,7 +89,7 @@ def enable(name) -> None:
 @connection_options
 def disable(name) -> None:
     """Disable the IP pool NAME: no new address comes from it; existing ones stay."""
-    changed = _set_disabled(name, True)
+    changed = pool_admin.set_disabled(ctl().store, name, True)
     click.echo(f"IP pool {name} {'disabled' if changed else 'is already disabled'}.")
 
 
@@ -139,32 +103,14 @@ def delete(name, force) -> None:
     Refused while addresses of the pool are allocated, unless --force. The pool is disabled first,
     so no new address is handed out from it while it is being taken apart.
     """
-    store = ctl().store
-    pool = _get(name)
-    held = repair.pool_allocations(store.ipam_snapshot(), pool)
-    if held and not force:
-        raise CtlError(_refusal(name, held))
-    was_disabled = pool.disabled
-    _set_disabled(name, True)
-    held = repair.pool_allocations(store.ipam_snapshot(), pool)
-    if held and not force:
-        if not was_disabled:
-            _set_disabled(name, False)
-        raise CtlError(_refusal(name, held))
-    released = 0
-    for a in held:
-        used = f", used by workload endpoint {', '.join(a.endpoints)}" if a.endpoints else ""
-        click.echo(f"Releasing {a.address} (handle {a.handle}, node {a.node or 'unknown'}{used})")
-    if held:
-        released = len(repair.release_allocations(store, held))
-    blocks, meanwhile = repair.remove_pool_blocks(
-        store, pool, force, releasing=lambda a: click.echo(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")
-    )
-    released += meanwhile
-    repair.delete_pool(store, name)
-    click.echo(f"Deleted IP pool {name} ({pool.cidr}): released {released} addresses, removed {blocks} blocks.")
+    deleted = pool_admin.delete_pool(ctl().store, name, force, releasing=_releasing, releasing_meanwhile=_releasing_meanwhile)
+    click.echo(f"Deleted IP pool {name} ({deleted.pool.cidr}): released {deleted.released} addresses, removed {deleted.blocks} blocks.")
 
 
-def _refusal(name: str, held) -> str:
-    sample = ", ".join(f"{a.address} ({a.handle})" for a in held[:3]) + (", ..." if len(held) > 3 else "")
-    return f"IP pool {name} still has {len(held)} allocated addresses: {sample}; release them first or pass --force to release them too"
+def _releasing(a: Allocation) -> None:
+    used = f", used by workload endpoint {', '.join(a.endpoints)}" if a.endpoints else ""
+    click.echo(f"Releasing {a.address} (handle {a.handle}, node {a.node or 'unknown'}{used})")
+
+
+def _releasing_meanwhile(a: Allocation) -> None:
+    click.echo(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from calico_cni.model.records import AUTOMATIC, BLOCK_SIZE_RANGE, DEFAULT_BLOCK_SIZE, MANUAL, TUNNEL, WORKLOAD, IPNetwork, IPPool
+from calico_cni.model.records import AUTOMATIC, BLOCK_SIZE_RANGE, DEFAULT_BLOCK_SIZE, MANUAL, TUNNEL, WORKLOAD, IPNetwork
 from calico_cni.model.selector import SelectorError, parse
 
-from calico_cni.ctl.context import CtlError
+from calico_cni.ctl.errors import CtlError
 
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -68,15 +68,9 @@ def block_size(net: IPNetwork, size: int | None) -> int:
     return size
 
 
-def no_overlap(net: IPNetwork, pools: Iterable[IPPool], name: str) -> None:
-    """No other pool may share an address with this one."""
-    for pool in pools:
-        if pool.name != name and pool.cidr.version == net.version and pool.cidr.overlaps(net):
-            raise CtlError(f"CIDR {net} overlaps IP pool {pool.name} ({pool.cidr})")
-
-
 def node_selector(text: str) -> str:
-    """A selector that parses (Calico's selector language, design rule 17)."""
+    """A selector that parses in Calico's selector language (`calico_cni.model.selector`): a pool
+    whose selector does not parse is skipped by every node's allocation."""
     try:
         parse(text)
     except SelectorError as exc:
@@ -147,8 +141,9 @@ def label_changes(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def ipam_settings(strict_affinity: bool, auto_allocate_blocks: bool, max_blocks_per_host: int) -> None:
-    """calico-model.md: strict affinity and auto-allocation may not both be off; a per-host
-    block limit needs strict affinity."""
+    """Strict affinity and auto-allocation may not both be off, as Calico's IPAM configuration
+    requires; a per-host block limit needs strict affinity, since borrowing addresses from other
+    nodes' blocks would get around the limit."""
     if not strict_affinity and not auto_allocate_blocks:
         raise CtlError(
             "strict affinity and auto-allocate-blocks may not both be off: set --strictaffinity=true or --auto-allocate-blocks=true"

@@ -1,0 +1,116 @@
+"""Creating, enabling, disabling and deleting IP pools (what `calicoctl ippool` does), each step a
+compare-and-swap retried from a fresh read. Refusals raise `PoolRefused` with the sentence a user
+reads; nothing here prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from calico_cni.datastore.retry import Conflict, with_retries
+from calico_cni.datastore.store import Datastore
+from calico_cni.model import keys
+from calico_cni.model.records import IPNetwork, IPPool
+from calico_ipam import repair
+from calico_ipam.errors import PoolRefused
+from calico_ipam.inventory import Allocation
+
+
+def get_pool(store: Datastore, name: str) -> IPPool:
+    """The IP pool `name`; `PoolRefused` when it does not exist."""
+    pool = store.pool(name)
+    if pool is None:
+        raise PoolRefused(f"IP pool {name} does not exist")
+    return pool
+
+
+def check_no_overlap(net: IPNetwork, pools: Iterable[IPPool], name: str) -> None:
+    """No other pool may share an address with this one: an address must belong to one pool only,
+    or allocation and `ippool delete` could not tell whose it is."""
+    for pool in pools:
+        if pool.name != name and pool.cidr.version == net.version and pool.cidr.overlaps(net):
+            raise PoolRefused(f"CIDR {net} overlaps IP pool {pool.name} ({pool.cidr})")
+
+
+def create_pool(store: Datastore, pool: IPPool) -> IPPool:
+    """Write the new pool `pool` (its fields already validated); `PoolRefused` when a pool of that
+    name exists or another pool overlaps it. The write fails, and the checks run again, if any pool
+    was created or changed since they read the pools."""
+
+    def step(attempt: int) -> IPPool:
+        pools, revision = store.pools_and_revision()
+        if any(p.name == pool.name for p in pools):
+            raise PoolRefused(f"IP pool {pool.name} already exists")
+        check_no_overlap(pool.cidr, pools, pool.name)
+        if not store.commit(puts=[pool], prefix_unchanged_since=(keys.POOLS, revision)):
+            raise Conflict()
+        return pool
+
+    return with_retries(f"creating IP pool {pool.name}", step)
+
+
+def set_disabled(store: Datastore, name: str, disabled: bool) -> bool:
+    """Set the pool's disabled flag; False when it already had that value."""
+
+    def step(attempt: int) -> bool:
+        pool = get_pool(store, name)
+        if pool.disabled == disabled:
+            return False
+        pool.disabled = disabled
+        if not store.commit(puts=[pool]):
+            raise Conflict()
+        return True
+
+    return with_retries(f"{'disabling' if disabled else 'enabling'} IP pool {name}", step)
+
+
+@dataclass
+class Deleted:
+    """What deleting a pool did."""
+
+    pool: IPPool
+    released: int
+    blocks: int
+
+
+def _refusal(name: str, held: list[Allocation]) -> PoolRefused:
+    sample = ", ".join(f"{a.address} ({a.handle})" for a in held[:3]) + (", ..." if len(held) > 3 else "")
+    return PoolRefused(
+        f"IP pool {name} still has {len(held)} allocated addresses: {sample}; release them first or pass --force to release them too"
+    )
+
+
+def delete_pool(
+    store: Datastore,
+    name: str,
+    force: bool,
+    releasing: Callable[[Allocation], None] = lambda a: None,
+    releasing_meanwhile: Callable[[Allocation], None] = lambda a: None,
+) -> Deleted:
+    """Delete the IP pool `name` with its blocks and block affinities.
+
+    Refused (`PoolRefused`) while addresses of the pool are allocated, unless `force`, which
+    releases them (each passed to `releasing` first, for the caller to report). The pool is
+    disabled first, so no new address is handed out from it while it is being taken apart; a
+    refusal after that enables it again if it was enabled. An address allocated while the blocks
+    are removed is passed to `releasing_meanwhile` and released (with `force`).
+    """
+    pool = get_pool(store, name)
+    held = repair.pool_allocations(store.ipam_snapshot(), pool)
+    if held and not force:
+        raise _refusal(name, held)
+    was_disabled = pool.disabled
+    set_disabled(store, name, True)
+    held = repair.pool_allocations(store.ipam_snapshot(), pool)
+    if held and not force:
+        if not was_disabled:
+            set_disabled(store, name, False)
+        raise _refusal(name, held)
+    released = 0
+    for a in held:
+        releasing(a)
+    if held:
+        released = len(repair.release_allocations(store, held))
+    blocks, meanwhile = repair.remove_pool_blocks(store, pool, force, releasing=releasing_meanwhile)
+    repair.delete_pool(store, name)
+    return Deleted(pool, released + meanwhile, blocks)
