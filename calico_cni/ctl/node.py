@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from calico_cni.datastore.nodes import label_node
 from calico_cni.model.records import Node
-from calico_cni.datastore.retry import Conflict, with_retries
 
 from calico_cni.ctl import validate
 from calico_cni.ctl.context import CtlError, connection_options, ctl, output_option
@@ -44,27 +44,14 @@ def list_nodes(output) -> None:
 def label(name, labels, create, output) -> None:
     """Set (key=value) or remove (key-) labels of node NAME."""
     sets, removes = validate.label_changes(labels)
-    store = ctl().store
-    notes: list[str] = []
-
-    def step(attempt: int) -> Node:
-        record = store.node(name)
-        if record is None:
-            if not create:
-                raise CtlError(f"node {name} does not exist (nodes register on their first pod; pass --create to create it now)")
-            record = Node.new(validate.resource_name(name, "node"))
-        notes.clear()
-        for key in removes:
-            if record.labels.pop(key, None) is None:
-                notes.append(f"node {name} had no label {key}")
-        record.labels.update(sets)
-        if not store.commit(puts=[record]):
-            raise Conflict()
-        return record
-
-    record = with_retries(f"labelling node {name}", step)
-    for note in notes:
-        click.echo(f"Note: {note}.", err=True)
+    # The name is checked only when the node is created: a registered node keeps the name it has.
+    new_node = (lambda: Node.new(validate.resource_name(name, "node"))) if create else None
+    labelled = label_node(ctl().store, name, sets, removes, new_node)
+    if labelled is None:
+        raise CtlError(f"node {name} does not exist (nodes register on their first pod; pass --create to create it now)")
+    record = labelled.node
+    for key in labelled.absent:
+        click.echo(f"Note: node {name} had no label {key}.", err=True)
     if output == "table":
         click.echo(f"Node {name} labels: {cell(record.labels) if record.labels else '(none)'}")
     else:
