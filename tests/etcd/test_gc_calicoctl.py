@@ -1,5 +1,6 @@
-"""`calicoctl ipam gc`: the GC reconciliation from an operator's list of live containers, with the
-grace period of rule 20 (no runtime vouches that no ADD is in flight)."""
+"""`calicoctl ipam gc`: the GC reconciliation from an operator's list of live containers, with a
+grace period: no runtime vouches that no ADD is in flight, so anything younger than `--grace` may
+belong to an ADD the list does not show yet and is left alone (docs/gc.md)."""
 
 from __future__ import annotations
 

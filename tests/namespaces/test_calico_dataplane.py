@@ -1,5 +1,5 @@
-"""Kernel state and result after a `calico` ADD, in real namespaces (calico-model.md, design rules
-2, 3, 6, 8, 9 and 11)."""
+"""Kernel state and result after a `calico` ADD, in real namespaces: the layout of
+docs/calico-plugin.md ("What ADD does to the node and the container", "MTU")."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def test_kernel_state_after_add(stack, store, pools, node, pod, calico_conf):
     want4 = stack in ("ipv4", "dual")
     want6 = stack in ("ipv6", "dual")
 
-    # Result layout (rule 8): host veth first, container second, every address /32 or /128 on it.
+    # Result layout: host veth first, container second, every address /32 or /128 on it, no gateway
+    # (the container routes via 169.254.1.1 and the host end's link-local, not via a pool address).
     assert [i["name"] for i in result["interfaces"]] == [host, "eth0"]
     assert result["interfaces"][0] == {"name": host, "mac": HOST_MAC}
     assert result["interfaces"][1]["sandbox"] == f"{netns.NETNS_DIR}/{p}"
@@ -71,7 +72,8 @@ def test_kernel_state_after_add(stack, store, pools, node, pod, calico_conf):
     v4 = [i["address"] for i in ips if ":" not in i["address"]]
     v6 = [i["address"] for i in ips if ":" in i["address"]]
 
-    # Host end: name by rule 2, attachment in its alias (rule 3), fixed MAC, up, MTU of the uplink.
+    # Host end: Calico's name (a hash of the attachment), the attachment in its alias (so DEL deletes
+    # only its own links), fixed MAC, up, MTU of the uplink.
     hl = link(node.name, host)
     assert hl["ifalias"] == f"calico:net1/{cid}/eth0"
     assert hl["address"] == HOST_MAC
@@ -86,7 +88,7 @@ def test_kernel_state_after_add(stack, store, pools, node, pod, calico_conf):
     assert cl["link_index"] == hl["ifindex"]
     assert {a for a in addresses(p, "eth0") if not a.startswith("fe80:")} == set(v4 + v6)
 
-    # Host sysctls (calico-model.md, rule 11).
+    # Host sysctls: proxy ARP/NDP and forwarding, so the host end answers for the container's gateway.
     if want4:
         assert sysctl(node.name, f"net/ipv4/conf/{host}/proxy_arp") == "1"
         assert sysctl(node.name, f"net/ipv4/neigh/{host}/proxy_delay") == "0"
@@ -149,7 +151,7 @@ def test_result_versions(store, pools, node, pod, calico_conf):
 
 
 def test_container_ifname_may_equal_a_node_interface(store, pools, node, pod, calico_conf):
-    """Rule 6: the container end is created inside the container, so naming it like one of the
+    """The container end is created inside the container, so naming it like one of the
     node's own interfaces (here the node's uplink) collides with nothing."""
     p = pod()
     result = ok(run_calico(node, "ADD", calico_conf(), pod_env(p, ifname="uplink")))
@@ -160,7 +162,7 @@ def test_container_ifname_may_equal_a_node_interface(store, pools, node, pod, ca
 
 
 def test_mtu_sources(store, pools, nodes, calico_conf, tmp_path):
-    """Rule 9: the mtu key, else the MTU file, else the default route's device, else 1500."""
+    """The MTU's sources in order: the mtu key, else the MTU file, else the default route's device, else 1500."""
     from tests.calico_support import make_pod
 
     n = nodes(uplink_mtu=1420)
@@ -210,13 +212,13 @@ def test_kubernetes_names(store, pools, node, pod, calico_conf):
     assert endpoint.doc["metadata"]["labels"] == {"projectcalico.org/namespace": "web-apps", "projectcalico.org/orchestrator": "k8s"}
     assert endpoint.spec["orchestrator"] == "k8s" and endpoint.spec["pod"] == "front-end-7f9"
     assert endpoint.spec["profiles"] == ["kns.web-apps"]
-    # The allocation records the pod (rule 1).
+    # The allocation records the pod, so an operator (and calicoctl ipam check) can tell whose it is.
     attrs = [a for b in store.all_blocks() for a in b.attributes if a.get("handle_id") == f"net1.{env['CNI_CONTAINERID']}"]
     assert attrs and attrs[0]["secondary"]["pod"] == "front-end-7f9" and attrs[0]["secondary"]["namespace"] == "web-apps"
 
 
 def test_node_name_from_nodename_file(store, pools, node, pod, calico_conf, tmp_path):
-    """Rule 10: without `nodename`, the contents of `nodename_file`; a missing file is an error
+    """The node's name: without `nodename`, the contents of `nodename_file`; a missing file is an error
     before anything is created (unless nodename_file_optional)."""
     name_file = tmp_path / "nodename"
     name_file.write_text("worker-7\n")
