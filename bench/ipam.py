@@ -12,10 +12,8 @@ from calico_cni.datastore import retry
 from calico_cni.datastore.etcd import EtcdClient
 from calico_cni.model.records import IPPool
 from calico_cni.datastore.store import Datastore
-from calico_cni.protocol.request import CniRequest
 from calico_ipam import allocator
-from calico_cni.plugins import calico_ipam as plugin
-from calico_ipam.allocator import Attachment, FamilyRequest
+from calico_ipam.allocator import Attachment, BlockMemory, FamilyRequest
 from tests.conftest import wipe
 
 
@@ -41,14 +39,12 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
     fresh_pool(endpoint, "198.18.0.0/16")
     counter = itertools.count()
 
-    def request(name: str) -> CniRequest:
-        """A request of network `bench` on node rt-node (handle bench.<name>)."""
-        config = {"cniVersion": "1.0.0", "name": "bench", "type": "calico", "nodename": "rt-node", "ipam": {"type": "calico-ipam"}}
-        return CniRequest("ADD", "1.0.0", config, container_id=name, ifname="eth0")
+    # The blocks this process has seen the node hold, as the agent keeps them for its requests.
+    memory = BlockMemory()
 
     def measure(fn, warm: bool) -> int:
         if not warm:
-            allocator._node_blocks.clear()  # what a freshly exec'd plugin knows
+            memory.forget()  # what a freshly exec'd plugin knows
         ds = _store(endpoint)
         try:
             before = ds.round_trips
@@ -58,7 +54,18 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
             ds.close()
 
     def assign(ds: Datastore, name: str) -> None:
-        plugin.assign_addresses(request(name), ds)
+        """What calico-ipam's ADD assigns for container `name` of network `bench` on node rt-node."""
+        allocator.assign(ds, Attachment(f"bench.{name}", "rt-node", "eth0", network="bench"), [FamilyRequest(4)], memory)
+
+    def release(ds: Datastore, name: str) -> None:
+        """What calico-ipam's DEL releases: the handles (and Calico's legacy one, the bare
+        container ID) read with the blocks this process remembers for the node."""
+        ids = [f"bench.{name}", name]
+        handles, config, blocks = ds.handles_config_blocks(ids, memory.known("rt-node"))
+        for hid, ifname in zip(ids, ("eth0", None)):
+            if handles.get(hid) is not None:
+                allocator.release(ds, hid, ifname, first=(handles[hid], config), blocks=blocks)
+                blocks = None  # that release changed blocks: read them again
 
     def fill_held_blocks() -> None:
         """Allocate until the node's blocks are full, so the next allocation claims a block."""
@@ -72,14 +79,14 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
     # Register the node first so the first allocation is not also a registration.
     with contextlib.closing(_store(endpoint)) as ds:
         assign(ds, "warm")
-        plugin.release_addresses(request("warm"), ds)
+        release(ds, "warm")
     out: dict[str, dict[str, int]] = {}
     for warm, label in ((False, "exec'd, no agent"), (True, "agent")):
         fill_held_blocks()
         out.setdefault("allocation claiming a new block", {})[label] = measure(lambda ds: assign(ds, f"a{warm}"), warm)
         out.setdefault("allocation from a held block", {})[label] = measure(lambda ds: assign(ds, f"b{warm}"), warm)
         # As a DEL releases: the handles read with the blocks this process remembers for the node.
-        out.setdefault("release", {})[label] = measure(lambda ds: plugin.release_addresses(request(f"b{warm}"), ds), warm)
+        out.setdefault("release", {})[label] = measure(lambda ds: release(ds, f"b{warm}"), warm)
     return out
 
 

@@ -26,27 +26,43 @@ from calico_ipam.pools import block_cidr_for, candidate_blocks, pool_containing,
 log = logging.getLogger(__name__)
 
 
-# The block CIDRs each (node, family) had affinity for at the last allocation read in this process.
-# A warm process (the agent) reads those blocks in the same transaction as the next allocation's
-# view, so a steady-state allocation is one read and one commit, and a release likewise. It is only
-# a guess of which keys to read: what is used was read at the view's revision, checked against the
-# affinities read with it, and every write is a compare-and-swap.
-_node_blocks: dict[tuple[str, int], tuple[str, ...]] = {}
+class BlockMemory:
+    """The block CIDRs each (node, family) had affinity for at the last allocation read with it.
 
+    A warm process (the agent) keeps one and reads those blocks in the same transaction as the
+    next allocation's view, so a steady-state allocation is one read and one commit, and a
+    release likewise. It is only a guess of which keys to read: what is used was read at the
+    view's revision, checked against the affinities read with it, and every write is a
+    compare-and-swap. A fresh one (an exec'd plugin) knows nothing, which is always correct.
+    """
 
-def known_blocks(node: str, families: Sequence[int] = (4, 6)) -> list[str]:
-    """The block CIDRs `node` had affinity for at its last allocation in this process."""
-    return [c for f in families for c in _node_blocks.get((node, f), ())]
+    def __init__(self) -> None:
+        self._blocks: dict[tuple[str, int], tuple[str, ...]] = {}
 
+    def known(self, node: str, families: Sequence[int] = (4, 6)) -> list[str]:
+        """The block CIDRs `node` had affinity for at its last allocation seen here."""
+        return [c for f in families for c in self._blocks.get((node, f), ())]
 
-def remembers_blocks() -> bool:
-    """Whether this process has read any node's blocks (a fresh exec has not)."""
-    return bool(_node_blocks)
+    def remember(self, node: str, view: IpamView) -> None:
+        """Remember the node's affinities of each family `view` read."""
+        for family, affinities in view.affinities.items():
+            self._blocks[(node, family)] = tuple(sorted(a.cidr for a in affinities))
 
+    def set(self, node: str, family: int, cidrs: Sequence[str]) -> None:
+        """Remember these blocks for (node, family), whatever they are (tests plant stale guesses)."""
+        self._blocks[(node, family)] = tuple(cidrs)
 
-def _remember_blocks(node: str, view: IpamView) -> None:
-    for family, affinities in view.affinities.items():
-        _node_blocks[(node, family)] = tuple(sorted(a.cidr for a in affinities))
+    def forget(self) -> None:
+        """Forget everything (what a freshly exec'd plugin knows)."""
+        self._blocks.clear()
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing has been remembered yet (a fresh exec has read no node's blocks)."""
+        return not self._blocks
+
+    def __bool__(self) -> bool:
+        return not self.empty
 
 
 @dataclass(frozen=True)
@@ -223,9 +239,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
             block, affinity = claimed
             ordinals = blk.assign(block, 1, att.handle_id, secondary, blk.reserved_ordinals(block, view.reservations))
             affinity.state = CONFIRMED
-            assigned = _commit_assignment(store, block, ordinals, att, view, [affinity])[0]
-            _remember_blocks(att.node, view)  # the view's affinities now include the claimed block
-            return assigned
+            return _commit_assignment(store, block, ordinals, att, view, [affinity])[0]
 
     # 3. Borrow from another node's block, unless strict affinity forbids it.
     if config.strict_affinity:
@@ -302,15 +316,18 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
     return _commit_assignment(store, block, [ordinal], att, view)[0]
 
 
-def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest]) -> list[Assigned]:
+def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest], memory: BlockMemory | None = None) -> list[Assigned]:
     """Give the attachment one address per requested family: both or neither.
 
     A repeated ADD returns the addresses the attachment already holds. If a later family fails,
-    what this call allocated is released again (never what an earlier ADD holds).
+    what this call allocated is released again (never what an earlier ADD holds). `memory` (a
+    warm process's) says which blocks to read with the view, and learns the node's blocks; None
+    remembers nothing.
     """
+    memory = BlockMemory() if memory is None else memory
     families = sorted({r.family for r in requests})
-    first = store.ipam_view(att.node, families, att.handle_id, prefetch_blocks=known_blocks(att.node, families))
-    _remember_blocks(att.node, first)
+    first = store.ipam_view(att.node, families, att.handle_id, prefetch_blocks=memory.known(att.node, families))
+    memory.remember(att.node, first)
     existing = held(store, first.handle, att.ifname)
     unused = [first]  # the first attempt uses the view read above
     results: list[Assigned] = []
@@ -327,9 +344,11 @@ def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest])
                 if unused:
                     view = unused.pop()
                 else:
-                    view = store.ipam_view(att.node, [req.family], att.handle_id, prefetch_blocks=known_blocks(att.node, [req.family]))
-                    _remember_blocks(att.node, view)
-                return worker(store, att, req, view)
+                    view = store.ipam_view(att.node, [req.family], att.handle_id, prefetch_blocks=memory.known(att.node, [req.family]))
+                    memory.remember(att.node, view)
+                assigned = worker(store, att, req, view)
+                memory.remember(att.node, view)  # a claimed block is in the view's affinities now
+                return assigned
 
             results.append(with_retries(f"assigning an IPv{req.family} address", step))
     except BaseException:

@@ -13,9 +13,13 @@ from calico_cni.protocol.request import CniRequest
 from calico_cni.protocol.result import convert, normalize
 
 from calico_ipam import allocator
-from calico_ipam.allocator import Assigned, Attachment, FamilyRequest
+from calico_ipam.allocator import Assigned, Attachment, BlockMemory, FamilyRequest
 
 log = logging.getLogger(__name__)
+
+# The blocks this process has seen each node hold (a warm process reads them with the next view).
+# A module global until the verbs are given one (plugins.services).
+_MEMORY = BlockMemory()
 
 
 def handle_id(request: CniRequest) -> str:
@@ -71,16 +75,16 @@ def family_requests(request: CniRequest) -> list[FamilyRequest]:
 
 def assign_addresses(request: CniRequest, store: Datastore) -> list[Assigned]:
     """Assign the request's addresses (both families or neither)."""
-    return allocator.assign(store, attachment(request), family_requests(request))
+    return allocator.assign(store, attachment(request), family_requests(request), _MEMORY)
 
 
 def _guess_blocks(request: CniRequest) -> list[str]:
     """The node's blocks as this process last saw them (only a warm process has seen any); a DEL
     never fails for want of a node name."""
-    if not allocator.remembers_blocks():
+    if not _MEMORY:
         return []
     try:
-        return allocator.known_blocks(node_name(request.config))
+        return _MEMORY.known(node_name(request.config))
     except ConfigError:
         return []
 

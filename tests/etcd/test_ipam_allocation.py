@@ -11,8 +11,10 @@ from calico_cni.model import keys
 from calico_cni.model.records import CONFIRMED, MANUAL, TUNNEL, Block
 from calico_cni.protocol.errors import IPAM_EXHAUSTED, CniError
 from calico_cni.datastore import retry
+from calico_cni.datastore.errors import TooManyConflicts
+from calico_cni.plugins.errors import cni_error
 from calico_ipam import allocator
-from calico_ipam.allocator import Attachment, FamilyRequest
+from calico_ipam.allocator import Attachment, BlockMemory, FamilyRequest
 from tests.pools import create_pool, label_node, set_config
 
 
@@ -28,8 +30,8 @@ def v6(*pools: str) -> list[FamilyRequest]:
     return [FamilyRequest(6, tuple(pools))]
 
 
-def one(store, a: Attachment, reqs=None) -> ipaddress.IPv4Address:
-    got = allocator.assign(store, a, reqs or v4())
+def one(store, a: Attachment, reqs=None, memory: BlockMemory | None = None) -> ipaddress.IPv4Address:
+    got = allocator.assign(store, a, reqs or v4(), memory)
     assert len(got) == 1
     return got[0].address
 
@@ -447,9 +449,9 @@ def test_retries_give_up_with_try_again_later(mocker):
         raise retry.Conflict()
 
     before = retry.stats["conflicts"]
-    with pytest.raises(CniError) as err:
+    with pytest.raises(TooManyConflicts) as err:
         retry.with_retries("assigning an IPv4 address", always_conflicts)
-    assert err.value.code == 11 and "try again later" in err.value.msg
+    assert cni_error(err.value).code == 11 and "try again later" in err.value.msg
     assert calls == list(range(retry.MAX_ATTEMPTS))
     assert retry.stats["conflicts"] - before == retry.MAX_ATTEMPTS
 
@@ -464,9 +466,9 @@ def test_retries_stop_at_the_deadline(mocker):
         calls.append(attempt)
         raise retry.Conflict()
 
-    with pytest.raises(CniError) as err:
+    with pytest.raises(TooManyConflicts) as err:
         retry.with_retries("releasing h", always_conflicts, deadline_seconds=25)
-    assert err.value.code == 11
+    assert cni_error(err.value).code == 11
     assert len(calls) < retry.MAX_ATTEMPTS
 
 
@@ -480,66 +482,68 @@ def _round_trips(store, fn) -> int:
     return store.round_trips - before
 
 
-def test_warm_process_allocates_and_releases_in_two_round_trips(store):
+@pytest.fixture
+def memory() -> BlockMemory:
+    """A process's memory of the node's blocks, fresh (a fresh exec: nothing remembered)."""
+    return BlockMemory()
+
+
+def test_warm_process_allocates_and_releases_in_two_round_trips(store, memory):
     create_pool(store, "p1", "198.18.0.0/24")
-    allocator._node_blocks.clear()  # a fresh exec: nothing remembered
-    one(store, att("c0"))  # claims the block; the process now knows it
-    assert _round_trips(store, lambda: one(store, att("c1"))) == 2  # view with the block, commit
+    one(store, att("c0"), memory=memory)  # claims the block; the process now knows it
+    assert _round_trips(store, lambda: one(store, att("c1"), memory=memory)) == 2  # view with the block, commit
     assert _round_trips(store, lambda: allocator.release(store, "net1.c1", "eth0")) == 3  # no hint given
     # The DEL path (calico_cni.plugins.calico_ipam.release_addresses) reads the remembered blocks with the handle.
-    handles, config, blocks = store.handles_config_blocks(["net1.c0"], allocator.known_blocks("node1"))
-    assert list(blocks) == allocator.known_blocks("node1") and blocks[allocator.known_blocks("node1")[0]] is not None
+    handles, config, blocks = store.handles_config_blocks(["net1.c0"], memory.known("node1"))
+    assert list(blocks) == memory.known("node1") and blocks[memory.known("node1")[0]] is not None
     assert _round_trips(store, lambda: allocator.release(store, "net1.c0", "eth0", first=(handles["net1.c0"], config), blocks=blocks)) == 1
     assert raw(store, keys.handle("net1.c0")) is None
 
 
-def test_cold_process_takes_three_round_trips(store):
+def test_cold_process_takes_three_round_trips(store, memory):
     create_pool(store, "p1", "198.18.0.0/24")
-    one(store, att("c0"))
-    allocator._node_blocks.clear()
-    assert _round_trips(store, lambda: one(store, att("c1"))) == 3  # view, blocks, commit
+    one(store, att("c0"), memory=memory)
+    memory.forget()
+    assert _round_trips(store, lambda: one(store, att("c1"), memory=memory)) == 3  # view, blocks, commit
 
 
-def test_stale_block_memory_is_only_a_guess(store, etcd_endpoint):
+def test_stale_block_memory_is_only_a_guess(store, etcd_endpoint, memory):
     """What a warm process remembers may be wrong in every way; allocation stays correct."""
     from calico_cni.config import EtcdSettings
     from calico_cni.datastore.etcd import EtcdClient
     from calico_cni.datastore.store import Datastore
 
     create_pool(store, "p1", "198.18.0.0/25")  # two /26 blocks
-    first = allocator.assign(store, att("c0"), v4())[0]
-    assert allocator.known_blocks("node1") == [first.block]
+    first = allocator.assign(store, att("c0"), v4(), memory)[0]
+    assert memory.known("node1") == [first.block]
     addresses = [first.address]
     # Another process (an exec'd plugin, a second agent) fills that block and claims the second
     # one for the same node; this process still remembers only the first.
-    saved = dict(allocator._node_blocks)
     other = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
     try:
-        addresses += [allocator.assign(other, att(f"o{i}"), v4())[0].address for i in range(64)]
+        addresses += [allocator.assign(other, att(f"o{i}"), v4(), BlockMemory())[0].address for i in range(64)]
     finally:
         other.close()
-        allocator._node_blocks.clear()
-        allocator._node_blocks.update(saved)
-    assert allocator.known_blocks("node1") == [first.block]
-    got = allocator.assign(store, att("c1"), v4())[0]
+    assert memory.known("node1") == [first.block]
+    got = allocator.assign(store, att("c1"), v4(), memory)[0]
     assert got.block != first.block
     addresses.append(got.address)
-    assert allocator.known_blocks("node1") == sorted([first.block, got.block])
+    assert memory.known("node1") == sorted([first.block, got.block])
     # A remembered block that no longer exists, and one of another node remembered as node2's.
-    allocator._node_blocks[("node1", 4)] = ("198.18.200.0/26", first.block)
-    allocator._node_blocks[("node2", 4)] = (first.block, got.block)
-    again = allocator.assign(store, att("c2"), v4())[0]
+    memory.set("node1", 4, ("198.18.200.0/26", first.block))
+    memory.set("node2", 4, (first.block, got.block))
+    again = allocator.assign(store, att("c2"), v4(), memory)[0]
     assert again.block == got.block
     addresses.append(again.address)
     # node2 remembers node1's blocks: it borrows from them only as any node would (strict
     # affinity off), and never as if it held them.
-    borrowed = allocator.assign(store, att("x", node="node2"), v4())[0]
+    borrowed = allocator.assign(store, att("x", node="node2"), v4(), memory)[0]
     assert store.block(borrowed.block).affine_node == "node1"
     addresses.append(borrowed.address)
-    assert allocator.known_blocks("node2") == []  # it has no affinity of its own
+    assert memory.known("node2") == []  # it has no affinity of its own
     set_config(store, strict_affinity=True)
     with pytest.raises(CniError) as err:
-        allocator.assign(store, att("y", node="node2"), v4())
+        allocator.assign(store, att("y", node="node2"), v4(), memory)
     assert err.value.code == IPAM_EXHAUSTED
     assert len(set(addresses)) == len(addresses) == 68
     in_blocks = sum(1 for b in store.all_blocks(4) for x in b.allocations if x is not None)
@@ -551,8 +555,7 @@ def test_release_of_a_dual_stack_handle_reads_once(store):
     first commit wrote (handle read, blocks read, then one commit per block)."""
     create_pool(store, "p1", "198.18.0.0/24")
     create_pool(store, "p6", "fd00:198:18::/64")
-    allocator._node_blocks.clear()
-    got = allocator.assign(store, att("c1"), v4() + v6())
+    got = allocator.assign(store, att("c1"), v4() + v6())  # a fresh memory: nothing remembered
     assert _round_trips(store, lambda: allocator.release(store, "net1.c1", "eth0")) == 4
     assert raw(store, keys.handle("net1.c1")) is None
     for a in got:
