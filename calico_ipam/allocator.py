@@ -18,9 +18,9 @@ from calico_cni.model import keys
 from calico_cni.model.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPPool, Node, now_rfc3339
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore, IpamView
-from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED, CniError
 
 from calico_ipam import blocks as blk
+from calico_ipam.errors import AddressConflict, AddressesExhausted
 from calico_ipam.pools import block_cidr_for, candidate_blocks, pool_containing, pool_of, usable_pools
 
 log = logging.getLogger(__name__)
@@ -228,8 +228,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
     if config.auto_allocate_blocks:
         if held_blocks >= config.block_cap:
             limit = f"maxBlocksPerHost {config.max_blocks_per_host}" if config.max_blocks_per_host else "the safety cap of 20 (maxBlocksPerHost unset)"
-            raise CniError(
-                IPAM_EXHAUSTED,
+            raise AddressesExhausted(
                 "cannot allocate new block due to per host block limit",
                 f"node {att.node} holds {held_blocks} IPv{family} blocks, the limit is {config.block_cap} ({limit}), and they are full; "
                 f"pools {_pool_list(pools)}. Raise the limit with calicoctl ipam configure --max-blocks-per-host, or free addresses",
@@ -243,8 +242,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
 
     # 3. Borrow from another node's block, unless strict affinity forbids it.
     if config.strict_affinity:
-        raise CniError(
-            IPAM_EXHAUSTED,
+        raise AddressesExhausted(
             "No more free affine blocks and strict affinity enabled",
             f"node {att.node} has no free address in its {held_blocks} IPv{family} blocks and "
             + ("every block of pools " if config.auto_allocate_blocks else "auto_allocate_blocks is off for pools ")
@@ -258,8 +256,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
             log.info("node %s borrows %s from block %s (affinity %s)", att.node, block.address(ordinals[0]), block.cidr, block.affinity)
             return _commit_assignment(store, block, ordinals, att, view)[0]
 
-    raise CniError(
-        IPAM_EXHAUSTED,
+    raise AddressesExhausted(
         f"Assigned 0 out of 1 requested IPv{family} addresses; No IPs available in pools: {_pool_list(pools)}",
         f"node {att.node}: every block of these pools is claimed and full (the node holds {held_blocks} of at most {config.block_cap} blocks); "
         "add a pool or free addresses (calicoctl ipam show, calicoctl ipam check)",
@@ -270,8 +267,7 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
     address = req.address
     pool = pool_containing(view.pools, address)
     if pool is None:
-        raise CniError(
-            IPAM_EXHAUSTED,
+        raise AddressesExhausted(
             "The provided IP address is not in a configured pool",
             f"{address} is in no enabled IP pool allowing Workload; pools: "
             + (", ".join(f"{p.name} ({p.cidr})" for p in view.pools) or "none"),
@@ -300,14 +296,12 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
             return Assigned(address, cidr, ordinal, block.seq_for_alloc.get(str(ordinal)))
         until = blk.cooling_until(block, ordinal, view.config.ip_cooldown_seconds)
         if until is not None and until > time.time():
-            raise CniError(
-                IPAM_CONFLICT,
+            raise AddressConflict(
                 f"Address {address} was released recently and is cooling down",
                 f"it becomes free in {until - time.time():.0f}s (ipCooldownSeconds {view.config.ip_cooldown_seconds})",
             )
         if until is None:
-            raise CniError(
-                IPAM_CONFLICT,
+            raise AddressConflict(
                 "Address already assigned in block",
                 f"{address} in block {cidr} is held by handle {attr.get('handle_id')} ({attr.get('secondary') or {}})",
             )

@@ -8,9 +8,9 @@ import logging
 from typing import Iterator, Mapping, Sequence
 
 from calico_cni.model.records import MANUAL, WORKLOAD, IPAddress, IPPool
-from calico_cni.protocol.errors import IPAM_EXHAUSTED, CniError
 
 from calico_cni.model import selector
+from calico_ipam.errors import AddressesExhausted
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,16 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
         for wanted in named:
             pool = _find_named(pools, wanted)
             if pool is None or pool.disabled or pool.family != family:
-                raise CniError(
-                    IPAM_EXHAUSTED,
+                raise AddressesExhausted(
                     f"the given pool ({wanted}) does not exist, or is not enabled",
                     f"ipv{family}_pools of node {node} names {wanted!r}; existing IPv{family} pools: "
                     + (", ".join(f"{p.name} ({p.cidr}{', disabled' if p.disabled else ''})" for p in pools if p.family == family) or "none"),
                 )
             if WORKLOAD not in pool.allowed_uses:
-                raise CniError(IPAM_EXHAUSTED, f"the given pool ({wanted}) does not allow Workload use", f"allowedUses: {list(pool.allowed_uses)}")
+                raise AddressesExhausted(f"the given pool ({wanted}) does not allow Workload use", f"allowedUses: {list(pool.allowed_uses)}")
             problem = pool.block_size_problem()
             if problem:
-                raise CniError(IPAM_EXHAUSTED, f"the given pool ({wanted}) has an invalid block size", problem)
+                raise AddressesExhausted(f"the given pool ({wanted}) has an invalid block size", problem)
             out.append(pool)
         return out
     out = [
@@ -78,8 +77,7 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
     ]
     if not out:
         same = [p for p in pools if p.family == family]
-        raise CniError(
-            IPAM_EXHAUSTED,
+        raise AddressesExhausted(
             f"no configured Calico pools for node {node}",
             f"no enabled IPv{family} pool allows Workload, is Automatic and has a nodeSelector matching the node's labels {dict(labels)}; "
             + (f"IPv{family} pools: " + ", ".join(f"{p.name} ({p.cidr}, selector {p.node_selector!r}{', disabled' if p.disabled else ''})" for p in same) if same else f"there is no IPv{family} pool: create one with calicoctl ippool create"),

@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from calico_cni.model.records import NETWORK_ANNOTATION, parse_time
 from calico_cni.workload import ALIAS_PREFIX
+from calico_ipam.allocator import Assigned, release_exact
 
 log = logging.getLogger(__name__)
-
-NETWORK_ANNOTATION = "cni.projectcalico.org/network"
 
 
 @dataclass
@@ -65,22 +65,7 @@ class GcReport:
         )
 
 
-def valid_attachments(config: dict) -> Live:
-    """`cni.dev/valid-attachments` of a GC request (error 7 when absent or malformed: a GC without
-    it would release everything)."""
-    from calico_cni.protocol.errors import INVALID_CONFIG, CniError
-
-    items = config.get("cni.dev/valid-attachments")
-    if not isinstance(items, list) or not all(
-        isinstance(i, dict) and isinstance(i.get("containerID"), str) and isinstance(i.get("ifname", ""), str) for i in items
-    ):
-        raise CniError(INVALID_CONFIG, "GC needs cni.dev/valid-attachments: a list of {containerID, ifname}")
-    return Live.of((i["containerID"], i.get("ifname")) for i in items)
-
-
 def _young(stamp: str | None, grace: float, now: float) -> bool:
-    from calico_cni.model.records import parse_time
-
     if grace <= 0:
         return False
     t = parse_time(stamp)
@@ -111,7 +96,7 @@ def reconcile(
     store,
     network: str,
     node: str,
-    live: Live,
+    live: Live | Iterable[tuple[str, str | None]],
     *,
     ipam: bool = True,
     endpoints: bool = True,
@@ -119,15 +104,15 @@ def reconcile(
     journal=None,
     grace_seconds: float = 0.0,
 ) -> GcReport:
-    """Release everything of `network` on `node` whose attachment is not in `live`.
+    """Release everything of `network` on `node` whose attachment is not in `live` (a `Live`, or
+    (containerID, ifname) pairs as `protocol.gc.valid_attachments` reads them from a GC request).
 
     `ipam`: release allocations; `endpoints`: delete workload endpoints; `host`: the node's
     namespace (a `Netns`) whose `cali*` links to delete, or None; `journal`: drop the held-state
     files of dead attachments. `grace_seconds` > 0 leaves alone anything younger (rule 20: for
     reconciliation without the runtime's word).
     """
-    from calico_ipam.allocator import Assigned, release_exact
-
+    live = live if isinstance(live, Live) else Live.of(live)
     report = GcReport()
     now = time.time()
     snapshot = store.ipam_snapshot()

@@ -11,8 +11,9 @@ import click
 from calico_cni.ctl.context import CtlError, connection_options, ctl
 from calico_cni.dataplane.netns import Netns
 from calico_cni.protocol.errors import CniError
+from calico_cni.protocol.gc import VALID_ATTACHMENTS, valid_attachments
 from calico_ipam.audit import DEFAULT_GRACE
-from calico_ipam.reconcile import Live, reconcile, valid_attachments
+from calico_ipam.reconcile import Live, reconcile
 
 
 def parse_live(text: str, origin: str) -> Live:
@@ -21,7 +22,7 @@ def parse_live(text: str, origin: str) -> Live:
     stripped = text.strip()
     if stripped.startswith("["):
         try:
-            return valid_attachments({"cni.dev/valid-attachments": json.loads(stripped)})
+            return Live.of(valid_attachments({VALID_ATTACHMENTS: json.loads(stripped)}))
         except (ValueError, CniError) as exc:
             raise CtlError(f"{origin}: not a list of {{containerID, ifname}}: {exc}") from None
     pairs = []

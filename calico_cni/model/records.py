@@ -488,6 +488,11 @@ class Handle:
 # Workload endpoints
 
 
+# The annotation of a WorkloadEndpoint naming the CNI network that wrote it (GC tells a network's
+# endpoints by it).
+NETWORK_ANNOTATION = "cni.projectcalico.org/network"
+
+
 @dataclass
 class WorkloadEndpoint:
     """A v3 WorkloadEndpoint resource (written by the `calico` plugin)."""

@@ -27,7 +27,7 @@ from calico_cni.journal import Journal, journal_dir
 from calico_cni.protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
 from calico_cni.protocol.request import CniRequest
 from calico_cni.protocol.result import convert, normalize
-from calico_ipam.reconcile import NETWORK_ANNOTATION
+from calico_cni.model.records import NETWORK_ANNOTATION
 from calico_ipam.replay import replay_quietly
 from calico_cni.workload import Identity
 
@@ -311,7 +311,7 @@ def delete(request: CniRequest) -> None:
 
 def valid_attachments(request: CniRequest):
     """`cni.dev/valid-attachments` as a `gc.Live` (error 7 when absent or malformed)."""
-    from calico_ipam.reconcile import valid_attachments as parse
+    from calico_cni.protocol.gc import valid_attachments as parse
 
     return parse(request.config)
 

@@ -191,7 +191,8 @@ def delete(request: CniRequest) -> None:
 def gc(request: CniRequest) -> None:
     """GC: release every allocation of this network on this node whose attachment is not in
     `cni.dev/valid-attachments`."""
-    from calico_ipam.reconcile import reconcile, valid_attachments
+    from calico_cni.protocol.gc import valid_attachments
+    from calico_ipam.reconcile import reconcile
 
     validate(request)
     from calico_ipam.replay import replay_quietly

@@ -40,7 +40,7 @@ def ipam_status(store: Datastore, config: Mapping[str, Any]) -> None:
         named = settings.ipv4_pools if family == 4 else settings.ipv6_pools
         try:
             pools = usable_pools(view.pools, family, node, labels, named)
-        except (CniError, AddressesExhausted) as err:
+        except AddressesExhausted as err:
             raise CniError(NOT_AVAILABLE, f"no usable pool: {err.msg}", err.details) from None
         if not has_room(store, view, pools, family, node):
             raise CniError(

@@ -9,12 +9,13 @@ import pytest
 
 from calico_cni.model import keys
 from calico_cni.model.records import CONFIRMED, MANUAL, TUNNEL, Block
-from calico_cni.protocol.errors import IPAM_EXHAUSTED, CniError
+from calico_cni.protocol.errors import IPAM_EXHAUSTED
 from calico_cni.datastore import retry
 from calico_cni.datastore.errors import TooManyConflicts
 from calico_cni.plugins.errors import cni_error
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, BlockMemory, FamilyRequest
+from calico_ipam.errors import AddressConflict, AddressesExhausted
 from tests.pools import create_pool, label_node, set_config
 
 
@@ -113,7 +114,7 @@ def test_dual_stack(store):
 
 def test_dual_stack_both_or_neither(store):
     create_pool(store, "p4", "198.18.0.0/24")
-    with pytest.raises(CniError, match="no configured Calico pools for node node1"):
+    with pytest.raises(AddressesExhausted, match="no configured Calico pools for node node1"):
         allocator.assign(store, att("c1"), v4() + v6())
     # The IPv4 address taken first was given back: nothing is held.
     assert store.handle("net1.c1") is None
@@ -164,7 +165,7 @@ def test_disabled_pool_is_skipped(store):
 
 def test_no_usable_pool_names_the_node(store):
     create_pool(store, "p1", "198.18.0.0/24", disabled=True)
-    with pytest.raises(CniError) as err:
+    with pytest.raises(AddressesExhausted) as err:
         one(store, att("c1"))
     assert "no configured Calico pools for node node1" in err.value.msg
     assert "p1" in err.value.details and "disabled" in err.value.details
@@ -193,7 +194,7 @@ def test_allowed_uses_tunnel_only_is_skipped(store):
 
 def test_manual_pool_only_when_named(store):
     create_pool(store, "manual", "198.18.0.0/24", assignment_mode=MANUAL)
-    with pytest.raises(CniError, match="no configured Calico pools"):
+    with pytest.raises(AddressesExhausted, match="no configured Calico pools"):
         one(store, att("c1"))
     assert one(store, att("c2"), v4("manual")) in ipaddress.ip_network("198.18.0.0/24")
 
@@ -209,7 +210,7 @@ def test_named_pools_by_name_and_cidr_in_order(store):
 def test_named_pool_missing_or_disabled(store):
     create_pool(store, "off", "198.18.0.0/24", disabled=True)
     for wanted in ("nope", "off", "198.18.9.0/24"):
-        with pytest.raises(CniError) as err:
+        with pytest.raises(AddressesExhausted) as err:
             one(store, att("c1"), v4(wanted))
         assert err.value.msg == f"the given pool ({wanted}) does not exist, or is not enabled"
         assert "off (198.18.0.0/24, disabled)" in err.value.details
@@ -238,7 +239,7 @@ def test_strict_affinity_refuses_to_borrow(store):
     create_pool(store, "p1", "198.18.0.0/29", block_size=29)
     set_config(store, strict_affinity=True, auto_allocate_blocks=True)
     one(store, att("a1", node="nodeA"))
-    with pytest.raises(CniError) as err:
+    with pytest.raises(AddressesExhausted) as err:
         one(store, att("b1", node="nodeB"))
     assert err.value.msg == "No more free affine blocks and strict affinity enabled"
     assert "nodeB" in err.value.details and "198.18.0.0/29" in err.value.details
@@ -248,7 +249,7 @@ def test_per_host_block_limit(store):
     create_pool(store, "p1", "198.18.0.0/24", block_size=30)
     set_config(store, strict_affinity=True, auto_allocate_blocks=True, max_blocks_per_host=1)
     _fill_pool_for(store, "node1", 4)
-    with pytest.raises(CniError) as err:
+    with pytest.raises(AddressesExhausted) as err:
         one(store, att("extra"))
     assert err.value.msg == "cannot allocate new block due to per host block limit"
     assert "node node1 holds 1 IPv4 blocks, the limit is 1" in err.value.details
@@ -260,7 +261,7 @@ def test_at_block_limit_does_not_borrow(store):
     set_config(store, strict_affinity=True, auto_allocate_blocks=True, max_blocks_per_host=1)
     one(store, att("other", node="nodeB"))  # a block with free addresses on another node
     _fill_pool_for(store, "node1", 4)
-    with pytest.raises(CniError, match="per host block limit"):
+    with pytest.raises(AddressesExhausted, match="per host block limit"):
         one(store, att("extra"))
 
 
@@ -286,7 +287,7 @@ def test_reservations_are_skipped(store):
     store.client.commit([], [(keys.RESERVATIONS + "r", json.dumps(doc).encode())])
     got = {one(store, att(f"c{i}")) for i in range(3)}
     assert got == {ipaddress.ip_address(a) for a in ("198.18.0.4", "198.18.0.6", "198.18.0.7")}
-    with pytest.raises(CniError, match="No IPs available in pools"):
+    with pytest.raises(AddressesExhausted, match="No IPs available in pools"):
         one(store, att("c9"))
 
 
@@ -300,7 +301,7 @@ def test_specific_address(store):
     got = allocator.assign(store, att("c1"), [FamilyRequest(4, address=ip)])[0]
     assert got.address == ip and got.block == "198.18.0.64/26"
     assert store.block("198.18.0.64/26").affine_node == "node1"
-    with pytest.raises(CniError) as err:
+    with pytest.raises(AddressConflict) as err:
         allocator.assign(store, att("c2"), [FamilyRequest(4, address=ip)])
     assert err.value.msg == "Address already assigned in block"
     assert "net1.c1" in err.value.details
@@ -310,7 +311,7 @@ def test_specific_address(store):
 
 def test_specific_address_outside_pools(store):
     create_pool(store, "p1", "198.18.0.0/24")
-    with pytest.raises(CniError) as err:
+    with pytest.raises(AddressesExhausted) as err:
         allocator.assign(store, att("c1"), [FamilyRequest(4, address=ipaddress.ip_address("198.18.5.1"))])
     assert err.value.msg == "The provided IP address is not in a configured pool"
     assert "198.18.5.1" in err.value.details
@@ -327,9 +328,9 @@ def test_cooldown_keeps_released_address(store):
     assert ordinal not in block.unallocated
     others = {one(store, att(f"c{i}")) for i in range(2, 5)}
     assert ip not in others
-    with pytest.raises(CniError, match="No IPs available"):
+    with pytest.raises(AddressesExhausted, match="No IPs available"):
         one(store, att("c9"))
-    with pytest.raises(CniError, match="cooling down"):
+    with pytest.raises(AddressConflict, match="cooling down"):
         allocator.assign(store, att("c10"), [FamilyRequest(4, address=ip)])
 
 
@@ -542,9 +543,9 @@ def test_stale_block_memory_is_only_a_guess(store, etcd_endpoint, memory):
     addresses.append(borrowed.address)
     assert memory.known("node2") == []  # it has no affinity of its own
     set_config(store, strict_affinity=True)
-    with pytest.raises(CniError) as err:
+    with pytest.raises(AddressesExhausted) as err:
         allocator.assign(store, att("y", node="node2"), v4(), memory)
-    assert err.value.code == IPAM_EXHAUSTED
+    assert cni_error(err.value).code == IPAM_EXHAUSTED
     assert len(set(addresses)) == len(addresses) == 68
     in_blocks = sum(1 for b in store.all_blocks(4) for x in b.allocations if x is not None)
     assert in_blocks == 68

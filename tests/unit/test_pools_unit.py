@@ -8,7 +8,9 @@ import logging
 import pytest
 
 from calico_cni.model.records import MANUAL, TUNNEL, WORKLOAD, CorruptRecord, IPPool
-from calico_cni.protocol.errors import IPAM_EXHAUSTED, CniError
+from calico_cni.plugins.errors import cni_error
+from calico_cni.protocol.errors import IPAM_EXHAUSTED
+from calico_ipam.errors import AddressesExhausted
 from calico_ipam.pools import block_cidr_for, candidate_blocks, pool_containing, usable_pools
 
 
@@ -26,10 +28,10 @@ def addr(text: str):
     return ipaddress.ip_address(text)
 
 
-def fails(fn, *args, **kwargs) -> CniError:
-    with pytest.raises(CniError) as info:
+def fails(fn, *args, **kwargs) -> AddressesExhausted:
+    with pytest.raises(AddressesExhausted) as info:
         fn(*args, **kwargs)
-    assert info.value.code == IPAM_EXHAUSTED
+    assert cni_error(info.value).code == IPAM_EXHAUSTED
     return info.value
 
 
@@ -174,7 +176,7 @@ def test_pool_with_invalid_block_size_is_never_used(cidr, block_size):
         return  # rejected when read: the store skips it with a logged error
     try:
         usable = usable_pools([p], p.family, "node1", {})
-    except CniError:
+    except AddressesExhausted:
         return  # rejected by the pool choice
     assert usable == []
 
