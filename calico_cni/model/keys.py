@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 RESOURCES = "/calico/resources/v3/projectcalico.org/"
 IPAM = "/calico/ipam/v2/"
 
@@ -79,8 +77,3 @@ def handle(handle_id: str) -> str:
 
 def workload_endpoint(namespace: str, name: str) -> str:
     return f"{WORKLOAD_ENDPOINTS}{namespace}/{name}"
-
-
-def canonical_cidr(cidr: str) -> str:
-    """A CIDR in Python's canonical text form (what we put in keys)."""
-    return str(ipaddress.ip_network(cidr, strict=False))
