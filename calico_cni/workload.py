@@ -1,7 +1,8 @@
 """Who an attachment is, and the names and records derived from it (no I/O).
 
-- the host veth name (design rule 2) and the link alias that marks its owner (rule 3);
-- the WorkloadEndpoint's namespace, name and JSON, as Calico writes them (calico-model.md).
+- the host veth name (Calico's, so other Calico tools find it) and the link alias that marks its
+  owner (a name is a hash that can collide; the alias says exactly which attachment a link is);
+- the WorkloadEndpoint's namespace, name and JSON, as Calico writes them (docs/calico-plugin.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def escape_segment(text: str) -> str:
 
 @dataclass(frozen=True)
 class Identity:
-    """One attachment (network, container ID, interface name) on one node (rule 1)."""
+    """One attachment (network, container ID, interface name) on one node: the unit addresses,
+    links and endpoints belong to (one container may have several interfaces)."""
 
     network: str
     container_id: str
@@ -71,7 +73,8 @@ class Identity:
         return alias == self.alias
 
     def owns_endpoint(self, endpoint) -> bool:
-        """Rule 4: an endpoint is this attachment's only when its containerID (and interface) match."""
+        """Whether an endpoint is this attachment's: only when its containerID (and interface) match,
+        so a DEL of an old sandbox never deletes the endpoint of a newer sandbox of the same pod."""
         spec = endpoint.doc.get("spec") or {}
         return spec.get("containerID") == self.container_id and spec.get("endpoint", self.ifname) == self.ifname
 

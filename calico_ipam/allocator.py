@@ -2,8 +2,9 @@
 
 All concurrency is optimistic: every step reads, decides with the pure functions of `blocks` and
 `pools`, and writes with one compare-and-swap commit. A lost race raises `Conflict`, and
-`with_retries` (the only retry loop, in calico_cni.datastore.retry) re-runs the step from a fresh read. No lock or lease is ever
-taken (design rule 19).
+`with_retries` (the only retry loop, in calico_cni.datastore.retry) re-runs the step from a fresh
+read. No lock or lease is ever taken: a plugin killed while holding one would stall every other
+ADD on the node until it expired, while a lost compare-and-swap costs only a re-read.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class BlockMemory:
 
 @dataclass(frozen=True)
 class Attachment:
-    """Who addresses are for: the handle `<network>.<containerID>` plus the interface (rule 1)."""
+    """Who addresses are for: the handle `<network>.<containerID>` plus the interface (addresses
+    belong to an attachment, so a container with several interfaces holds one set per interface)."""
 
     handle_id: str
     node: str
@@ -79,7 +81,8 @@ class Attachment:
     def secondary(self) -> dict[str, str]:
         """The attributes recorded with each allocation.
 
-        `network` lets GC find a network's allocations without parsing handle ids (rule 1).
+        `network` lets GC find a network's allocations without parsing handle ids (a network
+        name may itself contain dots).
         """
         out = {"node": self.node, "ifname": self.ifname, "timestamp": now_rfc3339()}
         if self.network:

@@ -2,7 +2,8 @@
 
 An ordinal is an address's index in the block. `allocations[ordinal]` points at an entry of
 `attributes` (or is None when free); `unallocated` lists free ordinals, head first (FIFO reuse).
-Ordinals with the same handle and attributes share one entry (design rule 14). A release points the
+Ordinals with the same handle and attributes share one entry, as Calico writes blocks (so a block
+stays small and other Calico tools read it unchanged). A release points the
 ordinal at a fresh `{"releasedAt": ...}` entry; `cleanup` returns ordinals whose cooldown has
 passed to the tail of `unallocated` and drops attribute entries no ordinal uses.
 """

@@ -6,8 +6,9 @@ Allocations are read at one etcd revision (`ipam_snapshot`) and each is released
 allocation's sequence number, so an address released and allocated again meanwhile is never freed.
 Membership is decided from the allocation's attributes (`secondary.network`, `secondary.node`,
 `secondary.ifname`) and the handle id `<network>.<containerID>` built from the live list, never by
-parsing handle strings (design rule 1). Workload endpoints are deleted with a CAS on the revision
-they were read at; `cali*` links are found by their alias (rule 3). Nothing of another network or
+parsing handle strings (a network name or container ID may contain dots). Workload endpoints are
+deleted with a CAS on the revision they were read at; `cali*` links are found by their alias (which
+names the attachment, so a link is never judged by its hashed name). Nothing of another network or
 node is touched. Running it twice changes nothing the second time.
 """
 
@@ -109,8 +110,9 @@ def reconcile(
 
     `ipam`: release allocations; `endpoints`: delete workload endpoints; `host`: the node's
     namespace (a `Netns`) whose `cali*` links to delete, or None; `journal`: drop the held-state
-    files of dead attachments. `grace_seconds` > 0 leaves alone anything younger (rule 20: for
-    reconciliation without the runtime's word).
+    files of dead attachments. `grace_seconds` > 0 leaves alone anything younger: a reconciliation
+    without the runtime's word that no ADD is in flight (`calicoctl ipam gc`) must not take an
+    address from a pod that is still starting.
     """
     live = live if isinstance(live, Live) else Live.of(live)
     report = GcReport()

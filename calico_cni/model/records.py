@@ -2,7 +2,8 @@
 
 Every record remembers the etcd `revision` (mod_revision) it was read at: 0 means "not in etcd",
 and a write of the record is a compare-and-swap against that revision (see `store.Datastore.commit`).
-Records keep every JSON field they do not model and write it back unchanged (design rule 15).
+Records keep every JSON field they do not model and write it back unchanged (other Calico
+components share these records and may use fields this code does not know).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ class IPPool:
         return pool
 
     def block_size_problem(self) -> str | None:
-        """Why the pool's blockSize is unusable (design rule 17), or None when it is fine."""
+        """Why the pool's blockSize is unusable (outside Calico's ranges, or larger than the pool),
+        or None when it is fine."""
         lo, hi = BLOCK_SIZE_RANGE[self.family]
         if not isinstance(self.block_size, int) or not lo <= self.block_size <= hi:
             return f"blockSize {self.block_size} is outside {lo}-{hi} for IPv{self.family}"
@@ -375,7 +377,8 @@ class Block:
 
     @classmethod
     def new(cls, cidr: str, node: str | None) -> "Block":
-        """An empty block; its sequence number starts at the current time in ns (design rule 13)."""
+        """An empty block; its sequence number starts at the current time in ns, so a block deleted
+        and created again never repeats a sequence number an old release record may carry."""
         size = ipaddress.ip_network(cidr).num_addresses
         return cls(
             cidr=cidr,

@@ -1,6 +1,6 @@
 """Calico's label selector language, as used by IP pools' `nodeSelector`.
 
-Grammar (design rule 17): `all()`, `global()`, `has(k)`, `!has(k)`, `k == 'v'`, `k != 'v'`,
+Grammar (Calico's, so a pool's selector means the same here and in Calico): `all()`, `global()`, `has(k)`, `!has(k)`, `k == 'v'`, `k != 'v'`,
 `k in {'a','b'}`, `k not in {...}`, `k contains 'x'`, `k starts with 'x'`, `k ends with 'x'`,
 `&&`, `||`, `!`, parentheses; strings in single or double quotes. An empty selector matches
 everything. As in Calico, `!=` and `not in` also match when the label is absent.

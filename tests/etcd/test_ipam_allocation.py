@@ -54,7 +54,7 @@ def test_first_add_claims_a_block_with_confirmed_affinity(store):
     assert aff == {"state": CONFIRMED, "deleted": False}
     block = raw(store, keys.block(got.block))
     assert block["affinity"] == "host:node1"
-    assert block["sequenceNumber"] > 10**18  # started at time in ns (rule 13)
+    assert block["sequenceNumber"] > 10**18  # started at the time in ns: never repeats an old block's
     ordinal = got.ordinal
     attr = block["attributes"][block["allocations"][ordinal]]
     assert attr["handle_id"] == "net1.c1"

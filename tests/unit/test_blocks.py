@@ -1,6 +1,7 @@
 """Pure block operations (calico_ipam/blocks.py): FIFO assignment, shared attribute entries,
 sequence numbers, release and cooldown, renumbering, ordinals per interface, consistency checks
-and IP reservations (design rules 13 and 14)."""
+and IP reservations (sequence numbers start at the time in ns; ordinals of one handle and
+attributes share one entry, as Calico writes blocks)."""
 
 from __future__ import annotations
 

@@ -154,7 +154,7 @@ def test_named_error_with_no_pool_of_the_family():
 
 
 # ------------------------------------------------------------------------------------------------
-# Block size (design rule 17)
+# Block size (Calico's allowed ranges; a block larger than its pool is refused)
 
 
 @pytest.mark.parametrize(

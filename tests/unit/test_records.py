@@ -1,8 +1,8 @@
-"""Records of Calico's etcd data and the key layout (calico_cni/datastore/records.py and keys.py).
+"""Records of Calico's etcd data and the key layout (calico_cni/model/records.py and keys.py).
 
-Every record must write back the JSON fields it does not model (design rule 15); IPAM config
-defaults differ between an absent key and a present one (rule 16); times come in RFC 3339 and in
-Go's time.String() form.
+Every record must write back the JSON fields it does not model (other Calico components share the
+records); IPAM config defaults differ between an absent key and a present one (as Calico reads
+them); times come in RFC 3339 and in Go's time.String() form.
 """
 
 from __future__ import annotations
@@ -391,7 +391,7 @@ def test_parse_reservation_skips_numeric_entries():
 
 
 # ------------------------------------------------------------------------------------------------
-# IPAM config: absent key vs present key (design rule 16)
+# IPAM config: absent key vs present key (Calico's defaults differ between the two)
 
 
 def test_ipam_config_defaults_when_the_key_is_absent():

@@ -1,4 +1,4 @@
-"""Calico's selector language for pool node selectors (design rule 17): every operator, quoting,
+"""Calico's selector language for pool node selectors (a selector must mean what it means in Calico): every operator, quoting,
 precedence, absent labels, and parse errors."""
 
 from __future__ import annotations
