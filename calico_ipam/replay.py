@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any, Mapping
 
-from calico_cni.datastore.etcd import DatastoreUnavailable
+from calico_cni.datastore.errors import DatastoreUnavailable
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal, journal_dir, read_entry
 from calico_cni.model.records import parse_time

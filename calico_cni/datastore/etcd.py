@@ -1,8 +1,11 @@
-"""etcd v3 connection: every call has a deadline, fails over between endpoints, and maps failures
-to CNI errors (11 "try again later" when etcd cannot be reached).
+"""etcd v3 client: every call has a deadline and fails over between endpoints; reads, batched
+reads at one revision, and compare-and-swap transactions.
 
-Built on `pyetcd` (package etcd-sdk-python) for the gRPC channels and protobuf messages; the
-client is created lazily so verbs that never touch etcd do not pay for importing gRPC.
+Built on `pyetcd` (package etcd-sdk-python) for the gRPC channels and protobuf messages. gRPC,
+pyetcd and the TLS module (`datastore.tls`, which imports ssl) cost tens of milliseconds to import:
+they are imported at the first call, so verbs that never touch etcd do not pay for them. What a
+failed call means is decided in `datastore.failures`; every failure is a `datastore.errors`
+exception (`DatastoreUnavailable` when etcd cannot be reached before the deadline).
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from calico_cni.config import EtcdSettings
+from calico_cni.datastore import failures
+from calico_cni.datastore.errors import DatastoreError
+from calico_cni.datastore.failures import Failure
 from calico_cni.timing import timed
-from calico_cni.config import EtcdSettings, read_regular_file
-from calico_cni.protocol.errors import INVALID_CONFIG, IO_FAILURE, TRY_AGAIN_LATER, CniError
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class KeyValue:
@@ -52,26 +58,6 @@ class Compare:
     prefix: bool = False
 
 
-class DatastoreUnavailable(CniError):
-    """etcd could not be reached before the deadline (CNI error 11)."""
-
-    def __init__(self, endpoints: Sequence[str], detail: str) -> None:
-        super().__init__(
-            TRY_AGAIN_LATER,
-            "etcd is unreachable at " + ", ".join(endpoints) + "; try again later",
-            detail,
-        )
-
-
-class DatastoreCredentialsError(CniError):
-    """etcd refused our credentials (TLS client certificate, user name or password), or the TLS
-    files are unusable. Not "try again later": the configuration must change (CNI error 7).
-    Messages name the setting and the file, never a secret."""
-
-    def __init__(self, msg: str, details: str = "") -> None:
-        super().__init__(INVALID_CONFIG, msg, details)
-
-
 def _prefix_end(prefix: bytes) -> bytes:
     """The range_end that selects every key starting with `prefix`."""
     s = bytearray(prefix)
@@ -83,207 +69,13 @@ def _prefix_end(prefix: bytes) -> bytes:
 
 
 def _split_endpoint(url: str) -> tuple[bool, str, int]:
+    """(https?, host, port) of an endpoint URL; port 2379 when the URL names none."""
     scheme, _, rest = url.partition("://")
     rest = rest.rstrip("/")
     host, _, port = rest.rpartition(":")
     if not host or not port.isdigit():
         host, port = rest, "2379"
     return scheme == "https", host, int(port)
-
-
-# Where a file setting can come from (config key/environment variable), for messages.
-_TLS_SETTINGS = {
-    "ca": "etcd_ca_cert_file/ETCD_CA_CERT_FILE",
-    "cert": "etcd_cert_file/ETCD_CERT_FILE",
-    "key": "etcd_key_file/ETCD_KEY_FILE",
-}
-# Fragments of gRPC status details that point at the TLS layer rather than a dead endpoint.
-_TLS_MARKERS = ("ssl", "tls", "tsi_", "handshake", "certificate")
-# etcd 3.4 status details (etcdserver/api/v3rpc/rpctypes) that mean "authenticate again".
-_REAUTH_MARKERS = ("invalid auth token", "auth store is old", "revision of auth store is old")
-
-
-def _file_problem(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-def load_tls_credentials(settings: EtcdSettings):
-    """Read and check the TLS files (CA, client certificate and key) and return gRPC channel
-    credentials. Every problem is a DatastoreCredentialsError naming the setting and the file."""
-    import ssl
-
-    import grpc
-
-    s = settings
-    if bool(s.cert_file) != bool(s.key_file):
-        have, missing = ("cert", "key") if s.cert_file else ("key", "cert")
-        raise DatastoreCredentialsError(
-            f"{_TLS_SETTINGS[have]} is set but {_TLS_SETTINGS[missing]} is not",
-            "a client certificate needs its private key, and the key its certificate",
-        )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    data: dict[str, bytes | None] = {"ca": None, "cert": None, "key": None}
-    for which, path in (("ca", s.ca_cert_file), ("cert", s.cert_file), ("key", s.key_file)):
-        if not path:
-            continue
-        try:
-            data[which] = read_regular_file(path, 1024 * 1024 + 1)
-        except OSError as exc:
-            raise DatastoreCredentialsError(f"cannot read {_TLS_SETTINGS[which]} {path}: {_file_problem(exc)}") from None
-        if len(data[which]) > 1024 * 1024:
-            raise DatastoreCredentialsError(f"{_TLS_SETTINGS[which]} {path} is not a PEM file", "it is larger than 1 MiB")
-    if s.key_file:
-        try:
-            mode = os.stat(s.key_file).st_mode
-        except OSError:
-            mode = 0
-        if mode & 0o077:
-            log.warning("etcd_key_file %s can be read by other users (mode %03o): chmod 600 it", s.key_file, mode & 0o777)
-    if data["ca"] is not None:
-        try:
-            ctx.load_verify_locations(cadata=data["ca"].decode("ascii", "replace"))
-        except (ssl.SSLError, ValueError) as exc:
-            raise DatastoreCredentialsError(
-                f"{_TLS_SETTINGS['ca']} {s.ca_cert_file} holds no usable CA certificate", f"expected PEM certificates: {exc}"
-            ) from None
-    if data["cert"] is not None:
-
-        def no_passphrase() -> bytes:
-            raise ValueError("the key is encrypted")
-
-        try:
-            ctx.load_cert_chain(s.cert_file, s.key_file, password=no_passphrase)
-        except (ssl.SSLError, ValueError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
-            if "encrypted" in str(exc) or "BAD_DECRYPT" in str(reason).upper():
-                hint = "the key is protected by a passphrase; etcd clients need an unencrypted key (chmod 600 it instead)"
-            elif "KEY_VALUES_MISMATCH" in str(reason).upper():
-                hint = "the key does not belong to the certificate"
-            else:
-                hint = f"expected a PEM certificate and its PEM private key ({reason})"
-            raise DatastoreCredentialsError(
-                f"cannot use the etcd client certificate {s.cert_file} with key {s.key_file}", hint
-            ) from None
-    try:
-        return grpc.ssl_channel_credentials(data["ca"], data["key"], data["cert"])
-    except Exception as exc:  # noqa: BLE001 - gRPC's own check of the same files
-        raise DatastoreCredentialsError("gRPC refused the etcd TLS files", str(exc)[:200]) from None
-
-
-def _cert_expiry(path: str) -> str | None:
-    """'expired on <date>' when the PEM certificate at `path` is out of its validity period."""
-    import ssl
-
-    try:
-        info = ssl._ssl._test_decode_cert(path)  # noqa: SLF001 - the stdlib's only certificate parser
-        not_after = ssl.cert_time_to_seconds(info["notAfter"])
-        not_before = ssl.cert_time_to_seconds(info["notBefore"])
-    except Exception:  # noqa: BLE001 - a diagnostic only
-        return None
-    now = time.time()
-    if now > not_after:
-        return f"it expired on {info['notAfter']}"
-    if now < not_before:
-        return f"it is not valid before {info['notBefore']}"
-    return None
-
-
-def _answers_plain_http(host: str, port: int, timeout: float) -> bool:
-    """True when the endpoint answers a plain HTTP request as plain HTTP (a TLS server built with
-    Go answers with a 400 saying the client spoke HTTP to an HTTPS server)."""
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            raw.settimeout(timeout)
-            raw.sendall(b"GET /version HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while len(reply) < 512:
-                chunk = raw.recv(512)
-                if not chunk:
-                    break
-                reply += chunk
-    except OSError:
-        return False
-    return reply.startswith(b"HTTP/") and b"HTTPS server" not in reply
-
-
-def diagnose_tls(settings: EtcdSettings, host: str, port: int, timeout: float) -> CniError | None:
-    """After gRPC reported a TLS-level failure (its own details are often just "TSI_DATA_CORRUPTED"),
-    repeat the handshake with Python's ssl module to learn what is wrong. Returns the error to
-    report, or None when the handshake works or the endpoint is simply unreachable."""
-    import socket
-    import ssl
-
-    s = settings
-    endpoint = f"https://{host}:{port}"
-    host = host.strip("[]")
-    try:
-        ctx = ssl.create_default_context(cafile=s.ca_cert_file) if s.ca_cert_file else ssl.create_default_context()
-        if s.cert_file and s.key_file:
-            ctx.load_cert_chain(s.cert_file, s.key_file)
-        ctx.set_alpn_protocols(["h2"])
-    except Exception:  # noqa: BLE001 - the files were checked before; a diagnostic only
-        return None
-    if _answers_plain_http(host, port, max(min(timeout, 2.0), 0.1)):
-        return DatastoreCredentialsError(
-            f"etcd at {endpoint} does not speak TLS",
-            "it answers plain HTTP; use an http:// endpoint, or configure etcd with --cert-file and --key-file",
-        )
-    try:
-        with socket.create_connection((host, port), timeout=max(min(timeout, 2.0), 0.1)) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False) as tls:
-                try:
-                    tls.do_handshake()
-                except (ssl.SSLEOFError, ConnectionResetError):
-                    return DatastoreCredentialsError(
-                        f"etcd at {endpoint} does not speak TLS",
-                        "it closed the connection during the TLS handshake; use an http:// endpoint, "
-                        "or configure etcd with --cert-file and --key-file",
-                    )
-                # TLS 1.3: the server checks the client certificate after our handshake is done
-                # and answers the first read with an alert.
-                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-                if not tls.recv(9):
-                    raise ssl.SSLEOFError("closed by the server")
-        return None
-    except ssl.SSLCertVerificationError as exc:
-        trusted = f"the CA in {_TLS_SETTINGS['ca']} {s.ca_cert_file}" if s.ca_cert_file else "the system's CAs (etcd_ca_cert_file is not set)"
-        return DatastoreCredentialsError(
-            f"the certificate of etcd at {endpoint} is not trusted: {exc.verify_message}",
-            f"it was checked against {trusted}; the server certificate must be signed by that CA and name {host}",
-        )
-    except ssl.SSLError as exc:
-        reason = (exc.reason or str(exc)).upper()
-        said = "the server closed the connection" if isinstance(exc, ssl.SSLEOFError) else (exc.reason or str(exc))
-        if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason or "PACKET_LENGTH_TOO_LONG" in reason:
-            return DatastoreCredentialsError(
-                f"etcd at {endpoint} does not speak TLS", "use an http:// endpoint, or configure etcd with --cert-file and --key-file"
-            )
-        if not s.cert_file:
-            return DatastoreCredentialsError(
-                f"etcd at {endpoint} requires a client certificate and none is configured",
-                f"set {_TLS_SETTINGS['cert']} and {_TLS_SETTINGS['key']} (TLS said: {said})",
-            )
-        expiry = _cert_expiry(s.cert_file)
-        return DatastoreCredentialsError(
-            f"etcd at {endpoint} rejected the client certificate {s.cert_file} ({_TLS_SETTINGS['cert']})"
-            + (f": {expiry}" if expiry else ""),
-            "it must be signed by a CA that etcd trusts (--trusted-ca-file) and be valid now"
-            + f"; TLS said: {said}",
-        )
-    except (ConnectionResetError, BrokenPipeError) as exc:
-        if not s.cert_file:
-            return DatastoreCredentialsError(
-                f"etcd at {endpoint} requires a client certificate and none is configured",
-                f"set {_TLS_SETTINGS['cert']} and {_TLS_SETTINGS['key']} ({exc})",
-            )
-        return DatastoreCredentialsError(
-            f"etcd at {endpoint} rejected the client certificate {s.cert_file} ({_TLS_SETTINGS['cert']})",
-            f"the server closed the connection during the TLS handshake ({exc})",
-        )
-    except OSError:
-        return None
 
 
 class _AuthNotEnabled(Exception):
@@ -294,9 +86,10 @@ class EtcdClient:
     """A deadline-bound etcd v3 client over one or more endpoints.
 
     Security behaviour: with https endpoints the TLS files are checked before the first call and a
-    certificate problem is reported as error 7 naming the file, not retried as "try again later";
-    with a user name, the client authenticates once and authenticates again whenever etcd says
-    its token is invalid or stale (expired simple token, etcd restarted), once per call.
+    certificate problem is reported as a `DatastoreCredentialsError` naming the file, not retried
+    as "try again later"; with a user name, the client authenticates once and authenticates again
+    whenever etcd says its token is invalid or stale (expired simple token, etcd restarted), once
+    per call.
     """
 
     # How long a failed endpoint is skipped before it is tried again.
@@ -323,11 +116,14 @@ class EtcdClient:
     def _connect(self):
         if self._client is not None:
             return self._client
-        # gRPC's C core prints its own TLS diagnostics on stderr; ours are in the CNI error.
+        # gRPC's C core prints its own TLS diagnostics on stderr; ours are in the datastore error.
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-        import grpc
-        import pyetcd
-        from pyetcd import etcdrpc
+        # Imported here, not at the top: they cost tens of milliseconds (see the module docstring).
+        import grpc  # noqa: PLC0415
+        import pyetcd  # noqa: PLC0415
+        from pyetcd import etcdrpc  # noqa: PLC0415
+
+        from calico_cni.datastore.tls import load_tls_credentials  # noqa: PLC0415
 
         self._grpc, self._rpc = grpc, etcdrpc
         s = self.settings
@@ -374,9 +170,18 @@ class EtcdClient:
             return remaining
         return min(remaining, max(self.settings.timeout / n, 0.5))
 
+    def _diagnose_tls(self, netloc: str, deadline: float) -> DatastoreError | None:
+        """What is wrong with TLS at an endpoint whose failure pointed at the TLS layer."""
+        # Loaded with gRPC by `_connect` already; imported here so this module's import stays cheap.
+        from calico_cni.datastore.tls import diagnose_tls  # noqa: PLC0415
+
+        _, host, port = _split_endpoint(f"https://{netloc}")
+        return diagnose_tls(self.settings, host, port, deadline - time.monotonic())
+
     @timed("etcd")
     def _call(self, service: str, method: str, request, deadline: float | None = None, authenticate: bool = True):
-        """Send one RPC, failing over and retrying until the deadline; map failures to CniError."""
+        """Send one RPC, failing over and retrying until the deadline; every failure is raised as a
+        `datastore.errors` exception (see `datastore.failures` for what each one means)."""
         client = self._connect()
         grpc = self._grpc
         s = self.settings
@@ -390,19 +195,15 @@ class EtcdClient:
         delay = 0.05
         reauthenticated = False
         timed_out: set[str] = set()
-        tls_problems: dict[str, CniError] = {}
+        tls_problems: dict[str, DatastoreError] = {}
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if self.deadline_at is not None and deadline == self.deadline_at:
-                    detail = f"the invocation's deadline (add_timeout) was reached: {last}"
+                    limit = "the invocation's deadline (add_timeout) was reached"
                 else:
-                    detail = f"deadline of {s.timeout:g}s exceeded: {last}"
-                if tls_problems:
-                    detail += "; " + "; ".join(str(e) for e in tls_problems.values())
-                elif "socket closed" in last.lower() and "http://" in last:
-                    detail += " (if etcd serves TLS there, use an https:// endpoint)"
-                raise DatastoreUnavailable(s.endpoints, detail)
+                    limit = f"deadline of {s.timeout:g}s exceeded"
+                raise failures.unreachable(s.endpoints, last, limit, list(tls_problems.values()))
             try:
                 channel = client.channel
             except Exception:  # noqa: BLE001 - pyetcd raises when every endpoint is marked failed
@@ -419,60 +220,41 @@ class EtcdClient:
             except grpc.RpcError as exc:
                 code = exc.code()
                 detail = exc.details() or str(code)
-                lowered = detail.lower()
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    last = f"{endpoint}: {detail}"
-                    log.warning("etcd call %s.%s failed on %s: %s", service, method, endpoint, detail)
-                    endpoint.fail()
-                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                        timed_out.add(endpoint.netloc)
-                    if endpoint.secure and endpoint.netloc not in tls_problems and any(m in lowered for m in _TLS_MARKERS):
-                        _, host, port = _split_endpoint(f"https://{endpoint.netloc}")
-                        problem = diagnose_tls(s, host, port, deadline - time.monotonic())
-                        if problem is not None:
-                            tls_problems[endpoint.netloc] = problem
-                            if len(tls_problems) == len(s.endpoints):
-                                raise problem from None
-                            # Other endpoints remain to be tried: keep a trace of this one.
-                            log.warning("%s", problem)
-                    continue
-                if method == "Authenticate":
-                    if "authentication is not enabled" in lowered:
-                        raise _AuthNotEnabled() from None
-                    if code == grpc.StatusCode.INVALID_ARGUMENT or "authentication failed" in lowered:
-                        raise DatastoreCredentialsError(
-                            f"etcd refused the user name or password of etcd user {s.username!r}",
-                            "check etcd_username/etcd_password (or ETCD_USERNAME/ETCD_PASSWORD); etcd said: " + detail,
-                        ) from None
-                if code == grpc.StatusCode.UNAUTHENTICATED or any(m in lowered for m in _REAUTH_MARKERS):
-                    if authenticate and s.username and not reauthenticated:
-                        # An expired or vanished simple token (etcd restarted): authenticate again (rule 23).
+                failure = failures.classify(code.name, detail, authenticating=method == "Authenticate")
+            if failure is Failure.ENDPOINT_DOWN:
+                last = f"{endpoint}: {detail}"
+                log.warning("etcd call %s.%s failed on %s: %s", service, method, endpoint, detail)
+                endpoint.fail()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    timed_out.add(endpoint.netloc)
+                if endpoint.secure and endpoint.netloc not in tls_problems and failures.points_at_tls(detail):
+                    problem = self._diagnose_tls(endpoint.netloc, deadline)
+                    if problem is not None:
+                        tls_problems[endpoint.netloc] = problem
+                        if len(tls_problems) == len(s.endpoints):
+                            raise problem from None
+                        # Other endpoints remain to be tried: keep a trace of this one.
+                        log.warning("%s", problem)
+                continue
+            if failure is Failure.AUTH_NOT_ENABLED:
+                raise _AuthNotEnabled() from None
+            if failure is Failure.BAD_PASSWORD:
+                raise failures.bad_password(s.username, detail) from None
+            if failure in (Failure.REAUTHENTICATE, Failure.NO_USER):
+                if authenticate and s.username and not reauthenticated:
+                    # REAUTHENTICATE: a simple token expires, and vanishes when etcd restarts, so a
+                    # long-lived client (the agent) gets a new one instead of failing.
+                    # NO_USER: authentication was enabled after we found it disabled.
+                    if failure is Failure.REAUTHENTICATE:
                         log.info("etcd token rejected by %s (%s); authenticating again", endpoint, detail)
-                        reauthenticated = True
-                        self._token = None
-                        self._authenticate(deadline)
-                        continue
-                    raise DatastoreCredentialsError("etcd refused the authentication token", detail) from None
-                if "user name is empty" in lowered:
-                    if authenticate and s.username and not reauthenticated:
-                        # Authentication was enabled after we found it disabled.
-                        reauthenticated = True
-                        self._token = None
-                        self._authenticate(deadline)
-                        continue
-                    raise DatastoreCredentialsError(
-                        "etcd requires authentication and no etcd user is configured",
-                        "set etcd_username and etcd_password (or ETCD_USERNAME and ETCD_PASSWORD)",
-                    ) from None
-                if code == grpc.StatusCode.PERMISSION_DENIED:
-                    who = f"etcd user {s.username!r}" if s.username else "this client"
-                    raise CniError(
-                        IO_FAILURE,
-                        f"etcd denied the request (permission denied for {who})",
-                        f"grant it a role with readwrite on the /calico/ prefix; etcd said: {detail}",
-                    ) from None
-                raise CniError(IO_FAILURE, f"etcd request failed: {code.name}", detail) from None
-
+                    reauthenticated = True
+                    self._token = None
+                    self._authenticate(deadline)
+                    continue
+                raise (failures.token_refused(detail) if failure is Failure.REAUTHENTICATE else failures.no_user()) from None
+            if failure is Failure.PERMISSION:
+                raise failures.permission_denied(s.username, detail) from None
+            raise failures.request_failed(code.name, detail) from None
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from calico_cni.dataplane.errors import NamespaceError
 from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
+from calico_cni.datastore.errors import DatastoreError
 from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
 from calico_cni.journal import Journal, journal_dir
 from calico_cni.protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
@@ -266,7 +267,7 @@ def delete(request: CniRequest) -> None:
         tried = [ident.host_veth, *_host_names(request)]
         removed = wiring.teardown(host, container, request.ifname, tried, ident.owns_alias)
 
-        from calico_cni.datastore.etcd import DatastoreUnavailable
+        from calico_cni.datastore.errors import DatastoreUnavailable
 
         store = _connect(request, conf.operation_timeout)
         stack.callback(store.close)
@@ -348,14 +349,14 @@ def status(request: CniRequest) -> None:
     try:
         try:
             replay_quietly(request.config, store, environ=request.environ)
-        except CniError as err:
+        except (CniError, DatastoreError) as err:
             raise etcd_unavailable(err) from None
         if conf.ipam_type == CALICO_IPAM:
             ipam_status(store, request.config)
         else:
             try:
                 store.ipam_config()
-            except CniError as err:
+            except (CniError, DatastoreError) as err:
                 raise etcd_unavailable(err) from None
     finally:
         store.close()

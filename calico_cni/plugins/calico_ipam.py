@@ -170,7 +170,7 @@ def add(request: CniRequest) -> dict:
 def delete(request: CniRequest) -> None:
     """DEL: release the attachment's addresses; succeeds when there is nothing to release. With
     etcd unreachable the release is recorded in the journal and finished by a later invocation."""
-    from calico_cni.datastore.etcd import DatastoreUnavailable
+    from calico_cni.datastore.errors import DatastoreUnavailable
     from calico_ipam.replay import replay_quietly
 
     validate(request)
@@ -208,6 +208,7 @@ def status(request: CniRequest) -> None:
     from calico_ipam.replay import replay_quietly
     from calico_cni.plugins.status import ipam_status
 
+    from calico_cni.datastore.errors import DatastoreError
     from calico_cni.protocol.errors import CniError as _Err
     from calico_cni.plugins.status import etcd_unavailable
 
@@ -215,7 +216,7 @@ def status(request: CniRequest) -> None:
     store = _store(request)
     try:
         replay_quietly(request.config, store, environ=request.environ)
-    except _Err as err:
+    except (_Err, DatastoreError) as err:
         raise etcd_unavailable(err) from None
     ipam_status(store, request.config)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from calico_cni.datastore.errors import DatastoreError
 from calico_cni.protocol.errors import CniError
 from calico_cni.protocol.request import CniRequest
 
@@ -52,7 +53,7 @@ class InProcessIpam:
         from calico_ipam.allocator import release_exact
         from calico_cni.plugins.calico_ipam import handle_id
 
-        from calico_cni.datastore.etcd import DatastoreUnavailable
+        from calico_cni.datastore.errors import DatastoreUnavailable
 
         try:
             release_exact(self.store, handle_id(self.request), self.new)
@@ -87,7 +88,7 @@ class InProcessIpam:
 
         try:
             check_addresses(self.request, self.store)
-        except CniError as err:
+        except (CniError, DatastoreError) as err:
             return [err.msg]
         return []
 

@@ -195,7 +195,7 @@ def test_a_failed_replay_keeps_its_entry_for_the_next_invocation(store, pools, i
 def test_in_process_rollback_with_etcd_unreachable_is_journaled_exactly(store, pools, ipam_conf, tmp_path, monkeypatch):
     """The calico plugin's rollback of its own allocation, with etcd gone: the exact allocations
     are recorded, and the replay releases them and nothing that was held before."""
-    from calico_cni.datastore.etcd import DatastoreUnavailable
+    from calico_cni.datastore.errors import DatastoreUnavailable
     from calico_cni.plugins.ipam_backend import InProcessIpam
     from calico_cni.journal import Journal
     from calico_ipam.replay import replay_quietly

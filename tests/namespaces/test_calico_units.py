@@ -10,9 +10,11 @@ import struct
 import pytest
 
 from calico_cni.datastore import retry
+from calico_cni.datastore.errors import TooManyConflicts
 from calico_cni.dataplane import routing, rtnl, wiring
 from calico_cni.model.records import WorkloadEndpoint
 from calico_cni.plugins.calico import settings
+from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol.delegate import find_plugin
 from calico_cni.protocol.errors import CniError
 from calico_cni.workload import Identity
@@ -166,14 +168,14 @@ def test_endpoint_writes_that_keep_losing_end_in_error_11(mocker):
     mocker.patch("calico_cni.datastore.retry.time.sleep")
     ident = Identity("net1", "c1", "eth0", "n1")
     store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
-    with pytest.raises(CniError) as err:
+    with pytest.raises(TooManyConflicts) as err:
         plugin._write_endpoint(store, ident, "cali1", "aa:bb:cc:dd:ee:ff", [])
-    assert err.value.code == 11 and "writing endpoint default/" in err.value.msg
+    assert cni_error(err.value).code == 11 and "writing endpoint default/" in err.value.msg
     assert len(store.commits) == retry.MAX_ATTEMPTS
     store = RacingStore(_endpoint(ident, revision=3), losses=10**6)
-    with pytest.raises(CniError) as err:
+    with pytest.raises(TooManyConflicts) as err:
         plugin._delete_endpoint(store, ident, store.stored)
-    assert err.value.code == 11 and "deleting endpoint default/" in err.value.msg
+    assert cni_error(err.value).code == 11 and "deleting endpoint default/" in err.value.msg
 
 
 def test_endpoint_delete_stops_when_the_reread_endpoint_is_a_new_sandboxes():
