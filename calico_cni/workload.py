@@ -40,6 +40,7 @@ class Identity:
 
     @property
     def orchestrator(self) -> str:
+        """"k8s" for a pod, "cni" otherwise."""
         return K8S if self.pod else CNI
 
     @property
@@ -70,6 +71,7 @@ class Identity:
         return alias
 
     def owns_alias(self, alias: str) -> bool:
+        """Whether a link alias is this attachment's."""
         return alias == self.alias
 
     def owns_endpoint(self, endpoint) -> bool:

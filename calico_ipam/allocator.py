@@ -104,10 +104,12 @@ class Assigned:
 
     @property
     def family(self) -> int:
+        """4 or 6."""
         return self.address.version
 
     @property
     def prefixlen(self) -> int:
+        """The prefix length of the address's block."""
         return int(self.block.rsplit("/", 1)[1])
 
     @property

@@ -27,14 +27,17 @@ class Allocation:
 
     @property
     def secondary(self) -> dict[str, Any]:
+        """The attributes recorded with the allocation (node, ifname, pod, timestamp, ...)."""
         return self.attributes.get("secondary") or {}
 
     @property
     def node(self) -> str | None:
+        """The node that allocated the address, when recorded."""
         return self.secondary.get("node")
 
     @property
     def timestamp(self) -> str | None:
+        """When the address was allocated (RFC 3339), when recorded."""
         return self.secondary.get("timestamp")
 
     def age(self, now: float) -> float | None:

@@ -36,6 +36,7 @@ class Live:
 
     @classmethod
     def of(cls, items: Iterable[tuple[str, str | None]]) -> "Live":
+        """The live attachments of (containerID, ifname) pairs; an empty ifname means every interface."""
         return cls({(c, i or None) for c, i in items})
 
     def __contains__(self, item: tuple[str, str | None]) -> bool:
@@ -60,6 +61,7 @@ class GcReport:
     young: int = 0
 
     def summary(self) -> str:
+        """One line saying what the reconciliation did."""
         return (
             f"released {len(self.released)} address(es), deleted {len(self.endpoints)} endpoint(s) and {len(self.links)} link(s)"
             + (f"; {self.young} younger than the grace period left alone" if self.young else "")

@@ -33,6 +33,7 @@ class Absent:
     revision: int = 0
 
     def to_json(self) -> bytes:  # pragma: no cover - never written
+        """Never called: an Absent guard is compared, not written."""
         raise NotImplementedError
 
 

@@ -30,10 +30,12 @@ def family_of(cidr: str) -> int:
 
 
 def pool(name: str) -> str:
+    """The key of an IP pool."""
     return POOLS + name
 
 
 def node(name: str) -> str:
+    """The key of a Node resource."""
     return NODES + name
 
 
@@ -43,6 +45,7 @@ def blocks(family: int) -> str:
 
 
 def block(cidr: str) -> str:
+    """The key of an allocation block."""
     return blocks(family_of(cidr)) + cidr_segment(cidr)
 
 
@@ -53,6 +56,7 @@ def host_affinities(node_name: str, family: int | None = None) -> str:
 
 
 def affinity(node_name: str, cidr: str) -> str:
+    """The key of a node's affinity to a block."""
     return host_affinities(node_name, family_of(cidr)) + cidr_segment(cidr)
 
 
@@ -72,8 +76,10 @@ def parse_block(key: str) -> str:
 
 
 def handle(handle_id: str) -> str:
+    """The key of an IPAM handle."""
     return HANDLES + handle_id
 
 
 def workload_endpoint(namespace: str, name: str) -> str:
+    """The key of a WorkloadEndpoint."""
     return f"{WORKLOAD_ENDPOINTS}{namespace}/{name}"

@@ -111,14 +111,17 @@ class IPPool:
 
     @property
     def key(self) -> str:
+        """The etcd key of this record."""
         return keys.pool(self.name)
 
     @property
     def family(self) -> int:
+        """4 or 6."""
         return self.cidr.version
 
     @classmethod
     def from_json(cls, name: str, value: bytes, revision: int = 0) -> "IPPool":
+        """The record as read from etcd; `CorruptRecord` when it cannot be parsed."""
         doc = _load(value, f"IP pool {name}")
         spec = doc.get("spec") or {}
         try:
@@ -166,6 +169,7 @@ class IPPool:
         return None
 
     def to_json(self) -> bytes:
+        """The record as written to etcd (the fields it does not model kept unchanged)."""
         doc = dict(self.doc)
         spec = dict(doc.get("spec") or {})
         spec.update(
@@ -197,10 +201,12 @@ class Node:
 
     @property
     def key(self) -> str:
+        """The etcd key of this record."""
         return keys.node(self.name)
 
     @classmethod
     def from_json(cls, name: str, value: bytes, revision: int = 0) -> "Node":
+        """The record as read from etcd; `CorruptRecord` when it cannot be parsed."""
         doc = _load(value, f"node {name}")
         labels = (doc.get("metadata") or {}).get("labels") or {}
         return cls(name=name, labels={str(k): str(v) for k, v in labels.items()}, doc=doc, revision=revision)
@@ -219,6 +225,7 @@ class Node:
         )
 
     def to_json(self) -> bytes:
+        """The record as written to etcd (the fields it does not model kept unchanged)."""
         doc = dict(self.doc)
         meta = dict(doc.get("metadata") or {})
         if self.labels:
@@ -260,6 +267,7 @@ class IpamConfig:
 
     @property
     def key(self) -> str:
+        """The etcd key of this record."""
         return keys.IPAM_CONFIG
 
     @property
@@ -269,6 +277,7 @@ class IpamConfig:
 
     @classmethod
     def from_json(cls, value: bytes, revision: int = 0) -> "IpamConfig":
+        """The record as read from etcd; `CorruptRecord` when it cannot be parsed."""
         doc = _load(value, "IPAM config")
         # A present key with a boolean omitted means false (Go's omitempty).
         return cls(
@@ -281,6 +290,7 @@ class IpamConfig:
         )
 
     def to_json(self) -> bytes:
+        """The record as written to etcd (the fields it does not model kept unchanged)."""
         doc = dict(self.extra)
         if self.strict_affinity:
             doc["strict_affinity"] = True
@@ -309,10 +319,12 @@ class Affinity:
 
     @property
     def key(self) -> str:
+        """The etcd key of this record."""
         return keys.affinity(self.node, self.cidr)
 
     @classmethod
     def from_kv(cls, key: str, value: bytes, revision: int = 0) -> "Affinity":
+        """The record as read from etcd (key and value); `CorruptRecord` when it cannot be parsed."""
         parsed = keys.parse_affinity(key)
         if parsed is None:
             raise CorruptRecord(f"{key} is not an affinity key")
@@ -327,6 +339,7 @@ class Affinity:
         )
 
     def to_json(self) -> bytes:
+        """The record as written to etcd (the fields it does not model kept unchanged)."""
         return dumps({**self.extra, "state": self.state, "deleted": self.deleted})
 
 
@@ -358,14 +371,17 @@ class Block:
 
     @property
     def key(self) -> str:
+        """The etcd key of this record."""
         return keys.block(self.cidr)
 
     @property
     def network(self) -> IPNetwork:
+        """The block's CIDR as a network."""
         return ipaddress.ip_network(self.cidr)
 
     @property
     def size(self) -> int:
+        """How many addresses the block has."""
         return len(self.allocations)
 
     @property
@@ -392,6 +408,7 @@ class Block:
 
     @classmethod
     def from_kv(cls, key: str, value: bytes, revision: int = 0) -> "Block":
+        """The record as read from etcd (key and value); `CorruptRecord` when it cannot be parsed."""
         doc = _load(value, f"block {key}")
         try:
             cidr = str(ipaddress.ip_network(doc["cidr"]))
@@ -417,6 +434,7 @@ class Block:
         )
 
     def to_json(self) -> bytes:
+        """The record as written to etcd (the fields it does not model kept unchanged)."""
         return dumps(
             {
                 **self.extra,
@@ -462,10 +480,12 @@ class Handle:
 
     @property
     def key(self) -> str:
+        """The etcd key of this record."""
         return keys.handle(self.handle_id)
 
     @classmethod
     def from_kv(cls, key: str, value: bytes, revision: int = 0) -> "Handle":
+        """The record as read from etcd (key and value); `CorruptRecord` when it cannot be parsed."""
         doc = _load(value, f"handle {key}")
         try:
             counts = {str(k): int(v) for k, v in (doc.get("block") or {}).items()}
@@ -481,9 +501,11 @@ class Handle:
 
     @property
     def total(self) -> int:
+        """How many addresses the handle holds in all its blocks."""
         return sum(self.blocks.values())
 
     def to_json(self) -> bytes:
+        """The record as written to etcd (the fields it does not model kept unchanged)."""
         return dumps({**self.extra, "block": self.blocks, "deleted": self.deleted})
 
 
@@ -507,29 +529,36 @@ class WorkloadEndpoint:
 
     @property
     def key(self) -> str:
+        """The etcd key of this record."""
         return keys.workload_endpoint(self.namespace, self.name)
 
     @property
     def spec(self) -> dict[str, Any]:
+        """The endpoint's spec (created empty when absent)."""
         return self.doc.setdefault("spec", {})
 
     @property
     def container_id(self) -> str:
+        """The container the endpoint is for ("" when unrecorded)."""
         return self.spec.get("containerID", "")
 
     @property
     def node(self) -> str:
+        """The node the endpoint is on ("" when unrecorded)."""
         return self.spec.get("node", "")
 
     @property
     def ip_networks(self) -> list[str]:
+        """The endpoint's addresses as CIDR text (spec.ipNetworks)."""
         return list(self.spec.get("ipNetworks") or [])
 
     @classmethod
     def from_kv(cls, key: str, value: bytes, revision: int = 0) -> "WorkloadEndpoint":
+        """The record as read from etcd (key and value); `CorruptRecord` when it cannot be parsed."""
         rest = key[len(keys.WORKLOAD_ENDPOINTS) :]
         namespace, _, name = rest.partition("/")
         return cls(namespace=namespace, name=name, doc=_load(value, f"workload endpoint {key}"), revision=revision)
 
     def to_json(self) -> bytes:
+        """The record as written to etcd (the fields it does not model kept unchanged)."""
         return dumps(self.doc)
