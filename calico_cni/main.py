@@ -2,7 +2,7 @@
 
 When the per-node agent answers on its socket the request is handed to it (`agent.client`, standard
 library only); otherwise it runs in this process exactly as the agent would run it
-(`plugin_support.main`).
+(`plugins.dispatch`, whose verb table the agent uses too).
 """
 
 from __future__ import annotations
@@ -10,18 +10,11 @@ from __future__ import annotations
 PLUGIN = "calico"
 
 
-def handlers() -> dict:
-    """The verb handlers (lazy imports), shared by this entry point and the agent."""
-    from calico_cni.plugins.dispatch import verb_handlers
-
-    return verb_handlers("calico_cni.plugins.calico")
-
-
 def main() -> None:
     """Run one CNI invocation of calico and exit with its status."""
     from calico_cni.plugins.dispatch import main as run_plugin
 
-    run_plugin(PLUGIN, handlers)
+    run_plugin(PLUGIN)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,20 @@ directory made mode 0700: only root reaches it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import socket
 import stat
 import sys
 
+from calico_cni import logs
 from calico_cni.agent import client, wire
+from calico_cni.agent.server import Server
+from calico_cni.agent.warm import WarmStores
+from calico_cni.plugins.dispatch import PLUGINS, verb_handlers
+from calico_cni.plugins.services import Services
+from calico_ipam.allocator import BlockMemory
 
 
 class _Stop(Exception):
@@ -50,21 +57,17 @@ def listen(path: str) -> socket.socket:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from calico_cni import logs
-    from calico_cni.main import PLUGIN as CALICO, handlers as calico_handlers
-    from calico_ipam.main import PLUGIN as IPAM, handlers as ipam_handlers
-    from calico_cni.agent.server import Server
-    from calico_cni.agent.warm import WarmStores
-
+    """Serve the plugins on `args.socket` until SIGTERM or SIGINT."""
     logs.setup_agent({"level": args.log_level, "path": args.log_file}, "calico-cni-agent")
-    # Import the verbs now, not on the first pod's ADD.
-    import calico_cni.plugins.calico  # noqa: F401
-    import calico_cni.plugins.calico_ipam  # noqa: F401
+    for module in PLUGINS.values():
+        importlib.import_module(module)  # the verbs now, not on the first pod's ADD
 
     stores = WarmStores()
-    stores.install()
+    # One set of services for every request: datastores over the warm channels, and one block
+    # memory, so a node's next allocation reads its blocks with the view.
+    services = Services(connect=stores.connect, blocks=BlockMemory())
     listener = listen(args.socket)
-    server = Server(listener, {CALICO: calico_handlers, IPAM: ipam_handlers})
+    server = Server(listener, {name: verb_handlers(name, lambda: services) for name in PLUGINS})
 
     def stop(_signum, _frame) -> None:
         raise _Stop()
@@ -89,6 +92,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def health(args: argparse.Namespace) -> int:
+    """Ask the agent on `args.socket` how it is; print its answer; 0 when it answered."""
     sock = client.connect(args.socket)
     if sock is None:
         print(f"calico-cni-agent: nothing answers on {args.socket}", file=sys.stderr)
@@ -107,6 +111,7 @@ def health(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line of `calico-cni-agent`."""
     p = argparse.ArgumentParser(prog="calico-cni-agent", description="Per-node agent serving the calico and calico-ipam CNI plugins.")
     p.add_argument("command", nargs="?", choices=("serve", "health"), default="serve")
     p.add_argument("--socket", default=os.environ.get(wire.SOCKET_ENV) or wire.DEFAULT_SOCKET, help="Unix socket path")
@@ -116,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of `calico-cni-agent`."""
     args = parser().parse_args(argv)
     sys.exit(health(args) if args.command == "health" else serve(args))
 

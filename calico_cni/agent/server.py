@@ -5,7 +5,8 @@ datastores over warm channels (`warm`). Its answer is the exit code and stdout t
 produced. The node's side of the work happens in the caller's network namespace (read from its
 pid, SO_PEERCRED), so one agent serves every namespace of the machine that runs plugins. Request
 threads never leave the agent's namespace, where the etcd channels live: namespace work runs on the
-short-lived namespace threads of `dataplane.netns`, exactly as in the plugin (design rule 7).
+short-lived namespace threads of `dataplane.netns`, exactly as in the plugin: a thread that entered
+a pod's namespace would open (or re-open) etcd connections from inside that pod.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import time
 from typing import Callable, Mapping
 
 from calico_cni import logs
+from calico_cni.agent import wire
+from calico_cni.dataplane import netns as namespaces
 from calico_cni.plugins.dispatch import request_logging
 from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol.errors import INVALID_ENVIRONMENT, CniError
-from calico_cni.dataplane import netns as namespaces
+from calico_cni.protocol.request import CniRequest
 from calico_cni.protocol.runner import error_output, run
-from calico_cni.agent import wire
 
 log = logging.getLogger(__name__)
 _PEERCRED = struct.Struct("3i")
@@ -75,9 +77,10 @@ def _caller_paths(env: dict[str, str], netns_path: str) -> dict[str, str]:
 class Server:
     """Serves forwarded CNI requests on a listening Unix socket."""
 
-    def __init__(self, listener: socket.socket, plugins: Mapping[str, Callable[[], dict]]) -> None:
+    def __init__(self, listener: socket.socket, plugins: Mapping[str, Mapping[str, Callable[[CniRequest], dict | None]]]) -> None:
+        """Serve `plugins` (plugin name -> verb -> handler, see `plugins.dispatch.verb_handlers`)."""
         self.listener = listener
-        self.handlers = {name: make() for name, make in plugins.items()}
+        self.handlers = dict(plugins)
         self.netns = own_netns()
         self.served = 0
         self.started = time.monotonic()

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence
 
+from calico_cni.config import EtcdSettings
 from calico_cni.model import keys
 from calico_cni.datastore.etcd import Compare, EtcdClient, KeyValue, Range
 from calico_cni.model.records import (
@@ -342,20 +343,7 @@ class Datastore:
         return ok
 
 
-# Set by the per-node agent (calico_cni.agent.warm): hands out datastores over warm channels.
-_provider = None
-
-
-def set_provider(provider) -> None:
-    """Route `connect` through `provider(config, environ)` (None: a new client per call)."""
-    global _provider
-    _provider = provider
-
-
-def connect(config: dict, environ) -> Datastore:
-    """A datastore from a network configuration's etcd keys (and ETCD_* fallbacks)."""
-    if _provider is not None:
-        return _provider(config, environ)
-    from calico_cni.config import etcd_settings
-
-    return Datastore(EtcdClient(etcd_settings(config, environ)))
+def connect(settings: EtcdSettings) -> Datastore:
+    """A datastore over a new etcd client (one per call: a one-shot plugin process or calicoctl;
+    the agent's datastores share warm channels instead, see `agent.warm`)."""
+    return Datastore(EtcdClient(settings))

@@ -80,6 +80,12 @@ def handle(handle_id: str) -> str:
     return HANDLES + handle_id
 
 
+def attachment_handle(network: str, container_id: str) -> str:
+    """The IPAM handle of an attachment: `<network>.<containerID>` (Calico's format, which GC and
+    calicoctl match records against)."""
+    return f"{network}.{container_id}"
+
+
 def workload_endpoint(namespace: str, name: str) -> str:
     """The key of a WorkloadEndpoint."""
     return f"{WORKLOAD_ENDPOINTS}{namespace}/{name}"

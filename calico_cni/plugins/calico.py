@@ -1,7 +1,8 @@
 """The CNI verbs of the `calico` network plugin: ADD, DEL, CHECK, GC and STATUS.
 
 ADD takes addresses from IPAM (calico-ipam in this process, anything else by exec), wires the
-workload (`dataplane.wiring`), writes its WorkloadEndpoint and prints the result of design rule 8.
+workload (`dataplane.wiring`), writes its WorkloadEndpoint and prints the result Calico's plugin
+prints (see `_result`).
 Whatever fails after IPAM is rolled back: the links this ADD created and the addresses it allocated.
 DEL tears down the local dataplane first; when etcd cannot be reached it records the release in the
 node-local journal (`journal`) and succeeds. Every verb that reached etcd replays that journal.
@@ -13,76 +14,47 @@ import contextlib
 import ipaddress
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
-from calico_cni.config import DEFAULT_OPERATION_TIMEOUT, ipam_settings, node_name, operation_timeout
+from calico_cni.config import CalicoSettings, calico_settings
 from calico_cni.dataplane import wiring
 from calico_cni.dataplane.errors import NamespaceError
 from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
-from calico_cni.datastore.errors import DatastoreError
+from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
+from calico_cni.datastore.retry import Conflict, with_retries
+from calico_cni.datastore.store import Datastore
+from calico_cni.journal import Journal
+from calico_cni.model.records import WorkloadEndpoint, now_rfc3339
+from calico_cni.plugins.calico_ipam import defer_release
 from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
-from calico_cni.journal import Journal, journal_dir
+from calico_cni.plugins.services import Services
+from calico_cni.plugins.status import etcd_unavailable, ipam_status
+from calico_cni.protocol.delegate import delegate
 from calico_cni.protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
 from calico_cni.protocol.request import CniRequest
 from calico_cni.protocol.result import convert, normalize
-from calico_cni.model.records import NETWORK_ANNOTATION
-from calico_ipam.replay import replay_quietly
 from calico_cni.workload import Identity
+from calico_ipam import reconcile as reconciliation
+from calico_cni.model.records import NETWORK_ANNOTATION
+from calico_cni.protocol.gc import valid_attachments
+from calico_ipam.replay import replay_quietly
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The `calico` plugin's own keys (the shared ones are in `config`)."""
-
-    mtu: int | None
-    allow_ip_forwarding: bool
-    ipam_type: str
-    operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+def settings(request: CniRequest) -> CalicoSettings:
+    """This verb's settings, checked before any side effect (the node name for every verb but
+    STATUS, which needs it only with calico-ipam)."""
+    return calico_settings(request.config, request.environ, resolve_node=request.command != "STATUS")
 
 
-def _flag(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise CniError(INVALID_CONFIG, f"{key} must be true or false", f"got {value!r}"[:120])
-
-
-def settings(config: dict) -> Settings:
-    """Validate the keys this plugin reads (before any side effect)."""
-    mtu = config.get("mtu")
-    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
-        raise CniError(INVALID_CONFIG, "mtu must be a whole number", f"got {mtu!r}"[:120])
-    container = config.get("container_settings") or {}
-    if not isinstance(container, dict):
-        raise CniError(INVALID_CONFIG, "container_settings must be an object")
-    forwarding = _flag(container.get("allow_ip_forwarding", False), "container_settings.allow_ip_forwarding")
-    timeout = operation_timeout(config)
-    journal_dir(config)
-    return Settings(mtu or None, forwarding, ipam_settings(config).type, timeout)
-
-
-def _connect(request: CniRequest, timeout: float | None = None):
-    """The datastore; with `timeout`, every etcd call of this invocation ends within it."""
-    import time
-
-    from calico_cni.datastore.store import connect
-
-    store = connect(request.config, request.environ)
-    if timeout is not None:
-        store.client.deadline_at = time.monotonic() + timeout
+def _datastore(stack: contextlib.ExitStack, services: Services, conf: CalicoSettings, bounded: bool = True) -> Datastore:
+    """The verb's datastore, closed when the verb ends; `bounded`: every etcd call ends within
+    `add_timeout` of now."""
+    store = services.datastore(conf.etcd, conf.operation_timeout if bounded else None)
+    stack.callback(store.close)
     return store
-
-
-def _endpoints(request: CniRequest) -> tuple[str, ...]:
-    from calico_cni.config import etcd_settings
-
-    return etcd_settings(request.config, request.environ).endpoints
 
 
 def _open_container(request: CniRequest) -> Netns:
@@ -93,7 +65,9 @@ def _open_container(request: CniRequest) -> Netns:
 
 
 def _result(ident: Identity, request: CniRequest, host_mac: str, cont_mac: str, mtu: int, addresses, routes, dns) -> dict:
-    """Rule 8: [host veth, container interface], every address /32 or /128 on interface 1, no gateway."""
+    """The result as Calico's plugin prints it, which runtimes and chained plugins read: [host veth,
+    container interface], every address /32 or /128 on interface 1 (routing goes through the host
+    veth, so the pod has no subnet), no gateway."""
     return {
         "interfaces": [
             {"name": ident.host_veth, "mac": host_mac, "mtu": mtu},
@@ -119,10 +93,6 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
     """Create the attachment's WorkloadEndpoint, or replace the one a lost compare-and-swap shows
     exists (`with_retries` re-runs from a fresh read); returns its uid. The endpoint is annotated
     with its network, so GC knows whose it is."""
-    from calico_cni.datastore.retry import Conflict, with_retries
-
-    from calico_cni.model.records import WorkloadEndpoint, now_rfc3339
-
     ip_networks = [str(a) for a in addresses]
 
     def step(attempt: int) -> str:
@@ -144,8 +114,8 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
 
 
 def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
-    """Delete the endpoint while it is still this attachment's (rule 4)."""
-    from calico_cni.datastore.retry import Conflict, with_retries
+    """Delete the endpoint while it is still this attachment's: a newer sandbox's endpoint of the
+    same name (a different container ID) is left alone."""
 
     def step(attempt: int) -> bool:
         nonlocal endpoint
@@ -164,15 +134,16 @@ def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
 # ADD
 
 
-def add(request: CniRequest) -> dict:
-    conf = settings(request.config)
-    ident = Identity.of(request, node_name(request.config))
+def add(request: CniRequest, services: Services) -> dict:
+    """ADD: addresses from IPAM, the workload wired, its endpoint written; the CNI result."""
+    conf = settings(request)
+    assert conf.node is not None
+    ident = Identity.of(request, conf.node)
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
         container = stack.enter_context(_open_container(request))
-        store = _connect(request, conf.operation_timeout)
-        stack.callback(store.close)
-        ipam = backend_for(request, conf.ipam_type, store)
+        store = _datastore(stack, services, conf)
+        ipam = backend_for(request, conf, store, services.blocks)
         ipam.validate()
 
         replay_quietly(request.config, store, environ=request.environ)
@@ -210,24 +181,24 @@ def add(request: CniRequest) -> dict:
             wiring.rollback(host, container, created)
             ipam.undo()
             raise
-        _record_held(request, ident, ipam, uid)
+        _record_held(conf, ident, ipam, uid)
         log.info("added %s: %s on %s", request.ifname, ", ".join(map(str, addresses)), ident.host_veth)
         result = _result(ident, request, wired.host.mac, wired.container.mac, mtu, addresses, ipam_result.get("routes"), ipam_result.get("dns"))
         return convert(result, request.cni_version)
 
 
-def _record_held(request: CniRequest, ident: Identity, ipam, uid: str) -> None:
+def _record_held(conf: CalicoSettings, ident: Identity, ipam, uid: str) -> None:
     """Remember what this attachment holds, for a DEL that finds etcd unreachable (journal)."""
     try:
-        Journal(journal_dir(request.config, request.environ)).record_held(
-            ident.network, ident.container_id, ident.ifname, ipam.handle_id, ipam.holding(), _endpoints(request),
+        Journal(conf.journal_dir).record_held(
+            ident.network, ident.container_id, ident.ifname, ipam.handle_id, ipam.holding(), conf.etcd.endpoints,
             {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": uid},
         )
     except OSError as exc:
         log.error("cannot record the attachment in the release journal (%s): a DEL with etcd down will resolve it later", exc)
 
 
-def _existing_result(request: CniRequest, ident: Identity, endpoint, link, conf: Settings) -> dict:
+def _existing_result(request: CniRequest, ident: Identity, endpoint, link, conf: CalicoSettings) -> dict:
     """The result of the earlier ADD, rebuilt from its endpoint and the container's interface."""
     addresses = [ipaddress.ip_interface(n) for n in endpoint.ip_networks]
     routes = [] if conf.ipam_type == CALICO_IPAM else _configured_routes(request)
@@ -248,11 +219,12 @@ def _host_names(request: CniRequest) -> list[str]:
     return out
 
 
-def delete(request: CniRequest) -> None:
+def delete(request: CniRequest, services: Services) -> None:
     """DEL: remove the interfaces, release the addresses, delete the endpoint. Succeeds when repeated,
     when CNI_NETNS is empty or gone, and when ADD never happened."""
-    conf = settings(request.config)
-    ident = Identity.of(request, node_name(request.config))
+    conf = settings(request)
+    assert conf.node is not None
+    ident = Identity.of(request, conf.node)
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
         container = None
@@ -267,12 +239,9 @@ def delete(request: CniRequest) -> None:
         tried = [ident.host_veth, *_host_names(request)]
         removed = wiring.teardown(host, container, request.ifname, tried, ident.owns_alias)
 
-        from calico_cni.datastore.errors import DatastoreUnavailable
-
-        store = _connect(request, conf.operation_timeout)
-        stack.callback(store.close)
-        journal = Journal(journal_dir(request.config, request.environ))
-        ipam = backend_for(request, conf.ipam_type, store)
+        store = _datastore(stack, services, conf)
+        journal = Journal(conf.journal_dir)
+        ipam = backend_for(request, conf, store, services.blocks)
         try:
             replay_quietly(request.config, store, environ=request.environ)
             endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
@@ -286,10 +255,7 @@ def delete(request: CniRequest) -> None:
             released = ipam.delete()
         except DatastoreUnavailable as err:
             # The dataplane is gone already; the datastore part is finished later (journal).
-            held = journal.held(ident.network, ident.container_id, ident.ifname)
-            path = journal.add_pending(
-                ident.network, ident.container_id, ident.ifname, ipam.handle_id, _endpoints(request), held,
-            )
+            path = defer_release(journal, request, conf.etcd.endpoints)
             log.warning("etcd unreachable (%s): removed %s; release recorded in %s", err.msg, ", ".join(removed) or "no interface", path)
             if conf.ipam_type != CALICO_IPAM and not ipam.deleted:
                 ipam.delete()  # another IPAM plugin keeps its own state: it needs no etcd of ours
@@ -310,43 +276,29 @@ def delete(request: CniRequest) -> None:
 # GC and STATUS
 
 
-def valid_attachments(request: CniRequest):
-    """`cni.dev/valid-attachments` as a `gc.Live` (error 7 when absent or malformed)."""
-    from calico_cni.protocol.gc import valid_attachments as parse
-
-    return parse(request.config)
-
-
-def gc(request: CniRequest) -> None:
+def gc(request: CniRequest, services: Services) -> None:
     """GC: release every allocation, endpoint and `cali*` link of this network on this node whose
     attachment is not listed; forward GC to a delegated IPAM plugin."""
-    from calico_ipam import reconcile as reconciliation
-
-    conf = settings(request.config)
-    live = valid_attachments(request)
-    node = node_name(request.config)
+    conf = settings(request)
+    assert conf.node is not None
+    live = valid_attachments(request.config)
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
-        store = _connect(request)
-        stack.callback(store.close)
-        journal = Journal(journal_dir(request.config, request.environ))
+        store = _datastore(stack, services, conf, bounded=False)
+        journal = Journal(conf.journal_dir)
         replay_quietly(request.config, store, environ=request.environ)
-        reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
+        reconciliation.reconcile(store, request.network, conf.node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
     if conf.ipam_type != CALICO_IPAM:
-        from calico_cni.protocol.delegate import delegate
-
         delegate(request, conf.ipam_type, "GC")
     return None
 
 
-def status(request: CniRequest) -> None:
+def status(request: CniRequest, services: Services) -> None:
     """STATUS: etcd answers and (with calico-ipam) a usable pool has room; else error 50.
     A delegated IPAM plugin answers for itself."""
-    from calico_cni.plugins.status import etcd_unavailable, ipam_status
-
-    conf = settings(request.config)
-    store = _connect(request)
-    try:
+    conf = settings(request)
+    with contextlib.ExitStack() as stack:
+        store = _datastore(stack, services, conf, bounded=False)
         try:
             replay_quietly(request.config, store, environ=request.environ)
         except (CniError, DatastoreError) as err:
@@ -358,11 +310,7 @@ def status(request: CniRequest) -> None:
                 store.ipam_config()
             except (CniError, DatastoreError) as err:
                 raise etcd_unavailable(err) from None
-    finally:
-        store.close()
     if conf.ipam_type != CALICO_IPAM:
-        from calico_cni.protocol.delegate import delegate
-
         delegate(request, conf.ipam_type, "STATUS")
     return None
 
@@ -371,11 +319,12 @@ def status(request: CniRequest) -> None:
 # CHECK
 
 
-def check(request: CniRequest) -> None:
+def check(request: CniRequest, services: Services) -> None:
     """CHECK: the container interface, its addresses and routes, the host veth and its routes, the
     endpoint and the IPAM allocation all match prevResult; every discrepancy is named."""
-    conf = settings(request.config)
-    ident = Identity.of(request, node_name(request.config))
+    conf = settings(request)
+    assert conf.node is not None
+    ident = Identity.of(request, conf.node)
     prev = normalize(request.prev_result or {})
     problems: list[str] = []
 
@@ -407,10 +356,9 @@ def check(request: CniRequest) -> None:
         stack.enter_context(container)
         problems += wiring.verify(host, container, spec, cont_entry.get("mac"))
 
-        store = _connect(request)
-        stack.callback(store.close)
+        store = _datastore(stack, services, conf, bounded=False)
         problems += _check_endpoint(store, ident, addresses, cont_entry.get("mac"))
-        problems += backend_for(request, conf.ipam_type, store).check()
+        problems += backend_for(request, conf, store, services.blocks).check()
     if problems:
         raise CniError(CHECK_FAILED, f"CHECK of {request.ifname} failed: " + "; ".join(problems))
     return None

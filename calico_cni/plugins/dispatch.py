@@ -1,9 +1,10 @@
-"""What both plugins' entry points share: the entry function, the verb table, lazily imported
-verb handlers and logging setup.
+"""The per-verb dispatch both plugins' entry points and the agent share: which function runs each
+verb of each plugin, the services it is given, the entry function and the logging hooks.
 
 The exec'd plugin imports this module before it knows whether the agent answers, so it imports
 nothing at its top (`typing` alone costs 10 ms, the protocol modules 20 ms); each function imports
-what it needs.
+what it needs, and a verb's handler imports only that verb's module when it runs (VERSION imports
+neither gRPC nor netlink).
 """
 
 from __future__ import annotations
@@ -12,30 +13,46 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Mapping
+    from typing import Callable
 
+    from calico_cni.plugins.services import Services
+    from calico_cni.protocol.errors import CniError
     from calico_cni.protocol.request import CniRequest
 
+    Handler = Callable[[CniRequest], "dict | None"]
+
+# Plugin name -> the module whose functions are its verbs (each takes (request, services)).
+PLUGINS = {"calico": "calico_cni.plugins.calico", "calico-ipam": "calico_cni.plugins.calico_ipam"}
 VERBS = (("ADD", "add"), ("DEL", "delete"), ("CHECK", "check"), ("GC", "gc"), ("STATUS", "status"))
 
 
-def verb_handlers(module: str) -> dict[str, Callable[[CniRequest], dict | None]]:
-    """The verb handlers of a plugin whose verbs are the functions of `module` (lazy imports)."""
-    return {verb: lazy(module, name) for verb, name in VERBS}
+def in_process_services() -> Services:
+    """The services of a one-shot plugin process: a new etcd client per datastore, and a block
+    memory that starts empty (a plugin process has seen no block)."""
+    from calico_cni.plugins.services import Services
+
+    return Services.in_process()
 
 
-def main(plugin: str, handlers: Callable[[], Mapping[str, Callable[[CniRequest], dict | None]]]) -> None:
+def verb_handlers(plugin: str, services: Callable[[], Services] = in_process_services) -> dict[str, Handler]:
+    """The verb handlers of `plugin` (a name in PLUGINS); each imports its module when its verb
+    runs and calls it with the request and `services()`."""
+    module = PLUGINS[plugin]
+    return {verb: lazy(module, name, services) for verb, name in VERBS}
+
+
+def main(plugin: str) -> None:
     """Run one CNI invocation of `plugin` and exit with its status: hand it to the agent when one
-    answers (`agent.client`, standard library only), else run `handlers()` in this process."""
+    answers (`agent.client`, standard library only), else run its verbs in this process."""
     from calico_cni.agent.client import main_thin
 
     stdin = main_thin(plugin)
     from calico_cni.protocol.runner import run
 
-    sys.exit(run(handlers(), plugin, stdin=stdin, setup=setup_logging(plugin), translate=translate))
+    sys.exit(run(verb_handlers(plugin), plugin, stdin=stdin, setup=setup_logging(plugin), translate=translate))
 
 
-def translate(exc: BaseException):
+def translate(exc: BaseException) -> CniError | None:
     """The runner's `translate`: the lower floors' exceptions as CNI errors (`plugins.errors`),
     imported only when a verb failed so a successful run never loads the table."""
     from calico_cni.plugins.errors import cni_error
@@ -74,8 +91,9 @@ def request_logging(plugin: str, stderr) -> Callable[[CniRequest], None]:
     return setup
 
 
-def lazy(module: str, function: str) -> Callable[[CniRequest], dict | None]:
-    """A handler that imports its module only when its verb runs (VERSION imports nothing)."""
+def lazy(module: str, function: str, services: Callable[[], Services] = in_process_services) -> Handler:
+    """A handler that imports its module only when its verb runs (VERSION imports nothing) and
+    calls `function(request, services())`."""
 
     def handler(request: CniRequest) -> dict | None:
         import importlib
@@ -83,11 +101,12 @@ def lazy(module: str, function: str) -> Callable[[CniRequest], dict | None]:
         from calico_cni import timing
 
         if not timing.ENABLED:
-            return getattr(importlib.import_module(module), function)(request)
+            return getattr(importlib.import_module(module), function)(request, services())
         start = timing.time.perf_counter()
         verb = getattr(importlib.import_module(module), function)
+        given = services()
         timing.add("imports", timing.time.perf_counter() - start)
         timing.start_report()
-        return verb(request)
+        return verb(request, given)
 
     return handler

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import logging
 
-from calico_cni.datastore.errors import DatastoreError
+from calico_cni.config import CalicoSettings
+from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
+from calico_cni.datastore.store import Datastore
+from calico_cni.journal import Journal
+from calico_cni.plugins.calico_ipam import assign_addresses, check_addresses, family_requests, handle_id, ipam_result, release_addresses
+from calico_cni.protocol.delegate import delegate, find_plugin
 from calico_cni.protocol.errors import CniError
 from calico_cni.protocol.request import CniRequest
+from calico_ipam import allocator
+from calico_ipam.allocator import Assigned, BlockMemory, FamilyRequest
 
 log = logging.getLogger(__name__)
 
@@ -19,29 +26,32 @@ class InProcessIpam:
 
     deleted = False
 
-    def __init__(self, request: CniRequest, store) -> None:
+    def __init__(self, request: CniRequest, settings: CalicoSettings, store: Datastore, memory: BlockMemory) -> None:
         self.request = request
+        self.settings = settings
         self.store = store
-        self.new: list = []
-        self.assigned: list = []
+        self.memory = memory
+        self.families: list[FamilyRequest] = []
+        self.new: list[Assigned] = []
+        self.assigned: list[Assigned] = []
 
     @property
     def handle_id(self) -> str:
-        return f"{self.request.network}.{self.request.container_id}"
+        """The attachment's IPAM handle."""
+        return handle_id(self.request)
 
-    def holding(self) -> list:
+    def holding(self) -> list[Assigned]:
         """What the attachment holds after `add` (block, ordinal, sequence of each address)."""
         return self.assigned
 
     def validate(self) -> None:
-        from calico_cni.plugins.calico_ipam import family_requests
-
-        family_requests(self.request)
+        """Check the addresses asked for (CNI_ARGS IP=, runtimeConfig.ips) before any write."""
+        self.families = family_requests(self.request, self.settings.ipam)
 
     def add(self) -> dict:
-        from calico_cni.plugins.calico_ipam import assign_addresses, ipam_result
-
-        assigned = assign_addresses(self.request, self.store)
+        """Assign the attachment's addresses; the IPAM result."""
+        assert self.settings.node is not None
+        assigned = assign_addresses(self.request, self.store, self.settings.node, self.families, self.memory)
         self.assigned = assigned
         self.new = [a for a in assigned if a.new]
         return ipam_result(assigned)
@@ -50,13 +60,8 @@ class InProcessIpam:
         """Release exactly what `add` allocated (never what an earlier ADD holds)."""
         if not self.new:
             return
-        from calico_ipam.allocator import release_exact
-        from calico_cni.plugins.calico_ipam import handle_id
-
-        from calico_cni.datastore.errors import DatastoreUnavailable
-
         try:
-            release_exact(self.store, handle_id(self.request), self.new)
+            allocator.release_exact(self.store, self.handle_id, self.new)
             log.info("rolled back: released %s", ", ".join(str(a.address) for a in self.new))
         except DatastoreUnavailable:
             self._journal_undo()
@@ -65,13 +70,10 @@ class InProcessIpam:
 
     def _journal_undo(self) -> None:
         """etcd went away during the rollback: record the exact release for a later invocation."""
-        from calico_cni.config import etcd_settings
-        from calico_cni.journal import Journal, journal_dir
-
         r = self.request
         try:
-            path = Journal(journal_dir(r.config, r.environ)).add_pending(
-                r.network, r.container_id, r.ifname, self.handle_id, etcd_settings(r.config, r.environ).endpoints,
+            path = Journal(self.settings.journal_dir).add_pending(
+                r.network, r.container_id, r.ifname, self.handle_id, self.settings.etcd.endpoints,
                 {"allocations": [{"address": str(a.address), "block": a.block, "ordinal": a.ordinal, "sequence": a.sequence} for a in self.new]},
             )
             log.warning("etcd unreachable during rollback: release of %s recorded in %s", ", ".join(str(a.address) for a in self.new), path)
@@ -79,13 +81,11 @@ class InProcessIpam:
             log.exception("could not record the rollback of %s in the release journal", ", ".join(str(a.address) for a in self.new))
 
     def delete(self) -> list[str]:
-        from calico_cni.plugins.calico_ipam import release_addresses
-
-        return [str(a.address) for a in release_addresses(self.request, self.store)]
+        """Release the attachment's addresses; the addresses released."""
+        return [str(a.address) for a in release_addresses(self.request, self.store, self.memory, self.settings.node)]
 
     def check(self) -> list[str]:
-        from calico_cni.plugins.calico_ipam import check_addresses
-
+        """What differs between prevResult and what IPAM holds (empty: nothing)."""
         try:
             check_addresses(self.request, self.store)
         except (CniError, DatastoreError) as err:
@@ -104,29 +104,27 @@ class DelegatedIpam:
 
     @property
     def handle_id(self) -> str:
-        return f"{self.request.network}.{self.request.container_id}"
+        """The attachment's handle, as calico-ipam would name it (recorded in the journal)."""
+        return handle_id(self.request)
 
     def holding(self) -> list:
         """The delegated plugin keeps its own allocations: nothing of ours to record."""
         return []
 
     def validate(self) -> None:
-        from calico_cni.protocol.delegate import find_plugin
-
+        """The plugin must be found in CNI_PATH before any side effect."""
         find_plugin(self.plugin, self.request.cni_path)
 
     def add(self) -> dict:
-        from calico_cni.protocol.delegate import delegate
-
+        """ADD through the plugin; its result."""
         result = delegate(self.request, self.plugin, "ADD")
         self.added = True
         return result
 
     def undo(self) -> None:
+        """DEL through the plugin, if its ADD succeeded (failures are logged)."""
         if not self.added:
             return
-        from calico_cni.protocol.delegate import delegate
-
         try:
             delegate(self.request, self.plugin, "DEL")
             log.info("rolled back: %s released its addresses", self.plugin)
@@ -134,15 +132,13 @@ class DelegatedIpam:
             log.exception("IPAM plugin %s failed DEL during rollback", self.plugin)
 
     def delete(self) -> list[str]:
-        from calico_cni.protocol.delegate import delegate
-
+        """DEL through the plugin (it reports no addresses)."""
         delegate(self.request, self.plugin, "DEL")
         self.deleted = True
         return []
 
     def check(self) -> list[str]:
-        from calico_cni.protocol.delegate import delegate
-
+        """CHECK through the plugin; its error message, if any."""
         try:
             delegate(self.request, self.plugin, "CHECK")
         except CniError as err:
@@ -150,5 +146,7 @@ class DelegatedIpam:
         return []
 
 
-def backend_for(request: CniRequest, ipam_type: str, store) -> InProcessIpam | DelegatedIpam:
-    return InProcessIpam(request, store) if ipam_type == CALICO_IPAM else DelegatedIpam(request, ipam_type)
+def backend_for(request: CniRequest, settings: CalicoSettings, store: Datastore, memory: BlockMemory) -> InProcessIpam | DelegatedIpam:
+    """calico-ipam in this process (with `memory`, the process's block memory), or the configured
+    IPAM plugin by exec."""
+    return InProcessIpam(request, settings, store, memory) if settings.ipam_type == CALICO_IPAM else DelegatedIpam(request, settings.ipam_type)

@@ -195,6 +195,7 @@ def test_a_failed_replay_keeps_its_entry_for_the_next_invocation(store, pools, i
 def test_in_process_rollback_with_etcd_unreachable_is_journaled_exactly(store, pools, ipam_conf, tmp_path, monkeypatch):
     """The calico plugin's rollback of its own allocation, with etcd gone: the exact allocations
     are recorded, and the replay releases them and nothing that was held before."""
+    from calico_cni.config import calico_settings
     from calico_cni.datastore.errors import DatastoreUnavailable
     from calico_cni.plugins.ipam_backend import InProcessIpam
     from calico_cni.journal import Journal
@@ -202,9 +203,12 @@ def test_in_process_rollback_with_etcd_unreachable_is_journaled_exactly(store, p
     from calico_ipam import allocator
 
     conf = {**ipam_conf(), "release_journal_dir": str(tmp_path / "journal")}
-    earlier = InProcessIpam(_request(conf, "c0"), store)
+    settings, memory = calico_settings(conf, {}, resolve_node=True), allocator.BlockMemory()
+    earlier = InProcessIpam(_request(conf, "c0"), settings, store, memory)
+    earlier.validate()
     earlier.add()
-    ipam = InProcessIpam(_request(conf), store)
+    ipam = InProcessIpam(_request(conf), settings, store, memory)
+    ipam.validate()
     ipam.add()
     [new] = ipam.new
 

@@ -1073,7 +1073,7 @@ def crashing_ipam_plugin(tmp_path) -> str:
     from calico_cni.launcher import render
 
     header, _, entry = render("calico_ipam.main:main").rpartition("from calico_ipam.main")
-    patch = "import calico_cni.plugins.calico_ipam as p\ndef add(request):\n    raise RuntimeError('provoked crash')\np.add = add\n"
+    patch = "import calico_cni.plugins.calico_ipam as p\ndef add(request, services):\n    raise RuntimeError('provoked crash')\np.add = add\n"
     path = tmp_path / "calico-ipam-crashing"
     path.write_text(header + patch + "from calico_ipam.main" + entry)
     path.chmod(0o755)

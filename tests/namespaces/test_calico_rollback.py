@@ -126,6 +126,7 @@ def test_endpoint_write_failure_rolls_back_everything(store, pools, node, pod, c
     made to fail.
     """
     import calico_cni.plugins.calico as plugin
+    from calico_cni.plugins.services import Services
 
     def failing_write(*args, **kwargs):
         raise CniError(TRY_AGAIN_LATER, "injected: endpoint write failed")
@@ -140,7 +141,7 @@ def test_endpoint_write_failure_rolls_back_everything(store, pools, node, pod, c
     def in_node() -> None:
         fd = netns.enter(node.name)
         try:
-            outcome["result"] = plugin.add(request)
+            outcome["result"] = plugin.add(request, Services.in_process())
         except BaseException as exc:  # noqa: BLE001
             outcome["error"] = exc
         finally:

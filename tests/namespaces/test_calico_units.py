@@ -13,7 +13,7 @@ from calico_cni.datastore import retry
 from calico_cni.datastore.errors import TooManyConflicts
 from calico_cni.dataplane import routing, rtnl, wiring
 from calico_cni.model.records import WorkloadEndpoint
-from calico_cni.plugins.calico import settings
+from calico_cni.config import ConfigError, calico_settings
 from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol.delegate import find_plugin
 from calico_cni.protocol.errors import CniError
@@ -101,14 +101,19 @@ def conf(**extra) -> dict:
     return {"cniVersion": "1.0.0", "name": "n", "type": "calico", "ipam": {"type": "calico-ipam"}, **extra}
 
 
+def settings(config: dict):
+    """The `calico` plugin's settings of `config` (no node name read)."""
+    return calico_settings(config, {}, resolve_node=False)
+
+
 def test_settings():
     assert settings(conf()).mtu is None and settings(conf(mtu=0)).mtu is None
     assert settings(conf(mtu=1450)).mtu == 1450
     assert settings(conf(container_settings={"allow_ip_forwarding": "true"})).allow_ip_forwarding
     for bad in ({"mtu": "1450"}, {"mtu": True}, {"container_settings": "x"}, {"container_settings": {"allow_ip_forwarding": "yes"}}):
-        with pytest.raises(CniError) as err:
+        with pytest.raises(ConfigError) as err:
             settings(conf(**bad))
-        assert err.value.code == 7
+        assert cni_error(err.value).code == 7
 
 
 def test_find_plugin(tmp_path):

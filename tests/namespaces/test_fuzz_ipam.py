@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from calico_cni.config import NODE_NAME_RE, EtcdSettings
 from calico_cni.datastore.etcd import EtcdClient
 from calico_cni.datastore.store import Datastore
-from calico_cni.plugins.dispatch import lazy, setup_logging
+from calico_cni.plugins.dispatch import lazy, setup_logging, translate
 from calico_cni.protocol.request import MAX_STDIN, NAME_RE
 from calico_cni.protocol.runner import run
 from calico_cni.protocol.versions import SUPPORTED_VERSIONS
@@ -100,7 +100,7 @@ class World:
                 # The environment an exec'd plugin gets from the tests (plugin_env: the session's
                 # journal directory among others), then the runtime's CNI_* variables.
                 rc = run(HANDLERS, "calico-ipam", environ={**plugin_env(), "CNI_COMMAND": verb, **env}, stdin=stdin, stdout=out,
-                         setup=setup_logging("calico-ipam"))
+                         setup=setup_logging("calico-ipam"), translate=translate)
         finally:
             for h in root.handlers[:]:
                 if h not in saved[0]:

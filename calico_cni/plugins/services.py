@@ -1,0 +1,40 @@
+"""What a plugin verb is given besides its request: how to reach the datastore (and, in the agent,
+what earlier requests of the same process learned). A one-shot plugin process and the agent wire
+them differently (`plugins.dispatch`, `agent.main`); the verbs never reach for a global.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from calico_cni.config import EtcdSettings
+from calico_cni.datastore import store
+from calico_cni.datastore.store import Datastore
+from calico_ipam.allocator import BlockMemory
+
+
+@dataclass(frozen=True)
+class Services:
+    """The dependencies of the plugin verbs."""
+
+    # A datastore for these settings; the verb closes it when it is done.
+    connect: Callable[[EtcdSettings], Datastore]
+    # Which blocks each node had: a guess of what to read with an allocation or release (one
+    # round trip fewer in a warm process). Shared by every request of the agent.
+    blocks: BlockMemory
+
+    @classmethod
+    def in_process(cls) -> Services:
+        """A one-shot plugin process: a new etcd client for each datastore, and a block memory
+        that knows nothing (a fresh process has read no node's blocks)."""
+        return cls(connect=store.connect, blocks=BlockMemory())
+
+    def datastore(self, settings: EtcdSettings, timeout: float | None = None) -> Datastore:
+        """A datastore for `settings`; with `timeout`, every etcd call it makes ends within
+        `timeout` seconds from now (a verb's whole datastore part is bounded by `add_timeout`)."""
+        datastore = self.connect(settings)
+        if timeout is not None:
+            datastore.client.deadline_at = time.monotonic() + timeout
+        return datastore
