@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from calico_cni.config import EtcdSettings
 from calico_cni.datastore import failures
@@ -109,6 +109,9 @@ class EtcdClient:
         # When set (time.monotonic()), no call of this client runs past it: a whole operation
         # (an ADD) is bounded, not just each call.
         self.deadline_at: float | None = None
+        # Set on a lease (see `lease`): hands a token back to the client that owns the channel.
+        # None: this client owns its channel.
+        self._return_token: Callable[[str], None] | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -139,8 +142,29 @@ class EtcdClient:
         self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=s.timeout, failover=True)
         return self._client
 
+    def lease(self) -> EtcdClient:
+        """A client for one request over this client's channel (connecting it first if needed).
+
+        The lease has its own deadline (`deadline_at`), round-trip and authentication counts, and
+        starts with this client's auth token. Closing it keeps the channel open and hands a token
+        it refreshed back to this client, so the next lease does not authenticate again. Used by
+        the agent, which keeps one warm channel per etcd settings for all its requests.
+        """
+        self._connect()
+        leased = EtcdClient(self.settings)
+        leased._client, leased._grpc, leased._rpc = self._client, self._grpc, self._rpc
+        leased._stubs, leased._token, leased._return_token = self._stubs, self._token, self._keep_token
+        return leased
+
+    def _keep_token(self, token: str) -> None:
+        self._token = token
+
     def close(self) -> None:
-        """Close the gRPC channels."""
+        """Close the gRPC channels; a lease (see `lease`) keeps them and returns its token."""
+        if self._return_token is not None:
+            if self._token is not None:
+                self._return_token(self._token)
+            return
         if self._client is not None:
             self._client.close()
             self._client = None
