@@ -2,15 +2,15 @@
 
 Each request gets its own `EtcdClient` (its own deadline, round-trip count and close) that shares
 the warm channel; closing it leaves the channel open. Channels are created on the agent's request
-threads, which never change network namespace (design rule 7), so a reconnect stays in the node's.
+threads, which never change network namespace (namespace work runs on short-lived threads of its
+own, see `dataplane.netns`), so a reconnect stays in the node's namespace, where etcd is reachable.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Mapping
 
-from calico_cni.config import EtcdSettings, etcd_settings
+from calico_cni.config import EtcdSettings
 from calico_cni.datastore import store
 from calico_cni.datastore.etcd import EtcdClient
 
@@ -22,20 +22,16 @@ class WarmStores:
         self._lock = threading.Lock()
         self._clients: dict[EtcdSettings, EtcdClient] = {}
 
-    def connect(self, config: dict, environ: Mapping[str, str]) -> store.Datastore:
-        settings = etcd_settings(config, environ)
+    def connect(self, settings: EtcdSettings) -> store.Datastore:
+        """A datastore for one request, over the warm channel of `settings` (made on first use)."""
         with self._lock:
             warm = self._clients.get(settings) or EtcdClient(settings)
             leased = warm.lease()  # the first lease builds the channel object; no network traffic yet
             self._clients[settings] = warm
         return store.Datastore(leased)
 
-    def install(self) -> None:
-        """Make `datastore.store.connect` (used by every verb) hand out warm datastores."""
-        store.set_provider(self.connect)
-
     def close(self) -> None:
-        store.set_provider(None)
+        """Close every warm channel (the agent is stopping)."""
         with self._lock:
             for client in self._clients.values():
                 client.close()
