@@ -7,6 +7,7 @@ was read at (0: it must not exist yet), and all writes of one commit land atomic
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 
 class Record(Protocol):
+    """What `Datastore.commit` writes or compares: a record's key, the revision it was read at
+    (0: not stored yet) and its JSON."""
+
     key: str
     revision: int
 
@@ -47,7 +51,6 @@ class IpamView:
     handle: Handle | None
     reservations: list[IPNetwork]
     revision: int = 0
-    legacy_handles: dict[str, Handle] = field(default_factory=dict)
     # Blocks read with the view because the caller expected to need them (see `Datastore.blocks`).
     blocks: dict[str, Block | None] = field(default_factory=dict)
 
@@ -156,15 +159,19 @@ class Datastore:
         """Round trips made so far (for benchmarks)."""
         return self.client.round_trips
 
+    def limit_to(self, seconds: float) -> None:
+        """From now on, every etcd call of this datastore ends within `seconds`: a whole operation
+        (a verb's datastore part, bounded by `add_timeout`) is limited, not just each call."""
+        self.client.deadline_at = time.monotonic() + seconds
+
     def close(self) -> None:
+        """Close the etcd client (a lease of the agent's warm channel keeps the channel)."""
         self.client.close()
 
     # -- reads --------------------------------------------------------------------------------
 
-    def ipam_view(
-        self, node: str, families: Sequence[int], handle_id: str | None, legacy_handle_ids: Sequence[str] = (), prefetch_blocks: Sequence[str] = ()
-    ) -> IpamView:
-        """Config, pools, the node, its affinities, the handle(s) and reservations, in one round trip;
+    def ipam_view(self, node: str, families: Sequence[int], handle_id: str | None, prefetch_blocks: Sequence[str] = ()) -> IpamView:
+        """Config, pools, the node, its affinities, the handle and reservations, in one round trip;
         with the blocks of `prefetch_blocks` (the caller's guess of the node's blocks) in `blocks`."""
         ranges = [
             Range(keys.IPAM_CONFIG),
@@ -174,13 +181,11 @@ class Datastore:
             Range(keys.handle(handle_id) if handle_id else keys.HANDLES + "\0"),
         ]
         ranges += [Range(keys.host_affinities(node, f), prefix=True) for f in families]
-        ranges += [Range(keys.handle(h)) for h in legacy_handle_ids]
         ranges += [Range(keys.block(c)) for c in prefetch_blocks]
         results, revision = self.client.read(ranges)
         cfg_kv, pool_kvs, node_kv, res_kvs, handle_kv = results[:5]
         aff = results[5 : 5 + len(families)]
-        legacy = results[5 + len(families) : 5 + len(families) + len(legacy_handle_ids)]
-        block_kvs = results[5 + len(families) + len(legacy_handle_ids) :]
+        block_kvs = results[5 + len(families) :]
         return IpamView(
             config=IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig(),
             pools=_pools(pool_kvs),
@@ -189,9 +194,6 @@ class Datastore:
             handle=Handle.from_kv(handle_kv[0].key, handle_kv[0].value, handle_kv[0].mod_revision) if handle_kv else None,
             reservations=_reservations(res_kvs),
             revision=revision,
-            legacy_handles={
-                h: Handle.from_kv(kv[0].key, kv[0].value, kv[0].mod_revision) for h, kv in zip(legacy_handle_ids, legacy) if kv
-            },
             blocks=_prefetched(prefetch_blocks, block_kvs),
         )
 
@@ -211,6 +213,7 @@ class Datastore:
         return handles, config, _prefetched(prefetch_blocks, results[n + 1 :])
 
     def ipam_config(self) -> IpamConfig:
+        """The IPAM configuration (defaults when none is stored)."""
         kv = self.client.get(keys.IPAM_CONFIG)
         return IpamConfig.from_json(kv.value, kv.mod_revision) if kv else IpamConfig()
 
@@ -219,10 +222,12 @@ class Datastore:
         return _pools(self.client.get_prefix(keys.POOLS))
 
     def pool(self, name: str) -> IPPool | None:
+        """One IP pool by name, or None."""
         kv = self.client.get(keys.pool(name))
         return IPPool.from_json(name, kv.value, kv.mod_revision) if kv else None
 
     def node(self, name: str) -> Node | None:
+        """One node by name, or None."""
         kv = self.client.get(keys.node(name))
         return Node.from_json(name, kv.value, kv.mod_revision) if kv else None
 
@@ -230,15 +235,13 @@ class Datastore:
         """Every node; corrupt ones are logged and skipped."""
         return _parse_all(self.client.get_prefix(keys.NODES), _node, what=lambda kv: f"node {kv.key[len(keys.NODES) :]}")
 
-    def reservations(self) -> list[IPNetwork]:
-        return _reservations(self.client.get_prefix(keys.RESERVATIONS))
-
     def affinities(self, node: str | None = None, family: int | None = None) -> list[Affinity]:
         """Affinities of one node (optionally one family), or of every node."""
         prefix = keys.host_affinities(node, family) if node else keys.IPAM + "host/"
         return _affinities(self.client.get_prefix(prefix))
 
     def handle(self, handle_id: str) -> Handle | None:
+        """One IPAM handle, or None."""
         kv = self.client.get(keys.handle(handle_id))
         return Handle.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
 
@@ -247,6 +250,7 @@ class Datastore:
         return _parse_all(self.client.get_prefix(keys.HANDLES), _handle)
 
     def block(self, cidr: str) -> Block | None:
+        """One block by CIDR, or None."""
         kv = self.client.get(keys.block(cidr))
         return Block.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
 
@@ -272,6 +276,7 @@ class Datastore:
         return {keys.parse_block(kv.key) for kv in self.client.get_prefix(keys.blocks(family), keys_only=True)}
 
     def workload_endpoint(self, namespace: str, name: str) -> WorkloadEndpoint | None:
+        """One workload endpoint, or None."""
         kv = self.client.get(keys.workload_endpoint(namespace, name))
         return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
 
