@@ -115,7 +115,7 @@ class EtcdClient:
 
     # -- connection ---------------------------------------------------------------------------
 
-    @timed("etcd_connect")  # the first call imports gRPC and pyetcd
+    @timed("etcd_connect")  # the first call imports gRPC, pyetcd and the TLS module (ssl)
     def _connect(self):
         if self._client is not None:
             return self._client

@@ -3,7 +3,8 @@
 
 A refused certificate or password is CNI error 7 (the configuration must change; "try again later",
 11, would make the runtime retry forever), names the setting and the file, never the password, and
-changes nothing in etcd. A long-lived client authenticates again when its token expires (rule 23).
+changes nothing in etcd. A long-lived client (the agent keeps one for days) authenticates again
+when its token expires or etcd restarts, instead of failing every request from then on.
 """
 
 from __future__ import annotations
@@ -267,7 +268,8 @@ def test_password_of_wrong_type_is_not_echoed(auth_etcd, tmp_path, value):
 
 
 def test_expired_token_is_renewed_by_a_long_lived_client(auth_store, auth_etcd):
-    """One EtcdClient, used across token expiry and an etcd restart, keeps working (rule 23)."""
+    """One EtcdClient, used across token expiry and an etcd restart, keeps working: it gets a new
+    token instead of failing (a simple token expires, and vanishes when etcd restarts)."""
     create_pool(auth_store, "p1", "198.18.0.0/24")
     client = EtcdClient(EtcdSettings((auth_etcd.endpoint,), username="calico", password=PASSWORD, timeout=5))
     store = Datastore(client)
