@@ -2,8 +2,9 @@
 
 Records are written with one `write` on an `O_APPEND` descriptor, so concurrent processes never
 interleave within a record. Rotation takes an exclusive `flock` on `<log>.lock` and re-checks that
-the file is still the one it measured, so two processes never rotate the same file twice
-(design rule 24). Only warnings and errors go to stderr; stdout is reserved for CNI JSON.
+the file is still the one it measured, so two processes never rotate the same file twice (which
+would throw away the records the first rotation kept). Only warnings and errors go to stderr;
+stdout is reserved for CNI JSON.
 """
 
 from __future__ import annotations
@@ -200,6 +201,7 @@ def start_request(settings: Mapping[str, Any], context: str, stderr) -> None:
 
 
 def end_request() -> None:
+    """In the agent, when a request's thread is done: close that request's log handlers."""
     for h in getattr(_request, "handlers", ()):
         h.close()
     _request.handlers = None
