@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from calico_cni.model.records import CONFIRMED, Affinity, Block
-from calico_cni.protocol.errors import CniError
+from calico_ipam.errors import AddressesExhausted
 from tests.calicoctl_support import add_endpoint, allocate
 from tests.pools import create_pool, label_node
 
@@ -154,7 +154,7 @@ def test_disable_stops_allocation_and_enable_restores_it(ctl, store):
     assert r.rc == 0 and "IP pool p disabled" in r.stdout
     assert store.pool("p").disabled
     assert "already disabled" in ctl("ippool", "disable", "p").stdout
-    with pytest.raises(CniError, match="no configured Calico pools"):
+    with pytest.raises(AddressesExhausted, match="no configured Calico pools"):
         allocate(store, "net1.c1")
     r = ctl("ippool", "enable", "p")
     assert r.rc == 0 and "IP pool p enabled" in r.stdout and not store.pool("p").disabled
@@ -177,7 +177,7 @@ def test_enable_keeps_fields_it_does_not_model(ctl, store):
 def test_node_selector_follows_node_labels(ctl, store):
     assert ctl("ippool", "create", "p", "--cidr", "198.18.0.0/24", "--node-selector", "zone == 'a'").rc == 0
     label_node(store, "node1", zone="b")
-    with pytest.raises(CniError, match="no configured Calico pools for node node1"):
+    with pytest.raises(AddressesExhausted, match="no configured Calico pools for node node1"):
         allocate(store, "net1.c1")
     assert ctl("node", "label", "node1", "zone=a").rc == 0
     assert allocate(store, "net1.c1").address in ipaddress.ip_network("198.18.0.0/24")
