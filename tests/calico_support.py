@@ -96,7 +96,7 @@ def make_node(uplink_mtu: int | None = None) -> Node:
         netns.ip("-n", name, "route", "add", f"{FABRIC_ADDRESS}/32", "dev", "uplink", "scope", "link")
         netns.ip("-n", name, "route", "add", "default", "via", FABRIC_ADDRESS, "dev", "uplink")
         netns.ip("route", "add", f"{address}/32", "dev", fabric_link)
-        # IPv6 through a node needs global forwarding (design rule 12; the installer checks it).
+        # IPv6 through a node needs global forwarding (the kernel forwards IPv6 only with it; the installer checks it).
         in_ns(name, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding")
     except BaseException:
         remove_node(node)

@@ -1,5 +1,6 @@
-"""ADD, DEL and CHECK of `calico` over an attachment's life: idempotent ADD (rule 5), DEL in every
-situation the spec names, old sandboxes (rule 4), several interfaces (rule 1), and a CHECK that
+"""ADD, DEL and CHECK of `calico` over an attachment's life: a repeated ADD (runtimes retry) that
+changes nothing, DEL in every situation the spec names, old sandboxes whose late DEL must not touch
+the new one, several interfaces of one container (each is its own attachment), and a CHECK that
 names what is wrong."""
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def test_del_when_add_never_happened(store, pools, node, pod, calico_conf):
 
 
 def test_repeated_add_returns_the_existing_result(store, pools, node, pod, calico_conf):
-    """Rule 5: same result, no second address, nothing changed."""
+    """A repeated ADD (runtimes retry): same result, no second address, nothing changed."""
     conf = calico_conf(ipam=DUAL)
     p = pod()
     env = pod_env(p)
@@ -137,7 +138,7 @@ def test_add_fails_when_the_interface_exists(store, pools, node, pod, calico_con
 
 
 def test_two_interfaces_of_one_container(store, pools, node, pod, calico_conf):
-    """Rule 1: (network, container, ifname) is the attachment; eth1 of the same container is another."""
+    """(network, container, ifname) is the attachment; eth1 of the same container is another."""
     conf = calico_conf()
     p = pod()
     r0 = ok(run_calico(node, "ADD", conf, pod_env(p, container_id="ctr-multi")))
@@ -162,7 +163,8 @@ K8S = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cart-0"
 
 
 def test_late_del_of_an_old_sandbox_spares_the_new_one(store, pools, node, pod, calico_conf):
-    """Rule 4: a pod's sandbox is replaced; the old sandbox's late DEL removes nothing of the new one."""
+    """A pod's sandbox is replaced; the old sandbox's late DEL removes nothing of the new one (its
+    records are told apart by container ID)."""
     conf = calico_conf()
     old, new = pod(), pod()
     old_env = pod_env(old, container_id="sandbox-old", CNI_ARGS=K8S)
@@ -170,7 +172,7 @@ def test_late_del_of_an_old_sandbox_spares_the_new_one(store, pools, node, pod, 
     old_veth = ok(run_calico(node, "ADD", conf, old_env))["interfaces"][0]["name"]
     netns.delete(old)  # the old sandbox died; its veth pair goes with it
     # The kernel removes the dead namespace's devices asynchronously: an ADD through the agent can
-    # come before that (and is refused, the link still being the old sandbox's: rule 3).
+    # come before that (and is refused: the link's alias still names the old sandbox's attachment).
     wait_until(lambda: host_link(node, old_veth) is None, "the kernel to remove the old sandbox's veth")
     added = ok(run_calico(node, "ADD", conf, new_env))
     veth = added["interfaces"][0]["name"]
@@ -189,7 +191,8 @@ def test_late_del_of_an_old_sandbox_spares_the_new_one(store, pools, node, pod, 
 
 
 def test_host_veth_of_another_attachment_is_never_taken(store, pools, node, pod, calico_conf):
-    """Rule 3: while the old sandbox still lives, its veth (same pod, same name) is not deleted:
+    """While the old sandbox still lives, its veth (same pod, same name; its alias names the old
+    attachment) is not deleted:
     the new sandbox's ADD fails, saying whose link it is, and allocates nothing."""
     conf = calico_conf()
     old, new = pod(), pod()

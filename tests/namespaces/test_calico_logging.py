@@ -1,5 +1,6 @@
 """Plugin logging: stdout carries only CNI JSON; the log file is rotated by size, count and age,
-and many plugin processes appending at once never lose or interleave a record (design rule 24)."""
+and many plugin processes appending at once never lose or interleave a record (a node runs many
+plugin processes at once, all appending to one file)."""
 
 from __future__ import annotations
 

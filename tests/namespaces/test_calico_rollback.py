@@ -100,7 +100,7 @@ def test_leftover_host_link_of_the_same_attachment_is_replaced(store, pools, nod
 
 
 def test_failed_retry_keeps_the_earlier_adds_addresses(store, pools, node, pod, calico_conf):
-    """Rule 5: a failing ADD releases only what it allocated itself, never what an earlier ADD of
+    """A failing ADD releases only what it allocated itself, never what an earlier ADD of
     the same attachment holds."""
     conf = calico_conf()
     p = pod()

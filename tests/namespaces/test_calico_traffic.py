@@ -103,7 +103,7 @@ def test_deleted_pod_is_unreachable(store, node, pod, calico_conf):
 
 
 def test_ipv6_gateway_is_the_host_ends_actual_link_local(store, node, pod, calico_conf):
-    """Rule 11: with addr_gen_mode 3 (random) on the node, the host end's link-local is not
+    """With addr_gen_mode 3 (random) on the node, the host end's link-local is not
     fe80::ecee:eeff:feee:eeee; the container's default route must use the one it really has."""
     from tests.calico_support import ip_json
 

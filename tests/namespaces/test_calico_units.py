@@ -1,4 +1,4 @@
-"""Pure parts of the `calico` plugin: names (rules 2 and 3), endpoint records, netlink encoding,
+"""Pure parts of the `calico` plugin: names (host veth, link alias), endpoint records, netlink encoding,
 settings and delegation lookups. No namespace or etcd needed."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_host_veth_names():
     plain = Identity("net1", "cnitool-1234", "eth0", "n1")
     assert plain.host_veth == "cali" + hashlib.sha1(b"net1.cnitool-1234.eth0").hexdigest()[:11]
     assert len(plain.host_veth) == 15
-    # cnitool's IDs share a prefix: hashing the whole attachment keeps them apart (rule 2).
+    # cnitool's IDs share a prefix: hashing the whole attachment keeps their veth names apart.
     assert Identity("net1", "cnitool-1235", "eth0", "n1").host_veth != plain.host_veth
     assert Identity("net1", "cnitool-1234", "eth1", "n1").host_veth != plain.host_veth
     pod = Identity("net1", "sandbox-a", "eth0", "n1", "default", "web")
@@ -57,7 +57,7 @@ def test_endpoint_ownership_is_by_container_id():
     mine = WorkloadEndpoint("ns", ident.endpoint_name, ident.endpoint_doc("cali1", "aa:bb:cc:dd:ee:ff", [], "u", "t"))
     assert ident.owns_endpoint(mine)
     old = Identity("net1", "old", "eth0", "n1", "ns", "pod")
-    assert not old.owns_endpoint(mine), "rule 4: an old sandbox never owns the new sandbox's endpoint"
+    assert not old.owns_endpoint(mine), "an old sandbox never owns the new sandbox's endpoint"
     assert mine.doc["spec"]["pod"] == "pod" and mine.doc["spec"]["profiles"] == ["kns.ns"]
 
 
@@ -189,5 +189,5 @@ def test_endpoint_delete_stops_when_the_reread_endpoint_is_a_new_sandboxes():
     old = Identity("net1", "old", "eth0", "n1", "ns", "pod")
     new = Identity("net1", "new", "eth0", "n1", "ns", "pod")
     store = RacingStore(_endpoint(new, revision=9), losses=1)
-    assert _delete_endpoint(store, old, _endpoint(old, revision=5)) is False, "rule 4: never the new sandbox's endpoint"
+    assert _delete_endpoint(store, old, _endpoint(old, revision=5)) is False, "never the new sandbox's endpoint"
     assert len(store.commits) == 1 and store.reads == 1
