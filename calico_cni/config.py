@@ -15,7 +15,7 @@ import re
 import socket
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from calico_cni.errors import CalicoError
 
@@ -356,9 +356,10 @@ class CalicoSettings:
         return self._etcd
 
 
-def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool) -> CalicoSettings:
-    """The `calico` plugin's settings (before any side effect). Without `resolve_node` the
-    node-name keys are not read (STATUS: only calico-ipam needs the node)."""
+def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool | Callable[[IpamSettings], bool]) -> CalicoSettings:
+    """The `calico` plugin's settings (before any side effect). `resolve_node` says whether the
+    node name is resolved, or decides it from the IPAM settings (STATUS needs the node only with
+    calico-ipam); when not, the node-name keys are not read."""
     mtu = config.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
         raise ConfigError("mtu must be a whole number", f"got {mtu!r}"[:120])
@@ -369,6 +370,8 @@ def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, re
     timeout = operation_timeout(config)
     directory = journal_dir(config, environ)
     ipam = ipam_settings(config)
+    if callable(resolve_node):
+        resolve_node = resolve_node(ipam)
     node = node_name(config) if resolve_node else None
     try:
         etcd, error = etcd_settings(config, environ), None

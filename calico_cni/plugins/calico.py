@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 def settings(request: CniRequest) -> CalicoSettings:
     """This verb's settings, checked before any side effect (the node name for every verb but
     STATUS, which needs it only with calico-ipam)."""
-    return calico_settings(request.config, request.environ, resolve_node=request.command != "STATUS")
+    if request.command == "STATUS":
+        return calico_settings(request.config, request.environ, resolve_node=lambda ipam: ipam.type == CALICO_IPAM)
+    return calico_settings(request.config, request.environ, resolve_node=True)
 
 
 def _datastore(stack: contextlib.ExitStack, services: Services, conf: CalicoSettings, bounded: bool = True) -> Datastore:
@@ -304,7 +306,8 @@ def status(request: CniRequest, services: Services) -> None:
         except (CniError, DatastoreError) as err:
             raise etcd_unavailable(err) from None
         if conf.ipam_type == CALICO_IPAM:
-            ipam_status(store, request.config)
+            assert conf.node is not None
+            ipam_status(store, conf.ipam, conf.node)
         else:
             try:
                 store.ipam_config()

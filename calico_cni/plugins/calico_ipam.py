@@ -208,7 +208,8 @@ def status(request: CniRequest, services: Services) -> None:
             replay_quietly(request.config, store, environ=request.environ)
         except (CniError, DatastoreError) as err:
             raise etcd_unavailable(err) from None
-        ipam_status(store, request.config)
+        assert conf.node is not None
+        ipam_status(store, conf.ipam, conf.node)
 
 
 def check_addresses(request: CniRequest, store: Datastore) -> None:

@@ -5,7 +5,6 @@ them differently (`plugins.dispatch`, `agent.main`); the verbs never reach for a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,5 +35,5 @@ class Services:
         `timeout` seconds from now (a verb's whole datastore part is bounded by `add_timeout`)."""
         datastore = self.connect(settings)
         if timeout is not None:
-            datastore.client.deadline_at = time.monotonic() + timeout
+            datastore.limit_to(timeout)
         return datastore

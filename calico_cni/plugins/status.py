@@ -9,9 +9,7 @@ pool, or pools full.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-from calico_cni.config import ipam_settings, node_name
+from calico_cni.config import IpamSettings
 from calico_cni.datastore.errors import DatastoreError
 from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
@@ -26,10 +24,9 @@ def etcd_unavailable(err: CniError | CalicoError) -> CniError:
     return CniError(NOT_AVAILABLE, f"etcd unreachable: {err.msg}", err.details)
 
 
-def ipam_status(store: Datastore, config: Mapping[str, Any]) -> None:
-    """Raise error 50 unless an automatic ADD could get an address on this node now."""
-    settings = ipam_settings(config)
-    node = node_name(config)
+def ipam_status(store: Datastore, settings: IpamSettings, node: str) -> None:
+    """Raise error 50 unless an automatic ADD with these IPAM settings could get an address on
+    `node` now."""
     families = [f for f, on in ((4, settings.assign_ipv4), (6, settings.assign_ipv6)) if on]
     try:
         view = store.ipam_view(node, families, None)
