@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from calico_cni.model.keys import attachment_handle
 from calico_cni.model.records import NETWORK_ANNOTATION, parse_time
 from calico_cni.workload import ALIAS_PREFIX
 from calico_ipam.allocator import Assigned, release_exact
@@ -47,7 +48,7 @@ class Live:
 
     def handle_ids(self, network: str) -> dict[str, str]:
         """handle id -> container id, for the live containers of `network`."""
-        return {f"{network}.{cid}": cid for cid, _ in self.pairs}
+        return {attachment_handle(network, cid): cid for cid, _ in self.pairs}
 
 
 @dataclass
@@ -158,7 +159,7 @@ def reconcile(
             cid, ifname = spec.get("containerID"), spec.get("endpoint")
             if not cid or (cid, ifname) in live:
                 continue
-            if _young((ep.doc.get("metadata") or {}).get("creationTimestamp"), grace_seconds, now) or (f"{network}.{cid}", ifname) in young_attachments:
+            if _young((ep.doc.get("metadata") or {}).get("creationTimestamp"), grace_seconds, now) or (attachment_handle(network, cid), ifname) in young_attachments:
                 report.young += 1
                 young_containers.add((cid, ifname))
                 continue
@@ -199,7 +200,7 @@ def _remove_links(host, network: str, live: Live, young_attachments, young_conta
         cid, ifname = parts
         if (cid, ifname) in live:
             continue
-        if cautious and ((f"{network}.{cid}", ifname) in young_attachments or (cid, ifname) in young_containers):
+        if cautious and ((attachment_handle(network, cid), ifname) in young_attachments or (cid, ifname) in young_containers):
             continue
         if rtnl.delete_link(link.index):
             removed.append(link.name)
