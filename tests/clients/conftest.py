@@ -118,7 +118,7 @@ def make_podman(make_node, podman_bin, tmp_path):
         for podman in reversed(made):
             try:
                 podman.cleanup()
-            except Exception as exc:  # keep removing the others, then report
+            except Exception as exc:  # noqa: BLE001 - keep removing the others, then report
                 errors.append(exc)
         if errors:
             raise errors[0]
