@@ -15,7 +15,7 @@ import re
 import socket
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from calico_cni.errors import CalicoError
 
@@ -311,19 +311,20 @@ class IpamPluginSettings:
     node: str | None
 
 
-def ipam_plugin_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool) -> IpamPluginSettings:
+def ipam_plugin_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool | None) -> IpamPluginSettings:
     """calico-ipam's settings, every key checked before the first etcd call so that a bad request
-    fails with its error and changes nothing. Without `resolve_node` the node-name keys are only
-    type-checked (no file is read)."""
+    fails with its error and changes nothing. With `resolve_node` False the node-name keys are only
+    type-checked (no file is read); with None they are left to the caller, which resolves the node
+    later in its own order."""
     ipam = ipam_settings(config)
     etcd = etcd_settings(config, environ)
     timeout = operation_timeout(config)
     directory = journal_dir(config, environ)
+    node: str | None = None
     if resolve_node:
-        node: str | None = node_name(config)
-    else:
+        node = node_name(config)
+    elif resolve_node is False:
         check_node_name_keys(config)
-        node = None
     return IpamPluginSettings(ipam, etcd, timeout, directory, node)
 
 
@@ -356,10 +357,9 @@ class CalicoSettings:
         return self._etcd
 
 
-def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool | Callable[[IpamSettings], bool]) -> CalicoSettings:
+def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool) -> CalicoSettings:
     """The `calico` plugin's settings (before any side effect). `resolve_node` says whether the
-    node name is resolved, or decides it from the IPAM settings (STATUS needs the node only with
-    calico-ipam); when not, the node-name keys are not read."""
+    node name is resolved; when not, the node-name keys are not read."""
     mtu = config.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
         raise ConfigError("mtu must be a whole number", f"got {mtu!r}"[:120])
@@ -370,8 +370,6 @@ def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, re
     timeout = operation_timeout(config)
     directory = journal_dir(config, environ)
     ipam = ipam_settings(config)
-    if callable(resolve_node):
-        resolve_node = resolve_node(ipam)
     node = node_name(config) if resolve_node else None
     try:
         etcd, error = etcd_settings(config, environ), None

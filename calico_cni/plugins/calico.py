@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import uuid
 
-from calico_cni.config import CalicoSettings, calico_settings
+from calico_cni.config import CalicoSettings, calico_settings, node_name
 from calico_cni.dataplane import wiring
 from calico_cni.dataplane.errors import NamespaceError
 from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
@@ -44,11 +44,11 @@ log = logging.getLogger(__name__)
 
 
 def settings(request: CniRequest) -> CalicoSettings:
-    """This verb's settings, checked before any side effect (the node name for every verb but
-    STATUS, which needs it only with calico-ipam)."""
-    if request.command == "STATUS":
-        return calico_settings(request.config, request.environ, resolve_node=lambda ipam: ipam.type == CALICO_IPAM)
-    return calico_settings(request.config, request.environ, resolve_node=True)
+    """This verb's settings, checked before any side effect, with the node name for ADD, DEL and
+    CHECK. GC and STATUS resolve the node where they always did (GC after its list of valid
+    attachments, STATUS with calico-ipam after the journal replay), so that with two things wrong
+    the same error wins."""
+    return calico_settings(request.config, request.environ, resolve_node=request.command not in ("GC", "STATUS"))
 
 
 def _datastore(stack: contextlib.ExitStack, services: Services, conf: CalicoSettings, bounded: bool = True) -> Datastore:
@@ -282,14 +282,14 @@ def gc(request: CniRequest, services: Services) -> None:
     """GC: release every allocation, endpoint and `cali*` link of this network on this node whose
     attachment is not listed; forward GC to a delegated IPAM plugin."""
     conf = settings(request)
-    assert conf.node is not None
     live = valid_attachments(request.config)
+    node = node_name(request.config)
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
         store = _datastore(stack, services, conf, bounded=False)
         journal = Journal(conf.journal_dir)
         replay_quietly(request.config, store, environ=request.environ)
-        reconciliation.reconcile(store, request.network, conf.node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
+        reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
     if conf.ipam_type != CALICO_IPAM:
         delegate(request, conf.ipam_type, "GC")
     return None
@@ -306,8 +306,7 @@ def status(request: CniRequest, services: Services) -> None:
         except (CniError, DatastoreError) as err:
             raise etcd_unavailable(err) from None
         if conf.ipam_type == CALICO_IPAM:
-            assert conf.node is not None
-            ipam_status(store, conf.ipam, conf.node)
+            ipam_status(store, conf.ipam, node_name(request.config))
         else:
             try:
                 store.ipam_config()

@@ -30,9 +30,10 @@ from calico_ipam.replay import replay_quietly
 
 log = logging.getLogger(__name__)
 
-# The verbs that need the node's name; DEL and CHECK do not, so a DEL works with the CNI_ARGS of
-# an ADD that failed and with a node-name file that is gone.
-_NEED_NODE = ("ADD", "GC", "STATUS")
+# The verbs that resolve the node's name with their settings; ADD resolves it after the addresses
+# it is asked for (with both wrong, the address error wins, as it always did); DEL and CHECK need
+# none, so a DEL works with the CNI_ARGS of an ADD that failed and a node-name file that is gone.
+_NEED_NODE = ("GC", "STATUS")
 
 
 def handle_id(request: CniRequest) -> str:
@@ -134,7 +135,8 @@ def ipam_result(assigned: list[Assigned]) -> dict:
 def settings(request: CniRequest) -> IpamPluginSettings:
     """Every key and variable this verb uses, checked before the first etcd call (the logging
     keys were checked when logging was set up)."""
-    return ipam_plugin_settings(request.config, request.environ, resolve_node=request.command in _NEED_NODE)
+    resolve = None if request.command == "ADD" else request.command in _NEED_NODE
+    return ipam_plugin_settings(request.config, request.environ, resolve_node=resolve)
 
 
 def _check_prev_result(request: CniRequest) -> None:
@@ -155,11 +157,11 @@ def add(request: CniRequest, services: Services) -> dict:
     """ADD: assign and print the IPAM result; remember what is held for a DEL with etcd down."""
     conf = settings(request)
     families = family_requests(request, conf.ipam)
-    assert conf.node is not None
+    node = node_name(request.config)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         replay_quietly(request.config, store, environ=request.environ)
-        assigned = assign_addresses(request, store, conf.node, families, services.blocks)
+        assigned = assign_addresses(request, store, node, families, services.blocks)
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
     try:
         Journal(conf.journal_dir).record_held(request.network, request.container_id, request.ifname, handle_id(request), assigned, conf.etcd.endpoints)
