@@ -5,7 +5,8 @@ Everything here runs a tool as a subprocess; a node's tools run inside the node'
 itself stays in the fabric namespace (tests/conftest.py). Names of namespaces and containers start
 with `calico-test-` and end with `-<pytest pid>`, so a killed run's leftovers can be swept.
 
-Layout of a node (design-rules.md 25):
+Layout of a node (test addresses come from 198.19.0.0/16, never a pool's range, so no pool can hand
+out a node's own address):
 
     fabric namespace                        node namespace calico-test-node<N>-<pid>
     lo 198.19.0.1/32 (etcd listens here)    lo 198.19.255.<N>/32 (the node address)
@@ -38,7 +39,7 @@ REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
 # Plugins are looked up in the venv first (calico, calico-ipam), then Debian's reference plugins.
 PLUGIN_DIRS: tuple[str, ...] = (str(BIN_DIR), REFERENCE_PLUGIN_DIR)
 DEFAULT_CNI_PATH = os.pathsep.join(PLUGIN_DIRS)
-NODE_ADDRESS_FORMAT = "198.19.255.{}"  # node N gets 198.19.255.N (design-rules.md 25)
+NODE_ADDRESS_FORMAT = "198.19.255.{}"  # node N gets 198.19.255.N (outside every test pool)
 LIBCNI_CACHE_DIR = "/var/lib/cni"  # cnitool and podman keep each attachment's result there
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 # runc on these machines (cgroup hybrid layout) needs these, see cni-protocol.md.
