@@ -15,11 +15,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any
 
 from calico_cni.datastore.errors import DatastoreUnavailable
 from calico_cni.datastore.store import Datastore
-from calico_cni.journal import Journal, journal_dir, read_entry
+from calico_cni.journal import Journal, read_entry
 from calico_cni.model.records import parse_time
 from calico_ipam import allocator
 from calico_ipam import blocks as blk
@@ -89,16 +89,14 @@ def _container_has_endpoint(store: Datastore, doc: dict[str, Any]) -> bool:
     return False
 
 
-def replay_quietly(config: Mapping[str, Any], store: Datastore, environ: Mapping[str, str] | None = None) -> None:
-    """Replay the pending releases of the journal `config` (and `environ`) name; call it BEFORE a
-    verb's own datastore work, so that an ADD of an attachment with a pending release never gets
+def replay_quietly(store: Datastore, journal: Journal) -> None:
+    """Replay the pending releases of `journal`; call it BEFORE a verb's own datastore work, so that an ADD of an attachment with a pending release never gets
     the stale allocation back as "already held".
 
     Cheap when nothing is pending (one scandir). etcd being unreachable is raised (the verb could
     not work either); any other failure is logged and left for the next invocation.
     """
     try:
-        journal = Journal(journal_dir(config, environ))
         if journal.pending():
             replay(store, journal)
     except DatastoreUnavailable:

@@ -148,7 +148,7 @@ def add(request: CniRequest, services: Services) -> dict:
         ipam = backend_for(request, conf, store, services.blocks)
         ipam.validate()
 
-        replay_quietly(request.config, store, environ=request.environ)
+        replay_quietly(store, Journal(conf.journal_dir))
         # The endpoint is read only for a repeated ADD; a new attachment's endpoint write starts as a
         # create and re-reads only if an endpoint exists after all: one etcd round trip fewer.
         present = container.rtnl().link(request.ifname)
@@ -245,7 +245,7 @@ def delete(request: CniRequest, services: Services) -> None:
         journal = Journal(conf.journal_dir)
         ipam = backend_for(request, conf, store, services.blocks)
         try:
-            replay_quietly(request.config, store, environ=request.environ)
+            replay_quietly(store, Journal(conf.journal_dir))
             endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
             mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
             stored_name = mine.spec.get("interfaceName") if mine is not None else None
@@ -288,7 +288,7 @@ def gc(request: CniRequest, services: Services) -> None:
         host = stack.enter_context(Netns.here())
         store = _datastore(stack, services, conf, bounded=False)
         journal = Journal(conf.journal_dir)
-        replay_quietly(request.config, store, environ=request.environ)
+        replay_quietly(store, Journal(conf.journal_dir))
         reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
     if conf.ipam_type != CALICO_IPAM:
         delegate(request, conf.ipam_type, "GC")
@@ -302,7 +302,7 @@ def status(request: CniRequest, services: Services) -> None:
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf, bounded=False)
         try:
-            replay_quietly(request.config, store, environ=request.environ)
+            replay_quietly(store, Journal(conf.journal_dir))
         except (CniError, DatastoreError) as err:
             raise etcd_unavailable(err) from None
         if conf.ipam_type == CALICO_IPAM:

@@ -160,7 +160,7 @@ def add(request: CniRequest, services: Services) -> dict:
     node = node_name(request.config)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
-        replay_quietly(request.config, store, environ=request.environ)
+        replay_quietly(store, Journal(conf.journal_dir))
         assigned = assign_addresses(request, store, node, families, services.blocks)
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
     try:
@@ -178,7 +178,7 @@ def delete(request: CniRequest, services: Services) -> None:
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         try:
-            replay_quietly(request.config, store, environ=request.environ)
+            replay_quietly(store, Journal(conf.journal_dir))
             released = release_addresses(request, store, services.blocks)
         except DatastoreUnavailable as err:
             path = defer_release(journal, request, conf.etcd.endpoints)
@@ -197,7 +197,7 @@ def gc(request: CniRequest, services: Services) -> None:
     live = valid_attachments(request.config)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
-        replay_quietly(request.config, store, environ=request.environ)
+        replay_quietly(store, Journal(conf.journal_dir))
         reconcile(store, request.network, conf.node, live, endpoints=False, journal=Journal(conf.journal_dir))
 
 
@@ -207,7 +207,7 @@ def status(request: CniRequest, services: Services) -> None:
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         try:
-            replay_quietly(request.config, store, environ=request.environ)
+            replay_quietly(store, Journal(conf.journal_dir))
         except (CniError, DatastoreError) as err:
             raise etcd_unavailable(err) from None
         assert conf.node is not None

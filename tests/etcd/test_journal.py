@@ -185,10 +185,10 @@ def test_a_failed_replay_keeps_its_entry_for_the_next_invocation(store, pools, i
         raise RuntimeError("injected")
 
     monkeypatch.setattr(allocator, "release_exact", broken)
-    replay_quietly(conf, store)  # logged, not raised
+    replay_quietly(store, Journal(conf["release_journal_dir"]))  # logged, not raised
     assert os.path.exists(entry) and held_addresses(store) == {"net1.c1": [str(got[0].address)]}
     monkeypatch.undo()
-    replay_quietly(conf, store)
+    replay_quietly(store, Journal(conf["release_journal_dir"]))
     assert not os.path.exists(entry) and held_addresses(store) == {}
 
 
@@ -223,6 +223,6 @@ def test_in_process_rollback_with_etcd_unreachable_is_journaled_exactly(store, p
     assert doc["handle"] == "net1.c1"
     assert doc["allocations"] == [{"address": str(new.address), "block": new.block, "ordinal": new.ordinal, "sequence": new.sequence}]
     assert Journal(conf["release_journal_dir"]).pending() == [entry]
-    replay_quietly(conf, store)
+    replay_quietly(store, Journal(conf["release_journal_dir"]))
     assert pending(conf["release_journal_dir"]) == []
     assert held_addresses(store) == {"net1.c0": [str(earlier.assigned[0].address)]}
