@@ -1,5 +1,6 @@
 """Pure parts of the `calico` plugin: names (host veth, link alias), endpoint records, netlink encoding,
-settings and delegation lookups. No namespace or etcd needed."""
+settings, delegation lookups, and the endpoint's compare-and-swap writes against a stand-in store. No
+root, namespace or etcd needed."""
 
 from __future__ import annotations
 
@@ -18,9 +19,6 @@ from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol.delegate import find_plugin
 from calico_cni.protocol.errors import CniError
 from calico_cni.workload import Identity
-
-pytestmark = pytest.mark.execs_plugins  # run again through the agent (tests/conftest.py)
-
 
 def test_endpoint_names_double_dashes_in_every_segment():
     ident = Identity("net-1", "ab-c", "eth-0", "node-a")
