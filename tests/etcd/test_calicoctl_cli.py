@@ -1,31 +1,18 @@
-"""calicoctl as a command: connection options, the installed executable, help for every verb, and
-errors as one line with a non-zero exit (never a traceback)."""
+"""calicoctl as a command against etcd: connection options, the installed executable, and errors as
+one line with a non-zero exit (never a traceback). Its verbs, their help and how the connection
+settings are read are tested without etcd in tests/unit/test_calicoctl_cli.py."""
 
 from __future__ import annotations
 
 import json
 
-import click
 import pytest
-from click.testing import CliRunner
 
-from calico_cni.ctl.context import Connection
-from calico_cni.ctl.main import cli
 from tests.calicoctl_support import allocate, run_exe
 from tests.conftest import FABRIC_ADDRESS
 from tests.pools import create_pool
 
 DEAD = f"http://{FABRIC_ADDRESS}:1"  # nothing listens there
-
-
-def _commands(group: click.Group, path: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
-        yield path + (name,)
-        if isinstance(command, click.Group):
-            yield from _commands(command, path + (name,))
-
-
-VERBS = list(_commands(cli))
 
 
 def _one_line_error(run, *fragments: str) -> None:
@@ -34,21 +21,6 @@ def _one_line_error(run, *fragments: str) -> None:
     assert "Traceback" not in run.stderr + run.stdout
     for fragment in fragments:
         assert fragment in run.stderr
-
-
-def test_every_verb_is_covered():
-    assert set(VERBS) == {
-        ("get",), ("get", "workloadendpoints"),
-        ("ipam",), ("ipam", "check"), ("ipam", "configure"), ("ipam", "gc"), ("ipam", "release"), ("ipam", "show"),
-        ("ippool",), ("ippool", "create"), ("ippool", "delete"), ("ippool", "disable"), ("ippool", "enable"), ("ippool", "get"), ("ippool", "list"),
-        ("node",), ("node", "label"), ("node", "list"),
-    }
-
-
-@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
-def test_help_of_every_verb(verb):
-    r = CliRunner().invoke(cli, [*verb, "--help"])
-    assert r.exit_code == 0 and "Usage: calicoctl " + " ".join(verb) in r.stdout
 
 
 def test_installed_executable_end_to_end(etcd_endpoint, store):
@@ -102,20 +74,6 @@ def test_environment_flags_and_config_file(ctl, store, etcd_endpoint, tmp_path):
     _one_line_error(r, DEAD)
     r = ctl("--etcd-endpoints", DEAD, "ippool", "list", "--etcd-endpoints", etcd_endpoint, endpoint=False)
     assert r.rc == 0 and "198.18.0.0/24" in r.stdout
-
-
-def test_tls_flags_reach_the_connection_settings(tmp_path):
-    conn = Connection(flags={"etcd_endpoints": "https://a:2379,https://b:2379", "etcd_ca_cert_file": "/ca", "etcd_cert_file": "/crt", "etcd_key_file": "/key", "etcd_timeout": 2.5})
-    s = conn.settings({})
-    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file, s.timeout) == (("https://a:2379", "https://b:2379"), "/ca", "/crt", "/key", 2.5)
-    env = {"ETCD_ENDPOINTS": "https://e:2379", "ETCD_CA_CERT_FILE": "/eca", "ETCD_CERT_FILE": "/ecrt", "ETCD_KEY_FILE": "/ekey"}
-    s = Connection().settings(env)
-    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file) == (("https://e:2379",), "/eca", "/ecrt", "/ekey")
-    conf = tmp_path / "c.conf"
-    conf.write_text(json.dumps({"type": "calico", "etcd_endpoints": "https://c:2379", "etcd_ca_cert_file": "/cca", "etcd_key_file": "/ckey", "etcd_cert_file": "/ccrt", "mtu": 1400}))
-    s = Connection(config_file=str(conf)).settings(env)
-    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file) == (("https://c:2379",), "/cca", "/ccrt", "/ckey")
-    assert Connection().settings({}).endpoints == ("http://127.0.0.1:2379",)
 
 
 def test_connection_errors(ctl, tmp_path, etcd):

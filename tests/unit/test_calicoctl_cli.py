@@ -1,0 +1,53 @@
+"""calicoctl's command line without etcd: every verb is there and has help, and the connection
+settings are read from flags, a CNI config file or the environment (http://127.0.0.1:2379 when none
+gives an endpoint)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from calico_cni.ctl.context import Connection
+from calico_cni.ctl.main import cli
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        yield path + (name,)
+        if isinstance(command, click.Group):
+            yield from _commands(command, path + (name,))
+
+
+VERBS = list(_commands(cli))
+
+
+def test_every_verb_is_covered():
+    assert set(VERBS) == {
+        ("get",), ("get", "workloadendpoints"),
+        ("ipam",), ("ipam", "check"), ("ipam", "configure"), ("ipam", "gc"), ("ipam", "release"), ("ipam", "show"),
+        ("ippool",), ("ippool", "create"), ("ippool", "delete"), ("ippool", "disable"), ("ippool", "enable"), ("ippool", "get"), ("ippool", "list"),
+        ("node",), ("node", "label"), ("node", "list"),
+    }
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_help_of_every_verb(verb):
+    r = CliRunner().invoke(cli, [*verb, "--help"])
+    assert r.exit_code == 0 and "Usage: calicoctl " + " ".join(verb) in r.stdout
+
+
+def test_tls_flags_reach_the_connection_settings(tmp_path):
+    conn = Connection(flags={"etcd_endpoints": "https://a:2379,https://b:2379", "etcd_ca_cert_file": "/ca", "etcd_cert_file": "/crt", "etcd_key_file": "/key", "etcd_timeout": 2.5})
+    s = conn.settings({})
+    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file, s.timeout) == (("https://a:2379", "https://b:2379"), "/ca", "/crt", "/key", 2.5)
+    env = {"ETCD_ENDPOINTS": "https://e:2379", "ETCD_CA_CERT_FILE": "/eca", "ETCD_CERT_FILE": "/ecrt", "ETCD_KEY_FILE": "/ekey"}
+    s = Connection().settings(env)
+    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file) == (("https://e:2379",), "/eca", "/ecrt", "/ekey")
+    conf = tmp_path / "c.conf"
+    conf.write_text(json.dumps({"type": "calico", "etcd_endpoints": "https://c:2379", "etcd_ca_cert_file": "/cca", "etcd_key_file": "/ckey", "etcd_cert_file": "/ccrt", "mtu": 1400}))
+    s = Connection(config_file=str(conf)).settings(env)
+    assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file) == (("https://c:2379",), "/cca", "/ccrt", "/ckey")
+    assert Connection().settings({}).endpoints == ("http://127.0.0.1:2379",)
