@@ -1,4 +1,5 @@
-"""Start and stop a `calico-cni-agent` inside a test node namespace, on a socket under tmp."""
+"""Start and stop a `calico-cni-agent` inside a test node namespace, on a socket under tmp; or run
+an agent server on a thread of the test process (`bare_server`, no root needed)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,24 @@ def agents(tmp_path):
             agent.stop()
             if agent.proc.stderr is not None:
                 agent.proc.stderr.close()
+
+
+@pytest.fixture
+def bare_server(tmp_path):
+    """An agent server on a thread of this process, serving no plugin: (socket path, server)."""
+    import threading
+
+    from calico_cni.agent.main import listen
+    from calico_cni.agent.server import Server
+
+    path = str(tmp_path / "agent" / "cni.sock")
+    listener = listen(path)
+    server = Server(listener, {})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield path, server
+    finally:
+        server.stop(5)
+        thread.join(5)
+        listener.close()

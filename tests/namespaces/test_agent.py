@@ -1,5 +1,7 @@
-"""The per-node agent: the same results and state as the in-process path, fallback when it is absent,
-error 11 (never a second run) when it dies mid-request, concurrency, and who may reach it."""
+"""The per-node agent with node namespaces and etcd: the same results and state as the in-process
+path, fallback when it is absent, error 11 (never a second run) when it dies mid-request,
+concurrency, and who may reach it. What needs no root (the socket protocol, caller paths, the thin
+client's import cost) is in tests/unit/test_agent.py."""
 
 from __future__ import annotations
 
@@ -292,93 +294,6 @@ def test_default_log_file_and_stderr_come_from_the_callers_environment(store, po
     assert agent.served() == 1
 
 
-def test_caller_paths_rewrite_proc_self_to_the_caller():
-    """CNI_NETNS under /proc/self or /proc/thread-self names the plugin process, which the agent
-    is not: it becomes the caller's /proc/<pid>; any other value is left as it is."""
-    from calico_cni.agent.server import _caller_paths
-
-    caller = "/proc/4242/ns/net"
-    assert _caller_paths({"CNI_NETNS": "/proc/self/ns/net", "X": "1"}, caller) == {"CNI_NETNS": "/proc/4242/ns/net", "X": "1"}
-    assert _caller_paths({"CNI_NETNS": "/proc/thread-self/ns/net"}, caller)["CNI_NETNS"] == "/proc/4242/ns/net"
-    assert _caller_paths({"CNI_NETNS": "/proc/self/fd/7"}, caller)["CNI_NETNS"] == "/proc/4242/fd/7"
-    for unchanged in ({"CNI_NETNS": "/var/run/netns/pod"}, {"CNI_NETNS": "/proc/selfish/ns/net"}, {"CNI_NETNS": "/proc/1/ns/net"}, {}):
-        assert _caller_paths(unchanged, caller) == unchanged
-    assert _caller_paths({"CNI_NETNS": "/proc/self/ns/net"}, "") == {"CNI_NETNS": "/proc/self/ns/net"}
-
-
-@pytest.fixture
-def bare_server(tmp_path):
-    """An agent server on a thread of this process, serving no plugin: (socket path, server)."""
-    import threading
-
-    from calico_cni.agent.main import listen
-    from calico_cni.agent.server import Server
-
-    path = str(tmp_path / "agent" / "cni.sock")
-    listener = listen(path)
-    server = Server(listener, {})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield path, server
-    finally:
-        server.stop(5)
-        thread.join(5)
-        listener.close()
-
-
-def _ask(path: str, plugin: str, env: dict, stdin: bytes) -> tuple[int, bytes, bytes]:
-    from calico_cni.agent import client, wire
-
-    sock = client.connect(path)
-    assert sock is not None
-    try:
-        sock.settimeout(10)
-        wire.send_request(sock, plugin, env, stdin)
-        return wire.recv_answer(sock)
-    finally:
-        sock.close()
-
-
-def test_agent_answers_an_unknown_plugin_with_a_cni_error(bare_server):
-    path, server = bare_server
-    code, out, err = _ask(path, "no-such-plugin", {"CNI_COMMAND": "ADD"}, b'{"cniVersion": "0.4.0"}')
-    answer = json.loads(out)
-    assert code == 1 and err == b""
-    assert answer["code"] == 4 and "no-such-plugin" in answer["msg"] and answer["cniVersion"] == "0.4.0"
-
-
-def test_agent_drops_a_malformed_request_and_keeps_serving(bare_server):
-    from calico_cni.agent import client, wire
-
-    path, server = bare_server
-    bad_frames = (
-        b"calico\0NO-EQUALS-SIGN",  # an environment entry that is not KEY=VALUE
-        b"calico\0=value",  # an empty key
-        b"\xff\xfe\0A=B",  # a plugin name that is not ASCII
-    )
-    for header in bad_frames:
-        sock = client.connect(path)
-        try:
-            sock.settimeout(10)
-            sock.sendall(len(header).to_bytes(4, "big") + header + (0).to_bytes(4, "big"))
-            with pytest.raises((wire.Truncated, ConnectionResetError)):  # closed with bytes unread: reset
-                wire.recv_answer(sock)
-        finally:
-            sock.close()
-    sock = client.connect(path)
-    try:
-        sock.settimeout(10)
-        sock.sendall((wire.MAX_FRAME + 1).to_bytes(4, "big"))  # over the limit: never read
-        with pytest.raises((wire.Truncated, ConnectionResetError)):
-            wire.recv_answer(sock)
-    finally:
-        sock.close()
-    code, out, _ = _ask(path, wire.HEALTH, {}, b"")
-    assert code == 0 and json.loads(out)["status"] == "ok"
-    assert server.served == 0
-
-
 def test_agent_refuses_a_caller_of_another_uid(bare_server):
     """The socket is root-only; should another user reach it anyway (modes opened up), the agent
     refuses its request with a CNI error and runs nothing."""
@@ -417,43 +332,6 @@ def test_agent_refuses_a_caller_of_another_uid(bare_server):
     error = json.loads(out)
     assert error["code"] == 4 and "refused" in error["msg"] and "uid 65534" in error["details"], error
     assert server.served == 0
-
-
-def test_thin_client_copies_of_protocol_limits_agree():
-    """The thin client keeps its own copies (importing the protocol modules costs 20 ms): they
-    must not drift from the limits the plugins apply."""
-    from calico_cni.agent import client
-    from calico_cni.config import MAX_OPERATION_TIMEOUT
-    from calico_cni.protocol.request import MAX_STDIN
-
-    assert client.MAX_STDIN == MAX_STDIN
-    assert client.ANSWER_TIMEOUT > MAX_OPERATION_TIMEOUT
-
-
-@pytest.mark.parametrize("entry", ["calico_cni.main", "calico_ipam.main"])
-def test_thin_path_imports_nothing_heavy(bare_server, entry):
-    """A plugin run the agent answers (here: with an error, it serves no plugin) imports neither
-    the protocol modules nor json, socket, typing, re or logging: the launcher's `python -I -S`
-    start plus the client is the whole cost of a forwarded request."""
-    import sys
-
-    from calico_cni.launcher import import_path
-
-    path, _ = bare_server
-    code = (
-        "import sys, atexit\n"
-        f"sys.path[:0] = {import_path()!r}\n"
-        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
-        f"from {entry} import main\n"
-        "main()\n"
-    )
-    env = {"CNI_COMMAND": "ADD", "CALICO_CNI_AGENT_SOCKET": path, "PATH": os.environ.get("PATH", "")}
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], input=b'{"cniVersion": "1.0.0"}', env=env, capture_output=True, timeout=30)
-    assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 4, proc.stdout  # the agent's answer
-    modules = set(proc.stderr.decode().rpartition("MODULES ")[2].split())
-    heavy = {"json", "socket", "typing", "re", "logging", "dataclasses", "struct", "importlib"}
-    assert modules and not modules & heavy, sorted(modules & heavy)
-    assert not [m for m in modules if m.startswith(("calico_cni.protocol", "calico_cni.config", "calico_cni.plugins.calico_ipam"))]
 
 
 def test_journal_directory_comes_from_the_callers_environment(store, pools, node, pod, calico_conf, agents, tmp_path):
