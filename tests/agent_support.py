@@ -99,7 +99,7 @@ def bare_server(tmp_path):
     """An agent server on a thread of this process, serving no plugin: (socket path, server)."""
     import threading
 
-    from calico_cni.agent.main import listen
+    from calico_cni.agent.daemon import listen
     from calico_cni.agent.server import Server
 
     path = str(tmp_path / "agent" / "cni.sock")

@@ -113,3 +113,25 @@ def test_thin_path_imports_nothing_heavy(bare_server, entry):
     heavy = {"json", "socket", "typing", "re", "logging", "dataclasses", "struct", "importlib"}
     assert modules and not modules & heavy, sorted(modules & heavy)
     assert not [m for m in modules if m.startswith(("calico_cni.protocol", "calico_cni.config", "calico_cni.plugins.calico_ipam"))]
+
+
+def test_health_probe_loads_neither_plugins_nor_grpc(bare_server):
+    """`calico-cni-agent health`, which supervisors run often, imports the client and the wire
+    format only: serving imports the daemon, the plugins and (on the first request) gRPC."""
+    import sys
+
+    from calico_cni.launcher import import_path
+
+    path, _ = bare_server
+    code = (
+        "import sys, atexit\n"
+        f"sys.path[:0] = {import_path()!r}\n"
+        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
+        f"sys.argv = ['calico-cni-agent', 'health', '--socket', {path!r}]\n"
+        "from calico_cni.agent.main import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, timeout=30)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "ok", proc.stdout
+    modules = set(proc.stderr.decode().rpartition("MODULES ")[2].split())
+    assert modules and not [m for m in modules if m.startswith(("calico_cni.plugins", "calico_cni.agent.daemon", "calico_ipam", "grpc", "calico_cni.dataplane"))]
