@@ -62,9 +62,6 @@ class BlockMemory:
         """Whether nothing has been remembered yet (a fresh exec has read no node's blocks)."""
         return not self._blocks
 
-    def __bool__(self) -> bool:
-        return not self.empty
-
 
 @dataclass(frozen=True)
 class Attachment:
