@@ -13,10 +13,10 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Iterator, Sequence
 
 from calico_cni.model import keys
-from calico_cni.model.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPPool, Node, now_rfc3339
+from calico_cni.model.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPNetwork, IPPool, Node, now_rfc3339
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore, IpamView
 
@@ -179,23 +179,40 @@ def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], vie
     node claim one block between them, not one each. The caller confirms the affinity in the
     commit that allocates from the block.
     """
-    existing = store.block_cidrs(family)
+    for pool, block in claimable_blocks(store.block_cidrs(family), pools, att.node, view.reservations):
+        affinity = Affinity(att.node, block.cidr, PENDING)
+        guard = (keys.host_affinities(att.node, family), view.revision)
+        if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
+            raise Conflict()
+        log.info("node %s claimed block %s of pool %s", att.node, block.cidr, pool.name)
+        view.affinities.setdefault(family, []).append(affinity)
+        return block, affinity
+    return None
+
+
+def claimable_blocks(existing: Collection[str], pools: Sequence[IPPool], node: str, reservations: Sequence[IPNetwork]) -> Iterator[tuple[IPPool, Block]]:
+    """The blocks `node` may claim, in the order it tries them, as new records: each pool's
+    candidate blocks that no node has created (`existing`: the block CIDRs of the family), except
+    a block whose every address is reserved."""
     for pool in pools:
-        for cidr in candidate_blocks(pool, att.node):
+        for cidr in candidate_blocks(pool, node):
             if cidr in existing:
                 continue
-            block = Block.new(cidr, att.node)
-            reserved = blk.reserved_ordinals(block, view.reservations)
-            if len(reserved) == block.size:
-                continue
-            affinity = Affinity(att.node, cidr, PENDING)
-            guard = (keys.host_affinities(att.node, family), view.revision)
-            if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
-                raise Conflict()
-            log.info("node %s claimed block %s of pool %s", att.node, cidr, pool.name)
-            view.affinities.setdefault(family, []).append(affinity)
-            return block, affinity
-    return None
+            block = Block.new(cidr, node)
+            if len(blk.reserved_ordinals(block, reservations)) < block.size:
+                yield pool, block
+
+
+def may_claim(config: IpamConfig, held_blocks: int) -> bool:
+    """Whether a node holding `held_blocks` blocks of a family may claim another (auto-allocation
+    on, under the block cap). A node that may not because of the cap does not borrow either."""
+    return config.auto_allocate_blocks and held_blocks < config.block_cap
+
+
+def may_borrow(config: IpamConfig, held_blocks: int) -> bool:
+    """Whether a node may take an address from another node's block: never with strict affinity,
+    and never once it is at its block cap (the allocation fails there, as Calico's does)."""
+    return not config.strict_affinity and not (config.auto_allocate_blocks and held_blocks >= config.block_cap)
 
 
 def _pool_list(pools: Sequence[IPPool]) -> str:
@@ -228,7 +245,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
     config = view.config
     held_blocks = len(view.affinities.get(family, []))
     if config.auto_allocate_blocks:
-        if held_blocks >= config.block_cap:
+        if not may_claim(config, held_blocks):
             limit = f"maxBlocksPerHost {config.max_blocks_per_host}" if config.max_blocks_per_host else "the safety cap of 20 (maxBlocksPerHost unset)"
             raise AddressesExhausted(
                 "cannot allocate new block due to per host block limit",
