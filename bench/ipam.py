@@ -12,6 +12,8 @@ from calico_cni.datastore import retry
 from calico_cni.datastore.etcd import EtcdClient
 from calico_cni.model.records import IPPool
 from calico_cni.datastore.store import Datastore
+from calico_cni.plugins import calico_ipam as plugin
+from calico_cni.protocol.request import CniRequest
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, BlockMemory, FamilyRequest
 from tests.conftest import wipe
@@ -42,6 +44,11 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
     # The blocks this process has seen the node hold, as the agent keeps them for its requests.
     memory = BlockMemory()
 
+    def request(name: str) -> CniRequest:
+        """A request of network `bench` on node rt-node (handle bench.<name>)."""
+        config = {"cniVersion": "1.0.0", "name": "bench", "type": "calico", "nodename": "rt-node", "ipam": {"type": "calico-ipam"}}
+        return CniRequest("ADD", "1.0.0", config, container_id=name, ifname="eth0")
+
     def measure(fn, warm: bool) -> int:
         if not warm:
             memory.forget()  # what a freshly exec'd plugin knows
@@ -53,19 +60,12 @@ def round_trips(endpoint: str) -> dict[str, dict[str, int]]:
         finally:
             ds.close()
 
+    # Counted through calico-ipam's own verbs' functions, so the count is what a plugin does.
     def assign(ds: Datastore, name: str) -> None:
-        """What calico-ipam's ADD assigns for container `name` of network `bench` on node rt-node."""
-        allocator.assign(ds, Attachment(f"bench.{name}", "rt-node", "eth0", network="bench"), [FamilyRequest(4)], memory)
+        plugin.assign_addresses(request(name), ds, "rt-node", [FamilyRequest(4)], memory)
 
     def release(ds: Datastore, name: str) -> None:
-        """What calico-ipam's DEL releases: the handles (and Calico's legacy one, the bare
-        container ID) read with the blocks this process remembers for the node."""
-        ids = [f"bench.{name}", name]
-        handles, config, blocks = ds.handles_config_blocks(ids, memory.known("rt-node"))
-        for hid, ifname in zip(ids, ("eth0", None)):
-            if handles.get(hid) is not None:
-                allocator.release(ds, hid, ifname, first=(handles[hid], config), blocks=blocks)
-                blocks = None  # that release changed blocks: read them again
+        plugin.release_addresses(request(name), ds, memory, "rt-node")
 
     def fill_held_blocks() -> None:
         """Allocate until the node's blocks are full, so the next allocation claims a block."""
