@@ -296,8 +296,7 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
     if block is None:
         # Claim the block for this node when it may hold another block, else create it unaffine.
         family = address.version
-        config = view.config
-        affine = config.auto_allocate_blocks and len(view.affinities.get(family, [])) < config.block_cap
+        affine = may_claim(view.config, len(view.affinities.get(family, [])))
         block = Block.new(cidr, att.node if affine else None)
         if affine:
             affinity = Affinity(att.node, cidr, PENDING)
