@@ -106,11 +106,9 @@ def delete_pool(
         if not was_disabled:
             set_disabled(store, name, False)
         raise _refusal(name, held)
-    released = 0
     for a in held:
         releasing(a)
-    if held:
-        released = len(repair.release_allocations(store, held))
+    released = len(repair.release_allocations(store, held))
     blocks, meanwhile = repair.remove_pool_blocks(store, pool, force, releasing=releasing_meanwhile)
     repair.delete_pool(store, name)
     return Deleted(pool, released + meanwhile, blocks)

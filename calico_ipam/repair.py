@@ -46,7 +46,7 @@ def pool_allocations(snapshot: IpamSnapshot, pool: IPPool) -> list[Allocation]:
 # Addresses
 
 
-def release_allocations(store: Datastore, allocations: list[Allocation]) -> list:
+def release_allocations(store: Datastore, allocations: list[Allocation]) -> list[Assigned]:
     """Release exactly these allocations; returns the `Assigned` entries actually released.
 
     A handle record that is missing is rebuilt from the blocks first (release_exact needs it).
@@ -54,7 +54,7 @@ def release_allocations(store: Datastore, allocations: list[Allocation]) -> list
     by_handle: dict[str, list[Allocation]] = {}
     for a in allocations:
         by_handle.setdefault(a.handle, []).append(a)
-    released = []
+    released: list[Assigned] = []
     for handle_id, items in sorted(by_handle.items()):
         if store.handle(handle_id) is None:
             rebuild_handle(store, handle_id)
@@ -272,7 +272,7 @@ def repair_report(store: Datastore, report: Report) -> Iterator[Repaired]:
     current = {a.key: a for a in now.leaked_allocations}
     listed = [(leak_key(e), e) for e in report.leaked]
     to_release = [current[k] for k, _ in listed if k in current]
-    released = {(a.block, a.ordinal) for a in release_allocations(store, to_release)} if to_release else set()
+    released = {(a.block, a.ordinal) for a in release_allocations(store, to_release)}
     for key, e in listed:
         yield Repaired("leak", e, (key[1], key[2]) in released and key in current)
 
