@@ -37,12 +37,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-# Where the journal lives is a setting: `config.journal_dir` decides it (re-exported here for the
-# journal's users).
-from calico_cni.config import DEFAULT_JOURNAL_DIR as DEFAULT_JOURNAL_DIR
-from calico_cni.config import JOURNAL_DIR_ENV as JOURNAL_DIR_ENV
-from calico_cni.config import journal_dir as journal_dir
-
 log = logging.getLogger(__name__)
 
 FORMAT = 1

@@ -74,7 +74,7 @@ def release_journal(tmp_path_factory):
     """Plugins and calicoctl run by tests journal into a session directory, removed at the end.
     A run that wrote the machine's own journal or log directory (a request built without the
     plugin environment or a log_file_path, say) fails, and what it wrote there is removed."""
-    from calico_cni.journal import DEFAULT_JOURNAL_DIR
+    from calico_cni.config import DEFAULT_JOURNAL_DIR
 
     machine_dirs = [os.path.dirname(DEFAULT_JOURNAL_DIR), "/var/log/calico"]  # /var/lib/calico
     absent = [d for d in machine_dirs if not os.path.exists(d)]

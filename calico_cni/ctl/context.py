@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import click
 
-from calico_cni.config import ETCD_STRING_KEYS, EtcdSettings, etcd_settings
+from calico_cni.config import ETCD_STRING_KEYS, EtcdSettings, etcd_settings, journal_dir
 from calico_cni.datastore.etcd import EtcdClient
 from calico_cni.datastore.store import Datastore
-from calico_cni.journal import Journal, journal_dir
+from calico_cni.journal import Journal
 from calico_ipam import replay
 
 from calico_cni.ctl.errors import CtlError
