@@ -148,7 +148,8 @@ def add(request: CniRequest, services: Services) -> dict:
         ipam = backend_for(request, conf, store, services.blocks)
         ipam.validate()
 
-        replay_quietly(store, Journal(conf.journal_dir))
+        journal = Journal(conf.journal_dir)
+        replay_quietly(store, journal)
         # The endpoint is read only for a repeated ADD; a new attachment's endpoint write starts as a
         # create and re-reads only if an endpoint exists after all: one etcd round trip fewer.
         present = container.rtnl().link(request.ifname)
@@ -183,16 +184,16 @@ def add(request: CniRequest, services: Services) -> dict:
             wiring.rollback(host, container, created)
             ipam.undo()
             raise
-        _record_held(conf, ident, ipam, uid)
+        _record_held(journal, conf, ident, ipam, uid)
         log.info("added %s: %s on %s", request.ifname, ", ".join(map(str, addresses)), ident.host_veth)
         result = _result(ident, request, wired.host.mac, wired.container.mac, mtu, addresses, ipam_result.get("routes"), ipam_result.get("dns"))
         return convert(result, request.cni_version)
 
 
-def _record_held(conf: CalicoSettings, ident: Identity, ipam, uid: str) -> None:
+def _record_held(journal: Journal, conf: CalicoSettings, ident: Identity, ipam, uid: str) -> None:
     """Remember what this attachment holds, for a DEL that finds etcd unreachable (journal)."""
     try:
-        Journal(conf.journal_dir).record_held(
+        journal.record_held(
             ident.network, ident.container_id, ident.ifname, ipam.handle_id, ipam.holding(), conf.etcd.endpoints,
             {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": uid},
         )
@@ -245,7 +246,7 @@ def delete(request: CniRequest, services: Services) -> None:
         journal = Journal(conf.journal_dir)
         ipam = backend_for(request, conf, store, services.blocks)
         try:
-            replay_quietly(store, Journal(conf.journal_dir))
+            replay_quietly(store, journal)
             endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
             mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
             stored_name = mine.spec.get("interfaceName") if mine is not None else None
@@ -288,7 +289,7 @@ def gc(request: CniRequest, services: Services) -> None:
         host = stack.enter_context(Netns.here())
         store = _datastore(stack, services, conf, bounded=False)
         journal = Journal(conf.journal_dir)
-        replay_quietly(store, Journal(conf.journal_dir))
+        replay_quietly(store, journal)
         reconciliation.reconcile(store, request.network, node, live, ipam=conf.ipam_type == CALICO_IPAM, host=host, journal=journal)
     if conf.ipam_type != CALICO_IPAM:
         delegate(request, conf.ipam_type, "GC")

@@ -158,13 +158,14 @@ def add(request: CniRequest, services: Services) -> dict:
     conf = settings(request)
     families = family_requests(request, conf.ipam)
     node = node_name(request.config)
+    journal = Journal(conf.journal_dir)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
-        replay_quietly(store, Journal(conf.journal_dir))
+        replay_quietly(store, journal)
         assigned = assign_addresses(request, store, node, families, services.blocks)
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
     try:
-        Journal(conf.journal_dir).record_held(request.network, request.container_id, request.ifname, handle_id(request), assigned, conf.etcd.endpoints)
+        journal.record_held(request.network, request.container_id, request.ifname, handle_id(request), assigned, conf.etcd.endpoints)
     except OSError as exc:
         log.error("cannot record the allocation in the release journal: %s", exc)
     return convert(ipam_result(assigned), request.cni_version)
@@ -178,7 +179,7 @@ def delete(request: CniRequest, services: Services) -> None:
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         try:
-            replay_quietly(store, Journal(conf.journal_dir))
+            replay_quietly(store, journal)
             released = release_addresses(request, store, services.blocks)
         except DatastoreUnavailable as err:
             path = defer_release(journal, request, conf.etcd.endpoints)
@@ -195,10 +196,11 @@ def gc(request: CniRequest, services: Services) -> None:
     conf = settings(request)
     assert conf.node is not None
     live = valid_attachments(request.config)
+    journal = Journal(conf.journal_dir)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
-        replay_quietly(store, Journal(conf.journal_dir))
-        reconcile(store, request.network, conf.node, live, endpoints=False, journal=Journal(conf.journal_dir))
+        replay_quietly(store, journal)
+        reconcile(store, request.network, conf.node, live, endpoints=False, journal=journal)
 
 
 def status(request: CniRequest, services: Services) -> None:
