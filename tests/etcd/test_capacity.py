@@ -22,7 +22,7 @@ IPAM = IpamSettings(type="calico-ipam")
 
 
 def att(cid: str, node: str = "node1") -> Attachment:
-    return Attachment(f"net1.{cid}", node, "eth0")
+    return Attachment(keys.attachment_handle("net1", cid), node, "eth0")
 
 
 def assign(store, a: Attachment) -> None:

@@ -19,7 +19,7 @@ from tests.pools import create_pool, label_node, set_config
 
 
 def att(cid: str, node: str = "node1", ifname: str = "eth0", net: str = "net1") -> Attachment:
-    return Attachment(f"{net}.{cid}", node, ifname)
+    return Attachment(keys.attachment_handle(net, cid), node, ifname)
 
 
 def v4(*pools: str) -> list[FamilyRequest]:
