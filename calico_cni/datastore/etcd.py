@@ -153,11 +153,19 @@ class EtcdClient:
         self._connect()
         leased = EtcdClient(self.settings)
         leased._client, leased._grpc, leased._rpc = self._client, self._grpc, self._rpc
-        leased._stubs, leased._token, leased._return_token = self._stubs, self._token, self._keep_token
-        return leased
+        # Stubs are keyed by channel, which are fixed per endpoint: the dict stays small, and two
+        # request threads building the same stub at once only build it twice.
+        leased._stubs, leased._token = self._stubs, self._token
+        lent = self._token
 
-    def _keep_token(self, token: str) -> None:
-        self._token = token
+        def hand_back(token: str) -> None:
+            # Only over the token this lease started with: a lease that kept an old token must not
+            # overwrite the one a concurrent lease refreshed (the next lease would authenticate again).
+            if self._token == lent:
+                self._token = token
+
+        leased._return_token = hand_back
+        return leased
 
     def close(self) -> None:
         """Close the gRPC channels; a lease (see `lease`) keeps them and returns its token."""

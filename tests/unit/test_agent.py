@@ -135,3 +135,29 @@ def test_health_probe_loads_neither_plugins_nor_grpc(bare_server):
     assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "ok", proc.stdout
     modules = set(proc.stderr.decode().rpartition("MODULES ")[2].split())
     assert modules and not [m for m in modules if m.startswith(("calico_cni.plugins", "calico_cni.agent.daemon", "calico_ipam", "grpc", "calico_cni.dataplane"))]
+
+
+def test_warm_leases_hand_back_only_a_token_they_refreshed():
+    """Two requests lease the warm client's token; one finds it stale and authenticates again. The
+    other, closing later with the old token, must not put the stale token back: every later request
+    would then authenticate again before its first call. No etcd is reached: a lease only builds
+    the channel object."""
+    from calico_cni.agent.warm import WarmStores
+    from calico_cni.config import EtcdSettings
+
+    settings = EtcdSettings(("http://127.0.0.1:1",), username="calico", password="secret")
+    stores = WarmStores()
+    try:
+        first = stores.connect(settings)
+        warm = stores._clients[settings]
+        warm._token = "stale"
+        old, refreshing = stores.connect(settings).client, stores.connect(settings).client
+        refreshing._token = "fresh"  # what authenticating again leaves on the lease
+        refreshing.close()
+        old.close()
+        assert warm._token == "fresh"
+        first.close()  # a lease that started before any token hands back nothing it did not get
+        assert warm._token == "fresh"
+        assert stores.connect(settings).client._token == "fresh"
+    finally:
+        stores.close()
