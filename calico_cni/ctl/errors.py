@@ -14,12 +14,8 @@ from typing import Callable
 
 import click
 
-from calico_cni.config import ConfigError
-from calico_cni.dataplane.errors import DataplaneError, MtuError, NamespaceError
-from calico_cni.datastore.errors import DatastoreCredentialsError, DatastoreRequestFailed, DatastoreUnavailable, TooManyConflicts
 from calico_cni.errors import CalicoError
 from calico_cni.protocol.errors import CniError
-from calico_ipam.errors import IpamError
 
 # Exit codes: 1 an operation failed, 2 the command line is wrong (click's), 3 `ipam check` found problems.
 EXIT_ERROR = 1
@@ -80,17 +76,8 @@ EXIT_CODES: tuple[Row, ...] = (
     Row(click.ClickException, _own_exit_code, _click_message),
     Row(click.Abort, EXIT_ERROR, lambda exc: "aborted"),
     Row(CtlError, _own_exit_code),
-    Row(ConfigError, EXIT_ERROR),
-    Row(DatastoreUnavailable, EXIT_ERROR),
-    Row(DatastoreCredentialsError, EXIT_ERROR),
-    Row(DatastoreRequestFailed, EXIT_ERROR),
-    Row(TooManyConflicts, EXIT_ERROR),
-    # IPAM's refusals (exhausted pools, a conflicting address, a repair the records do not allow).
-    Row(IpamError, EXIT_ERROR),
-    Row(NamespaceError, EXIT_ERROR),
-    Row(MtuError, EXIT_ERROR),
-    Row(DataplaneError, EXIT_ERROR),
-    # Any other floor's own exception: its text is written for the user.
+    # Every floor's own exception (config.ConfigError, datastore.errors, dataplane.errors,
+    # calico_ipam.errors): its text is written for the user, and a failed operation exits 1.
     Row(CalicoError, EXIT_ERROR),
     # Still raised by some lower code (and by the CNI wire format's own parsers).
     Row(CniError, EXIT_ERROR),

@@ -8,10 +8,10 @@ import pytest
 
 from calico_cni.config import ConfigError
 from calico_cni.ctl.errors import EXIT_ERROR, EXIT_PROBLEMS, EXIT_USAGE, CtlError, failure
-from calico_cni.dataplane.errors import DataplaneError
+from calico_cni.dataplane.errors import DataplaneError, MtuError, NamespaceError
 from calico_cni.datastore.errors import DatastoreCredentialsError, DatastoreRequestFailed, DatastoreUnavailable, TooManyConflicts
 from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
-from calico_ipam.errors import AddressesExhausted, PoolRefused, RepairRefused
+from calico_ipam.errors import AddressConflict, AddressesExhausted, PoolRefused, RepairRefused
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,9 @@ from calico_ipam.errors import AddressesExhausted, PoolRefused, RepairRefused
         (RepairRefused("10.0.0.1 is not allocated; nothing released"), "10.0.0.1 is not allocated; nothing released"),
         (PoolRefused("IP pool p does not exist"), "IP pool p does not exist"),
         (DataplaneError("cannot set net.ipv4.ip_forward to 1", "Permission denied"), "cannot set net.ipv4.ip_forward to 1: Permission denied"),
+        (NamespaceError("CNI_NETNS '/x' is not a network namespace"), "CNI_NETNS '/x' is not a network namespace"),
+        (MtuError("mtu must be between 68 and 65535", "got 1"), "mtu must be between 68 and 65535: got 1"),
+        (AddressConflict("10.0.0.1 is held by another handle"), "10.0.0.1 is held by another handle"),
         (CniError(TRY_AGAIN_LATER, "updating: gave up"), "updating: gave up"),
     ],
 )
