@@ -30,7 +30,7 @@ def ipam_status(store: Datastore, settings: IpamSettings, node: str) -> None:
     families = [f for f, on in ((4, settings.assign_ipv4), (6, settings.assign_ipv6)) if on]
     try:
         view = store.ipam_view(node, families, None)
-    except (CniError, DatastoreError) as err:
+    except DatastoreError as err:
         raise etcd_unavailable(err) from None
     labels = view.node.labels if view.node else {}
     for family in families:
