@@ -10,6 +10,7 @@ import time
 from calico_cni.config import EtcdSettings
 from calico_cni.datastore import retry
 from calico_cni.datastore.etcd import EtcdClient
+from calico_cni.model import keys
 from calico_cni.model.records import IPPool
 from calico_cni.datastore.store import Datastore
 from calico_cni.plugins import calico_ipam as plugin
@@ -105,7 +106,7 @@ def cluster_scale(endpoint: str, nodes: int = 50, per_node: int = 40) -> dict:
         try:
             barrier.wait()
             for i in range(per_node):
-                got = allocator.assign(ds, Attachment(f"bench.n{n}-{i}", f"node-{n}", "eth0"), [FamilyRequest(4)])
+                got = allocator.assign(ds, Attachment(keys.attachment_handle("bench", f"n{n}-{i}"), f"node-{n}", "eth0"), [FamilyRequest(4)])
                 with lock:
                     results.append(got[0].address)
         except Exception as exc:  # noqa: BLE001 - reported in the table
