@@ -12,7 +12,8 @@ import pytest
 
 from calico_cni.datastore import retry
 from calico_cni.datastore.errors import TooManyConflicts
-from calico_cni.dataplane import routing, rtnl, wiring
+from calico_cni.dataplane import mtu, routing, rtnl, wiring
+from calico_cni.dataplane.errors import MtuError
 from calico_cni.model.records import WorkloadEndpoint
 from calico_cni.config import ConfigError, calico_settings
 from calico_cni.plugins.errors import cni_error
@@ -189,3 +190,25 @@ def test_endpoint_delete_stops_when_the_reread_endpoint_is_a_new_sandboxes():
     store = RacingStore(_endpoint(new, revision=9), losses=1)
     assert _delete_endpoint(store, old, _endpoint(old, revision=5)) is False, "never the new sandbox's endpoint"
     assert len(store.commits) == 1 and store.reads == 1
+
+
+def test_unusable_mtu_settings_are_error_7_before_any_interface(tmp_path):
+    # No host is needed: an MTU setting is checked before the default route is read.
+    with pytest.raises(MtuError) as err:
+        mtu.decide(67, None)
+    assert (err.value.msg, err.value.details) == ("mtu: MTU 67 is out of range", "an MTU is 68 to 65535")
+    assert cni_error(err.value).code == 7
+    assert mtu.decide(65535, None) == (65535, "the mtu key")
+    path = tmp_path / "mtu"
+    path.write_text("70000\n")
+    with pytest.raises(MtuError, match="MTU 70000 is out of range") as err:
+        mtu.decide(None, None, str(path))
+    assert cni_error(err.value).code == 7
+    path.write_text("jumbo")
+    with pytest.raises(MtuError, match="does not hold an MTU") as err:
+        mtu.decide(None, None, str(path))
+    assert cni_error(err.value).code == 7
+    with pytest.raises(MtuError) as err:
+        mtu.decide(None, None, str(tmp_path))  # a directory: reading it fails with an OSError
+    assert err.value.msg == f"cannot read the MTU from {tmp_path}" and err.value.details
+    assert cni_error(err.value).code == 7
