@@ -25,19 +25,18 @@ from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal
-from calico_cni.model.records import WorkloadEndpoint, now_rfc3339
+from calico_cni.model.records import NETWORK_ANNOTATION, WorkloadEndpoint, now_rfc3339
 from calico_cni.plugins.calico_ipam import defer_release
 from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
 from calico_cni.plugins.services import Services
 from calico_cni.plugins.status import etcd_unavailable, ipam_status
 from calico_cni.protocol.delegate import delegate
+from calico_cni.protocol.gc import valid_attachments
 from calico_cni.protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
 from calico_cni.protocol.request import CniRequest
 from calico_cni.protocol.result import convert, normalize
 from calico_cni.workload import Identity
 from calico_ipam import reconcile as reconciliation
-from calico_cni.model.records import NETWORK_ANNOTATION
-from calico_cni.protocol.gc import valid_attachments
 from calico_ipam.replay import replay_quietly
 
 log = logging.getLogger(__name__)
