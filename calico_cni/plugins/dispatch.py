@@ -27,8 +27,8 @@ VERBS = (("ADD", "add"), ("DEL", "delete"), ("CHECK", "check"), ("GC", "gc"), ("
 
 
 def in_process_services() -> Services:
-    """The services of a one-shot plugin process: a new etcd client per datastore, and a block
-    memory that starts empty (a plugin process has seen no block)."""
+    """`Services.in_process()`, the services of a one-shot plugin process, imported only when a
+    verb runs (this module imports nothing at its top)."""
     from calico_cni.plugins.services import Services
 
     return Services.in_process()
