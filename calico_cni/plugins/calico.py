@@ -303,14 +303,14 @@ def status(request: CniRequest, services: Services) -> None:
         store = _datastore(stack, services, conf, bounded=False)
         try:
             replay_quietly(store, Journal(conf.journal_dir))
-        except (CniError, DatastoreError) as err:
+        except DatastoreError as err:
             raise etcd_unavailable(err) from None
         if conf.ipam_type == CALICO_IPAM:
             ipam_status(store, conf.ipam, node_name(request.config))
         else:
             try:
                 store.ipam_config()
-            except (CniError, DatastoreError) as err:
+            except DatastoreError as err:
                 raise etcd_unavailable(err) from None
     if conf.ipam_type != CALICO_IPAM:
         delegate(request, conf.ipam_type, "STATUS")
