@@ -20,6 +20,14 @@ def escape_segment(text: str) -> str:
     return text.replace("-", "--")
 
 
+def endpoint_of(endpoint, container_id: str | None, ifname: str | None) -> bool:
+    """Whether a WorkloadEndpoint is the one of the attachment (container_id, ifname): only when
+    its containerID and interface match (one that records no interface matches any), so a DEL of an
+    old sandbox never deletes the endpoint of a newer sandbox of the same pod."""
+    spec = endpoint.doc.get("spec") or {}
+    return spec.get("containerID") == container_id and spec.get("endpoint", ifname) == ifname
+
+
 @dataclass(frozen=True)
 class Identity:
     """One attachment (network, container ID, interface name) on one node: the unit addresses,
@@ -75,10 +83,8 @@ class Identity:
         return alias == self.alias
 
     def owns_endpoint(self, endpoint) -> bool:
-        """Whether an endpoint is this attachment's: only when its containerID (and interface) match,
-        so a DEL of an old sandbox never deletes the endpoint of a newer sandbox of the same pod."""
-        spec = endpoint.doc.get("spec") or {}
-        return spec.get("containerID") == self.container_id and spec.get("endpoint", self.ifname) == self.ifname
+        """Whether an endpoint is this attachment's (`endpoint_of`)."""
+        return endpoint_of(endpoint, self.container_id, self.ifname)
 
     def profiles(self) -> list[str]:
         """Calico's profiles: `kns.<namespace>` for pods, the network name otherwise."""

@@ -21,6 +21,7 @@ from calico_cni.datastore.errors import DatastoreUnavailable
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal, read_entry
 from calico_cni.model.records import parse_time
+from calico_cni.workload import endpoint_of
 from calico_ipam import allocator
 from calico_ipam import blocks as blk
 
@@ -81,12 +82,7 @@ def replay_entry(store: Datastore, doc: dict[str, Any]) -> None:
 
 
 def _container_has_endpoint(store: Datastore, doc: dict[str, Any]) -> bool:
-    cid, ifname = doc.get("containerID"), doc.get("ifname")
-    for ep in store.workload_endpoints():
-        spec = ep.spec
-        if spec.get("containerID") == cid and spec.get("endpoint", ifname) == ifname:
-            return True
-    return False
+    return any(endpoint_of(ep, doc.get("containerID"), doc.get("ifname")) for ep in store.workload_endpoints())
 
 
 def replay_quietly(store: Datastore, journal: Journal) -> None:
