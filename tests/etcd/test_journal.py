@@ -226,3 +226,31 @@ def test_in_process_rollback_with_etcd_unreachable_is_journaled_exactly(store, p
     replay_quietly(store, Journal(conf["release_journal_dir"]))
     assert pending(conf["release_journal_dir"]) == []
     assert held_addresses(store) == {"net1.c0": [str(earlier.assigned[0].address)]}
+
+
+def test_replay_without_held_record_spares_a_container_whose_interface_has_an_endpoint(store, pools, tmp_path):
+    """An entry that recorded no allocations is left alone while the container's interface has a
+    workload endpoint again; an endpoint of another interface of the container does not spare it."""
+    from calico_cni.journal import Journal
+    from calico_cni.model.records import WorkloadEndpoint
+    from calico_ipam import allocator
+    from calico_ipam.replay import replay_quietly
+
+    got = allocator.assign(store, allocator.Attachment("net1.c1", "node1", "eth0"), [allocator.FamilyRequest(4)])
+    journal = Journal(str(tmp_path / "journal"))
+
+    def endpoint(ifname: str) -> WorkloadEndpoint:
+        wep = WorkloadEndpoint("default", f"node1-cni-c1-{ifname}", {"spec": {"node": "node1", "containerID": "c1", "endpoint": ifname}})
+        assert store.commit(puts=[wep])
+        return store.workload_endpoint("default", wep.name)
+
+    eth0 = endpoint("eth0")
+    journal.add_pending("net1", "c1", "eth0", "net1.c1", [], None)
+    replay_quietly(store, journal)
+    assert journal.pending() == [] and held_addresses(store) == {"net1.c1": [str(got[0].address)]}
+
+    assert store.commit(deletes=[eth0])
+    endpoint("eth1")
+    journal.add_pending("net1", "c1", "eth0", "net1.c1", [], None)
+    replay_quietly(store, journal)
+    assert journal.pending() == [] and held_addresses(store) == {}
