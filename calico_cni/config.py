@@ -300,32 +300,20 @@ def journal_dir(config: Mapping[str, Any], environ: Mapping[str, str] | None = N
 
 @dataclass(frozen=True)
 class IpamPluginSettings:
-    """What `calico-ipam` reads from its network configuration and environment."""
+    """What `calico-ipam` reads from its network configuration and environment, but the node name:
+    each verb resolves it (or, needing none, only type-checks its keys) where its order of errors
+    puts it."""
 
     ipam: IpamSettings
     etcd: EtcdSettings
     operation_timeout: float
     journal_dir: str
-    # None for the verbs that need no node name (DEL, CHECK): a DEL must work with the CNI_ARGS
-    # of an ADD that failed, and a node-name file that is gone must not keep an address held.
-    node: str | None
 
 
-def ipam_plugin_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, resolve_node: bool | None) -> IpamPluginSettings:
+def ipam_plugin_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> IpamPluginSettings:
     """calico-ipam's settings, every key checked before the first etcd call so that a bad request
-    fails with its error and changes nothing. With `resolve_node` False the node-name keys are only
-    type-checked (no file is read); with None they are left to the caller, which resolves the node
-    later in its own order."""
-    ipam = ipam_settings(config)
-    etcd = etcd_settings(config, environ)
-    timeout = operation_timeout(config)
-    directory = journal_dir(config, environ)
-    node: str | None = None
-    if resolve_node:
-        node = node_name(config)
-    elif resolve_node is False:
-        check_node_name_keys(config)
-    return IpamPluginSettings(ipam, etcd, timeout, directory, node)
+    fails with its error and changes nothing."""
+    return IpamPluginSettings(ipam_settings(config), etcd_settings(config, environ), operation_timeout(config), journal_dir(config, environ))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Sequence
 
-from calico_cni.config import ConfigError, IpamPluginSettings, IpamSettings, ipam_plugin_settings, node_name
+from calico_cni.config import ConfigError, IpamPluginSettings, IpamSettings, check_node_name_keys, ipam_plugin_settings, node_name
 from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal
@@ -30,10 +30,6 @@ from calico_ipam.replay import replay_quietly
 
 log = logging.getLogger(__name__)
 
-# The verbs that resolve the node's name with their settings; ADD resolves it after the addresses
-# it is asked for (with both wrong, the address error wins, as it always did); DEL and CHECK need
-# none, so a DEL works with the CNI_ARGS of an ADD that failed and a node-name file that is gone.
-_NEED_NODE = ("GC", "STATUS")
 
 
 def handle_id(request: CniRequest) -> str:
@@ -134,9 +130,14 @@ def ipam_result(assigned: list[Assigned]) -> dict:
 
 def settings(request: CniRequest) -> IpamPluginSettings:
     """Every key and variable this verb uses, checked before the first etcd call (the logging
-    keys were checked when logging was set up)."""
-    resolve = None if request.command == "ADD" else request.command in _NEED_NODE
-    return ipam_plugin_settings(request.config, request.environ, resolve_node=resolve)
+    keys were checked when logging was set up). GC and STATUS resolve the node's name right after
+    these; ADD after the addresses it is asked for (with both wrong, the address error wins, as it
+    always did); DEL and CHECK need none and only type-check its keys, so a DEL works with the
+    CNI_ARGS of an ADD that failed and a node-name file that is gone."""
+    conf = ipam_plugin_settings(request.config, request.environ)
+    if request.command in ("DEL", "CHECK"):
+        check_node_name_keys(request.config)
+    return conf
 
 
 def _check_prev_result(request: CniRequest) -> None:
@@ -194,26 +195,26 @@ def gc(request: CniRequest, services: Services) -> None:
     """GC: release every allocation of this network on this node whose attachment is not in
     `cni.dev/valid-attachments`."""
     conf = settings(request)
-    assert conf.node is not None
+    node = node_name(request.config)
     live = valid_attachments(request.config)
     journal = Journal(conf.journal_dir)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         replay_quietly(store, journal)
-        reconcile(store, request.network, conf.node, live, endpoints=False, journal=journal)
+        reconcile(store, request.network, node, live, endpoints=False, journal=journal)
 
 
 def status(request: CniRequest, services: Services) -> None:
     """STATUS: etcd answers and a pool usable by this node has room; else error 50."""
     conf = settings(request)
+    node = node_name(request.config)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         try:
             replay_quietly(store, Journal(conf.journal_dir))
         except (CniError, DatastoreError) as err:
             raise etcd_unavailable(err) from None
-        assert conf.node is not None
-        ipam_status(store, conf.ipam, conf.node)
+        ipam_status(store, conf.ipam, node)
 
 
 def check_addresses(request: CniRequest, store: Datastore) -> None:
