@@ -31,7 +31,6 @@ from calico_ipam.replay import replay_quietly
 log = logging.getLogger(__name__)
 
 
-
 def handle_id(request: CniRequest) -> str:
     """The IPAM handle of a request's attachment: `<network>.<containerID>` (Calico's format)."""
     return attachment_handle(request.network, request.container_id)
