@@ -87,7 +87,7 @@ def _string(config: Mapping[str, Any], key: str, default: str | None = None) -> 
     return value
 
 
-def flag(value: Any, key: str) -> bool:
+def _flag(value: Any, key: str) -> bool:
     """A boolean setting: Calico writes booleans as "true"/"false" strings; real booleans too."""
     if isinstance(value, bool):
         return value
@@ -97,7 +97,7 @@ def flag(value: Any, key: str) -> bool:
 
 
 def _bool(config: Mapping[str, Any], key: str, default: bool) -> bool:
-    return flag(config.get(key, default), key)
+    return _flag(config.get(key, default), key)
 
 
 def _number(config: Mapping[str, Any], key: str, default: float, minimum: float = 0) -> float:
@@ -354,7 +354,7 @@ def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, re
     container = config.get("container_settings") or {}
     if not isinstance(container, dict):
         raise ConfigError("container_settings must be an object")
-    forwarding = flag(container.get("allow_ip_forwarding", False), "container_settings.allow_ip_forwarding")
+    forwarding = _flag(container.get("allow_ip_forwarding", False), "container_settings.allow_ip_forwarding")
     timeout = operation_timeout(config)
     directory = journal_dir(config, environ)
     ipam = ipam_settings(config)
