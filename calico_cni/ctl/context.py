@@ -16,8 +16,7 @@ from typing import Any, Callable
 import click
 
 from calico_cni.config import ETCD_STRING_KEYS, EtcdSettings, etcd_settings, journal_dir
-from calico_cni.datastore.etcd import EtcdClient
-from calico_cni.datastore.store import Datastore
+from calico_cni.datastore.store import Datastore, connect
 from calico_cni.journal import Journal
 from calico_ipam import replay
 
@@ -122,13 +121,12 @@ class Ctl:
         """The datastore, connected on first use; closed (and the node's pending releases
         replayed) when the command ends."""
         if self._store is None:
-            settings = self.settings()
-            self._store = Datastore(EtcdClient(settings))
+            self._store = connect(self.settings())
             self._ctx.call_on_close(self._store.close)
-            self._ctx.call_on_close(lambda: self._replay_journal(settings.endpoints))
+            self._ctx.call_on_close(self._replay_journal)
         return self._store
 
-    def _replay_journal(self, endpoints) -> None:
+    def _replay_journal(self) -> None:
         """Finish the node's pending releases (DELs that found etcd unreachable), once the
         command's own etcd work succeeded. The journal is CALICO_RELEASE_JOURNAL_DIR, else the
         plugins' default."""
