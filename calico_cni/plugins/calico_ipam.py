@@ -211,7 +211,7 @@ def status(request: CniRequest, services: Services) -> None:
         store = _datastore(stack, services, conf)
         try:
             replay_quietly(store, Journal(conf.journal_dir))
-        except (CniError, DatastoreError) as err:
+        except DatastoreError as err:
             raise etcd_unavailable(err) from None
         ipam_status(store, conf.ipam, node)
 
