@@ -25,6 +25,7 @@ from calico_cni.model.keys import attachment_handle
 from calico_cni.model.records import NETWORK_ANNOTATION, parse_time
 from calico_cni.workload import ALIAS_PREFIX
 from calico_ipam.allocator import Assigned, release_exact
+from calico_ipam.inventory import block_allocations
 
 log = logging.getLogger(__name__)
 
@@ -126,24 +127,19 @@ def reconcile(
     dead: dict[str, list[Assigned]] = {}
     network_addresses = set()
     for block in snapshot.blocks:
-        for o in range(block.size):
-            attr = block.attribute(o)
-            if not attr or attr.get("handle_id") is None:
+        for a in block_allocations(block):
+            ifname = a.secondary.get("ifname")
+            if a.secondary.get("network") != network or a.node != node:
                 continue
-            sec = attr.get("secondary") or {}
-            if sec.get("network") != network or sec.get("node") != node:
+            network_addresses.add(a.address)
+            cid = live_handles.get(a.handle)
+            if cid is not None and (cid, ifname) in live:
                 continue
-            handle_id = attr["handle_id"]
-            address = block.address(o)
-            network_addresses.add(address)
-            cid = live_handles.get(handle_id)
-            if cid is not None and (cid, sec.get("ifname")) in live:
-                continue
-            if _young(sec.get("timestamp"), grace_seconds, now):
+            if _young(a.timestamp, grace_seconds, now):
                 report.young += 1
-                young_attachments.add((handle_id, sec.get("ifname")))
+                young_attachments.add((a.handle, ifname))
                 continue
-            dead.setdefault(handle_id, []).append(Assigned(address, block.cidr, o, block.seq_for_alloc.get(str(o))))
+            dead.setdefault(a.handle, []).append(Assigned(a.address, a.block, a.ordinal, a.sequence))
     if ipam:
         for handle_id, items in sorted(dead.items()):
             for a in release_exact(store, handle_id, items):
