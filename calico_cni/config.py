@@ -326,8 +326,8 @@ class CalicoSettings:
     journal_dir: str
     ipam: IpamSettings
     node: str | None
-    _etcd: EtcdSettings | None = field(default=None, repr=False)
-    _etcd_error: ConfigError | None = field(default=None, repr=False)
+    # The etcd settings, or why they cannot be used (raised by `etcd`, when the verb needs them).
+    _etcd: EtcdSettings | ConfigError = field(repr=False)
 
     @property
     def ipam_type(self) -> str:
@@ -339,9 +339,8 @@ class CalicoSettings:
         """The etcd settings. An unusable etcd key is reported here, when the verb first needs
         etcd, not at parse time: DEL tears the dataplane down before it needs etcd, and an ADD
         into a missing network namespace reports that first."""
-        if self._etcd_error is not None:
-            raise self._etcd_error
-        assert self._etcd is not None
+        if isinstance(self._etcd, ConfigError):
+            raise self._etcd
         return self._etcd
 
 
@@ -359,8 +358,9 @@ def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, re
     directory = journal_dir(config, environ)
     ipam = ipam_settings(config)
     node = node_name(config) if resolve_node else None
+    etcd: EtcdSettings | ConfigError
     try:
-        etcd, error = etcd_settings(config, environ), None
+        etcd = etcd_settings(config, environ)
     except ConfigError as exc:
-        etcd, error = None, exc
-    return CalicoSettings(mtu or None, forwarding, timeout, directory, ipam, node, etcd, error)
+        etcd = exc
+    return CalicoSettings(mtu or None, forwarding, timeout, directory, ipam, node, etcd)
