@@ -35,3 +35,14 @@ def test_gc_reports_missing_valid_attachments_before_the_node_name(ipam_conf, pl
         assert run.rc != 0 and run.out["code"] == 7 and "nodename" in run.out.get("details", ""), run.stdout
     else:
         assert run.rc != 0 and run.out["code"] == 7 and "valid-attachments" in run.out["msg"], run.stdout
+
+
+def test_calico_reports_an_unusable_etcd_key_only_when_it_needs_etcd(ipam_conf):
+    """calico parses its etcd keys with its other settings but reports them when the verb first
+    needs etcd: an ADD into a network namespace that does not exist says so first, and a DEL still
+    reports the etcd key (after tearing down what needs no datastore)."""
+    conf = {**ipam_conf(), "type": "calico", "datastore_type": "kubernetes"}
+    run = run_plugin("calico", "ADD", conf, cni_env("c1", netns_path="/nonexistent/netns"))
+    assert run.rc != 0 and run.out["code"] == 4 and "CNI_NETNS" in run.out["msg"], run.stdout
+    run = run_plugin("calico", "DEL", conf, cni_env("c1", netns_path=""))
+    assert run.rc != 0 and run.out["code"] == 7 and "datastore_type" in run.out["msg"], run.stdout
