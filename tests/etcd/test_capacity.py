@@ -16,7 +16,7 @@ from calico_cni.protocol.errors import CniError
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, FamilyRequest
 from calico_ipam.errors import AddressesExhausted
-from tests.pools import create_pool
+from tests.pools import create_pool, set_config
 
 IPAM = IpamSettings(type="calico-ipam")
 
@@ -65,3 +65,19 @@ def test_a_block_whose_every_address_is_reserved_is_not_room(store):
     assert not status_ok(store)
     with pytest.raises(AddressesExhausted):
         assign(store, att("c4"))
+
+
+def test_a_free_address_in_another_nodes_block_is_room_unless_strict_affinity(store):
+    # Two /31 blocks: node2 holds one with an address free, node1 fills the other.
+    create_pool(store, "p1", "198.18.42.0/30", block_size=31)
+    assign(store, att("other", node="node2"))
+    assign(store, att("c0"))
+    assign(store, att("c1"))
+    set_config(store, strict_affinity=True)
+    assert not status_ok(store)
+    with pytest.raises(AddressesExhausted, match="strict affinity"):
+        assign(store, att("c2"))
+    set_config(store, strict_affinity=False)
+    assert status_ok(store)
+    assign(store, att("c2"))  # borrowed from node2's block
+    assert not status_ok(store)
