@@ -50,6 +50,12 @@ def settings(request: CniRequest) -> CalicoSettings:
     return calico_settings(request.config, request.environ, resolve_node=request.command not in ("GC", "STATUS"))
 
 
+def _identity(request: CniRequest, conf: CalicoSettings) -> Identity:
+    """The attachment's names on this node, for ADD, DEL and CHECK (their settings resolved the node)."""
+    assert conf.node is not None
+    return Identity.of(request, conf.node)
+
+
 def _datastore(stack: contextlib.ExitStack, services: Services, conf: CalicoSettings, bounded: bool = True) -> Datastore:
     """The verb's datastore, closed when the verb ends; `bounded`: every etcd call ends within
     `add_timeout` of now."""
@@ -138,8 +144,7 @@ def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
 def add(request: CniRequest, services: Services) -> dict:
     """ADD: addresses from IPAM, the workload wired, its endpoint written; the CNI result."""
     conf = settings(request)
-    assert conf.node is not None
-    ident = Identity.of(request, conf.node)
+    ident = _identity(request, conf)
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
         container = stack.enter_context(_open_container(request))
@@ -225,8 +230,7 @@ def delete(request: CniRequest, services: Services) -> None:
     """DEL: remove the interfaces, release the addresses, delete the endpoint. Succeeds when repeated,
     when CNI_NETNS is empty or gone, and when ADD never happened."""
     conf = settings(request)
-    assert conf.node is not None
-    ident = Identity.of(request, conf.node)
+    ident = _identity(request, conf)
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
         container = None
@@ -325,8 +329,7 @@ def check(request: CniRequest, services: Services) -> None:
     """CHECK: the container interface, its addresses and routes, the host veth and its routes, the
     endpoint and the IPAM allocation all match prevResult; every discrepancy is named."""
     conf = settings(request)
-    assert conf.node is not None
-    ident = Identity.of(request, conf.node)
+    ident = _identity(request, conf)
     prev = normalize(request.prev_result or {})
     problems: list[str] = []
 
