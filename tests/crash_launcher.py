@@ -23,11 +23,8 @@ import threading
 # The environment variable a crash test sets: SIGKILL the process just before its Nth commit.
 KILL = "CALICO_CNI_TEST_KILL_AT_WRITE"
 
-ENTRY_POINTS = {
-    "calico": "calico_cni.main:main",
-    "calico-ipam": "calico_ipam.main:main",
-    "calico-cni-agent": "calico_cni.agent.main:main",
-}
+# The programs a crash launcher is written for (their entry points: calico_cni.launcher's).
+PROGRAMS = ("calico", "calico-ipam", "calico-cni-agent")
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _directory: str | None = None
@@ -86,13 +83,17 @@ def crashing(name: str) -> str:
         import shutil
         import tempfile
 
+        # Not at the top: a launcher imports this module before its entry point, and this one
+        # imports `site`, which `python -S` skips.
+        from calico_cni.launcher import ENTRY_POINTS
+
         directory = tempfile.mkdtemp(prefix="calico-cni-crash-bin-")
         os.chmod(directory, 0o755)
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        for program, entry_point in ENTRY_POINTS.items():
+        for program in PROGRAMS:
             path = os.path.join(directory, program)
             with open(path, "w") as f:
-                f.write(render(entry_point))
+                f.write(render(ENTRY_POINTS[program]))
             os.chmod(path, 0o755)
         _directory = directory
     return os.path.join(_directory, name)
