@@ -172,22 +172,27 @@ def prepare_block(block: Block, view: IpamView) -> set[int]:
 
 
 def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], view: IpamView, family: int) -> tuple[Block, Affinity] | None:
-    """Claim a free block of the first pool that has one; None when every pool is fully claimed.
-
-    The pending affinity and the new block are created in one transaction that also requires
-    that none of this node's affinities changed since `view` was read, so concurrent ADDs on one
-    node claim one block between them, not one each. The caller confirms the affinity in the
-    commit that allocates from the block.
+    """Claim a free block of the first pool that has one (`_create_claimed`); None when every
+    pool is fully claimed. The caller confirms the affinity in the commit that allocates from the
+    block.
     """
     for pool, block in claimable_blocks(store.block_cidrs(family), pools, att.node, view.reservations):
-        affinity = Affinity(att.node, block.cidr, PENDING)
-        guard = (keys.host_affinities(att.node, family), view.revision)
-        if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
-            raise Conflict()
+        affinity = _create_claimed(store, att.node, block, view)
         log.info("node %s claimed block %s of pool %s", att.node, block.cidr, pool.name)
         view.affinities.setdefault(family, []).append(affinity)
         return block, affinity
     return None
+
+
+def _create_claimed(store: Datastore, node: str, block: Block, view: IpamView) -> Affinity:
+    """Create the new `block` with a pending affinity of `node` to it, in one transaction that
+    fails (`Conflict`) if any of the node's affinities of the block's family changed since `view`
+    was read, so concurrent ADDs on one node claim one block between them, not one each."""
+    affinity = Affinity(node, block.cidr, PENDING)
+    guard = (keys.host_affinities(node, keys.family_of(block.cidr)), view.revision)
+    if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
+        raise Conflict()
+    return affinity
 
 
 def claimable_blocks(existing: Collection[str], pools: Sequence[IPPool], node: str, reservations: Sequence[IPNetwork]) -> Iterator[tuple[IPPool, Block]]:
@@ -299,10 +304,7 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
         affine = may_claim(view.config, len(view.affinities.get(family, [])))
         block = Block.new(cidr, att.node if affine else None)
         if affine:
-            affinity = Affinity(att.node, cidr, PENDING)
-            guard = (keys.host_affinities(att.node, family), view.revision)
-            if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
-                raise Conflict()
+            affinity = _create_claimed(store, att.node, block, view)
             affinity.state = CONFIRMED
             store.commit(puts=[affinity])
         elif not store.commit(puts=[block]):
