@@ -1,0 +1,105 @@
+"""Rules that many resource fields share, as Calico's validator states them: names, labels, IP
+addresses and networks, AS numbers, selectors, ports. Each check takes a value and returns the
+reason it is refused (a sentence naming the rule and what would be accepted), or None. Kinds use
+them as a schema field's `check` (see `model.schema`). Standard library only."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from calico_cni.model.selector import SelectorError, parse
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_DNS_LABEL_ONLY = re.compile(rf"^{_DNS_LABEL}$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_INTERFACE = re.compile(r"^[a-zA-Z0-9_.\-]{1,15}$")
+
+
+def dns_subdomain(name: str) -> str | None:
+    """A resource name (Kubernetes' DNS subdomain): lower-case letters, digits, '-' and '.',
+    starting and ending with a letter or digit, at most 253 characters."""
+    if not name or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        return (
+            f"invalid name {name!r}: use lower-case letters, digits, '-' and '.', starting and ending "
+            "with a letter or digit (at most 253 characters)"
+        )
+    return None
+
+
+def dns_label(name: str) -> str | None:
+    """A namespace or tier name (a DNS label): lower-case letters, digits and '-', at most 63."""
+    if not name or len(name) > 63 or not _DNS_LABEL_ONLY.match(name):
+        return f"invalid name {name!r}: use lower-case letters, digits and '-', starting and ending with a letter or digit (at most 63 characters)"
+    return None
+
+
+def label_key(key: str) -> str | None:
+    """A label key: [prefix/]name, the prefix a DNS subdomain, the name at most 63 letters, digits,
+    '-', '_' or '.', starting and ending with a letter or digit."""
+    prefix, slash, name = key.rpartition("/")
+    if (slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) or not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (
+            f"invalid label key {key!r}: expected [prefix/]name, the name at most 63 letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit"
+        )
+    return None
+
+
+def label_value(value: str) -> str | None:
+    """A label value: empty, or at most 63 letters, digits, '-', '_' or '.', starting and ending
+    with a letter or digit."""
+    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        return f"invalid label value {value!r}: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    return None
+
+
+def selector(text: str) -> str | None:
+    """A selector in Calico's language (`model.selector`)."""
+    try:
+        parse(text)
+    except SelectorError as exc:
+        return f"invalid selector {text!r}: {exc}"
+    return None
+
+
+def ip(text: str) -> str | None:
+    """An IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return f"invalid IP address {text!r}"
+    return None
+
+
+def cidr(text: str) -> str | None:
+    """An IPv4 or IPv6 network; a bare address means a /32 or /128, as Calico reads it; host bits
+    are allowed (Calico masks them)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return f"invalid CIDR {text!r}: expected an IPv4 or IPv6 network such as 198.18.0.0/24"
+    return None
+
+
+def interface_name(text: str) -> str | None:
+    """A Linux interface name: at most 15 letters, digits, '_', '.' or '-'."""
+    if not _INTERFACE.match(text):
+        return f"invalid interface name {text!r}: at most 15 letters, digits, '_', '.' or '-'"
+    return None
+
+
+def as_number(value: int) -> str | None:
+    """A 4-byte BGP AS number: 1 to 4294967295 (Calico also accepts the "a.b" dotted form, which
+    its YAML decoder turns into a number)."""
+    if not 0 < value <= 4294967295:
+        return f"invalid AS number {value}: expected 1 to 4294967295"
+    return None
+
+
+def port(value: int) -> str | None:
+    """A port number, 1 to 65535 (0 is not a port Calico accepts)."""
+    if not 0 < value <= 65535:
+        return f"invalid port {value}: expected 1 to 65535"
+    return None
