@@ -329,6 +329,7 @@ class Datastore:
         deletes: Sequence[Record] = (),
         unchanged: Sequence[Record] = (),
         prefix_unchanged_since: tuple[str, int] | None = None,
+        prefixes_unchanged_since: Sequence[tuple[str, int]] = (),
     ) -> bool:
         """Write `puts` and delete `deletes` atomically, if none of them (nor `unchanged`) moved.
 
@@ -336,11 +337,12 @@ class Datastore:
         success the put records take the new revision; on a lost race nothing is written and
         False is returned, so the caller re-reads and tries again. `prefix_unchanged_since`
         (prefix, revision) also requires that no key under the prefix was created or modified after
-        that revision (used so concurrent block claims of one node serialise).
+        that revision (used so concurrent block claims of one node serialise);
+        `prefixes_unchanged_since` does the same for several prefixes.
         """
         compares = [Compare(r.key, r.revision) for r in (*puts, *deletes, *unchanged)]
-        if prefix_unchanged_since:
-            compares.append(Compare(prefix_unchanged_since[0], prefix_unchanged_since[1], prefix=True))
+        for prefix, since in (*([prefix_unchanged_since] if prefix_unchanged_since else []), *prefixes_unchanged_since):
+            compares.append(Compare(prefix, since, prefix=True))
         ok, revision = self.client.commit(compares, [(r.key, r.to_json()) for r in puts], [r.key for r in deletes])
         if ok:
             for r in puts:

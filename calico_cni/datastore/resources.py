@@ -1,0 +1,72 @@
+"""Calico's v3 resources of every kind, read and written by their typed description
+(`model.schema.Kind`): the only code that reads a resource kind calicoctl manages by key.
+
+Reads keep every field of the stored record (design rule 15); writes go through
+`Datastore.commit`, a compare-and-swap on each key's revision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from calico_cni.datastore.etcd import Range
+from calico_cni.datastore.store import Datastore
+from calico_cni.model import resource as naming
+from calico_cni.model.resource import Resource
+from calico_cni.model.schema import Kind
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Which resource: its kind, name and (namespaced kinds) namespace."""
+
+    kind: Kind
+    name: str
+    namespace: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The etcd key."""
+        return naming.key(self.kind, self.name, self.namespace)
+
+    @property
+    def identifier(self) -> str:
+        """`Kind(name)`, as Calico's messages name it."""
+        return naming.identifier(self.kind, self.name, self.namespace)
+
+
+class Unreadable(ValueError):
+    """A stored record that is not a JSON object (nothing Calico writes)."""
+
+
+def _parse(kind: Kind, key: str, value: bytes, revision: int) -> Resource:
+    try:
+        return Resource.from_stored(kind, value, revision)
+    except ValueError:
+        raise Unreadable(f"the record at {key} is not a {kind.name} document (not a JSON object)") from None
+
+
+def read(store: Datastore, refs: Sequence[Ref]) -> tuple[list[Resource | None], int]:
+    """The resources `refs` name (None for each that does not exist), read in one round trip at one
+    revision, and that revision."""
+    if not refs:
+        return [], 0
+    results, revision = store.client.read([Range(r.key) for r in refs])
+    return [_parse(r.kind, kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None for r, kvs in zip(refs, results)], revision
+
+
+def get(store: Datastore, ref: Ref) -> Resource | None:
+    """The resource `ref` names, or None."""
+    kv = store.client.get(ref.key)
+    return _parse(ref.kind, kv.key, kv.value, kv.mod_revision) if kv else None
+
+
+def list_kind(store: Datastore, kind: Kind, namespace: str | None = None) -> tuple[list[Resource], int]:
+    """Every resource of `kind` (in `namespace`, or in every namespace when None), in key order, and
+    the revision they were read at."""
+    (kvs,), revision = store.client.read([Range(naming.prefix(kind, namespace), prefix=True)])
+    # A namespaced prefix without a namespace lists every namespace; deeper keys are not resources.
+    depth = 2 if kind.namespaced and not namespace else 1
+    prefix = naming.prefix(kind, namespace)
+    out = [_parse(kind, kv.key, kv.value, kv.mod_revision) for kv in kvs if kv.key[len(prefix):].count("/") == depth - 1]
+    return out, revision
