@@ -1,0 +1,519 @@
+"""create, apply, replace, delete, patch, label and get over every resource kind, as calicoctl
+does them, each driven by the kind's description (`model.kinds`), never by per-kind copies.
+
+- Every document of a file is decoded and checked first (`resources.documents`); then the file is
+  written in one etcd transaction when it fits (etcd's default limit is 128 operations), so a
+  failure writes nothing. A larger file is written document by document in file order, and a
+  failure raises `PartialSuccess` saying how many were written.
+- Optimistic concurrency as Calico: `metadata.resourceVersion` is the key's etcd mod revision; a
+  stale one in the file is an update conflict. Without one, apply and replace update the latest
+  (re-read and retried when another writer got there first). `uid` and `creationTimestamp` are set
+  on create and never changed.
+- An apply or replace that would not change the stored resource writes nothing, so watchers see no
+  event.
+- Rules that need other stored resources: IP pools may not overlap (checked against every pool, with
+  the pools' prefix in the transaction's compares, so a concurrent pool cannot slip in); a policy's
+  tier must exist (the default tier is created with Calico's defaults along with the first policy
+  that needs it, as calico-node's initialisation would have); the default tier and tiers that still
+  hold policies are not deleted.
+- Deleting an IP pool or a node does more than delete a key (`resources.removal`).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+from calico_cni.datastore import resources as stored
+from calico_cni.datastore.resources import Ref
+from calico_cni.datastore.store import Datastore
+from calico_cni.model import checks, kinds
+from calico_cni.model.keys import POOLS
+from calico_cni.model.kinds.ipam import IPPOOL
+from calico_cni.model.resource import DEFAULT_TIER, Resource, tier_of
+from calico_cni.model.schema import Invalid, Kind
+
+from calico_cni.resources import removal
+from calico_cni.resources.documents import Document
+from calico_cni.resources.errors import (
+    AlreadyExists,
+    BadDocument,
+    DoesNotExist,
+    PartialSuccess,
+    Refused,
+    ResourceError,
+    UpdateConflict,
+)
+
+# etcd's default --max-txn-ops: a transaction holds at most this many compares and this many writes.
+MAX_TXN_OPS = 128
+# How often a write is re-read and retried after another writer changed what it read.
+ATTEMPTS = 5
+# What calico-node's initialisation writes for the default tier (Calico v3.30).
+DEFAULT_TIER_SPEC = {"order": 1000000, "defaultAction": "Deny"}
+UNDELETABLE_TIERS = ("default", "adminnetworkpolicy")
+
+
+@dataclass
+class Outcome:
+    """What a verb did: documents handled (written, unchanged or skipped), in file order."""
+
+    written: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    kinds: list[str] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
+
+    @property
+    def handled(self) -> int:
+        """Written, unchanged or skipped."""
+        return self.written + self.unchanged + self.skipped
+
+    def add(self, other: "Outcome") -> None:
+        """Count `other`'s documents as handled too."""
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.skipped += other.skipped
+        self.kinds += [k for k in other.kinds if k not in self.kinds]
+        self.resources += other.resources
+
+
+def now() -> str:
+    """A creationTimestamp as Calico writes one (RFC 3339, seconds, UTC)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ref_of(document: Document) -> Ref:
+    """Which stored resource a document is about."""
+    meta = document.doc["metadata"]
+    return Ref(document.kind, meta["name"], meta.get("namespace") if document.kind.namespaced else None)
+
+
+def _readonly(verb: str, kind: Kind) -> None:
+    if not kind.writable:
+        raise Refused(f"operation {verb} is not supported on {kind.name}: resource is readonly")
+
+
+def _read_normalised(resource: Resource) -> dict[str, Any]:
+    """The document as a read of the stored record would show it (so a document and the stored
+    record it equals compare equal)."""
+    return Resource.from_stored(resource.kind, resource.to_json(), 0).doc
+
+
+# -- planning one batch ------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """One batch's writes, and what must not have moved since it was read."""
+
+    puts: list[Resource] = field(default_factory=list)
+    deletes: list[Resource] = field(default_factory=list)
+    unchanged: list[Resource] = field(default_factory=list)
+    prefixes: list[tuple[str, int]] = field(default_factory=list)
+    outcome: Outcome = field(default_factory=Outcome)
+
+
+def _created(document: Document) -> Resource:
+    doc = copy.deepcopy(document.doc)
+    meta = doc["metadata"]
+    meta.pop("resourceVersion", None)
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = now()
+    return Resource(document.kind, doc, 0)
+
+
+def _updated(document: Document, current: Resource) -> Resource:
+    """The file's document over the stored one: uid and creationTimestamp stay the stored ones, and
+    a top-level part the file does not give (a node's status) is kept."""
+    doc = copy.deepcopy(document.doc)
+    meta = doc["metadata"]
+    meta.pop("resourceVersion", None)
+    for key in ("uid", "creationTimestamp"):
+        if key in current.doc.get("metadata", {}):
+            meta[key] = current.doc["metadata"][key]
+        else:
+            meta.pop(key, None)
+    for key, value in current.doc.items():
+        if key not in doc:
+            doc[key] = copy.deepcopy(value)
+    if document.kind.immutable is not None:
+        reason = document.kind.immutable(current.doc, doc)
+        if reason:
+            raise Refused(f"{_label(document)}: {reason}")
+    return Resource(document.kind, doc, current.revision)
+
+
+def _label(document: Document) -> str:
+    return f"{document.source} ({ref_of(document).identifier})"
+
+
+def _conflict(document: Document, given: str, current: Resource) -> UpdateConflict:
+    return UpdateConflict(
+        f"update conflict: {current.identifier}: resource version '{given}' in {document.source} is out of date "
+        f"(latest: {current.revision}); get the resource again and make the change on it"
+    )
+
+
+def _plan_writes(verb: str, documents: Sequence[Document], current: Sequence[Resource | None], skip_exists: bool) -> _Plan:
+    plan = _Plan()
+    for document, existing in zip(documents, current):
+        given = document.resource_version
+        if existing is not None and given and given != str(existing.revision):
+            if verb != "create":
+                raise _conflict(document, given, existing)
+        if verb == "create" or (verb == "apply" and existing is None):
+            if existing is not None:
+                if skip_exists:
+                    plan.outcome.skipped += 1
+                    continue
+                raise AlreadyExists(f"resource already exists: {existing.identifier} ({document.source})")
+            new = _created(document)
+            plan.puts.append(new)
+        else:
+            if existing is None:
+                raise DoesNotExist(f"resource does not exist: {ref_of(document).identifier} ({document.source})")
+            new = _updated(document, existing)
+            if _read_normalised(new) == existing.doc:
+                plan.unchanged.append(existing)
+                plan.outcome.unchanged += 1
+                plan.outcome.resources.append(existing)
+                _note_kind(plan.outcome, document.kind)
+                continue
+            plan.puts.append(new)
+        plan.outcome.written += 1
+        plan.outcome.resources.append(new)
+        _note_kind(plan.outcome, document.kind)
+    return plan
+
+
+def _note_kind(outcome: Outcome, kind: Kind) -> None:
+    if kind.name not in outcome.kinds:
+        outcome.kinds.append(kind.name)
+
+
+# -- rules that need other stored resources ------------------------------------------------------
+
+
+def _check_pools(store: Datastore, plan: _Plan) -> None:
+    """A new or changed pool may not share an address with another pool (stored, or in the file)."""
+    pools = [r for r in plan.puts if r.kind is IPPOOL]
+    if not pools:
+        return
+    existing, revision = stored.list_kind(store, IPPOOL)
+    plan.prefixes.append((POOLS, revision))
+    others = {r.name: r for r in existing}
+    for pool in pools:
+        others[pool.name] = pool
+    nets = {}
+    for name, r in others.items():
+        try:
+            nets[name] = ipaddress.ip_network(r.doc.get("spec", {}).get("cidr"), strict=False)
+        except (TypeError, ValueError):
+            continue
+    for pool in pools:
+        mine = nets[pool.name]
+        for name, net in sorted(nets.items()):
+            if name != pool.name and net.version == mine.version and net.overlaps(mine):
+                raise Refused(f"IPPool({pool.name}) CIDR {mine} overlaps with IPPool({name}) CIDR {net}")
+
+
+def _check_tiers(store: Datastore, plan: _Plan) -> None:
+    """A policy's tier must exist; the default tier is written along with the first policy that
+    needs it when nothing has created it yet (Calico's initialisation creates it)."""
+    wanted = {r.doc["spec"].get("tier") or tier_of(r.name) for r in plan.puts if r.kind.tiered}
+    if not wanted:
+        return
+    tier_kind = kinds.by_kind("Tier")
+    assert tier_kind is not None
+    in_file = {r.name for r in plan.puts if r.kind is tier_kind}
+    names = sorted(wanted - in_file)
+    found, _ = stored.read(store, [Ref(tier_kind, t) for t in names])
+    for name, tier in zip(names, found):
+        if tier is not None:
+            plan.unchanged.append(tier)
+        elif name == DEFAULT_TIER:
+            doc = {"apiVersion": kinds.API_VERSION, "kind": "Tier", "metadata": {"name": DEFAULT_TIER}, "spec": dict(DEFAULT_TIER_SPEC)}
+            plan.puts.insert(0, _created(Document("the default tier", tier_kind, doc)))
+        else:
+            raise Refused(f"resource does not exist: Tier({name}): create the tier before its policies")
+
+
+# -- running batches ---------------------------------------------------------------------------
+
+
+def _run(store: Datastore, what: str, attempt_batch: Callable[[], _Plan]) -> Outcome:
+    """Plan and commit one batch, re-reading and planning again when another writer got in between."""
+    for _ in range(ATTEMPTS):
+        plan = attempt_batch()
+        if not plan.puts and not plan.deletes:
+            return plan.outcome
+        if store.commit(puts=plan.puts, deletes=plan.deletes, unchanged=plan.unchanged, prefixes_unchanged_since=plan.prefixes):
+            return plan.outcome
+    raise UpdateConflict(f"update conflict: {what} kept changing while being written ({ATTEMPTS} attempts); try again")
+
+
+def _batches(documents: Sequence[Document]) -> list[list[Document]]:
+    """The whole file as one batch when it fits one transaction, else one batch per document."""
+    # Each document takes one write and one compare; a pool prefix and the default tier may add two.
+    if len(documents) + 2 <= MAX_TXN_OPS:
+        return [list(documents)]
+    return [[d] for d in documents]
+
+
+def _in_batches(verb: str, documents: Sequence[Document], run_batch: Callable[[list[Document]], Outcome]) -> Outcome:
+    batches = _batches(documents)
+    total = Outcome()
+    for batch in batches:
+        try:
+            total.add(run_batch(batch))
+        except ResourceError as exc:
+            if len(batches) == 1 or total.handled == 0:
+                raise
+            raise PartialSuccess(
+                f"Partial success: {verb} the first {total.handled} out of {len(documents)} resources; then {exc}",
+                done=total.handled,
+                total=len(documents),
+            ) from None
+    return total
+
+
+def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exists: bool = False) -> Outcome:
+    """create, apply or replace `documents` (verb "create", "apply" or "replace")."""
+    for document in documents:
+        _readonly(verb, document.kind)
+
+    def batch(docs: list[Document]) -> Outcome:
+        def attempt() -> _Plan:
+            current, _ = stored.read(store, [ref_of(d) for d in docs])
+            plan = _plan_writes(verb, docs, current, skip_exists)
+            _check_pools(store, plan)
+            _check_tiers(store, plan)
+            return plan
+
+        return _run(store, f"{len(docs)} resources", attempt)
+
+    done = {"create": "created", "apply": "applied", "replace": "replaced"}[verb]
+    return _in_batches(done, documents, batch)
+
+
+# -- delete ------------------------------------------------------------------------------------
+
+
+def _check_tier_delete(store: Datastore, tier: Resource) -> None:
+    if tier.name in UNDELETABLE_TIERS:
+        raise Refused(f"operation delete is not supported on Tier({tier.name}): Cannot delete {tier.name} tier")
+    for kind in (k for k in kinds.KINDS if k.tiered):
+        policies, _ = stored.list_kind(store, kind)
+        holding = [p.name for p in policies if (p.doc.get("spec") or {}).get("tier") == tier.name]
+        if holding:
+            raise Refused(f"operation delete is not supported on Tier({tier.name}): Cannot delete a non-empty tier (it holds {kind.name} {', '.join(holding[:3])})")
+
+
+def delete(
+    store: Datastore,
+    targets: Sequence[tuple[Ref, str | None, str]],
+    skip_not_exists: bool = False,
+    force: bool = False,
+    report: Callable[[str], None] = lambda line: None,
+) -> Outcome:
+    """Delete each (ref, resourceVersion or None, source) in order. IP pools and nodes are taken
+    apart by `resources.removal` one at a time; the rest are deleted in one transaction when they
+    fit. `force` is passed to the removals (release a pool's addresses; delete a node that still
+    has workload endpoints); `report` gets a line per thing a removal does."""
+    for ref, _, _ in targets:
+        _readonly("delete", ref.kind)
+    special = {"IPPool": removal.remove_pool, "Node": removal.remove_node}
+
+    def batch(items: list[tuple[Ref, str | None, str]]) -> Outcome:
+        def attempt() -> _Plan:
+            plan = _Plan()
+            current, _ = stored.read(store, [ref for ref, _, _ in items])
+            for (ref, given, source), existing in zip(items, current):
+                if existing is None:
+                    if skip_not_exists:
+                        plan.outcome.skipped += 1
+                        continue
+                    raise DoesNotExist(f"resource does not exist: {ref.identifier}" + (f" ({source})" if source else ""))
+                if given and given != str(existing.revision):
+                    raise UpdateConflict(
+                        f"update conflict: {existing.identifier}: resource version '{given}' is out of date (latest: {existing.revision})"
+                    )
+                if ref.kind.name == "Tier":
+                    _check_tier_delete(store, existing)
+                plan.deletes.append(existing)
+                plan.outcome.written += 1
+                plan.outcome.resources.append(existing)
+                _note_kind(plan.outcome, ref.kind)
+            return plan
+
+        return _run(store, f"{len(items)} resources", attempt)
+
+    total = Outcome()
+    plain: list[tuple[Ref, str | None, str]] = []
+    for item in targets:
+        remove = special.get(item[0].kind.name)
+        if remove is None:
+            plain.append(item)
+            continue
+        if plain:
+            total.add(_delete_plain(batch, plain, total))
+            plain = []
+        ref, given, source = item
+        try:
+            removed = remove(store, ref, given, force, report)
+        except DoesNotExist:
+            if not skip_not_exists:
+                raise
+            total.skipped += 1
+            continue
+        except ResourceError as exc:
+            if total.handled:
+                raise PartialSuccess(f"Partial success: deleted the first {total.handled} out of {len(targets)} resources; then {exc}") from None
+            raise
+        total.written += 1
+        total.resources.append(removed)
+        _note_kind(total, ref.kind)
+    if plain:
+        total.add(_delete_plain(batch, plain, total))
+    return total
+
+
+def _delete_plain(batch: Callable, items: list, before: Outcome) -> Outcome:
+    groups = [items] if len(items) + 1 <= MAX_TXN_OPS else [[i] for i in items]
+    out = Outcome()
+    for group in groups:
+        try:
+            out.add(batch(group))
+        except ResourceError as exc:
+            done = before.handled + out.handled
+            if done == 0:
+                raise
+            raise PartialSuccess(f"Partial success: deleted the first {done} resources; then {exc}", done=done) from None
+    return out
+
+
+# -- get, patch, label ---------------------------------------------------------------------------
+
+
+def get(store: Datastore, kind: Kind, names: Sequence[str], namespace: str | None) -> list[Resource]:
+    """The named resources (each must exist), or every resource of `kind` (in `namespace`; every
+    namespace when None), in key order."""
+    if not names:
+        found, _ = stored.list_kind(store, kind, namespace)
+        return found
+    refs = [Ref(kind, n, (namespace or "default") if kind.namespaced else None) for n in names]
+    found, _ = stored.read(store, refs)
+    missing = [r.identifier for r, f in zip(refs, found) if f is None]
+    if missing:
+        raise DoesNotExist(f"resource does not exist: {', '.join(missing)}")
+    return [f for f in found if f is not None]
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """`patch` merged into `target` (RFC 7386 JSON merge patch): objects merge key by key, a null
+    removes the key, anything else (lists included) replaces the value."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def patch(store: Datastore, ref: Ref, patch_text: str) -> tuple[Resource, bool]:
+    """Merge the JSON (or YAML) object `patch_text` into the stored resource, check the result as a
+    file's document is checked, and write it (compare-and-swap, re-read on a lost race). Returns the
+    resource and whether it changed."""
+    _readonly("patch", ref.kind)
+    try:
+        change = json.loads(patch_text)
+    except ValueError as exc:
+        raise BadDocument(f"the patch is not valid JSON: {exc}") from None
+    if not isinstance(change, dict):
+        raise BadDocument("the patch must be a JSON object, e.g. '{\"spec\":{\"disabled\":true}}'")
+
+    def attempt() -> _Plan:
+        current = stored.get(store, ref)
+        if current is None:
+            raise DoesNotExist(f"resource does not exist: {ref.identifier}")
+        merged = merge_patch(current.document(), change)
+        try:
+            kind, doc = kinds.decode(merged)
+        except Invalid as exc:
+            raise BadDocument(f"patched {ref.identifier}: {exc}") from None
+        if kind is not ref.kind or doc["metadata"]["name"] != ref.name or (ref.kind.namespaced and doc["metadata"].get("namespace") != ref.namespace):
+            raise BadDocument(f"patched {ref.identifier}: a patch may not change the kind, name or namespace")
+        document = Document("the patch", kind, doc)
+        plan = _plan_writes("replace", [document], [current], False)
+        _check_pools(store, plan)
+        _check_tiers(store, plan)
+        return plan
+
+    outcome = _run(store, ref.identifier, attempt)
+    return outcome.resources[0], outcome.written > 0
+
+
+@dataclass
+class Labelled:
+    """What `label` did: the resource, and "set", "updated" or "removed"."""
+
+    resource: Resource
+    action: str
+
+
+def label(store: Datastore, ref: Ref, key: str, value: str | None, overwrite: bool = False) -> Labelled:
+    """Set the label `key` to `value` (None: remove it) on the stored resource, as `calicoctl label`
+    does: changing an existing key needs `overwrite`; removing a key that is not there is an error."""
+    _readonly("label", ref.kind)
+    reason = checks.label_key(key) or (checks.label_value(value) if value is not None else None)
+    if reason:
+        raise BadDocument(reason)
+    word = ref.kind.name.lower()
+    did: list[str] = []
+
+    def attempt() -> _Plan:
+        current = stored.get(store, ref)
+        if current is None:
+            raise DoesNotExist(f"{word} {ref.name} not found")
+        labels = dict(current.doc.get("metadata", {}).get("labels") or {})
+        if value is None:
+            if key not in labels:
+                raise Refused(f"cannot remove label of {word} {ref.name}, key {key} does not exist")
+            del labels[key]
+            action = "removed"
+        elif key in labels:
+            if not overwrite:
+                raise Refused(f"failed to update label of {word} {ref.name}, key {key} is already present. please use '--overwrite' to set a new value.")
+            labels[key] = value
+            action = "updated"
+        else:
+            labels[key] = value
+            action = "set"
+        doc = copy.deepcopy(current.doc)
+        if labels:
+            doc["metadata"]["labels"] = labels
+        else:
+            doc["metadata"].pop("labels", None)
+        new = Resource(ref.kind, doc, current.revision)
+        plan = _Plan()
+        if _read_normalised(new) == current.doc:
+            plan.outcome.unchanged += 1
+            plan.outcome.resources.append(current)
+        else:
+            plan.puts.append(new)
+            plan.outcome.written += 1
+            plan.outcome.resources.append(new)
+        did.append(action)
+        return plan
+
+    outcome = _run(store, ref.identifier, attempt)
+    return Labelled(outcome.resources[0], did[-1])
