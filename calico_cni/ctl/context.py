@@ -1,9 +1,10 @@
 """Connection options, the datastore a command talks to, and the options every listing shares.
 
 Connection settings are taken, first match wins, from: the command-line flags (accepted before
-the verb or after it), the Calico plugin entry of the CNI config named by `--config`, the ETCD_*
-environment variables the plugins also read, and finally Calico's default endpoint
-http://127.0.0.1:2379.
+the verb or after it), the file named by `-c/--config` (Calico's `calicoctl.cfg`, a
+`CalicoAPIConfig`, or a CNI config whose calico plugin entry has the etcd keys; without
+`--config`, `/etc/calico/calicoctl.cfg` when it exists), the ETCD_* environment variables the
+plugins also read, and finally Calico's default endpoint http://127.0.0.1:2379.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import click
+import yaml
 
 from calico_cni.config import ETCD_STRING_KEYS, EtcdSettings, etcd_settings, journal_dir
 from calico_cni.datastore.store import Datastore, connect
@@ -23,6 +25,20 @@ from calico_ipam import replay
 from calico_cni.ctl.errors import CtlError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+# Where calicoctl looks for its configuration when --config is not given.
+DEFAULT_CONFIG = "/etc/calico/calicoctl.cfg"
+# calicoctl.cfg's spec fields (CalicoAPIConfig) and the plugin config keys they mean.
+API_CONFIG_KEYS = {
+    "datastoreType": "datastore_type",
+    "etcdEndpoints": "etcd_endpoints",
+    "etcdUsername": "etcd_username",
+    "etcdPassword": "etcd_password",
+    "etcdKeyFile": "etcd_key_file",
+    "etcdCertFile": "etcd_cert_file",
+    "etcdCACertFile": "etcd_ca_cert_file",
+}
+# Inline certificates of calicoctl.cfg, which need files here.
+API_CONFIG_INLINE = ("etcdKey", "etcdCert", "etcdCACert")
 # The keys of a Calico plugin's network configuration that say how to reach etcd.
 ETCD_KEYS = ("datastore_type", *ETCD_STRING_KEYS, "etcd_timeout")
 
@@ -38,11 +54,47 @@ def read_json_file(path: str) -> Any:
         raise CtlError(f"{path} is not valid JSON: {exc}") from None
 
 
-def load_cni_config(path: str) -> dict[str, Any]:
-    """The etcd keys of the Calico plugin in a CNI network config (.conflist or single .conf)."""
-    doc = read_json_file(path)
+def _api_config(path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """The etcd keys of a calicoctl.cfg (`kind: CalicoAPIConfig`)."""
+    spec = doc.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise CtlError(f"{path}: spec of a CalicoAPIConfig must be an object")
+    inline = [k for k in API_CONFIG_INLINE if spec.get(k)]
+    if inline:
+        raise CtlError(f"{path}: inline certificates ({', '.join(inline)}) are not supported: write them to files and name them in etcdKeyFile, etcdCertFile and etcdCACertFile")
+    unknown = sorted(k for k in spec if k not in API_CONFIG_KEYS and k not in API_CONFIG_INLINE)
+    if unknown:
+        raise CtlError(f"{path}: unknown field spec.{unknown[0]} of a CalicoAPIConfig (known: {', '.join(API_CONFIG_KEYS)})")
+    config = {API_CONFIG_KEYS[k]: v for k, v in spec.items() if k in API_CONFIG_KEYS and v not in (None, "")}
+    if config.get("datastore_type") == "kubernetes":
+        raise CtlError(f"{path}: datastoreType kubernetes is not supported: this calicoctl manages Calico's etcd v3 datastore (etcdv3)")
+    return config
+
+
+def _read_config(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise CtlError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CtlError(f"{path} is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """The etcd keys of a config file: Calico's calicoctl.cfg (`kind: CalicoAPIConfig`, YAML or
+    JSON), or the Calico plugin of a CNI network config (.conflist or single .conf)."""
+    doc = _read_config(path)
+    if isinstance(doc, dict) and doc.get("kind") == "CalicoAPIConfig":
+        return _api_config(path, doc)
     if not isinstance(doc, dict):
-        raise CtlError(f"{path} is not a CNI network configuration (expected a JSON object)")
+        raise CtlError(f"{path} is neither a calicoctl.cfg (kind: CalicoAPIConfig) nor a CNI network configuration")
     plugins = doc.get("plugins") if isinstance(doc.get("plugins"), list) else [doc]
     for plugin in plugins:
         if isinstance(plugin, dict) and (plugin.get("type") in ("calico", "calico-ipam") or "etcd_endpoints" in plugin):
@@ -61,7 +113,8 @@ class Connection:
         """The etcd settings: the flags, then the --config file's calico plugin, then the ETCD_*
         variables of `environ`, then the default endpoint."""
         environ = os.environ if environ is None else environ
-        config: dict[str, Any] = load_cni_config(self.config_file) if self.config_file else {}
+        path = self.config_file or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+        config: dict[str, Any] = load_config(path) if path else {}
         config.update(self.flags)
         if not any(config.get(k) for k in ("etcd_endpoints", "etcd_authority")) and not (
             environ.get("ETCD_ENDPOINTS") or environ.get("ETCD_AUTHORITY")
@@ -93,7 +146,7 @@ _CONNECTION_OPTIONS = (
     ("--etcd-cert-file", "etcd_cert_file", dict(metavar="PATH", help="Client certificate [env ETCD_CERT_FILE].")),
     ("--etcd-key-file", "etcd_key_file", dict(metavar="PATH", help="Client key [env ETCD_KEY_FILE].")),
     ("--etcd-timeout", "etcd_timeout", dict(type=click.FloatRange(min=0.1), metavar="SECONDS", help="Deadline of each etcd call (default 5).")),
-    ("--config", "config", dict(metavar="PATH", help="Take the etcd settings from the calico plugin of this CNI config (.conflist or .conf).")),
+    ("-c/--config", "config", dict(metavar="PATH", help="Take the etcd settings from this calicoctl.cfg (kind: CalicoAPIConfig) or from the calico plugin of this CNI config [default /etc/calico/calicoctl.cfg when it exists].")),
 )
 
 
@@ -101,7 +154,7 @@ def connection_options(f: Callable) -> Callable:
     """The etcd connection flags, for the root command and every verb (either place works; a flag
     given after the verb wins). Their values go to the shared `Connection`, not to `f`."""
     for flag, key, extra in reversed(_CONNECTION_OPTIONS):
-        f = click.option(flag, expose_value=False, callback=_store_flag(key), **extra)(f)
+        f = click.option(*flag.split("/"), expose_value=False, callback=_store_flag(key), **extra)(f)
     return f
 
 

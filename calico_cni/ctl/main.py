@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from calico_cni.ctl import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, workloads
+from calico_cni.ctl import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, resources
 from calico_cni.ctl.context import connection_options
 from calico_cni.ctl.errors import failure
 
@@ -78,5 +78,5 @@ def ipam() -> None:
 
 for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure, ipam_gc.gc):
     ipam.add_command(command)
-for group in (ippool.ippool, node.node, workloads.get):
+for group in (ippool.ippool, node.node, *resources.COMMANDS):
     cli.add_command(group)

@@ -9,12 +9,12 @@ import click
 import yaml
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns separated by two spaces, with an upper-case header row."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], padding: int = 2) -> str:
+    """Left-aligned columns separated by `padding` spaces, with an upper-case header row."""
     n = len(headers)
     cells = [[str(h).upper() for h in headers]] + [(["" if c is None else str(c) for c in row] + [""] * n)[:n] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+    return "\n".join((" " * padding).join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
 def dump(data: Any, fmt: str) -> str:

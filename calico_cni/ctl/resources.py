@@ -1,0 +1,260 @@
+"""calicoctl's resource verbs, with Calico's flags and messages: create, apply, replace and delete
+with `-f FILE`, `get`, `delete KIND NAME`, `patch` and `label`. Each command parses its arguments,
+calls `resources.verbs` and prints; every kind goes through the same commands."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import click
+
+from calico_cni.datastore.resources import Ref
+from calico_cni.model import kinds
+from calico_cni.model.resource import Resource
+from calico_cni.model.schema import Kind
+from calico_cni.resources import documents, verbs
+from calico_cni.resources.errors import PartialSuccess, ResourceError
+
+from calico_cni.ctl.context import connection_options, ctl
+from calico_cni.ctl.errors import CtlError, EXIT_USAGE
+from calico_cni.ctl.output import dump, table
+
+
+def file_options(f: Callable) -> Callable:
+    """-f/--filename (repeatable; '-' is stdin), -R/--recursive, -n/--namespace."""
+    f = click.option("-n", "--namespace", metavar="NS", help="Namespace of namespaced resources that do not name one (default: default).")(f)
+    f = click.option("-R", "--recursive", is_flag=True, help="Also read the subdirectories of a directory given with -f.")(f)
+    return click.option(
+        "-f", "--filename", "filenames", multiple=True, metavar="FILE",
+        help="A YAML or JSON resource file, a directory of them, or - for stdin.",
+    )(f)
+
+
+def kind_of(name: str) -> Kind:
+    """The kind a command-line word names; a usage error listing the kinds otherwise."""
+    kind = kinds.lookup(name)
+    if kind is None:
+        names = ", ".join(sorted(k.plural for k in kinds.KINDS))
+        raise CtlError(f"resource type '{name}' is not supported: use one of {names}", EXIT_USAGE)
+    return kind
+
+
+def _load(filenames: Sequence[str], recursive: bool, namespace: str | None) -> list[documents.Document]:
+    if not filenames:
+        raise CtlError("give the resources with -f FILE (a file, a directory, or - for stdin)", EXIT_USAGE)
+    return documents.load(filenames, recursive, namespace)
+
+
+def _what(kinds_seen: Sequence[str], single: str, plural: str) -> str:
+    return single.format(kinds_seen[0]) if len(kinds_seen) == 1 else plural
+
+
+def _write(verb: str, done: str, filenames, recursive, namespace, skip_exists: bool = False) -> None:
+    docs = _load(filenames, recursive, namespace)
+    kinds_seen = list(dict.fromkeys(d.kind.name for d in docs))
+    try:
+        outcome = verbs.write(ctl().store, verb, docs, skip_exists=skip_exists)
+    except PartialSuccess:
+        raise
+    except ResourceError as exc:
+        what = _what(kinds_seen, "'{}' resource" if len(docs) == 1 else "any '{}' resources", "any resources")
+        raise CtlError(f"Failed to {verb} {what}: {exc}") from None
+    label = f"'{kinds_seen[0]}' " if len(kinds_seen) == 1 else ""
+    click.echo(f"Successfully {done} {outcome.handled} {label}resource(s)")
+    if outcome.unchanged:
+        click.echo(f"({outcome.unchanged} unchanged: nothing written for them)", err=True)
+
+
+@click.command("create")
+@file_options
+@click.option("--skip-exists", is_flag=True, help="Skip resources that already exist instead of failing.")
+@connection_options
+def create(filenames, recursive, namespace, skip_exists) -> None:
+    """Create the resources of a file; fails if one exists (nothing is written then)."""
+    _write("create", "created", filenames, recursive, namespace, skip_exists)
+
+
+@click.command("apply")
+@file_options
+@connection_options
+def apply(filenames, recursive, namespace) -> None:
+    """Create the resources of a file, or update those that exist."""
+    _write("apply", "applied", filenames, recursive, namespace)
+
+
+@click.command("replace")
+@file_options
+@connection_options
+def replace(filenames, recursive, namespace) -> None:
+    """Replace existing resources with the file's; fails if one does not exist."""
+    _write("replace", "replaced", filenames, recursive, namespace)
+
+
+@click.command("delete")
+@click.argument("kind", required=False)
+@click.argument("names", nargs=-1)
+@file_options
+@click.option("--skip-not-exists", is_flag=True, help="Skip resources that do not exist instead of failing.")
+@click.option("--force", is_flag=True, help="IP pools: also release the addresses still allocated from the pool. Nodes: also delete a node that still has workload endpoints (their addresses are released).")
+@connection_options
+def delete(kind, names, filenames, recursive, namespace, skip_not_exists, force) -> None:
+    """Delete resources: KIND NAME... or -f FILE.
+
+    \b
+    Deleting a node also releases its addresses and block affinities and deletes its BGP peers and
+    per-node configuration; it is refused while the node has workload endpoints, unless --force.
+    Deleting an IP pool is refused while addresses of it are allocated, unless --force.
+    """
+    if filenames:
+        if kind:
+            raise CtlError("give either KIND NAME... or -f FILE, not both", EXIT_USAGE)
+        docs = _load(filenames, recursive, namespace)
+        targets = [(verbs.ref_of(d), d.resource_version, d.source) for d in docs]
+    else:
+        if not kind or not names:
+            raise CtlError("give KIND NAME... or -f FILE", EXIT_USAGE)
+        k = kind_of(kind)
+        targets = [(Ref(k, n, (namespace or "default") if k.namespaced else None), None, "") for n in names]
+    kinds_seen = list(dict.fromkeys(t[0].kind.name for t in targets))
+    try:
+        outcome = verbs.delete(ctl().store, targets, skip_not_exists=skip_not_exists, force=force, report=click.echo)
+    except PartialSuccess:
+        raise
+    except ResourceError as exc:
+        what = _what(kinds_seen, "'{}' resource", "resource")
+        raise CtlError(f"Failed to delete {what}: {exc}") from None
+    label = f"'{kinds_seen[0]}' " if len(kinds_seen) == 1 else ""
+    click.echo(f"Successfully deleted {outcome.handled} {label}resource(s)")
+
+
+# -- get -----------------------------------------------------------------------------------------
+
+
+def _list_doc(kind: Kind, found: Sequence[Resource]) -> dict[str, Any]:
+    revision = max((r.revision for r in found), default=0)
+    return {"apiVersion": kinds.API_VERSION, "kind": f"{kind.name}List", "metadata": {"resourceVersion": str(revision)}, "items": [r.document() for r in found]}
+
+
+def _table(kind: Kind, found: Sequence[Resource], wide: bool, all_namespaces: bool) -> str:
+    columns = list(kind.wide if wide and kind.wide else kind.columns)
+    headers = [c.header for c in columns]
+    rows = [[_cell(c.cell(r.document())) for c in columns] for r in found]
+    if kind.namespaced and all_namespaces:
+        headers = ["NAMESPACE", *headers]
+        rows = [[r.namespace or "", *row] for r, row in zip(found, rows)]
+    return table(headers, rows, padding=3)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+@click.command("get")
+@click.argument("kind", required=False)
+@click.argument("names", nargs=-1)
+@click.option("-f", "--filename", "filenames", multiple=True, metavar="FILE", help="Show the resources a file names (- for stdin).")
+@click.option("-R", "--recursive", is_flag=True, help="Also read the subdirectories of a directory given with -f.")
+@click.option("-o", "--output", "output", default="ps", show_default=True, metavar="FORMAT", help="ps (a table), wide (more columns), yaml or json.")
+@click.option("-n", "--namespace", metavar="NS", help="Namespace of namespaced resources (default: default).")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Namespaced resources of every namespace.")
+@connection_options
+def get(kind, names, filenames, recursive, output, namespace, all_namespaces) -> None:
+    """Show resources: KIND [NAME...], or those named in -f FILE.
+
+    \b
+    Several results print as a <Kind>List in yaml and json; one named resource prints bare, and
+    applies back unchanged.
+    """
+    output = output.lower()
+    if output not in ("ps", "wide", "yaml", "json"):
+        raise CtlError(f"unrecognized output format '{output}': use ps, wide, yaml or json", EXIT_USAGE)
+    if all_namespaces and namespace:
+        raise CtlError("give either -n NAMESPACE or -A, not both", EXIT_USAGE)
+    store = ctl().store
+    if filenames:
+        if kind:
+            raise CtlError("give either KIND [NAME...] or -f FILE, not both", EXIT_USAGE)
+        docs = _load(filenames, recursive, namespace)
+        groups: dict[str, list[documents.Document]] = {}
+        for d in docs:
+            groups.setdefault(d.kind.name, []).append(d)
+        found_all: list[Resource] = []
+        for group in groups.values():
+            k = group[0].kind
+            for d in group:
+                found_all += verbs.get(store, k, [d.doc["metadata"]["name"]], d.doc["metadata"].get("namespace"))
+        if len(found_all) == 1 and output in ("yaml", "json"):
+            click.echo(dump(found_all[0].document(), output))
+            return
+        first = found_all[0].kind
+        _print(first, found_all, output, named=False, all_namespaces=False)
+        return
+    if not kind:
+        raise CtlError("give the kind of resource to show, e.g. calicoctl get ippools", EXIT_USAGE)
+    k = kind_of(kind)
+    if not k.namespaced and (namespace or all_namespaces):
+        namespace, all_namespaces = None, False
+    if names and all_namespaces:
+        raise CtlError("cannot use --all-namespaces flag for getting a single resource", EXIT_USAGE)
+    ns = None if (all_namespaces or not k.namespaced) else (namespace or "default")
+    found = verbs.get(store, k, names, ns)
+    _print(k, found, output, named=len(names) == 1, all_namespaces=all_namespaces)
+
+
+def _print(kind: Kind, found: Sequence[Resource], output: str, named: bool, all_namespaces: bool) -> None:
+    if output in ("yaml", "json"):
+        data = found[0].document() if named else _list_doc(kind, found)
+        click.echo(dump(data, output))
+    else:
+        click.echo(_table(kind, found, output == "wide", all_namespaces))
+
+
+# -- patch and label -------------------------------------------------------------------------------
+
+
+@click.command("patch")
+@click.argument("kind")
+@click.argument("name")
+@click.option("-p", "--patch", "patch_text", required=True, metavar="PATCH", help="A JSON object merged into the resource, e.g. '{\"spec\":{\"disabled\":true}}' (lists are replaced; null removes a field).")
+@click.option("-t", "--type", "patch_type", default="strategic", show_default=True, type=click.Choice(["strategic", "merge"]), help="Accepted for Calico's command lines; both merge objects and replace lists.")
+@click.option("-n", "--namespace", metavar="NS", help="Namespace of a namespaced resource (default: default).")
+@connection_options
+def patch(kind, name, patch_text, patch_type, namespace) -> None:
+    """Change fields of the resource KIND NAME."""
+    k = kind_of(kind)
+    ref = Ref(k, name, (namespace or "default") if k.namespaced else None)
+    try:
+        verbs.patch(ctl().store, ref, patch_text)
+    except ResourceError as exc:
+        raise CtlError(f"Failed to patch '{k.name}' resource: {exc}") from None
+    click.echo(f"Successfully patched 1 '{k.name}' resource")
+
+
+@click.command("label")
+@click.argument("kind")
+@click.argument("name")
+@click.argument("label_arg", metavar="KEY=VALUE|KEY")
+@click.option("--overwrite", is_flag=True, help="Change the value of a label the resource already has.")
+@click.option("--remove", is_flag=True, help="Remove the label KEY.")
+@click.option("-n", "--namespace", metavar="NS", help="Namespace of a namespaced resource (default: default).")
+@connection_options
+def label(kind, name, label_arg, overwrite, remove, namespace) -> None:
+    """Set (KEY=VALUE) or remove (KEY --remove) one label of the resource KIND NAME."""
+    k = kind_of(kind)
+    if remove:
+        if "=" in label_arg:
+            raise CtlError(f"invalid label {label_arg}: give only the key with --remove", EXIT_USAGE)
+        key, value = label_arg, None
+    else:
+        if "=" not in label_arg:
+            raise CtlError(f"invalid label {label_arg}: give key=value, or key with --remove", EXIT_USAGE)
+        key, value = label_arg.split("=", 1)
+    ref = Ref(k, name, (namespace or "default") if k.namespaced else None)
+    done = verbs.label(ctl().store, ref, key, value, overwrite)
+    verb = {"set": "set label {} on", "updated": "updated label {} on", "removed": "removed label {} from"}[done.action]
+    click.echo(f"Successfully {verb.format(key)} {kind} {name}")
+
+
+COMMANDS = (create, apply, replace, delete, get, patch, label)
