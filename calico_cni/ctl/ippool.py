@@ -1,4 +1,7 @@
-"""`calicoctl ippool`: create, list, get, enable, disable and delete IP pools."""
+"""`calicoctl ippool`: shorthands over the resource verbs for the pool operations an operator
+types most (create from flags, enable, disable, delete with --force). They go through the same
+resource layer as `create -f`, `patch` and `delete ippool`, with the same rules and messages;
+listing and showing pools is `calicoctl get ippools`."""
 
 from __future__ import annotations
 
@@ -6,28 +9,31 @@ from typing import Any
 
 import click
 
-from calico_cni.model.records import IPPool
-from calico_ipam import pool_admin
-from calico_ipam.inventory import Allocation
+from calico_cni.datastore.resources import Ref
+from calico_cni.model import kinds
+from calico_cni.model.kinds.ipam import IPPOOL
+from calico_cni.model.schema import Invalid
+from calico_cni.resources import verbs
+from calico_cni.resources.documents import Document
 
-from calico_cni.ctl import validate
-from calico_cni.ctl.context import connection_options, ctl, output_option
-from calico_cni.ctl.output import emit, resource_doc, yes_no
+from calico_cni.ctl.context import CtlError, connection_options, ctl, output_option
+from calico_cni.ctl.output import emit
+
+USES = {u.lower(): u for u in ("Workload", "Tunnel", "LoadBalancer")}
+MODES = {m.lower(): m for m in ("Automatic", "Manual")}
 
 
 @click.group("ippool")
 def ippool() -> None:
-    """Manage IP pools: the address ranges pods get addresses from."""
+    """Shorthands for IP pools: create from flags, enable, disable, delete (see also get ippools)."""
 
 
-def _rows(pools: list[IPPool]) -> list[list[Any]]:
-    return [
-        [p.name, p.cidr, p.block_size, p.node_selector, ",".join(p.allowed_uses), p.assignment_mode, yes_no(p.disabled)]
-        for p in pools
-    ]
-
-
-HEADERS = ["name", "cidr", "block size", "node selector", "allowed uses", "assignment", "disabled"]
+def _canonical(values: dict[str, str], given: str, what: str) -> str:
+    """A flag value in Calico's spelling, whatever its case (a resource file must spell it exactly)."""
+    try:
+        return values[given.strip().lower()]
+    except KeyError:
+        raise CtlError(f"invalid {what} {given.strip()!r}: expected {' or '.join(values.values())}") from None
 
 
 @ippool.command("create")
@@ -38,41 +44,44 @@ HEADERS = ["name", "cidr", "block size", "node selector", "allowed uses", "assig
 @click.option("--disabled", is_flag=True, help="Create the pool disabled (no new addresses are handed out from it).")
 @click.option("--allowed-uses", multiple=True, metavar="USES", help="Workload, Tunnel or Workload,Tunnel (default both).")
 @click.option("--assignment-mode", default="Automatic", show_default=True, metavar="MODE", help="Automatic, or Manual: used only by networks that name the pool in ipv4_pools/ipv6_pools.")
+@click.option("--vxlan-mode", default="Never", show_default=True, type=click.Choice(["Never", "Always", "CrossSubnet"]), help="VXLAN encapsulation between nodes.")
+@click.option("--nat-outgoing", is_flag=True, help="Masquerade traffic from the pool's addresses to destinations outside every pool.")
 @output_option
 @connection_options
-def create(name, cidr, block_size, node_selector, disabled, allowed_uses, assignment_mode, output) -> None:
-    """Create the IP pool NAME."""
-    validate.resource_name(name)
-    net = validate.pool_cidr(cidr)
-    size = validate.block_size(net, block_size)
-    selector = validate.node_selector(node_selector)
-    uses = validate.allowed_uses(allowed_uses) if allowed_uses else validate.allowed_uses(["Workload,Tunnel"])
-    mode = validate.assignment_mode(assignment_mode)
-    draft = IPPool.new(name, str(net), size, disabled=disabled, node_selector=selector, allowed_uses=uses, assignment_mode=mode)
-    pool = pool_admin.create_pool(ctl().store, draft)
+def create(name, cidr, block_size, node_selector, disabled, allowed_uses, assignment_mode, vxlan_mode, nat_outgoing, output) -> None:
+    """Create the IP pool NAME (the same as `calicoctl create -f` with an IPPool document)."""
+    uses = [_canonical(USES, u, "allowed use") for value in (allowed_uses or ("Workload,Tunnel",)) for u in value.split(",")]
+    spec: dict[str, Any] = {
+        "cidr": cidr,
+        "nodeSelector": node_selector,
+        "allowedUses": list(dict.fromkeys(uses)),
+        "assignmentMode": _canonical(MODES, assignment_mode, "assignment mode"),
+        "vxlanMode": vxlan_mode,
+    }
+    if block_size is not None:
+        spec["blockSize"] = block_size
+    if disabled:
+        spec["disabled"] = True
+    if nat_outgoing:
+        spec["natOutgoing"] = True
+    raw = {"apiVersion": kinds.API_VERSION, "kind": "IPPool", "metadata": {"name": name}, "spec": spec}
+    try:
+        _, doc = kinds.decode(raw)
+    except Invalid as exc:
+        raise CtlError(f"invalid IP pool {name}: {exc}") from None
+    outcome = verbs.write(ctl().store, "create", [Document("the command line", IPPOOL, doc)])
+    pool = outcome.resources[0]
     if output == "table":
-        click.echo(f"Created IP pool {name} ({pool.cidr}, block size /{pool.block_size}{', disabled' if disabled else ''}).")
+        spec = pool.doc["spec"]
+        click.echo(f"Created IP pool {name} ({spec['cidr']}, block size /{spec['blockSize']}{', disabled' if disabled else ''}).")
     else:
-        emit(output, resource_doc(pool))
+        emit(output, pool.document())
 
 
-@ippool.command("list")
-@output_option
-@connection_options
-def list_pools(output) -> None:
-    """List every IP pool."""
-    pools = ctl().store.pools()
-    emit(output, [resource_doc(p) for p in pools], HEADERS, _rows(pools))
-
-
-@ippool.command("get")
-@click.argument("name")
-@output_option
-@connection_options
-def get(name, output) -> None:
-    """Show the IP pool NAME."""
-    pool = pool_admin.get_pool(ctl().store, name)
-    emit(output, resource_doc(pool), HEADERS, _rows([pool]))
+def _set_disabled(name: str, disabled: bool) -> None:
+    _, changed = verbs.patch(ctl().store, Ref(IPPOOL, name), '{"spec": {"disabled": %s}}' % ("true" if disabled else "false"))
+    state = "disabled" if disabled else "enabled"
+    click.echo(f"IP pool {name} {state if changed else 'is already ' + state}.")
 
 
 @ippool.command("enable")
@@ -80,8 +89,7 @@ def get(name, output) -> None:
 @connection_options
 def enable(name) -> None:
     """Enable the IP pool NAME (addresses are handed out from it again)."""
-    changed = pool_admin.set_disabled(ctl().store, name, False)
-    click.echo(f"IP pool {name} {'enabled' if changed else 'is already enabled'}.")
+    _set_disabled(name, False)
 
 
 @ippool.command("disable")
@@ -89,8 +97,7 @@ def enable(name) -> None:
 @connection_options
 def disable(name) -> None:
     """Disable the IP pool NAME: no new address comes from it; existing ones stay."""
-    changed = pool_admin.set_disabled(ctl().store, name, True)
-    click.echo(f"IP pool {name} {'disabled' if changed else 'is already disabled'}.")
+    _set_disabled(name, True)
 
 
 @ippool.command("delete")
@@ -98,19 +105,9 @@ def disable(name) -> None:
 @click.option("--force", is_flag=True, help="Also release every address still allocated from the pool (each is listed).")
 @connection_options
 def delete(name, force) -> None:
-    """Delete the IP pool NAME with its blocks and block affinities.
+    """Delete the IP pool NAME with its blocks and block affinities (as `calicoctl delete ippool`).
 
     Refused while addresses of the pool are allocated, unless --force. The pool is disabled first,
     so no new address is handed out from it while it is being taken apart.
     """
-    deleted = pool_admin.delete_pool(ctl().store, name, force, releasing=_releasing, releasing_meanwhile=_releasing_meanwhile)
-    click.echo(f"Deleted IP pool {name} ({deleted.pool.cidr}): released {deleted.released} addresses, removed {deleted.blocks} blocks.")
-
-
-def _releasing(a: Allocation) -> None:
-    used = f", used by workload endpoint {', '.join(a.endpoints)}" if a.endpoints else ""
-    click.echo(f"Releasing {a.address} (handle {a.handle}, node {a.node or 'unknown'}{used})")
-
-
-def _releasing_meanwhile(a: Allocation) -> None:
-    click.echo(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")
+    verbs.delete(ctl().store, [(Ref(IPPOOL, name), None, "")], force=force, report=click.echo)

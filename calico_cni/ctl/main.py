@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from calico_cni.ctl import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node, resources
+from calico_cni.ctl import ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, resources, version
 from calico_cni.ctl.context import connection_options
 from calico_cni.ctl.errors import failure
 
@@ -56,13 +56,14 @@ class CtlGroup(click.Group):
 @connection_options
 @click.version_option(package_name="calico-cni-py", prog_name="calicoctl")
 def cli(log_level: str) -> None:
-    """Operate Calico's IP pools, nodes and IPAM in etcd.
+    """Manage Calico's resources and IPAM in etcd.
 
     \b
-    Set up a pool:      calicoctl ippool create pool1 --cidr 198.18.0.0/16
-    See utilisation:    calicoctl ipam show --show-blocks
-    Find leaks:         calicoctl ipam check -o report.json
-    Repair them:        calicoctl ipam release --from-report report.json
+    Apply resource files:  calicoctl apply -f pool.yaml
+    See them:              calicoctl get ippools -o wide
+    See utilisation:       calicoctl ipam show --show-blocks
+    Find leaks:            calicoctl ipam check -o report.json
+    Repair them:           calicoctl ipam release --from-report report.json
 
     etcd is found through --etcd-endpoints (or the other connection options, given before or
     after the verb), else --config with a CNI config file, else ETCD_ENDPOINTS and the other
@@ -78,5 +79,5 @@ def ipam() -> None:
 
 for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure, ipam_gc.gc):
     ipam.add_command(command)
-for group in (ippool.ippool, node.node, *resources.COMMANDS):
+for group in (*resources.COMMANDS, ippool.ippool, version.version):
     cli.add_command(group)
