@@ -35,6 +35,24 @@ class Ref:
         return naming.identifier(self.kind, self.name, self.namespace)
 
 
+# Calico's built-in profile: every read of profiles shows it, though it is never stored (Calico's
+# etcd backend adds it the same way); endpoints name it to allow all traffic.
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
+
+
+def builtin(kind: Kind, name: str) -> Resource | None:
+    """The built-in resource `name` of `kind` (only Calico's default-allow profile), at revision 1."""
+    if kind.name != "Profile" or name != DEFAULT_ALLOW_PROFILE:
+        return None
+    doc = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": DEFAULT_ALLOW_PROFILE},
+        "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]},
+    }
+    return Resource(kind, doc, 1)
+
+
 class Unreadable(ValueError):
     """A stored record that is not a JSON object (nothing Calico writes)."""
 
@@ -52,13 +70,15 @@ def read(store: Datastore, refs: Sequence[Ref]) -> tuple[list[Resource | None], 
     if not refs:
         return [], 0
     results, revision = store.client.read([Range(r.key) for r in refs])
-    return [_parse(r.kind, kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None for r, kvs in zip(refs, results)], revision
+    return [
+        _parse(r.kind, kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else builtin(r.kind, r.name) for r, kvs in zip(refs, results)
+    ], revision
 
 
 def get(store: Datastore, ref: Ref) -> Resource | None:
     """The resource `ref` names, or None."""
     kv = store.client.get(ref.key)
-    return _parse(ref.kind, kv.key, kv.value, kv.mod_revision) if kv else None
+    return _parse(ref.kind, kv.key, kv.value, kv.mod_revision) if kv else builtin(ref.kind, ref.name)
 
 
 def list_kind(store: Datastore, kind: Kind, namespace: str | None = None) -> tuple[list[Resource], int]:
@@ -69,4 +89,7 @@ def list_kind(store: Datastore, kind: Kind, namespace: str | None = None) -> tup
     depth = 2 if kind.namespaced and not namespace else 1
     prefix = naming.prefix(kind, namespace)
     out = [_parse(kind, kv.key, kv.value, kv.mod_revision) for kv in kvs if kv.key[len(prefix):].count("/") == depth - 1]
+    default_allow = builtin(kind, DEFAULT_ALLOW_PROFILE)
+    if default_allow is not None and all(r.name != DEFAULT_ALLOW_PROFILE for r in out):
+        out.append(default_allow)
     return out, revision

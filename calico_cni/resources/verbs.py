@@ -94,9 +94,11 @@ def ref_of(document: Document) -> Ref:
     return Ref(document.kind, meta["name"], meta.get("namespace") if document.kind.namespaced else None)
 
 
-def _readonly(verb: str, kind: Kind) -> None:
+def _readonly(verb: str, kind: Kind, name: str | None = None) -> None:
     if not kind.writable:
         raise Refused(f"operation {verb} is not supported on {kind.name}: resource is readonly")
+    if name is not None and stored.builtin(kind, name) is not None:
+        raise Refused(f"operation {verb} is not supported on {kind.name}({name}): it is Calico's built-in profile, which allows everything")
 
 
 def _read_normalised(resource: Resource) -> dict[str, Any]:
@@ -286,7 +288,7 @@ def _in_batches(verb: str, documents: Sequence[Document], run_batch: Callable[[l
 def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exists: bool = False) -> Outcome:
     """create, apply or replace `documents` (verb "create", "apply" or "replace")."""
     for document in documents:
-        _readonly(verb, document.kind)
+        _readonly(verb, document.kind, document.doc["metadata"]["name"])
 
     def batch(docs: list[Document]) -> Outcome:
         def attempt() -> _Plan:
@@ -327,7 +329,7 @@ def delete(
     fit. `force` is passed to the removals (release a pool's addresses; delete a node that still
     has workload endpoints); `report` gets a line per thing a removal does."""
     for ref, _, _ in targets:
-        _readonly("delete", ref.kind)
+        _readonly("delete", ref.kind, ref.name)
     special = {"IPPool": removal.remove_pool, "Node": removal.remove_node}
 
     def batch(items: list[tuple[Ref, str | None, str]]) -> Outcome:
@@ -433,7 +435,7 @@ def patch(store: Datastore, ref: Ref, patch_text: str) -> tuple[Resource, bool]:
     """Merge the JSON (or YAML) object `patch_text` into the stored resource, check the result as a
     file's document is checked, and write it (compare-and-swap, re-read on a lost race). Returns the
     resource and whether it changed."""
-    _readonly("patch", ref.kind)
+    _readonly("patch", ref.kind, ref.name)
     try:
         change = json.loads(patch_text)
     except ValueError as exc:
@@ -473,7 +475,7 @@ class Labelled:
 def label(store: Datastore, ref: Ref, key: str, value: str | None, overwrite: bool = False) -> Labelled:
     """Set the label `key` to `value` (None: remove it) on the stored resource, as `calicoctl label`
     does: changing an existing key needs `overwrite`; removing a key that is not there is an error."""
-    _readonly("label", ref.kind)
+    _readonly("label", ref.kind, ref.name)
     reason = checks.label_key(key) or (checks.label_value(value) if value is not None else None)
     if reason:
         raise BadDocument(reason)
