@@ -138,7 +138,8 @@ def _list_doc(kind: Kind, found: Sequence[Resource]) -> dict[str, Any]:
 def _table(kind: Kind, found: Sequence[Resource], wide: bool, all_namespaces: bool) -> str:
     columns = list(kind.wide if wide and kind.wide else kind.columns)
     headers = [c.header for c in columns]
-    rows = [[_cell(c.cell(r.document())) for c in columns] for r in found]
+    context = verbs.table_context(ctl().store, kind) if any(c.contextual for c in columns) else {}
+    rows = [[_cell(c.cell(r.document(), context) if c.contextual else c.cell(r.document())) for c in columns] for r in found]
     if kind.namespaced and all_namespaces:
         headers = ["NAMESPACE", *headers]
         rows = [[r.namespace or "", *row] for r, row in zip(found, rows)]

@@ -227,22 +227,26 @@ class OneOf(Field):
         raise Invalid(path, self.what or reasons[-1])
 
 
-_DURATION = re.compile(r"^([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$")
+_DURATION = re.compile(r"^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$")
 
 
 def duration(value: str) -> str | None:
-    """A Go duration ("90s", "1m30s", "500ms"), as Calico's configuration fields take them."""
-    if value in ("0", "") or _DURATION.match(value):
+    """A Go duration ("90s", "1m30s", "500ms", "-1.5h"), as Go's time.ParseDuration reads the
+    durations of Calico's configuration fields."""
+    if value in ("0", "+0", "-0") or _DURATION.match(value):
         return None
     return f"invalid duration {value!r}: expected a number with a unit, e.g. 90s, 5m or 1h30m"
 
 
 @dataclass
 class Column:
-    """A column of `calicoctl get`'s table: its header and the cell it shows for a document."""
+    """A column of `calicoctl get`'s table: its header and the cell it shows for a document. A
+    `contextual` cell also gets what the table knows of the cluster (`cell(doc, context)`, e.g. the
+    cluster's AS number a node inherits: see `resources.verbs.table_context`)."""
 
     header: str
-    cell: Callable[[dict], Any]
+    cell: Callable[..., Any]
+    contextual: bool = False
 
 
 @dataclass

@@ -57,6 +57,8 @@ ATTEMPTS = 5
 # What calico-node's initialisation writes for the default tier (Calico v3.30).
 DEFAULT_TIER_SPEC = {"order": 1000000, "defaultAction": "Deny"}
 UNDELETABLE_TIERS = ("default", "adminnetworkpolicy")
+# The AS number of nodes when no BGPConfiguration sets one (Calico's default).
+DEFAULT_AS_NUMBER = 64512
 
 
 @dataclass
@@ -246,6 +248,21 @@ def _check_tiers(store: Datastore, plan: _Plan) -> None:
             raise Refused(f"resource does not exist: Tier({name}): create the tier before its policies")
 
 
+def _check_filters(store: Datastore, plan: _Plan) -> None:
+    """The BGPFilters a BGPPeer names must exist (stored, or in the file), as Calico's client checks."""
+    wanted = sorted({f for r in plan.puts if r.kind.name == "BGPPeer" for f in (r.doc.get("spec") or {}).get("filters") or []})
+    if not wanted:
+        return
+    filter_kind = kinds.by_kind("BGPFilter")
+    assert filter_kind is not None
+    names = [f for f in wanted if f not in {r.name for r in plan.puts if r.kind is filter_kind}]
+    found, _ = stored.read(store, [Ref(filter_kind, f) for f in names])
+    missing = [f for f, r in zip(names, found) if r is None]
+    if missing:
+        raise Refused(f"BGPFilter(s) not found: {', '.join(missing)}: create the filters before the peers that use them")
+    plan.unchanged.extend(r for r in found if r is not None)
+
+
 # -- running batches ---------------------------------------------------------------------------
 
 
@@ -296,6 +313,7 @@ def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exist
             plan = _plan_writes(verb, docs, current, skip_exists)
             _check_pools(store, plan)
             _check_tiers(store, plan)
+            _check_filters(store, plan)
             return plan
 
         return _run(store, f"{len(docs)} resources", attempt)
@@ -417,6 +435,16 @@ def get(store: Datastore, kind: Kind, names: Sequence[str], namespace: str | Non
     return [f for f in found if f is not None]
 
 
+def table_context(store: Datastore, kind: Kind) -> dict[str, Any]:
+    """What `get`'s contextual columns need to know of the cluster: the AS number nodes without
+    their own inherit (the `default` BGPConfiguration's, else Calico's 64512)."""
+    bgp_kind = kinds.by_kind("BGPConfiguration")
+    assert bgp_kind is not None
+    config = stored.get(store, Ref(bgp_kind, "default"))
+    number = ((config.doc.get("spec") or {}).get("asNumber") if config else None) or DEFAULT_AS_NUMBER
+    return {"global_as": number}
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """`patch` merged into `target` (RFC 7386 JSON merge patch): objects merge key by key, a null
     removes the key, anything else (lists included) replaces the value."""
@@ -458,6 +486,7 @@ def patch(store: Datastore, ref: Ref, patch_text: str) -> tuple[Resource, bool]:
         plan = _plan_writes("replace", [document], [current], False)
         _check_pools(store, plan)
         _check_tiers(store, plan)
+        _check_filters(store, plan)
         return plan
 
     outcome = _run(store, ref.identifier, attempt)

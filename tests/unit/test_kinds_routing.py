@@ -524,8 +524,9 @@ def test_node_status():
     assert exc.value.path == "status"
 
 
-def cells(columns, d):
-    return [(c.header, c.cell(d)) for c in columns]
+def cells(columns, d, context=None):
+    """(header, cell) of each column; contextual cells get `context` (the printer's, default none)."""
+    return [(c.header, c.cell(d, context or {}) if c.contextual else c.cell(d)) for c in columns]
 
 
 def test_node_columns():
@@ -538,6 +539,8 @@ def test_node_columns():
     assert cells(node.wide, inherited) == [("NAME", "n2"), ("ASN", "(64512)"), ("IPV4", "198.19.0.2/24"), ("IPV6", "")]
     assert cells(node.wide, no_bgp) == [("NAME", "n3"), ("ASN", ""), ("IPV4", ""), ("IPV6", "")]
     assert routing.node_asn(inherited, global_as=65000) == "(65000)"
+    assert cells(node.wide, inherited, {"global_as": 65000})[1] == ("ASN", "(65000)")
+    assert cells(node.wide, own, {"global_as": 65000})[1] == ("ASN", "65001")
 
 
 def test_bgp_peer_columns():

@@ -381,7 +381,7 @@ NODE = Kind(
     columns=(Column("NAME", _name),),
     wide=(
         Column("NAME", _name),
-        Column("ASN", node_asn),
+        Column("ASN", lambda d, context: node_asn(d, context.get("global_as", DEFAULT_AS_NUMBER)), contextual=True),
         Column("IPV4", lambda d: _bgp_field(d, "ipv4Address")),
         Column("IPV6", lambda d: _bgp_field(d, "ipv6Address")),
     ),
