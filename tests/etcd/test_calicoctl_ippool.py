@@ -1,4 +1,5 @@
-"""calicoctl ippool: create (and every validation rule), list, get, enable, disable, delete."""
+"""calicoctl ippool: create (and every validation rule, as the IPPool kind checks it), enable,
+disable, delete; pools listed and shown with `calicoctl get ippools` / `get ippool NAME`."""
 
 from __future__ import annotations
 
@@ -53,23 +54,23 @@ def test_allowed_uses_comma_separated_or_repeated(ctl, store):
     "args, message",
     [
         (["--cidr", "198.18.0.0"], "give a prefix length"),
-        (["--cidr", "198.18.0.0/33"], "not an IPv4 or IPv6 network"),
-        (["--cidr", "banana/24"], "not an IPv4 or IPv6 network"),
-        (["--cidr", "198.18.0.1/24"], "host bits are set; the network is 198.18.0.0/24"),
-        (["--cidr", "169.254.0.0/24"], "reserved IPv4 range 169.254.0.0/16"),
+        (["--cidr", "198.18.0.0/33"], "invalid CIDR '198.18.0.0/33': expected an IPv4 or IPv6 network"),
+        (["--cidr", "banana/24"], "invalid CIDR 'banana/24': expected an IPv4 or IPv6 network"),
+        (["--cidr", "198.18.0.1/24"], "IPPool CIDR is not strictly masked: the network is 198.18.0.0/24"),
+        (["--cidr", "169.254.0.0/24"], "overlaps with IPv4 Link Local range 169.254.0.0/16"),
         (["--cidr", "127.0.0.0/24"], "reserved IPv4 range 127.0.0.0/8"),
         (["--cidr", "224.0.0.0/24"], "reserved IPv4 range 224.0.0.0/4"),
-        (["--cidr", "fe80::/64"], "reserved IPv6 range fe80::/10"),
+        (["--cidr", "fe80::/64"], "overlaps with IPv6 Link Local range fe80::/10"),
         (["--cidr", "::ffff:198.18.0.0/120"], "reserved IPv6 range ::ffff:0:0/96"),
-        (["--cidr", "198.18.0.0/16", "--block-size", "19"], "block size 19 is outside the IPv4 range 20 to 32"),
-        (["--cidr", "198.18.0.0/16", "--block-size", "33"], "block size 33 is outside the IPv4 range 20 to 32"),
-        (["--cidr", "fd00:198:18::/48", "--block-size", "26"], "block size 26 is outside the IPv6 range 116 to 128"),
-        (["--cidr", "fd00:198:18::/48", "--block-size", "129"], "outside the IPv6 range 116 to 128"),
-        (["--cidr", "198.18.0.0/24", "--block-size", "22"], "block size 22 is larger than the pool 198.18.0.0/24"),
-        (["--cidr", "fd00:198:18::/120", "--block-size", "118"], "block size 118 is larger than the pool"),
-        (["--cidr", "198.18.0.0/28"], "smaller than the default IPv4 block size /26"),
-        (["--cidr", "198.18.0.0/24", "--node-selector", "zone =="], "invalid node selector"),
-        (["--cidr", "198.18.0.0/24", "--node-selector", "has(zone"], "invalid node selector"),
+        (["--cidr", "198.18.0.0/16", "--block-size", "19"], "spec.blockSize: IPv4 block size must be between 20 and 32, got 19"),
+        (["--cidr", "198.18.0.0/16", "--block-size", "33"], "spec.blockSize: IPv4 block size must be between 20 and 32, got 33"),
+        (["--cidr", "fd00:198:18::/48", "--block-size", "26"], "spec.blockSize: IPv6 block size must be between 116 and 128, got 26"),
+        (["--cidr", "fd00:198:18::/48", "--block-size", "129"], "IPv6 block size must be between 116 and 128"),
+        (["--cidr", "198.18.0.0/24", "--block-size", "22"], "IP pool size is too small for use with Calico IPAM: 198.18.0.0/24 must be equal to or greater than the block size /22"),
+        (["--cidr", "fd00:198:18::/120", "--block-size", "118"], "IP pool size is too small for use with Calico IPAM: fd00:198:18::/120"),
+        (["--cidr", "198.18.0.0/28"], "IP pool size is too small for use with Calico IPAM: 198.18.0.0/28 must be equal to or greater than the block size /26"),
+        (["--cidr", "198.18.0.0/24", "--node-selector", "zone =="], "spec.nodeSelector: invalid selector 'zone =='"),
+        (["--cidr", "198.18.0.0/24", "--node-selector", "has(zone"], "spec.nodeSelector: invalid selector 'has(zone'"),
         (["--cidr", "198.18.0.0/24", "--allowed-uses", "Storage"], "invalid allowed use 'Storage'"),
         (["--cidr", "198.18.0.0/24", "--allowed-uses", ","], "invalid allowed use"),
         (["--cidr", "198.18.0.0/24", "--assignment-mode", "Sometimes"], "invalid assignment mode"),
@@ -86,7 +87,7 @@ def test_create_validation(ctl, store, args, message):
 @pytest.mark.parametrize("name", ["Pool1", "pool_1", "-pool", "pool/x", "a" * 254])
 def test_create_rejects_bad_names(ctl, store, name):
     r = ctl("ippool", "create", "--cidr", "198.18.0.0/24", "--", name)
-    assert r.rc == 1 and "invalid pool name" in r.stderr
+    assert r.rc == 1 and f"metadata.name: invalid name {name!r}" in r.stderr
     assert store.pools() == []
 
 
@@ -103,7 +104,7 @@ def test_create_rejects_bad_names(ctl, store, name):
 def test_create_refuses_overlap(ctl, store, existing, new):
     create_pool(store, "old", existing, 122 if ":" in existing else 26)
     r = ctl("ippool", "create", "new", "--cidr", new, "--block-size", "122" if ":" in new else "26")
-    assert r.rc == 1 and f"overlaps IP pool old ({existing})" in r.stderr
+    assert r.rc == 1 and f"IPPool(new) CIDR {new} overlaps with IPPool(old) CIDR {existing}" in r.stderr
     assert [p.name for p in store.pools()] == ["old"]
 
 
@@ -117,35 +118,45 @@ def test_adjacent_and_other_family_pools_do_not_overlap(ctl, store):
 def test_create_refuses_an_existing_name(ctl, store):
     create_pool(store, "p", "198.18.0.0/24")
     r = ctl("ippool", "create", "p", "--cidr", "198.18.5.0/24")
-    assert r.rc == 1 and "IP pool p already exists" in r.stderr
+    assert r.rc == 1 and "resource already exists: IPPool(p)" in r.stderr
     assert str(store.pool("p").cidr) == "198.18.0.0/24"
 
 
-def test_list_and_get_in_every_format(ctl, store):
+def test_get_ippools_in_every_format(ctl, store):
     create_pool(store, "b", "198.18.1.0/24", 28, node_selector="zone == 'a'")
     create_pool(store, "a", "fd00:198:18::/64", disabled=True)
-    r = ctl("ippool", "list")
+    r = ctl("get", "ippools")
     assert r.rc == 0
-    assert r.lines[0].split() == ["NAME", "CIDR", "BLOCK", "SIZE", "NODE", "SELECTOR", "ALLOWED", "USES", "ASSIGNMENT", "DISABLED"]
-    assert r.lines[1].split() == ["a", "fd00:198:18::/64", "122", "all()", "Workload,Tunnel", "Automatic", "true"]
-    assert r.lines[2].split() == ["b", "198.18.1.0/24", "28", "zone", "==", "'a'", "Workload,Tunnel", "Automatic", "false"]
-    docs = ctl("ippool", "list", "-o", "json").json()
+    assert r.lines[0].split() == ["NAME", "CIDR", "SELECTOR"]
+    assert r.lines[1].split() == ["a", "fd00:198:18::/64", "all()"]
+    assert r.lines[2].split() == ["b", "198.18.1.0/24", "zone", "==", "'a'"]
+    wide = ctl("get", "ippools", "-o", "wide")
+    assert wide.rc == 0
+    assert wide.lines[0].split() == ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR", "ASSIGNMENTMODE"]
+    assert wide.lines[1].split() == ["a", "fd00:198:18::/64", "false", "Never", "Never", "true", "false", "all()", "Automatic"]
+    assert wide.lines[2].split() == ["b", "198.18.1.0/24", "false", "Never", "Never", "false", "false", "zone", "==", "'a'", "Automatic"]
+    listed = ctl("get", "ippools", "-o", "json").json()
+    assert listed["kind"] == "IPPoolList"
+    docs = listed["items"]
     assert [d["metadata"]["name"] for d in docs] == ["a", "b"]
     assert docs[1]["spec"]["nodeSelector"] == "zone == 'a'" and docs[0]["spec"]["disabled"] is True
+    # What the table no longer shows (block size, allowed uses) is in the documents.
+    assert (docs[0]["spec"]["blockSize"], docs[1]["spec"]["blockSize"]) == (122, 28)
+    assert docs[0]["spec"]["allowedUses"] == docs[1]["spec"]["allowedUses"] == ["Workload", "Tunnel"]
     assert docs[1]["metadata"]["resourceVersion"] == str(store.pool("b").revision)
-    assert yaml.safe_load(ctl("ippool", "list", "-o", "yaml").stdout) == docs
-    one = ctl("ippool", "get", "b", "-o", "yaml")
+    assert yaml.safe_load(ctl("get", "ippools", "-o", "yaml").stdout) == listed
+    one = ctl("get", "ippool", "b", "-o", "yaml")
     assert yaml.safe_load(one.stdout) == docs[1]
-    table = ctl("ippool", "get", "b")
+    table = ctl("get", "ippool", "b")
     assert len(table.lines) == 2 and table.lines[1].startswith("b ")
-    missing = ctl("ippool", "get", "nope")
-    assert missing.rc == 1 and "IP pool nope does not exist" in missing.stderr
+    missing = ctl("get", "ippool", "nope")
+    assert missing.rc == 1 and "resource does not exist: IPPool(nope)" in missing.stderr
 
 
-def test_list_when_empty_prints_only_the_header(ctl, store):
-    r = ctl("ippool", "list")
+def test_get_ippools_when_empty_prints_only_the_header(ctl, store):
+    r = ctl("get", "ippools")
     assert r.rc == 0 and len(r.lines) == 1
-    assert ctl("ippool", "list", "-o", "json").json() == []
+    assert ctl("get", "ippools", "-o", "json").json()["items"] == []
 
 
 def test_disable_stops_allocation_and_enable_restores_it(ctl, store):
@@ -179,7 +190,7 @@ def test_node_selector_follows_node_labels(ctl, store):
     label_node(store, "node1", zone="b")
     with pytest.raises(AddressesExhausted, match="no configured Calico pools for node node1"):
         allocate(store, "net1.c1")
-    assert ctl("node", "label", "node1", "zone=a").rc == 0
+    assert ctl("label", "nodes", "node1", "zone=a", "--overwrite").rc == 0
     assert allocate(store, "net1.c1").address in ipaddress.ip_network("198.18.0.0/24")
 
 
@@ -234,7 +245,7 @@ def test_delete_force_releases_and_says_what(ctl, store):
 
 def test_delete_missing_pool(ctl, store):
     r = ctl("ippool", "delete", "nope")
-    assert r.rc == 1 and "IP pool nope does not exist" in r.stderr
+    assert r.rc == 1 and "resource does not exist: IPPool(nope)" in r.stderr
 
 
 def test_pool_commands_leave_unrelated_blocks_alone(ctl, store):
@@ -248,21 +259,24 @@ def test_pool_commands_leave_unrelated_blocks_alone(ctl, store):
 def test_create_rechecks_overlap_when_a_pool_appears_concurrently(ctl, store, monkeypatch):
     """The overlap check and the write are one compare-and-swap: a pool created between them
     makes the write fail, and the retry sees the overlap."""
-    from calico_cni.datastore.store import Datastore
+    from calico_cni.datastore import resources as stored
+    from calico_cni.model.kinds.ipam import IPPOOL
 
-    stale = store.pools_and_revision()  # what the command reads first: no pool yet
+    stale = stored.list_kind(store, IPPOOL)  # what the command reads first: no pool yet
     create_pool(store, "first", "198.18.0.0/24")  # then another operator creates one
-    real = Datastore.pools_and_revision
+    real = stored.list_kind
     calls = []
 
-    def racing(self):
+    def racing(store, kind, namespace=None):
+        if kind is not IPPOOL:
+            return real(store, kind, namespace)
         calls.append(1)
-        return stale if len(calls) == 1 else real(self)
+        return stale if len(calls) == 1 else real(store, kind, namespace)
 
-    monkeypatch.setattr(Datastore, "pools_and_revision", racing)
+    monkeypatch.setattr(stored, "list_kind", racing)
     r = ctl("ippool", "create", "second", "--cidr", "198.18.0.128/25")
     assert len(calls) == 2
-    assert r.rc == 1 and "overlaps IP pool first (198.18.0.0/24)" in r.stderr
+    assert r.rc == 1 and "IPPool(second) CIDR 198.18.0.128/25 overlaps with IPPool(first) CIDR 198.18.0.0/24" in r.stderr
     assert [p.name for p in store.pools()] == ["first"]
 
 
