@@ -135,12 +135,12 @@ def _list_doc(kind: Kind, found: Sequence[Resource]) -> dict[str, Any]:
     return {"apiVersion": kinds.API_VERSION, "kind": f"{kind.name}List", "metadata": {"resourceVersion": str(revision)}, "items": [r.document() for r in found]}
 
 
-def _table(kind: Kind, found: Sequence[Resource], wide: bool, all_namespaces: bool) -> str:
+def _table(kind: Kind, found: Sequence[Resource], wide: bool, show_namespace: bool) -> str:
     columns = list(kind.wide if wide and kind.wide else kind.columns)
     headers = [c.header for c in columns]
     context = verbs.table_context(ctl().store, kind) if any(c.contextual for c in columns) else {}
     rows = [[_cell(c.cell(r.document(), context) if c.contextual else c.cell(r.document())) for c in columns] for r in found]
-    if kind.namespaced and all_namespaces:
+    if kind.namespaced and show_namespace:
         headers = ["NAMESPACE", *headers]
         rows = [[r.namespace or "", *row] for r, row in zip(found, rows)]
     return table(headers, rows, padding=3)
@@ -190,7 +190,7 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
             click.echo(dump(found_all[0].document(), output))
             return
         first = found_all[0].kind
-        _print(first, found_all, output, named=False, all_namespaces=False)
+        _print(first, found_all, output, named=False, show_namespace=False)
         return
     if not kind:
         raise CtlError("give the kind of resource to show, e.g. calicoctl get ippools", EXIT_USAGE)
@@ -201,15 +201,16 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
         raise CtlError("cannot use --all-namespaces flag for getting a single resource", EXIT_USAGE)
     ns = None if (all_namespaces or not k.namespaced) else (namespace or "default")
     found = verbs.get(store, k, names, ns)
-    _print(k, found, output, named=len(names) == 1, all_namespaces=all_namespaces)
+    # calicoctl adds the NAMESPACE column whenever -n or -A was given.
+    _print(k, found, output, named=len(names) == 1, show_namespace=bool(all_namespaces or namespace))
 
 
-def _print(kind: Kind, found: Sequence[Resource], output: str, named: bool, all_namespaces: bool) -> None:
+def _print(kind: Kind, found: Sequence[Resource], output: str, named: bool, show_namespace: bool) -> None:
     if output in ("yaml", "json"):
         data = found[0].document() if named else _list_doc(kind, found)
         click.echo(dump(data, output))
     else:
-        click.echo(_table(kind, found, output == "wide", all_namespaces))
+        click.echo(_table(kind, found, output == "wide", show_namespace))
 
 
 # -- patch and label -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Every type is a `Field` with `decode(value, path)`; `path` is the dotted field n
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 Check = Callable[[Any], "str | None"]
@@ -267,6 +267,10 @@ class Kind:
     - `tiered`: a policy kind, stored under its tier-prefixed name (see `model.resource`).
     - `status`: the schema of a top-level `status` (Node, KubeControllersConfiguration), or None
       when the kind has none.
+    - `name_from_spec`: a document may omit metadata.name; `prepare` derives it from the spec (a
+      WorkloadEndpoint's name is built from its node, orchestrator, workload and endpoint).
+    - `managed_elsewhere`: (name prefix, reason) pairs of resources that another controller owns
+      and calicoctl must not write (Kubernetes network policies copied into Calico).
     """
 
     name: str
@@ -283,7 +287,8 @@ class Kind:
     tiered: bool = False
     spec_required: bool = False
     status: Field | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    name_from_spec: bool = False
+    managed_elsewhere: tuple[tuple[str, str], ...] = ()
 
     def names(self) -> set[str]:
         """Every lower-case spelling of this kind calicoctl accepts."""

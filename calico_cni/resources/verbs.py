@@ -99,6 +99,9 @@ def ref_of(document: Document) -> Ref:
 def _readonly(verb: str, kind: Kind, name: str | None = None) -> None:
     if not kind.writable:
         raise Refused(f"operation {verb} is not supported on {kind.name}: resource is readonly")
+    for name_prefix, reason in kind.managed_elsewhere:
+        if name is not None and name.startswith(name_prefix):
+            raise Refused(f"operation {verb} is not supported on {kind.name}({name}): {reason}")
     if name is not None and stored.builtin(kind, name) is not None:
         raise Refused(f"operation {verb} is not supported on {kind.name}({name}): it is Calico's built-in profile, which allows everything")
 

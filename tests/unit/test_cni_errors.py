@@ -22,7 +22,14 @@ from calico_cni.protocol.errors import (
     TRY_AGAIN_LATER,
     CniError,
 )
+from calico_cni.resources.errors import ResourceError
 from calico_ipam.errors import AddressConflict, AddressesExhausted, InvalidReport, PoolRefused, RepairRefused
+
+
+def _leaves_of(cls: type) -> set[type]:
+    subs = cls.__subclasses__()
+    return set().union(*map(_leaves_of, subs)) if subs else {cls}
+
 
 # One exception of each row's class, with the code the runtime must see.
 ROWS = [
@@ -40,7 +47,8 @@ ROWS = [
 
 # The IPAM floor's refusals only calicoctl raises (no CNI verb repairs, checks reports or changes
 # pools): the table leaves them out, so one reaching a verb is reported as an internal error.
-CALICOCTL_ONLY = {RepairRefused, InvalidReport, PoolRefused}
+# The resource verbs' failures: only calicoctl manages resources (no CNI verb raises them).
+CALICOCTL_ONLY = {RepairRefused, InvalidReport, PoolRefused, *_leaves_of(ResourceError)}
 
 
 @pytest.mark.parametrize("exc, code", ROWS, ids=[type(exc).__name__ for exc, _ in ROWS])

@@ -64,12 +64,11 @@ def decode(doc: Any) -> tuple[Kind, dict[str, Any]]:
         if key not in ("apiVersion", "kind", "metadata", "spec") and not (key == "status" and kind.status is not None):
             raise Invalid(str(key), "unknown field")
     meta = METADATA.decode(doc.get("metadata") or {}, "metadata")
-    name = meta.get("name")
-    if not name:
+    named = bool(meta.get("name"))
+    if named:
+        _check_name(kind, meta["name"])
+    elif not kind.name_from_spec:
         raise Invalid("metadata.name", "required field is missing")
-    reason = (kind.name_check or checks.dns_subdomain)(name)
-    if reason:
-        raise Invalid("metadata.name", reason)
     if kind.namespaced:
         meta.setdefault("namespace", "default")
     elif "namespace" in meta:
@@ -82,4 +81,14 @@ def decode(doc: Any) -> tuple[Kind, dict[str, Any]]:
         out["status"] = kind.status.decode(doc["status"], "status")
     if kind.prepare is not None:
         kind.prepare(out)
+    if not named:  # derived from the spec by prepare
+        if not meta.get("name"):
+            raise Invalid("metadata.name", "required field is missing")
+        _check_name(kind, meta["name"])
     return kind, out
+
+
+def _check_name(kind: Kind, name: str) -> None:
+    reason = (kind.name_check or checks.dns_subdomain)(name)
+    if reason:
+        raise Invalid("metadata.name", reason)

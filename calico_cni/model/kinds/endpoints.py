@@ -237,6 +237,7 @@ def _workload(doc: dict) -> str:
 
 WORKLOAD_ENDPOINT = Kind(
     name="WorkloadEndpoint",
+    name_from_spec=True,
     plural="workloadendpoints",
     namespaced=True,
     aliases=("workloadendpoint", "workloadendpoints", "wep", "weps"),

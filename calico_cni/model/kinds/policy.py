@@ -180,6 +180,7 @@ _POLICY_WIDE = (*_POLICY_COLUMNS, Column("ORDER", _order), Column("SELECTOR", la
 
 NETWORK_POLICY = Kind(
     name="NetworkPolicy",
+    managed_elsewhere=(("knp.default.", "kubernetes network policies must be managed through the kubernetes API"),),
     plural="networkpolicies",
     namespaced=True,
     aliases=("networkpolicy", "networkpolicies", "policy", "np", "policies", "pol", "pols"),
@@ -193,6 +194,10 @@ NETWORK_POLICY = Kind(
 
 GLOBAL_NETWORK_POLICY = Kind(
     name="GlobalNetworkPolicy",
+    managed_elsewhere=(
+        ("kanp.adminnetworkpolicy.", "kubernetes admin network policies must be managed through the kubernetes API"),
+        ("kbanp.baselineadminnetworkpolicy.", "kubernetes admin network policies must be managed through the kubernetes API"),
+    ),
     plural="globalnetworkpolicies",
     aliases=("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"),
     spec=Obj(
