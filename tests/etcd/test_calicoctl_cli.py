@@ -35,13 +35,13 @@ def test_installed_executable_end_to_end(etcd_endpoint, store):
     r = run_exe("ipam", "check", "--grace", "0", env=env)
     assert r.rc == 3 and r.stdout.splitlines()[-1] == "Check complete; found 1 problems."
     r = run_exe("ippool", "create", "pool2", "--cidr", "198.18.0.0/25", env=env)
-    _one_line_error(r, "overlaps IP pool pool1")
+    _one_line_error(r, "IPPool(pool2) CIDR 198.18.0.0/25 overlaps with IPPool(pool1) CIDR 198.18.0.0/24")
     assert r.rc == 1
 
 
 @pytest.mark.parametrize(
     "args",
-    [["ippool", "list"], ["ipam", "show"], ["ipam", "check"], ["node", "list"], ["get", "wep"], ["ipam", "configure", "--ip-cooldown-seconds", "1"]],
+    [["get", "ippools"], ["ipam", "show"], ["ipam", "check"], ["get", "nodes"], ["get", "wep"], ["ipam", "configure", "--ip-cooldown-seconds", "1"]],
 )
 def test_unreachable_etcd_is_one_line_naming_the_endpoints(args, etcd):
     r = run_exe("--etcd-endpoints", f"{DEAD},http://{FABRIC_ADDRESS}:2", "--etcd-timeout", "0.5", *args)
@@ -50,7 +50,7 @@ def test_unreachable_etcd_is_one_line_naming_the_endpoints(args, etcd):
 
 
 def test_default_endpoint_is_localhost(etcd):
-    r = run_exe("ippool", "list", "--etcd-timeout", "0.5")  # nothing listens on 127.0.0.1 in the test namespace
+    r = run_exe("get", "ippools", "--etcd-timeout", "0.5")  # nothing listens on 127.0.0.1 in the test namespace
     _one_line_error(r, "etcd is unreachable at http://127.0.0.1:2379")
 
 
@@ -63,31 +63,31 @@ def test_environment_flags_and_config_file(ctl, store, etcd_endpoint, tmp_path):
     }))
     conf = tmp_path / "10-calico.conf"
     conf.write_text(json.dumps({"cniVersion": "0.3.1", "name": "n", "type": "calico-ipam", "etcd_endpoints": etcd_endpoint}))
-    for args in (["--config", str(conflist), "ippool", "list"], ["ippool", "list", "--config", str(conf)]):
+    for args in (["--config", str(conflist), "get", "ippools"], ["get", "ippools", "--config", str(conf)]):
         r = ctl(*args, "-o", "json", endpoint=False, env={"ETCD_ENDPOINTS": DEAD})
-        assert r.rc == 0 and [d["metadata"]["name"] for d in r.json()] == ["p"], r.stderr
+        assert r.rc == 0 and [d["metadata"]["name"] for d in r.json()["items"]] == ["p"], r.stderr
     # The environment, when nothing else is given.
-    r = ctl("ippool", "list", "-o", "json", endpoint=False, env={"ETCD_ENDPOINTS": etcd_endpoint})
-    assert r.rc == 0 and len(r.json()) == 1
+    r = ctl("get", "ippools", "-o", "json", endpoint=False, env={"ETCD_ENDPOINTS": etcd_endpoint})
+    assert r.rc == 0 and len(r.json()["items"]) == 1
     # A flag wins over the config file, and a flag after the verb over one before it.
-    r = ctl("--config", str(conflist), "ippool", "list", "--etcd-endpoints", DEAD, "--etcd-timeout", "0.5", endpoint=False)
+    r = ctl("--config", str(conflist), "get", "ippools", "--etcd-endpoints", DEAD, "--etcd-timeout", "0.5", endpoint=False)
     _one_line_error(r, DEAD)
-    r = ctl("--etcd-endpoints", DEAD, "ippool", "list", "--etcd-endpoints", etcd_endpoint, endpoint=False)
+    r = ctl("--etcd-endpoints", DEAD, "get", "ippools", "--etcd-endpoints", etcd_endpoint, endpoint=False)
     assert r.rc == 0 and "198.18.0.0/24" in r.stdout
 
 
 def test_connection_errors(ctl, tmp_path, etcd):
-    _one_line_error(ctl("--etcd-endpoints", "localhost:2379", "ippool", "list", endpoint=False), "etcd endpoint 'localhost:2379' is invalid")
-    missing = ctl("--etcd-endpoints", f"https://{FABRIC_ADDRESS}:2379", "--etcd-ca-cert-file", str(tmp_path / "ca.pem"), "ippool", "list", endpoint=False)
+    _one_line_error(ctl("--etcd-endpoints", "localhost:2379", "get", "ippools", endpoint=False), "etcd endpoint 'localhost:2379' is invalid")
+    missing = ctl("--etcd-endpoints", f"https://{FABRIC_ADDRESS}:2379", "--etcd-ca-cert-file", str(tmp_path / "ca.pem"), "get", "ippools", endpoint=False)
     _one_line_error(missing, "cannot read", "ca.pem")
-    _one_line_error(ctl("--config", str(tmp_path / "none.conflist"), "ippool", "list", endpoint=False), "cannot read", "none.conflist")
+    _one_line_error(ctl("--config", str(tmp_path / "none.conflist"), "get", "ippools", endpoint=False), "cannot read", "none.conflist")
     bad = tmp_path / "bad.conflist"
     bad.write_text("{nope")
-    _one_line_error(ctl("--config", str(bad), "ippool", "list", endpoint=False), "is not valid JSON")
+    _one_line_error(ctl("--config", str(bad), "get", "ippools", endpoint=False), "is neither JSON nor YAML")
     bad.write_text(json.dumps({"plugins": [{"type": "bridge"}]}))
-    _one_line_error(ctl("--config", str(bad), "ippool", "list", endpoint=False), "has no calico or calico-ipam plugin")
+    _one_line_error(ctl("--config", str(bad), "get", "ippools", endpoint=False), "has no calico or calico-ipam plugin")
     bad.write_text(json.dumps({"type": "calico", "datastore_type": "kubernetes"}))
-    _one_line_error(ctl("--config", str(bad), "ippool", "list", endpoint=False), "datastore_type 'kubernetes' is not supported")
+    _one_line_error(ctl("--config", str(bad), "get", "ippools", endpoint=False), "datastore_type 'kubernetes' is not supported")
 
 
 @pytest.mark.parametrize(
@@ -95,9 +95,12 @@ def test_connection_errors(ctl, tmp_path, etcd):
     [
         (["ippool", "create", "p"], "Missing option '--cidr'"),
         (["ippool", "frobnicate"], "No such command 'frobnicate'"),
-        (["ippool", "list", "-o", "xml"], "Invalid value for '-o' / '--output'"),
+        pytest.param(
+            ["get", "ippools", "-o", "xml"], "unrecognized output format 'xml'",
+            marks=pytest.mark.xfail(strict=True, reason="BUGS.md: calicoctl's own usage errors (CtlError with EXIT_USAGE) do not point to --help as click's do"),
+        ),
         (["ipam", "show", "--bogus"], "No such option '--bogus'"),
-        (["node", "label"], "Missing argument 'NAME'"),
+        (["label", "nodes"], "Missing argument 'NAME'"),
     ],
 )
 def test_usage_errors_are_one_line(ctl, args, fragment):
@@ -107,22 +110,23 @@ def test_usage_errors_are_one_line(ctl, args, fragment):
 
 
 def test_unexpected_failures_are_one_line(ctl, monkeypatch):
-    from calico_cni.datastore.store import Datastore
+    from calico_cni.datastore import resources as stored
 
-    def boom(self):
+    def boom(store, kind, namespace=None):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(Datastore, "pools", boom)
-    r = ctl("ippool", "list")
+    monkeypatch.setattr(stored, "list_kind", boom)
+    r = ctl("get", "ippools")
     _one_line_error(r, "RuntimeError: disk on fire second line")
     assert r.rc == 1
 
 
+@pytest.mark.xfail(strict=True, reason="BUGS.md: get ippools fails on one unparseable pool record instead of reporting and skipping it (Calico's list skips it)")
 def test_corrupt_records_are_reported_not_fatal(ctl, store):
     create_pool(store, "good", "198.18.0.0/24")
     assert store.client.commit([], [("/calico/resources/v3/projectcalico.org/ippools/broken", b"{oops")])[0]
-    r = ctl("ippool", "list", "-o", "json")
-    assert r.rc == 0 and [d["metadata"]["name"] for d in r.json()] == ["good"]
+    r = ctl("get", "ippools", "-o", "json")
+    assert r.rc == 0 and [d["metadata"]["name"] for d in r.json()["items"]] == ["good"]
     assert "calicoctl: error: skipping IP pool broken" in r.stderr
 
 
@@ -139,7 +143,7 @@ def test_a_failed_journal_replay_is_a_warning_not_the_commands_failure(ctl, stor
         raise RuntimeError("boom")
 
     monkeypatch.setattr(replay, "replay", boom)
-    r = ctl("ippool", "list", "-o", "json", env={"CALICO_RELEASE_JOURNAL_DIR": journal.root})
-    assert r.rc == 0 and r.json() == []
+    r = ctl("get", "ippools", "-o", "json", env={"CALICO_RELEASE_JOURNAL_DIR": journal.root})
+    assert r.rc == 0 and r.json()["items"] == []
     assert r.stderr == "calicoctl: warning: pending releases not replayed yet: boom\n"
     assert journal.pending() == [entry]
