@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command (run as root on Debian/Ubuntu): install what is needed, then show the
 # whole mission on one node. A private etcd, the plugins installed by scripts/install-cni.sh into a
-# temporary CNI directory, a pool made with calicoctl, three pods started through cnitool, their
-# addresses and the routes the node got, pings pod to pod and node to pod, the IPAM view, and the
-# addresses freed when the pods are deleted.
+# temporary CNI directory, a pool applied from a resource file with calicoctl, three pods started
+# through cnitool, their addresses and the routes the node got, pings pod to pod and node to pod,
+# the IPAM view, and the addresses freed when the pods are deleted.
 #
 # By default the node is a network namespace the demo creates (with an uplink namespace beside it),
 # so the machine's own network is not touched. --host runs the node on the machine's own namespace
@@ -141,8 +141,20 @@ calicoctl() { in_node "$work/bin/calicoctl" --etcd-endpoints "$endpoints" "$@"; 
 # The plugins' release journal lives in the demo's directory, removed at the end like the rest.
 export CALICO_RELEASE_JOURNAL_DIR="$work/journal"
 
-bold "An IP pool (calicoctl ippool create)"
-calicoctl ippool create demo-pool --cidr 198.18.0.0/24 --block-size 28 | sed 's/^/   /'
+bold "An IP pool from a resource file (calicoctl apply -f)"
+cat >"$work/pool.yaml" <<'EOF_POOL'
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: demo-pool
+spec:
+  cidr: 198.18.0.0/24
+  blockSize: 28
+  nodeSelector: all()
+EOF_POOL
+sed 's/^/   | /' "$work/pool.yaml"
+calicoctl apply -f "$work/pool.yaml" | sed 's/^/   /'
+calicoctl get ippools -o wide | sed 's/^/   /'
 
 bold "Three pods, each a network namespace, added through cnitool"
 declare -A address
