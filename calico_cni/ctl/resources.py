@@ -101,8 +101,9 @@ def delete(kind, names, filenames, recursive, namespace, skip_not_exists, force)
     """Delete resources: KIND NAME... or -f FILE.
 
     \b
-    Deleting a node also releases its addresses and block affinities and deletes its BGP peers and
-    per-node configuration; it is refused while the node has workload endpoints, unless --force.
+    Deleting a node also releases its addresses and block affinities and deletes its BGP peers, host
+    endpoints and per-node configuration; it is refused while the node has workload endpoints,
+    unless --force.
     Deleting an IP pool is refused while addresses of it are allocated, unless --force.
     """
     if filenames:
