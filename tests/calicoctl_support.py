@@ -38,7 +38,7 @@ class Run:
 
 @pytest.fixture
 def ctl(etcd_endpoint):
-    """Run calicoctl in-process against the (emptied) test etcd: ctl("ippool", "list")."""
+    """Run calicoctl in-process against the (emptied) test etcd: ctl("get", "ippools")."""
 
     def run(*args: str, env: dict | None = None, endpoint: bool = True) -> Run:
         argv = (["--etcd-endpoints", etcd_endpoint] if endpoint else []) + list(args)
