@@ -66,8 +66,9 @@ def cli(log_level: str) -> None:
     Repair them:           calicoctl ipam release --from-report report.json
 
     etcd is found through --etcd-endpoints (or the other connection options, given before or
-    after the verb), else --config with a CNI config file, else ETCD_ENDPOINTS and the other
-    ETCD_* variables, else http://127.0.0.1:2379.
+    after the verb), else -c/--config (a calicoctl.cfg, kind CalicoAPIConfig, or a CNI config;
+    /etc/calico/calicoctl.cfg when it exists), else ETCD_ENDPOINTS and the other ETCD_*
+    variables, else http://127.0.0.1:2379.
     """
     _setup_logging(log_level)
 

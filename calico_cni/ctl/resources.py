@@ -16,8 +16,13 @@ from calico_cni.resources import documents, verbs
 from calico_cni.resources.errors import PartialSuccess, ResourceError
 
 from calico_cni.ctl.context import connection_options, ctl
-from calico_cni.ctl.errors import CtlError, EXIT_USAGE
+from calico_cni.ctl.errors import CtlError
 from calico_cni.ctl.output import dump, table
+
+
+def usage(message: str) -> click.UsageError:
+    """A command-line mistake: exit 2 and a pointer to the command's --help, as click's own."""
+    return click.UsageError(message, ctx=click.get_current_context(silent=True))
 
 
 def file_options(f: Callable) -> Callable:
@@ -35,13 +40,13 @@ def kind_of(name: str) -> Kind:
     kind = kinds.lookup(name)
     if kind is None:
         names = ", ".join(sorted(k.plural for k in kinds.KINDS))
-        raise CtlError(f"resource type '{name}' is not supported: use one of {names}", EXIT_USAGE)
+        raise usage(f"resource type '{name}' is not supported: use one of {names}")
     return kind
 
 
 def _load(filenames: Sequence[str], recursive: bool, namespace: str | None) -> list[documents.Document]:
     if not filenames:
-        raise CtlError("give the resources with -f FILE (a file, a directory, or - for stdin)", EXIT_USAGE)
+        raise usage("give the resources with -f FILE (a file, a directory, or - for stdin)")
     return documents.load(filenames, recursive, namespace)
 
 
@@ -59,10 +64,17 @@ def _write(verb: str, done: str, filenames, recursive, namespace, skip_exists: b
     except ResourceError as exc:
         what = _what(kinds_seen, "'{}' resource" if len(docs) == 1 else "any '{}' resources", "any resources")
         raise CtlError(f"Failed to {verb} {what}: {exc}") from None
-    label = f"'{kinds_seen[0]}' " if len(kinds_seen) == 1 else ""
-    click.echo(f"Successfully {done} {outcome.handled} {label}resource(s)")
+    _success(done, outcome, kinds_seen, "already existed")
     if outcome.unchanged:
         click.echo(f"({outcome.unchanged} unchanged: nothing written for them)", err=True)
+
+
+def _success(done: str, outcome: verbs.Outcome, kinds_seen: Sequence[str], skipped_because: str) -> None:
+    """calicoctl's "Successfully applied N 'Kind' resource(s)" (the kind named when the file has
+    one), saying how many were skipped."""
+    label = f"'{kinds_seen[0]}' " if len(kinds_seen) == 1 else ""
+    skipped = f" ({outcome.skipped} skipped: {skipped_because})" if outcome.skipped else ""
+    click.echo(f"Successfully {done} {outcome.handled - outcome.skipped} {label}resource(s){skipped}")
 
 
 @click.command("create")
@@ -94,7 +106,7 @@ def replace(filenames, recursive, namespace) -> None:
 @click.argument("kind", required=False)
 @click.argument("names", nargs=-1)
 @file_options
-@click.option("--skip-not-exists", is_flag=True, help="Skip resources that do not exist instead of failing.")
+@click.option("-s", "--skip-not-exists", is_flag=True, help="Skip resources that do not exist instead of failing.")
 @click.option("--force", is_flag=True, help="IP pools: also release the addresses still allocated from the pool. Nodes: also delete a node that still has workload endpoints (their addresses are released).")
 @connection_options
 def delete(kind, names, filenames, recursive, namespace, skip_not_exists, force) -> None:
@@ -108,12 +120,12 @@ def delete(kind, names, filenames, recursive, namespace, skip_not_exists, force)
     """
     if filenames:
         if kind:
-            raise CtlError("give either KIND NAME... or -f FILE, not both", EXIT_USAGE)
+            raise usage("give either KIND NAME... or -f FILE, not both")
         docs = _load(filenames, recursive, namespace)
         targets = [(verbs.ref_of(d), d.resource_version, d.source) for d in docs]
     else:
         if not kind or not names:
-            raise CtlError("give KIND NAME... or -f FILE", EXIT_USAGE)
+            raise usage("give KIND NAME... or -f FILE")
         k = kind_of(kind)
         targets = [(Ref(k, n, (namespace or "default") if k.namespaced else None), None, "") for n in names]
     kinds_seen = list(dict.fromkeys(t[0].kind.name for t in targets))
@@ -124,8 +136,7 @@ def delete(kind, names, filenames, recursive, namespace, skip_not_exists, force)
     except ResourceError as exc:
         what = _what(kinds_seen, "'{}' resource", "resource")
         raise CtlError(f"Failed to delete {what}: {exc}") from None
-    label = f"'{kinds_seen[0]}' " if len(kinds_seen) == 1 else ""
-    click.echo(f"Successfully deleted {outcome.handled} {label}resource(s)")
+    _success("deleted", outcome, kinds_seen, "did not exist")
 
 
 # -- get -----------------------------------------------------------------------------------------
@@ -171,13 +182,13 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
     """
     output = output.lower()
     if output not in ("ps", "wide", "yaml", "json"):
-        raise CtlError(f"unrecognized output format '{output}': use ps, wide, yaml or json", EXIT_USAGE)
+        raise usage(f"unrecognized output format '{output}': use ps, wide, yaml or json")
     if all_namespaces and namespace:
-        raise CtlError("give either -n NAMESPACE or -A, not both", EXIT_USAGE)
+        raise usage("give either -n NAMESPACE or -A, not both")
     store = ctl().store
     if filenames:
         if kind:
-            raise CtlError("give either KIND [NAME...] or -f FILE, not both", EXIT_USAGE)
+            raise usage("give either KIND [NAME...] or -f FILE, not both")
         docs = _load(filenames, recursive, namespace)
         groups: dict[str, list[documents.Document]] = {}
         for d in docs:
@@ -194,12 +205,12 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
         _print(first, found_all, output, named=False, show_namespace=False)
         return
     if not kind:
-        raise CtlError("give the kind of resource to show, e.g. calicoctl get ippools", EXIT_USAGE)
+        raise usage("give the kind of resource to show, e.g. calicoctl get ippools")
     k = kind_of(kind)
     if not k.namespaced and (namespace or all_namespaces):
         namespace, all_namespaces = None, False
     if names and all_namespaces:
-        raise CtlError("cannot use --all-namespaces flag for getting a single resource", EXIT_USAGE)
+        raise usage("cannot use --all-namespaces flag for getting a single resource")
     ns = None if (all_namespaces or not k.namespaced) else (namespace or "default")
     found = verbs.get(store, k, names, ns)
     # calicoctl adds the NAMESPACE column whenever -n or -A was given.
@@ -221,12 +232,14 @@ def _print(kind: Kind, found: Sequence[Resource], output: str, named: bool, show
 @click.argument("kind")
 @click.argument("name")
 @click.option("-p", "--patch", "patch_text", required=True, metavar="PATCH", help="A JSON object merged into the resource, e.g. '{\"spec\":{\"disabled\":true}}' (lists are replaced; null removes a field).")
-@click.option("-t", "--type", "patch_type", default="strategic", show_default=True, type=click.Choice(["strategic", "merge"]), help="Accepted for Calico's command lines; both merge objects and replace lists.")
+@click.option("-t", "--type", "patch_type", default="strategic", show_default=True, type=click.Choice(["strategic", "merge", "json"]), help="Accepted for Calico's command lines: strategic and merge both merge objects and replace lists; json (RFC 6902) is refused, as Calico has not implemented it either.")
 @click.option("-n", "--namespace", metavar="NS", help="Namespace of a namespaced resource (default: default).")
 @connection_options
 def patch(kind, name, patch_text, patch_type, namespace) -> None:
     """Change fields of the resource KIND NAME."""
     k = kind_of(kind)
+    if patch_type == "json":
+        raise usage("--type json (a JSON Patch) is not implemented, as in Calico: give a JSON merge patch with --type strategic or merge")
     ref = Ref(k, name, (namespace or "default") if k.namespaced else None)
     try:
         verbs.patch(ctl().store, ref, patch_text)
@@ -248,11 +261,11 @@ def label(kind, name, label_arg, overwrite, remove, namespace) -> None:
     k = kind_of(kind)
     if remove:
         if "=" in label_arg:
-            raise CtlError(f"invalid label {label_arg}: give only the key with --remove", EXIT_USAGE)
+            raise usage(f"invalid label {label_arg}: give only the key with --remove")
         key, value = label_arg, None
     else:
         if "=" not in label_arg:
-            raise CtlError(f"invalid label {label_arg}: give key=value, or key with --remove", EXIT_USAGE)
+            raise usage(f"invalid label {label_arg}: give key=value, or key with --remove")
         key, value = label_arg.split("=", 1)
     ref = Ref(k, name, (namespace or "default") if k.namespaced else None)
     done = verbs.label(ctl().store, ref, key, value, overwrite)

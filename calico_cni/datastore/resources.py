@@ -6,6 +6,7 @@ Reads keep every field of the stored record (design rule 15); writes go through
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -53,6 +54,9 @@ def builtin(kind: Kind, name: str) -> Resource | None:
     return Resource(kind, doc, 1)
 
 
+log = logging.getLogger(__name__)
+
+
 class Unreadable(ValueError):
     """A stored record that is not a JSON object (nothing Calico writes)."""
 
@@ -61,7 +65,7 @@ def _parse(kind: Kind, key: str, value: bytes, revision: int) -> Resource:
     try:
         return Resource.from_stored(kind, value, revision)
     except ValueError:
-        raise Unreadable(f"the record at {key} is not a {kind.name} document (not a JSON object)") from None
+        raise Unreadable(f"the record at {key} is not a {kind.name} document: it is not a JSON object") from None
 
 
 def read(store: Datastore, refs: Sequence[Ref]) -> tuple[list[Resource | None], int]:
@@ -88,7 +92,15 @@ def list_kind(store: Datastore, kind: Kind, namespace: str | None = None) -> tup
     # A namespaced prefix without a namespace lists every namespace; deeper keys are not resources.
     depth = 2 if kind.namespaced and not namespace else 1
     prefix = naming.prefix(kind, namespace)
-    out = [_parse(kind, kv.key, kv.value, kv.mod_revision) for kv in kvs if kv.key[len(prefix):].count("/") == depth - 1]
+    out = []
+    for kv in kvs:
+        if kv.key[len(prefix):].count("/") != depth - 1:
+            continue
+        try:
+            out.append(_parse(kind, kv.key, kv.value, kv.mod_revision))
+        except Unreadable as exc:
+            # Calico's list skips what it cannot parse; one bad record must not hide the others.
+            log.error("skipping %s %s: %s", kind.name, kv.key[len(prefix):], exc)
     default_allow = builtin(kind, DEFAULT_ALLOW_PROFILE)
     if default_allow is not None and all(r.name != DEFAULT_ALLOW_PROFILE for r in out):
         out.append(default_allow)

@@ -60,7 +60,7 @@ def selector(text: str) -> str | None:
     try:
         parse(text)
     except SelectorError as exc:
-        return f"invalid selector {text!r}: {exc}"
+        return str(exc)  # already "invalid selector '<text>': <reason>"
     return None
 
 

@@ -328,12 +328,14 @@ def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exist
 # -- delete ------------------------------------------------------------------------------------
 
 
-def _check_tier_delete(store: Datastore, tier: Resource) -> None:
+def _check_tier_delete(store: Datastore, tier: Resource, deleting: set[str]) -> None:
+    """The default tiers stay; a tier is deleted only when no policy is left in it (policies deleted
+    in the same transaction, `deleting` keys, do not count)."""
     if tier.name in UNDELETABLE_TIERS:
         raise Refused(f"operation delete is not supported on Tier({tier.name}): Cannot delete {tier.name} tier")
     for kind in (k for k in kinds.KINDS if k.tiered):
         policies, _ = stored.list_kind(store, kind)
-        holding = [p.name for p in policies if (p.doc.get("spec") or {}).get("tier") == tier.name]
+        holding = [p.name for p in policies if (p.doc.get("spec") or {}).get("tier") == tier.name and p.key not in deleting]
         if holding:
             raise Refused(f"operation delete is not supported on Tier({tier.name}): Cannot delete a non-empty tier (it holds {kind.name} {', '.join(holding[:3])})")
 
@@ -357,6 +359,7 @@ def delete(
         def attempt() -> _Plan:
             plan = _Plan()
             current, _ = stored.read(store, [ref for ref, _, _ in items])
+            deleting = {r.key for r in current if r is not None}
             for (ref, given, source), existing in zip(items, current):
                 if existing is None:
                     if skip_not_exists:
@@ -368,7 +371,7 @@ def delete(
                         f"update conflict: {existing.identifier}: resource version '{given}' is out of date (latest: {existing.revision})"
                     )
                 if ref.kind.name == "Tier":
-                    _check_tier_delete(store, existing)
+                    _check_tier_delete(store, existing, deleting)
                 plan.deletes.append(existing)
                 plan.outcome.written += 1
                 plan.outcome.resources.append(existing)
@@ -385,7 +388,7 @@ def delete(
             plain.append(item)
             continue
         if plain:
-            total.add(_delete_plain(batch, plain, total))
+            total.add(_delete_plain(batch, plain, total, len(targets)))
             plain = []
         ref, given, source = item
         try:
@@ -397,17 +400,19 @@ def delete(
             continue
         except ResourceError as exc:
             if total.handled:
-                raise PartialSuccess(f"Partial success: deleted the first {total.handled} out of {len(targets)} resources; then {exc}") from None
+                raise PartialSuccess(
+                    f"Partial success: deleted the first {total.handled} out of {len(targets)} resources; then {exc}", done=total.handled, total=len(targets)
+                ) from None
             raise
         total.written += 1
         total.resources.append(removed)
         _note_kind(total, ref.kind)
     if plain:
-        total.add(_delete_plain(batch, plain, total))
+        total.add(_delete_plain(batch, plain, total, len(targets)))
     return total
 
 
-def _delete_plain(batch: Callable, items: list, before: Outcome) -> Outcome:
+def _delete_plain(batch: Callable, items: list, before: Outcome, total: int) -> Outcome:
     groups = [items] if len(items) + 1 <= MAX_TXN_OPS else [[i] for i in items]
     out = Outcome()
     for group in groups:
@@ -417,7 +422,7 @@ def _delete_plain(batch: Callable, items: list, before: Outcome) -> Outcome:
             done = before.handled + out.handled
             if done == 0:
                 raise
-            raise PartialSuccess(f"Partial success: deleted the first {done} resources; then {exc}", done=done) from None
+            raise PartialSuccess(f"Partial success: deleted the first {done} out of {total} resources; then {exc}", done=done, total=total) from None
     return out
 
 
