@@ -65,7 +65,7 @@ def _parse(kind: Kind, key: str, value: bytes, revision: int) -> Resource:
     try:
         return Resource.from_stored(kind, value, revision)
     except ValueError:
-        raise Unreadable(f"the record at {key} is not a {kind.name} document: it is not a JSON object") from None
+        raise Unreadable(f"the record at {key} cannot be read as {kind.name}: it is not a JSON object") from None
 
 
 def read(store: Datastore, refs: Sequence[Ref]) -> tuple[list[Resource | None], int]:
