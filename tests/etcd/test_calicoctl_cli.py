@@ -95,10 +95,7 @@ def test_connection_errors(ctl, tmp_path, etcd):
     [
         (["ippool", "create", "p"], "Missing option '--cidr'"),
         (["ippool", "frobnicate"], "No such command 'frobnicate'"),
-        pytest.param(
-            ["get", "ippools", "-o", "xml"], "unrecognized output format 'xml'",
-            marks=pytest.mark.xfail(strict=True, reason="BUGS.md: calicoctl's own usage errors (CtlError with EXIT_USAGE) do not point to --help as click's do"),
-        ),
+        (["get", "ippools", "-o", "xml"], "unrecognized output format 'xml'"),
         (["ipam", "show", "--bogus"], "No such option '--bogus'"),
         (["label", "nodes"], "Missing argument 'NAME'"),
     ],
@@ -121,13 +118,12 @@ def test_unexpected_failures_are_one_line(ctl, monkeypatch):
     assert r.rc == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md: get ippools fails on one unparseable pool record instead of reporting and skipping it (Calico's list skips it)")
 def test_corrupt_records_are_reported_not_fatal(ctl, store):
     create_pool(store, "good", "198.18.0.0/24")
     assert store.client.commit([], [("/calico/resources/v3/projectcalico.org/ippools/broken", b"{oops")])[0]
     r = ctl("get", "ippools", "-o", "json")
     assert r.rc == 0 and [d["metadata"]["name"] for d in r.json()["items"]] == ["good"]
-    assert "calicoctl: error: skipping IP pool broken" in r.stderr
+    assert "calicoctl: error: skipping IPPool broken: the record at /calico/resources/v3/projectcalico.org/ippools/broken cannot be read" in r.stderr
 
 
 def test_a_failed_journal_replay_is_a_warning_not_the_commands_failure(ctl, store, tmp_path, monkeypatch):
