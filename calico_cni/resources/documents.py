@@ -147,7 +147,9 @@ def decode_all(raw: Iterable[tuple[str, Any]], namespace: str | None = None) -> 
     that name none (`-n`)."""
     out: list[Document] = []
     for source, data in raw:
-        if namespace and isinstance(data, dict) and isinstance(data.get("metadata"), dict) and not data["metadata"].get("namespace"):
+        named_kind = kinds.by_kind(data["kind"]) if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
+        if namespace and named_kind is not None and named_kind.namespaced and isinstance(data.get("metadata"), dict) and not data["metadata"].get("namespace"):
+            # -n gives a namespace to the namespaced documents that name none; other kinds ignore it.
             data = {**data, "metadata": {**data["metadata"], "namespace": namespace}}
         try:
             kind, doc = kinds.decode(data)
