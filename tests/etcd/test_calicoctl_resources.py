@@ -1095,3 +1095,91 @@ def test_installed_command_error_is_one_line(tmp_path, store, exe_env):
     failed(run_exe("apply", "-f", path, env=exe_env), "overlaps")
     failed(run_exe("label", "ippool", "a", "x=y", env=exe_env), "ippool a not found")
     assert keys(store) == []
+
+
+# -- races with another writer (injected between the read and the commit) ------------------------------
+
+
+@pytest.fixture
+def race(monkeypatch, store):
+    """`race(fn, times=1, on="read")`: run fn() right after the verbs' next read of stored
+    resources (`on`: "read" for the resources themselves, "list_kind" for the pool listing of
+    the overlap check), as another writer would between calicoctl's read and its commit."""
+    from calico_cni.datastore import resources as stored
+
+    def arm(fn, times: int = 1, on: str = "read") -> list[int]:
+        real = getattr(stored, on)
+        fired: list[int] = []
+
+        def wrapper(*args, **kwargs):
+            out = real(*args, **kwargs)
+            if len(fired) < times:
+                fired.append(1)
+                fn()
+            return out
+
+        monkeypatch.setattr(stored, on, wrapper)
+        return fired
+
+    return arm
+
+
+def plant(store, document: dict) -> None:
+    """Write a resource directly, as another client would."""
+    kind, decoded = kinds.decode(document)
+    decoded["metadata"].update(uid="planted", creationTimestamp="2020-01-01T00:00:00Z")
+    assert store.commit(puts=[Resource(kind, decoded)])
+
+
+def relabel(store, kind: str, name: str, labels: dict) -> None:
+    from calico_cni.datastore import resources as stored
+
+    current = stored.get(store, stored.Ref(kind_of(kind), name))
+    current.doc["metadata"]["labels"] = {**(current.doc["metadata"].get("labels") or {}), **labels}
+    assert store.commit(puts=[current])
+
+
+def test_a_pool_created_concurrently_cannot_slip_past_the_overlap_check(ctl, store, tmp_path, race):
+    fired = race(lambda: plant(store, pool("sneaky", "198.18.0.0/16")), on="list_kind")
+    failed(ctl("create", "-f", write(tmp_path / "p.yaml", pool("mine", "198.18.5.0/24"))), "overlaps with IPPool(sneaky)")
+    assert fired and pool_names(store) == ["sneaky"]
+
+
+def test_apply_without_a_version_retries_a_lost_race_and_wins(ctl, store, tmp_path, race):
+    ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
+    uid = get_doc(ctl, "ippool", "a")["metadata"]["uid"]
+    fired = race(lambda: relabel(store, "IPPool", "a", {"other": "writer"}))
+    ok(ctl("apply", "-f", write(tmp_path / "q.yaml", pool("a", "198.18.0.0/24", natOutgoing=True))))
+    got = get_doc(ctl, "ippool", "a")
+    assert fired and got["spec"]["natOutgoing"] is True and got["metadata"]["uid"] == uid
+    # apply replaces the whole document: the other writer's label is not kept.
+    assert "labels" not in got["metadata"]
+
+
+def test_a_version_read_before_a_lost_race_is_a_conflict(ctl, store, tmp_path, race):
+    ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
+    current = get_doc(ctl, "ippool", "a")
+    current["spec"]["natOutgoing"] = True
+    race(lambda: relabel(store, "IPPool", "a", {"other": "writer"}))
+    failed(ctl("replace", "-f", write(tmp_path / "q.yaml", current)), "update conflict")
+    got = get_doc(ctl, "ippool", "a")
+    assert got["metadata"]["labels"] == {"other": "writer"} and "natOutgoing" not in got["spec"]
+
+
+def test_label_and_patch_keep_a_concurrent_writers_change(ctl, store, tmp_path, race):
+    ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
+    race(lambda: relabel(store, "IPPool", "a", {"first": "1"}), on="get")
+    ok(ctl("label", "ippool", "a", "second=2"))
+    assert get_doc(ctl, "ippool", "a")["metadata"]["labels"] == {"first": "1", "second": "2"}
+    race(lambda: relabel(store, "IPPool", "a", {"third": "3"}), on="get")
+    ok(ctl("patch", "ippool", "a", "-p", '{"spec":{"disabled":true}}'))
+    got = get_doc(ctl, "ippool", "a")
+    assert got["metadata"]["labels"] == {"first": "1", "second": "2", "third": "3"} and got["spec"]["disabled"] is True
+
+
+def test_a_resource_that_keeps_changing_gives_up_with_a_conflict(ctl, store, tmp_path, race):
+    ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
+    counter = iter(range(100))
+    race(lambda: relabel(store, "IPPool", "a", {"n": str(next(counter))}), times=100)
+    failed(ctl("apply", "-f", write(tmp_path / "q.yaml", pool("a", "198.18.0.0/24", natOutgoing=True))), "update conflict", "try again")
+    assert "natOutgoing" not in get_doc(ctl, "ippool", "a")["spec"]
