@@ -1236,3 +1236,24 @@ def test_a_default_tier_policy_can_be_patched_by_its_prefixed_name(ctl, store, t
     ok(ctl("patch", "np", "default.allow-web", "-n", "shop", "-p", '{"spec":{"order":5}}'))
     assert get_doc(ctl, "np", "allow-web", "-n", "shop")["spec"]["order"] == 5
     assert keys(store, R + "networkpolicies/") == [R + "networkpolicies/shop/default.allow-web"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUGS.md: a file naming one resource twice ends in etcd's 'duplicate key given in txn request'")
+@pytest.mark.parametrize("verb", ["create", "apply"])
+def test_a_file_naming_one_resource_twice(ctl, store, tmp_path, verb):
+    path = write(tmp_path / "d.yaml", pool("a", "198.18.0.0/24"), pool("a", "198.18.0.0/24", natOutgoing=True))
+    r = ctl(verb, "-f", path)
+    assert "etcd" not in r.stderr, r.stderr
+    if r.rc == 0:
+        # Calico's calicoctl handles documents in order: the second updates the first.
+        assert get_doc(ctl, "ippool", "a")["spec"]["natOutgoing"] is True
+    else:
+        failed(r, "IPPool(a)")
+
+
+@pytest.mark.xfail(strict=True, reason="BUGS.md: delete -f of two pools, the second missing: the first is deleted but the error does not say Partial success")
+def test_a_missing_pool_after_a_deleted_one_is_a_partial_success(ctl, store, tmp_path):
+    ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
+    r = ctl("delete", "-f", write(tmp_path / "d.yaml", pool("a", "198.18.0.0/24"), pool("b", "198.18.1.0/24")))
+    assert pool_names(store) == []
+    failed(r, "Partial success: deleted the first 1 out of 2 resources", "IPPool(b)")
