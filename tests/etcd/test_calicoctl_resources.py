@@ -1257,3 +1257,18 @@ def test_a_missing_pool_after_a_deleted_one_is_a_partial_success(ctl, store, tmp
     r = ctl("delete", "-f", write(tmp_path / "d.yaml", pool("a", "198.18.0.0/24"), pool("b", "198.18.1.0/24")))
     assert pool_names(store) == []
     failed(r, "Partial success: deleted the first 1 out of 2 resources", "IPPool(b)")
+
+
+@pytest.mark.parametrize("kind", WRITABLE)
+def test_a_stale_version_conflicts_for_every_kind(ctl, store, tmp_path, kind):
+    name = MINIMAL[kind][0]
+    ok(ctl("create", "-f", write(tmp_path / "r.yaml", doc(kind))))
+    old = get_doc(ctl, kind, name)
+    ok(ctl("label", kind_of(kind).plural, name, "bump=1"))
+    before = snapshot(store)
+    stale = copy.deepcopy(old)
+    stale["spec"] = copy.deepcopy(MINIMAL[kind][2])
+    path = write(tmp_path / "stale.yaml", stale)
+    for verb in ("apply", "replace", "delete"):
+        failed(ctl(verb, "-f", path), "update conflict")
+    assert snapshot(store) == before
