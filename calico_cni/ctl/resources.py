@@ -193,16 +193,21 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
         groups: dict[str, list[documents.Document]] = {}
         for d in docs:
             groups.setdefault(d.kind.name, []).append(d)
-        found_all: list[Resource] = []
-        for group in groups.values():
-            k = group[0].kind
+        found: dict[str, list[Resource]] = {}
+        for name, group in groups.items():
             for d in group:
-                found_all += verbs.get(store, k, [d.doc["metadata"]["name"]], d.doc["metadata"].get("namespace"))
-        if len(found_all) == 1 and output in ("yaml", "json"):
-            click.echo(dump(found_all[0].document(), output))
+                found.setdefault(name, []).extend(verbs.get(store, d.kind, [d.doc["metadata"]["name"]], d.doc["metadata"].get("namespace")))
+        everything = [r for rs in found.values() for r in rs]
+        if output in ("yaml", "json"):
+            if len(everything) == 1:
+                click.echo(dump(everything[0].document(), output))
+            elif len(found) == 1:
+                click.echo(dump(_list_doc(everything[0].kind, everything), output))
+            else:  # several kinds: the documents themselves, each as its kind
+                click.echo(dump([r.document() for r in everything], output))
             return
-        first = found_all[0].kind
-        _print(first, found_all, output, named=False, show_namespace=False)
+        # One table per kind, each with its kind's columns.
+        click.echo("\n\n".join(_table(rs[0].kind, rs, output == "wide", False) for rs in found.values()))
         return
     if not kind:
         raise usage("give the kind of resource to show, e.g. calicoctl get ippools")

@@ -36,6 +36,7 @@ from calico_cni.model import checks, kinds
 from calico_cni.model.keys import POOLS
 from calico_cni.model.kinds.ipam import IPPOOL
 from calico_cni.model.resource import DEFAULT_TIER, Resource, tier_of
+from calico_cni.model.resource import key as resource_key
 from calico_cni.model.schema import Invalid, Kind
 
 from calico_cni.resources import removal
@@ -281,9 +282,12 @@ def _run(store: Datastore, what: str, attempt_batch: Callable[[], _Plan]) -> Out
 
 
 def _batches(documents: Sequence[Document]) -> list[list[Document]]:
-    """The whole file as one batch when it fits one transaction, else one batch per document."""
+    """The whole file as one batch when it fits one transaction, else one batch per document. A
+    file naming one resource twice is also taken document by document, so the second acts on what
+    the first wrote (as calicoctl, which writes in file order)."""
     # Each document takes one write and one compare; a pool prefix and the default tier may add two.
-    if len(documents) + 2 <= MAX_TXN_OPS:
+    refs = [ref_of(d).key for d in documents]
+    if len(documents) + 2 <= MAX_TXN_OPS and len(set(refs)) == len(refs):
         return [list(documents)]
     return [[d] for d in documents]
 
@@ -393,8 +397,12 @@ def delete(
         ref, given, source = item
         try:
             removed = remove(store, ref, given, force, report)
-        except DoesNotExist:
+        except DoesNotExist as exc:
             if not skip_not_exists:
+                if total.handled:
+                    raise PartialSuccess(
+                        f"Partial success: deleted the first {total.handled} out of {len(targets)} resources; then {exc}", done=total.handled, total=len(targets)
+                    ) from None
                 raise
             total.skipped += 1
             continue
@@ -488,7 +496,7 @@ def patch(store: Datastore, ref: Ref, patch_text: str) -> tuple[Resource, bool]:
             kind, doc = kinds.decode(merged)
         except Invalid as exc:
             raise BadDocument(f"patched {ref.identifier}: {exc}") from None
-        if kind is not ref.kind or doc["metadata"]["name"] != ref.name or (ref.kind.namespaced and doc["metadata"].get("namespace") != ref.namespace):
+        if kind is not ref.kind or resource_key(kind, doc["metadata"]["name"], doc["metadata"].get("namespace")) != ref.key:
             raise BadDocument(f"patched {ref.identifier}: a patch may not change the kind, name or namespace")
         document = Document("the patch", kind, doc)
         plan = _plan_writes("replace", [document], [current], False)

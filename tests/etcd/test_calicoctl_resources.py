@@ -656,7 +656,6 @@ def test_get_with_a_file_shows_what_it_names(ctl, tmp_path):
     assert lines[0].split() == ["NAME", "CIDR", "SELECTOR"] and len(lines) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md: get -f of a file with several kinds shows every result under the first kind (IPPoolList holding a BGPPeer; the BGPPeer row under IPPool's columns)")
 def test_get_with_a_file_of_several_kinds_shows_each_as_its_kind(ctl, tmp_path):
     path = write(tmp_path / "m.yaml", pool("a", "198.18.0.0/24"), doc("BGPPeer"))
     ok(ctl("create", "-f", path))
@@ -1230,7 +1229,6 @@ def test_a_workload_endpoint_without_a_name_gets_its_name_from_the_spec(ctl, sto
     assert keys(store, R + "workloadendpoints/") == [R + "workloadendpoints/ns1/node1-k8s-pod1-eth0"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md: patch of a default-tier policy by its prefixed name (default.<name>) is refused as a name change")
 def test_a_default_tier_policy_can_be_patched_by_its_prefixed_name(ctl, store, tmp_path):
     ok(ctl("create", "-f", write(tmp_path / "np.yaml", doc("NetworkPolicy", "allow-web", namespace="shop"))))
     ok(ctl("patch", "np", "default.allow-web", "-n", "shop", "-p", '{"spec":{"order":5}}'))
@@ -1238,7 +1236,6 @@ def test_a_default_tier_policy_can_be_patched_by_its_prefixed_name(ctl, store, t
     assert keys(store, R + "networkpolicies/") == [R + "networkpolicies/shop/default.allow-web"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md: a file naming one resource twice ends in etcd's 'duplicate key given in txn request'")
 @pytest.mark.parametrize("verb", ["create", "apply"])
 def test_a_file_naming_one_resource_twice(ctl, store, tmp_path, verb):
     path = write(tmp_path / "d.yaml", pool("a", "198.18.0.0/24"), pool("a", "198.18.0.0/24", natOutgoing=True))
@@ -1251,7 +1248,6 @@ def test_a_file_naming_one_resource_twice(ctl, store, tmp_path, verb):
         failed(r, "IPPool(a)")
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md: delete -f of two pools, the second missing: the first is deleted but the error does not say Partial success")
 def test_a_missing_pool_after_a_deleted_one_is_a_partial_success(ctl, store, tmp_path):
     ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
     r = ctl("delete", "-f", write(tmp_path / "d.yaml", pool("a", "198.18.0.0/24"), pool("b", "198.18.1.0/24")))
