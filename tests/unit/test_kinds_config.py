@@ -110,6 +110,13 @@ RULES = [
         "spec.healthTimeoutOverrides[0].name",
         "invalid name",
     ),
+    (
+        FELIX,
+        {"healthTimeoutOverrides": [{"name": "InternalDataplaneMainLoop", "timeout": "0s"}]},
+        {"healthTimeoutOverrides": [{"name": "InternalDataplaneMainLoop", "timeout": "-30s"}]},
+        "spec.healthTimeoutOverrides[0].timeout",
+        "should not be negative",
+    ),
     (FELIX, {"routeTableRange": {"min": 1, "max": 250}}, {"routeTableRange": {"min": 0, "max": 250}}, "spec.routeTableRange", "within 1..250"),
     (
         FELIX,

@@ -502,6 +502,9 @@ def test_stored_forms_and_defaults():
         doc("BGPPeer", {"peerIP": "198.19.0.254", "asNumber": "1.10", "node": "", "keepOriginalNextHop": False, "filters": [], "maxRestartTime": "90s"})
     )
     assert out["spec"] == {"peerIP": "198.19.0.254", "asNumber": 65546, "maxRestartTime": "1m30s"}
+    # A negative duration keeps its sign, as Go's time.Duration writes it.
+    _, out = kinds.decode(doc("BGPPeer", {"peerIP": "198.19.0.254", "asNumber": 1, "maxRestartTime": "-90s"}))
+    assert out["spec"]["maxRestartTime"] == "-1m30s"
     _, out = kinds.decode(doc("BGPPeer", {"peerSelector": "all()", "asNumber": 0}))
     assert out["spec"] == {"peerSelector": "all()"}
     _, out = kinds.decode(doc("BGPConfiguration", {}, "default"))

@@ -139,12 +139,20 @@ PORT = Port()
 PROTO_PORT = Obj({"protocol": Enum("TCP", "UDP", "SCTP", fold=True), "port": Int(0, 65535), "net": OrEmpty(Str(any_cidr))})
 
 _HEALTH_NAME = re.compile(r"^[a-zA-Z0-9_ -]+$")
+
+
+def _health_timeout_check(override: dict, path: str) -> None:
+    if override.get("timeout", "").startswith("-"):
+        raise Invalid(join(path, "timeout"), f"Timeout should not be negative: got {override['timeout']}")
+
+
 HEALTH_TIMEOUT_OVERRIDE = Obj(
     {
         "name": Str(lambda v: None if _HEALTH_NAME.match(v) else f"invalid name {v!r}: letters, digits, '_', ' ' and '-'"),
         "timeout": GoDuration(),
     },
     required=("name",),
+    check=_health_timeout_check,
 )
 
 

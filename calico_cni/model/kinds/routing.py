@@ -280,10 +280,11 @@ class GoDuration(Field):
 
     def decode(self, value: Any, path: str) -> Any:
         value = Str(duration).decode(value, path)
-        if value in ("", "0"):
-            return "0s"
-        nanos = sum(Fraction(number) * _NANOS[unit] for number, unit in _DURATION_PART.findall(value))
-        return go_duration_text(int(nanos))
+        # Go keeps the sign ("-90s" is stored as "-1m30s"); the parts below are unsigned.
+        negative = value.startswith("-")
+        nanos = int(sum(Fraction(number) * _NANOS[unit] for number, unit in _DURATION_PART.findall(value)))
+        text = go_duration_text(nanos)
+        return f"-{text}" if negative and nanos else text
 
 
 SECRET_KEY_REF = Obj({"name": Str(), "key": Str(), "optional": Bool()})
