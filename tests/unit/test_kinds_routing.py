@@ -443,6 +443,14 @@ RULES = [
     (
         "BGPFilter",
         "f1",
+        {"importV4": [{"action": "Accept", "cidr": "198.18.0.0/16", "matchOperator": "In", "prefixLength": {"min": 32}}]},
+        {"importV4": [{"action": "Accept", "cidr": "198.18.0.0/16", "matchOperator": "In", "prefixLength": {"min": 33}}]},
+        "spec.importV4[0].prefixLength.min",
+        "out of range",
+    ),
+    (
+        "BGPFilter",
+        "f1",
         {"exportV6": [{"action": "Accept", "cidr": "fd00::/48", "matchOperator": "In", "prefixLength": {"min": 128}}]},
         {"exportV6": [{"action": "Accept", "cidr": "fd00::/48", "matchOperator": "In", "prefixLength": {"min": -1}}]},
         "spec.exportV6[0].prefixLength.min",
