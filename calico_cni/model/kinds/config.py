@@ -17,13 +17,13 @@ from calico_cni.model.kinds.routing import (
     GoDuration,
     OrEmpty,
     any_cidr,
+    ip_family,
     ipv4,
     ipv6,
     omit_empty,
     parse_cidr_or_ip,
     resource_name,
 )
-from calico_cni.model.kinds.routing import _family as ip_family
 from calico_cni.model.schema import Bool, Column, Enum, Field, Int, Invalid, Kind, List, Map, Obj, Str, join
 
 # --- checks of this module ---
@@ -55,6 +55,7 @@ _IFACE_FILTER = re.compile(r"^[a-zA-Z0-9:._+-]{1,15}$")
 
 
 def prometheus_host(text: str) -> str | None:
+    """A host for Prometheus to bind to: an address or a name of at most 64 characters."""
     if not _PROMETHEUS_HOST.match(text):
         return f"invalid host {text!r}: at most 64 letters, digits, ':', '.', '_', '+' or '-'"
     return None
@@ -86,6 +87,7 @@ def openstack_region(text: str) -> str | None:
 
 
 def external_node_cidr(text: str) -> str | None:
+    """An `externalNodesList` entry: an IPv4 network or address (Felix takes no IPv6 here)."""
     parsed = parse_cidr_or_ip(text)
     if parsed is None:
         return f"externalNodesList has invalid CIDR(s): {text!r}"
@@ -98,6 +100,7 @@ _CONNTRACK_TIMEOUT = re.compile(r"^(([0-9]*(\.[0-9]*)?(ms|s|h|m|us)+)+|Auto)$")
 
 
 def conntrack_timeout(text: str) -> str | None:
+    """A BPF conntrack timeout: a duration such as 30s or 1h, or Auto."""
     if not _CONNTRACK_TIMEOUT.match(text):
         return f"invalid timeout {text!r}: expected a duration such as 30s or 1h, or Auto"
     return None

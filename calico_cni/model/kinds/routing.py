@@ -36,7 +36,7 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _family(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+def ip_family(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
     """4 for an IPv4 address or an IPv4-mapped IPv6 one (Go's To4 treats both as IPv4)."""
     if addr.version == 6 and addr.ipv4_mapped is not None:
         return 4
@@ -58,20 +58,23 @@ def parse_cidr_or_ip(text: str) -> tuple[Any, Any] | None:
 
 
 def ipv4(text: str) -> str | None:
+    """An IPv4 address (or an IPv4-mapped IPv6 one, as Go reads it)."""
     addr = parse_ip(text)
-    if addr is None or _family(addr) != 4:
+    if addr is None or ip_family(addr) != 4:
         return f"invalid IPv4 address {text!r}"
     return None
 
 
 def ipv6(text: str) -> str | None:
+    """An IPv6 address that is not IPv4-mapped."""
     addr = parse_ip(text)
-    if addr is None or _family(addr) != 6:
+    if addr is None or ip_family(addr) != 6:
         return f"invalid IPv6 address {text!r}"
     return None
 
 
 def any_ip(text: str) -> str | None:
+    """An IPv4 or IPv6 address."""
     if parse_ip(text) is None:
         return f"invalid IP address {text!r}"
     return None
@@ -80,19 +83,21 @@ def any_ip(text: str) -> str | None:
 def cidr_v4(text: str) -> str | None:
     """An IPv4 address with an optional prefix, host bits allowed (a node's `ipv4Address`)."""
     parsed = parse_cidr_or_ip(text)
-    if parsed is None or _family(parsed[0]) != 4:
+    if parsed is None or ip_family(parsed[0]) != 4:
         return f"invalid IPv4 CIDR {text!r}: expected an address with its prefix length, e.g. 198.19.0.1/24"
     return None
 
 
 def cidr_v6(text: str) -> str | None:
+    """An IPv6 address with an optional prefix, host bits allowed (a node's `ipv6Address`)."""
     parsed = parse_cidr_or_ip(text)
-    if parsed is None or _family(parsed[0]) != 6:
+    if parsed is None or ip_family(parsed[0]) != 6:
         return f"invalid IPv6 CIDR {text!r}: expected an address with its prefix length, e.g. fd00:198:19::1/64"
     return None
 
 
 def any_cidr(text: str) -> str | None:
+    """An IPv4 or IPv6 network or address, host bits allowed (Calico's `cidr` rule)."""
     if parse_cidr_or_ip(text) is None:
         return f"invalid CIDR {text!r}: expected an IPv4 or IPv6 network such as 198.18.0.0/24, or an address"
     return None
@@ -101,7 +106,7 @@ def any_cidr(text: str) -> str | None:
 def _network(text: str, family: int | None) -> str | None:
     parsed = parse_cidr_or_ip(text)
     what = f"IPv{family} network" if family else "network"
-    if parsed is None or (family and _family(parsed[0]) != family):
+    if parsed is None or (family and ip_family(parsed[0]) != family):
         return f"invalid {what} {text!r}: expected e.g. {'fd00:198:18::/64' if family == 6 else '198.18.0.0/24'}, or an address"
     addr, net = parsed
     if addr != net.network_address:
@@ -115,10 +120,12 @@ def network(text: str) -> str | None:
 
 
 def network_v4(text: str) -> str | None:
+    """A strictly masked IPv4 network or a bare IPv4 address (Calico's `netv4` rule)."""
     return _network(text, 4)
 
 
 def network_v6(text: str) -> str | None:
+    """A strictly masked IPv6 network or a bare IPv6 address (Calico's `netv6` rule)."""
     return _network(text, 6)
 
 
@@ -182,6 +189,7 @@ def split_peer_ip(text: str) -> tuple[str, int] | None:
 
 
 def peer_ip(text: str) -> str | None:
+    """A BGP peer's `peerIP`: an address, `ipv4:port` or `[ipv6]:port`."""
     if split_peer_ip(text) is None:
         return f"invalid peerIP {text!r}: expected <IP>, <IPv4>:<port> or [<IPv6>]:<port>, the port 1 to 65535"
     return None
@@ -563,7 +571,7 @@ def _prepare_bgp_peer(doc: dict) -> None:
             raise Invalid("spec.reachableBy", "ReachableBy field must be empty when PeerIP is empty")
         peer = parse_ip(split_peer_ip(spec["peerIP"])[0])  # type: ignore[index]  # peerIP was checked
         gateway = parse_ip(spec["reachableBy"])
-        if peer is not None and gateway is not None and _family(peer) != _family(gateway):
+        if peer is not None and gateway is not None and ip_family(peer) != ip_family(gateway):
             raise Invalid("spec.reachableBy", "ReachableBy and PeerIP address family mismatched")
 
 
@@ -597,6 +605,7 @@ _BGP_FILTER_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}$")
 
 
 def bgp_filter_interface(text: str) -> str | None:
+    """A BGPFilter rule's interface: a name or glob of at most 15 characters, or '*' alone."""
     if text != "*" and not _BGP_FILTER_INTERFACE.match(text):
         return f"invalid interface {text!r}: at most 15 letters, digits, '_', '.', '-' or '*'"
     return None
