@@ -26,11 +26,6 @@ from calico_cni.resources.errors import ResourceError
 from calico_ipam.errors import AddressConflict, AddressesExhausted, InvalidReport, PoolRefused, RepairRefused
 
 
-def _leaves_of(cls: type) -> set[type]:
-    subs = cls.__subclasses__()
-    return set().union(*map(_leaves_of, subs)) if subs else {cls}
-
-
 # One exception of each row's class, with the code the runtime must see.
 ROWS = [
     (ConfigError("etcd_timeout must be a number", "got 'x'"), INVALID_CONFIG),
@@ -44,11 +39,6 @@ ROWS = [
     (AddressesExhausted("no address left in the IPv4 pools"), IPAM_EXHAUSTED),
     (AddressConflict("10.0.0.1 is held by another handle"), IPAM_CONFLICT),
 ]
-
-# The IPAM floor's refusals only calicoctl raises (no CNI verb repairs, checks reports or changes
-# pools): the table leaves them out, so one reaching a verb is reported as an internal error.
-# The resource verbs' failures: only calicoctl manages resources (no CNI verb raises them).
-CALICOCTL_ONLY = {RepairRefused, InvalidReport, PoolRefused, *_leaves_of(ResourceError)}
 
 
 @pytest.mark.parametrize("exc, code", ROWS, ids=[type(exc).__name__ for exc, _ in ROWS])
@@ -67,6 +57,12 @@ def test_every_row_is_tested():
 def _leaves(cls: type) -> set[type]:
     subs = cls.__subclasses__()
     return set().union(*map(_leaves, subs)) if subs else {cls}
+
+
+# The IPAM floor's refusals only calicoctl raises (no CNI verb repairs, checks reports or changes
+# pools): the table leaves them out, so one reaching a verb is reported as an internal error.
+# The resource verbs' failures: only calicoctl manages resources (no CNI verb raises them).
+CALICOCTL_ONLY = {RepairRefused, InvalidReport, PoolRefused, *_leaves(ResourceError)}
 
 
 def test_every_floor_exception_has_a_row_or_is_calicoctls():
