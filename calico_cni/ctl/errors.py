@@ -14,6 +14,7 @@ from typing import Callable
 
 import click
 
+from calico_cni.datastore.resources import Unreadable
 from calico_cni.errors import CalicoError
 from calico_cni.protocol.errors import CniError
 
@@ -76,6 +77,8 @@ EXIT_CODES: tuple[Row, ...] = (
     Row(click.ClickException, _own_exit_code, _click_message),
     Row(click.Abort, EXIT_ERROR, lambda exc: "aborted"),
     Row(CtlError, _own_exit_code),
+    # A stored record calicoctl cannot parse: its message names the key.
+    Row(Unreadable, EXIT_ERROR),
     # Every floor's own exception (config.ConfigError, datastore.errors, dataplane.errors,
     # calico_ipam.errors): its text is written for the user, and a failed operation exits 1.
     Row(CalicoError, EXIT_ERROR),

@@ -1,14 +1,14 @@
-"""Calico's v3 resources of every kind, read and written by their typed description
-(`model.schema.Kind`): the only code that reads a resource kind calicoctl manages by key.
+"""Calico's v3 resources of every kind, read by their typed description (`model.schema.Kind`):
+one resource by its key, several in one round trip, or every one of a kind.
 
-Reads keep every field of the stored record (design rule 15); writes go through
-`Datastore.commit`, a compare-and-swap on each key's revision."""
+Reads keep every field of the stored record (design rule 15). Writes of these resources go through
+`Datastore.commit`, a compare-and-swap on each key's revision (`Resource` is a record it takes)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from calico_cni.datastore.etcd import Range
 from calico_cni.datastore.store import Datastore
@@ -68,15 +68,28 @@ def _parse(kind: Kind, key: str, value: bytes, revision: int) -> Resource:
         raise Unreadable(f"the record at {key} cannot be read as {kind.name}: it is not a JSON object") from None
 
 
-def read(store: Datastore, refs: Sequence[Ref]) -> tuple[list[Resource | None], int]:
+def read(store: Datastore, refs: Sequence[Ref], unreadable: Callable[[str], None] | None = None) -> tuple[list[Resource | None], int]:
     """The resources `refs` name (None for each that does not exist), read in one round trip at one
-    revision, and that revision."""
+    revision, and that revision. A stored record that cannot be parsed raises `Unreadable`; with
+    `unreadable` (a deleter's report), it is told that and gets a stand-in holding only the name and
+    the record's revision, so the record can still be deleted by its key."""
     if not refs:
         return [], 0
     results, revision = store.client.read([Range(r.key) for r in refs])
-    return [
-        _parse(r.kind, kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else builtin(r.kind, r.name) for r, kvs in zip(refs, results)
-    ], revision
+    out: list[Resource | None] = []
+    for ref, kvs in zip(refs, results):
+        if not kvs:
+            out.append(builtin(ref.kind, ref.name))
+            continue
+        try:
+            out.append(_parse(ref.kind, kvs[0].key, kvs[0].value, kvs[0].mod_revision))
+        except Unreadable as exc:
+            if unreadable is None:
+                raise
+            unreadable(f"{exc}; deleting it by its key")
+            meta = {"name": ref.name, **({"namespace": ref.namespace} if ref.namespace else {})}
+            out.append(Resource(ref.kind, {"metadata": meta}, kvs[0].mod_revision))
+    return out, revision
 
 
 def get(store: Datastore, ref: Ref) -> Resource | None:

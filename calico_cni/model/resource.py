@@ -22,22 +22,32 @@ from calico_cni.model.schema import Kind
 METADATA_ANNOTATION = "projectcalico.org/metadata"
 TIER_LABEL = "projectcalico.org/tier"
 DEFAULT_TIER = "default"
-# Names Calico's translators give policies they copy (Kubernetes, OpenStack): already complete.
-_FORMATTED_PREFIXES = ("knp.default.", "kanp.adminnetworkpolicy.", "kbanp.baselineadminnetworkpolicy.", "ossg.")
+
+
+# The tier of the policies Calico's translators name (Kubernetes network policies, admin network
+# policies, OpenStack security groups).
+_FORMATTED_TIERS = {
+    "knp.default.": DEFAULT_TIER,
+    "kanp.adminnetworkpolicy.": "adminnetworkpolicy",
+    "kbanp.baselineadminnetworkpolicy.": "baselineadminnetworkpolicy",
+    "ossg.": DEFAULT_TIER,
+}
 
 
 def stored_name(kind: Kind, name: str) -> str:
     """The name a resource is stored under: a policy's tier-prefixed name (a name without a tier
     prefix is in the default tier), any other resource's own name."""
-    if not kind.tiered or "." in name or name.startswith(_FORMATTED_PREFIXES):
+    if not kind.tiered or "." in name or name.startswith(tuple(_FORMATTED_TIERS)):
         return name
     return f"{DEFAULT_TIER}.{name}"
 
 
 def tier_of(name: str) -> str:
-    """The tier a policy name puts the policy in (the part before the first dot, else default)."""
-    if name.startswith(_FORMATTED_PREFIXES[0]) or name.startswith(_FORMATTED_PREFIXES[3]):
-        return DEFAULT_TIER
+    """The tier a policy name puts the policy in: a translator's tier, else the part before the
+    first dot, else default."""
+    for name_prefix, tier in _FORMATTED_TIERS.items():
+        if name.startswith(name_prefix):
+            return tier
     return name.split(".", 1)[0] if "." in name else DEFAULT_TIER
 
 
@@ -143,4 +153,6 @@ class Resource:
             spec.setdefault("tier", tier_of(str(meta.get("name", ""))))
             meta.setdefault("labels", {}).setdefault(TIER_LABEL, spec["tier"])
         meta.pop("resourceVersion", None)
+        if kind.on_read is not None:
+            kind.on_read(doc)
         return cls(kind, doc, revision)

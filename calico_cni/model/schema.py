@@ -93,6 +93,10 @@ class Int(Field):
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(path, f"expected an integer, got {_type_name(value)}")
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            if self.high is None:
+                raise Invalid(path, f"{value} is out of range: expected at least {self.low}")
+            if self.low is None:
+                raise Invalid(path, f"{value} is out of range: expected at most {self.high}")
             raise Invalid(path, f"{value} is out of range: expected {self.low} to {self.high}")
         _run(self.check, value, path)
         return value
@@ -267,6 +271,10 @@ class Kind:
     - `tiered`: a policy kind, stored under its tier-prefixed name (see `model.resource`).
     - `status`: the schema of a top-level `status` (Node, KubeControllersConfiguration), or None
       when the kind has none.
+    - `spec_required`: a document without `spec` is refused (an IP pool needs its cidr).
+    - `on_read(doc)`: the defaults Calico's client fills into a record it reads (an IP pool written
+      without a block size has Calico's 26 or 122), so a record shows and compares as Calico's
+      tools see it.
     - `name_from_spec`: a document may omit metadata.name; `prepare` derives it from the spec (a
       WorkloadEndpoint's name is built from its node, orchestrator, workload and endpoint).
     - `managed_elsewhere`: (name prefix, reason) pairs of resources that another controller owns
@@ -287,6 +295,7 @@ class Kind:
     tiered: bool = False
     spec_required: bool = False
     status: Field | None = None
+    on_read: Callable[[dict], None] | None = None
     name_from_spec: bool = False
     managed_elsewhere: tuple[tuple[str, str], ...] = ()
 

@@ -37,6 +37,7 @@ from calico_cni.model.keys import POOLS
 from calico_cni.model.kinds.ipam import IPPOOL
 from calico_cni.model.resource import DEFAULT_TIER, Resource, tier_of
 from calico_cni.model.resource import key as resource_key
+from calico_cni.model.resource import prefix as naming_prefix
 from calico_cni.model.schema import Invalid, Kind
 
 from calico_cni.resources import removal
@@ -58,6 +59,10 @@ ATTEMPTS = 5
 # What calico-node's initialisation writes for the default tier (Calico v3.30).
 DEFAULT_TIER_SPEC = {"order": 1000000, "defaultAction": "Deny"}
 UNDELETABLE_TIERS = ("default", "adminnetworkpolicy")
+# What calicoctl takes from a file's metadata: on create (the rest is dropped, uid and
+# creationTimestamp are new), and on update (the rest stays the stored one).
+CREATE_METADATA = ("name", "namespace", "labels", "annotations")
+UPDATE_METADATA = ("labels", "annotations")
 # The AS number of nodes when no BGPConfiguration sets one (Calico's default).
 DEFAULT_AS_NUMBER = 64512
 
@@ -128,25 +133,29 @@ class _Plan:
 
 
 def _created(document: Document) -> Resource:
+    """A new resource from a file's document: of its metadata only the name, namespace, labels and
+    annotations are taken (as calicoctl prepares a create); uid and creationTimestamp are new."""
     doc = copy.deepcopy(document.doc)
-    meta = doc["metadata"]
-    meta.pop("resourceVersion", None)
+    meta = {key: doc["metadata"][key] for key in CREATE_METADATA if key in doc["metadata"]}
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = now()
+    doc["metadata"] = meta
     return Resource(document.kind, doc, 0)
 
 
 def _updated(document: Document, current: Resource) -> Resource:
-    """The file's document over the stored one: uid and creationTimestamp stay the stored ones, and
-    a top-level part the file does not give (a node's status) is kept."""
+    """The file's document over the stored one, as calicoctl merges an update: the stored metadata
+    stays (uid, creationTimestamp, and whatever else it holds) except the labels and annotations,
+    which are the file's; a top-level part the file does not give (a node's status) is kept."""
     doc = copy.deepcopy(document.doc)
-    meta = doc["metadata"]
-    meta.pop("resourceVersion", None)
-    for key in ("uid", "creationTimestamp"):
-        if key in current.doc.get("metadata", {}):
-            meta[key] = current.doc["metadata"][key]
+    meta = copy.deepcopy(current.doc.get("metadata") or {})
+    for key in UPDATE_METADATA:
+        if key in doc["metadata"]:
+            meta[key] = doc["metadata"][key]
         else:
             meta.pop(key, None)
+    meta.pop("resourceVersion", None)
+    doc["metadata"] = meta
     for key, value in current.doc.items():
         if key not in doc:
             doc[key] = copy.deepcopy(value)
@@ -172,9 +181,10 @@ def _plan_writes(verb: str, documents: Sequence[Document], current: Sequence[Res
     plan = _Plan()
     for document, existing in zip(documents, current):
         given = document.resource_version
+        if verb == "create" and given:
+            raise BadDocument(f"{_label(document)}: metadata.resourceVersion must not be set for a create: remove it, or use apply")
         if existing is not None and given and given != str(existing.revision):
-            if verb != "create":
-                raise _conflict(document, given, existing)
+            raise _conflict(document, given, existing)
         if verb == "create" or (verb == "apply" and existing is None):
             if existing is not None:
                 if skip_exists:
@@ -270,30 +280,48 @@ def _check_filters(store: Datastore, plan: _Plan) -> None:
 # -- running batches ---------------------------------------------------------------------------
 
 
+class _TooLarge(Exception):
+    """A batch whose transaction would exceed etcd's limit (it is then split document by document)."""
+
+
+def _fits(plan: _Plan) -> bool:
+    """Whether the plan's writes and its compares each fit one etcd transaction."""
+    writes = len(plan.puts) + len(plan.deletes)
+    compares = writes + len(plan.unchanged) + len(plan.prefixes)
+    return writes <= MAX_TXN_OPS and compares <= MAX_TXN_OPS
+
+
 def _run(store: Datastore, what: str, attempt_batch: Callable[[], _Plan]) -> Outcome:
-    """Plan and commit one batch, re-reading and planning again when another writer got in between."""
+    """Plan and commit one batch, re-reading and planning again when another writer got in between.
+    `_TooLarge` when the batch does not fit one transaction."""
     for _ in range(ATTEMPTS):
         plan = attempt_batch()
         if not plan.puts and not plan.deletes:
             return plan.outcome
+        if not _fits(plan):
+            raise _TooLarge()
         if store.commit(puts=plan.puts, deletes=plan.deletes, unchanged=plan.unchanged, prefixes_unchanged_since=plan.prefixes):
             return plan.outcome
     raise UpdateConflict(f"update conflict: {what} kept changing while being written ({ATTEMPTS} attempts); try again")
 
 
-def _batches(documents: Sequence[Document]) -> list[list[Document]]:
-    """The whole file as one batch when it fits one transaction, else one batch per document. A
-    file naming one resource twice is also taken document by document, so the second acts on what
-    the first wrote (as calicoctl, which writes in file order)."""
-    # Each document takes one write and one compare; a pool prefix and the default tier may add two.
-    refs = [ref_of(d).key for d in documents]
-    if len(documents) + 2 <= MAX_TXN_OPS and len(set(refs)) == len(refs):
-        return [list(documents)]
-    return [[d] for d in documents]
+def _batches(keys: Sequence[str]) -> list[list[int]]:
+    """The items (by index) as one batch when they may fit one transaction, else one batch per item.
+    Items naming one resource twice are also taken one by one, so the second acts on what the first
+    did (as calicoctl, which works in file order). A batch that turns out too large once planned
+    (the resources it reads add compares) is split later (`_TooLarge`)."""
+    if len(keys) + 2 <= MAX_TXN_OPS and len(set(keys)) == len(keys):
+        return [list(range(len(keys)))]
+    return [[i] for i in range(len(keys))]
 
 
 def _in_batches(verb: str, documents: Sequence[Document], run_batch: Callable[[list[Document]], Outcome]) -> Outcome:
-    batches = _batches(documents)
+    batches = [[documents[i] for i in batch] for batch in _batches([ref_of(d).key for d in documents])]
+    if len(batches) == 1:
+        try:
+            return run_batch(batches[0])
+        except _TooLarge:
+            batches = [[d] for d in documents]
     total = Outcome()
     for batch in batches:
         try:
@@ -332,16 +360,25 @@ def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exist
 # -- delete ------------------------------------------------------------------------------------
 
 
-def _check_tier_delete(store: Datastore, tier: Resource, deleting: set[str]) -> None:
+def _check_tier_delete(store: Datastore, tier: Resource, deleting: set[str], plan: _Plan) -> None:
     """The default tiers stay; a tier is deleted only when no policy is left in it (policies deleted
-    in the same transaction, `deleting` keys, do not count)."""
+    in the same transaction, `deleting` keys, do not count). The policies' prefixes join the
+    transaction's compares, so a policy created in the tier meanwhile makes the delete retry."""
     if tier.name in UNDELETABLE_TIERS:
         raise Refused(f"operation delete is not supported on Tier({tier.name}): Cannot delete {tier.name} tier")
     for kind in (k for k in kinds.KINDS if k.tiered):
-        policies, _ = stored.list_kind(store, kind)
+        policies, revision = stored.list_kind(store, kind)
+        plan.prefixes.append((naming_prefix(kind), revision))
         holding = [p.name for p in policies if (p.doc.get("spec") or {}).get("tier") == tier.name and p.key not in deleting]
         if holding:
             raise Refused(f"operation delete is not supported on Tier({tier.name}): Cannot delete a non-empty tier (it holds {kind.name} {', '.join(holding[:3])})")
+
+
+def _partial(exc: ResourceError, done: int, total: int) -> ResourceError:
+    """`exc` as it ends a multi-document delete: a Partial success when something was deleted."""
+    if not done:
+        return exc
+    return PartialSuccess(f"Partial success: deleted the first {done} out of {total} resources; then {exc}", done=done, total=total)
 
 
 def delete(
@@ -354,7 +391,8 @@ def delete(
     """Delete each (ref, resourceVersion or None, source) in order. IP pools and nodes are taken
     apart by `resources.removal` one at a time; the rest are deleted in one transaction when they
     fit. `force` is passed to the removals (release a pool's addresses; delete a node that still
-    has workload endpoints); `report` gets a line per thing a removal does."""
+    has workload endpoints); `report` gets a line per thing a removal does, and for a record that
+    could not be read (it is deleted by its key)."""
     for ref, _, _ in targets:
         _readonly("delete", ref.kind, ref.name)
     special = {"IPPool": removal.remove_pool, "Node": removal.remove_node}
@@ -362,7 +400,7 @@ def delete(
     def batch(items: list[tuple[Ref, str | None, str]]) -> Outcome:
         def attempt() -> _Plan:
             plan = _Plan()
-            current, _ = stored.read(store, [ref for ref, _, _ in items])
+            current, _ = stored.read(store, [ref for ref, _, _ in items], unreadable=report)
             deleting = {r.key for r in current if r is not None}
             for (ref, given, source), existing in zip(items, current):
                 if existing is None:
@@ -375,7 +413,7 @@ def delete(
                         f"update conflict: {existing.identifier}: resource version '{given}' is out of date (latest: {existing.revision})"
                     )
                 if ref.kind.name == "Tier":
-                    _check_tier_delete(store, existing, deleting)
+                    _check_tier_delete(store, existing, deleting, plan)
                 plan.deletes.append(existing)
                 plan.outcome.written += 1
                 plan.outcome.resources.append(existing)
@@ -386,52 +424,47 @@ def delete(
 
     total = Outcome()
     plain: list[tuple[Ref, str | None, str]] = []
+
+    def delete_plain() -> None:
+        """Delete the items gathered so far: one transaction when they fit, else one by one."""
+        groups = [[plain[i] for i in group] for group in _batches([ref.key for ref, _, _ in plain])]
+        if len(groups) == 1:
+            try:
+                total.add(batch(groups[0]))
+                plain.clear()
+                return
+            except _TooLarge:
+                groups = [[item] for item in plain]
+            except ResourceError as exc:
+                raise _partial(exc, total.handled, len(targets)) from None
+        for group in groups:
+            try:
+                total.add(batch(group))
+            except ResourceError as exc:
+                raise _partial(exc, total.handled, len(targets)) from None
+        plain.clear()
+
     for item in targets:
         remove = special.get(item[0].kind.name)
         if remove is None:
             plain.append(item)
             continue
-        if plain:
-            total.add(_delete_plain(batch, plain, total, len(targets)))
-            plain = []
-        ref, given, source = item
+        delete_plain()
+        ref, given, _ = item
         try:
             removed = remove(store, ref, given, force, report)
         except DoesNotExist as exc:
             if not skip_not_exists:
-                if total.handled:
-                    raise PartialSuccess(
-                        f"Partial success: deleted the first {total.handled} out of {len(targets)} resources; then {exc}", done=total.handled, total=len(targets)
-                    ) from None
-                raise
+                raise _partial(exc, total.handled, len(targets)) from None
             total.skipped += 1
             continue
         except ResourceError as exc:
-            if total.handled:
-                raise PartialSuccess(
-                    f"Partial success: deleted the first {total.handled} out of {len(targets)} resources; then {exc}", done=total.handled, total=len(targets)
-                ) from None
-            raise
+            raise _partial(exc, total.handled, len(targets)) from None
         total.written += 1
         total.resources.append(removed)
         _note_kind(total, ref.kind)
-    if plain:
-        total.add(_delete_plain(batch, plain, total, len(targets)))
+    delete_plain()
     return total
-
-
-def _delete_plain(batch: Callable, items: list, before: Outcome, total: int) -> Outcome:
-    groups = [items] if len(items) + 1 <= MAX_TXN_OPS else [[i] for i in items]
-    out = Outcome()
-    for group in groups:
-        try:
-            out.add(batch(group))
-        except ResourceError as exc:
-            done = before.handled + out.handled
-            if done == 0:
-                raise
-            raise PartialSuccess(f"Partial success: deleted the first {done} out of {total} resources; then {exc}", done=done, total=total) from None
-    return out
 
 
 # -- get, patch, label ---------------------------------------------------------------------------

@@ -69,9 +69,19 @@ def test_policy_written_by_calico_without_tier_reads_its_tier_from_the_name():
 
 
 def test_unknown_fields_of_stored_records_are_kept():
-    raw = {"kind": "IPPool", "apiVersion": "projectcalico.org/v3", "metadata": {"name": "p"}, "spec": {"cidr": "198.18.0.0/24", "futureField": {"x": 1}}, "status": {"a": 1}}
-    back = Resource.from_stored(POOL, json.dumps(raw).encode(), 2)
+    raw = {"kind": "BGPFilter", "apiVersion": "projectcalico.org/v3", "metadata": {"name": "f", "generation": 3}, "spec": {"futureField": {"x": 1}}, "status": {"a": 1}}
+    back = Resource.from_stored(kinds.by_kind("BGPFilter"), json.dumps(raw).encode(), 2)
     assert json.loads(back.to_json()) == raw
+
+
+def test_a_pool_read_gets_calicos_read_defaults_and_keeps_unknown_fields():
+    raw = {"kind": "IPPool", "apiVersion": "projectcalico.org/v3", "metadata": {"name": "p"}, "spec": {"cidr": "fd00:198:18::/64", "futureField": {"x": 1}}, "status": {"a": 1}}
+    back = Resource.from_stored(POOL, json.dumps(raw).encode(), 2)
+    assert back.doc["spec"] == {
+        "cidr": "fd00:198:18::/64", "futureField": {"x": 1}, "blockSize": 122, "allowedUses": ["Workload", "Tunnel"],
+        "nodeSelector": "all()", "ipipMode": "Never", "vxlanMode": "Never",
+    }
+    assert back.doc["status"] == {"a": 1} and "assignmentMode" not in back.doc["spec"]  # Calico's read leaves it unset
 
 
 def test_a_stored_value_that_is_not_an_object_is_refused():

@@ -57,13 +57,47 @@ def _prepare_pool(doc: dict[str, Any]) -> None:
         raise Invalid("spec.vxlanMode", "Cannot enable both VXLAN and IPIP on the same IPPool")
     if net.version == 6 and spec["ipipMode"] != "Never":
         raise Invalid("spec.ipipMode", "IPIP is not supported on an IPv6 IP pool")
+    if "LoadBalancer" in spec["allowedUses"]:
+        _check_load_balancer_pool(spec)
+
+
+def _check_load_balancer_pool(spec: dict[str, Any]) -> None:
+    """A pool for service load balancer addresses is only that: no pods or tunnels, no
+    encapsulation, exported over BGP, on every node (Calico's validator rules)."""
+    others = [u for u in spec["allowedUses"] if u != "LoadBalancer"]
+    if others:
+        raise Invalid("spec.allowedUses", f"LoadBalancer cannot be used at the same time as: {', '.join(others)}")
+    for mode in ("ipipMode", "vxlanMode"):
+        if spec[mode] != "Never":
+            raise Invalid(f"spec.{mode}", f"{mode} must be Never on a LoadBalancer IP pool")
+    if spec.get("disableBGPExport"):
+        raise Invalid("spec.disableBGPExport", "disableBGPExport cannot be set on a LoadBalancer IP pool")
+    if spec["nodeSelector"] != "all()":
+        raise Invalid("spec.nodeSelector", "a LoadBalancer IP pool must have nodeSelector all()")
+
+
+def _read_pool(doc: dict[str, Any]) -> None:
+    """The defaults Calico's client fills into an IP pool it reads (a record another tool wrote
+    without them): block size by family, nodeSelector all(), both uses, encapsulation Never."""
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        return
+    try:
+        version = ipaddress.ip_network(spec.get("cidr"), strict=False).version
+    except (TypeError, ValueError):
+        return
+    spec["blockSize"] = spec.get("blockSize") or DEFAULT_BLOCK_SIZE[version]
+    spec["allowedUses"] = spec.get("allowedUses") or ["Workload", "Tunnel"]
+    spec["nodeSelector"] = spec.get("nodeSelector") or "all()"
+    spec["ipipMode"] = spec.get("ipipMode") or "Never"
+    spec["vxlanMode"] = spec.get("vxlanMode") or "Never"
 
 
 def _pool_immutable(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     o, n = old.get("spec") or {}, new["spec"]
-    if o.get("cidr") and o.get("cidr") != n.get("cidr"):
+    if o.get("cidr") != n.get("cidr"):
         return f"spec.cidr: IPPool CIDR cannot be modified (it is {o.get('cidr')})"
-    if o.get("blockSize") and o.get("blockSize") != n.get("blockSize"):
+    if o.get("blockSize") != n.get("blockSize"):
         return f"spec.blockSize: IPPool BlockSize cannot be modified (it is {o.get('blockSize')})"
     if "LoadBalancer" in (o.get("allowedUses") or []) and any(u != "LoadBalancer" for u in n.get("allowedUses") or []):
         return "spec.allowedUses: IPPool allowed use cannot be changed from LoadBalancer to Workload or Tunnel"
@@ -77,6 +111,11 @@ def _spec(doc: dict, key: str, default: Any = "") -> Any:
 
 def _bool(doc: dict, key: str) -> str:
     return "true" if _spec(doc, key, False) else "false"
+
+
+def _truncated(text: str, width: int = 80) -> str:
+    """A long cell cut as calicoctl cuts it: at `width` characters, the last three "..."."""
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _name(doc: dict) -> str:
@@ -105,6 +144,7 @@ IPPOOL = Kind(
     spec_required=True,
     prepare=_prepare_pool,
     immutable=_pool_immutable,
+    on_read=_read_pool,
     columns=(Column("NAME", _name), Column("CIDR", lambda d: _spec(d, "cidr")), Column("SELECTOR", lambda d: _spec(d, "nodeSelector"))),
     wide=(
         Column("NAME", _name),
@@ -125,7 +165,7 @@ IPRESERVATION = Kind(
     aliases=("ipreservation", "reservation", "reservations"),
     spec=Obj({"reservedCIDRs": List(Str(checks.cidr))}),
     columns=(Column("NAME", _name),),
-    wide=(Column("NAME", _name), Column("CIDRS", lambda d: ",".join(_spec(d, "reservedCIDRs", []) or []))),
+    wide=(Column("NAME", _name), Column("CIDRS", lambda d: _truncated(",".join(_spec(d, "reservedCIDRs", []) or [])))),
 )
 
 KINDS = (IPPOOL, IPRESERVATION)
