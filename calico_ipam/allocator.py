@@ -190,7 +190,7 @@ def _create_claimed(store: Datastore, node: str, block: Block, view: IpamView) -
     was read, so concurrent ADDs on one node claim one block between them, not one each."""
     affinity = Affinity(node, block.cidr, PENDING)
     guard = (keys.host_affinities(node, keys.family_of(block.cidr)), view.revision)
-    if not store.commit(puts=[affinity, block], prefix_unchanged_since=guard):
+    if not store.commit(puts=[affinity, block], prefixes_unchanged_since=[guard]):
         raise Conflict()
     return affinity
 

@@ -1,16 +1,16 @@
-"""Creating, enabling, disabling and deleting IP pools (what `calicoctl ippool` does), each step a
-compare-and-swap retried from a fresh read. Refusals raise `PoolRefused` with the sentence a user
-reads; nothing here prints."""
+"""Deleting an IP pool with its blocks and affinities (what `calicoctl delete ippool` does), each step
+a compare-and-swap retried from a fresh read. (Creating and changing pools is the resource verbs'
+work, `calico_cni.resources.verbs`.) Refusals raise `PoolRefused` with the sentence a user reads;
+nothing here prints."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
-from calico_cni.model import keys
-from calico_cni.model.records import IPNetwork, IPPool
+from calico_cni.model.records import IPPool
 from calico_ipam import repair
 from calico_ipam.errors import PoolRefused
 from calico_ipam.inventory import Allocation
@@ -24,36 +24,14 @@ def get_pool(store: Datastore, name: str) -> IPPool:
     return pool
 
 
-def check_no_overlap(net: IPNetwork, pools: Iterable[IPPool], name: str) -> None:
-    """No other pool may share an address with this one: an address must belong to one pool only,
-    or allocation and `ippool delete` could not tell whose it is."""
-    for pool in pools:
-        if pool.name != name and pool.cidr.version == net.version and pool.cidr.overlaps(net):
-            raise PoolRefused(f"CIDR {net} overlaps IP pool {pool.name} ({pool.cidr})")
-
-
-def create_pool(store: Datastore, pool: IPPool) -> IPPool:
-    """Write the new pool `pool` (its fields already validated); `PoolRefused` when a pool of that
-    name exists or another pool overlaps it. The write fails, and the checks run again, if any pool
-    was created or changed since they read the pools."""
-
-    def step(attempt: int) -> IPPool:
-        pools, revision = store.pools_and_revision()
-        if any(p.name == pool.name for p in pools):
-            raise PoolRefused(f"IP pool {pool.name} already exists")
-        check_no_overlap(pool.cidr, pools, pool.name)
-        if not store.commit(puts=[pool], prefix_unchanged_since=(keys.POOLS, revision)):
-            raise Conflict()
-        return pool
-
-    return with_retries(f"creating IP pool {pool.name}", step)
-
-
-def set_disabled(store: Datastore, name: str, disabled: bool) -> bool:
-    """Set the pool's disabled flag; False when it already had that value."""
+def set_disabled(store: Datastore, name: str, disabled: bool, expected_revision: int | None = None) -> bool:
+    """Set the pool's disabled flag; False when it already had that value. With
+    `expected_revision`, the pool must still be at that revision (`PoolRefused` otherwise)."""
 
     def step(attempt: int) -> bool:
         pool = get_pool(store, name)
+        if expected_revision is not None and pool.revision != expected_revision:
+            raise PoolRefused(f"update conflict: IPPool({name}): resource version '{expected_revision}' is out of date (latest: {pool.revision})")
         if pool.disabled == disabled:
             return False
         pool.disabled = disabled
@@ -86,6 +64,7 @@ def delete_pool(
     force: bool,
     releasing: Callable[[Allocation], None] = lambda a: None,
     releasing_meanwhile: Callable[[Allocation], None] = lambda a: None,
+    expected_revision: int | None = None,
 ) -> Deleted:
     """Delete the IP pool `name` with its blocks and block affinities.
 
@@ -93,14 +72,16 @@ def delete_pool(
     releases them (each passed to `releasing` first, for the caller to report). The pool is
     disabled first, so no new address is handed out from it while it is being taken apart; a
     refusal after that enables it again if it was enabled. An address allocated while the blocks
-    are removed is passed to `releasing_meanwhile` and released (with `force`).
+    are removed is passed to `releasing_meanwhile` and released (with `force`). With
+    `expected_revision` (a resourceVersion from a file) the pool must still be at that revision when
+    it is disabled, the first write.
     """
     pool = get_pool(store, name)
     held = repair.pool_allocations(store.ipam_snapshot(), pool)
     if held and not force:
         raise _refusal(name, held)
     was_disabled = pool.disabled
-    set_disabled(store, name, True)
+    set_disabled(store, name, True, expected_revision)
     held = repair.pool_allocations(store.ipam_snapshot(), pool)
     if held and not force:
         if not was_disabled:

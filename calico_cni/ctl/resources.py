@@ -35,6 +35,16 @@ def file_options(f: Callable) -> Callable:
     )(f)
 
 
+def namespace_of(kind: Kind, namespace: str | None, all_namespaces: bool = False) -> str | None:
+    """The namespace a command means for `kind`: -n, else default (None for -A). -n or -A with a
+    kind that has no namespace is refused, as calicoctl refuses it."""
+    if not kind.namespaced:
+        if namespace or all_namespaces:
+            raise CtlError(f"{kind.name} is not namespaced")
+        return None
+    return None if all_namespaces else (namespace or "default")
+
+
 def kind_of(name: str) -> Kind:
     """The kind a command-line word names; a usage error listing the kinds otherwise."""
     kind = kinds.lookup(name)
@@ -127,7 +137,7 @@ def delete(kind, names, filenames, recursive, namespace, skip_not_exists, force)
         if not kind or not names:
             raise usage("give KIND NAME... or -f FILE")
         k = kind_of(kind)
-        targets = [(Ref(k, n, (namespace or "default") if k.namespaced else None), None, "") for n in names]
+        targets = [(Ref(k, n, namespace_of(k, namespace)), None, "") for n in names]
     kinds_seen = list(dict.fromkeys(t[0].kind.name for t in targets))
     try:
         outcome = verbs.delete(ctl().store, targets, skip_not_exists=skip_not_exists, force=force, report=click.echo)
@@ -212,11 +222,9 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
     if not kind:
         raise usage("give the kind of resource to show, e.g. calicoctl get ippools")
     k = kind_of(kind)
-    if not k.namespaced and (namespace or all_namespaces):
-        namespace, all_namespaces = None, False
+    ns = namespace_of(k, namespace, all_namespaces)
     if names and all_namespaces:
         raise usage("cannot use --all-namespaces flag for getting a single resource")
-    ns = None if (all_namespaces or not k.namespaced) else (namespace or "default")
     found = verbs.get(store, k, names, ns)
     # calicoctl adds the NAMESPACE column whenever -n or -A was given.
     _print(k, found, output, named=len(names) == 1, show_namespace=bool(all_namespaces or namespace))
@@ -245,7 +253,7 @@ def patch(kind, name, patch_text, patch_type, namespace) -> None:
     k = kind_of(kind)
     if patch_type == "json":
         raise usage("--type json (a JSON Patch) is not implemented, as in Calico: give a JSON merge patch with --type strategic or merge")
-    ref = Ref(k, name, (namespace or "default") if k.namespaced else None)
+    ref = Ref(k, name, namespace_of(k, namespace))
     try:
         verbs.patch(ctl().store, ref, patch_text)
     except ResourceError as exc:
@@ -272,7 +280,7 @@ def label(kind, name, label_arg, overwrite, remove, namespace) -> None:
         if "=" not in label_arg:
             raise usage(f"invalid label {label_arg}: give key=value, or key with --remove")
         key, value = label_arg.split("=", 1)
-    ref = Ref(k, name, (namespace or "default") if k.namespaced else None)
+    ref = Ref(k, name, namespace_of(k, namespace))
     done = verbs.label(ctl().store, ref, key, value, overwrite)
     verb = {"set": "set label {} on", "updated": "updated label {} on", "removed": "removed label {} from"}[done.action]
     click.echo(f"Successfully {verb.format(key)} {kind} {name}")

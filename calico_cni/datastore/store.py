@@ -315,12 +315,6 @@ class Datastore:
             corrupt=corrupt,
         )
 
-    def pools_and_revision(self) -> tuple[list[IPPool], int]:
-        """Every IP pool and the revision they were read at; `commit(prefix_unchanged_since=
-        (keys.POOLS, revision))` then fails if any pool was created or changed since."""
-        (kvs,), revision = self.client.read([Range(keys.POOLS, prefix=True)])
-        return _pools(kvs), revision
-
     # -- writes -------------------------------------------------------------------------------
 
     def commit(
@@ -328,20 +322,19 @@ class Datastore:
         puts: Sequence[Record] = (),
         deletes: Sequence[Record] = (),
         unchanged: Sequence[Record] = (),
-        prefix_unchanged_since: tuple[str, int] | None = None,
         prefixes_unchanged_since: Sequence[tuple[str, int]] = (),
     ) -> bool:
         """Write `puts` and delete `deletes` atomically, if none of them (nor `unchanged`) moved.
 
         Each record is compared against the revision it was read at (0: must not exist). On
         success the put records take the new revision; on a lost race nothing is written and
-        False is returned, so the caller re-reads and tries again. `prefix_unchanged_since`
-        (prefix, revision) also requires that no key under the prefix was created or modified after
-        that revision (used so concurrent block claims of one node serialise);
-        `prefixes_unchanged_since` does the same for several prefixes.
+        False is returned, so the caller re-reads and tries again. Each (prefix, revision) of
+        `prefixes_unchanged_since` also requires that no key under the prefix was created or
+        modified after that revision (so concurrent block claims of one node serialise, and a pool
+        cannot appear while another is checked against the pools).
         """
         compares = [Compare(r.key, r.revision) for r in (*puts, *deletes, *unchanged)]
-        for prefix, since in (*([prefix_unchanged_since] if prefix_unchanged_since else []), *prefixes_unchanged_since):
+        for prefix, since in prefixes_unchanged_since:
             compares.append(Compare(prefix, since, prefix=True))
         ok, revision = self.client.commit(compares, [(r.key, r.to_json()) for r in puts], [r.key for r in deletes])
         if ok:

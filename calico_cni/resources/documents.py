@@ -147,9 +147,11 @@ def decode_all(raw: Iterable[tuple[str, Any]], namespace: str | None = None) -> 
     that name none (`-n`)."""
     out: list[Document] = []
     for source, data in raw:
+        named = kinds.by_kind(data["kind"]) if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
+        if namespace and named is not None and not named.namespaced:
+            # As calicoctl: -n with a kind that has no namespace is refused, not ignored.
+            raise BadDocument(f"{describe(source, data)}: -n {namespace}: {named.name} is not namespaced")
         if namespace and isinstance(data, dict) and isinstance(data.get("metadata"), dict) and not data["metadata"].get("namespace"):
-            # -n gives a namespace to the documents that name none; on a kind without namespaces it
-            # is refused ("IPPool is not namespaced"), as calicoctl refuses it.
             data = {**data, "metadata": {**data["metadata"], "namespace": namespace}}
         try:
             kind, doc = kinds.decode(data)

@@ -45,7 +45,9 @@ def remove_pool(store: Datastore, ref: Ref, given: str | None, force: bool, repo
         report(f"Releasing {a.address} (handle {a.handle}), allocated meanwhile")
 
     try:
-        deleted = pool_admin.delete_pool(store, ref.name, force, releasing=releasing, releasing_meanwhile=releasing_meanwhile)
+        deleted = pool_admin.delete_pool(
+            store, ref.name, force, releasing=releasing, releasing_meanwhile=releasing_meanwhile, expected_revision=int(given) if given else None
+        )
     except PoolRefused as exc:
         raise Refused(str(exc)) from None
     report(f"Deleted IP pool {ref.name} ({deleted.pool.cidr}): released {deleted.released} addresses, removed {deleted.blocks} blocks.")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -239,6 +240,25 @@ def _check_pools(store: Datastore, plan: _Plan) -> None:
         for name, net in sorted(nets.items()):
             if name != pool.name and net.version == mine.version and net.overlaps(mine):
                 raise Refused(f"IPPool({pool.name}) CIDR {mine} overlaps with IPPool({name}) CIDR {net}")
+    _check_block_sizes(store, [p for p in pools if p.revision == 0], nets)
+
+
+def _check_block_sizes(store: Datastore, new_pools: Sequence[Resource], nets: dict) -> None:
+    """A new pool's block size must be that of the blocks already inside its CIDR (left by an
+    earlier pool with another block size), as Calico's pool creation checks."""
+    blocks: dict[int, set[str]] = {}
+    for pool in new_pools:
+        mine = nets[pool.name]
+        size = pool.doc["spec"]["blockSize"]
+        if mine.version not in blocks:
+            blocks[mine.version] = store.block_cidrs(mine.version)
+        for cidr in sorted(blocks[mine.version]):
+            block = ipaddress.ip_network(cidr, strict=False)
+            if block.overlaps(mine) and block.prefixlen != size:
+                raise Refused(
+                    f"IPPool({pool.name}) blockSize {size} conflicts with existing allocations that use a different blockSize: "
+                    f"block {block} is a /{block.prefixlen}; release its addresses first or use blockSize {block.prefixlen}"
+                )
 
 
 def _check_tiers(store: Datastore, plan: _Plan) -> None:
@@ -508,6 +528,52 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _path(path: str) -> list[str | int]:
+    """`spec.ingress[0].foo` -> ["spec", "ingress", 0, "foo"]."""
+    return [int(index) if index else key for key, index in _PATH_PART.findall(path)]
+
+
+def _lookup(data: Any, path: list[str | int]) -> tuple[Any, str | int] | None:
+    """The container holding the last step of `path` in `data`, and that step; None if absent."""
+    for step in path[:-1]:
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    last = path[-1]
+    if isinstance(data, dict) and last in data or isinstance(data, list) and isinstance(last, int) and last < len(data):
+        return data, last
+    return None
+
+
+def _decode_keeping_stored_fields(merged: dict[str, Any], change: dict[str, Any]) -> tuple[Kind, dict[str, Any]]:
+    """A patched document decoded strictly, except that fields the stored record has and this
+    calicoctl does not model (from a later Calico release) are set aside and written back unchanged
+    (design rule 15). An unknown field the patch itself brings is still refused."""
+    doc = copy.deepcopy(merged)
+    set_aside: list[tuple[list[str | int], Any]] = []
+    while True:
+        try:
+            kind, out = kinds.decode(doc)
+            break
+        except Invalid as exc:
+            path = _path(exc.path)
+            found = _lookup(doc, path) if exc.reason == "unknown field" and path else None
+            if found is None or _lookup(change, path) is not None:
+                raise
+            container, last = found
+            set_aside.append((path, container.pop(last)))
+    for path, value in set_aside:
+        parent = _lookup(out, path[:-1]) if len(path) > 1 else None
+        target = out if len(path) == 1 else (parent[0][parent[1]] if parent else None)
+        if isinstance(target, dict):
+            target[path[-1]] = value
+    return kind, out
+
+
 def patch(store: Datastore, ref: Ref, patch_text: str) -> tuple[Resource, bool]:
     """Merge the JSON (or YAML) object `patch_text` into the stored resource, check the result as a
     file's document is checked, and write it (compare-and-swap, re-read on a lost race). Returns the
@@ -526,7 +592,7 @@ def patch(store: Datastore, ref: Ref, patch_text: str) -> tuple[Resource, bool]:
             raise DoesNotExist(f"resource does not exist: {ref.identifier}")
         merged = merge_patch(current.document(), change)
         try:
-            kind, doc = kinds.decode(merged)
+            kind, doc = _decode_keeping_stored_fields(merged, change)
         except Invalid as exc:
             raise BadDocument(f"patched {ref.identifier}: {exc}") from None
         if kind is not ref.kind or resource_key(kind, doc["metadata"]["name"], doc["metadata"].get("namespace")) != ref.key:

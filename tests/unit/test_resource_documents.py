@@ -256,7 +256,7 @@ def test_namespace_is_given_to_namespaced_documents_without_one(tmp_path):
 
 def test_dash_n_with_a_global_resource_is_refused_as_calicoctl_does(tmp_path):
     path = write(tmp_path / "p.json", json.dumps(pool("p", "198.18.0.0/24")))
-    with pytest.raises(BadDocument, match=r"p.json \(IPPool p\): metadata.namespace: IPPool is not namespaced"):
+    with pytest.raises(BadDocument, match=r"p.json \(IPPool p\): -n team: IPPool is not namespaced"):
         documents.load([path], namespace="team")
 
 

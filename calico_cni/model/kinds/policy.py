@@ -142,8 +142,9 @@ _POLICY_FIELDS = {
 def _prepare_policy(doc: dict, global_policy: bool) -> None:
     spec = doc["spec"]
     meta = doc["metadata"]
+    # The default tier names and labels a policy without one, but Calico stores spec.tier only as
+    # given (its client fills it in on read, as `Resource.from_stored` does).
     tier = spec.get("tier") or DEFAULT_TIER
-    spec["tier"] = tier
     _default_types(spec)
     check_directions(spec, global_policy)
     if global_policy:
@@ -175,7 +176,8 @@ def _order(doc: dict) -> str:
     return go_float((doc.get("spec") or {}).get("order"))
 
 
-_POLICY_COLUMNS = (Column("NAME", _name), Column("TIER", lambda d: _spec(d, "tier")))
+# A policy stored without spec.tier is in the default tier (Calico fills it in on read).
+_POLICY_COLUMNS = (Column("NAME", _name), Column("TIER", lambda d: _spec(d, "tier") or DEFAULT_TIER))
 _POLICY_WIDE = (*_POLICY_COLUMNS, Column("ORDER", _order), Column("SELECTOR", lambda d: _spec(d, "selector")))
 
 NETWORK_POLICY = Kind(
