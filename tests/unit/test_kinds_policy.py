@@ -11,6 +11,7 @@ import pytest
 from calico_cni.model import kinds
 from calico_cni.model.kinds.policy import go_float
 from calico_cni.model.kinds.sets import join_truncated
+from calico_cni.model.resource import Resource
 from calico_cni.model.schema import Invalid
 
 API = "projectcalico.org/v3"
@@ -691,8 +692,25 @@ def test_types_default(make, rules: dict, types: list) -> None:
 @pytest.mark.parametrize("make", [np, gnp], ids=["NetworkPolicy", "GlobalNetworkPolicy"])
 def test_tier_defaults_to_default_without_a_tier_label(make) -> None:
     doc = decode(make({}, name="allow-web"))
-    assert doc["spec"]["tier"] == "default"
+    assert "tier" not in doc["spec"]  # Calico leaves it empty in etcd and fills it in on read
     assert "projectcalico.org/tier" not in (doc["metadata"].get("labels") or {})
+
+
+@pytest.mark.parametrize("make", [np, gnp], ids=["NetworkPolicy", "GlobalNetworkPolicy"])
+def test_a_default_tier_policy_is_stored_without_its_tier_and_read_back_with_it(make) -> None:
+    kind = kinds.lookup(make({})["kind"])
+    doc = decode(make({}, name="allow-web"))
+    stored = Resource(kind, doc).to_json()
+    assert '"tier"' not in stored.decode()
+    read = Resource.from_stored(kind, stored, 7).doc
+    assert read["spec"]["tier"] == "default"
+    assert read["metadata"]["labels"]["projectcalico.org/tier"] == "default"
+
+
+@pytest.mark.parametrize("make", [np, gnp], ids=["NetworkPolicy", "GlobalNetworkPolicy"])
+def test_a_given_tier_is_stored(make) -> None:
+    assert decode(make({"tier": "default"}, name="allow-web"))["spec"]["tier"] == "default"
+    assert decode(make({"tier": "security"}, name="security.allow-web"))["spec"]["tier"] == "security"
 
 
 @pytest.mark.parametrize("make", [np, gnp], ids=["NetworkPolicy", "GlobalNetworkPolicy"])
@@ -856,7 +874,7 @@ def test_global_network_policy_example() -> None:
         }
     )
     assert kind.name == "GlobalNetworkPolicy"
-    assert doc["spec"]["tier"] == "default" and doc["spec"]["types"] == ["Ingress"]
+    assert "tier" not in doc["spec"] and doc["spec"]["types"] == ["Ingress"]
     assert "labels" not in doc["metadata"]
 
 
