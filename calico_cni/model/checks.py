@@ -103,3 +103,76 @@ def port(value: int) -> str | None:
     if not 0 < value <= 65535:
         return f"invalid port {value}: expected 1 to 65535"
     return None
+
+
+def interface_or_any(text: str) -> str | None:
+    """An interface name as Calico's `interface` rule has it: a Linux interface name, or '*' (every
+    interface of the host)."""
+    return None if text == "*" else interface_name(text)
+
+
+# --- Go's net.ParseIP, ParseCIDR and ParseMAC, as Calico's validator reads addresses ---
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as Go's net.ParseIP reads it (no zone, no leading zeros), or None."""
+    if "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def ip_family(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    """4 for an IPv4 address or an IPv4-mapped IPv6 one (Go's To4 treats both as IPv4)."""
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return 4
+    return addr.version
+
+
+def parse_cidr_or_ip(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+    """(address, network) as Calico's ParseCIDROrIP reads a CIDR or a bare address (then /32 or
+    /128), host bits allowed; None when it is neither (a netmask instead of a prefix length is not
+    a CIDR)."""
+    addr_text, slash, prefix = text.partition("/")
+    addr = parse_ip(addr_text)
+    if addr is None or (slash and not (prefix.isdigit() and prefix.isascii())):
+        return None
+    try:
+        net = ipaddress.ip_network(f"{addr}/{prefix}" if slash else str(addr), strict=False)
+    except ValueError:
+        return None
+    return addr, net
+
+
+def network(text: str, family: int | None = None, noun: str | None = None) -> str | None:
+    """A strictly masked network (no host bits) or a bare address: Calico's `net` rule, or with
+    `family` 4 or 6 its `netv4` or `netv6` rule. `noun` names the value in the reason (by default
+    "network", or "IPv4 network" / "IPv6 network" with a family)."""
+    noun = noun or (f"IPv{family} network" if family else "network")
+    parsed = parse_cidr_or_ip(text)
+    if parsed is None or (family and ip_family(parsed[0]) != family):
+        return f"invalid {noun} {text!r}: expected e.g. {'fd00:198:18::/64' if family == 6 else '198.18.0.0/24'}, or an address"
+    addr, net = parsed
+    if addr != net.network_address:
+        return f"invalid {noun} {text!r}: not strictly masked, the network is {net}"
+    return None
+
+
+_MAC_PAIRS = re.compile(r"[0-9a-fA-F]{2}(?P<sep>[:-])[0-9a-fA-F]{2}(?:(?P=sep)[0-9a-fA-F]{2})*")
+_MAC_QUADS = re.compile(r"[0-9a-fA-F]{4}(?:\.[0-9a-fA-F]{4})*")
+
+
+def mac(text: str) -> str | None:
+    """A MAC address as Go's net.ParseMAC reads it: 6, 8 or 20 bytes, written as hex pairs
+    separated by ':' or by '-' (one separator throughout), or as dotted groups of four hex digits."""
+    if _MAC_PAIRS.fullmatch(text):
+        size = (len(text) + 1) // 3
+    elif _MAC_QUADS.fullmatch(text):
+        size = (len(text) + 1) // 5 * 2
+    else:
+        size = 0
+    if size not in (6, 8, 20):
+        return f"invalid MAC address {text!r}: expected 6, 8 or 20 hex bytes such as ee:ee:ee:ee:ee:ee"
+    return None

@@ -67,6 +67,7 @@ RULES = [
         "invalid interface pattern",
     ),
     (FELIX, {"wireguardInterfaceName": "wg0"}, {"wireguardInterfaceName": "wireguard.cali.too.long"}, "spec.wireguardInterfaceName", "invalid interface name"),
+    (FELIX, {"wireguardInterfaceNameV6": "*"}, {"wireguardInterfaceNameV6": "wg:6"}, "spec.wireguardInterfaceNameV6", "invalid interface name"),
     (FELIX, {"wireguardListeningPort": 51820}, {"wireguardListeningPort": 0}, "spec.wireguardListeningPort", "out of range"),
     (FELIX, {"wireguardRoutingRulePriority": 32765}, {"wireguardRoutingRulePriority": 32766}, "spec.wireguardRoutingRulePriority", "out of range"),
     (FELIX, {"goGCThreshold": -1}, {"goGCThreshold": -2}, "spec.goGCThreshold", "out of range"),

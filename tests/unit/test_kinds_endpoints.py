@@ -55,6 +55,9 @@ RULES = [
     ("wep-ipNetworks", wep(ipNetworks=["10.0.0.1", "fd00::1/128"]), wep(ipNetworks=["10.0.0.0/24"]), "spec.ipNetworks[0]", "contains multiple addresses"),
     ("wep-ipNetworks-masked", wep(ipNetworks=["10.0.0.1/32"]), wep(ipNetworks=["10.0.0.1/24"]), "spec.ipNetworks[0]", "not strictly masked"),
     ("wep-ipNetworks-form", wep(ipNetworks=["fd00::1"]), wep(ipNetworks=["10.0.0.300"]), "spec.ipNetworks[0]", "invalid IP network"),
+    # Go's ParseCIDR takes a prefix length only, and an address without a zone.
+    ("wep-ipNetworks-netmask", wep(ipNetworks=["10.0.0.1/32"]), wep(ipNetworks=["10.0.0.1/255.255.255.255"]), "spec.ipNetworks[0]", "invalid IP network"),
+    ("wep-ipNetworks-zone", wep(ipNetworks=["fe80::1"]), wep(ipNetworks=["fe80::1%eth0"]), "spec.ipNetworks[0]", "invalid IP network"),
     (
         "wep-ipNATs-within",
         wep(ipNATs=[{"internalIP": "10.0.0.1", "externalIP": "172.16.0.1"}]),
@@ -87,6 +90,7 @@ RULES = [
     ("wep-ipv6Gateway", wep(ipv6Gateway="fe80::1"), wep(ipv6Gateway="169.254.1.1"), "spec.ipv6Gateway", "expected an IPv6 address"),
     ("wep-profiles", wep(profiles=["kns.prod", "ksa.prod.default"]), wep(profiles=["Bad_Profile"]), "spec.profiles[0]", "invalid name"),
     ("wep-mac", wep(mac="EE-EE-EE-EE-EE-EE"), wep(mac="ee:ee:ee"), "spec.mac", "invalid MAC address"),
+    ("wep-mac-separators", wep(mac="eeee.eeee.eeee"), wep(mac="ee:ee-ee:ee:ee:ee"), "spec.mac", "invalid MAC address"),
     ("wep-port", wep(ports=[PORT]), wep(ports=[{**PORT, "protocol": "ICMP"}]), "spec.ports[0].protocol", "does not support ports"),
     (
         "wep-port-protocol-number",

@@ -56,6 +56,7 @@ RULES = [
     ("Node", "n1", {"ipv6VXLANTunnelAddr": "fd00::1"}, {"ipv6VXLANTunnelAddr": "::ffff:198.18.0.1"}, "spec.ipv6VXLANTunnelAddr", "invalid IPv6"),
     ("Node", "n1", {"vxlanTunnelMACAddr": "66:0a:0b:0c:0d:0e"}, {"vxlanTunnelMACAddr": "66:0a:0b:0c:0d"}, "spec.vxlanTunnelMACAddr", "invalid MAC"),
     ("Node", "n1", {"vxlanTunnelMACAddrV6": "660a.0b0c.0d0e"}, {"vxlanTunnelMACAddrV6": "660a0b0c0d0e"}, "spec.vxlanTunnelMACAddrV6", "invalid MAC"),
+    ("Node", "n1", {"vxlanTunnelMACAddr": "66-0a-0b-0c-0d-0e"}, {"vxlanTunnelMACAddr": "66:0a:0b:0c:0d:0e\n"}, "spec.vxlanTunnelMACAddr", "invalid MAC"),
     (
         "Node",
         "n1",

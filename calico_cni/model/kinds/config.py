@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from calico_cni.model import checks
+from calico_cni.model.checks import ip_family, parse_cidr_or_ip
 from calico_cni.model.kinds.routing import (
     LOG_LEVELS,
     GoDuration,
     OrEmpty,
     any_cidr,
-    ip_family,
     ipv4,
     ipv6,
     omit_empty,
-    parse_cidr_or_ip,
     resource_name,
 )
 from calico_cni.model.schema import Bool, Column, Enum, Field, Int, Invalid, Kind, List, Map, Obj, Str, join
@@ -66,11 +65,6 @@ def iface_filter(text: str) -> str | None:
     if not _IFACE_FILTER.match(text):
         return f"invalid interface pattern {text!r}: at most 15 letters, digits, ':', '.', '_', '+' or '-'"
     return None
-
-
-def interface_name(text: str) -> str | None:
-    """An interface name, or '*'."""
-    return None if text == "*" else checks.interface_name(text)
 
 
 _REGION_PREFIX = "openstack-region-"
@@ -342,8 +336,8 @@ FELIX_CONFIGURATION_SPEC = Obj(
         "wireguardListeningPort": Int(1, 65535),
         "wireguardListeningPortV6": Int(1, 65535),
         "wireguardRoutingRulePriority": Int(1, 32765),
-        "wireguardInterfaceName": OrEmpty(Str(interface_name)),
-        "wireguardInterfaceNameV6": OrEmpty(Str(interface_name)),
+        "wireguardInterfaceName": OrEmpty(Str(checks.interface_or_any)),
+        "wireguardInterfaceNameV6": OrEmpty(Str(checks.interface_or_any)),
         "wireguardMTU": Int(),
         "wireguardMTUV6": Int(),
         "wireguardHostEncryptionEnabled": Bool(),

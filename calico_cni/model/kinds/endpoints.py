@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import partial
 from typing import Any
 
 from calico_cni.model import checks
@@ -31,20 +32,8 @@ def container_id(text: str) -> str | None:
     return None
 
 
-def endpoint_interface(text: str) -> str | None:
-    """An endpoint's interface: a Linux interface name, or '*' (every interface of the host)."""
-    return None if text == "*" else checks.interface_name(text)
-
-
-def strict_net(text: str) -> str | None:
-    """An address, or a network without host bits (Calico's `net` rule)."""
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return f"invalid IP network {text!r}: expected an address or a network such as 198.18.0.0/24"
-    if "/" in text and net.network_address != ipaddress.ip_interface(text).ip:
-        return f"invalid IP network {text!r}: not strictly masked, the network is {net}"
-    return None
+# Calico's `net` rule (a network without host bits, or an address), worded as endpoints' refusals say it.
+_IP_NETWORK = partial(checks.network, noun="IP network")
 
 
 def _ipv(version: int):
@@ -60,30 +49,13 @@ def _ipv(version: int):
     return check
 
 
-def mac(text: str) -> str | None:
-    """A MAC address as Go's net.ParseMAC reads one (6, 8 or 20 bytes, separated by ':' or '-', or
-    dotted groups of four hex digits)."""
-    hex2 = "[0-9a-fA-F]{2}"
-    for count in (6, 8, 20):
-        for sep in (":", "-"):
-            if re.fullmatch(sep.join([hex2] * count), text):
-                return None
-        if re.fullmatch(r"\.".join(["[0-9a-fA-F]{4}"] * (count // 2)), text):
-            return None
-    return f"invalid MAC address {text!r}: expected six hex pairs such as ee:ee:ee:ee:ee:ee"
-
-
-def _named_port(name: str) -> str | None:
-    return port_name(name)
-
-
 def _endpoint_port_check(obj: dict, path: str) -> None:
     if not supports_ports(obj.get("protocol")):
         raise Invalid(join(path, "protocol"), "EndpointPort protocol does not support ports: use TCP, UDP or SCTP")
 
 
 ENDPOINT_PORT = Obj(
-    {"name": Str(_named_port), "protocol": Protocol(), "port": Int(1, 65535)},
+    {"name": Str(port_name), "protocol": Protocol(), "port": Int(1, 65535)},
     required=("name", "protocol", "port"),
     check=_endpoint_port_check,
 )
@@ -98,11 +70,11 @@ def _workload_port_check(obj: dict, path: str) -> None:
 
 WORKLOAD_PORT = Obj(
     {
-        "name": Str(lambda n: None if n == "" else _named_port(n)),
+        "name": Str(lambda n: None if n == "" else port_name(n)),
         "protocol": Protocol(),
         "port": Int(1, 65535),
         "hostPort": Int(0, 65535),
-        "hostIP": Str(lambda t: None if t == "" else strict_net(t)),
+        "hostIP": Str(lambda t: None if t == "" else _IP_NETWORK(t)),
     },
     required=("protocol", "port"),
     check=_workload_port_check,
@@ -161,13 +133,13 @@ WORKLOAD_SPEC = Obj(
         "pod": Str(checks.dns_subdomain),
         "endpoint": Str(checks.dns_subdomain),
         "serviceAccountName": Str(checks.dns_subdomain),
-        "ipNetworks": List(Str(strict_net)),
+        "ipNetworks": List(Str(_IP_NETWORK)),
         "ipNATs": List(IP_NAT),
         "ipv4Gateway": Str(_ipv(4)),
         "ipv6Gateway": Str(_ipv(6)),
         "profiles": List(Str(checks.dns_subdomain)),
-        "interfaceName": Str(endpoint_interface),
-        "mac": Str(mac),
+        "interfaceName": Str(checks.interface_or_any),
+        "mac": Str(checks.mac),
         "ports": List(WORKLOAD_PORT),
         "allowSpoofedSourcePrefixes": List(Str(checks.cidr)),
         "qosControls": QOS_CONTROLS,
@@ -275,7 +247,7 @@ HOST_ENDPOINT = Kind(
     spec=Obj(
         {
             "node": Str(checks.dns_subdomain),
-            "interfaceName": Str(endpoint_interface),
+            "interfaceName": Str(checks.interface_or_any),
             "expectedIPs": List(Str(checks.ip)),
             "profiles": List(Str(checks.dns_subdomain)),
             "ports": List(ENDPOINT_PORT),

@@ -11,50 +11,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterable
 
 from calico_cni.model import checks
+from calico_cni.model.checks import ip_family, parse_cidr_or_ip, parse_ip
 from calico_cni.model.schema import Bool, Column, Enum, Field, Int, Invalid, Kind, List, Obj, Str, duration, join
 
 DEFAULT_AS_NUMBER = 64512
 LOG_LEVELS = ("Debug", "Info", "Warning", "Error", "Fatal")
 
-# --- general checks of this module (Go's net.ParseIP, ParseCIDR and ParseMAC as Calico uses them) ---
-
-
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address as Go's net.ParseIP reads it (no zone, no leading zeros), or None."""
-    if "%" in text:
-        return None
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def ip_family(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
-    """4 for an IPv4 address or an IPv4-mapped IPv6 one (Go's To4 treats both as IPv4)."""
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        return 4
-    return addr.version
-
-
-def parse_cidr_or_ip(text: str) -> tuple[Any, Any] | None:
-    """(address, network) as Calico's ParseCIDROrIP reads a CIDR or a bare address (then /32 or
-    /128), host bits allowed; None when it is neither."""
-    addr_text, slash, prefix = text.partition("/")
-    addr = parse_ip(addr_text)
-    if addr is None or (slash and not (prefix.isdigit() and prefix.isascii())):
-        return None
-    try:
-        net = ipaddress.ip_network(f"{addr}/{prefix}" if slash else str(addr), strict=False)
-    except ValueError:
-        return None
-    return addr, net
+# --- checks of this module's fields (the general address parsing is in `checks`) ---
 
 
 def ipv4(text: str) -> str | None:
@@ -103,47 +72,14 @@ def any_cidr(text: str) -> str | None:
     return None
 
 
-def _network(text: str, family: int | None) -> str | None:
-    parsed = parse_cidr_or_ip(text)
-    what = f"IPv{family} network" if family else "network"
-    if parsed is None or (family and ip_family(parsed[0]) != family):
-        return f"invalid {what} {text!r}: expected e.g. {'fd00:198:18::/64' if family == 6 else '198.18.0.0/24'}, or an address"
-    addr, net = parsed
-    if addr != net.network_address:
-        return f"invalid {what} {text!r}: not strictly masked, the network is {net}"
-    return None
-
-
-def network(text: str) -> str | None:
-    """A strictly masked network (no host bits) or a bare address: Calico's `net` rule."""
-    return _network(text, None)
-
-
 def network_v4(text: str) -> str | None:
     """A strictly masked IPv4 network or a bare IPv4 address (Calico's `netv4` rule)."""
-    return _network(text, 4)
+    return checks.network(text, 4)
 
 
 def network_v6(text: str) -> str | None:
     """A strictly masked IPv6 network or a bare IPv6 address (Calico's `netv6` rule)."""
-    return _network(text, 6)
-
-
-_MAC_COLON = re.compile(r"^[0-9a-fA-F]{2}(?P<sep>[:-])[0-9a-fA-F]{2}((?P=sep)[0-9a-fA-F]{2})*$")
-_MAC_DOT = re.compile(r"^[0-9a-fA-F]{4}(\.[0-9a-fA-F]{4})*$")
-
-
-def mac(text: str) -> str | None:
-    """A MAC address as Go's net.ParseMAC reads it: 6, 8 or 20 bytes, as aa:bb:.., aa-bb-.. or
-    aabb.ccdd..."""
-    n = 0
-    if _MAC_COLON.match(text):
-        n = (len(text) + 1) // 3
-    elif _MAC_DOT.match(text):
-        n = (len(text) + 1) // 5 * 2
-    if n not in (6, 8, 20):
-        return f"invalid MAC address {text!r}: expected e.g. 66:0a:0b:0c:0d:0e"
-    return None
+    return checks.network(text, 6)
 
 
 def wireguard_key(text: str) -> str | None:
@@ -325,13 +261,13 @@ NODE_SPEC = Obj(
     {
         "bgp": NODE_BGP,
         "ipv4VXLANTunnelAddr": OrEmpty(Str(ipv4)),
-        "vxlanTunnelMACAddr": OrEmpty(Str(mac)),
+        "vxlanTunnelMACAddr": OrEmpty(Str(checks.mac)),
         "ipv6VXLANTunnelAddr": OrEmpty(Str(ipv6)),
-        "vxlanTunnelMACAddrV6": OrEmpty(Str(mac)),
+        "vxlanTunnelMACAddrV6": OrEmpty(Str(checks.mac)),
         "orchRefs": List(Obj({"nodeName": Str(), "orchestrator": Str()})),
         "wireguard": Obj({"interfaceIPv4Address": OrEmpty(Str(ipv4)), "interfaceIPv6Address": OrEmpty(Str(ipv6))}),
         "addresses": List(
-            Obj({"address": Str(network), "type": OrEmpty(Enum("CalicoNodeIP", "InternalIP", "ExternalIP"))}, required=("address",)),
+            Obj({"address": Str(checks.network), "type": OrEmpty(Enum("CalicoNodeIP", "InternalIP", "ExternalIP"))}, required=("address",)),
         ),
     }
 )
@@ -421,7 +357,7 @@ def _community_check(text: str) -> str | None:
     return reason
 
 
-CIDR_BLOCK = Obj({"cidr": OrEmpty(Str(network))})
+CIDR_BLOCK = Obj({"cidr": OrEmpty(Str(checks.network))})
 
 BGP_CONFIGURATION_SPEC = Obj(
     {
@@ -432,7 +368,7 @@ BGP_CONFIGURATION_SPEC = Obj(
         "serviceExternalIPs": List(CIDR_BLOCK),
         "serviceClusterIPs": List(CIDR_BLOCK),
         "communities": List(Obj({"name": Str(resource_name), "value": Str(_community_check)}, required=("name", "value"))),
-        "prefixAdvertisements": List(Obj({"cidr": Str(network), "communities": List(Str())}, required=("cidr", "communities"))),
+        "prefixAdvertisements": List(Obj({"cidr": Str(checks.network), "communities": List(Str())}, required=("cidr", "communities"))),
         "listenPort": Int(0, 65535),
         "nodeMeshPassword": BGP_PASSWORD,
         "nodeMeshMaxRestartTime": GoDuration(),
