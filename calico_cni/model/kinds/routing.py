@@ -398,11 +398,25 @@ def _prepare_bgp_configuration(doc: dict) -> None:
     """Calico sets no defaults here (an absent field means: mesh on, AS 64512, log Info); it
     checks the communities, the mesh-only fields and what a non-default resource may set."""
     spec = doc["spec"]
+    _omit_empty_bgp_configuration(spec)
+    _check_communities(spec)
+    _check_mesh_only_fields(spec)
+    if _name(doc) != "default":
+        _check_default_only_fields(spec)
+
+
+def _omit_empty_bgp_configuration(spec: dict) -> None:
+    """Drop the empty values Go's omitempty leaves out, also in each service CIDR block."""
     omit_empty(spec, ("logSeverityScreen", "listenPort", "localWorkloadPeeringIPV4", "localWorkloadPeeringIPV6"))
     omit_empty(spec, ("serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "communities", "prefixAdvertisements", "ignoredInterfaces"))
     for key in ("serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs"):
         for block in spec.get(key, []):
             omit_empty(block, ("cidr",))
+
+
+def _check_communities(spec: dict) -> None:
+    """Defined communities must be used by a prefix advertisement, and each community a prefix
+    advertisement names is a well-formed value (aa:nn or aa:nn:mm) or a defined community's name."""
     communities = spec.get("communities", [])
     if communities and not spec.get("prefixAdvertisements"):
         raise Invalid("spec.communities", "communities are defined but not used in Spec.PrefixAdvertisement[]: add prefixAdvertisements that use them")
@@ -415,17 +429,25 @@ def _prepare_bgp_configuration(doc: dict) -> None:
                 raise Invalid(path, f"community used is invalid or not defined: {value!r} is neither aa:nn, aa:nn:mm nor the name of one of spec.communities")
             if reason and reason != "format":
                 raise Invalid(path, reason)
+
+
+def _check_mesh_only_fields(spec: dict) -> None:
+    """The mesh password and restart time apply to the node-to-node mesh: not set when it is off."""
     if spec.get("nodeToNodeMeshEnabled") is False:
         for key in ("nodeMeshPassword", "nodeMeshMaxRestartTime"):
             if key in spec:
                 raise Invalid(f"spec.{key}", f"spec.{key} cannot be set if spec.nodeToNodeMeshEnabled is disabled")
-    if _name(doc) != "default":
-        for key, spelt in DEFAULT_ONLY:
-            if key in spec:
-                raise Invalid(
-                    f"spec.{key}",
-                    f"Cannot set {spelt} on a non default BGP Configuration: only the BGPConfiguration named 'default' may set it",
-                )
+
+
+def _check_default_only_fields(spec: dict) -> None:
+    """A BGPConfiguration other than 'default' (a per-node one) sets none of DEFAULT_ONLY: the
+    mesh and its settings, the AS number, the service IPs to advertise."""
+    for key, spelt in DEFAULT_ONLY:
+        if key in spec:
+            raise Invalid(
+                f"spec.{key}",
+                f"Cannot set {spelt} on a non default BGP Configuration: only the BGPConfiguration named 'default' may set it",
+            )
 
 
 # calicoctl prints the same table with or without -o wide. An unset mesh flag or AS shows "-".
@@ -488,27 +510,51 @@ def _prepare_bgp_peer(doc: dict) -> None:
             "localWorkloadSelector",
         ),
     )
+    _check_peer_local_side(spec)
+    # A local workload peering excludes the other remote sides: checked first, as the more specific.
+    _check_local_workload_peering(spec)
+    _check_peer_remote_side(spec)
+    _check_reachable_by(spec)
+
+
+def _check_peer_local_side(spec: dict) -> None:
+    """The local side is one node or the nodes a selector matches, not both."""
     if "node" in spec and "nodeSelector" in spec:
         raise Invalid("spec.node", "Node field must be empty when NodeSelector is specified: a peer is for one node or for the nodes a selector matches")
-    # A local workload peering excludes the other remote sides: checked first, as the more specific.
-    if "localWorkloadSelector" in spec:
-        if "peerSelector" in spec:
-            raise Invalid("spec.peerSelector", "PeerSelector field must be empty when LocalWorkloadSelector is specified")
-        if "asNumber" not in spec:
-            raise Invalid("spec.asNumber", "ASNumber field must NOT be empty when LocalWorkloadSelector is specified")
-        if "peerIP" in spec:
-            raise Invalid("spec.peerIP", "PeerIP field must be empty when LocalWorkloadSelector is specified")
+
+
+def _check_local_workload_peering(spec: dict) -> None:
+    """A peering with local workloads (localWorkloadSelector) takes an AS number, and neither a
+    peer IP nor a peer selector."""
+    if "localWorkloadSelector" not in spec:
+        return
+    if "peerSelector" in spec:
+        raise Invalid("spec.peerSelector", "PeerSelector field must be empty when LocalWorkloadSelector is specified")
+    if "asNumber" not in spec:
+        raise Invalid("spec.asNumber", "ASNumber field must NOT be empty when LocalWorkloadSelector is specified")
+    if "peerIP" in spec:
+        raise Invalid("spec.peerIP", "PeerIP field must be empty when LocalWorkloadSelector is specified")
+
+
+def _check_peer_remote_side(spec: dict) -> None:
+    """The remote side is a peer IP with its AS number, or a peer selector (whose nodes bring
+    their own AS numbers), not both."""
     if "peerIP" in spec and "peerSelector" in spec:
         raise Invalid("spec.peerIP", "PeerIP field must be empty when PeerSelector is specified")
     if "asNumber" in spec and "peerSelector" in spec:
         raise Invalid("spec.asNumber", "ASNumber field must be empty when PeerSelector is specified: each selected node's own AS is used")
-    if "reachableBy" in spec:
-        if "peerIP" not in spec:
-            raise Invalid("spec.reachableBy", "ReachableBy field must be empty when PeerIP is empty")
-        peer = parse_ip(split_peer_ip(spec["peerIP"])[0])  # type: ignore[index]  # peerIP was checked
-        gateway = parse_ip(spec["reachableBy"])
-        if peer is not None and gateway is not None and ip_family(peer) != ip_family(gateway):
-            raise Invalid("spec.reachableBy", "ReachableBy and PeerIP address family mismatched")
+
+
+def _check_reachable_by(spec: dict) -> None:
+    """reachableBy (the gateway to the peer) needs a peer IP of the same address family."""
+    if "reachableBy" not in spec:
+        return
+    if "peerIP" not in spec:
+        raise Invalid("spec.reachableBy", "ReachableBy field must be empty when PeerIP is empty")
+    peer = parse_ip(split_peer_ip(spec["peerIP"])[0])  # type: ignore[index]  # peerIP was checked
+    gateway = parse_ip(spec["reachableBy"])
+    if peer is not None and gateway is not None and ip_family(peer) != ip_family(gateway):
+        raise Invalid("spec.reachableBy", "ReachableBy and PeerIP address family mismatched")
 
 
 def peer_node(doc: dict) -> str:
