@@ -138,6 +138,14 @@ def ns_args(kind: str) -> tuple[str, ...]:
 
 
 def decoded_spec(kind: str, spec: dict) -> dict:
+    """The spec as stored from a file's `spec` and read back (as `get` shows it: Calico fills in some
+    fields on read, such as a policy's default tier)."""
+    k, decoded = kinds.decode(doc(kind, spec=spec))
+    return Resource.from_stored(k, Resource(k, decoded).to_json(), 1).doc["spec"]
+
+
+def stored_decoded_spec(kind: str, spec: dict) -> dict:
+    """The spec as written to etcd from a file's `spec` (defaults filled in)."""
     return kinds.decode(doc(kind, spec=spec))[1]["spec"]
 
 
@@ -173,6 +181,7 @@ def test_create_then_get(ctl, store, tmp_path, kind):
     stored = raw(store, key_of(kind, name))
     assert stored is not None and meta["resourceVersion"] == str(stored.mod_revision)
     assert "resourceVersion" not in json.loads(stored.value)["metadata"]
+    assert json.loads(stored.value)["spec"] == stored_decoded_spec(kind, spec)
 
 
 @pytest.mark.parametrize("kind", WRITABLE)
@@ -305,6 +314,48 @@ def test_get_table_of_every_kind(ctl, tmp_path, kind):
         assert lines[0].split()[0] == first, lines
         # Profiles also list Calico's built-in projectcalico-default-allow.
         assert [line.split()[0] for line in lines[1:] if line.split()[0] != "projectcalico-default-allow"] == [shown]
+
+
+# One refused value of every writable kind: (spec change, the path refused, a key phrase of the rule).
+REFUSED: dict[str, tuple[dict, str, str]] = {
+    "IPPool": ({"blockSize": 7}, "spec.blockSize", "IPv4 block size must be between 20 and 32, got 7"),
+    "IPReservation": ({"reservedCIDRs": ["198.19.0.0/33"]}, "spec.reservedCIDRs[0]", "invalid CIDR '198.19.0.0/33'"),
+    "Node": ({"bgp": {"ipv4Address": "300.0.0.1/24"}}, "spec.bgp.ipv4Address", "invalid IPv4 CIDR '300.0.0.1/24'"),
+    "BGPConfiguration": ({"asNumber": 0}, "spec.asNumber", "invalid AS number 0: expected 1 to 4294967295"),
+    "BGPPeer": ({"peerIP": "192.0.2.300"}, "spec.peerIP", "invalid peerIP '192.0.2.300'"),
+    "BGPFilter": (
+        {"exportV4": [{"action": "Maybe", "matchOperator": "In", "cidr": "198.18.0.0/16"}]},
+        "spec.exportV4[0].action",
+        "invalid value 'Maybe': expected one of Accept, Reject",
+    ),
+    "FelixConfiguration": ({"logSeverityScreen": "Loud"}, "spec.logSeverityScreen", "invalid value 'Loud'"),
+    "KubeControllersConfiguration": ({"logSeverityScreen": "Loud"}, "spec.logSeverityScreen", "invalid value 'Loud'"),
+    "Tier": ({"defaultAction": "Allow"}, "spec.defaultAction", "invalid value 'Allow': expected one of Deny, Pass"),
+    "NetworkPolicy": ({"selector": "app =="}, "spec.selector", "invalid selector 'app =='"),
+    "GlobalNetworkPolicy": ({"order": "first"}, "spec.order", "expected a number"),
+    "Profile": ({"labelsToApply": {"bad key": "x"}}, "spec.labelsToApply.bad key", "invalid label key 'bad key'"),
+    "NetworkSet": ({"nets": ["198.51.100.0/33"]}, "spec.nets[0]", "invalid CIDR '198.51.100.0/33'"),
+    "GlobalNetworkSet": ({"nets": ["not-a-net"]}, "spec.nets[0]", "invalid CIDR 'not-a-net'"),
+    "WorkloadEndpoint": ({"interfaceName": "a" * 16}, "spec.interfaceName", "invalid interface name"),
+    "HostEndpoint": ({"interfaceName": "bad/name"}, "spec.interfaceName", "invalid interface name 'bad/name'"),
+}
+
+
+def test_every_kind_has_a_refused_value():
+    assert set(REFUSED) == set(WRITABLE)
+
+
+@pytest.mark.parametrize("kind", WRITABLE)
+def test_a_refused_value_names_the_file_the_resource_the_field_and_the_rule(ctl, store, tmp_path, kind):
+    name, spec, _ = MINIMAL[kind]
+    ok(ctl("create", "-f", write(tmp_path / "r.yaml", doc(kind))))
+    before = snapshot(store)
+    change, path, phrase = REFUSED[kind]
+    bad = str(tmp_path / "bad.yaml")
+    write(tmp_path / "bad.yaml", doc(kind, spec={**copy.deepcopy(spec), **change}))
+    for verb in ("apply", "create", "replace"):
+        failed(ctl(verb, "-f", bad), f"{bad} ({kind} {name}): {path}: {phrase}")
+    assert snapshot(store) == before
 
 
 # -- ClusterInformation is read-only -------------------------------------------------------------
@@ -749,10 +800,33 @@ def test_a_file_namespace_differing_from_dash_n_is_refused(ctl, store, tmp_path)
     assert keys(store) == []
 
 
-def test_global_kinds_ignore_dash_n_and_dash_a_on_get(ctl, tmp_path):
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", "ippools", "-A"),
+        ("get", "ippools", "-n", "x"),
+        ("get", "ippool", "a", "-n", "x"),
+        ("get", "ippool", "a", "-n", "default"),
+        ("delete", "ippool", "a", "-n", "x"),
+        ("patch", "ippool", "a", "-n", "x", "-p", '{"spec":{"disabled":true}}'),
+        ("label", "ippool", "a", "k=v", "-n", "x"),
+        ("create", "-n", "x", "-f", "{new}"),
+        ("apply", "-n", "x", "-f", "{changed}"),
+        ("replace", "-n", "x", "-f", "{changed}"),
+        ("delete", "-n", "x", "-f", "{changed}"),
+        ("get", "-n", "x", "-f", "{changed}"),
+        ("get", "-A", "-f", "{changed}"),
+    ],
+    ids=lambda args: "_".join(args).replace("{", "").replace("}", ""),
+)
+def test_dash_n_and_dash_a_on_a_kind_without_namespaces_are_refused(ctl, store, tmp_path, args):
+    # As calicoctl v3.30 (handleNamespace): every verb, by name or by file.
     ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
-    assert ok(ctl("get", "ippools", "-A")).lines[0].split() == ["NAME", "CIDR", "SELECTOR"]
-    assert ok(ctl("get", "ippools", "-n", "x")).lines[1].split()[0] == "a"
+    files = {"{new}": write(tmp_path / "new.yaml", pool("b", "198.18.1.0/24")), "{changed}": write(tmp_path / "changed.yaml", pool("a", "198.18.0.0/24", natOutgoing=True))}
+    before = snapshot(store)
+    r = ctl(*[files.get(a, a) for a in args])
+    failed(r, "IPPool is not namespaced")
+    assert r.stdout == "" and snapshot(store) == before
 
 
 def test_workload_endpoints_with_namespaces(ctl, store, tmp_path):
@@ -914,7 +988,8 @@ def test_a_default_tier_policy_is_stored_as_calico_stores_it(ctl, store, tmp_pat
     assert stored["metadata"]["name"] == "default.allow-web" and stored["metadata"]["namespace"] == "shop"
     assert json.loads(stored["metadata"]["annotations"][NP_ANNOTATION]) == {"name": "allow-web"}
     assert "resourceVersion" not in stored["metadata"]
-    assert stored["spec"]["tier"] == "default" and stored["spec"]["types"] == ["Ingress"]
+    # Calico leaves a default-tier policy's spec.tier empty in etcd and fills it in on read.
+    assert "tier" not in stored["spec"] and stored["spec"]["types"] == ["Ingress"]
     # The default tier was created with Calico's defaults.
     tier = json.loads(raw(store, R + "tiers/default").value)
     assert tier["spec"] == {"order": 1000000, "defaultAction": "Deny"}
@@ -1009,6 +1084,149 @@ def test_127_documents_are_written_document_by_document(ctl, store, tmp_path):
     assert ok(ctl("create", "-f", path)).stdout.strip() == "Successfully created 127 'IPPool' resource(s)"
     assert revision(store) == rev + 127
     assert len(pool_names(store)) == 127
+
+
+# -- metadata, stored records written by other tools, and rules of the stored state -------------------
+
+
+def put_raw(store, key: str, value) -> None:
+    """Write `value` (a dict as JSON, or bytes as they are) at `key`, as another tool would."""
+    data = value if isinstance(value, bytes) else json.dumps(value).encode()
+    succeeded, _ = store.client.commit([], puts=[(key, data)])
+    assert succeeded
+
+
+def stored_metadata(store, kind: str, name: str, namespace: str | None = None) -> dict:
+    return json.loads(raw(store, key_of(kind, name, namespace)).value)["metadata"]
+
+
+def test_create_of_a_document_with_a_resource_version_is_refused(ctl, store, tmp_path):
+    # As Calico's create, which refuses a resourceVersion; apply of the same document works.
+    ok(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))))
+    shown = get_doc(ctl, "ippool", "a")
+    shown["spec"]["natOutgoing"] = True
+    path = write(tmp_path / "shown.yaml", shown)
+    before = snapshot(store)
+    failed(ctl("create", "-f", path), "resourceVersion", "must not be set for a create")
+    failed(ctl("create", "--skip-exists", "-f", path), "resourceVersion", "must not be set for a create")
+    assert snapshot(store) == before
+    ok(ctl("apply", "-f", path))
+    assert stored_spec(store, "IPPool", "a")["natOutgoing"] is True
+    ok(ctl("delete", "ippool", "a"))
+    failed(ctl("create", "-f", path), "resourceVersion", "must not be set for a create")
+    assert pool_names(store) == []
+
+
+STORED_META = {
+    "name": "a",
+    "uid": "stored-uid",
+    "creationTimestamp": "2020-01-01T00:00:00Z",
+    "generation": 3,
+    "finalizers": ["example.com/keep"],
+    "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "owner-uid"}],
+    "futureMetadataKey": {"kept": True},
+    "labels": {"old": "1"},
+    "annotations": {"old": "1"},
+}
+FILE_META = {
+    "generation": 9,
+    "finalizers": ["example.com/other"],
+    "ownerReferences": [{"apiVersion": "v1", "kind": "Secret", "name": "other", "uid": "other-uid"}],
+    "uid": "file-uid",
+    "creationTimestamp": "2001-01-01T00:00:00Z",
+    "selfLink": "/from/the/file",
+}
+
+
+@pytest.mark.parametrize("verb", ["apply", "replace"])
+def test_an_update_keeps_the_stored_metadata_and_takes_labels_and_annotations_from_the_file(ctl, store, tmp_path, verb):
+    spec = stored_decoded_spec("IPPool", {"cidr": "198.18.0.0/24"})
+    put_raw(store, key_of("IPPool", "a"), {"kind": "IPPool", "apiVersion": API, "metadata": STORED_META, "spec": spec})
+    given = pool("a", "198.18.0.0/24", natOutgoing=True)
+    given["metadata"].update(copy.deepcopy(FILE_META), labels={"new": "2"}, annotations={"note": "x"})
+    ok(ctl(verb, "-f", write(tmp_path / "p.yaml", given)))
+    assert stored_metadata(store, "IPPool", "a") == {**STORED_META, "labels": {"new": "2"}, "annotations": {"note": "x"}}
+    assert stored_spec(store, "IPPool", "a")["natOutgoing"] is True
+    # Labels and annotations the file leaves out are gone; the rest stays.
+    ok(ctl(verb, "-f", write(tmp_path / "q.yaml", pool("a", "198.18.0.0/24"))))
+    kept = {k: v for k, v in STORED_META.items() if k not in ("labels", "annotations")}
+    assert stored_metadata(store, "IPPool", "a") == kept
+
+
+def test_create_takes_only_the_name_namespace_labels_and_annotations_from_the_file(ctl, store, tmp_path):
+    given = netset("s1", "ns1")
+    given["metadata"].update(copy.deepcopy(FILE_META), labels={"new": "2"}, annotations={"note": "x"}, futureMetadataKey="x")
+    given["metadata"].pop("futureMetadataKey")  # unknown metadata is refused when decoding a file
+    ok(ctl("create", "-f", write(tmp_path / "s.yaml", given)))
+    meta = stored_metadata(store, "NetworkSet", "s1", "ns1")
+    assert set(meta) == {"name", "namespace", "labels", "annotations", "uid", "creationTimestamp"}, meta
+    assert (meta["name"], meta["namespace"], meta["labels"], meta["annotations"]) == ("s1", "ns1", {"new": "2"}, {"note": "x"})
+    assert meta["uid"] != "file-uid" and meta["creationTimestamp"] != "2001-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("cidr, block_size", [("198.18.0.0/24", 26), ("fd00:198:18::/64", 122)])
+def test_a_pool_record_without_calicos_defaults_reads_back_with_them(ctl, store, tmp_path, cidr, block_size):
+    meta = {"name": "old", "uid": "u-1", "creationTimestamp": "2020-01-01T00:00:00Z"}
+    put_raw(store, key_of("IPPool", "old"), {"kind": "IPPool", "apiVersion": API, "metadata": meta, "spec": {"cidr": cidr}})
+    assert get_doc(ctl, "ippool", "old")["spec"] == {
+        "cidr": cidr, "blockSize": block_size, "nodeSelector": "all()", "allowedUses": ["Workload", "Tunnel"],
+        "assignmentMode": "Automatic", "ipipMode": "Never", "vxlanMode": "Never",
+    }
+    before = snapshot(store)
+    failed(ctl("apply", "-f", write(tmp_path / "p.yaml", pool("old", cidr, blockSize=block_size + 2))), "BlockSize cannot be modified")
+    assert snapshot(store) == before
+
+
+def test_a_pool_whose_block_size_differs_from_existing_blocks_is_refused(ctl, store, tmp_path):
+    from calico_cni.model.records import Block
+
+    assert store.commit(puts=[Block.new("198.18.0.0/28", "node1")])
+    before = snapshot(store)
+    failed(ctl("create", "-f", write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"))), "conflicts with existing allocations that use a different blockSize")
+    failed(ctl("apply", "-f", write(tmp_path / "q.yaml", pool("a", "198.18.0.0/24", blockSize=27))), "conflicts with existing allocations that use a different blockSize")
+    assert snapshot(store) == before
+    # The blocks' own size is fine, and a pool the block is not in is not concerned.
+    ok(ctl("create", "-f", write(tmp_path / "r.yaml", pool("a", "198.18.0.0/24", blockSize=28), pool("b", "198.18.1.0/24"))))
+    assert pool_names(store) == ["a", "b"]
+
+
+def test_a_patch_keeps_a_field_this_calicoctl_does_not_model(ctl, store):
+    spec = {**stored_decoded_spec("IPPool", {"cidr": "198.18.0.0/24"}), "futureField": {"x": 1}}
+    meta = {"name": "a", "uid": "u-1", "creationTimestamp": "2020-01-01T00:00:00Z"}
+    put_raw(store, key_of("IPPool", "a"), {"kind": "IPPool", "apiVersion": API, "metadata": meta, "spec": spec})
+    ok(ctl("patch", "ippool", "a", "-p", '{"spec":{"natOutgoing":true}}'))
+    assert stored_spec(store, "IPPool", "a") == {**spec, "natOutgoing": True}
+
+
+def test_a_batch_over_etcds_compare_limit_because_of_its_tiers_is_written_document_by_document(ctl, store, tmp_path):
+    # 126 documents fit one transaction, but the three tiers they name add three compares (129).
+    ok(ctl("create", "-f", write(tmp_path / "t.yaml", doc("Tier", "t1"), doc("Tier", "t2"), doc("Tier", "t3"))))
+    nps = [doc("NetworkPolicy", f"t{i % 3 + 1}.np{i:03d}", spec={"tier": f"t{i % 3 + 1}", "selector": "all()"}) for i in range(126)]
+    rev = revision(store)
+    r = ok(ctl("apply", "-f", write(tmp_path / "np.yaml", *nps)))
+    assert r.stdout.strip() == "Successfully applied 126 'NetworkPolicy' resource(s)" and "etcd" not in r.stderr
+    assert len(keys(store, R + "networkpolicies/")) == 126
+    assert revision(store) == rev + 126
+
+
+@pytest.mark.parametrize("kind", ["BGPPeer", "IPPool"])
+def test_delete_of_a_file_naming_one_resource_twice_deletes_it_once(ctl, store, tmp_path, kind):
+    ok(ctl("create", "-f", write(tmp_path / "r.yaml", doc(kind))))
+    r = ctl("delete", "-f", write(tmp_path / "d.yaml", doc(kind), doc(kind)))
+    failed(r, "Partial success: deleted the first 1 out of 2", f"resource does not exist: {kind}({MINIMAL[kind][0]})")
+    assert raw(store, key_of(kind, MINIMAL[kind][0])) is None
+
+
+def test_a_record_that_is_not_json_can_be_deleted_by_name(ctl, store):
+    key = key_of("BGPPeer", "junk")
+    put_raw(store, key, b"not json {")
+    err = failed(ctl("get", "bgppeer", "junk"))
+    assert "Unreadable" not in err and "junk" in err, err
+    r = ok(ctl("delete", "bgppeer", "junk"))
+    said = r.stdout + r.stderr
+    assert "cannot be read" in said or "unreadable" in said.lower(), said
+    assert "Successfully deleted 1 'BGPPeer' resource(s)" in r.stdout
+    assert raw(store, key) is None
 
 
 # -- the --config file -------------------------------------------------------------------------------
