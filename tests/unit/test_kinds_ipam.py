@@ -51,6 +51,13 @@ POOL_RULES = [
     ({"cidr": "198.18.0.0/24", "natOutgoing": True}, {"cidr": "198.18.0.0/24", "natOutgoing": "yes"}, "spec.natOutgoing", "expected true or false"),
     ({"cidr": "198.18.0.0/24", "disabled": True}, {"cidr": "198.18.0.0/24", "disabled": 1}, "spec.disabled", "expected true or false"),
     ({"cidr": "198.18.0.0/24", "disableBGPExport": True}, {"cidr": "198.18.0.0/24", "disableBGPExport": "true"}, "spec.disableBGPExport", "expected true or false"),
+    # A LoadBalancer pool holds service addresses only: no pods or tunnels, no encapsulation, exported over BGP, every node.
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"]}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer", "Workload"]}, "spec.allowedUses", "LoadBalancer cannot be used at the same time as: Workload"),
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"]}, {"cidr": "198.18.0.0/24", "allowedUses": ["Tunnel", "LoadBalancer"]}, "spec.allowedUses", "LoadBalancer cannot be used at the same time as: Tunnel"),
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "ipipMode": "Never"}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "ipipMode": "Always"}, "spec.ipipMode", "must be Never on a LoadBalancer IP pool"),
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "vxlanMode": "Never"}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "vxlanMode": "CrossSubnet"}, "spec.vxlanMode", "must be Never on a LoadBalancer IP pool"),
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "disableBGPExport": False}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "disableBGPExport": True}, "spec.disableBGPExport", "cannot be set on a LoadBalancer IP pool"),
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "nodeSelector": "all()"}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "nodeSelector": "zone == 'a'"}, "spec.nodeSelector", "must have nodeSelector all()"),
     ({"cidr": "198.18.0.0/24"}, {"cidr": "198.18.0.0/24", "blockSizee": 26}, "spec.blockSizee", "unknown field"),
     ({"cidr": "198.18.0.0/24"}, {"blocksize": 26}, "spec.blocksize", "unknown field"),
     ({"cidr": "198.18.0.0/24"}, {}, "spec.cidr", "required field is missing"),

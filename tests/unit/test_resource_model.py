@@ -31,6 +31,23 @@ def test_tiered_policy_names(name, stored, tier):
     assert tier_of(name) == tier
 
 
+@pytest.mark.parametrize(
+    "name, tier",
+    [
+        ("kanp.adminnetworkpolicy.x", "adminnetworkpolicy"),
+        ("kbanp.baselineadminnetworkpolicy.x", "baselineadminnetworkpolicy"),
+        ("knp.default.x", "default"),
+        ("ossg.default.x", "default"),
+        ("security.x", "security"),
+        ("x", "default"),
+    ],
+)
+def test_the_tier_of_a_policy_name(name, tier):
+    # Kubernetes (baseline) admin network policies live in their own tiers, not in the tier their
+    # first dot-separated word would give ("kanp", "kbanp").
+    assert tier_of(name) == tier
+
+
 def test_keys_of_global_namespaced_and_tiered_kinds():
     assert key(POOL, "p1") == R + "ippools/p1"
     assert key(NP, "allow", "prod") == R + "networkpolicies/prod/default.allow"
