@@ -249,6 +249,15 @@ def _ip_version(value: int) -> str | None:
 
 def _rule_check(rule: dict, path: str) -> None:
     """The rules Calico's validator applies across a rule's fields, in its order."""
+    _check_protocol(rule, path)
+    _check_address_family(rule, path)
+    _check_http_action(rule, path)
+    _check_service_ports(rule, path)
+
+
+def _check_protocol(rule: dict, path: str) -> None:
+    """What the protocol allows: ports only with TCP, UDP or SCTP; an HTTP match only with TCP
+    (or no protocol); an ICMP match only with protocol ICMP or ICMPv6."""
     protocol = rule.get("protocol")
     if not supports_ports(protocol):
         for side in ("source", "destination"):
@@ -259,8 +268,13 @@ def _rule_check(rule: dict, path: str) -> None:
         raise Invalid(join(path, "protocol"), HTTP_NEEDS_TCP)
     if "icmp" in rule and protocol not in ("ICMP", "ICMPv6"):
         raise Invalid(join(path, "icmp"), ICMP_NEEDS_PROTOCOL)
+
+
+def _check_address_family(rule: dict, path: str) -> None:
+    """One address family per rule: ipVersion 4 with (not)protocol ICMP and 6 with ICMPv6; every
+    network of nets and notNets (both sides) in ipVersion's family when set, and all in one family."""
     version = rule.get("ipVersion")
-    protocols = (protocol, rule.get("notProtocol"))
+    protocols = (rule.get("protocol"), rule.get("notProtocol"))
     if "ICMP" in protocols and version is not None and version != 4:
         raise Invalid(join(path, "ipVersion"), "must set ipVersion to 4 with protocol ICMP")
     if "ICMPv6" in protocols and version is not None and version != 6:
@@ -276,8 +290,16 @@ def _rule_check(rule: dict, path: str) -> None:
             if len(versions | seen) > 1:
                 raise Invalid(where, "rule contains both IPv4 and IPv6 CIDRs")
             seen |= versions
+
+
+def _check_http_action(rule: dict, path: str) -> None:
+    """An HTTP match only in an Allow rule."""
     if "http" in rule and rule.get("action") != "Allow":
         raise Invalid(join(path, "http"), "HTTP match criteria are only valid for Allow rules")
+
+
+def _check_service_ports(rule: dict, path: str) -> None:
+    """A destination that selects services takes its ports from them: no ports or notPorts."""
     destination = rule.get("destination") or {}
     if "services" in destination:
         if destination.get("ports"):
