@@ -200,6 +200,8 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
         if kind:
             raise usage("give either KIND [NAME...] or -f FILE, not both")
         docs = _load(filenames, recursive, namespace)
+        for d in docs:
+            namespace_of(d.kind, None, all_namespaces)  # -A with a kind without namespaces is refused
         groups: dict[str, list[documents.Document]] = {}
         for d in docs:
             groups.setdefault(d.kind.name, []).append(d)

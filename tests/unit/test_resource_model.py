@@ -96,9 +96,9 @@ def test_a_pool_read_gets_calicos_read_defaults_and_keeps_unknown_fields():
     back = Resource.from_stored(POOL, json.dumps(raw).encode(), 2)
     assert back.doc["spec"] == {
         "cidr": "fd00:198:18::/64", "futureField": {"x": 1}, "blockSize": 122, "allowedUses": ["Workload", "Tunnel"],
-        "nodeSelector": "all()", "ipipMode": "Never", "vxlanMode": "Never",
+        "nodeSelector": "all()", "ipipMode": "Never", "vxlanMode": "Never", "assignmentMode": "Automatic",
     }
-    assert back.doc["status"] == {"a": 1} and "assignmentMode" not in back.doc["spec"]  # Calico's read leaves it unset
+    assert back.doc["status"] == {"a": 1}
 
 
 def test_a_stored_value_that_is_not_an_object_is_refused():

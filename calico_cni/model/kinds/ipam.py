@@ -78,7 +78,8 @@ def _check_load_balancer_pool(spec: dict[str, Any]) -> None:
 
 def _read_pool(doc: dict[str, Any]) -> None:
     """The defaults Calico's client fills into an IP pool it reads (a record another tool wrote
-    without them): block size by family, nodeSelector all(), both uses, encapsulation Never."""
+    without them): block size by family, nodeSelector all(), both uses, encapsulation Never,
+    assignment Automatic."""
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         return
@@ -91,6 +92,7 @@ def _read_pool(doc: dict[str, Any]) -> None:
     spec["nodeSelector"] = spec.get("nodeSelector") or "all()"
     spec["ipipMode"] = spec.get("ipipMode") or "Never"
     spec["vxlanMode"] = spec.get("vxlanMode") or "Never"
+    spec["assignmentMode"] = spec.get("assignmentMode") or "Automatic"
 
 
 def _pool_immutable(old: dict[str, Any], new: dict[str, Any]) -> str | None:
