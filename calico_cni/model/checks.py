@@ -11,10 +11,10 @@ import re
 from calico_cni.model.selector import SelectorError, parse
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_SUBDOMAIN = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_DNS_LABEL_ONLY = re.compile(rf"^{_DNS_LABEL}$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_INTERFACE = re.compile(r"^[a-zA-Z0-9_.\-]{1,15}$")
+_DNS_SUBDOMAIN = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*\Z")
+_DNS_LABEL_ONLY = re.compile(rf"^{_DNS_LABEL}\Z")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+_INTERFACE = re.compile(r"^[a-zA-Z0-9_.\-]{1,15}\Z")
 
 
 def dns_subdomain(name: str) -> str | None:

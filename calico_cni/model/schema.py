@@ -231,7 +231,7 @@ class OneOf(Field):
         raise Invalid(path, self.what or reasons[-1])
 
 
-_DURATION = re.compile(r"^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$")
+_DURATION = re.compile(r"^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+\Z")
 
 
 def duration(value: str) -> str | None:

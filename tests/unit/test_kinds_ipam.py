@@ -167,3 +167,17 @@ def test_every_kind_has_a_unique_set_of_names():
             assert alias not in seen, f"{alias} names both {seen[alias]} and {kind.name}"
             seen[alias] = kind.name
         assert kinds.lookup(kind.name) is kind and kinds.lookup(kind.plural) is kind
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        _with(meta_name="pool\n"),
+        _with(meta_labels={"zone": "a\n"}),
+        _with(meta_labels={"zone\n": "a"}),
+        pool({"cidr": "198.18.0.0/24", "nodeSelector": "all()"}, name="p\n"),
+    ],
+)
+def test_a_trailing_newline_does_not_pass_a_pattern(document):
+    """Calico's patterns match the whole text (Go's `$`); Python's `$` would let "x\\n" through."""
+    assert refusal(document).path.startswith("metadata.")

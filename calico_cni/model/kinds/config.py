@@ -37,7 +37,7 @@ def go_regexp(text: str) -> str | None:
     return None
 
 
-_KEY_VALUE = re.compile(r"^\s*(\w+)=(.*)$")
+_KEY_VALUE = re.compile(r"^\s*(\w+)=(.*)\Z")
 
 
 def key_value_list(text: str) -> str | None:
@@ -49,8 +49,8 @@ def key_value_list(text: str) -> str | None:
     return None
 
 
-_PROMETHEUS_HOST = re.compile(r"^[a-zA-Z0-9:._+-]{1,64}$")
-_IFACE_FILTER = re.compile(r"^[a-zA-Z0-9:._+-]{1,15}$")
+_PROMETHEUS_HOST = re.compile(r"^[a-zA-Z0-9:._+-]{1,64}\Z")
+_IFACE_FILTER = re.compile(r"^[a-zA-Z0-9:._+-]{1,15}\Z")
 
 
 def prometheus_host(text: str) -> str | None:
@@ -90,7 +90,7 @@ def external_node_cidr(text: str) -> str | None:
     return None
 
 
-_CONNTRACK_TIMEOUT = re.compile(r"^(([0-9]*(\.[0-9]*)?(ms|s|h|m|us)+)+|Auto)$")
+_CONNTRACK_TIMEOUT = re.compile(r"^(([0-9]*(\.[0-9]*)?(ms|s|h|m|us)+)+|Auto)\Z")
 
 
 def conntrack_timeout(text: str) -> str | None:
@@ -100,8 +100,8 @@ def conntrack_timeout(text: str) -> str | None:
     return None
 
 
-_PORT_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
-_PORT_RANGE = re.compile(r"^(\d+):(\d+)$")
+_PORT_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,128}\Z")
+_PORT_RANGE = re.compile(r"^(\d+):(\d+)\Z")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ PORT = Port()
 # in lower case, so any case is accepted here and stored in capitals.
 PROTO_PORT = Obj({"protocol": Enum("TCP", "UDP", "SCTP", fold=True), "port": Int(0, 65535), "net": OrEmpty(Str(any_cidr))})
 
-_HEALTH_NAME = re.compile(r"^[a-zA-Z0-9_ -]+$")
+_HEALTH_NAME = re.compile(r"^[a-zA-Z0-9_ -]+\Z")
 
 
 def _health_timeout_check(override: dict, path: str) -> None:

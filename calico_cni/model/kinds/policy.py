@@ -31,8 +31,8 @@ FORMATTED_PREFIXES = ("knp.default.", "kanp.adminnetworkpolicy.", "kbanp.baselin
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SUBDOMAIN = rf"{_LABEL}(\.{_LABEL})*"
-_NP_NAME = re.compile(rf"^(({_LABEL})(\.{_LABEL})?|((knp|ossg)\.default\.{_SUBDOMAIN}))$")
-_GNP_NAME = re.compile(rf"^({_LABEL}\.)?{_LABEL}$")
+_NP_NAME = re.compile(rf"^(({_LABEL})(\.{_LABEL})?|((knp|ossg)\.default\.{_SUBDOMAIN}))\Z")
+_GNP_NAME = re.compile(rf"^({_LABEL}\.)?{_LABEL}\Z")
 
 
 def go_float(value: Any) -> str:

@@ -30,9 +30,9 @@ ICMP_NEEDS_PROTOCOL = "rules that specify ICMP fields must set protocol to ICMP 
 HTTP_NEEDS_TCP = "rules that specify HTTP fields must set protocol to TCP or empty"
 GLOBAL_ONLY_IN_NAMESPACE_SELECTOR = f"{GLOBAL_SELECTOR} can only be used in an EntityRule namespaceSelector"
 
-_PORT_NAME_CHARS = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
-_PORT_RANGE = re.compile(r"^(\d+):(\d+)$")
-_ONLY_GLOBAL = re.compile(r"^\s*global\(\s*\)\s*$")
+_PORT_NAME_CHARS = re.compile(r"^[a-zA-Z0-9_.-]{1,128}\Z")
+_PORT_RANGE = re.compile(r"^(\d+):(\d+)\Z")
+_ONLY_GLOBAL = re.compile(r"^\s*global\(\s*\)\s*\Z")
 
 
 def _what(value: Any) -> str:

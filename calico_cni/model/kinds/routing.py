@@ -93,7 +93,7 @@ def wireguard_key(text: str) -> str | None:
     return None
 
 
-_IGNORED_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}$")
+_IGNORED_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}\Z")
 
 
 def ignored_interface(text: str) -> str | None:
@@ -103,8 +103,8 @@ def ignored_interface(text: str) -> str | None:
     return None
 
 
-_IPV4_PORT = re.compile(r"^(\d+).(\d+).(\d+).(\d+):(\d+)$")
-_IPV6_PORT = re.compile(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$")
+_IPV4_PORT = re.compile(r"^(\d+).(\d+).(\d+).(\d+):(\d+)\Z")
+_IPV6_PORT = re.compile(r"^\[([0-9a-fA-F:.]+)\]:(\d+)\Z")
 
 
 def split_peer_ip(text: str) -> tuple[str, int] | None:
@@ -334,8 +334,8 @@ NODE = Kind(
 
 # --- BGPConfiguration ---
 
-_STANDARD_COMMUNITY = re.compile(r"^(\d+):(\d+)$")
-_LARGE_COMMUNITY = re.compile(r"^(\d+):(\d+):(\d+)$")
+_STANDARD_COMMUNITY = re.compile(r"^(\d+):(\d+)\Z")
+_LARGE_COMMUNITY = re.compile(r"^(\d+):(\d+):(\d+)\Z")
 
 
 def community_value(text: str) -> str | None:
@@ -583,7 +583,7 @@ BGP_PEER = Kind(
 
 # --- BGPFilter ---
 
-_BGP_FILTER_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}$")
+_BGP_FILTER_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}\Z")
 
 
 def bgp_filter_interface(text: str) -> str | None:
