@@ -18,6 +18,20 @@ class DatastoreUnavailable(DatastoreError):
         super().__init__("etcd is unreachable at " + ", ".join(endpoints) + "; try again later", detail)
 
 
+class DatastoreNotReady(DatastoreUnavailable):
+    """Calico's ClusterInformation says `datastoreReady: false`: the datastore is locked (a
+    migration, `calicoctl datastore migrate lock`). Like an unreachable etcd it means "not now":
+    ADD fails with try-again-later and DEL journals its release for after the unlock."""
+
+    def __init__(self) -> None:
+        DatastoreError.__init__(
+            self,
+            "Calico is currently not ready to process requests",
+            "the datastore is locked (ClusterInformation default has datastoreReady: false, e.g. by "
+            "calicoctl datastore migrate lock); calicoctl datastore migrate unlock ends it",
+        )
+
+
 class DatastoreCredentialsError(DatastoreError):
     """etcd refused our credentials (TLS client certificate, user name or password), or the TLS
     files are unusable. Not "try again later": the configuration must change. Messages name the

@@ -6,6 +6,7 @@ was read at (0: it must not exist yet), and all writes of one commit land atomic
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 from calico_cni.config import EtcdSettings
 from calico_cni.model import keys
+from calico_cni.datastore.errors import DatastoreNotReady
 from calico_cni.datastore.etcd import Compare, EtcdClient, KeyValue, Range
 from calico_cni.model.records import (
     Affinity,
@@ -129,6 +131,20 @@ def _endpoint(kv: KeyValue) -> WorkloadEndpoint:
     return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
 
 
+def _check_ready(kvs: Sequence[KeyValue]) -> None:
+    """`DatastoreNotReady` when Calico's ClusterInformation says `datastoreReady: false` (a
+    migration lock). A missing or unreadable record counts as ready: nothing has locked it."""
+    if not kvs:
+        return
+    try:
+        doc = json.loads(kvs[0].value)
+    except ValueError:
+        return
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    if isinstance(spec, dict) and spec.get("datastoreReady") is False:
+        raise DatastoreNotReady()
+
+
 def _parse_blocks(cidrs: Sequence[str], results: Sequence[Sequence[KeyValue]]) -> dict[str, Block]:
     """Blocks read for `cidrs` (one range result each); absent and corrupt ones are left out."""
     out = {}
@@ -172,20 +188,24 @@ class Datastore:
 
     def ipam_view(self, node: str, families: Sequence[int], handle_id: str | None, prefetch_blocks: Sequence[str] = ()) -> IpamView:
         """Config, pools, the node, its affinities, the handle and reservations, in one round trip;
-        with the blocks of `prefetch_blocks` (the caller's guess of the node's blocks) in `blocks`."""
+        with the blocks of `prefetch_blocks` (the caller's guess of the node's blocks) in `blocks`.
+        `DatastoreNotReady` when Calico's ClusterInformation (read in the same round trip) says
+        the datastore is locked."""
         ranges = [
             Range(keys.IPAM_CONFIG),
             Range(keys.POOLS, prefix=True),
             Range(keys.node(node)),
             Range(keys.RESERVATIONS, prefix=True),
             Range(keys.handle(handle_id) if handle_id else keys.HANDLES + "\0"),
+            Range(keys.CLUSTER_INFORMATION),
         ]
         ranges += [Range(keys.host_affinities(node, f), prefix=True) for f in families]
         ranges += [Range(keys.block(c)) for c in prefetch_blocks]
         results, revision = self.client.read(ranges)
-        cfg_kv, pool_kvs, node_kv, res_kvs, handle_kv = results[:5]
-        aff = results[5 : 5 + len(families)]
-        block_kvs = results[5 + len(families) :]
+        cfg_kv, pool_kvs, node_kv, res_kvs, handle_kv, cluster_kv = results[:6]
+        _check_ready(cluster_kv)
+        aff = results[6 : 6 + len(families)]
+        block_kvs = results[6 + len(families) :]
         return IpamView(
             config=IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig(),
             pools=_pools(pool_kvs),
@@ -201,10 +221,18 @@ class Datastore:
         self, handle_ids: Sequence[str], prefetch_blocks: Sequence[str] = ()
     ) -> tuple[dict[str, Handle | None], IpamConfig, dict[str, Block | None]]:
         """Several handles, the IPAM config and the blocks of `prefetch_blocks` (None: absent),
-        in one round trip."""
+        in one round trip. `DatastoreNotReady` when Calico's ClusterInformation (read in the same
+        round trip) says the datastore is locked."""
         n = len(handle_ids)
-        ranges = [*(Range(keys.handle(h)) for h in handle_ids), Range(keys.IPAM_CONFIG), *(Range(keys.block(c)) for c in prefetch_blocks)]
+        ranges = [
+            *(Range(keys.handle(h)) for h in handle_ids),
+            Range(keys.IPAM_CONFIG),
+            *(Range(keys.block(c)) for c in prefetch_blocks),
+            Range(keys.CLUSTER_INFORMATION),
+        ]
         results, _ = self.client.read(ranges)
+        _check_ready(results[-1])
+        results = results[:-1]
         handles = {
             h: (Handle.from_kv(kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None) for h, kvs in zip(handle_ids, results)
         }

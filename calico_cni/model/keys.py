@@ -11,6 +11,8 @@ RESERVATIONS = RESOURCES + "ipreservations/"
 WORKLOAD_ENDPOINTS = RESOURCES + "workloadendpoints/"
 HANDLES = IPAM + "handle/"
 IPAM_CONFIG = IPAM + "config"
+# Calico's one ClusterInformation record (its datastoreReady flag gates IPAM).
+CLUSTER_INFORMATION = RESOURCES + "clusterinformations/default"
 
 
 def cidr_segment(cidr: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from calico_cni.config import ConfigError
 from calico_cni.dataplane.errors import DataplaneError, MtuError, NamespaceError
-from calico_cni.datastore.errors import DatastoreCredentialsError, DatastoreRequestFailed, DatastoreUnavailable, TooManyConflicts
+from calico_cni.datastore.errors import DatastoreCredentialsError, DatastoreNotReady, DatastoreRequestFailed, DatastoreUnavailable, TooManyConflicts
 from calico_cni.errors import CalicoError
 from calico_cni.protocol.errors import (
     DATAPLANE_FAILURE,
@@ -22,6 +22,7 @@ from calico_ipam.errors import AddressConflict, AddressesExhausted
 # Most specific first: the first class the exception is an instance of decides its code.
 CNI_CODES: tuple[tuple[type[CalicoError], int], ...] = (
     (ConfigError, INVALID_CONFIG),
+    (DatastoreNotReady, TRY_AGAIN_LATER),
     (DatastoreUnavailable, TRY_AGAIN_LATER),
     (TooManyConflicts, TRY_AGAIN_LATER),
     (DatastoreCredentialsError, INVALID_CONFIG),

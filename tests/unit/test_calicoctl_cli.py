@@ -29,6 +29,7 @@ def test_every_verb_is_covered():
         ("create",), ("apply",), ("replace",), ("delete",), ("get",), ("patch",), ("label",), ("version",),
         ("ipam",), ("ipam", "check"), ("ipam", "configure"), ("ipam", "gc"), ("ipam", "release"), ("ipam", "show"),
         ("ippool",), ("ippool", "create"), ("ippool", "delete"), ("ippool", "disable"), ("ippool", "enable"),
+        ("datastore",), ("datastore", "migrate"), ("datastore", "migrate", "lock"), ("datastore", "migrate", "unlock"),
     }
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from calico_cni.config import ConfigError
 from calico_cni.dataplane.errors import DataplaneError, MtuError, NamespaceError
-from calico_cni.datastore.errors import DatastoreCredentialsError, DatastoreRequestFailed, DatastoreUnavailable, TooManyConflicts
+from calico_cni.datastore.errors import DatastoreCredentialsError, DatastoreNotReady, DatastoreRequestFailed, DatastoreUnavailable, TooManyConflicts
 from calico_cni.errors import CalicoError
 from calico_cni.plugins.dispatch import translate
 from calico_cni.plugins.errors import CNI_CODES, cni_error
@@ -29,6 +29,7 @@ from calico_ipam.errors import AddressConflict, AddressesExhausted, InvalidRepor
 # One exception of each row's class, with the code the runtime must see.
 ROWS = [
     (ConfigError("etcd_timeout must be a number", "got 'x'"), INVALID_CONFIG),
+    (DatastoreNotReady(), TRY_AGAIN_LATER),
     (DatastoreUnavailable(["http://127.0.0.1:1"], "connection refused"), TRY_AGAIN_LATER),
     (TooManyConflicts("writing endpoint ns/ep: gave up after 100 attempts"), TRY_AGAIN_LATER),
     (DatastoreCredentialsError("etcd refused the authentication token"), INVALID_CONFIG),
@@ -65,10 +66,23 @@ def _leaves(cls: type) -> set[type]:
 CALICOCTL_ONLY = {RepairRefused, InvalidReport, PoolRefused, *_leaves(ResourceError)}
 
 
+# Row classes that also have subclasses of their own (raised directly as well).
+PARENT_ROWS = {DatastoreUnavailable}  # etcd unreachable; its subclass DatastoreNotReady is a lock
+
+
 def test_every_floor_exception_has_a_row_or_is_calicoctls():
     # A new exception class of a lower floor needs a row (or a reason no CNI verb raises it).
     leaves = {cls for cls in _leaves(CalicoError) if cls.__module__.startswith(("calico_cni.", "calico_ipam."))}
-    assert leaves - CALICOCTL_ONLY == {cls for cls, _ in CNI_CODES}
+    assert leaves - CALICOCTL_ONLY == {cls for cls, _ in CNI_CODES} - PARENT_ROWS
+
+
+def test_a_datastore_lock_reads_as_calicos_not_ready_and_as_unavailable():
+    """Everything that handles an unreachable etcd (ADD's try-again-later, DEL's journal) handles
+    the migration lock the same way; the message is Calico's, then ours naming the lock."""
+    err = DatastoreNotReady()
+    assert isinstance(err, DatastoreUnavailable)
+    assert str(err).startswith("Calico is currently not ready to process requests: the datastore is locked")
+    assert "calicoctl datastore migrate unlock" in str(err)
 
 
 def test_a_cni_error_passes_unchanged_and_others_are_unknown():
