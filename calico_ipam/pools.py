@@ -30,6 +30,32 @@ def _matches_node(pool: IPPool, labels: Mapping[str, str]) -> bool:
         return False
 
 
+# The labels of the pod's namespace, which an IP pool's `namespaceSelector` is matched against.
+# Outside Kubernetes a pod has no namespace object, so the set is empty: `all()` matches it and
+# `has(x)` never does (what Calico v3.31's SelectsNamespace evaluates with no namespace).
+NAMESPACE_LABELS: Mapping[str, str] = {}
+
+
+def namespace_selector(pool: IPPool) -> str:
+    """The pool's `spec.namespaceSelector` (a Calico v3.31 field, read from the stored record;
+    empty when absent, which selects every namespace)."""
+    value = (pool.doc.get("spec") or {}).get("namespaceSelector")
+    return "" if value is None else value
+
+
+def _matches_namespace(pool: IPPool, labels: Mapping[str, str]) -> bool:
+    text = namespace_selector(pool)
+    if text == "":
+        return True
+    try:
+        if not isinstance(text, str):
+            raise selector.SelectorError(f"expected a string, got {text!r}")
+        return selector.matches(text, labels)
+    except selector.SelectorError as exc:
+        log.error("IP pool %s is skipped: its namespaceSelector does not parse: %s", pool.name, exc)
+        return False
+
+
 def _find_named(pools: Sequence[IPPool], wanted: str) -> IPPool | None:
     for pool in pools:
         if pool.name == wanted:
@@ -44,9 +70,11 @@ def _find_named(pools: Sequence[IPPool], wanted: str) -> IPPool | None:
 def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mapping[str, str], named: Sequence[str] = ()) -> list[IPPool]:
     """The pools to allocate from, in the order to try them.
 
-    Pools named in the config (by name or CIDR) are used first to last and override node
-    selectors and `assignmentMode: Manual`; otherwise every enabled pool of the family whose
-    selector matches the node, that allows Workload and is not Manual, in name order.
+    Pools named in the config (by name or CIDR) are used first to last and override node and
+    namespace selectors and `assignmentMode: Manual` (as Calico's requested pools do); otherwise
+    every enabled pool of the family whose nodeSelector matches the node and namespaceSelector the
+    pod's namespace labels (`NAMESPACE_LABELS`), that allows Workload and is not Manual, in name
+    order.
     """
     if named:
         out = []
@@ -74,15 +102,22 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
         and p.assignment_mode != MANUAL
         and _usable_block_size(p)
         and _matches_node(p, labels)
+        and _matches_namespace(p, NAMESPACE_LABELS)
     ]
     if not out:
         same = [p for p in pools if p.family == family]
         raise AddressesExhausted(
             f"no configured Calico pools for node {node}",
-            f"no enabled IPv{family} pool allows Workload, is Automatic and has a nodeSelector matching the node's labels {dict(labels)}; "
-            + (f"IPv{family} pools: " + ", ".join(f"{p.name} ({p.cidr}, selector {p.node_selector!r}{', disabled' if p.disabled else ''})" for p in same) if same else f"there is no IPv{family} pool: create one with calicoctl ippool create"),
+            f"no enabled IPv{family} pool allows Workload, is Automatic, has a nodeSelector matching the node's labels {dict(labels)} "
+            f"and a namespaceSelector matching the namespace's labels {dict(NAMESPACE_LABELS)} (none outside Kubernetes); "
+            + (f"IPv{family} pools: " + ", ".join(f"{p.name} ({p.cidr}, selector {p.node_selector!r}{_ns_note(p)}{', disabled' if p.disabled else ''})" for p in same) if same else f"there is no IPv{family} pool: create one with calicoctl ippool create"),
         )
     return out
+
+
+def _ns_note(pool: IPPool) -> str:
+    text = namespace_selector(pool)
+    return f", namespaceSelector {text!r}" if text != "" else ""
 
 
 def pool_of(pools: Sequence[IPPool], cidr: str) -> IPPool | None:

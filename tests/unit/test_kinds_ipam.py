@@ -58,6 +58,12 @@ POOL_RULES = [
     ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "vxlanMode": "Never"}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "vxlanMode": "CrossSubnet"}, "spec.vxlanMode", "must be Never on a LoadBalancer IP pool"),
     ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "disableBGPExport": False}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "disableBGPExport": True}, "spec.disableBGPExport", "cannot be set on a LoadBalancer IP pool"),
     ({"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "nodeSelector": "all()"}, {"cidr": "198.18.0.0/24", "allowedUses": ["LoadBalancer"], "nodeSelector": "zone == 'a'"}, "spec.nodeSelector", "must have nodeSelector all()"),
+    # namespaceSelector: a Calico v3.31 field (IPPoolSpec `namespaceSelector,omitempty`, selector-validated), with
+    # v3.31's validator rules: not on a pool that allows Tunnel (the default uses include it), no global().
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["Workload"], "namespaceSelector": "team == 'a'"}, {"cidr": "198.18.0.0/24", "allowedUses": ["Workload"], "namespaceSelector": "team =="}, "spec.namespaceSelector", "invalid selector"),
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["Workload"], "namespaceSelector": "has(team)"}, {"cidr": "198.18.0.0/24", "namespaceSelector": "has(team)"}, "spec.namespaceSelector", "AllowedUse Tunnel cannot have namespaceSelector"),
+    ({"cidr": "198.18.0.0/24", "allowedUses": ["Workload"], "namespaceSelector": "all()"}, {"cidr": "198.18.0.0/24", "allowedUses": ["Workload"], "namespaceSelector": "global()"}, "spec.namespaceSelector", "global() selector is not valid"),
+    ({"cidr": "198.18.0.0/24", "namespaceSelector": ""}, {"cidr": "198.18.0.0/24", "allowedUses": ["Workload"], "namespaceSelector": 3}, "spec.namespaceSelector", "expected a string"),
     ({"cidr": "198.18.0.0/24"}, {"cidr": "198.18.0.0/24", "blockSizee": 26}, "spec.blockSizee", "unknown field"),
     ({"cidr": "198.18.0.0/24"}, {"blocksize": 26}, "spec.blocksize", "unknown field"),
     ({"cidr": "198.18.0.0/24"}, {}, "spec.cidr", "required field is missing"),
@@ -181,3 +187,11 @@ def test_every_kind_has_a_unique_set_of_names():
 def test_a_trailing_newline_does_not_pass_a_pattern(document):
     """Calico's patterns match the whole text (Go's `$`); Python's `$` would let "x\\n" through."""
     assert refusal(document).path.startswith("metadata.")
+
+
+def test_pool_namespace_selector_is_kept():
+    # Calico v3.31 writes it as given (IPPoolSpec NamespaceSelector, no default): decoded, it stays.
+    _, doc = kinds.decode(pool({"cidr": "198.18.0.0/24", "allowedUses": ["Workload"], "namespaceSelector": "team in {'a', 'b'}"}))
+    assert doc["spec"]["namespaceSelector"] == "team in {'a', 'b'}"
+    _, doc = kinds.decode(pool({"cidr": "198.18.0.0/24"}))
+    assert "namespaceSelector" not in doc["spec"]  # never defaulted

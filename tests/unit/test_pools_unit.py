@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 
 import pytest
@@ -278,3 +279,72 @@ def test_block_cidr_for():
     p6 = IPPool.new("p6", "fd00:198:18::/48", 122)
     assert block_cidr_for(p6, addr("fd00:198:18::1:45")) == "fd00:198:18::1:40/122"
     assert block_cidr_for(p6, addr("fd00:198:18::1:45")) in set(candidate_blocks(IPPool.new("p6", "fd00:198:18::1:0/112", 122), "n"))
+
+
+# ------------------------------------------------------------------------------------------------
+# namespaceSelector (Calico v3.31 and later, read and kept)
+
+
+def v331_pool(name: str, cidr: str, namespace_selector) -> IPPool:
+    """An IPPool as Calico v3.31's client stores it (api/pkg/apis/projectcalico/v3/ippool.go
+    IPPoolSpec: `namespaceSelector,omitempty`, the defaults of clientv3/ippool.go; v3.31's
+    validator refuses a namespaceSelector on a pool that allows Tunnel, so Workload only)."""
+    spec = {
+        "cidr": cidr, "blockSize": 26, "nodeSelector": "all()", "allowedUses": ["Workload"], "ipipMode": "Never",
+        "vxlanMode": "Never", "natOutgoing": False, "assignmentMode": "Automatic",
+    }
+    if namespace_selector is not None:
+        spec["namespaceSelector"] = namespace_selector
+    doc = {"kind": "IPPool", "apiVersion": "projectcalico.org/v3", "metadata": {"name": name}, "spec": spec}
+    return IPPool.from_json(name, json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    "namespace_selector, used",
+    [
+        (None, True),  # absent: every namespace (SelectsNamespace with an empty selector)
+        ("", True),
+        ("all()", True),
+        ("!has(team)", True),
+        ("team != 'a'", True),  # an absent label is not equal to 'a'
+        ("has(team)", False),  # no namespace labels outside Kubernetes
+        ("team == 'a'", False),
+        ("team in {'a', 'b'}", False),
+    ],
+)
+def test_namespace_selector_is_matched_against_no_labels(namespace_selector, used):
+    p = v331_pool("ns", "198.18.0.0/24", namespace_selector)
+    other = v331_pool("z-plain", "198.18.1.0/24", None)
+    assert names(usable_pools([p, other], 4, "node1", {"zone": "a"})) == (["ns", "z-plain"] if used else ["z-plain"])
+
+
+def test_namespace_selector_that_does_not_parse_skips_the_pool_with_a_logged_error(caplog):
+    bad = v331_pool("bad-ns", "198.18.0.0/24", "team === 'a'")
+    plain = v331_pool("plain", "198.18.1.0/24", None)
+    with caplog.at_level(logging.ERROR):
+        assert names(usable_pools([bad, plain], 4, "node1", {})) == ["plain"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("bad-ns" in e and "namespaceSelector" in e for e in errors), errors
+    # Not a string at all (another tool's record): skipped the same way.
+    caplog.clear()
+    odd = v331_pool("odd-ns", "198.18.2.0/24", ["has(x)"])
+    with caplog.at_level(logging.ERROR):
+        assert names(usable_pools([odd, plain], 4, "node1", {})) == ["plain"]
+    assert any("odd-ns" in r.getMessage() for r in caplog.records)
+
+
+def test_only_namespace_selected_pools_is_no_pool_and_the_error_says_why():
+    err = fails(usable_pools, [v331_pool("team-a", "198.18.0.0/24", "team == 'a'")], 4, "node1", {})
+    assert "team-a" in err.details and "namespaceSelector \"team == 'a'\"" in err.details
+    assert "namespace's labels {}" in err.details
+
+
+def test_named_pools_override_the_namespace_selector():
+    # As Calico's requested pools do (v3.31 ipam.go: requested pools are used unconditionally).
+    p = v331_pool("team-a", "198.18.0.0/24", "team == 'a'")
+    assert names(usable_pools([p], 4, "node1", {}, ["team-a"])) == ["team-a"]
+
+
+def test_namespace_selector_is_kept_when_the_pool_is_rewritten():
+    p = v331_pool("team-a", "198.18.0.0/24", "team == 'a'")
+    assert json.loads(p.to_json())["spec"]["namespaceSelector"] == "team == 'a'"

@@ -59,6 +59,24 @@ def _prepare_pool(doc: dict[str, Any]) -> None:
         raise Invalid("spec.ipipMode", "IPIP is not supported on an IPv6 IP pool")
     if "LoadBalancer" in spec["allowedUses"]:
         _check_load_balancer_pool(spec)
+    _check_namespace_selector(spec)
+
+
+def _check_namespace_selector(spec: dict[str, Any]) -> None:
+    """`namespaceSelector` is a Calico v3.31 field, read and kept (the allocator skips a pool whose
+    selector does not match the pod's namespace labels); written, it follows v3.31's validator:
+    not on a pool that allows Tunnel (tunnel addresses belong to no namespace), no global()."""
+    text = spec.get("namespaceSelector") or ""
+    if not text:
+        return
+    if "Tunnel" in spec["allowedUses"]:
+        raise Invalid(
+            "spec.namespaceSelector",
+            "IP Pool with AllowedUse Tunnel cannot have namespaceSelector specified - tunnel IPs are not namespaced resources "
+            '(set allowedUses: ["Workload"])',
+        )
+    if "global(" in text:
+        raise Invalid("spec.namespaceSelector", "global() selector is not valid for IPPool namespaceSelector - use all() instead")
 
 
 def _check_load_balancer_pool(spec: dict[str, Any]) -> None:
@@ -138,6 +156,8 @@ IPPOOL = Kind(
             "disableBGPExport": Bool(),
             "blockSize": Int(),
             "nodeSelector": Str(checks.selector),
+            # Calico v3.31 and later (read and kept; checked as v3.31's validator does).
+            "namespaceSelector": Str(checks.selector),
             "allowedUses": List(Enum("Workload", "Tunnel", "LoadBalancer")),
             "assignmentMode": Enum("Automatic", "Manual"),
         },
