@@ -15,6 +15,7 @@ from typing import Any
 
 from calico_cni.datastore.store import IpamSnapshot
 from calico_cni.model import keys
+from calico_ipam import blocks as blk
 from calico_ipam import inventory
 from calico_ipam.blocks import consistency_problems
 from calico_ipam.errors import InvalidReport
@@ -42,6 +43,8 @@ class Report:
     corrupt_records: list[dict[str, Any]] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
     within_grace: int = 0
+    # Allocations without a handle: reported, never leaks, not problems (`unowned_entry`).
+    unowned: list[dict[str, Any]] = field(default_factory=list)
     # The leaked allocations themselves (not serialised; `release` uses them).
     leaked_allocations: list[Allocation] = field(default_factory=list, repr=False)
 
@@ -54,6 +57,7 @@ class Report:
         ("stray_affinities", "affinitiesWithoutBlocks"),
         ("corrupt_records", "corruptRecords"),
     )
+    UNOWNED = "allocationsWithoutHandle"
 
     @property
     def problems(self) -> int:
@@ -73,6 +77,7 @@ class Report:
         }
         for attr, name in self.SECTIONS:
             doc[name] = getattr(self, attr)
+        doc[self.UNOWNED] = self.unowned
         return doc
 
     @classmethod
@@ -88,6 +93,7 @@ class Report:
                 if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
                     raise ValueError(f"{name} is not a list of objects")
                 setattr(report, attr, entries)
+            report.unowned = list(doc.get(cls.UNOWNED) or [])
             for e in report.leaked:
                 leak_key(e)
         except (KeyError, ValueError, TypeError) as exc:
@@ -117,6 +123,33 @@ def _leak_entry(a: Allocation, age: float | None) -> dict[str, Any]:
     }
 
 
+def unowned_entry(a: Allocation, tunnel: str | None = None) -> dict[str, Any]:
+    """How `ipam check` reports an allocation without a handle. Calico's own check calls one that
+    no endpoint claims leaked; we do not: `AssignIP` accepts a nil handle, and nothing of ours
+    releases such an address unless an operator names it (`calicoctl ipam release --ip`)."""
+    if a.endpoints:
+        note = f"used by workload endpoint {', '.join(a.endpoints)}"
+    elif tunnel is not None:
+        note = f"the tunnel address of node {tunnel}"
+    elif a.state == blk.BARE:
+        note = (
+            "no handle, no attributes and no workload endpoint: probably an address released here whose cooldown entry "
+            "(releasedAt) a Calico tool dropped when it rewrote the block; `calicoctl ipam release --ip` frees it"
+        )
+    else:
+        note = "allocated without a handle and no workload endpoint claims it; release it with `calicoctl ipam release --ip` if nothing uses it"
+    return {
+        "address": str(a.address),
+        "block": a.block,
+        "ordinal": a.ordinal,
+        "sequence": a.sequence,
+        "kind": "bare entry" if a.state == blk.BARE else "no handle",
+        "node": a.node,
+        "endpoints": a.endpoints,
+        "note": note,
+    }
+
+
 def _endpoint_problems(snapshot: IpamSnapshot) -> list[dict[str, Any]]:
     """Addresses workload endpoints claim that no handle holds."""
     out = []
@@ -133,11 +166,13 @@ def _endpoint_problems(snapshot: IpamSnapshot) -> list[dict[str, Any]]:
             if block is None:
                 out.append({**entry, "reason": "no allocation block holds the address"})
                 continue
-            attr = block.attribute(block.ordinal(address))
-            if attr is None:
+            ordinal = block.ordinal(address)
+            state = blk.state(block, ordinal)
+            if state == blk.FREE:
                 out.append({**entry, "block": block.cidr, "reason": "the address is free"})
-            elif attr.get("handle_id") is None:
-                out.append({**entry, "block": block.cidr, "reason": f"the address was released at {attr.get('releasedAt')}"})
+            elif state == blk.RELEASED:
+                released_at = block.attributes[block.allocations[ordinal]].get("releasedAt")
+                out.append({**entry, "block": block.cidr, "reason": f"the address was released at {released_at}"})
     return out
 
 
@@ -160,6 +195,7 @@ def analyse(snapshot: IpamSnapshot, grace_seconds: float, now: float | None = No
             continue
         report.leaked.append(_leak_entry(a, age))
         report.leaked_allocations.append(a)
+    report.unowned = [unowned_entry(a, tunnels.get(a.address)) for a in inventory.allocations(snapshot, unowned=True)]
 
     report.endpoints_without_allocation = _endpoint_problems(snapshot)
 
@@ -196,7 +232,7 @@ def analyse(snapshot: IpamSnapshot, grace_seconds: float, now: float | None = No
     report.checked = {
         "pools": len(snapshot.pools),
         "blocks": len(snapshot.blocks),
-        "allocations": len(allocations),
+        "allocations": len(allocations) + len(report.unowned),
         "handles": len(snapshot.handles),
         "affinities": len(snapshot.affinities),
         "workloadEndpoints": len(snapshot.endpoints),

@@ -15,20 +15,23 @@ from calico_ipam.pools import pool_of
 
 @dataclass
 class Allocation:
-    """One allocated address: which handle holds it, where, and since when."""
+    """One allocated address: which handle holds it (None: it has none), where, and since when.
+    `state` is the ordinal's `blocks.state` (HELD, NO_HANDLE or BARE)."""
 
     address: IPAddress
-    handle: str
+    handle: str | None
     block: str
     ordinal: int
     sequence: int | None
     attributes: dict[str, Any]
     endpoints: list[str] = field(default_factory=list)
+    state: str = blk.HELD
 
     @property
     def secondary(self) -> dict[str, Any]:
         """The attributes recorded with the allocation (node, ifname, pod, timestamp, ...)."""
-        return self.attributes.get("secondary") or {}
+        secondary = self.attributes.get("secondary") if isinstance(self.attributes, dict) else None
+        return secondary if isinstance(secondary, dict) else {}
 
     @property
     def node(self) -> str | None:
@@ -46,22 +49,35 @@ class Allocation:
         return None if t is None else now - t
 
     @property
-    def key(self) -> tuple[str, str, int, int | None]:
+    def key(self) -> tuple[str | None, str, int, int | None]:
         """What identifies this allocation even after its address is released and reused."""
         return (self.handle, self.block, self.ordinal, self.sequence)
 
 
+def _allocation(block: Block, o: int, state: str) -> Allocation:
+    attr = block.attributes[block.allocations[o]]
+    return Allocation(block.address(o), blk.handle_of(attr), block.cidr, o, block.seq_for_alloc.get(str(o)), attr, state=state)
+
+
 def block_allocations(block: Block) -> Iterator[Allocation]:
-    """The ordinals of a block held by a handle (cooling-down ones are not allocations)."""
+    """The ordinals of a block held by a handle (cooling-down ones are not allocations; those
+    without a handle are `unowned_allocations`)."""
+    for o in blk.ordinals_in(block, blk.HELD):
+        yield _allocation(block, o, blk.HELD)
+
+
+def unowned_allocations(block: Block) -> Iterator[Allocation]:
+    """The ordinals of a block allocated without a handle (`blocks.NO_HANDLE` and `blocks.BARE`):
+    never leaks, never freed by cleanup or GC; an operator may release them by address."""
     for o in range(block.size):
-        attr = block.attribute(o)
-        if attr is not None and attr.get("handle_id") is not None:
-            yield Allocation(block.address(o), attr["handle_id"], block.cidr, o, block.seq_for_alloc.get(str(o)), attr)
+        state = blk.state(block, o)
+        if state in (blk.NO_HANDLE, blk.BARE):
+            yield _allocation(block, o, state)
 
 
 def cooling(block: Block) -> int:
     """Ordinals released but not yet free again."""
-    return sum(1 for o in range(block.size) if (attr := block.attribute(o)) is not None and "handle_id" not in attr)
+    return blk.cooling(block)
 
 
 def endpoint_addresses(snapshot: IpamSnapshot) -> dict[IPAddress, list[str]]:
@@ -98,12 +114,14 @@ def tunnel_addresses(snapshot: IpamSnapshot) -> dict[IPAddress, str]:
     return out
 
 
-def allocations(snapshot: IpamSnapshot) -> list[Allocation]:
-    """Every allocation of every block, with the workload endpoints that claim its address."""
+def allocations(snapshot: IpamSnapshot, unowned: bool = False) -> list[Allocation]:
+    """Every allocation held by a handle of every block (with `unowned`, those without a handle
+    instead), with the workload endpoints that claim its address."""
     used = endpoint_addresses(snapshot)
+    walk = unowned_allocations if unowned else block_allocations
     out = []
     for block in sorted(snapshot.blocks, key=lambda b: (b.network.version, b.network)):
-        for a in block_allocations(block):
+        for a in walk(block):
             a.endpoints = list(used.get(a.address, []))
             out.append(a)
     return out
@@ -161,10 +179,10 @@ def utilisation(snapshot: IpamSnapshot) -> list[dict[str, Any]]:
 
 
 def borrowed(snapshot: IpamSnapshot) -> list[dict[str, Any]]:
-    """Allocations whose node is not the block's affine node."""
+    """Allocations (with or without a handle) whose node is not the block's affine node."""
     blocks = {b.cidr: b for b in snapshot.blocks}
     out = []
-    for a in allocations(snapshot):
+    for a in allocations(snapshot) + allocations(snapshot, unowned=True):
         owner = blocks[a.block].affine_node
         if a.node != owner:
             out.append({"address": str(a.address), "node": a.node, "block": a.block, "blockOwner": owner, "handle": a.handle, "endpoints": a.endpoints})
@@ -182,17 +200,27 @@ def address_info(snapshot: IpamSnapshot, address) -> dict[str, Any]:
         return info
     ordinal = block.ordinal(address)
     info.update(block=block.cidr, blockAffinity=block.affine_node, ordinal=ordinal)
-    attr = block.attribute(ordinal)
-    if attr is None:
+    state = blk.state(block, ordinal)
+    if state == blk.FREE:
         info["state"] = "free"
-    elif attr.get("handle_id") is None:
-        info.update(state="cooling down", releasedAt=attr.get("releasedAt"))
+    elif state == blk.RELEASED:
+        info.update(state="cooling down", releasedAt=block.attributes[block.allocations[ordinal]].get("releasedAt"))
+    elif state == blk.DANGLING:
+        info.update(state="in use (owner unknown: its attribute entry is missing)", endpoints=endpoint_addresses(snapshot).get(address, []))
     else:
+        a = _allocation(block, ordinal, state)
         info.update(
-            state="in use",
-            handle=attr["handle_id"],
-            attributes=attr.get("secondary") or {},
-            sequence=block.seq_for_alloc.get(str(ordinal)),
+            state=UNOWNED_STATES.get(state, "in use"),
+            handle=a.handle,
+            attributes=a.secondary,
+            sequence=a.sequence,
             endpoints=endpoint_addresses(snapshot).get(address, []),
         )
     return info
+
+
+# How `address_info` and `ipam check` describe an allocation without a handle.
+UNOWNED_STATES = {
+    blk.NO_HANDLE: "in use (allocated without a handle)",
+    blk.BARE: "in use (no handle and no attributes: probably a released address whose cooldown entry a Calico rewrite stripped)",
+}

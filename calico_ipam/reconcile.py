@@ -6,7 +6,9 @@ Allocations are read at one etcd revision (`ipam_snapshot`) and each is released
 allocation's sequence number, so an address released and allocated again meanwhile is never freed.
 Membership is decided from the allocation's attributes (`secondary.network`, `secondary.node`,
 `secondary.ifname`) and the handle id `<network>.<containerID>` built from the live list, never by
-parsing handle strings (a network name or container ID may contain dots). Workload endpoints are
+parsing handle strings (a network name or container ID may contain dots). Only allocations held
+by a handle are considered (`inventory.block_allocations`): one without a handle is never ours to
+free. Workload endpoints are
 deleted with a CAS on the revision they were read at; `cali*` links are found by their alias (which
 names the attachment, so a link is never judged by its hashed name). Nothing of another network or
 node is touched. Running it twice changes nothing the second time.

@@ -3,7 +3,10 @@ read, re-read and retried on conflict; each first re-checks that the repair is s
 the records do not allow raises `errors.RepairRefused`; nothing here prints.
 
 Addresses are released only through `calico_ipam.allocator.release_exact`, keyed by (handle,
-block, ordinal, sequence number), so an address released and reused meanwhile is never freed.
+block, ordinal, sequence number), so an address released and reused meanwhile is never freed. An
+allocation without a handle (`blocks.NO_HANDLE`, `blocks.BARE`) is released only when an operator
+names it (`ipam release --ip`, `ippool delete --force`), by `release_unowned`: a compare-and-swap
+on its block that requires the same entry and sequence number still to hold the ordinal.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ class Absent:
 
 
 def pool_allocations(snapshot: IpamSnapshot, pool: IPPool) -> list[Allocation]:
-    """Every address allocated from the pool's blocks."""
-    return [a for a in inventory.allocations(snapshot) if pool_of([pool], a.block)]
+    """Every address allocated from the pool's blocks, with or without a handle."""
+    everything = inventory.allocations(snapshot) + inventory.allocations(snapshot, unowned=True)
+    return [a for a in everything if pool_of([pool], a.block)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -50,15 +54,54 @@ def release_allocations(store: Datastore, allocations: list[Allocation]) -> list
     """Release exactly these allocations; returns the `Assigned` entries actually released.
 
     A handle record that is missing is rebuilt from the blocks first (release_exact needs it).
+    Allocations without a handle go to `release_unowned`.
     """
     by_handle: dict[str, list[Allocation]] = {}
+    unowned: list[Allocation] = []
     for a in allocations:
-        by_handle.setdefault(a.handle, []).append(a)
-    released: list[Assigned] = []
+        if a.handle is None:
+            unowned.append(a)
+        else:
+            by_handle.setdefault(a.handle, []).append(a)
+    released: list[Assigned] = release_unowned(store, unowned) if unowned else []
     for handle_id, items in sorted(by_handle.items()):
         if store.handle(handle_id) is None:
             rebuild_handle(store, handle_id)
         released += release_exact(store, handle_id, [Assigned(a.address, a.block, a.ordinal, a.sequence) for a in items])
+    return released
+
+
+def release_unowned(store: Datastore, allocations: list[Allocation]) -> list[Assigned]:
+    """Release allocations without a handle, each only while its ordinal still points at an equal
+    entry without a handle and carries the same sequence number (so an address released and given
+    to a pod meanwhile is never freed); returns those released. The release is ours (a cooldown
+    entry, then `cleanup`); no handle record changes."""
+    by_block: dict[str, list[Allocation]] = {}
+    for a in allocations:
+        by_block.setdefault(a.block, []).append(a)
+    released: list[Assigned] = []
+    for cidr, items in sorted(by_block.items()):
+
+        def step(attempt: int, cidr=cidr, items=items) -> list[Assigned]:
+            block = store.block(cidr)
+            if block is None:
+                return []
+            still = [
+                a.ordinal
+                for a in items
+                if blk.state(block, a.ordinal) in (blk.NO_HANDLE, blk.BARE)
+                and block.attributes[block.allocations[a.ordinal]] == a.attributes
+                and block.seq_for_alloc.get(str(a.ordinal)) == a.sequence
+            ]
+            done = blk.release(block, still)
+            if not done:
+                return []
+            blk.cleanup(block, store.ipam_config().ip_cooldown_seconds, time.time())
+            if not store.commit(puts=[block]):
+                raise Conflict()
+            return [Assigned(block.address(o), cidr, o, None) for o in done]
+
+        released += with_retries(f"releasing addresses without a handle in {cidr}", step)
     return released
 
 
@@ -187,7 +230,7 @@ def remove_pool_blocks(store: Datastore, pool: IPPool, force: bool, releasing: C
             block = store.block(cidr)
             affinities = [a for a in store.affinities() if a.cidr == cidr]
             if block is not None:
-                held = list(inventory.block_allocations(block))
+                held = [*inventory.block_allocations(block), *inventory.unowned_allocations(block)]
                 if held and not force:
                     raise RepairRefused(f"block {cidr} of IP pool {pool.name} has new allocations ({held[0].address}, ...); the pool is left disabled")
                 if held:
@@ -221,15 +264,20 @@ def delete_pool(store: Datastore, name: str) -> None:
 
 
 def allocation_to_release(snapshot: IpamSnapshot, address: IPAddress, force: bool) -> Allocation:
-    """The allocation holding `address`; `RepairRefused` when it is not allocated, was released
-    already, or (without `force`) is still used by a workload endpoint."""
+    """The allocation holding `address`, with or without a handle; `RepairRefused` when it is not
+    allocated, was released already, has lost its attribute entry, or (without `force`) is still
+    used by a workload endpoint."""
     block = inventory.block_containing(snapshot, address)
-    attr = block.attribute(block.ordinal(address)) if block is not None else None
-    if attr is None:
+    state = blk.state(block, block.ordinal(address)) if block is not None else blk.FREE
+    if state == blk.FREE:
         raise RepairRefused(f"{address} is not allocated; nothing released")
-    if attr.get("handle_id") is None:
-        raise RepairRefused(f"{address} was already released at {attr.get('releasedAt')}; nothing released")
-    allocation = next(a for a in inventory.block_allocations(block) if a.address == address)
+    if state == blk.RELEASED:
+        released_at = block.attributes[block.allocations[block.ordinal(address)]].get("releasedAt")
+        raise RepairRefused(f"{address} was already released at {released_at}; nothing released")
+    if state == blk.DANGLING:
+        raise RepairRefused(f"{address} points at a missing attribute entry of block {block.cidr}, so its owner is unknown; nothing released (see calicoctl ipam check)")
+    walk = inventory.block_allocations if state == blk.HELD else inventory.unowned_allocations
+    allocation = next(a for a in walk(block) if a.address == address)
     used = inventory.endpoint_addresses(snapshot).get(address)
     if used and not force:
         raise RepairRefused(f"{address} is used by workload endpoint {', '.join(used)}; nothing released (delete the pod, or pass --force to release it anyway)")

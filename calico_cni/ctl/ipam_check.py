@@ -66,6 +66,12 @@ def render(report: Report) -> str:
     section("Blocks with inconsistent bookkeeping", ["block", "problem"], [[e["block"], "; ".join(e["problems"])] for e in report.inconsistent_blocks])
     section("Block affinities without their block", ["node", "block", "state", "reason"], [[e["node"], e["block"], e["state"], e["reason"]] for e in report.stray_affinities])
     section("Records that cannot be parsed", ["key", "reason"], [[e["key"], e["reason"]] for e in report.corrupt_records])
+    if report.unowned:
+        lines.append("")
+        lines.append(f"Allocations without a handle (kept; not counted as problems): {len(report.unowned)}")
+        rows = [[e["address"], e["kind"], e["node"] or "(unknown)", e["block"], e["note"]] for e in report.unowned]
+        lines.extend("  " + line for line in table(["address", "kind", "node", "block", "note"], rows).splitlines())
+        lines.append("")
     if report.within_grace:
         lines.append(
             f"{report.within_grace} allocations have no workload endpoint yet but are younger than {report.grace_seconds:g}s "
@@ -88,7 +94,10 @@ def check(report_file, grace) -> None:
     leaked addresses (allocated, no workload endpoint claims them, older than --grace),
     workload endpoints whose address is not allocated, handles without addresses, handles
     whose counts do not match the blocks, blocks with inconsistent bookkeeping, affinities
-    without their block, and records that cannot be parsed.
+    without their block, and records that cannot be parsed. Allocations without a handle
+    (Calico's AssignIP accepts none) are listed apart and are never leaks; an entry with no
+    handle and no attributes is probably a released address whose cooldown entry a Calico tool
+    stripped, which `calicoctl ipam release --ip ADDR` frees.
 
     Exits 0 when nothing is wrong and 3 when problems were found. Repair what a report lists
     with `calicoctl ipam release --from-report FILE`.

@@ -20,8 +20,8 @@ from calico_ipam.audit import Report
 def release(ips, report_file, force) -> None:
     """Release addresses, or repair what an `ipam check` report found.
 
-    --ip releases the given addresses; an address a workload endpoint uses is refused
-    unless --force.
+    --ip releases the given addresses, with or without a handle; an address a workload
+    endpoint uses is refused unless --force.
 
     --from-report checks every problem of the report again and repairs only what is still
     wrong: leaked addresses are released (only if the same allocation, by handle, block,
@@ -52,7 +52,7 @@ def _release_ips(texts, force: bool) -> None:
     released = {a.address for a in repair.release_allocations(store, wanted)}
     for a in wanted:
         if a.address in released:
-            click.echo(f"Released {a.address} (handle {a.handle}, block {a.block}).")
+            click.echo(f"Released {a.address} ({f'handle {a.handle}' if a.handle else 'no handle'}, block {a.block}).")
     missed = [a for a in wanted if a.address not in released]
     if missed:
         raise CtlError(f"{missed[0].address} changed while it was being released (released or reallocated meanwhile); left alone")

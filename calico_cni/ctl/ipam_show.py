@@ -83,6 +83,6 @@ def show(show_blocks, ip, show_borrowed, show_configuration, output) -> None:
         click.echo(
             table(
                 ["ip", "borrowing node", "block", "block owner", "handle"],
-                [[b["address"], b["node"] or "(unknown)", b["block"], b["blockOwner"] or "(none)", b["handle"]] for b in data["borrowed"]],
+                [[b["address"], b["node"] or "(unknown)", b["block"], b["blockOwner"] or "(none)", b["handle"] or "(none)"] for b in data["borrowed"]],
             )
         )

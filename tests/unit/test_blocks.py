@@ -182,16 +182,22 @@ def test_assign_ordinals_refuses_taken_or_cooling_ordinals():
 
 
 def test_sequence_number_for_allocation_is_recorded():
+    """An allocation records the block's sequence number, then the block's is incremented, as
+    Calico v3.30.0 does (ipam_block.go: SetSequenceNumberForOrdinal in autoAssign and assign;
+    ipam_block_reader_writer.go: updateBlock increments SequenceNumber on every write)."""
     b = new_block()
     start = b.sequence_number
     o1 = blocks.assign(b, 2, "h", SEC)
-    assert b.sequence_number > start
-    assert all(b.seq_for_alloc[str(o)] == b.sequence_number for o in o1)
+    assert all(b.seq_for_alloc[str(o)] == start for o in o1)
+    assert b.sequence_number == start + 1
     s1 = b.sequence_number
     o2 = blocks.assign(b, 1, "h2", SEC)
-    assert b.seq_for_alloc[str(o2[0])] == b.sequence_number > s1
-    assert b.seq_for_alloc[str(o1[0])] == s1  # earlier allocations keep theirs
+    assert b.seq_for_alloc[str(o2[0])] == s1
+    assert b.sequence_number == s1 + 1
+    assert b.seq_for_alloc[str(o1[0])] == start  # earlier allocations keep theirs
     assert set(b.seq_for_alloc) == {"0", "1", "2"}
+    blocks.assign_ordinals(b, [6], "h3", SEC)
+    assert b.seq_for_alloc["6"] == s1 + 1 and b.sequence_number == s1 + 2
 
 
 def test_sequence_number_only_increases():
