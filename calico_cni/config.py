@@ -328,6 +328,8 @@ class CalicoSettings:
     node: str | None
     # The etcd settings, or why they cannot be used (raised by `etcd`, when the verb needs them).
     _etcd: EtcdSettings | ConfigError = field(repr=False)
+    # `policy.type`: "" (profiles named after the network) or "k8s" (a pod's namespace profile).
+    policy_type: str = ""
 
     @property
     def ipam_type(self) -> str:
@@ -363,4 +365,19 @@ def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, re
         etcd = etcd_settings(config, environ)
     except ConfigError as exc:
         etcd = exc
-    return CalicoSettings(mtu or None, forwarding, timeout, directory, ipam, node, etcd)
+    return CalicoSettings(mtu or None, forwarding, timeout, directory, ipam, node, etcd, policy_type(config))
+
+
+POLICY_TYPES = ("", "k8s")
+
+
+def policy_type(config: Mapping[str, Any]) -> str:
+    """`policy.type`, as Calico's plugin reads it: absent or "" (endpoints name the network's
+    profile, created when missing) or "k8s" (a pod's endpoint names `kns.<namespace>`)."""
+    policy = config.get("policy") or {}
+    if not isinstance(policy, dict):
+        raise ConfigError("policy must be an object", f"got {policy!r}"[:120])
+    value = policy.get("type", "")
+    if value not in POLICY_TYPES:
+        raise ConfigError("policy.type must be \"k8s\" or absent", f"got {value!r}"[:120])
+    return value
