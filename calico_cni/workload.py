@@ -2,17 +2,100 @@
 
 - the host veth name (Calico's, so other Calico tools find it) and the link alias that marks its
   owner (a name is a hash that can collide; the alias says exactly which attachment a link is);
-- the WorkloadEndpoint's namespace, name and JSON, as Calico writes them (docs/calico-plugin.md).
+- the WorkloadEndpoint's namespace, name and JSON, as Calico writes them (docs/calico-plugin.md);
+- the names Calico's validator refuses (`refused_name`), and the profiles an endpoint names with the
+  content Calico gives them when it creates them (`profile_docs`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 ALIAS_PREFIX = "calico:"
 ALIAS_MAX = 255  # IFALIASZ - 1
 K8S, CNI = "k8s", "cni"
+
+# Calico's validator (libcalico-go/lib/validator/v3/validator.go, v3.30.0): a resource name, and
+# the WorkloadEndpoint spec fields tagged `name` (node, pod, endpoint, profiles), is a lower-case
+# DNS-1123 subdomain of at most 253 characters; `containerID` has its own pattern.
+NAME_FMT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+NAME_MAX = 253
+LABEL_NAME_MAX = 63
+CONTAINER_ID_FMT = "[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
+# Checked by hand, not by compiling those patterns: an exec'd plugin would pay the compilation.
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_ALNUM = _LOWER | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# kube-controllers' namespace profiles (libcalico-go/lib/backend/k8s/conversion: NamespaceToProfile).
+NAMESPACE_PROFILE_PREFIX = "kns."
+NAMESPACE_NAME_LABEL = "pcns.projectcalico.org/name"
+PROFILES = "/calico/resources/v3/projectcalico.org/profiles/"
+
+
+def _label_of(text: str, alnum: frozenset) -> bool:
+    """Whether `text` matches <alnum>([-<alnum>]*<alnum>)?."""
+    return bool(text) and text[0] in alnum and text[-1] in alnum and all(c in alnum or c == "-" for c in text)
+
+
+def valid_name(text: str) -> bool:
+    """Whether Calico's validator accepts `text` as a name: NAME_FMT, at most NAME_MAX characters."""
+    return len(text) <= NAME_MAX and all(_label_of(label, _LOWER) for label in text.split("."))
+
+
+def valid_container_id(text: str) -> bool:
+    """Whether Calico's validator accepts `text` as a containerID: CONTAINER_ID_FMT."""
+    return _label_of(text, _ALNUM)
+
+
+def network_profile(network: str, kubernetes: bool) -> dict:
+    """The spec Calico's plugin gives the profile named after the network when it creates it
+    (cni-plugin/pkg/plugin/plugin.go, cmdAdd, v3.30.0): egress allow all; ingress allow from
+    `has(<network>)`, or allow all for a Kubernetes pod; the network's name as a label."""
+    ingress = _allow()
+    if not kubernetes:
+        ingress["source"] = {"selector": f"has({network})"}
+    return {"ingress": [ingress], "egress": [_allow()], "labelsToApply": {network: ""}}
+
+
+def namespace_profile(namespace: str) -> dict:
+    """The spec kube-controllers gives `kns.<namespace>` (NamespaceToProfile, v3.30.0) for a namespace
+    whose labels nobody here knows: allow all both ways, the namespace's name label."""
+    return {"ingress": [_allow()], "egress": [_allow()], "labelsToApply": {NAMESPACE_NAME_LABEL: namespace}}
+
+
+def _allow() -> dict:
+    """An allow-all Rule as Go encodes it: Source and Destination (structs) are written even when
+    empty, since `omitempty` skips no struct."""
+    return {"action": "Allow", "source": {}, "destination": {}}
+
+
+class ProfileRecord:
+    """A Profile to create (revision 0: `Datastore.commit` then requires that it does not exist),
+    as Calico's client stores it: kind and apiVersion set, name, uid and creationTimestamp. (A plain
+    class: a dataclass costs the exec'd ADD its code generation.)"""
+
+    def __init__(self, name: str, spec: dict, uid: str, created: str) -> None:
+        self.name, self.spec, self.uid, self.created = name, spec, uid, created
+        self.revision = 0
+
+    @property
+    def key(self) -> str:
+        """/calico/resources/v3/projectcalico.org/profiles/<name>"""
+        return PROFILES + self.name
+
+    def doc(self) -> dict:
+        """The stored document."""
+        return {
+            "kind": "Profile",
+            "apiVersion": "projectcalico.org/v3",
+            "metadata": {"name": self.name, "uid": self.uid, "creationTimestamp": self.created},
+            "spec": self.spec,
+        }
+
+    def to_json(self) -> bytes:
+        """The JSON written to etcd."""
+        return json.dumps(self.doc(), separators=(",", ":")).encode()
 
 
 def escape_segment(text: str) -> str:
@@ -39,12 +122,14 @@ class Identity:
     node: str
     pod_namespace: str | None = None
     pod: str | None = None
+    # `policy.type: k8s`: a pod's endpoint names its namespace's profile instead of the network's.
+    k8s_policy: bool = False
 
     @classmethod
-    def of(cls, request, node: str) -> "Identity":
+    def of(cls, request, node: str, k8s_policy: bool = False) -> "Identity":
         """The identity of a CNI request (`k8s_pod` from CNI_ARGS decides the orchestrator)."""
         pod = request.k8s_pod
-        return cls(request.network, request.container_id, request.ifname, node, *(pod or (None, None)))
+        return cls(request.network, request.container_id, request.ifname, node, *(pod or (None, None)), k8s_policy=k8s_policy)
 
     @property
     def orchestrator(self) -> str:
@@ -87,8 +172,43 @@ class Identity:
         return endpoint_of(endpoint, self.container_id, self.ifname)
 
     def profiles(self) -> list[str]:
-        """Calico's profiles: `kns.<namespace>` for pods, the network name otherwise."""
-        return [f"kns.{self.pod_namespace}"] if self.pod else [self.network]
+        """The endpoint's profiles, as Calico's plugin names them: the network's name, or for a pod
+        under `policy.type: k8s` its namespace's profile `kns.<namespace>` (cni-plugin/pkg/k8s/k8s.go,
+        v3.30.0; Calico adds `ksa.<namespace>.<service account>`, which needs the Kubernetes API)."""
+        return [NAMESPACE_PROFILE_PREFIX + str(self.pod_namespace)] if self.pod and self.k8s_policy else [self.network]
+
+    def profile_specs(self) -> dict[str, dict]:
+        """Each profile the endpoint names, with the spec it is created with when it is missing."""
+        if self.pod and self.k8s_policy:
+            return {self.profiles()[0]: namespace_profile(str(self.pod_namespace))}
+        return {self.network: network_profile(self.network, kubernetes=bool(self.pod))}
+
+    def refused_name(self) -> str | None:
+        """Why Calico's validator would refuse this attachment's endpoint (its plugin then fails the
+        ADD), naming the rule; None when it accepts it. Checked before IPAM on ADD only: DEL, CHECK
+        and GC keep working for endpoints written before the rule."""
+        if not valid_container_id(self.container_id):
+            return (
+                f"CNI_CONTAINERID {self.container_id[:80]!r} is refused: Calico's validator requires a container ID to match "
+                f"{CONTAINER_ID_FMT} (letters, digits and '-', starting and ending with a letter or digit; no '_' or '.')"
+            )
+        rule = f"a lower-case DNS-1123 subdomain of at most {NAME_MAX} characters ({NAME_FMT})"
+        named = [("the node name", self.node), ("CNI_IFNAME (the endpoint's spec.endpoint)", self.ifname)]
+        if self.pod:
+            named.append(("K8S_POD_NAME", self.pod))
+        named += [(f"the profile {p!r} (spec.profiles)", p) for p in self.profiles()]
+        for what, value in named:
+            if not valid_name(value):
+                return f"{what} {value[:80]!r} is refused: Calico's validator requires {rule}"
+        if self.network in self.profiles() and len(self.network) > LABEL_NAME_MAX:
+            return (
+                f"the network name {self.network[:80]!r} is refused: its profile applies it as a label key, "
+                f"which Calico's validator limits to {LABEL_NAME_MAX} characters"
+            )
+        if not valid_name(self.endpoint_name):
+            source = "K8S_POD_NAME" if self.pod else "CNI_CONTAINERID (upper case is allowed in a container ID but not in a name)"
+            return f"the endpoint name {self.endpoint_name[:120]!r}, made of node, {source} and interface, is refused: Calico's validator requires {rule}"
+        return None
 
     def endpoint_doc(self, host_veth: str, mac: str, ip_networks: list[str], uid: str, created: str) -> dict:
         """The WorkloadEndpoint resource as Calico stores it."""

@@ -22,6 +22,7 @@ from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
 from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
+from calico_cni.datastore.etcd import Range
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal
@@ -35,7 +36,7 @@ from calico_cni.protocol.gc import valid_attachments
 from calico_cni.protocol.errors import CHECK_FAILED, DATAPLANE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT, IPAM_EXHAUSTED, CniError
 from calico_cni.protocol.request import CniRequest
 from calico_cni.protocol.result import convert, normalize
-from calico_cni.workload import Identity
+from calico_cni.workload import PROFILES, Identity, ProfileRecord
 from calico_ipam import reconcile as reconciliation
 from calico_ipam.replay import replay_quietly
 
@@ -53,7 +54,7 @@ def settings(request: CniRequest) -> CalicoSettings:
 def _identity(request: CniRequest, conf: CalicoSettings) -> Identity:
     """The attachment's names on this node, for ADD, DEL and CHECK (their settings resolved the node)."""
     assert conf.node is not None
-    return Identity.of(request, conf.node)
+    return Identity.of(request, conf.node, k8s_policy=conf.policy_type == "k8s")
 
 
 def _datastore(stack: contextlib.ExitStack, services: Services, conf: CalicoSettings, bounded: bool = True) -> Datastore:
@@ -120,6 +121,24 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
     return with_retries(f"writing endpoint {ident.namespace}/{ident.endpoint_name}", step)
 
 
+def _ensure_profiles(store: Datastore, ident: Identity) -> None:
+    """Create the profiles the endpoint will name that do not exist, never changing one that does,
+    as Calico's plugin does (cni-plugin/pkg/plugin/plugin.go, v3.30.0: Get, then Create when
+    absent); Felix gives an endpoint whose profile is missing a drop-all policy. A `kns.<namespace>`
+    profile (policy.type k8s) gets kube-controllers' content, since no kube-controllers runs here.
+    One read round trip when the profiles exist; one create-only compare-and-swap each when not
+    (another creator winning the race is fine: the profile exists)."""
+    specs = ident.profile_specs()
+    results, _ = store.client.read([Range(PROFILES + name) for name in specs])
+    for (name, spec), kvs in zip(specs.items(), results):
+        if kvs:
+            continue
+        if store.commit(puts=[ProfileRecord(name, spec, str(uuid.uuid4()), now_rfc3339())]):
+            log.info("created profile %s", name)
+        else:
+            log.info("profile %s was created meanwhile by another writer", name)
+
+
 def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
     """Delete the endpoint while it is still this attachment's: a newer sandbox's endpoint of the
     same name (a different container ID) is left alone."""
@@ -145,6 +164,11 @@ def add(request: CniRequest, services: Services) -> dict:
     """ADD: addresses from IPAM, the workload wired, its endpoint written; the CNI result."""
     conf = settings(request)
     ident = _identity(request, conf)
+    refused = ident.refused_name()
+    if refused:
+        # Calico's plugin fails such an ADD (its validator refuses the endpoint); refusing it before
+        # anything is allocated keeps every endpoint we write one that Calico's tools can update.
+        raise CniError(INVALID_CONFIG, refused)
     with contextlib.ExitStack() as stack:
         host = stack.enter_context(Netns.here())
         container = stack.enter_context(_open_container(request))
@@ -171,6 +195,7 @@ def add(request: CniRequest, services: Services) -> dict:
         mtu, origin = decide_mtu(conf.mtu, host.rtnl(), request.environ.get("CALICO_MTU_FILE") or MTU_FILE)
         log.debug("MTU %d from %s", mtu, origin)
 
+        _ensure_profiles(store, ident)
         ipam_result = ipam.add()
         created = wiring.Created()
         try:

@@ -57,7 +57,9 @@ def test_endpoint_ownership_is_by_container_id():
     assert ident.owns_endpoint(mine)
     old = Identity("net1", "old", "eth0", "n1", "ns", "pod")
     assert not old.owns_endpoint(mine), "an old sandbox never owns the new sandbox's endpoint"
-    assert mine.doc["spec"]["pod"] == "pod" and mine.doc["spec"]["profiles"] == ["kns.ns"]
+    # A pod names the network's profile, as Calico's plugin does without policy.type k8s (issue 15
+    # item 2; it named kns.<namespace> before, a profile nobody created).
+    assert mine.doc["spec"]["pod"] == "pod" and mine.doc["spec"]["profiles"] == ["net1"]
 
 
 def test_eui64_link_local_of_calicos_mac():
