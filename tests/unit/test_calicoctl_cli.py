@@ -30,6 +30,7 @@ def test_every_verb_is_covered():
         ("ipam",), ("ipam", "check"), ("ipam", "configure"), ("ipam", "gc"), ("ipam", "release"), ("ipam", "show"),
         ("ippool",), ("ippool", "create"), ("ippool", "delete"), ("ippool", "disable"), ("ippool", "enable"),
         ("datastore",), ("datastore", "migrate"), ("datastore", "migrate", "lock"), ("datastore", "migrate", "unlock"),
+        ("datastore", "repair"), ("datastore", "repair", "profiles"),
     }
 
 

@@ -1,0 +1,104 @@
+"""The profiles endpoints name but nobody created: `calicoctl datastore repair profiles`.
+
+Before issue 15 the `calico` plugin wrote endpoints naming `[<network>]` (plain CNI) or
+`[kns.<namespace>]` (Kubernetes pods) and never created those profiles; Felix gives an endpoint
+whose profile is missing a drop-all policy. `repair` creates each missing one with the content the
+plugin now creates it with (`workload.network_profile`, `workload.namespace_profile`): create-only
+compare-and-swaps, so a profile someone created meanwhile is never changed. A profile we cannot
+tell the content of (neither the network that wrote the endpoint nor `kns.<namespace>`) is listed,
+not created.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from calico_cni.datastore.etcd import Range
+from calico_cni.datastore.resources import DEFAULT_ALLOW_PROFILE
+from calico_cni.datastore.store import Datastore
+from calico_cni.model import keys, kinds
+from calico_cni.model.records import NETWORK_ANNOTATION, CorruptRecord, WorkloadEndpoint
+from calico_cni.model.resource import Resource, prefix
+from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, namespace_profile, network_profile
+
+from calico_cni.resources.verbs import now
+
+
+@dataclass
+class Missing:
+    """A profile endpoints name that does not exist: the spec it gets (None: unknown content) and
+    the endpoints (namespace/name) naming it."""
+
+    name: str
+    spec: dict | None
+    endpoints: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Repaired:
+    """What `repair` found: the profiles it created (or would), those created meanwhile by another
+    writer, and those it cannot create."""
+
+    created: list[Missing] = field(default_factory=list)
+    raced: list[Missing] = field(default_factory=list)
+    unknown: list[Missing] = field(default_factory=list)
+
+
+def _kind():
+    kind = kinds.by_kind("Profile")
+    assert kind is not None
+    return kind
+
+
+def missing(store: Datastore) -> list[Missing]:
+    """Every profile a workload endpoint names that is not stored, by name, read at one revision
+    (endpoints and profile names in one round trip). A network's profile named by plain-CNI and
+    Kubernetes endpoints alike gets the plain-CNI content (ingress from `has(<network>)`): a
+    Kubernetes endpoint of that network carries the label too."""
+    (wep_kvs, profile_kvs), _ = store.client.read(
+        [Range(keys.WORKLOAD_ENDPOINTS, prefix=True), Range(prefix(_kind()), prefix=True, keys_only=True)]
+    )
+    existing = {kv.key[len(prefix(_kind())) :] for kv in profile_kvs} | {DEFAULT_ALLOW_PROFILE}
+    found: dict[str, Missing] = {}
+    for kv in wep_kvs:
+        try:
+            endpoint = WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
+        except CorruptRecord:
+            continue  # `calicoctl ipam check` reports it
+        network = ((endpoint.doc.get("metadata") or {}).get("annotations") or {}).get(NETWORK_ANNOTATION)
+        kubernetes = endpoint.spec.get("orchestrator") == K8S
+        for name in endpoint.spec.get("profiles") or []:
+            if not isinstance(name, str) or name in existing:
+                continue
+            spec: dict | None = None
+            if name.startswith(NAMESPACE_PROFILE_PREFIX) and len(name) > len(NAMESPACE_PROFILE_PREFIX):
+                spec = namespace_profile(name[len(NAMESPACE_PROFILE_PREFIX) :])
+            elif name == network:
+                spec = network_profile(network, kubernetes)
+            entry = found.setdefault(name, Missing(name, spec))
+            if spec is not None and (entry.spec is None or not kubernetes):
+                entry.spec = spec
+            entry.endpoints.append(f"{endpoint.namespace}/{endpoint.name}")
+    return [found[name] for name in sorted(found)]
+
+
+def repair(store: Datastore, dry_run: bool = False) -> Repaired:
+    """Create every missing profile whose content is known (`missing`); none with `dry_run`."""
+    out = Repaired()
+    kind = _kind()
+    for entry in missing(store):
+        if entry.spec is None:
+            out.unknown.append(entry)
+            continue
+        if dry_run:
+            out.created.append(entry)
+            continue
+        doc = {
+            "kind": "Profile",
+            "apiVersion": kinds.API_VERSION,
+            "metadata": {"name": entry.name, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
+            "spec": entry.spec,
+        }
+        (out.created if store.commit(puts=[Resource(kind, doc, 0)]) else out.raced).append(entry)
+    return out
