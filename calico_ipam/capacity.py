@@ -21,18 +21,19 @@ def _has_free(block: Block, view: IpamView) -> bool:
     return bool(blk.free_ordinals(block, prepare_block(block, view)))  # the block is changed in memory only
 
 
-def has_room(store: Datastore, view: IpamView, pools: Sequence[IPPool], family: int, node: str) -> bool:
+def has_room(store: Datastore, view: IpamView, pools: Sequence[IPPool], family: int, node: str, node_cap: int = 0) -> bool:
     """Whether an automatic ADD of an IPv`family` address on `node` could get one from `pools` (the
     node's usable pools, in order) now, decided as the allocator decides: a free address in one of
     the node's own blocks of these pools; else, when the node may claim a block, one it could
     claim; else, when it may borrow, a free address in another node's block of these pools.
-    `view` is the node's IPAM view (its affinities, the IPAM config, reservations)."""
+    `view` is the node's IPAM view (its affinities, the IPAM config, reservations); `node_cap` is
+    the CNI config's `ipam.max_blocks_per_node` (0: none), as the allocator takes it."""
     mine = [a.cidr for a in view.affinities.get(family, []) if pool_of(pools, a.cidr)]
     if any(b.affine_node == node and _has_free(b, view) for b in store.blocks(mine).values()):
         return True
     config, held = view.config, len(view.affinities.get(family, []))
-    if may_claim(config, held) and next(claimable_blocks(store.block_cidrs(family), pools, node, view.reservations), None):
+    if may_claim(config, held, node_cap) and next(claimable_blocks(store.block_cidrs(family), pools, node, view.reservations), None):
         return True
-    if may_borrow(config, held):
+    if may_borrow(config, held, node_cap):
         return any(b.affine_node != node and pool_of(pools, b.cidr) and _has_free(b, view) for b in store.all_blocks(family))
     return False
