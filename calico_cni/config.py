@@ -69,6 +69,9 @@ class IpamSettings:
     assign_ipv6: bool = False
     ipv4_pools: tuple[str, ...] = ()
     ipv6_pools: tuple[str, ...] = ()
+    # An optional cap on the blocks of one family this node claims for automatic assignments
+    # (0: none, as in Calico, where only the cluster's maxBlocksPerHost limits them).
+    max_blocks_per_node: int = 0
 
 
 def _shown(key: str, value: Any) -> str:
@@ -126,6 +129,13 @@ def _pool_list(ipam: Mapping[str, Any], key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"ipam.{key} must be a list of pool names or CIDRs", f"got {value!r}"[:120])
     return tuple(value)
+
+
+def _max_blocks(ipam: Mapping[str, Any]) -> int:
+    value = ipam.get("max_blocks_per_node", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError("ipam.max_blocks_per_node must be a whole number >= 0 (0: no limit)", f"got {value!r}"[:120])
+    return value
 
 
 def etcd_settings(config: Mapping[str, Any], environ: Mapping[str, str]) -> EtcdSettings:
@@ -203,6 +213,7 @@ def ipam_settings(config: Mapping[str, Any]) -> IpamSettings:
         assign_ipv6=_bool(ipam, "assign_ipv6", False),
         ipv4_pools=_pool_list(ipam, "ipv4_pools"),
         ipv6_pools=_pool_list(ipam, "ipv6_pools"),
+        max_blocks_per_node=_max_blocks(ipam),
     )
     if not settings.assign_ipv4 and not settings.assign_ipv6:
         raise ConfigError("ipam assigns no address", "assign_ipv4 and assign_ipv6 are both false")

@@ -117,11 +117,18 @@ class Assigned:
 
 @dataclass(frozen=True)
 class FamilyRequest:
-    """What to assign for one family: an automatic address (from `pools`, if named) or `address`."""
+    """What to assign for one family: an automatic address (from `pools`, if named) or `address`.
+
+    `max_blocks_per_node` is the CNI config's optional cap on the blocks an automatic assignment
+    lets the node hold (`ipam.max_blocks_per_node`; 0: none, as in Calico, where only the
+    cluster's `maxBlocksPerHost` limits them). A specific address ignores both limits, as
+    Calico's AssignIP does.
+    """
 
     family: int
     pools: tuple[str, ...] = ()
     address: IPAddress | None = None
+    max_blocks_per_node: int = 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,7 +186,6 @@ def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], vie
     for pool, block in claimable_blocks(store.block_cidrs(family), pools, att.node, view.reservations):
         affinity = _create_claimed(store, att.node, block, view)
         log.info("node %s claimed block %s of pool %s", att.node, block.cidr, pool.name)
-        view.affinities.setdefault(family, []).append(affinity)
         return block, affinity
     return None
 
@@ -187,11 +193,18 @@ def _claim_block(store: Datastore, att: Attachment, pools: Sequence[IPPool], vie
 def _create_claimed(store: Datastore, node: str, block: Block, view: IpamView) -> Affinity:
     """Create the new `block` with a pending affinity of `node` to it, in one transaction that
     fails (`Conflict`) if any of the node's affinities of the block's family changed since `view`
-    was read, so concurrent ADDs on one node claim one block between them, not one each."""
+    was read, so concurrent ADDs on one node claim one block between them, not one each. An
+    affinity of the node to the block that is already there (left by a claim that never
+    finished) is taken over, as Calico's getPendingAffinity does."""
+    family = keys.family_of(block.cidr)
+    known = next((a for a in view.affinities.get(family, []) if a.cidr == block.cidr), None)
     affinity = Affinity(node, block.cidr, PENDING)
-    guard = (keys.host_affinities(node, keys.family_of(block.cidr)), view.revision)
+    if known is not None:
+        affinity.extra, affinity.revision = dict(known.extra), known.revision
+    guard = (keys.host_affinities(node, family), view.revision)
     if not store.commit(puts=[affinity, block], prefixes_unchanged_since=[guard]):
         raise Conflict()
+    view.affinities[family] = [a for a in view.affinities.get(family, []) if a.cidr != block.cidr] + [affinity]
     return affinity
 
 
@@ -208,16 +221,38 @@ def claimable_blocks(existing: Collection[str], pools: Sequence[IPPool], node: s
                 yield pool, block
 
 
-def may_claim(config: IpamConfig, held_blocks: int) -> bool:
+def block_limit(config: IpamConfig, node_cap: int = 0) -> int:
+    """The most blocks of one family a node may hold for automatic assignments: the smaller of
+    the cluster's `maxBlocksPerHost` and the CNI config's `ipam.max_blocks_per_node` (`node_cap`),
+    0 for either meaning none; 0 when neither is set (no limit, as in Calico)."""
+    limits = [n for n in (config.block_cap, node_cap) if n > 0]
+    return min(limits) if limits else 0
+
+
+def _at_limit(config: IpamConfig, held_blocks: int, node_cap: int) -> bool:
+    limit = block_limit(config, node_cap)
+    return limit > 0 and held_blocks >= limit
+
+
+def may_claim(config: IpamConfig, held_blocks: int, node_cap: int = 0) -> bool:
     """Whether a node holding `held_blocks` blocks of a family may claim another (auto-allocation
-    on, under the block cap). A node that may not because of the cap does not borrow either."""
-    return config.auto_allocate_blocks and held_blocks < config.block_cap
+    on, under the block limit if any). A node that may not because of the limit does not borrow
+    either."""
+    return config.auto_allocate_blocks and not _at_limit(config, held_blocks, node_cap)
 
 
-def may_borrow(config: IpamConfig, held_blocks: int) -> bool:
+def may_borrow(config: IpamConfig, held_blocks: int, node_cap: int = 0) -> bool:
     """Whether a node may take an address from another node's block: never with strict affinity,
-    and never once it is at its block cap (the allocation fails there, as Calico's does)."""
-    return not config.strict_affinity and not (config.auto_allocate_blocks and held_blocks >= config.block_cap)
+    and never once it is at its block limit (the allocation fails there, as Calico's does)."""
+    return not config.strict_affinity and not (config.auto_allocate_blocks and _at_limit(config, held_blocks, node_cap))
+
+
+def _limit_text(config: IpamConfig, node_cap: int) -> str:
+    limit = block_limit(config, node_cap)
+    if not limit:
+        return "there is no block limit"
+    source = "maxBlocksPerHost" if limit == config.block_cap else "the CNI config's ipam.max_blocks_per_node"
+    return f"the limit is {limit} ({source})"
 
 
 def _pool_list(pools: Sequence[IPPool]) -> str:
@@ -246,16 +281,17 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
                 extra.append(affinity)
             return _commit_assignment(store, block, ordinals, att, view, extra)[0]
 
-    # 2. A new block, within the node's limit.
+    # 2. A new block, within the node's limit (if any).
     config = view.config
+    node_cap = req.max_blocks_per_node
     held_blocks = len(view.affinities.get(family, []))
     if config.auto_allocate_blocks:
-        if not may_claim(config, held_blocks):
-            limit = f"maxBlocksPerHost {config.max_blocks_per_host}" if config.max_blocks_per_host else "the safety cap of 20 (maxBlocksPerHost unset)"
+        if not may_claim(config, held_blocks, node_cap):
             raise AddressesExhausted(
                 "cannot allocate new block due to per host block limit",
-                f"node {att.node} holds {held_blocks} IPv{family} blocks, the limit is {config.block_cap} ({limit}), and they are full; "
-                f"pools {_pool_list(pools)}. Raise the limit with calicoctl ipam configure --max-blocks-per-host, or free addresses",
+                f"node {att.node} holds {held_blocks} IPv{family} blocks, {_limit_text(config, node_cap)}, and they are full; "
+                f"pools {_pool_list(pools)}. Raise the limit (calicoctl ipam configure --max-blocks-per-host, "
+                "or the CNI config's ipam.max_blocks_per_node), or free addresses",
             )
         claimed = _claim_block(store, att, pools, view, family)
         if claimed is not None:
@@ -282,7 +318,7 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
 
     raise AddressesExhausted(
         f"Assigned 0 out of 1 requested IPv{family} addresses; No IPs available in pools: {_pool_list(pools)}",
-        f"node {att.node}: every block of these pools is claimed and full (the node holds {held_blocks} of at most {config.block_cap} blocks); "
+        f"node {att.node}: every block of these pools is claimed and full (the node holds {held_blocks} blocks, {_limit_text(config, node_cap)}); "
         "add a pool or free addresses (calicoctl ipam show, calicoctl ipam check)",
     )
 
@@ -298,17 +334,20 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
         )
     cidr = block_cidr_for(pool, address)
     block = store.block(cidr)
+    affinity = next((a for a in view.affinities.get(address.version, []) if a.cidr == cidr), None)
     if block is None:
-        # Claim the block for this node when it may hold another block, else create it unaffine.
-        family = address.version
-        affine = may_claim(view.config, len(view.affinities.get(family, [])))
-        block = Block.new(cidr, att.node if affine else None)
-        if affine:
-            affinity = _create_claimed(store, att.node, block, view)
-            affinity.state = CONFIRMED
-            store.commit(puts=[affinity])
-        elif not store.commit(puts=[block]):
-            raise Conflict()
+        # Calico's AssignIP claims the block for the node (pending affinity, the block, then the
+        # affinity confirmed, here in the commit that assigns the address), whatever
+        # auto_allocate_blocks and the block limits say: a block with no affinity is a state
+        # Calico never creates, and refuses to assign from under strict affinity.
+        block = Block.new(cidr, att.node)
+        affinity = _create_claimed(store, att.node, block, view)
+        log.info("node %s claimed block %s of pool %s for %s", att.node, cidr, pool.name, address)
+    elif view.config.strict_affinity and block.affine_node != att.node:
+        # Calico's allocationBlock.assign under strict affinity (v3.30 ipam_block.go).
+        if block.affinity is None:
+            raise AddressConflict(f"Attempt to assign from block {cidr} with no affinity", f"{address}: strict affinity is on and the block has no affinity")
+        raise AddressConflict("Block host affinity does not match", f"{address}: strict affinity is on and block {cidr} has affinity {block.affinity}, not host:{att.node}")
     ordinal = block.ordinal(address)
     attr = block.attribute(ordinal)
     if attr is not None:
@@ -327,7 +366,11 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
             )
         blk.cleanup(block, view.config.ip_cooldown_seconds, time.time())
     blk.assign_ordinals(block, [ordinal], att.handle_id, att.secondary())
-    return _commit_assignment(store, block, [ordinal], att, view)[0]
+    extra = []
+    if affinity is not None and block.affine_node == att.node and affinity.state != CONFIRMED:
+        affinity.state = CONFIRMED
+        extra.append(affinity)
+    return _commit_assignment(store, block, [ordinal], att, view, extra)[0]
 
 
 def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest], memory: BlockMemory | None = None) -> list[Assigned]:

@@ -262,8 +262,6 @@ class IpamConfig:
     revision: int = 0
 
     KNOWN = ("strict_affinity", "auto_allocate_blocks", "maxBlocksPerHost", "ipCooldownSeconds")
-    # With no explicit limit a node still never holds more than this many blocks of one family.
-    SAFETY_BLOCK_CAP = 20
 
     @property
     def key(self) -> str:
@@ -272,8 +270,9 @@ class IpamConfig:
 
     @property
     def block_cap(self) -> int:
-        """The most blocks one node may hold (per family)."""
-        return self.max_blocks_per_host if self.max_blocks_per_host > 0 else self.SAFETY_BLOCK_CAP
+        """The most blocks one node may hold (per family); 0 means no limit, as in Calico (a
+        node-local cap is the CNI config's `ipam.max_blocks_per_node`, see `allocator.block_limit`)."""
+        return max(self.max_blocks_per_host, 0)
 
     @classmethod
     def from_json(cls, value: bytes, revision: int = 0) -> "IpamConfig":
@@ -328,7 +327,11 @@ class Affinity:
         parsed = keys.parse_affinity(key)
         if parsed is None:
             raise CorruptRecord(f"{key} is not an affinity key")
-        doc = _load(value, f"affinity {key}")
+        # Calico releases before v3.0.7 wrote no state: Calico's Python IPAM an empty value, its
+        # early Go port `{}`. Calico v3.30 still reads both as a confirmed affinity (the empty
+        # value as `{}` in model.ParseValue, keys.go; an empty state as confirmed in ipam.go's
+        # getBlockFromAffinity), so they are the node's own blocks here too, not corrupt.
+        doc = _load(value, f"affinity {key}") if value else {}
         return cls(
             node=parsed[0],
             cidr=parsed[1],

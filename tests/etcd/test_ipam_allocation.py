@@ -276,7 +276,8 @@ def test_auto_allocate_off_borrows_only(store):
 def test_absent_config_means_auto_allocate(store):
     assert store.client.get(keys.IPAM_CONFIG) is None
     config = store.ipam_config()
-    assert (config.strict_affinity, config.auto_allocate_blocks, config.block_cap) == (False, True, 20)
+    # No block limit, as in Calico (issue 15: the safety cap of 20 is gone).
+    assert (config.strict_affinity, config.auto_allocate_blocks, config.block_cap) == (False, True, 0)
 
 
 def test_reservations_are_skipped(store):
@@ -359,11 +360,21 @@ def test_release_deletes_handle_and_keeps_affine_block(store):
 
 
 def test_release_deletes_empty_unaffine_block(store):
+    # A specific address no longer creates a block without affinity (it claims the block, as
+    # Calico's AssignIP does: issue 15), so the unaffine block here is one Calico leaves: a block
+    # whose affinity was released while it still held an address (v3.30
+    # ipam_block_reader_writer.go releaseBlockAffinity sets AllocationBlock.Affinity to nil).
     create_pool(store, "p1", "198.18.0.0/24")
     set_config(store, strict_affinity=False, auto_allocate_blocks=False)
+    first = allocator.assign(store, att("c0"), [FamilyRequest(4, address=ipaddress.ip_address("198.18.0.9"))])[0]
+    block = store.block(first.block)
+    block.affinity = None
+    assert store.commit(puts=[block])
     ip = ipaddress.ip_address("198.18.0.10")
     got = allocator.assign(store, att("c1"), [FamilyRequest(4, address=ip)])[0]
-    assert store.block(got.block).affinity is None
+    assert got.block == first.block and store.block(got.block).affinity is None  # an existing block is not claimed
+    allocator.release(store, "net1.c0", "eth0")
+    assert store.block(got.block) is not None  # still holds c1's address
     allocator.release(store, "net1.c1", "eth0")
     assert store.block(got.block) is None
 

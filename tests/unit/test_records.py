@@ -168,6 +168,25 @@ def test_affinity_without_state_is_confirmed():
     assert Affinity("n", "198.18.0.0/26").state == PENDING
 
 
+@pytest.mark.parametrize("value", [b"", b"{}"], ids=["python-ipam-empty", "early-go-port-braces"])
+def test_affinity_values_of_old_calico_releases_are_confirmed(value):
+    # Before Calico v3.0.7 an affinity carried no state: Calico's Python IPAM wrote an empty value,
+    # the early Go port `{}` (libcalico-go commit 9725a759, model/block_affinity.go
+    # BlockAffinityValue). Calico v3.30's model.ParseValue (backend/model/keys.go) reads the empty
+    # value as `{}`, and ipam.go's getBlockFromAffinity treats the empty state as confirmed.
+    a = Affinity.from_kv("/calico/ipam/v2/host/node1/ipv4/block/198.18.0.64-26", value, revision=3)
+    assert (a.node, a.cidr, a.state, a.deleted, a.revision) == ("node1", "198.18.0.64/26", CONFIRMED, False, 3)
+    # Rewritten (e.g. when released), it takes v3.30's BlockAffinity shape.
+    assert load(a.to_json()) == {"state": "confirmed", "deleted": False}
+
+
+@pytest.mark.parametrize("value", [b" ", b"{", b"[]"])
+def test_affinity_values_that_are_neither_json_objects_nor_empty_stay_corrupt(value):
+    # Calico v3.30 special-cases only the exact empty value (keys.go ParseValue).
+    with pytest.raises(CorruptRecord):
+        Affinity.from_kv("/calico/ipam/v2/host/n/ipv4/block/198.18.0.0-26", value)
+
+
 @pytest.mark.parametrize("key", ["/calico/ipam/v2/handle/x", "/calico/ipam/v2/host/n/ipv4/198.18.0.0-26", "/other/host/n/ipv4/block/198.18.0.0-26"])
 def test_affinity_with_a_wrong_key_is_corrupt(key):
     with pytest.raises(CorruptRecord):
@@ -399,7 +418,7 @@ def test_ipam_config_defaults_when_the_key_is_absent():
     assert c.strict_affinity is False
     assert c.auto_allocate_blocks is True
     assert c.max_blocks_per_host == 0
-    assert c.block_cap == 20
+    assert c.block_cap == 0  # no limit, as in Calico (issue 15: the safety cap of 20 is gone)
     assert c.ip_cooldown_seconds == 0
     assert c.key == "/calico/ipam/v2/config"
 
@@ -409,7 +428,7 @@ def test_ipam_config_present_key_with_booleans_omitted_means_false():
     assert c.strict_affinity is False
     assert c.auto_allocate_blocks is False
     assert c.max_blocks_per_host == 0
-    assert c.block_cap == 20
+    assert c.block_cap == 0  # no limit, as in Calico (issue 15: the safety cap of 20 is gone)
     assert c.ip_cooldown_seconds == 0
     c = IpamConfig.from_json(b'{"maxBlocksPerHost": 0}')
     assert c.auto_allocate_blocks is False and c.strict_affinity is False
@@ -419,7 +438,7 @@ def test_ipam_config_values():
     c = IpamConfig.from_json(b'{"strict_affinity": true, "auto_allocate_blocks": true, "maxBlocksPerHost": 5, "ipCooldownSeconds": 45}')
     assert (c.strict_affinity, c.auto_allocate_blocks, c.max_blocks_per_host, c.block_cap, c.ip_cooldown_seconds) == (True, True, 5, 5, 45)
     c = IpamConfig.from_json(b'{"maxBlocksPerHost": null, "ipCooldownSeconds": null}')
-    assert c.max_blocks_per_host == 0 and c.block_cap == 20 and c.ip_cooldown_seconds == 0
+    assert c.max_blocks_per_host == 0 and c.block_cap == 0 and c.ip_cooldown_seconds == 0
 
 
 def test_ipam_config_absent_defaults_survive_a_write():
