@@ -22,7 +22,6 @@ from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
 from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
-from calico_cni.datastore.etcd import Range
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal
@@ -129,9 +128,11 @@ def _ensure_profiles(store: Datastore, ident: Identity) -> None:
     One read round trip when the profiles exist; one create-only compare-and-swap each when not
     (another creator winning the race is fine: the profile exists)."""
     specs = ident.profile_specs()
-    results, _ = store.client.read([Range(PROFILES + name) for name in specs])
-    for (name, spec), kvs in zip(specs.items(), results):
-        if kvs:
+    # The first datastore read of an ADD: it also says whether the datastore is locked (a
+    # migration), so a locked datastore refuses the ADD before anything is written.
+    existing = store.present([PROFILES + name for name in specs], ready_check=True)
+    for name, spec in specs.items():
+        if PROFILES + name in existing:
             continue
         if store.commit(puts=[ProfileRecord(name, spec, str(uuid.uuid4()), now_rfc3339())]):
             log.info("created profile %s", name)
@@ -275,7 +276,9 @@ def delete(request: CniRequest, services: Services) -> None:
         ipam = backend_for(request, conf, store, services.blocks)
         try:
             replay_quietly(store, journal)
-            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+            # A locked datastore (a migration) is treated as an unreachable one: nothing is deleted
+            # from it now, the journal finishes the endpoint and the release after the unlock.
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name, ready_check=True)
             mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
             stored_name = mine.spec.get("interfaceName") if mine is not None else None
             if stored_name and stored_name not in tried:

@@ -14,6 +14,7 @@ import os
 import pytest
 
 from calico_cni.resources import cluster
+from tests.calico_support import assert_node_clean, ok, pod_env, pod_links, run_calico
 from tests.calicoctl_support import run_exe
 from tests.conftest import cni_env, run_plugin
 from tests.pools import pools_fixture
@@ -116,3 +117,30 @@ def test_unlock_of_an_unlocked_datastore_initialises_it(store, etcd_endpoint):
     r = run_exe("datastore", "migrate", "unlock", env={"ETCD_ENDPOINTS": etcd_endpoint})
     assert (r.rc, r.stdout) == (0, "Datastore was not locked.\n"), r.stderr
     assert raw(store, INFO)[0]["spec"]["datastoreReady"] is True
+
+
+def test_calico_under_a_lock_refuses_add_untouched_and_del_waits_for_the_unlock(store, pools, node, pod, calico_conf, tmp_path):
+    """The calico plugin checks the lock in its first datastore read: a refused ADD writes nothing
+    (no profile, no address, no interface); a DEL removes the pod's interfaces and leaves the
+    endpoint and the address to the journal, which the unlock's calicoctl run finishes."""
+    journal = str(tmp_path / "journal")
+    conf = calico_conf(release_journal_dir=journal)
+    env = {"ETCD_ENDPOINTS": conf["etcd_endpoints"], "CALICO_RELEASE_JOURNAL_DIR": journal}
+    a, b = pod(), pod()
+    ok(run_calico(node, "ADD", conf, pod_env(a)))
+    assert run_exe("datastore", "migrate", "lock", env=env).rc == 0
+    profiles_before = raw(store, R + "profiles/net1")[1]
+
+    refused = run_calico(node, "ADD", conf, pod_env(b))
+    assert refused.rc != 0 and refused.out["code"] == 11, refused.stdout
+    assert refused.out["msg"] == "Calico is currently not ready to process requests"
+    assert pod_links(b) == [] and len(store.workload_endpoints()) == 1 and len(node.cali_links()) == 1
+
+    ok(run_calico(node, "DEL", conf, pod_env(a)))
+    assert pod_links(a) == [] and node.cali_links() == []
+    assert len(store.workload_endpoints()) == 1 and len(store.handles()) == 1  # waits for the unlock
+    assert raw(store, R + "profiles/net1")[1] == profiles_before
+
+    assert run_exe("datastore", "migrate", "unlock", env=env).rc == 0
+    assert store.workload_endpoints() == [] and store.handles() == []
+    assert_node_clean(node)
