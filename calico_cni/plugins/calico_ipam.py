@@ -75,9 +75,9 @@ def family_requests(request: CniRequest, ipam: IpamSettings) -> list[FamilyReque
         return [FamilyRequest(a.version, address=a) for a in wanted]
     out = []
     if ipam.assign_ipv4:
-        out.append(FamilyRequest(4, ipam.ipv4_pools))
+        out.append(FamilyRequest(4, ipam.ipv4_pools, max_blocks_per_node=ipam.max_blocks_per_node))
     if ipam.assign_ipv6:
-        out.append(FamilyRequest(6, ipam.ipv6_pools))
+        out.append(FamilyRequest(6, ipam.ipv6_pools, max_blocks_per_node=ipam.max_blocks_per_node))
     return out
 
 

@@ -10,7 +10,7 @@ pool, or pools full.
 from __future__ import annotations
 
 from calico_cni.config import IpamSettings
-from calico_cni.datastore.errors import DatastoreError
+from calico_cni.datastore.errors import DatastoreError, DatastoreNotReady
 from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
 from calico_cni.protocol.errors import NOT_AVAILABLE, CniError
@@ -21,7 +21,8 @@ from calico_ipam.pools import usable_pools
 
 def etcd_unavailable(err: CniError | CalicoError) -> CniError:
     """STATUS's error 50 for a datastore that cannot be used, with the datastore's own message."""
-    return CniError(NOT_AVAILABLE, f"etcd unreachable: {err.msg}", err.details)
+    what = "datastore locked" if isinstance(err, DatastoreNotReady) else "etcd unreachable"
+    return CniError(NOT_AVAILABLE, f"{what}: {err.msg}", err.details)
 
 
 def ipam_status(store: Datastore, settings: IpamSettings, node: str) -> None:
@@ -39,7 +40,7 @@ def ipam_status(store: Datastore, settings: IpamSettings, node: str) -> None:
             pools = usable_pools(view.pools, family, node, labels, named)
         except AddressesExhausted as err:
             raise CniError(NOT_AVAILABLE, f"no usable pool: {err.msg}", err.details) from None
-        if not has_room(store, view, pools, family, node):
+        if not has_room(store, view, pools, family, node, settings.max_blocks_per_node):
             raise CniError(
                 NOT_AVAILABLE,
                 f"pools full: no free IPv{family} address for node {node}",

@@ -286,7 +286,7 @@ def test_max_blocks_per_host_still_limits_and_the_node_does_not_borrow(store):
     assert "the limit is 3 (maxBlocksPerHost)" in err.value.details
 
 
-def test_cni_config_cap_limits_automatic_addresses_only(store):
+def test_cni_config_cap_limits_automatic_addresses_only(store, ipam_conf):
     calico_pool(store, "p", "198.18.32.0/28", 32)
     calico_config(store, auto_allocate_blocks=True)
     for i in range(2):
@@ -294,6 +294,12 @@ def test_cni_config_cap_limits_automatic_addresses_only(store):
     with pytest.raises(AddressesExhausted, match="per host block limit") as err:
         auto(store, "c2", max_blocks_per_node=2)
     assert "the limit is 2 (the CNI config's ipam.max_blocks_per_node)" in err.value.details
+    # Through the plugin: the CNI config's key reaches the allocator, and STATUS says no room.
+    refused = failed(add(ipam_conf(max_blocks_per_node=2), "c2"), IPAM_EXHAUSTED)
+    assert "ipam.max_blocks_per_node" in refused["details"]
+    status = run_plugin("calico-ipam", "STATUS", ipam_conf("1.1.0", max_blocks_per_node=2), {})
+    assert status.rc != 0 and status.out["code"] == 50, status.stdout
+    assert run_plugin("calico-ipam", "STATUS", ipam_conf("1.1.0", max_blocks_per_node=3), {}).rc == 0
     # The smaller of the two limits applies.
     calico_config(store, auto_allocate_blocks=True, maxBlocksPerHost=1)
     with pytest.raises(AddressesExhausted, match="the limit is 1 \\(maxBlocksPerHost\\)"):

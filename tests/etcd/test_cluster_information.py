@@ -104,6 +104,8 @@ def test_a_lock_set_by_calicos_calicoctl_is_honoured(store, pools, ipam_conf):
     put_calico_info(store, datastoreReady=False)
     refused = run_plugin("calico-ipam", "ADD", ipam_conf(), cni_env("c1"))
     assert refused.out["code"] == 11 and store.handles() == []
+    status = run_plugin("calico-ipam", "STATUS", ipam_conf("1.1.0"), {})
+    assert status.out["code"] == 50 and status.out["msg"] == "datastore locked: Calico is currently not ready to process requests", status.stdout
 
 
 @pytest.mark.parametrize("spec", [{}, {"datastoreReady": None}], ids=["no record", "no datastoreReady"])
