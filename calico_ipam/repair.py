@@ -151,8 +151,9 @@ def _counts(counts: dict[str, int] | None) -> str:
 
 def fix_bookkeeping(block: Block, cooldown_seconds: float, now: float) -> None:
     """Make `unallocated` list exactly the free ordinals, once each, keeping their FIFO order
-    (missing free ordinals go to the tail). An allocation pointing at a missing attribute entry is
-    freed (there is no holder to keep it for); allocations are otherwise the truth."""
+    (missing free ordinals go to the tail). Allocations are the truth: only our released entries
+    whose cooldown has passed are freed (`blocks.cleanup`); one pointing at a missing attribute entry
+    stays allocated, since nothing says it is free (`ipam check` reports it)."""
     blk.cleanup(block, cooldown_seconds, now)
     free, seen = [], set()
     for o in block.unallocated:
