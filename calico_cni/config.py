@@ -70,7 +70,7 @@ class IpamSettings:
     ipv4_pools: tuple[str, ...] = ()
     ipv6_pools: tuple[str, ...] = ()
     # An optional cap on the blocks of one family this node claims for automatic assignments
-    # (0: none, as in Calico, where only the cluster's maxBlocksPerHost limits them).
+    # (0: none of its own, as Calico's CNI plugin sets none: maxBlocksPerHost, else 20, applies).
     max_blocks_per_node: int = 0
 
 
@@ -134,7 +134,7 @@ def _pool_list(ipam: Mapping[str, Any], key: str) -> tuple[str, ...]:
 def _max_blocks(ipam: Mapping[str, Any]) -> int:
     value = ipam.get("max_blocks_per_node", 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError("ipam.max_blocks_per_node must be a whole number >= 0 (0: no limit)", f"got {value!r}"[:120])
+        raise ConfigError("ipam.max_blocks_per_node must be a whole number >= 0 (0: the cluster's limit)", f"got {value!r}"[:120])
     return value
 
 

@@ -119,10 +119,10 @@ class Assigned:
 class FamilyRequest:
     """What to assign for one family: an automatic address (from `pools`, if named) or `address`.
 
-    `max_blocks_per_node` is the CNI config's optional cap on the blocks an automatic assignment
-    lets the node hold (`ipam.max_blocks_per_node`; 0: none, as in Calico, where only the
-    cluster's `maxBlocksPerHost` limits them). A specific address ignores both limits, as
-    Calico's AssignIP does.
+    `max_blocks_per_node` is the CNI config's optional limit on the blocks an automatic assignment
+    lets the node hold (`ipam.max_blocks_per_node`), Calico's per-request limit: 0 sets none of
+    its own, as Calico's CNI plugin sets none, so `maxBlocksPerHost` or Calico's 20 applies (see
+    `block_limit`). A specific address ignores every limit, as Calico's AssignIP does.
     """
 
     family: int
@@ -222,16 +222,19 @@ def claimable_blocks(existing: Collection[str], pools: Sequence[IPPool], node: s
 
 
 def block_limit(config: IpamConfig, node_cap: int = 0) -> int:
-    """The most blocks of one family a node may hold for automatic assignments: the smaller of
-    the cluster's `maxBlocksPerHost` and the CNI config's `ipam.max_blocks_per_node` (`node_cap`),
-    0 for either meaning none; 0 when neither is set (no limit, as in Calico)."""
-    limits = [n for n in (config.block_cap, node_cap) if n > 0]
-    return min(limits) if limits else 0
+    """The most blocks of one family a node may hold for automatic assignments, merged as Calico's
+    autoAssign merges its per-request limit (here the CNI config's `ipam.max_blocks_per_node`,
+    `node_cap`) with the cluster's `maxBlocksPerHost`: the cluster's when it is more restrictive
+    or the request sets none, else the request's; Calico's 20 when neither is set."""
+    cluster = config.max_blocks_per_host
+    limit = node_cap
+    if cluster > 0 and (limit == 0 or limit > cluster):
+        limit = cluster
+    return limit or config.block_cap
 
 
 def _at_limit(config: IpamConfig, held_blocks: int, node_cap: int) -> bool:
-    limit = block_limit(config, node_cap)
-    return limit > 0 and held_blocks >= limit
+    return held_blocks >= block_limit(config, node_cap)
 
 
 def may_claim(config: IpamConfig, held_blocks: int, node_cap: int = 0) -> bool:
@@ -249,9 +252,12 @@ def may_borrow(config: IpamConfig, held_blocks: int, node_cap: int = 0) -> bool:
 
 def _limit_text(config: IpamConfig, node_cap: int) -> str:
     limit = block_limit(config, node_cap)
-    if not limit:
-        return "there is no block limit"
-    source = "maxBlocksPerHost" if limit == config.block_cap else "the CNI config's ipam.max_blocks_per_node"
+    if limit == config.max_blocks_per_host:
+        source = "maxBlocksPerHost"
+    elif limit == node_cap:
+        source = "the CNI config's ipam.max_blocks_per_node"
+    else:
+        source = "Calico's default when no limit is set"
     return f"the limit is {limit} ({source})"
 
 

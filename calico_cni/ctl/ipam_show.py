@@ -29,7 +29,7 @@ def emit_config(config: IpamConfig, output: str) -> None:
     rows = [
         ["StrictAffinity", yes_no(config.strict_affinity)],
         ["AutoAllocateBlocks", yes_no(config.auto_allocate_blocks)],
-        ["MaxBlocksPerHost", f"{config.max_blocks_per_host}" + (" (unlimited)" if not config.max_blocks_per_host else "")],
+        ["MaxBlocksPerHost", f"{config.max_blocks_per_host}" + (" (Calico's default: 20)" if not config.max_blocks_per_host else "")],
         ["IPCooldownSeconds", config.ip_cooldown_seconds],
     ]
     emit(output, config_doc(config), ["property", "value"], rows)

@@ -17,5 +17,5 @@ def ipam_settings(strict_affinity: bool, auto_allocate_blocks: bool, max_blocks_
         )
     if max_blocks_per_host > 0 and not strict_affinity:
         raise CtlError(
-            f"max-blocks-per-host {max_blocks_per_host} needs strict affinity: set --strictaffinity=true, or --max-blocks-per-host=0 for no limit"
+            f"max-blocks-per-host {max_blocks_per_host} needs strict affinity: set --strictaffinity=true, or --max-blocks-per-host=0 for Calico's default of 20"
         )

@@ -262,6 +262,9 @@ class IpamConfig:
     revision: int = 0
 
     KNOWN = ("strict_affinity", "auto_allocate_blocks", "maxBlocksPerHost", "ipCooldownSeconds")
+    # Calico's limit when neither the request nor maxBlocksPerHost sets one ("a reasonable limit to
+    # act as a safeguard against runaway block allocation").
+    DEFAULT_BLOCK_LIMIT = 20
 
     @property
     def key(self) -> str:
@@ -270,9 +273,10 @@ class IpamConfig:
 
     @property
     def block_cap(self) -> int:
-        """The most blocks one node may hold (per family); 0 means no limit, as in Calico (a
-        node-local cap is the CNI config's `ipam.max_blocks_per_node`, see `allocator.block_limit`)."""
-        return max(self.max_blocks_per_host, 0)
+        """The most blocks one node may hold per family when a request sets no limit of its own:
+        `maxBlocksPerHost`, else Calico's safeguard of 20 (libcalico-go ipam.go autoAssign). See
+        `allocator.block_limit` for the merge with the CNI config's `ipam.max_blocks_per_node`."""
+        return self.max_blocks_per_host if self.max_blocks_per_host > 0 else self.DEFAULT_BLOCK_LIMIT
 
     @classmethod
     def from_json(cls, value: bytes, revision: int = 0) -> "IpamConfig":

@@ -260,17 +260,22 @@ def test_old_affinity_is_the_nodes_own_block(store, ipam_conf, value):
 
 
 # ------------------------------------------------------------------------------------------------
-# Item 8: no block cap unless one is configured
+# Item 8: the block limit (Calico's 20 when none is set; the CNI config's per-request limit)
 
 
-def test_no_cap_when_max_blocks_per_host_is_unset(store, ipam_conf):
-    # /32 blocks: one address each. Calico (maxBlocksPerHost absent) lets a node hold them all.
-    calico_pool(store, "p", "198.18.30.0/27", 32)
+def test_calicos_limit_of_20_blocks_when_none_is_set(store, ipam_conf):
+    """libcalico-go ipam.go autoAssign (v3.22 to v3.32): with no per-request limit and no
+    maxBlocksPerHost, a node may hold 20 blocks per family, and at that limit it neither claims nor
+    borrows. The CNI config's ipam.max_blocks_per_node is the per-request limit: it may raise the
+    limit above 20 when the cluster sets none, as a request's MaxBlocksPerHost does in Calico."""
+    calico_pool(store, "p", "198.18.30.0/26", 32)
     calico_config(store, auto_allocate_blocks=True)
-    for i in range(25):
+    for i in range(20):
         auto(store, f"c{i}")
-    ok(add(ipam_conf(), "c25"))
-    assert len(store.affinities(NODE, 4)) == 26
+    refused = failed(add(ipam_conf(), "c20"), IPAM_EXHAUSTED)
+    assert "the limit is 20 (Calico's default when no limit is set)" in refused["details"]
+    ok(add(ipam_conf(max_blocks_per_node=22), "c20"))
+    assert len(store.affinities(NODE, 4)) == 21
 
 
 def test_max_blocks_per_host_still_limits_and_the_node_does_not_borrow(store):

@@ -40,10 +40,8 @@ def status_ok(store, node: str = "node1") -> bool:
 
 
 def test_at_the_block_cap_status_and_allocation_both_refuse_to_borrow(store):
-    # /32 blocks: one address each, so 20 allocations fill an explicit cap of 20 blocks (issue 15:
-    # there is no implicit cap any more; without one, node1 borrows node2's free address as Calico does).
+    # /32 blocks: one address each, so 20 allocations fill Calico's default limit of 20 blocks.
     create_pool(store, "p1", "198.18.40.0/27", block_size=32)
-    set_config(store, max_blocks_per_host=20)
     assign(store, att("other", node="node2"))
     allocator.release(store, "net1.other", "eth0")  # node2's block now has a free address
     for i in range(20):

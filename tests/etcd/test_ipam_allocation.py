@@ -276,8 +276,7 @@ def test_auto_allocate_off_borrows_only(store):
 def test_absent_config_means_auto_allocate(store):
     assert store.client.get(keys.IPAM_CONFIG) is None
     config = store.ipam_config()
-    # No block limit, as in Calico (issue 15: the safety cap of 20 is gone).
-    assert (config.strict_affinity, config.auto_allocate_blocks, config.block_cap) == (False, True, 0)
+    assert (config.strict_affinity, config.auto_allocate_blocks, config.block_cap) == (False, True, 20)
 
 
 def test_reservations_are_skipped(store):

@@ -8,6 +8,9 @@ import logging
 
 import pytest
 
+from calico_cni.model.records import IpamConfig
+from calico_ipam.allocator import block_limit
+
 from calico_cni.model.records import MANUAL, TUNNEL, WORKLOAD, CorruptRecord, IPPool
 from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol.errors import IPAM_EXHAUSTED
@@ -348,3 +351,19 @@ def test_named_pools_override_the_namespace_selector():
 def test_namespace_selector_is_kept_when_the_pool_is_rewritten():
     p = v331_pool("team-a", "198.18.0.0/24", "team == 'a'")
     assert json.loads(p.to_json())["spec"]["namespaceSelector"] == "team == 'a'"
+
+
+@pytest.mark.parametrize(
+    "cluster, request_limit, limit",
+    [
+        (0, 0, 20),  # neither set: Calico's safeguard
+        (5, 0, 5),  # the cluster's when the request sets none
+        (0, 30, 30),  # the request's when the cluster sets none (it may exceed 20, as in Calico)
+        (5, 3, 3),  # the request's when it is more restrictive
+        (5, 8, 5),  # the cluster's when it is more restrictive
+    ],
+)
+def test_block_limit_merges_as_calicos_auto_assign(cluster, request_limit, limit):
+    """libcalico-go ipam.go autoAssign (v3.30): per-request MaxBlocksPerHost merged with the
+    cluster's maxBlocksPerHost, 20 when neither is set."""
+    assert block_limit(IpamConfig(max_blocks_per_host=cluster), request_limit) == limit

@@ -418,7 +418,7 @@ def test_ipam_config_defaults_when_the_key_is_absent():
     assert c.strict_affinity is False
     assert c.auto_allocate_blocks is True
     assert c.max_blocks_per_host == 0
-    assert c.block_cap == 0  # no limit, as in Calico (issue 15: the safety cap of 20 is gone)
+    assert c.block_cap == 20  # Calico's safeguard when maxBlocksPerHost is not set
     assert c.ip_cooldown_seconds == 0
     assert c.key == "/calico/ipam/v2/config"
 
@@ -428,7 +428,7 @@ def test_ipam_config_present_key_with_booleans_omitted_means_false():
     assert c.strict_affinity is False
     assert c.auto_allocate_blocks is False
     assert c.max_blocks_per_host == 0
-    assert c.block_cap == 0  # no limit, as in Calico (issue 15: the safety cap of 20 is gone)
+    assert c.block_cap == 20  # Calico's safeguard when maxBlocksPerHost is not set
     assert c.ip_cooldown_seconds == 0
     c = IpamConfig.from_json(b'{"maxBlocksPerHost": 0}')
     assert c.auto_allocate_blocks is False and c.strict_affinity is False
@@ -438,7 +438,7 @@ def test_ipam_config_values():
     c = IpamConfig.from_json(b'{"strict_affinity": true, "auto_allocate_blocks": true, "maxBlocksPerHost": 5, "ipCooldownSeconds": 45}')
     assert (c.strict_affinity, c.auto_allocate_blocks, c.max_blocks_per_host, c.block_cap, c.ip_cooldown_seconds) == (True, True, 5, 5, 45)
     c = IpamConfig.from_json(b'{"maxBlocksPerHost": null, "ipCooldownSeconds": null}')
-    assert c.max_blocks_per_host == 0 and c.block_cap == 0 and c.ip_cooldown_seconds == 0
+    assert c.max_blocks_per_host == 0 and c.block_cap == 20 and c.ip_cooldown_seconds == 0
 
 
 def test_ipam_config_absent_defaults_survive_a_write():
