@@ -355,22 +355,21 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
             raise AddressConflict(f"Attempt to assign from block {cidr} with no affinity", f"{address}: strict affinity is on and the block has no affinity")
         raise AddressConflict("Block host affinity does not match", f"{address}: strict affinity is on and block {cidr} has affinity {block.affinity}, not host:{att.node}")
     ordinal = block.ordinal(address)
-    attr = block.attribute(ordinal)
-    if attr is not None:
-        if attr.get("handle_id") == att.handle_id and (attr.get("secondary") or {}).get("ifname") in (None, att.ifname):
-            return Assigned(address, cidr, ordinal, block.seq_for_alloc.get(str(ordinal)))
+    state = blk.state(block, ordinal)
+    if state == blk.RELEASED:
         until = blk.cooling_until(block, ordinal, view.config.ip_cooldown_seconds)
         if until is not None and until > time.time():
             raise AddressConflict(
                 f"Address {address} was released recently and is cooling down",
                 f"it becomes free in {until - time.time():.0f}s (ipCooldownSeconds {view.config.ip_cooldown_seconds})",
             )
-        if until is None:
-            raise AddressConflict(
-                "Address already assigned in block",
-                f"{address} in block {cidr} is held by handle {attr.get('handle_id')} ({attr.get('secondary') or {}})",
-            )
         blk.cleanup(block, view.config.ip_cooldown_seconds, time.time())
+    elif state != blk.FREE:
+        attr = block.attribute(ordinal) or {}
+        if state == blk.HELD and blk.handle_of(attr) == att.handle_id and (attr.get("secondary") or {}).get("ifname") in (None, att.ifname):
+            return Assigned(address, cidr, ordinal, block.seq_for_alloc.get(str(ordinal)))
+        holder = f"handle {blk.handle_of(attr)} ({attr.get('secondary') or {}})" if state == blk.HELD else f"an allocation with {state} ({attr})"
+        raise AddressConflict("Address already assigned in block", f"{address} in block {cidr} is held by {holder}")
     blk.assign_ordinals(block, [ordinal], att.handle_id, att.secondary())
     extra = []
     if affinity is not None and block.affine_node == att.node and affinity.state != CONFIRMED:
@@ -433,12 +432,15 @@ def _release_in_block(
     store: Datastore, handle: Handle, cidr: str, block: Block | None, ordinals: list[int], cooldown: int, expected=None
 ) -> list[Assigned]:
     """Release ordinals of one block (None: the block is gone) and fix the handle's count for it,
-    in one commit. An empty block with no affinity is deleted."""
+    in one commit. Only ordinals this handle holds are released (as Calico's release compares the
+    handle): an ordinal now held by another handle, or by an allocation without one, is left
+    alone even if its sequence number matches. An empty block with no affinity is deleted."""
     released: list[int] = []
     puts, deletes = [], []
     remaining = 0
     if block is not None:
-        released = blk.release(block, ordinals, expected)
+        mine = [o for o in ordinals if blk.handle_of(block.attribute(o)) == handle.handle_id]
+        released = blk.release(block, mine, expected)
         blk.cleanup(block, cooldown, time.time())
         remaining = len(blk.ordinals_of(block, handle.handle_id))
         if blk.is_empty(block) and block.affinity is None:

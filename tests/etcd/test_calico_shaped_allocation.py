@@ -325,3 +325,35 @@ def test_cni_config_key_max_blocks_per_node(value, expected):
 def test_cni_config_key_max_blocks_per_node_refuses_what_is_not_a_count(value):
     with pytest.raises(ConfigError, match="ipam.max_blocks_per_node"):
         ipam_settings({"ipam": {"type": "calico-ipam", "max_blocks_per_node": value}})
+
+
+# ------------------------------------------------------------------------------------------------
+# Releases compare the handle; a specific address on an entry we cannot classify is a conflict
+
+
+def test_a_release_under_another_handle_frees_nothing_even_with_the_right_sequence_number(store):
+    """Calico's release compares the handle (v3.30 ipam_block.go release): the sequence number
+    alone must not free another pod's address (old Calico data may have none to compare)."""
+    calico_pool(store, "p", "198.18.50.0/26", 26)
+    calico_block(store, "198.18.50.0/26", f"host:{NODE}", {0: "aaa", 1: "bbb"})
+    block = store.block("198.18.50.0/26")
+    seq = block.seq_for_alloc["0"]
+    released = allocator.release_exact(store, "k8s-pod-network.bbb", [allocator.Assigned(block.address(0), block.cidr, 0, seq)])
+    assert released == []
+    after = store.block("198.18.50.0/26")
+    assert after.attribute(0)["handle_id"] == "k8s-pod-network.aaa" and after.attribute(1)["handle_id"] == "k8s-pod-network.bbb"
+
+
+def test_a_specific_address_on_a_dangling_entry_is_a_conflict_not_a_crash(store, ipam_conf):
+    """An allocation pointing past the attributes list (no owner known) stays allocated: asking for
+    it is Calico's 'Address already assigned in block' with the CNI conflict code."""
+    calico_pool(store, "p", "198.18.51.0/26", 26)
+    calico_block(store, "198.18.51.0/26", f"host:{NODE}", {0: "aaa"})
+    doc = raw(store, keys.block("198.18.51.0/26"))
+    doc["allocations"][5] = 7  # no attribute entry 7
+    doc["unallocated"].remove(5)
+    put(store, keys.block("198.18.51.0/26"), doc)
+    with pytest.raises(AddressConflict, match="Address already assigned in block"):
+        specific(store, "c1", "198.18.51.5")
+    refused = failed(add(ipam_conf(), "c1", CNI_ARGS="IP=198.18.51.5"), IPAM_CONFLICT)
+    assert "dangling" in refused["details"]
