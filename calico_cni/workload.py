@@ -4,7 +4,7 @@
   owner (a name is a hash that can collide; the alias says exactly which attachment a link is);
 - the WorkloadEndpoint's namespace, name and JSON, as Calico writes them (docs/calico-plugin.md);
 - the names Calico's validator refuses (`refused_name`), and the profiles an endpoint names with the
-  content Calico gives them when it creates them (`profile_docs`).
+  content Calico gives them when it creates them (`profile_specs`).
 """
 
 from __future__ import annotations

@@ -118,11 +118,13 @@ def reconcile(
     namespace (a `Netns`) whose `cali*` links to delete, or None; `journal`: drop the held-state
     files of dead attachments. `grace_seconds` > 0 leaves alone anything younger: a reconciliation
     without the runtime's word that no ADD is in flight (`calicoctl ipam gc`) must not take an
-    address from a pod that is still starting.
+    address from a pod that is still starting. `DatastoreNotReady` while the datastore is locked
+    for a migration (nothing is changed then).
     """
     live = live if isinstance(live, Live) else Live.of(live)
     report = GcReport()
     now = time.time()
+    store.present([], ready_check=True)  # a datastore locked for a migration is left alone
     snapshot = store.ipam_snapshot()
     live_handles = live.handle_ids(network)
     young_attachments: set[tuple[str, str | None]] = set()

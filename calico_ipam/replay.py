@@ -34,7 +34,12 @@ def replay(store: Datastore, journal: Journal) -> int:
     record (a DEL may have found etcd down under another URL): a replay on the wrong cluster would
     need the same block, ordinal and nanosecond sequence number to free anything."""
     done = 0
-    for path in journal.pending():
+    pending = journal.pending()
+    if pending:
+        # Nothing is finished while the datastore is locked for a migration (it raises, as an
+        # unreachable etcd does, and the entries wait for the unlock).
+        store.present([], ready_check=True)
+    for path in pending:
         doc = read_entry(path)
         if doc is None:
             continue

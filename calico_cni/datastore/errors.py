@@ -23,7 +23,9 @@ class DatastoreNotReady(DatastoreUnavailable):
     migration, `calicoctl datastore migrate lock`). Like an unreachable etcd it means "not now":
     ADD fails with try-again-later and DEL journals its release for after the unlock."""
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: object | None = None) -> None:
+        # What the read that found the lock also read (a DEL's endpoint), for the journal entry.
+        self.endpoint = endpoint
         DatastoreError.__init__(
             self,
             "Calico is currently not ready to process requests",

@@ -304,14 +304,20 @@ class Datastore:
         return {keys.parse_block(kv.key) for kv in self.client.get_prefix(keys.blocks(family), keys_only=True)}
 
     def workload_endpoint(self, namespace: str, name: str, ready_check: bool = False) -> WorkloadEndpoint | None:
-        """One workload endpoint, or None. With `ready_check`, `DatastoreNotReady` when Calico's
-        ClusterInformation (read in the same round trip) says the datastore is locked."""
+        """One workload endpoint, or None. With `ready_check`, `DatastoreNotReady` (carrying the
+        endpoint read) when Calico's ClusterInformation, read in the same round trip, says the
+        datastore is locked."""
         if not ready_check:
             kv = self.client.get(keys.workload_endpoint(namespace, name))
             return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
         (found, cluster), _ = self.client.read([Range(keys.workload_endpoint(namespace, name)), Range(keys.CLUSTER_INFORMATION)])
-        _check_ready(cluster)
-        return WorkloadEndpoint.from_kv(found[0].key, found[0].value, found[0].mod_revision) if found else None
+        endpoint = WorkloadEndpoint.from_kv(found[0].key, found[0].value, found[0].mod_revision) if found else None
+        try:
+            _check_ready(cluster)
+        except DatastoreNotReady as exc:
+            exc.endpoint = endpoint  # a DEL journals it, to delete it after the unlock
+            raise
+        return endpoint
 
     def present(self, wanted: Sequence[str], ready_check: bool = False) -> set[str]:
         """Which of the keys `wanted` exist, in one round trip. With `ready_check`,

@@ -288,8 +288,13 @@ def delete(request: CniRequest, services: Services) -> None:
             deleted = _delete_endpoint(store, ident, mine)
             released = ipam.delete()
         except DatastoreUnavailable as err:
-            # The dataplane is gone already; the datastore part is finished later (journal).
-            path = defer_release(journal, request, conf.etcd.endpoints)
+            # The dataplane is gone already; the datastore part is finished later (journal). A
+            # locked datastore answered: the endpoint it read is recorded, so the replay after the
+            # unlock deletes exactly it (by uid), even when this attachment has no held file.
+            found = getattr(err, "endpoint", None)
+            ours = found if found is not None and ident.owns_endpoint(found) else None
+            endpoint = {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": (ours.doc.get("metadata") or {}).get("uid")} if ours else None
+            path = defer_release(journal, request, conf.etcd.endpoints, endpoint)
             log.warning("etcd unreachable (%s): removed %s; release recorded in %s", err.msg, ", ".join(removed) or "no interface", path)
             if conf.ipam_type != CALICO_IPAM and not ipam.deleted:
                 ipam.delete()  # another IPAM plugin keeps its own state: it needs no etcd of ours

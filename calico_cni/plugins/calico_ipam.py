@@ -115,11 +115,12 @@ def release_addresses(request: CniRequest, store: Datastore, memory: BlockMemory
     return released
 
 
-def defer_release(journal: Journal, request: CniRequest, endpoints: Sequence[str]) -> str:
-    """etcd is unreachable during a DEL: record the attachment's release (with what its ADD
-    recorded it holds) in the journal, for a later invocation to finish; returns the entry's path."""
+def defer_release(journal: Journal, request: CniRequest, endpoints: Sequence[str], endpoint: dict | None = None) -> str:
+    """etcd is unreachable (or the datastore locked) during a DEL: record the attachment's release
+    (with what its ADD recorded it holds, else `endpoint`: namespace, name and uid of the endpoint
+    to delete) in the journal, for a later invocation to finish; returns the entry's path."""
     held = journal.held(request.network, request.container_id, request.ifname)
-    return journal.add_pending(request.network, request.container_id, request.ifname, handle_id(request), endpoints, held)
+    return journal.add_pending(request.network, request.container_id, request.ifname, handle_id(request), endpoints, held, endpoint)
 
 
 def ipam_result(assigned: list[Assigned]) -> dict:

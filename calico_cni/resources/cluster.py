@@ -50,7 +50,8 @@ def _new(kind_name: str, name: str, spec: dict) -> Resource:
 def _cluster_information(current: Resource | None, cluster_type: str) -> Resource | None:
     """The ClusterInformation with what initialisation guarantees, or None when it has it all."""
     if current is None:
-        return _new("ClusterInformation", CLUSTER_INFORMATION, {"clusterGUID": uuid.uuid4().hex, "clusterType": cluster_type, "datastoreReady": True})
+        spec = {"clusterGUID": uuid.uuid4().hex, **({"clusterType": cluster_type} if cluster_type else {}), "datastoreReady": True}
+        return _new("ClusterInformation", CLUSTER_INFORMATION, spec)
     spec = dict(current.doc.get("spec") or {})
     changed = False
     if not spec.get("clusterGUID"):
@@ -68,7 +69,8 @@ def _cluster_information(current: Resource | None, cluster_type: str) -> Resourc
 
 def initialise(store: Datastore, cluster_type: str = "bgp") -> Resource:
     """Write the ClusterInformation `default` and Calico's tiers where they are missing (never
-    changing a tier that exists, never setting calicoVersion). Returns the ClusterInformation."""
+    changing a tier that exists, never setting calicoVersion); the types of `cluster_type`
+    (comma-separated; empty: none) are added to the record's. Returns the ClusterInformation."""
     tier_kind = _kind("Tier")
 
     def step(attempt: int) -> Resource:
@@ -86,9 +88,10 @@ def initialise(store: Datastore, cluster_type: str = "bgp") -> Resource:
 
 
 def set_ready(store: Datastore, ready: bool) -> bool:
-    """Set ClusterInformation `default`'s datastoreReady (initialising it first when it is missing);
-    False when it already had that value."""
-    initialise(store)
+    """Set ClusterInformation `default`'s datastoreReady (initialising it first when it is missing,
+    with no cluster type, as Calico's lock and unlock initialise it); False when it already had
+    that value."""
+    initialise(store, "")
 
     def step(attempt: int) -> bool:
         info = stored.get(store, Ref(_kind("ClusterInformation"), CLUSTER_INFORMATION))
