@@ -384,11 +384,19 @@ POLICY_TYPES = ("", "k8s")
 
 def policy_type(config: Mapping[str, Any]) -> str:
     """`policy.type`, as Calico's plugin reads it: absent or "" (endpoints name the network's
-    profile, created when missing) or "k8s" (a pod's endpoint names `kns.<namespace>`)."""
+    profile, created when missing) or "k8s" (a pod's endpoint names `kns.<namespace>`). Another
+    string is returned as it is: only ADD refuses it (`check_policy_type`), so a DEL of a network
+    whose config Calico accepted still works."""
     policy = config.get("policy") or {}
     if not isinstance(policy, dict):
         raise ConfigError("policy must be an object", f"got {policy!r}"[:120])
     value = policy.get("type", "")
+    if not isinstance(value, str):
+        raise ConfigError("policy.type must be a string: \"k8s\" or absent", f"got {value!r}"[:120])
+    return value
+
+
+def check_policy_type(value: str) -> None:
+    """ConfigError unless `value` is a policy type this plugin acts on ("" or "k8s")."""
     if value not in POLICY_TYPES:
         raise ConfigError("policy.type must be \"k8s\" or absent", f"got {value!r}"[:120])
-    return value

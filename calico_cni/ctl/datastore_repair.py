@@ -39,6 +39,7 @@ def repair_profiles(dry_run: bool) -> None:
     for entry in done.raced:
         click.echo(f"Profile {entry.name} was created meanwhile by another writer; left as it is.")
     for entry in done.unknown:
-        click.echo(f"Not creating profile {entry.name} (named by {_named_by(entry)}): neither the network that wrote the endpoint nor kns.<namespace>, so its content is unknown.")
+        why = entry.refused or "neither the network that wrote the endpoint nor kns.<namespace>, so its content is unknown"
+        click.echo(f"Not creating profile {entry.name} (named by {_named_by(entry)}): {why}.")
     if not (done.created or done.raced or done.unknown):
         click.echo("Every profile the workload endpoints name exists.")

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import uuid
 
-from calico_cni.config import CalicoSettings, calico_settings, node_name
+from calico_cni.config import CalicoSettings, calico_settings, check_policy_type, node_name
 from calico_cni.dataplane import wiring
 from calico_cni.dataplane.errors import NamespaceError
 from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
@@ -164,6 +164,7 @@ def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
 def add(request: CniRequest, services: Services) -> dict:
     """ADD: addresses from IPAM, the workload wired, its endpoint written; the CNI result."""
     conf = settings(request)
+    check_policy_type(conf.policy_type)
     ident = _identity(request, conf)
     refused = ident.refused_name()
     if refused:

@@ -20,7 +20,7 @@ from calico_cni.datastore.store import Datastore
 from calico_cni.model import keys, kinds
 from calico_cni.model.records import NETWORK_ANNOTATION, CorruptRecord, WorkloadEndpoint
 from calico_cni.model.resource import Resource, prefix
-from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, namespace_profile, network_profile
+from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, namespace_profile, network_profile, valid_name
 
 from calico_cni.resources.verbs import now
 
@@ -33,6 +33,8 @@ class Missing:
     name: str
     spec: dict | None
     endpoints: list[str] = field(default_factory=list)
+    # Why it is not created when its content is known (a name Calico's validator refuses).
+    refused: str = ""
 
 
 @dataclass
@@ -49,6 +51,17 @@ def _kind():
     kind = kinds.by_kind("Profile")
     assert kind is not None
     return kind
+
+
+def _refused(name: str, network: str | None) -> str:
+    """Why Calico's validator would refuse the profile `name` (empty: it would not): its name must
+    be a lower-case DNS-1123 name, and a network profile's label key (the network's name) at most
+    63 characters."""
+    if not valid_name(name):
+        return f"its name {name!r} is not a lower-case DNS-1123 name, which Calico's validator requires"
+    if name == network and len(name) > 63:
+        return f"its label key {name!r} is longer than 63 characters, which Calico's validator refuses"
+    return ""
 
 
 def missing(store: Datastore) -> list[Missing]:
@@ -76,7 +89,10 @@ def missing(store: Datastore) -> list[Missing]:
                 spec = namespace_profile(name[len(NAMESPACE_PROFILE_PREFIX) :])
             elif name == network:
                 spec = network_profile(network, kubernetes)
-            entry = found.setdefault(name, Missing(name, spec))
+            refused = _refused(name, network) if spec is not None else ""
+            if refused:
+                spec = None
+            entry = found.setdefault(name, Missing(name, spec, refused=refused))
             if spec is not None and (entry.spec is None or not kubernetes):
                 entry.spec = spec
             entry.endpoints.append(f"{endpoint.namespace}/{endpoint.name}")

@@ -83,3 +83,17 @@ def test_a_network_named_by_plain_cni_and_pods_gets_the_plain_cni_profile(store,
     old_endpoint(store, Identity("net1", "c2", "eth0", "node1"), ["net1"])
     assert ctl("datastore", "repair", "profiles").rc == 0
     assert profile(store, "net1")[0]["spec"]["ingress"] == [{"action": "Allow", "source": {"selector": "has(net1)"}, "destination": {}}]
+
+
+def test_repair_does_not_create_a_profile_calicos_validator_refuses(store, ctl):  # noqa: F811
+    """A network named `My_Net` (written before ADD refused such names) would get a profile whose
+    name Calico refuses, and a network name over 63 characters a label key it refuses: listed with
+    the reason, not created."""
+    long_net = "n" * 64
+    old_endpoint(store, Identity("My_Net", "c1", "eth0", "node1"), ["My_Net"], network="My_Net")
+    old_endpoint(store, Identity(long_net, "c2", "eth0", "node1"), [long_net], network=long_net)
+    r = ctl("datastore", "repair", "profiles")
+    assert r.rc == 0, r.stderr
+    assert "Not creating profile My_Net" in r.stdout and "not a lower-case DNS-1123 name" in r.stdout
+    assert f"Not creating profile {long_net}" in r.stdout and "longer than 63 characters" in r.stdout
+    assert profile(store, "My_Net") == (None, 0) and profile(store, long_net) == (None, 0)

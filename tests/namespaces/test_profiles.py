@@ -117,6 +117,20 @@ def test_names_calico_refuses(store, pools, node, pod, calico_conf, container_id
     assert held_addresses(store) == {} and store.workload_endpoints() == []
     assert store.client.get(PROFILES + "net1") is None
     assert pod_links(p) == []
+    # Refused before IPAM (not allocated, then rolled back): no block or affinity was ever claimed.
+    assert store.client.get_prefix("/calico/ipam/v2/", keys_only=True) == []
+
+
+def test_an_unknown_policy_type_fails_add_but_not_del(store, pools, node, pod, calico_conf):
+    """A policy type Calico's config accepts but this plugin does not act on is refused by ADD
+    (error 7); a DEL of that network still cleans up."""
+    p = pod()
+    ok(run_calico(node, "ADD", calico_conf(), pod_env(p)))
+    other = calico_conf(policy={"type": "calico"})
+    refused = run_calico(node, "ADD", other, pod_env(pod()))
+    assert refused.rc != 0 and refused.out["code"] == 7 and "policy.type" in refused.out["msg"], refused.out
+    ok(run_calico(node, "DEL", other, pod_env(p)))
+    assert store.workload_endpoints() == [] and held_addresses(store) == {}
 
 
 def test_del_still_removes_an_endpoint_written_with_a_refused_name(store, pools, node, pod, calico_conf):

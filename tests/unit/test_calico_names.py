@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from calico_cni.config import ConfigError, calico_settings
+from calico_cni.config import check_policy_type, ConfigError, calico_settings
 from calico_cni.workload import Identity, ProfileRecord, network_profile
 
 
@@ -45,9 +45,16 @@ def test_policy_type_setting():
     base = {"name": "net1", "type": "calico", "ipam": {"type": "calico-ipam"}, "etcd_endpoints": "http://127.0.0.1:2379"}
     assert calico_settings(base, {}, resolve_node=False).policy_type == ""
     assert calico_settings({**base, "policy": {"type": "k8s"}}, {}, resolve_node=False).policy_type == "k8s"
-    for bad in ({"type": "calico"}, {"type": 1}, "k8s"):
+    for bad in ({"type": 1}, "k8s"):
         with pytest.raises(ConfigError, match="policy"):
             calico_settings({**base, "policy": bad}, {}, resolve_node=False)
+    # A string Calico accepts but this plugin does not act on: parsed (a DEL must still work),
+    # refused by ADD's check.
+    other = calico_settings({**base, "policy": {"type": "calico"}}, {}, resolve_node=False)
+    assert other.policy_type == "calico"
+    with pytest.raises(ConfigError, match='policy.type must be "k8s" or absent'):
+        check_policy_type(other.policy_type)
+    check_policy_type("") or check_policy_type("k8s")
 
 
 @pytest.mark.parametrize(
