@@ -246,8 +246,9 @@ def may_claim(config: IpamConfig, held_blocks: int, node_cap: int = 0) -> bool:
 
 def may_borrow(config: IpamConfig, held_blocks: int, node_cap: int = 0) -> bool:
     """Whether a node may take an address from another node's block: never with strict affinity,
-    and never once it is at its block limit (the allocation fails there, as Calico's does)."""
-    return not config.strict_affinity and not (config.auto_allocate_blocks and _at_limit(config, held_blocks, node_cap))
+    and never once it is at its block limit, whether or not it may claim blocks (Calico's
+    autoAssign returns its block-limit error before it looks at other nodes' blocks)."""
+    return not config.strict_affinity and not _at_limit(config, held_blocks, node_cap)
 
 
 def _limit_text(config: IpamConfig, node_cap: int) -> str:
@@ -290,15 +291,19 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
     # 2. A new block, within the node's limit (if any).
     config = view.config
     node_cap = req.max_blocks_per_node
-    held_blocks = len(view.affinities.get(family, []))
-    if config.auto_allocate_blocks:
-        if not may_claim(config, held_blocks, node_cap):
-            raise AddressesExhausted(
-                "cannot allocate new block due to per host block limit",
-                f"node {att.node} holds {held_blocks} IPv{family} blocks, {_limit_text(config, node_cap)}, and they are full; "
-                f"pools {_pool_list(pools)}. Raise the limit (calicoctl ipam configure --max-blocks-per-host, "
-                "or the CNI config's ipam.max_blocks_per_node), or free addresses",
-            )
+    # Calico counts the node's blocks in the pools this request may use (autoAssign's affine
+    # blocks, filtered by pool), not every block it holds.
+    held_blocks = len(mine)
+    # At the limit Calico's autoAssign fails here, before it looks at auto-allocation or at other
+    # nodes' blocks: a node at its limit neither claims nor borrows.
+    if _at_limit(config, held_blocks, node_cap):
+        raise AddressesExhausted(
+            "cannot allocate new block due to per host block limit",
+            f"node {att.node} holds {held_blocks} IPv{family} blocks, {_limit_text(config, node_cap)}, and they are full; "
+            f"pools {_pool_list(pools)}. Raise the limit (calicoctl ipam configure --max-blocks-per-host, "
+            "or the CNI config's ipam.max_blocks_per_node), or free addresses",
+        )
+    if may_claim(config, held_blocks, node_cap):
         claimed = _claim_block(store, att, pools, view, family)
         if claimed is not None:
             block, affinity = claimed

@@ -27,11 +27,11 @@ def has_room(store: Datastore, view: IpamView, pools: Sequence[IPPool], family: 
     the node's own blocks of these pools; else, when the node may claim a block, one it could
     claim; else, when it may borrow, a free address in another node's block of these pools.
     `view` is the node's IPAM view (its affinities, the IPAM config, reservations); `node_cap` is
-    the CNI config's `ipam.max_blocks_per_node` (0: none), as the allocator takes it."""
+    the CNI config's `ipam.max_blocks_per_node` (0: none of its own), as the allocator takes it."""
     mine = [a.cidr for a in view.affinities.get(family, []) if pool_of(pools, a.cidr)]
     if any(b.affine_node == node and _has_free(b, view) for b in store.blocks(mine).values()):
         return True
-    config, held = view.config, len(view.affinities.get(family, []))
+    config, held = view.config, len(mine)  # the node's blocks in these pools, as Calico counts them
     if may_claim(config, held, node_cap) and next(claimable_blocks(store.block_cidrs(family), pools, node, view.reservations), None):
         return True
     if may_borrow(config, held, node_cap):

@@ -357,3 +357,31 @@ def test_a_specific_address_on_a_dangling_entry_is_a_conflict_not_a_crash(store,
         specific(store, "c1", "198.18.51.5")
     refused = failed(add(ipam_conf(), "c1", CNI_ARGS="IP=198.18.51.5"), IPAM_CONFLICT)
     assert "dangling" in refused["details"]
+
+
+def test_the_block_limit_counts_the_blocks_of_the_usable_pools_only(store):
+    """autoAssign (v3.30) counts the node's affine blocks filtered by the pools of the request:
+    blocks the node holds in a pool it may not use now do not use up its limit."""
+    calico_pool(store, "a", "198.18.52.0/28", 32)
+    calico_pool(store, "b", "198.18.53.0/28", 32)
+    calico_config(store, strict_affinity=True, auto_allocate_blocks=True, maxBlocksPerHost=2)
+    for i in range(2):
+        allocator.assign(store, att(f"a{i}"), [FamilyRequest(4, ("a",))])
+    got = allocator.assign(store, att("b0"), [FamilyRequest(4, ("b",))])[0]
+    assert got.address in ipaddress.ip_network("198.18.53.0/28")
+    with pytest.raises(AddressesExhausted, match="per host block limit"):
+        allocator.assign(store, att("a2"), [FamilyRequest(4, ("a",))])
+
+
+def test_at_the_block_limit_a_node_does_not_borrow_even_without_auto_allocation(store):
+    """autoAssign returns its block-limit error before it looks at other nodes' blocks, whatever
+    auto_allocate_blocks says."""
+    calico_pool(store, "p", "198.18.54.0/28", 32)
+    auto(store, "other", node="node2")
+    allocator.release(store, "net1.other", "eth0")  # node2's block has a free address
+    calico_config(store, strict_affinity=True, auto_allocate_blocks=True, maxBlocksPerHost=1)
+    auto(store, "c0")
+    calico_config(store, auto_allocate_blocks=False, maxBlocksPerHost=1)
+    with pytest.raises(AddressesExhausted):
+        auto(store, "c1")
+    assert [b.affine_node for b in store.all_blocks(4) if b.allocations.count(None) < b.size] == [NODE]
