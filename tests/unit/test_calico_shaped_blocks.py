@@ -39,9 +39,9 @@ from hypothesis import strategies as st
 from calico_cni.datastore.etcd import Compare, KeyValue, Range
 from calico_cni.datastore.store import Datastore
 from calico_cni.model import keys
-from calico_cni.model.records import Block, Handle, IPPool, WorkloadEndpoint
+from calico_cni.model.records import Block, Handle, IpamConfig, IPPool, WorkloadEndpoint
 from calico_ipam import allocator, audit, blocks, inventory, reconcile, repair, replay
-from calico_ipam.errors import RepairRefused
+from calico_ipam.errors import AddressConflict, RepairRefused
 
 CIDR = "198.18.0.0/28"
 NODE = "node1"
@@ -499,6 +499,9 @@ def test_journal_replay_of_a_stale_entry_frees_nothing_with_the_new_order():
 # Any sequence of our operations frees only what we released
 
 
+OUR_HANDLES = [f"net1.c{i}" for i in range(6)]
+ANY_HANDLE = [*OUR_HANDLES, "k8s-pod-network.aaa", "k8s-pod-network.bbb"]
+
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("assign"), st.integers(0, 5), st.sampled_from(["eth0", "eth1"])),
@@ -506,27 +509,71 @@ OPS = st.lists(
         st.tuples(st.just("cleanup"), st.sampled_from([0, 30, 600]), st.sampled_from([0.0, 31.0, 3600.0])),
         st.tuples(st.just("gc"), st.frozensets(st.integers(0, 5)), st.just(None)),
         st.tuples(st.just("calico_release"), st.sampled_from(["aaa", "bbb"]), st.just(None)),
+        # allocator.assign of a specific address: (our handle, ifname), any ordinal or the ordinal
+        # of a Calico-written allocation (index into its six)
+        st.tuples(st.just("assign_at"), st.tuples(st.integers(0, 5), st.sampled_from(["eth0", "eth1"])), st.integers(0, 15)),
+        st.tuples(st.just("assign_at_calico"), st.tuples(st.integers(0, 5), st.sampled_from(["eth0", "eth1"])), st.integers(0, 5)),
+        # allocator.release_exact of a Calico-written allocation (index into its six) under a
+        # handle that is not its own, with the allocation's current sequence number
+        st.tuples(st.just("foreign_release_exact"), st.integers(0, 5), st.integers(0, 7)),
+        # allocator.release_exact of any ordinal under any handle (8: the one holding it, if any),
+        # with the current or a stale sequence number
+        st.tuples(st.just("release_exact"), st.integers(0, 15), st.tuples(st.integers(0, 8), st.booleans())),
+        # the same for an allocated ordinal (index into them) under its own handle, if it has one
+        st.tuples(st.just("own_release_exact"), st.integers(0, 15), st.booleans()),
     ),
     max_size=30,
 )
 
 
+def memory_data(store: Datastore) -> tuple[int, dict[str, bytes]]:
+    return store.client.revision, {k: kv.value for k, kv in store.client.data.items()}
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS, calico_at=st.permutations(list(range(16))))
-def test_no_sequence_of_our_operations_frees_an_address_we_did_not_release(ops, calico_at):
+@given(ops=OPS, calico_at=st.permutations(list(range(16))), no_seq=st.sets(st.integers(0, 5)), cooldown=st.sampled_from([0, 3600]))
+def test_no_sequence_of_our_operations_frees_an_address_we_did_not_release(ops, calico_at, no_seq, cooldown):
     """A block mixing Calico-shaped allocations (two pods with handles, nil-handle ones with and
     without attributes in v3.30 and main encodings) with our own; random assigns, releases by
-    handle, cleanups with cooldown, GC runs with a list of valid attachments, and releases by
-    Calico's pods' own DELs. Invariant after every step: every Calico-written allocation not
-    released by its own handle keeps its ordinal, entry and sequence number; each of our
-    allocations not released keeps its address; nothing is ever allocated twice."""
+    handle, cleanups with cooldown, GC runs with a list of valid attachments, releases by Calico's
+    pods' own DELs, `allocator.assign` of a specific address at any ordinal, and
+    `allocator.release_exact` of any ordinal under any handle (in particular a Calico allocation
+    under a handle not its own, with its current sequence number). Some Calico allocations have no
+    `sequenceNumberForAllocation` entry (`no_seq`): blocks written before Calico recorded sequence
+    numbers (the field is absent from v3.20's `model.AllocationBlock`), where a release's expected
+    number None matches. The cluster's `ipCooldownSeconds` is 0 or 3600.
+
+    Invariant after every step: every Calico-written allocation not released by its own handle
+    keeps its ordinal, entry and sequence number; each of our allocations not released keeps its
+    address; nothing is ever allocated twice. A specific address held by a Calico allocation (or by
+    another attachment of ours, or cooling down) is an `AddressConflict` that writes nothing; a
+    free one is assigned; `release_exact` frees an ordinal only under the handle holding it and
+    with its current sequence number."""
     placed = calico_at[:6]
     shapes = [calico_pod("aaa", "web-1"), calico_pod("bbb", "web-2"), NO_HANDLE_V330, BARE_V330, NO_HANDLE_MAIN, BARE_MAIN]
-    block = parse(calico_block_v330(CIDR, list(zip(placed, shapes))))
+    doc = calico_block_v330(CIDR, list(zip(placed, shapes)))
+    for i in no_seq:
+        del doc["sequenceNumberForAllocation"][str(placed[i])]
+    block = parse(doc)
     store = memory_store(block)
-    calico = {o: (copy.deepcopy(a), block.seq_for_alloc[str(o)]) for o, a in zip(placed, shapes)}
+    if cooldown:
+        assert store.commit(puts=[IpamConfig(ip_cooldown_seconds=cooldown)])
+    calico = {o: (copy.deepcopy(a), block.seq_for_alloc.get(str(o))) for o, a in zip(placed, shapes)}
+    assert sum(seq is None for _, seq in calico.values()) == len(no_seq)
     ours: dict[int, tuple[str, str]] = {}  # ordinal -> (handle, ifname) we hold
     clock = time.time()
+
+    def holder(o: int) -> str | None:
+        if o in ours:
+            return ours[o][0]
+        return blocks.handle_of(calico[o][0]) if o in calico else None
+
+    def release_exact(o: int, handle: str, sequence: int | None) -> None:
+        frees = holder(o) == handle and sequence == b.seq_for_alloc.get(str(o))
+        gone = allocator.release_exact(store, handle, [allocator.Assigned(b.address(o), CIDR, o, sequence)])
+        assert [a.ordinal for a in gone] == ([o] if frees else []), (handle, o, sequence)
+        if frees:
+            (ours if o in ours else calico).pop(o)
 
     for op, x, y in ops:
         b = stored_block(store)
@@ -539,6 +586,38 @@ def test_no_sequence_of_our_operations_frees_an_address_we_did_not_release(ops, 
                 assert store.commit(puts=[b, h])
                 assert got[0] not in ours and got[0] not in calico, "an address handed out twice"
                 ours[got[0]] = (handle, y)
+        elif op in ("assign_at", "assign_at_calico"):
+            y = placed[y] if op == "assign_at_calico" else y
+            handle, ifname = OUR_HANDLES[x[0]], x[1]
+            att = allocator.Attachment(handle, NODE, ifname, network="net1")
+            before = memory_data(store)
+            already = [o for o, held_by in ours.items() if held_by == (handle, ifname)]
+            free = blocks.state(b, y) == blocks.FREE or (blocks.state(b, y) == blocks.RELEASED and not cooldown)
+            if already:  # a repeated ADD: what the attachment holds, whatever address it names
+                got = allocator.assign(store, att, [allocator.FamilyRequest(4, address=b.address(y))])
+                assert sorted(a.ordinal for a in got) == sorted(already) and memory_data(store) == before
+            elif y in calico or y in ours or not free:
+                with pytest.raises(AddressConflict):
+                    allocator.assign(store, att, [allocator.FamilyRequest(4, address=b.address(y))])
+                assert memory_data(store) == before, ("a refused assign wrote", y)
+            else:
+                [got] = allocator.assign(store, att, [allocator.FamilyRequest(4, address=b.address(y))])
+                assert got.ordinal == y and got.new
+                ours[y] = (handle, ifname)
+        elif op == "foreign_release_exact":
+            o = placed[x]
+            others = [h for h in ANY_HANDLE if h != holder(o)]
+            release_exact(o, others[y % len(others)], b.seq_for_alloc.get(str(o)))
+        elif op == "release_exact":
+            current = b.seq_for_alloc.get(str(x))
+            stale = 1 if current is None else None
+            release_exact(x, ANY_HANDLE[y[0]] if y[0] < 8 else holder(x) or ANY_HANDLE[0], current if y[1] else stale)
+        elif op == "own_release_exact":
+            targets = sorted([*ours, *calico])
+            if targets:
+                o = targets[x % len(targets)]
+                current = b.seq_for_alloc.get(str(o))
+                release_exact(o, holder(o) or ANY_HANDLE[0], current if y else 1 if current is None else None)
         elif op == "release":
             handle = f"net1.c{x}"
             gone = allocator.release(store, handle, y)
