@@ -71,8 +71,9 @@ def test_policy_type_k8s_gives_the_namespace_profile(store, pools, node, pod, ca
     """cni-plugin/pkg/k8s/k8s.go (v3.30.0): under policy.type k8s a pod names kns.<namespace>;
     kube-controllers (pkg/converter/namespace_converter.go over conversion.NamespaceToProfile,
     v3.30.0) writes it with allow all both ways and labelsToApply pcns.projectcalico.org/name. No
-    kube-controllers runs here, so the plugin creates it; a plain-CNI workload still names the
-    network."""
+    kube-controllers runs here, so the plugin creates it; a plain-CNI workload (no Kubernetes
+    arguments; plugin.go's non-k8s path ignores policy.type) still names the network and gets the
+    network's profile."""
     conf = calico_conf(policy={"type": "k8s"})
     ok(run_calico(node, "ADD", conf, pod_env(pod(), CNI_ARGS=K8S_ARGS)))
     endpoint = store.workload_endpoint("web-apps", "node1-k8s-front--end--1-eth0")
@@ -82,6 +83,13 @@ def test_policy_type_k8s_gives_the_namespace_profile(store, pools, node, pod, ca
     assert doc["spec"] == {"ingress": [ALLOW], "egress": [ALLOW], "labelsToApply": {"pcns.projectcalico.org/name": "web-apps"}}
     assert store.client.get(PROFILES + "net1") is None
     ok(run_calico(node, "ADD", conf, pod_env(pod(), CNI_ARGS=K8S_ARGS.replace("front-end-1", "front-end-2"))))
+    assert stored(store, "kns.web-apps")[1] == revision
+    ok(run_calico(node, "ADD", conf, pod_env(pod(), container_id="ctr-plain")))
+    plain = store.workload_endpoint("default", "node1-cni-ctr--plain-eth0")
+    assert plain.spec["profiles"] == ["net1"]
+    doc, _ = stored(store, "net1")
+    assert_calico_shape(doc, "net1")
+    assert doc["spec"]["labelsToApply"] == {"net1": ""} and doc["spec"]["ingress"][0]["source"] == {"selector": "has(net1)"}
     assert stored(store, "kns.web-apps")[1] == revision
 
 
