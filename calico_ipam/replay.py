@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from calico_cni.datastore.errors import DatastoreUnavailable
+from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal, read_entry
 from calico_cni.model.records import parse_time
@@ -78,12 +79,25 @@ def replay_entry(store: Datastore, doc: dict[str, Any]) -> None:
         assigned = _resolve(store, doc)
     else:
         assigned = [allocator.Assigned(ipaddress.ip_address(a["address"]), a["block"], int(a["ordinal"]), a.get("sequence")) for a in allocations]
+    if endpoint:
+        _delete_endpoint(store, endpoint)  # first: an endpoint never names an address that is free
     if assigned:
         allocator.release_exact(store, handle_id, assigned)
-    if endpoint:
+
+
+def _delete_endpoint(store: Datastore, endpoint: dict[str, Any]) -> None:
+    """Delete the recorded endpoint while it still has the recorded uid (a newer sandbox's endpoint
+    of the same name is kept), as a compare-and-swap; an endpoint changed meanwhile is read again.
+    `Conflict` (the entry stays for the next replay) when it keeps changing."""
+
+    def step(attempt: int) -> None:
         ep = store.workload_endpoint(endpoint["namespace"], endpoint["name"])
-        if ep is not None and (ep.doc.get("metadata") or {}).get("uid") == endpoint.get("uid"):
-            store.commit(deletes=[ep])
+        if ep is None or not endpoint.get("uid") or (ep.doc.get("metadata") or {}).get("uid") != endpoint.get("uid"):
+            return
+        if not store.commit(deletes=[ep]):
+            raise Conflict()
+
+    with_retries(f"deleting endpoint {endpoint['namespace']}/{endpoint['name']}", step)
 
 
 def _container_has_endpoint(store: Datastore, doc: dict[str, Any]) -> bool:

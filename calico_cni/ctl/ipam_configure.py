@@ -13,7 +13,7 @@ from calico_cni.ctl.ipam_show import emit_config
 
 @click.command("configure")
 @click.option("--strictaffinity", "--strict-affinity", "strict", type=click.BOOL, metavar="true|false", help="Never borrow addresses from other nodes' blocks.")
-@click.option("--max-blocks-per-host", "max_blocks", type=click.IntRange(min=0), metavar="N", help="Most blocks a node may claim per IP family (0: Calico's default of 20). Needs strict affinity.")
+@click.option("--max-blocks-per-host", "max_blocks", type=click.IntRange(min=0), metavar="N", help="Most blocks a node may hold per IP family, in the pools an allocation may use (0: Calico's default of 20). Needs strict affinity.")
 @click.option("--auto-allocate-blocks", "auto", type=click.BOOL, metavar="true|false", help="Let nodes claim new blocks when theirs are full.")
 @click.option("--ip-cooldown-seconds", "cooldown", type=click.IntRange(min=0), metavar="N", help="How long a released address rests before it is handed out again.")
 @output_option

@@ -8,9 +8,9 @@ from calico_cni.ctl.errors import CtlError
 
 
 def ipam_settings(strict_affinity: bool, auto_allocate_blocks: bool, max_blocks_per_host: int) -> None:
-    """Strict affinity and auto-allocation may not both be off, as Calico's IPAM configuration
-    requires; a per-host block limit needs strict affinity, since borrowing addresses from other
-    nodes' blocks would get around the limit."""
+    """Strict affinity and auto-allocation may not both be off, and a per-host block limit needs
+    strict affinity: Calico's SetIPAMConfig (libcalico-go ipam.go, v3.30) refuses both, so a
+    configuration written here is one Calico's tools accept."""
     if not strict_affinity and not auto_allocate_blocks:
         raise CtlError(
             "strict affinity and auto-allocate-blocks may not both be off: set --strictaffinity=true or --auto-allocate-blocks=true"

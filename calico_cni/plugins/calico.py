@@ -21,7 +21,7 @@ from calico_cni.dataplane.errors import NamespaceError
 from calico_cni.dataplane.mtu import MTU_FILE, decide as decide_mtu
 from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
-from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
+from calico_cni.datastore.errors import DatastoreError, DatastoreNotReady, DatastoreUnavailable
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal
@@ -292,9 +292,7 @@ def delete(request: CniRequest, services: Services) -> None:
             # The dataplane is gone already; the datastore part is finished later (journal). A
             # locked datastore answered: the endpoint it read is recorded, so the replay after the
             # unlock deletes exactly it (by uid), even when this attachment has no held file.
-            found = getattr(err, "endpoint", None)
-            ours = found if found is not None and ident.owns_endpoint(found) else None
-            endpoint = {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": (ours.doc.get("metadata") or {}).get("uid")} if ours else None
+            endpoint = _endpoint_to_journal(store, ident, err)
             path = defer_release(journal, request, conf.etcd.endpoints, endpoint)
             log.warning("etcd unreachable (%s): removed %s; release recorded in %s", err.msg, ", ".join(removed) or "no interface", path)
             if conf.ipam_type != CALICO_IPAM and not ipam.deleted:
@@ -333,10 +331,29 @@ def gc(request: CniRequest, services: Services) -> None:
     return None
 
 
+def _endpoint_to_journal(store: Datastore, ident: Identity, err: DatastoreUnavailable) -> dict | None:
+    """The endpoint a DEL that found the datastore locked leaves for the replay to delete: this
+    attachment's, by uid (none without a uid: a uid is what tells it from a newer sandbox's). The
+    read that found the lock carries it; when an earlier pending entry found the lock first (the
+    replay before this DEL's own read), it is read now, which a lock allows. None when etcd is down."""
+    if not isinstance(err, DatastoreNotReady):
+        return None
+    found = err.endpoint
+    if found is None:
+        try:
+            found = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+        except DatastoreUnavailable:
+            return None
+    uid = (found.doc.get("metadata") or {}).get("uid") if found is not None and ident.owns_endpoint(found) else None
+    return {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": uid} if uid else None
+
+
 def status(request: CniRequest, services: Services) -> None:
     """STATUS: etcd answers and (with calico-ipam) a usable pool has room; else error 50.
-    A delegated IPAM plugin answers for itself."""
+    A delegated IPAM plugin answers for itself. A configuration ADD would refuse (an unknown
+    policy.type) is refused here too, so a runtime never sees ready where every ADD fails."""
     conf = settings(request)
+    check_policy_type(conf.policy_type)
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf, bounded=False)
         try:

@@ -34,7 +34,9 @@ from calico_cni.model import keys
 from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, FamilyRequest
+from calico_ipam.capacity import has_room
 from calico_ipam.errors import AddressConflict, AddressesExhausted
+from calico_ipam.pools import usable_pools
 from tests.conftest import cni_env, run_plugin
 
 NODE = "node1"
@@ -367,21 +369,15 @@ def test_the_block_limit_counts_the_blocks_of_the_usable_pools_only(store):
     calico_config(store, strict_affinity=True, auto_allocate_blocks=True, maxBlocksPerHost=2)
     for i in range(2):
         allocator.assign(store, att(f"a{i}"), [FamilyRequest(4, ("a",))])
+    assert not _room(store, ("a",)) and _room(store, ("b",))  # STATUS counts as the allocator does
     got = allocator.assign(store, att("b0"), [FamilyRequest(4, ("b",))])[0]
     assert got.address in ipaddress.ip_network("198.18.53.0/28")
     with pytest.raises(AddressesExhausted, match="per host block limit"):
         allocator.assign(store, att("a2"), [FamilyRequest(4, ("a",))])
 
 
-def test_at_the_block_limit_a_node_does_not_borrow_even_without_auto_allocation(store):
-    """autoAssign returns its block-limit error before it looks at other nodes' blocks, whatever
-    auto_allocate_blocks says."""
-    calico_pool(store, "p", "198.18.54.0/28", 32)
-    auto(store, "other", node="node2")
-    allocator.release(store, "net1.other", "eth0")  # node2's block has a free address
-    calico_config(store, strict_affinity=True, auto_allocate_blocks=True, maxBlocksPerHost=1)
-    auto(store, "c0")
-    calico_config(store, auto_allocate_blocks=False, maxBlocksPerHost=1)
-    with pytest.raises(AddressesExhausted):
-        auto(store, "c1")
-    assert [b.affine_node for b in store.all_blocks(4) if b.allocations.count(None) < b.size] == [NODE]
+def _room(store, pool_names) -> bool:
+    """What STATUS decides for an ADD limited to `pool_names` on NODE (capacity.has_room)."""
+    view = store.ipam_view(NODE, [4], None)
+    pools = usable_pools(view.pools, 4, NODE, {}, pool_names)
+    return has_room(store, view, pools, 4, NODE)

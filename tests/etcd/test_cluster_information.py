@@ -170,6 +170,27 @@ def test_a_del_under_the_lock_without_held_file_deletes_its_endpoint_after_the_u
     assert_node_clean(node)
 
 
+def test_several_dels_under_one_lock_each_journal_their_endpoint(store, pools, node, pod, calico_conf, tmp_path):
+    """After the first DEL's entry is pending, a later DEL's replay finds the lock before its own
+    read: its endpoint is read anyway (a lock allows reads), so every entry names its endpoint and
+    the unlock finishes all of them, held files or not."""
+    journal = str(tmp_path / "journal")
+    conf = calico_conf(release_journal_dir=journal)
+    env = {"ETCD_ENDPOINTS": conf["etcd_endpoints"], "CALICO_RELEASE_JOURNAL_DIR": journal}
+    pods = [pod() for _ in range(3)]
+    for p in pods:
+        ok(run_calico(node, "ADD", conf, pod_env(p)))
+    shutil.rmtree(os.path.join(journal, "held"))
+    assert run_exe("datastore", "migrate", "lock", env=env).rc == 0
+    for p in pods:
+        ok(run_calico(node, "DEL", conf, pod_env(p)))
+    entries = [json.load(open(os.path.join(journal, "pending", f))) for f in os.listdir(os.path.join(journal, "pending"))]
+    assert len(entries) == 3 and all(e["endpoint"] and e["endpoint"]["uid"] for e in entries)
+    assert run_exe("datastore", "migrate", "unlock", env=env).rc == 0
+    assert store.workload_endpoints() == [] and store.handles() == []
+    assert_node_clean(node)
+
+
 def test_the_journal_is_not_replayed_while_the_datastore_is_locked(store, pools, node, pod, calico_conf, tmp_path):
     """An entry finished by the replay (endpoint and address) waits while the datastore is locked,
     whatever invocation comes first; calicoctl says so in a warning line."""

@@ -139,6 +139,8 @@ def test_an_unknown_policy_type_fails_add_but_not_del(store, pools, node, pod, c
     assert refused.rc != 0 and refused.out["code"] == 7 and "policy.type" in refused.out["msg"], refused.out
     ok(run_calico(node, "DEL", other, pod_env(p)))
     assert store.workload_endpoints() == [] and held_addresses(store) == {}
+    status = run_calico(node, "STATUS", {**other, "cniVersion": "1.1.0"}, {})
+    assert status.rc != 0 and status.out["code"] == 7, status.out  # not "ready" where every ADD fails
 
 
 def test_del_still_removes_an_endpoint_written_with_a_refused_name(store, pools, node, pod, calico_conf):
