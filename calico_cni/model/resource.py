@@ -25,19 +25,20 @@ DEFAULT_TIER = "default"
 
 
 # The tier of the policies Calico's translators name (Kubernetes network policies, admin network
-# policies, OpenStack security groups).
-_FORMATTED_TIERS = {
+# policies, OpenStack security groups): such names are complete as they are.
+FORMATTED_TIERS = {
     "knp.default.": DEFAULT_TIER,
     "kanp.adminnetworkpolicy.": "adminnetworkpolicy",
     "kbanp.baselineadminnetworkpolicy.": "baselineadminnetworkpolicy",
     "ossg.": DEFAULT_TIER,
 }
+FORMATTED_PREFIXES = tuple(FORMATTED_TIERS)
 
 
 def stored_name(kind: Kind, name: str) -> str:
     """The name a resource is stored under: a policy's tier-prefixed name (a name without a tier
     prefix is in the default tier), any other resource's own name."""
-    if not kind.tiered or "." in name or name.startswith(tuple(_FORMATTED_TIERS)):
+    if not kind.tiered or "." in name or name.startswith(FORMATTED_PREFIXES):
         return name
     return f"{DEFAULT_TIER}.{name}"
 
@@ -45,7 +46,7 @@ def stored_name(kind: Kind, name: str) -> str:
 def tier_of(name: str) -> str:
     """The tier a policy name puts the policy in: a translator's tier, else the part before the
     first dot, else default."""
-    for name_prefix, tier in _FORMATTED_TIERS.items():
+    for name_prefix, tier in FORMATTED_TIERS.items():
         if name.startswith(name_prefix):
             return tier
     return name.split(".", 1)[0] if "." in name else DEFAULT_TIER

@@ -18,16 +18,13 @@ from typing import Any
 from calico_cni.model import checks
 from calico_cni.model.kinds.metadata import LABELS
 from calico_cni.model.kinds.policy_rules import RULES, check_directions, endpoint_selector
+from calico_cni.model.resource import DEFAULT_TIER, FORMATTED_PREFIXES, TIER_LABEL
 from calico_cni.model.schema import Bool, Column, Enum, Float, Invalid, Kind, List, Obj, Str
 
-DEFAULT_TIER = "default"
-TIER_LABEL = "projectcalico.org/tier"
 DEFAULT_TIER_ORDER = 1_000_000.0
 # Tiers whose order Calico fixes (v3.30 names): the default tier and the two Kubernetes admin tiers.
 FIXED_TIER_ORDERS = {DEFAULT_TIER: 1_000_000.0, "adminnetworkpolicy": 1_000.0, "baselineadminnetworkpolicy": 10_000_000.0}
 PERFORMANCE_HINTS = ("AssumeNeededOnEveryNode",)
-# Names Calico's translators give the policies they copy (Kubernetes, OpenStack): complete as they are.
-FORMATTED_PREFIXES = ("knp.default.", "kanp.adminnetworkpolicy.", "kbanp.baselineadminnetworkpolicy.", "ossg.")
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SUBDOMAIN = rf"{_LABEL}(\.{_LABEL})*"
