@@ -531,6 +531,7 @@ RULES = [
     ("np-name-prefix-without-tier", np({}, name="default.allow-web"), np({}, name="security.allow-web"), "metadata.name", "Incorrectly formatted policy name"),
     ("np-name-translated", np({}, name="knp.default.from-k8s.x"), np({}, name="knp.other.from-k8s.x"), "metadata.name", "lower case"),
     ("gnp-name", gnp({"tier": "security"}, name="security.deny-all"), gnp({}, name="a.b.c"), "metadata.name", "lower case"),
+    ("gnp-name-length", gnp({}, name="a" * 63), gnp({}, name="a" * 254), "metadata.name", "too long by 1 bytes"),
     (
         "gnp-name-tier",
         gnp({"tier": "security"}, name="security.deny-all"),

@@ -55,35 +55,22 @@ def go_float(value: Any) -> str:
     return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
-def _too_long(name: str) -> str | None:
-    if len(name) > 253:
-        return f"name is too long by {len(name) - 253} bytes: at most 253 characters"
-    return None
+def _policy_name(pattern: re.Pattern[str]):
+    """A policy name check: at most 253 characters, matching `pattern` (a DNS label, optionally
+    prefixed by `<tier>.`; a NetworkPolicy's also admits the names Calico's Kubernetes and OpenStack
+    translators give, `knp.default.*`, `ossg.default.*`)."""
 
+    def check(name: str) -> str | None:
+        if len(name) > 253:
+            return f"name is too long by {len(name) - 253} bytes: at most 253 characters"
+        if not pattern.match(name):
+            return (
+                f"invalid name {name!r}: name must consist of lower case alphanumeric characters or '-', "
+                "optionally prefixed by the tier and a '.' (e.g. allow-web or security.allow-web)"
+            )
+        return None
 
-def _np_name(name: str) -> str | None:
-    """A NetworkPolicy's name: a DNS label, optionally prefixed by `<tier>.` (or a name Calico's
-    Kubernetes or OpenStack translators give, `knp.default.*`, `ossg.default.*`)."""
-    if _too_long(name):
-        return _too_long(name)
-    if not _NP_NAME.match(name):
-        return (
-            f"invalid name {name!r}: name must consist of lower case alphanumeric characters or '-', "
-            "optionally prefixed by the tier and a '.' (e.g. allow-web or security.allow-web)"
-        )
-    return None
-
-
-def _gnp_name(name: str) -> str | None:
-    """A GlobalNetworkPolicy's name: a DNS label, optionally prefixed by `<tier>.`."""
-    if _too_long(name):
-        return _too_long(name)
-    if not _GNP_NAME.match(name):
-        return (
-            f"invalid name {name!r}: name must consist of lower case alphanumeric characters or '-', "
-            "optionally prefixed by the tier and a '.' (e.g. allow-web or security.allow-web)"
-        )
-    return None
+    return check
 
 
 def tiered_name(name: str, tier: str) -> str | None:
@@ -185,7 +172,7 @@ NETWORK_POLICY = Kind(
     aliases=("networkpolicy", "networkpolicies", "policy", "np", "policies", "pol", "pols"),
     spec=Obj(_POLICY_FIELDS),
     prepare=lambda doc: _prepare_policy(doc, global_policy=False),
-    name_check=_np_name,
+    name_check=_policy_name(_NP_NAME),
     columns=_POLICY_COLUMNS,
     wide=_POLICY_WIDE,
     tiered=True,
@@ -209,7 +196,7 @@ GLOBAL_NETWORK_POLICY = Kind(
         }
     ),
     prepare=lambda doc: _prepare_policy(doc, global_policy=True),
-    name_check=_gnp_name,
+    name_check=_policy_name(_GNP_NAME),
     columns=_POLICY_COLUMNS,
     wide=_POLICY_WIDE,
     tiered=True,
