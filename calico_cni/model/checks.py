@@ -1,5 +1,5 @@
 """Rules that many resource fields share, as Calico's validator states them: names, labels, IP
-addresses and networks, AS numbers, selectors, ports. Each check takes a value and returns the
+addresses and networks, interface names, MAC addresses, selectors. Each check takes a value and returns the
 reason it is refused (a sentence naming the rule and what would be accepted), or None. Kinds use
 them as a schema field's `check` (see `model.schema`). Standard library only."""
 
@@ -87,21 +87,6 @@ def interface_name(text: str) -> str | None:
     """A Linux interface name: at most 15 letters, digits, '_', '.' or '-'."""
     if not _INTERFACE.match(text):
         return f"invalid interface name {text!r}: at most 15 letters, digits, '_', '.' or '-'"
-    return None
-
-
-def as_number(value: int) -> str | None:
-    """A 4-byte BGP AS number: 1 to 4294967295 (Calico also accepts the "a.b" dotted form, which
-    its YAML decoder turns into a number)."""
-    if not 0 < value <= 4294967295:
-        return f"invalid AS number {value}: expected 1 to 4294967295"
-    return None
-
-
-def port(value: int) -> str | None:
-    """A port number, 1 to 65535 (0 is not a port Calico accepts)."""
-    if not 0 < value <= 65535:
-        return f"invalid port {value}: expected 1 to 65535"
     return None
 
 
