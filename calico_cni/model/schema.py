@@ -36,7 +36,8 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """What a JSON value is, for a refusal: "a string", "a number", "null"..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -74,7 +75,7 @@ class Str(Field):
 
     def decode(self, value: Any, path: str) -> Any:
         if not isinstance(value, str):
-            raise Invalid(path, f"expected a string, got {_type_name(value)}")
+            raise Invalid(path, f"expected a string, got {type_name(value)}")
         _run(self.check, value, path)
         return value
 
@@ -91,7 +92,7 @@ class Int(Field):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise Invalid(path, f"expected an integer, got {_type_name(value)}")
+            raise Invalid(path, f"expected an integer, got {type_name(value)}")
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
             if self.high is None:
                 raise Invalid(path, f"{value} is out of range: expected at least {self.low}")
@@ -108,7 +109,7 @@ class Float(Field):
 
     def decode(self, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Invalid(path, f"expected a number, got {_type_name(value)}")
+            raise Invalid(path, f"expected a number, got {type_name(value)}")
         return value
 
 
@@ -118,7 +119,7 @@ class Bool(Field):
 
     def decode(self, value: Any, path: str) -> Any:
         if not isinstance(value, bool):
-            raise Invalid(path, f"expected true or false, got {_type_name(value)}")
+            raise Invalid(path, f"expected true or false, got {type_name(value)}")
         return value
 
 
@@ -148,7 +149,7 @@ class List(Field):
 
     def decode(self, value: Any, path: str) -> Any:
         if not isinstance(value, list):
-            raise Invalid(path, f"expected a list, got {_type_name(value)}")
+            raise Invalid(path, f"expected a list, got {type_name(value)}")
         if self.max_items is not None and len(value) > self.max_items:
             raise Invalid(path, f"{len(value)} entries: at most {self.max_items} are allowed")
         out = [self.item.decode(v, join(path, i)) for i, v in enumerate(value)]
@@ -165,7 +166,7 @@ class Map(Field):
 
     def decode(self, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
-            raise Invalid(path, f"expected an object, got {_type_name(value)}")
+            raise Invalid(path, f"expected an object, got {type_name(value)}")
         out = {}
         for k, v in value.items():
             k = str(k)
@@ -186,7 +187,7 @@ class Obj(Field):
 
     def decode(self, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
-            raise Invalid(path, f"expected an object, got {_type_name(value)}")
+            raise Invalid(path, f"expected an object, got {type_name(value)}")
         out: dict[str, Any] = {}
         for k, v in value.items():
             if k not in self.fields:

@@ -63,6 +63,14 @@ RULES = [
     ("protocol-unknown", ingress({**ALLOW, "protocol": "SCTP"}), ingress({**ALLOW, "protocol": "GRE"}), "spec.ingress[0].protocol", "protocol name invalid"),
     ("protocol-number", ingress({**ALLOW, "protocol": 47}), ingress({**ALLOW, "protocol": 0}), "spec.ingress[0].protocol", "protocol number invalid"),
     ("protocol-number-range", ingress({**ALLOW, "protocol": "255"}), ingress({**ALLOW, "protocol": 256}), "spec.ingress[0].protocol", "expected 1 to 255"),
+    ("protocol-type", ingress({**ALLOW, "protocol": 6}), ingress({**ALLOW, "protocol": True}), "spec.ingress[0].protocol", "got a boolean"),
+    (
+        "port-type",
+        ingress({**TCP, "destination": {"ports": [80]}}),
+        ingress({**TCP, "destination": {"ports": [None]}}),
+        "spec.ingress[0].destination.ports[0]",
+        "expected a port number, a \"min:max\" range or a port name, got null",
+    ),
     (
         "notProtocol",
         ingress({**ALLOW, "notProtocol": "ICMPv6"}),

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from calico_cni.model import checks
-from calico_cni.model.schema import Enum, Field, Int, Invalid, List, Map, Obj, Str, join
+from calico_cni.model.schema import Enum, Field, Int, Invalid, List, Map, Obj, Str, join, type_name
 
 PROTOCOL_NAMES = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
 # Protocols whose packets have ports, by name and by number (TCP 6, UDP 17, SCTP 132).
@@ -35,14 +35,6 @@ _PORT_RANGE = re.compile(r"^(\d+):(\d+)\Z")
 _ONLY_GLOBAL = re.compile(r"^\s*global\(\s*\)\s*\Z")
 
 
-def _what(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
-
-
 class Protocol(Field):
     """A rule's or a port's protocol: one of Calico's names, spelt exactly as Calico spells them
     (its validator refuses `tcp`), or a number 1 to 255 (a string of digits is that number)."""
@@ -57,7 +49,7 @@ class Protocol(Field):
                 raise Invalid(path, f"protocol number invalid: {value}: expected 1 to 255 or a name ({', '.join(PROTOCOL_NAMES)})")
             return value
         if not isinstance(value, str):
-            raise Invalid(path, f"expected a protocol name or number, got {_what(value)}")
+            raise Invalid(path, f"expected a protocol name or number, got {type_name(value)}")
         if value in PROTOCOL_NAMES:
             return value
         hint = next((f" (names are case-sensitive: use {n!r})" for n in PROTOCOL_NAMES if n.lower() == value.lower()), "")
@@ -103,7 +95,7 @@ class Port(Field):
                 raise Invalid(path, f"{_PORT_RANGE_MESSAGE}, got {value}")
             return value
         if not isinstance(value, str):
-            raise Invalid(path, f'expected a port number, a "min:max" range or a port name, got {_what(value)}')
+            raise Invalid(path, f'expected a port number, a "min:max" range or a port name, got {type_name(value)}')
         if value.isdigit():
             number = int(value)
             if number > 65535:
