@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
+
+from calico_cni.model.keys import RESOURCES
+from calico_cni.model.records import dumps
 
 ALIAS_PREFIX = "calico:"
 ALIAS_MAX = 255  # IFALIASZ - 1
@@ -24,13 +26,17 @@ NAME_FMT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 NAME_MAX = 253
 LABEL_NAME_MAX = 63
 CONTAINER_ID_FMT = "[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
-# Checked by hand, not by compiling those patterns: an exec'd plugin would pay the compilation.
+# Checked by hand, not with `model.checks.dns_subdomain` (the same rule): importing `model.checks`
+# (its selector parser, its compiled patterns) would cost every exec'd ADD about 2 ms.
 _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _ALNUM = _LOWER | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # kube-controllers' namespace profiles (libcalico-go/lib/backend/k8s/conversion: NamespaceToProfile).
 NAMESPACE_PROFILE_PREFIX = "kns."
 NAMESPACE_NAME_LABEL = "pcns.projectcalico.org/name"
-PROFILES = "/calico/resources/v3/projectcalico.org/profiles/"
+PROFILES = RESOURCES + "profiles/"
+# `model.kinds.API_VERSION`, written out: importing `model.kinds` (every kind's schema) would cost
+# every exec'd ADD about 15 ms.
+API_VERSION = "projectcalico.org/v3"
 
 
 def _label_of(text: str, alnum: frozenset) -> bool:
@@ -88,14 +94,14 @@ class ProfileRecord:
         """The stored document."""
         return {
             "kind": "Profile",
-            "apiVersion": "projectcalico.org/v3",
+            "apiVersion": API_VERSION,
             "metadata": {"name": self.name, "uid": self.uid, "creationTimestamp": self.created},
             "spec": self.spec,
         }
 
     def to_json(self) -> bytes:
         """The JSON written to etcd."""
-        return json.dumps(self.doc(), separators=(",", ":")).encode()
+        return dumps(self.doc())
 
 
 def escape_segment(text: str) -> str:
@@ -228,7 +234,7 @@ class Identity:
         )
         return {
             "kind": "WorkloadEndpoint",
-            "apiVersion": "projectcalico.org/v3",
+            "apiVersion": API_VERSION,
             "metadata": {
                 "name": self.endpoint_name,
                 "namespace": self.namespace,
