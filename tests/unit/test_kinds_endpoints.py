@@ -11,20 +11,9 @@ import pytest
 from calico_cni.model import kinds
 from calico_cni.model.kinds.endpoints import WORKLOAD_ENDPOINT, workload_endpoint_name
 from calico_cni.model.schema import Invalid
-
-API = "projectcalico.org/v3"
+from tests.kinds_support import API, decode, refused
 
 WEP_SPEC = {"node": "node1", "orchestrator": "k8s", "pod": "my-pod", "endpoint": "eth0", "interfaceName": "cali1234567890a", "ipNetworks": ["10.0.0.1/32"]}
-
-
-def decode(doc: dict) -> dict:
-    return kinds.decode(copy.deepcopy({"apiVersion": API, **doc}))[1]
-
-
-def refused(doc: dict) -> Invalid:
-    with pytest.raises(Invalid) as info:
-        decode(doc)
-    return info.value
 
 
 def wep(name: str = "node1-k8s-my--pod-eth0", **spec) -> dict:

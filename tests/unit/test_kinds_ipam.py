@@ -9,19 +9,12 @@ import pytest
 
 from calico_cni.model import kinds
 from calico_cni.model.kinds import ipam
-from calico_cni.model.schema import Invalid
-
-V3 = "projectcalico.org/v3"
+from tests.kinds_support import API
+from tests.kinds_support import refused as refusal
 
 
 def pool(spec: dict, name: str = "p1", **meta) -> dict:
-    return {"apiVersion": V3, "kind": "IPPool", "metadata": {"name": name, **meta}, "spec": spec}
-
-
-def refusal(document: dict) -> Invalid:
-    with pytest.raises(Invalid) as info:
-        kinds.decode(document)
-    return info.value
+    return {"apiVersion": API, "kind": "IPPool", "metadata": {"name": name, **meta}, "spec": spec}
 
 
 # (accepted spec, refused spec, refused path, key phrase)
@@ -96,7 +89,7 @@ ENVELOPE_RULES = [
     (_with(meta_annotations={"note": "any text at all"}), _with(meta_annotations={"note": 5}), "metadata.annotations.note", "expected a string"),
     (_with(), _with(meta_namespace="prod"), "metadata.namespace", "IPPool is not namespaced"),
     (_with(), _with(meta_nickname="x"), "metadata.nickname", "unknown field"),
-    (_with(apiVersion=V3), _with(apiVersion="projectcalico.org/v1"), "apiVersion", "expected projectcalico.org/v3"),
+    (_with(apiVersion=API), _with(apiVersion="projectcalico.org/v1"), "apiVersion", "expected projectcalico.org/v3"),
     (_with(kind="IPPool"), _with(kind="IPPools"), "kind", "unknown resource kind 'IPPools'"),
     (_with(kind="IPPool"), _with(kind="List"), "kind", "generic 'List' is not a Calico v3 resource"),
     (_with(), _with(status={}), "status", "unknown field"),
@@ -112,8 +105,8 @@ def test_envelope_rule(accepted, refused, path, phrase):
 
 
 def test_missing_name_and_missing_spec():
-    assert refusal({"apiVersion": V3, "kind": "IPPool", "metadata": {}, "spec": {"cidr": "198.18.0.0/24"}}).path == "metadata.name"
-    assert refusal({"apiVersion": V3, "kind": "IPPool", "metadata": {"name": "p"}}).path == "spec"
+    assert refusal({"apiVersion": API, "kind": "IPPool", "metadata": {}, "spec": {"cidr": "198.18.0.0/24"}}).path == "metadata.name"
+    assert refusal({"apiVersion": API, "kind": "IPPool", "metadata": {"name": "p"}}).path == "spec"
 
 
 def test_pool_defaults_are_calicos():
@@ -137,7 +130,7 @@ def test_pool_fields_that_cannot_change():
 
 
 def test_reservation_rules():
-    ok = {"apiVersion": V3, "kind": "IPReservation", "metadata": {"name": "r"}, "spec": {"reservedCIDRs": ["198.18.0.0/28", "198.18.1.1"]}}
+    ok = {"apiVersion": API, "kind": "IPReservation", "metadata": {"name": "r"}, "spec": {"reservedCIDRs": ["198.18.0.0/28", "198.18.1.1"]}}
     kinds.decode(ok)
     bad = {**ok, "spec": {"reservedCIDRs": ["198.18.0.0/28", "nope"]}}
     err = refusal(bad)

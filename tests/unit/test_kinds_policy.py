@@ -4,7 +4,6 @@ defaults, the aliases, the get columns and documents shaped like Calico's docume
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 
@@ -12,19 +11,7 @@ from calico_cni.model import kinds
 from calico_cni.model.kinds.policy import go_float
 from calico_cni.model.kinds.sets import join_truncated
 from calico_cni.model.resource import Resource
-from calico_cni.model.schema import Invalid
-
-API = "projectcalico.org/v3"
-
-
-def decode(doc: dict) -> dict:
-    return kinds.decode(copy.deepcopy({"apiVersion": API, **doc}))[1]
-
-
-def refused(doc: dict) -> Invalid:
-    with pytest.raises(Invalid) as info:
-        decode(doc)
-    return info.value
+from tests.kinds_support import API, decode, refused
 
 
 def gnp(spec: dict, name: str = "p1") -> dict:
