@@ -184,6 +184,14 @@ def test_version_with_only_the_command():
 # Container ID and interface name
 
 
+def refused_by_attachment_verbs(variable: str, value: str) -> None:
+    """ADD, DEL and CHECK each refuse `value` of `variable` with error 4 naming the variable."""
+    for verb in ("ADD", "DEL", "CHECK"):
+        config = conf("1.0.0", prevResult={"ips": []})
+        err = raises(errors.INVALID_ENVIRONMENT, parse_request, verb, env(verb, **{variable: value}), stdin(config))
+        assert variable in err.msg
+
+
 @pytest.mark.parametrize(
     "cid",
     [
@@ -205,10 +213,7 @@ def test_version_with_only_the_command():
     ],
 )
 def test_bad_container_id_is_error_4(cid):
-    for verb in ("ADD", "DEL", "CHECK"):
-        config = conf("1.0.0", prevResult={"ips": []})
-        err = raises(errors.INVALID_ENVIRONMENT, parse_request, verb, env(verb, CNI_CONTAINERID=cid), stdin(config))
-        assert "CNI_CONTAINERID" in err.msg
+    refused_by_attachment_verbs("CNI_CONTAINERID", cid)
 
 
 def test_container_id_with_trailing_newline_is_error_4():
@@ -241,10 +246,7 @@ def test_good_container_ids(cid):
     ],
 )
 def test_bad_ifname_is_error_4(ifname):
-    for verb in ("ADD", "DEL", "CHECK"):
-        config = conf("1.0.0", prevResult={"ips": []})
-        err = raises(errors.INVALID_ENVIRONMENT, parse_request, verb, env(verb, CNI_IFNAME=ifname), stdin(config))
-        assert "CNI_IFNAME" in err.msg
+    refused_by_attachment_verbs("CNI_IFNAME", ifname)
 
 
 def test_ifname_limit_counts_bytes():
