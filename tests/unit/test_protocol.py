@@ -15,6 +15,7 @@ from calico_cni.errors import CalicoError
 from calico_cni.plugins.errors import cni_error
 from calico_cni.protocol import errors
 from calico_cni.protocol.errors import CniError
+from calico_cni.protocol.gc import VALID_ATTACHMENTS, valid_attachments
 from calico_cni.protocol.request import (
     CniRequest,
     decode_config,
@@ -475,6 +476,34 @@ def test_bad_cni_args_through_parse_request():
     err = raises(errors.INVALID_ENVIRONMENT, parse_request, "ADD", env("ADD", CNI_ARGS="Unknown=1"), stdin(conf()))
     assert "Unknown" in err.msg
     raises(errors.INVALID_ENVIRONMENT, parse_request, "DEL", env("DEL", CNI_ARGS="junk"), stdin(conf()))
+
+
+# ------------------------------------------------------------------------------------------------
+# GC's cni.dev/valid-attachments (protocol.gc)
+
+
+def test_valid_attachments_are_read_as_container_and_ifname_pairs():
+    live = [{"containerID": "c1", "ifname": "eth0"}, {"containerID": "c2"}, {"containerID": "c3", "ifname": ""}]
+    assert valid_attachments({VALID_ATTACHMENTS: live}) == [("c1", "eth0"), ("c2", None), ("c3", "")]
+    assert valid_attachments({VALID_ATTACHMENTS: []}) == []
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},  # absent: a GC without it would release everything
+        {VALID_ATTACHMENTS: None},
+        {VALID_ATTACHMENTS: {"containerID": "c1"}},  # not a list
+        {VALID_ATTACHMENTS: ["c1"]},  # an item that is not an object
+        {VALID_ATTACHMENTS: [{"ifname": "eth0"}]},  # no containerID
+        {VALID_ATTACHMENTS: [{"containerID": 1}]},
+        {VALID_ATTACHMENTS: [{"containerID": "c1"}, {"containerID": "c2", "ifname": 0}]},
+    ],
+)
+def test_malformed_valid_attachments_are_error_7(config):
+    with pytest.raises(CniError) as info:
+        valid_attachments(config)
+    assert info.value.code == errors.INVALID_CONFIG and VALID_ATTACHMENTS in info.value.msg
 
 
 # ------------------------------------------------------------------------------------------------
