@@ -24,7 +24,7 @@ from calico_cni.model import kinds
 from calico_cni.model.kinds.policy import FIXED_TIER_ORDERS
 from calico_cni.model.resource import Resource
 
-from calico_cni.resources.verbs import now
+from calico_cni.resources.verbs import new_resource
 
 CLUSTER_INFORMATION = "default"
 # The tiers Calico v3.30's initialisation creates, with their default actions.
@@ -38,13 +38,7 @@ def _kind(name: str):
 
 
 def _new(kind_name: str, name: str, spec: dict) -> Resource:
-    doc = {
-        "apiVersion": kinds.API_VERSION,
-        "kind": kind_name,
-        "metadata": {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
-        "spec": spec,
-    }
-    return Resource(_kind(kind_name), doc, 0)
+    return new_resource(_kind(kind_name), name, spec)
 
 
 def _cluster_information(current: Resource | None, cluster_type: str) -> Resource | None:

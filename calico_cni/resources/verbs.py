@@ -261,40 +261,56 @@ def _check_block_sizes(store: Datastore, new_pools: Sequence[Resource], nets: di
                 )
 
 
+def new_resource(kind: Kind, name: str, spec: dict[str, Any]) -> Resource:
+    """A resource to create, as Calico's own writers make one: a new uid and creationTimestamp."""
+    doc = {
+        "apiVersion": kinds.API_VERSION,
+        "kind": kind.name,
+        "metadata": {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
+        "spec": spec,
+    }
+    return Resource(kind, doc, 0)
+
+
+def _missing_dependencies(store: Datastore, plan: _Plan, kind_name: str, wanted: set[str]) -> list[str]:
+    """Which of the resources `wanted` (of `kind_name`) that the plan's writes need exist neither
+    in the plan nor stored, sorted. The stored ones join the transaction's compares, so one deleted
+    meanwhile makes the write retry."""
+    kind = kinds.by_kind(kind_name)
+    assert kind is not None
+    names = sorted(wanted - {r.name for r in plan.puts if r.kind is kind})
+    found, _ = stored.read(store, [Ref(kind, n) for n in names])
+    plan.unchanged.extend(r for r in found if r is not None)
+    return [n for n, r in zip(names, found) if r is None]
+
+
 def _check_tiers(store: Datastore, plan: _Plan) -> None:
     """A policy's tier must exist; the default tier is written along with the first policy that
     needs it when nothing has created it yet (Calico's initialisation creates it)."""
     wanted = {r.doc["spec"].get("tier") or tier_of(r.name) for r in plan.puts if r.kind.tiered}
-    if not wanted:
-        return
-    tier_kind = kinds.by_kind("Tier")
-    assert tier_kind is not None
-    in_file = {r.name for r in plan.puts if r.kind is tier_kind}
-    names = sorted(wanted - in_file)
-    found, _ = stored.read(store, [Ref(tier_kind, t) for t in names])
-    for name, tier in zip(names, found):
-        if tier is not None:
-            plan.unchanged.append(tier)
-        elif name == DEFAULT_TIER:
-            doc = {"apiVersion": kinds.API_VERSION, "kind": "Tier", "metadata": {"name": DEFAULT_TIER}, "spec": dict(DEFAULT_TIER_SPEC)}
-            plan.puts.insert(0, _created(Document("the default tier", tier_kind, doc)))
-        else:
-            raise Refused(f"resource does not exist: Tier({name}): create the tier before its policies")
+    missing = _missing_dependencies(store, plan, "Tier", wanted)
+    if DEFAULT_TIER in missing:
+        missing.remove(DEFAULT_TIER)
+        tier_kind = kinds.by_kind("Tier")
+        assert tier_kind is not None
+        plan.puts.insert(0, new_resource(tier_kind, DEFAULT_TIER, dict(DEFAULT_TIER_SPEC)))
+    if missing:
+        raise Refused(f"resource does not exist: Tier({missing[0]}): create the tier before its policies")
 
 
 def _check_filters(store: Datastore, plan: _Plan) -> None:
     """The BGPFilters a BGPPeer names must exist (stored, or in the file), as Calico's client checks."""
-    wanted = sorted({f for r in plan.puts if r.kind.name == "BGPPeer" for f in (r.doc.get("spec") or {}).get("filters") or []})
-    if not wanted:
-        return
-    filter_kind = kinds.by_kind("BGPFilter")
-    assert filter_kind is not None
-    names = [f for f in wanted if f not in {r.name for r in plan.puts if r.kind is filter_kind}]
-    found, _ = stored.read(store, [Ref(filter_kind, f) for f in names])
-    missing = [f for f, r in zip(names, found) if r is None]
+    wanted = {f for r in plan.puts if r.kind.name == "BGPPeer" for f in (r.doc.get("spec") or {}).get("filters") or []}
+    missing = _missing_dependencies(store, plan, "BGPFilter", wanted)
     if missing:
         raise Refused(f"BGPFilter(s) not found: {', '.join(missing)}: create the filters before the peers that use them")
-    plan.unchanged.extend(r for r in found if r is not None)
+
+
+def _check_rules(store: Datastore, plan: _Plan) -> None:
+    """The rules a write of `plan` must keep that need other stored resources."""
+    _check_pools(store, plan)
+    _check_tiers(store, plan)
+    _check_filters(store, plan)
 
 
 # -- running batches ---------------------------------------------------------------------------
@@ -366,9 +382,7 @@ def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exist
         def attempt() -> _Plan:
             current, _ = stored.read(store, [ref_of(d) for d in docs])
             plan = _plan_writes(verb, docs, current, skip_exists)
-            _check_pools(store, plan)
-            _check_tiers(store, plan)
-            _check_filters(store, plan)
+            _check_rules(store, plan)
             return plan
 
         return _run(store, f"{len(docs)} resources", attempt)
@@ -599,9 +613,7 @@ def patch(store: Datastore, ref: Ref, patch_text: str) -> tuple[Resource, bool]:
             raise BadDocument(f"patched {ref.identifier}: a patch may not change the kind, name or namespace")
         document = Document("the patch", kind, doc)
         plan = _plan_writes("replace", [document], [current], False)
-        _check_pools(store, plan)
-        _check_tiers(store, plan)
-        _check_filters(store, plan)
+        _check_rules(store, plan)
         return plan
 
     outcome = _run(store, ref.identifier, attempt)
