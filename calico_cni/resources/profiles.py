@@ -19,8 +19,8 @@ from calico_cni.datastore.resources import DEFAULT_ALLOW_PROFILE
 from calico_cni.datastore.store import Datastore
 from calico_cni.model import keys, kinds
 from calico_cni.model.records import NETWORK_ANNOTATION, CorruptRecord, WorkloadEndpoint
-from calico_cni.model.resource import Resource, prefix
-from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, namespace_profile, network_profile, valid_name
+from calico_cni.model.resource import prefix
+from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, ProfileRecord, namespace_profile, network_profile, valid_name
 
 from calico_cni.resources.verbs import now
 
@@ -102,7 +102,6 @@ def missing(store: Datastore) -> list[Missing]:
 def repair(store: Datastore, dry_run: bool = False) -> Repaired:
     """Create every missing profile whose content is known (`missing`); none with `dry_run`."""
     out = Repaired()
-    kind = _kind()
     for entry in missing(store):
         if entry.spec is None:
             out.unknown.append(entry)
@@ -110,11 +109,6 @@ def repair(store: Datastore, dry_run: bool = False) -> Repaired:
         if dry_run:
             out.created.append(entry)
             continue
-        doc = {
-            "kind": "Profile",
-            "apiVersion": kinds.API_VERSION,
-            "metadata": {"name": entry.name, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
-            "spec": entry.spec,
-        }
-        (out.created if store.commit(puts=[Resource(kind, doc, 0)]) else out.raced).append(entry)
+        profile = ProfileRecord(entry.name, entry.spec, str(uuid.uuid4()), now())
+        (out.created if store.commit(puts=[profile]) else out.raced).append(entry)
     return out
