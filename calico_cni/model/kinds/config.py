@@ -13,6 +13,7 @@ from typing import Any
 
 from calico_cni.model import checks
 from calico_cni.model.checks import ip_family, parse_cidr_or_ip
+from calico_cni.model.kinds.metadata import name_of
 from calico_cni.model.kinds.routing import (
     LOG_LEVELS,
     GoDuration,
@@ -179,10 +180,6 @@ BPF_CONNTRACK_TIMEOUTS = Obj(
         for key in ("creationGracePeriod", "tcpSynSent", "tcpEstablished", "tcpFinsSeen", "tcpResetSeen", "udpTimeout", "genericTimeout", "icmpTimeout")
     }
 )
-
-
-def _name(doc: dict) -> str:
-    return doc["metadata"]["name"]
 
 
 # --- FelixConfiguration ---
@@ -440,8 +437,8 @@ FELIX_CONFIGURATION = Kind(
     aliases=("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
     spec=FELIX_CONFIGURATION_SPEC,
     prepare=_prepare_felix_configuration,
-    columns=(Column("NAME", _name),),
-    wide=(Column("NAME", _name),),
+    columns=(Column("NAME", name_of),),
+    wide=(Column("NAME", name_of),),
 )
 
 # --- KubeControllersConfiguration ---
@@ -539,8 +536,8 @@ KUBE_CONTROLLERS_CONFIGURATION = Kind(
     status=Obj({"runningConfig": KUBE_CONTROLLERS_CONFIGURATION_SPEC, "environmentVars": Map(Str())}),
     name_check=_default_only("Kube Controllers Configuration"),
     prepare=_prepare_kube_controllers_configuration,
-    columns=(Column("NAME", _name),),
-    wide=(Column("NAME", _name),),
+    columns=(Column("NAME", name_of),),
+    wide=(Column("NAME", name_of),),
 )
 
 # --- ClusterInformation ---
@@ -557,7 +554,7 @@ def _info(key: str):
 
 
 _CLUSTER_INFORMATION_COLUMNS = (
-    Column("NAME", _name),
+    Column("NAME", name_of),
     Column("CLUSTERGUID", _info("clusterGUID")),
     Column("CLUSTERTYPE", _info("clusterType")),
     Column("CALICOVERSION", _info("calicoVersion")),

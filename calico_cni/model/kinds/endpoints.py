@@ -13,9 +13,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from functools import partial
-from typing import Any
 
 from calico_cni.model import checks
+from calico_cni.model.kinds.metadata import name_of, spec_value
 from calico_cni.model.kinds.policy_rules import Protocol, port_name, supports_ports
 from calico_cni.model.schema import Column, Int, Invalid, Kind, List, Obj, Str, join
 
@@ -185,26 +185,17 @@ def _prepare_workload(doc: dict) -> None:
     meta["labels"] = {**(meta.get("labels") or {}), NAMESPACE_LABEL: meta.get("namespace") or "default", ORCHESTRATOR_LABEL: spec.get("orchestrator", "")}
 
 
-def _name(doc: dict) -> str:
-    return doc["metadata"]["name"]
-
-
-def _spec(doc: dict, key: str) -> Any:
-    value = (doc.get("spec") or {}).get(key)
-    return "" if value is None else value
-
-
 def _joined(doc: dict, key: str) -> str:
-    return ",".join(str(v) for v in _spec(doc, key) or [])
+    return ",".join(str(v) for v in spec_value(doc, key) or [])
 
 
 def _nats(doc: dict) -> str:
     # Go prints each NAT as a struct: {internal external}.
-    return ",".join(f"{{{n.get('internalIP', '')} {n.get('externalIP', '')}}}" for n in _spec(doc, "ipNATs") or [])
+    return ",".join(f"{{{n.get('internalIP', '')} {n.get('externalIP', '')}}}" for n in spec_value(doc, "ipNATs") or [])
 
 
 def _workload(doc: dict) -> str:
-    return _spec(doc, "workload") or _spec(doc, "pod")
+    return spec_value(doc, "workload") or spec_value(doc, "pod")
 
 
 WORKLOAD_ENDPOINT = Kind(
@@ -217,16 +208,16 @@ WORKLOAD_ENDPOINT = Kind(
     prepare=_prepare_workload,
     columns=(
         Column("WORKLOAD", _workload),
-        Column("NODE", lambda d: _spec(d, "node")),
+        Column("NODE", lambda d: spec_value(d, "node")),
         Column("NETWORKS", lambda d: _joined(d, "ipNetworks")),
-        Column("INTERFACE", lambda d: _spec(d, "interfaceName")),
+        Column("INTERFACE", lambda d: spec_value(d, "interfaceName")),
     ),
     wide=(
-        Column("NAME", _name),
+        Column("NAME", name_of),
         Column("WORKLOAD", _workload),
-        Column("NODE", lambda d: _spec(d, "node")),
+        Column("NODE", lambda d: spec_value(d, "node")),
         Column("NETWORKS", lambda d: _joined(d, "ipNetworks")),
-        Column("INTERFACE", lambda d: _spec(d, "interfaceName")),
+        Column("INTERFACE", lambda d: spec_value(d, "interfaceName")),
         Column("PROFILES", lambda d: _joined(d, "profiles")),
         Column("NATS", _nats),
     ),
@@ -254,11 +245,11 @@ HOST_ENDPOINT = Kind(
         },
         check=_host_spec_check,
     ),
-    columns=(Column("NAME", _name), Column("NODE", lambda d: _spec(d, "node"))),
+    columns=(Column("NAME", name_of), Column("NODE", lambda d: spec_value(d, "node"))),
     wide=(
-        Column("NAME", _name),
-        Column("NODE", lambda d: _spec(d, "node")),
-        Column("INTERFACE", lambda d: _spec(d, "interfaceName")),
+        Column("NAME", name_of),
+        Column("NODE", lambda d: spec_value(d, "node")),
+        Column("INTERFACE", lambda d: spec_value(d, "interfaceName")),
         Column("IPS", lambda d: _joined(d, "expectedIPs")),
         Column("PROFILES", lambda d: _joined(d, "profiles")),
     ),

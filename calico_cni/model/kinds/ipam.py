@@ -7,6 +7,7 @@ import ipaddress
 from typing import Any
 
 from calico_cni.model import checks
+from calico_cni.model.kinds.metadata import name_of, spec_value
 from calico_cni.model.records import BLOCK_SIZE_RANGE, DEFAULT_BLOCK_SIZE
 from calico_cni.model.schema import Bool, Column, Enum, Int, Invalid, Kind, List, Obj, Str
 
@@ -124,22 +125,13 @@ def _pool_immutable(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     return None
 
 
-def _spec(doc: dict, key: str, default: Any = "") -> Any:
-    value = (doc.get("spec") or {}).get(key, default)
-    return "" if value is None else value
-
-
 def _bool(doc: dict, key: str) -> str:
-    return "true" if _spec(doc, key, False) else "false"
+    return "true" if spec_value(doc, key) else "false"
 
 
 def _truncated(text: str, width: int = 80) -> str:
     """A long cell cut as calicoctl cuts it: at `width` characters, the last three "..."."""
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _name(doc: dict) -> str:
-    return doc["metadata"]["name"]
 
 
 IPPOOL = Kind(
@@ -167,17 +159,17 @@ IPPOOL = Kind(
     prepare=_prepare_pool,
     immutable=_pool_immutable,
     on_read=_read_pool,
-    columns=(Column("NAME", _name), Column("CIDR", lambda d: _spec(d, "cidr")), Column("SELECTOR", lambda d: _spec(d, "nodeSelector"))),
+    columns=(Column("NAME", name_of), Column("CIDR", lambda d: spec_value(d, "cidr")), Column("SELECTOR", lambda d: spec_value(d, "nodeSelector"))),
     wide=(
-        Column("NAME", _name),
-        Column("CIDR", lambda d: _spec(d, "cidr")),
+        Column("NAME", name_of),
+        Column("CIDR", lambda d: spec_value(d, "cidr")),
         Column("NAT", lambda d: _bool(d, "natOutgoing")),
-        Column("IPIPMODE", lambda d: _spec(d, "ipipMode") or "Never"),
-        Column("VXLANMODE", lambda d: _spec(d, "vxlanMode") or "Never"),
+        Column("IPIPMODE", lambda d: spec_value(d, "ipipMode") or "Never"),
+        Column("VXLANMODE", lambda d: spec_value(d, "vxlanMode") or "Never"),
         Column("DISABLED", lambda d: _bool(d, "disabled")),
         Column("DISABLEBGPEXPORT", lambda d: _bool(d, "disableBGPExport")),
-        Column("SELECTOR", lambda d: _spec(d, "nodeSelector")),
-        Column("ASSIGNMENTMODE", lambda d: _spec(d, "assignmentMode")),
+        Column("SELECTOR", lambda d: spec_value(d, "nodeSelector")),
+        Column("ASSIGNMENTMODE", lambda d: spec_value(d, "assignmentMode")),
     ),
 )
 
@@ -186,8 +178,8 @@ IPRESERVATION = Kind(
     plural="ipreservations",
     aliases=("ipreservation", "reservation", "reservations"),
     spec=Obj({"reservedCIDRs": List(Str(checks.cidr))}),
-    columns=(Column("NAME", _name),),
-    wide=(Column("NAME", _name), Column("CIDRS", lambda d: _truncated(",".join(_spec(d, "reservedCIDRs", []) or [])))),
+    columns=(Column("NAME", name_of),),
+    wide=(Column("NAME", name_of), Column("CIDRS", lambda d: _truncated(",".join(spec_value(d, "reservedCIDRs") or [])))),
 )
 
 KINDS = (IPPOOL, IPRESERVATION)

@@ -1,7 +1,10 @@
-"""The `metadata` of every v3 resource (Kubernetes' ObjectMeta, as calicoctl decodes it) and the
-name and label rules it carries. Standard library only."""
+"""The `metadata` of every v3 resource (Kubernetes' ObjectMeta, as calicoctl decodes it), the
+name and label rules it carries, and the cells every kind's `get` table reads from a document.
+Standard library only."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from calico_cni.model import checks
 from calico_cni.model.schema import Free, Int, Map, Obj, Str
@@ -29,3 +32,14 @@ METADATA = Obj(
         "managedFields": Free(),
     }
 )
+
+
+def name_of(doc: dict) -> str:
+    """metadata.name: the NAME cell of every kind's table."""
+    return doc["metadata"]["name"]
+
+
+def spec_value(doc: dict, key: str) -> Any:
+    """spec[key] as a table cell shows it: "" when absent or null."""
+    value = (doc.get("spec") or {}).get(key)
+    return "" if value is None else value

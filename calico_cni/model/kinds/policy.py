@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from calico_cni.model import checks
-from calico_cni.model.kinds.metadata import LABELS
+from calico_cni.model.kinds.metadata import LABELS, name_of, spec_value
 from calico_cni.model.kinds.policy_rules import RULES, check_directions, endpoint_selector
 from calico_cni.model.resource import DEFAULT_TIER, FORMATTED_PREFIXES, TIER_LABEL
 from calico_cni.model.schema import Bool, Column, Enum, Float, Invalid, Kind, List, Obj, Str
@@ -147,22 +147,13 @@ def _prepare_policy(doc: dict, global_policy: bool) -> None:
         meta["labels"] = {**(meta.get("labels") or {}), TIER_LABEL: tier}
 
 
-def _name(doc: dict) -> str:
-    return doc["metadata"]["name"]
-
-
-def _spec(doc: dict, key: str) -> Any:
-    value = (doc.get("spec") or {}).get(key)
-    return "" if value is None else value
-
-
 def _order(doc: dict) -> str:
     return go_float((doc.get("spec") or {}).get("order"))
 
 
 # A policy stored without spec.tier is in the default tier (Calico fills it in on read).
-_POLICY_COLUMNS = (Column("NAME", _name), Column("TIER", lambda d: _spec(d, "tier") or DEFAULT_TIER))
-_POLICY_WIDE = (*_POLICY_COLUMNS, Column("ORDER", _order), Column("SELECTOR", lambda d: _spec(d, "selector")))
+_POLICY_COLUMNS = (Column("NAME", name_of), Column("TIER", lambda d: spec_value(d, "tier") or DEFAULT_TIER))
+_POLICY_WIDE = (*_POLICY_COLUMNS, Column("ORDER", _order), Column("SELECTOR", lambda d: spec_value(d, "selector")))
 
 NETWORK_POLICY = Kind(
     name="NetworkPolicy",
@@ -221,13 +212,13 @@ TIER = Kind(
     spec=Obj({"order": Float(), "defaultAction": Enum("Deny", "Pass")}),
     prepare=_prepare_tier,
     name_check=checks.dns_label,
-    columns=(Column("NAME", _name), Column("ORDER", _order)),
-    wide=(Column("NAME", _name), Column("ORDER", _order)),
+    columns=(Column("NAME", name_of), Column("ORDER", _order)),
+    wide=(Column("NAME", name_of), Column("ORDER", _order)),
 )
 
 
 def _labels_cell(doc: dict) -> str:
-    labels = _spec(doc, "labelsToApply") or {}
+    labels = spec_value(doc, "labelsToApply") or {}
     return ",".join(sorted(f"{k}={v}" for k, v in labels.items()))
 
 
@@ -236,8 +227,8 @@ PROFILE = Kind(
     plural="profiles",
     aliases=("profile", "profiles", "pro", "pros"),
     spec=Obj({"ingress": RULES, "egress": RULES, "labelsToApply": LABELS}),
-    columns=(Column("NAME", _name),),
-    wide=(Column("NAME", _name), Column("LABELS", _labels_cell)),
+    columns=(Column("NAME", name_of),),
+    wide=(Column("NAME", name_of), Column("LABELS", _labels_cell)),
 )
 
 KINDS = (TIER, NETWORK_POLICY, GLOBAL_NETWORK_POLICY, PROFILE)

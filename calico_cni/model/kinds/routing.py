@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from calico_cni.model import checks
 from calico_cni.model.checks import ip_family, parse_cidr_or_ip, parse_ip
+from calico_cni.model.kinds.metadata import name_of
 from calico_cni.model.schema import Bool, Column, Enum, Field, Int, Invalid, Kind, List, Obj, Str, duration, join
 
 DEFAULT_AS_NUMBER = 64512
@@ -239,10 +240,6 @@ def _spec(doc: dict) -> dict:
     return doc.get("spec") or {}
 
 
-def _name(doc: dict) -> str:
-    return doc["metadata"]["name"]
-
-
 # --- Node ---
 
 _NODE_BGP_KEYS = ("ipv4Address", "ipv6Address", "ipv4IPIPTunnelAddr", "routeReflectorClusterID")
@@ -323,9 +320,9 @@ NODE = Kind(
     spec=NODE_SPEC,
     status=NODE_STATUS,
     prepare=_prepare_node,
-    columns=(Column("NAME", _name),),
+    columns=(Column("NAME", name_of),),
     wide=(
-        Column("NAME", _name),
+        Column("NAME", name_of),
         Column("ASN", lambda d, context: node_asn(d, context.get("global_as", DEFAULT_AS_NUMBER)), contextual=True),
         Column("IPV4", lambda d: _bgp_field(d, "ipv4Address")),
         Column("IPV6", lambda d: _bgp_field(d, "ipv6Address")),
@@ -401,7 +398,7 @@ def _prepare_bgp_configuration(doc: dict) -> None:
     _omit_empty_bgp_configuration(spec)
     _check_communities(spec)
     _check_mesh_only_fields(spec)
-    if _name(doc) != "default":
+    if name_of(doc) != "default":
         _check_default_only_fields(spec)
 
 
@@ -452,7 +449,7 @@ def _check_default_only_fields(spec: dict) -> None:
 
 # calicoctl prints the same table with or without -o wide. An unset mesh flag or AS shows "-".
 _BGP_CONFIGURATION_COLUMNS = (
-    Column("NAME", _name),
+    Column("NAME", name_of),
     Column("LOGSEVERITY", lambda d: _spec(d).get("logSeverityScreen", "")),
     Column("MESHENABLED", lambda d: {True: "true", False: "false"}.get(_spec(d).get("nodeToNodeMeshEnabled"), "-")),
     Column("ASNUMBER", lambda d: str(_spec(d).get("asNumber") or "-")),
@@ -565,7 +562,7 @@ def peer_node(doc: dict) -> str:
 
 # The same table with or without -o wide; an unset AS prints as 0, as calicoctl's template does.
 _BGP_PEER_COLUMNS = (
-    Column("NAME", _name),
+    Column("NAME", name_of),
     Column("PEERIP", lambda d: _spec(d).get("peerIP", "")),
     Column("NODE", peer_node),
     Column("ASN", lambda d: str(_spec(d).get("asNumber") or 0)),
@@ -635,7 +632,7 @@ def _prepare_bgp_filter(doc: dict) -> None:
 
 # The number of rules in each list, with or without -o wide.
 _BGP_FILTER_COLUMNS = (
-    Column("NAME", _name),
+    Column("NAME", name_of),
     *(Column(f"NUM{key.upper()}", lambda d, key=key: str(len(_spec(d).get(key) or []))) for key in ("exportV4", "importV4", "exportV6", "importV6")),
 )
 

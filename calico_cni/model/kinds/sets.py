@@ -5,6 +5,7 @@ Standard library only."""
 from __future__ import annotations
 
 from calico_cni.model import checks
+from calico_cni.model.kinds.metadata import name_of
 from calico_cni.model.schema import Column, Invalid, Kind, List, Obj, Str
 
 NAMESPACE_LABEL = "projectcalico.org/namespace"
@@ -28,10 +29,6 @@ def join_truncated(items: list, width: int = NETS_CELL_WIDTH) -> str:
     return out
 
 
-def _name(doc: dict) -> str:
-    return doc["metadata"]["name"]
-
-
 def _nets(doc: dict) -> str:
     return join_truncated((doc.get("spec") or {}).get("nets") or [])
 
@@ -45,8 +42,8 @@ NETWORK_SET = Kind(
     aliases=("networkset", "networksets", "netsets"),
     spec=_SPEC,
     prepare=_prepare_set,
-    columns=(Column("NAME", _name),),
-    wide=(Column("NAME", _name), Column("NETS", _nets)),
+    columns=(Column("NAME", name_of),),
+    wide=(Column("NAME", name_of), Column("NETS", _nets)),
 )
 
 GLOBAL_NETWORK_SET = Kind(
@@ -55,8 +52,8 @@ GLOBAL_NETWORK_SET = Kind(
     aliases=("globalnetworkset", "globalnetworksets", "gnetsets"),
     spec=_SPEC,
     prepare=_prepare_set,
-    columns=(Column("NAME", _name),),
-    wide=(Column("NAME", _name), Column("NETS", _nets)),
+    columns=(Column("NAME", name_of),),
+    wide=(Column("NAME", name_of), Column("NETS", _nets)),
 )
 
 KINDS = (NETWORK_SET, GLOBAL_NETWORK_SET)
