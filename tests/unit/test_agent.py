@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -89,27 +90,30 @@ def test_thin_client_copies_of_protocol_limits_agree():
     assert client.ANSWER_TIMEOUT > MAX_OPERATION_TIMEOUT
 
 
+def run_as_launched(code: str, **run_args) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run `code` as an installed launcher runs an entry point (`python -I -S`, the package's
+    directories on sys.path): the finished process and the modules it had imported at exit."""
+    from calico_cni.launcher import import_path
+
+    script = (
+        "import sys, atexit\n"
+        f"sys.path[:0] = {import_path()!r}\n"
+        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
+        + code
+    )
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, timeout=30, **run_args)
+    return proc, set(proc.stderr.decode().rpartition("MODULES ")[2].split())
+
+
 @pytest.mark.parametrize("entry", ["calico_cni.main", "calico_ipam.main"])
 def test_thin_path_imports_nothing_heavy(bare_server, entry):
     """A plugin run the agent answers (here: with an error, it serves no plugin) imports neither
     the protocol modules nor json, socket, typing, re or logging: the launcher's `python -I -S`
     start plus the client is the whole cost of a forwarded request."""
-    import sys
-
-    from calico_cni.launcher import import_path
-
     path, _ = bare_server
-    code = (
-        "import sys, atexit\n"
-        f"sys.path[:0] = {import_path()!r}\n"
-        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
-        f"from {entry} import main\n"
-        "main()\n"
-    )
     env = {"CNI_COMMAND": "ADD", "CALICO_CNI_AGENT_SOCKET": path, "PATH": os.environ.get("PATH", "")}
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], input=b'{"cniVersion": "1.0.0"}', env=env, capture_output=True, timeout=30)
+    proc, modules = run_as_launched(f"from {entry} import main\nmain()\n", input=b'{"cniVersion": "1.0.0"}', env=env)
     assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 4, proc.stdout  # the agent's answer
-    modules = set(proc.stderr.decode().rpartition("MODULES ")[2].split())
     heavy = {"json", "socket", "typing", "re", "logging", "dataclasses", "struct", "importlib"}
     assert modules and not modules & heavy, sorted(modules & heavy)
     assert not [m for m in modules if m.startswith(("calico_cni.protocol", "calico_cni.config", "calico_cni.plugins.calico_ipam"))]
@@ -118,22 +122,11 @@ def test_thin_path_imports_nothing_heavy(bare_server, entry):
 def test_health_probe_loads_neither_plugins_nor_grpc(bare_server):
     """`calico-cni-agent health`, which supervisors run often, imports the client and the wire
     format only: serving imports the daemon, the plugins and (on the first request) gRPC."""
-    import sys
-
-    from calico_cni.launcher import import_path
-
     path, _ = bare_server
-    code = (
-        "import sys, atexit\n"
-        f"sys.path[:0] = {import_path()!r}\n"
-        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
-        f"sys.argv = ['calico-cni-agent', 'health', '--socket', {path!r}]\n"
-        "from calico_cni.agent.main import main\n"
-        "main()\n"
+    proc, modules = run_as_launched(
+        f"sys.argv = ['calico-cni-agent', 'health', '--socket', {path!r}]\nfrom calico_cni.agent.main import main\nmain()\n"
     )
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, timeout=30)
     assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "ok", proc.stdout
-    modules = set(proc.stderr.decode().rpartition("MODULES ")[2].split())
     assert modules and not [m for m in modules if m.startswith(("calico_cni.plugins", "calico_cni.agent.daemon", "calico_ipam", "grpc", "calico_cni.dataplane"))]
 
 
