@@ -104,3 +104,12 @@ def test_a_pool_read_gets_calicos_read_defaults_and_keeps_unknown_fields():
 def test_a_stored_value_that_is_not_an_object_is_refused():
     with pytest.raises(ValueError):
         Resource.from_stored(POOL, b"[1, 2]", 1)
+
+
+@pytest.mark.parametrize("recorded", ["not json", '{"nom": "allow"}', '["allow"]'])
+def test_a_policy_whose_name_annotation_is_unreadable_keeps_its_stored_name(recorded):
+    raw = {"kind": "NetworkPolicy", "apiVersion": "projectcalico.org/v3", "metadata": {"name": "default.allow", "namespace": "prod", "annotations": {METADATA_ANNOTATION: recorded}}, "spec": {}}
+    back = Resource.from_stored(NP, json.dumps(raw).encode(), 4)
+    assert back.name == "default.allow"
+    assert "annotations" not in back.doc["metadata"]
+    assert back.doc["spec"]["tier"] == "default"
