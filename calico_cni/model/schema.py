@@ -202,10 +202,6 @@ class Obj(Field):
             self.check(out, path)
         return out
 
-    def extend(self, extra: Mapping[str, Field] = {}, **changes: Any) -> "Obj":
-        """A copy with more fields (and other attributes changed)."""
-        return Obj({**self.fields, **extra}, changes.get("required", self.required), changes.get("check", self.check))
-
 
 @dataclass(frozen=True)
 class Free(Field):
