@@ -351,26 +351,31 @@ def _batches(keys: Sequence[str]) -> list[list[int]]:
     return [[i] for i in range(len(keys))]
 
 
-def _in_batches(verb: str, documents: Sequence[Document], run_batch: Callable[[list[Document]], Outcome]) -> Outcome:
-    batches = [[documents[i] for i in batch] for batch in _batches([ref_of(d).key for d in documents])]
+def _partial(done_word: str, exc: ResourceError, done: int, total: int) -> ResourceError:
+    """`exc` as it ends a multi-document verb: a Partial success when something was done."""
+    if not done:
+        return exc
+    return PartialSuccess(f"Partial success: {done_word} the first {done} out of {total} resources; then {exc}", done=done, total=total)
+
+
+def _in_batches(done_word: str, items: Sequence[Any], keys: Sequence[str], run_batch: Callable[[list[Any]], Outcome], total: Outcome, of: int) -> None:
+    """Run `items` (whose keys are `keys`) through `run_batch`: one transaction when they fit, else
+    one by one, adding to `total`; a failure after something was done (counting `total`'s earlier
+    documents, out of `of`) is a Partial success."""
+    batches = [[items[i] for i in batch] for batch in _batches(keys)]
     if len(batches) == 1:
         try:
-            return run_batch(batches[0])
+            total.add(run_batch(batches[0]))
+            return
         except _TooLarge:
-            batches = [[d] for d in documents]
-    total = Outcome()
+            batches = [[item] for item in items]
+        except ResourceError as exc:
+            raise _partial(done_word, exc, total.handled, of) from None
     for batch in batches:
         try:
             total.add(run_batch(batch))
         except ResourceError as exc:
-            if len(batches) == 1 or total.handled == 0:
-                raise
-            raise PartialSuccess(
-                f"Partial success: {verb} the first {total.handled} out of {len(documents)} resources; then {exc}",
-                done=total.handled,
-                total=len(documents),
-            ) from None
-    return total
+            raise _partial(done_word, exc, total.handled, of) from None
 
 
 def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exists: bool = False) -> Outcome:
@@ -388,7 +393,9 @@ def write(store: Datastore, verb: str, documents: Sequence[Document], skip_exist
         return _run(store, f"{len(docs)} resources", attempt)
 
     done = {"create": "created", "apply": "applied", "replace": "replaced"}[verb]
-    return _in_batches(done, documents, batch)
+    total = Outcome()
+    _in_batches(done, documents, [ref_of(d).key for d in documents], batch, total, len(documents))
+    return total
 
 
 # -- delete ------------------------------------------------------------------------------------
@@ -406,13 +413,6 @@ def _check_tier_delete(store: Datastore, tier: Resource, deleting: set[str], pla
         holding = [p.name for p in policies if (p.doc.get("spec") or {}).get("tier") == tier.name and p.key not in deleting]
         if holding:
             raise Refused(f"operation delete is not supported on Tier({tier.name}): Cannot delete a non-empty tier (it holds {kind.name} {', '.join(holding[:3])})")
-
-
-def _partial(exc: ResourceError, done: int, total: int) -> ResourceError:
-    """`exc` as it ends a multi-document delete: a Partial success when something was deleted."""
-    if not done:
-        return exc
-    return PartialSuccess(f"Partial success: deleted the first {done} out of {total} resources; then {exc}", done=done, total=total)
 
 
 def delete(
@@ -461,21 +461,7 @@ def delete(
 
     def delete_plain() -> None:
         """Delete the items gathered so far: one transaction when they fit, else one by one."""
-        groups = [[plain[i] for i in group] for group in _batches([ref.key for ref, _, _ in plain])]
-        if len(groups) == 1:
-            try:
-                total.add(batch(groups[0]))
-                plain.clear()
-                return
-            except _TooLarge:
-                groups = [[item] for item in plain]
-            except ResourceError as exc:
-                raise _partial(exc, total.handled, len(targets)) from None
-        for group in groups:
-            try:
-                total.add(batch(group))
-            except ResourceError as exc:
-                raise _partial(exc, total.handled, len(targets)) from None
+        _in_batches("deleted", plain, [ref.key for ref, _, _ in plain], batch, total, len(targets))
         plain.clear()
 
     for item in targets:
@@ -489,11 +475,11 @@ def delete(
             removed = remove(store, ref, given, force, report)
         except DoesNotExist as exc:
             if not skip_not_exists:
-                raise _partial(exc, total.handled, len(targets)) from None
+                raise _partial("deleted", exc, total.handled, len(targets)) from None
             total.skipped += 1
             continue
         except ResourceError as exc:
-            raise _partial(exc, total.handled, len(targets)) from None
+            raise _partial("deleted", exc, total.handled, len(targets)) from None
         total.written += 1
         total.resources.append(removed)
         _note_kind(total, ref.kind)
