@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from calico_cni.config import EtcdSettings
 from calico_cni.model import keys
@@ -131,18 +131,21 @@ def _endpoint(kv: KeyValue) -> WorkloadEndpoint:
     return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
 
 
-def _check_ready(kvs: Sequence[KeyValue]) -> None:
-    """`DatastoreNotReady` when Calico's ClusterInformation says `datastoreReady: false` (a
-    migration lock). A missing or unreadable record counts as ready: nothing has locked it."""
+def _locked(kvs: Sequence[KeyValue]) -> bool:
+    """Whether Calico's ClusterInformation (`kvs`, its range result) says `datastoreReady: false`
+    (a migration lock). A missing or unreadable record counts as ready: nothing has locked it."""
     if not kvs:
-        return
+        return False
     try:
         doc = json.loads(kvs[0].value)
     except ValueError:
-        return
+        return False
     spec = doc.get("spec") if isinstance(doc, dict) else None
-    if isinstance(spec, dict) and spec.get("datastoreReady") is False:
-        raise DatastoreNotReady()
+    return isinstance(spec, dict) and spec.get("datastoreReady") is False
+
+
+def _endpoint_of(kvs: Sequence[KeyValue]) -> WorkloadEndpoint | None:
+    return _endpoint(kvs[0]) if kvs else None
 
 
 def _parse_blocks(cidrs: Sequence[str], results: Sequence[Sequence[KeyValue]]) -> dict[str, Block]:
@@ -186,6 +189,18 @@ class Datastore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def _read(self, ranges: Sequence[Range], ready_check: bool = True, locked_carries: Callable[[list], object] | None = None) -> tuple[list[list[KeyValue]], int]:
+        """`client.read(ranges)`: their results and the revision, in one round trip. With
+        `ready_check`, Calico's ClusterInformation is read in the same round trip (its result is not
+        returned) and `DatastoreNotReady` raised when it says the datastore is locked, carrying
+        `locked_carries(results)` when given (what the read also found, for the caller's journal)."""
+        if not ready_check:
+            return self.client.read(ranges)
+        results, revision = self.client.read([*ranges, Range(keys.CLUSTER_INFORMATION)])
+        if _locked(results.pop()):
+            raise DatastoreNotReady(locked_carries(results) if locked_carries else None)
+        return results, revision
+
     def ipam_view(self, node: str, families: Sequence[int], handle_id: str | None, prefetch_blocks: Sequence[str] = ()) -> IpamView:
         """Config, pools, the node, its affinities, the handle and reservations, in one round trip;
         with the blocks of `prefetch_blocks` (the caller's guess of the node's blocks) in `blocks`.
@@ -197,15 +212,13 @@ class Datastore:
             Range(keys.node(node)),
             Range(keys.RESERVATIONS, prefix=True),
             Range(keys.handle(handle_id) if handle_id else keys.HANDLES + "\0"),
-            Range(keys.CLUSTER_INFORMATION),
         ]
         ranges += [Range(keys.host_affinities(node, f), prefix=True) for f in families]
         ranges += [Range(keys.block(c)) for c in prefetch_blocks]
-        results, revision = self.client.read(ranges)
-        cfg_kv, pool_kvs, node_kv, res_kvs, handle_kv, cluster_kv = results[:6]
-        _check_ready(cluster_kv)
-        aff = results[6 : 6 + len(families)]
-        block_kvs = results[6 + len(families) :]
+        results, revision = self._read(ranges)
+        cfg_kv, pool_kvs, node_kv, res_kvs, handle_kv = results[:5]
+        aff = results[5 : 5 + len(families)]
+        block_kvs = results[5 + len(families) :]
         return IpamView(
             config=IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig(),
             pools=_pools(pool_kvs),
@@ -228,11 +241,8 @@ class Datastore:
             *(Range(keys.handle(h)) for h in handle_ids),
             Range(keys.IPAM_CONFIG),
             *(Range(keys.block(c)) for c in prefetch_blocks),
-            Range(keys.CLUSTER_INFORMATION),
         ]
-        results, _ = self.client.read(ranges)
-        _check_ready(results[-1])
-        results = results[:-1]
+        results, _ = self._read(ranges)
         handles = {
             h: (Handle.from_kv(kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None) for h, kvs in zip(handle_ids, results)
         }
@@ -309,24 +319,16 @@ class Datastore:
         datastore is locked."""
         if not ready_check:
             kv = self.client.get(keys.workload_endpoint(namespace, name))
-            return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
-        (found, cluster), _ = self.client.read([Range(keys.workload_endpoint(namespace, name)), Range(keys.CLUSTER_INFORMATION)])
-        endpoint = WorkloadEndpoint.from_kv(found[0].key, found[0].value, found[0].mod_revision) if found else None
-        try:
-            _check_ready(cluster)
-        except DatastoreNotReady as exc:
-            exc.endpoint = endpoint  # a DEL journals it, to delete it after the unlock
-            raise
-        return endpoint
+            return _endpoint(kv) if kv else None
+        # A DEL journals the endpoint the locked read found, to delete it after the unlock.
+        (found,), _ = self._read([Range(keys.workload_endpoint(namespace, name))], locked_carries=lambda results: _endpoint_of(results[0]))
+        return _endpoint_of(found)
 
     def present(self, wanted: Sequence[str], ready_check: bool = False) -> set[str]:
         """Which of the keys `wanted` exist, in one round trip. With `ready_check`,
         `DatastoreNotReady` when Calico's ClusterInformation (read in the same round trip) says the
         datastore is locked."""
-        ranges = [Range(k, keys_only=True) for k in wanted] + ([Range(keys.CLUSTER_INFORMATION)] if ready_check else [])
-        results, _ = self.client.read(ranges)
-        if ready_check:
-            _check_ready(results.pop())
+        results, _ = self._read([Range(k, keys_only=True) for k in wanted], ready_check)
         return {k for k, kvs in zip(wanted, results) if kvs}
 
     def workload_endpoints(self) -> list[WorkloadEndpoint]:
