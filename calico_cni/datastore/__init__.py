@@ -10,5 +10,5 @@
 - `store`: typed reads and compare-and-swap writes of Calico's records (`model.records`, at the keys
   of `model.keys`).
 - `retry`: the one compare-and-swap retry loop.
-- `nodes`: node labels changed in one compare-and-swap step.
+- `resources`: Calico's v3 resources of every kind read by their typed description (`model.schema.Kind`).
 """
