@@ -24,6 +24,8 @@ def test_calico_ipam_add_reports_a_bad_requested_address_before_the_node_name(ip
     assert run.rc != 0 and run.out["code"] == 4 and "CNI_ARGS IP" in run.out["msg"], run.stdout
     # Each alone is still reported.
     assert run_plugin("calico-ipam", "ADD", conf, cni_env("c1")).out["code"] == 7
+    alone = run_plugin("calico-ipam", "ADD", ipam_conf(), cni_env("c1", CNI_ARGS="IP=not-an-address"))
+    assert alone.rc != 0 and alone.out["code"] == 4 and "CNI_ARGS IP" in alone.out["msg"], alone.stdout
 
 
 @pytest.mark.parametrize("plugin", ["calico", "calico-ipam"])
