@@ -202,13 +202,7 @@ def get(kind, names, filenames, recursive, output, namespace, all_namespaces) ->
         docs = _load(filenames, recursive, namespace)
         for d in docs:
             namespace_of(d.kind, None, all_namespaces)  # -A with a kind without namespaces is refused
-        groups: dict[str, list[documents.Document]] = {}
-        for d in docs:
-            groups.setdefault(d.kind.name, []).append(d)
-        found: dict[str, list[Resource]] = {}
-        for name, group in groups.items():
-            for d in group:
-                found.setdefault(name, []).extend(verbs.get(store, d.kind, [d.doc["metadata"]["name"]], d.doc["metadata"].get("namespace")))
+        found = verbs.get_documents(store, docs)
         everything = [r for rs in found.values() for r in rs]
         if output in ("yaml", "json"):
             if len(everything) == 1:

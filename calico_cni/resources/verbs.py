@@ -504,6 +504,24 @@ def get(store: Datastore, kind: Kind, names: Sequence[str], namespace: str | Non
     return [f for f in found if f is not None]
 
 
+def get_documents(store: Datastore, documents: Sequence[Document]) -> dict[str, list[Resource]]:
+    """The stored resources a file's documents name, by kind (kinds and resources in file order),
+    read in one round trip; each must exist (the first missing one, taking the kinds in turn, is
+    named)."""
+    by_kind: dict[str, list[Document]] = {}
+    for document in documents:
+        by_kind.setdefault(document.kind.name, []).append(document)
+    ordered = [d for group in by_kind.values() for d in group]
+    refs = [Ref(d.kind, d.doc["metadata"]["name"], (d.doc["metadata"].get("namespace") or "default") if d.kind.namespaced else None) for d in ordered]
+    found, _ = stored.read(store, refs)
+    out: dict[str, list[Resource]] = {}
+    for ref, resource in zip(refs, found):
+        if resource is None:
+            raise DoesNotExist(f"resource does not exist: {ref.identifier}")
+        out.setdefault(ref.kind.name, []).append(resource)
+    return out
+
+
 def table_context(store: Datastore, kind: Kind) -> dict[str, Any]:
     """What `get`'s contextual columns need to know of the cluster: the AS number nodes without
     their own inherit (the `default` BGPConfiguration's, else Calico's 64512)."""
