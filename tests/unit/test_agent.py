@@ -79,6 +79,44 @@ def test_agent_drops_a_malformed_request_and_keeps_serving(bare_server):
     assert server.served == 0
 
 
+def test_listen_refuses_a_socket_an_agent_answers_on(bare_server):
+    """A second agent on the same socket stops with a message; the first keeps its socket."""
+    from calico_cni.agent import wire
+    from calico_cni.agent.daemon import listen
+
+    path, _ = bare_server
+    with pytest.raises(SystemExit, match="an agent already answers on " + path):
+        listen(path)
+    code, out, _ = _ask(path, wire.HEALTH, {}, b"")
+    assert code == 0 and json.loads(out)["status"] == "ok"
+
+
+def test_listen_replaces_a_stale_socket_and_keeps_other_users_out(tmp_path):
+    """The socket a killed agent left behind (bound, nobody listening) is replaced; the socket is
+    0600 in a 0700 directory."""
+    import socket
+    import stat
+
+    from calico_cni.agent import client
+    from calico_cni.agent.daemon import listen
+
+    directory = tmp_path / "agent"
+    directory.mkdir(mode=0o755)
+    path = str(directory / "cni.sock")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(path)
+    dead.close()
+    assert client.connect(path) is None  # nothing answers there
+    listener = listen(path)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        answering = client.connect(path)
+        assert answering is not None
+        answering.close()
+    finally:
+        listener.close()
+
+
 def test_thin_client_copies_of_protocol_limits_agree():
     """The thin client keeps its own copies (importing the protocol modules costs 20 ms): they
     must not drift from the limits the plugins apply."""
