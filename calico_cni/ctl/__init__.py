@@ -8,7 +8,7 @@ commands parse, call a lower floor and print; they hold no IPAM or datastore log
 - `output`: tables for people, JSON and YAML for scripts.
 - `resources`: create, apply, replace, delete, get, patch and label over every resource kind (the
   work is `calico_cni.resources`); `ippool`: shorthands over the same verbs; `version`;
-  `datastore` (`migrate lock/unlock`) and `datastore_repair` (`datastore repair profiles`).
+  `datastore` (`migrate lock/unlock`, `repair profiles`).
 - `validate`: the IPAM settings rules of `ipam configure`.
 - `ipam_show`, `ipam_check`, `ipam_release`, `ipam_gc`, `ipam_configure`: the `ipam` verbs (audit,
   repair and reconciliation live in `calico_ipam`).

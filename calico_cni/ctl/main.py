@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from calico_cni.ctl import datastore, datastore_repair, ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, resources, version
+from calico_cni.ctl import datastore, ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, resources, version
 from calico_cni.ctl.context import connection_options
 from calico_cni.ctl.errors import failure
 
@@ -80,6 +80,5 @@ def ipam() -> None:
 
 for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure, ipam_gc.gc):
     ipam.add_command(command)
-datastore.datastore.add_command(datastore_repair.repair)
 for group in (*resources.COMMANDS, ippool.ippool, datastore.datastore, version.version):
     cli.add_command(group)
