@@ -173,7 +173,7 @@ def _commit_assignment(store: Datastore, block: Block, ordinals: list[int], att:
 def prepare_block(block: Block, view: IpamView) -> set[int]:
     """Return cooled-down ordinals to the free list (of this in-memory block); the reserved
     ordinals of the block. What `blocks.free_ordinals` then lists is what an allocation may take."""
-    if any("releasedAt" in a for a in block.attributes):
+    if any(blk.entry_state(a) == blk.RELEASED for a in block.attributes):
         blk.cleanup(block, view.config.ip_cooldown_seconds, time.time())
     return blk.reserved_ordinals(block, view.reservations)
 

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from calico_cni.datastore.etcd import Compare, KeyValue, Range
 from calico_cni.datastore.store import Datastore
 from calico_cni.model import keys
-from calico_cni.model.records import Block, Handle, IpamConfig, IPPool, WorkloadEndpoint
+from calico_cni.model.records import CONFIRMED, Affinity, Block, Handle, IpamConfig, IPPool, WorkloadEndpoint
 from calico_ipam import allocator, audit, blocks, inventory, reconcile, repair, replay
 from calico_ipam.errors import AddressConflict, RepairRefused
 
@@ -282,6 +282,20 @@ def test_assignment_fills_only_free_ordinals():
         with pytest.raises(ValueError):
             blocks.assign_ordinals(b, [o], "net1.c2", OURS)
     assert blocks.cooling_until(b, 2, 60) is None and blocks.cooling_until(b, 3, 60) is None
+
+
+def test_allocation_keeps_an_entry_that_is_not_an_object():
+    """An attribute entry that is not an object (null, a number) is NO_HANDLE: the allocator
+    prepares such a block like any other, keeps that ordinal, and takes a free one."""
+    doc = calico_block_v330(CIDR, [(0, calico_pod("aaa", "web-1"))])
+    doc["attributes"] += [None, 7]
+    doc["allocations"][1:3] = [1, 2]
+    doc["unallocated"] = [o for o in doc["unallocated"] if o not in (1, 2)]
+    store = memory_store(parse(doc))
+    assert store.commit(puts=[Affinity(NODE, CIDR, CONFIRMED)])
+    [got] = allocator.assign(store, allocator.Attachment("net1.c1", NODE, "eth0", network="net1"), [allocator.FamilyRequest(4)])
+    b = stored_block(store)
+    assert got.ordinal == 3 and [blocks.state(b, o) for o in range(4)] == [blocks.HELD, blocks.NO_HANDLE, blocks.NO_HANDLE, blocks.HELD]
 
 
 def test_a_refused_assign_ordinals_changes_nothing():
