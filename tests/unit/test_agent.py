@@ -168,6 +168,16 @@ def test_health_probe_loads_neither_plugins_nor_grpc(bare_server):
     assert modules and not [m for m in modules if m.startswith(("calico_cni.plugins", "calico_cni.agent.daemon", "calico_ipam", "grpc", "calico_cni.dataplane"))]
 
 
+def test_health_probe_fails_when_nothing_answers(tmp_path, capsys):
+    """A supervisor's probe of an agent that is not running exits 1 saying where it looked."""
+    from calico_cni.agent.main import health, parser
+
+    path = str(tmp_path / "absent.sock")
+    assert health(parser().parse_args(["health", "--socket", path])) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"calico-cni-agent: nothing answers on {path}\n"
+
+
 def test_warm_leases_hand_back_only_a_token_they_refreshed():
     """Two requests lease the warm client's token; one finds it stale and authenticates again. The
     other, closing later with the old token, must not put the stale token back: every later request
