@@ -1068,22 +1068,16 @@ def test_a_failure_in_a_file_that_fits_one_transaction_writes_nothing(ctl, store
     assert snapshot(store) == before
 
 
-def test_126_documents_are_one_transaction(ctl, store, tmp_path):
-    # Each document takes a write and a compare, and two more compares may join (the pools' prefix,
-    # the default tier): 126 documents are the most etcd's 128 operations take at once.
-    path = write(tmp_path / "many.yaml", *many_pools(126))
+# Each document takes a write and a compare, and two more compares may join (the pools' prefix,
+# the default tier): 126 documents are the most etcd's 128 operations take at once; 127 are written
+# document by document (a revision each).
+@pytest.mark.parametrize(("count", "revisions"), [(126, 1), (127, 127)], ids=["126-one-transaction", "127-document-by-document"])
+def test_the_largest_file_written_in_one_transaction(ctl, store, tmp_path, count, revisions):
+    path = write(tmp_path / "many.yaml", *many_pools(count))
     rev = revision(store)
-    assert ok(ctl("create", "-f", path)).stdout.strip() == "Successfully created 126 'IPPool' resource(s)"
-    assert revision(store) == rev + 1
-    assert len(pool_names(store)) == 126
-
-
-def test_127_documents_are_written_document_by_document(ctl, store, tmp_path):
-    path = write(tmp_path / "many.yaml", *many_pools(127))
-    rev = revision(store)
-    assert ok(ctl("create", "-f", path)).stdout.strip() == "Successfully created 127 'IPPool' resource(s)"
-    assert revision(store) == rev + 127
-    assert len(pool_names(store)) == 127
+    assert ok(ctl("create", "-f", path)).stdout.strip() == f"Successfully created {count} 'IPPool' resource(s)"
+    assert revision(store) == rev + revisions
+    assert len(pool_names(store)) == count
 
 
 # -- metadata, stored records written by other tools, and rules of the stored state -------------------
