@@ -727,6 +727,15 @@ def test_get_with_a_file_of_several_kinds_shows_each_as_its_kind(ctl, tmp_path):
 def test_get_of_a_missing_resource_fails(ctl, tmp_path):
     failed(ctl("get", "ippool", "nope"), "resource does not exist: IPPool(nope)")
     failed(ctl("get", "-f", write(tmp_path / "p.yaml", pool("nope", "198.18.0.0/24"))), "resource does not exist: IPPool(nope)")
+    failed(ctl("get", "-f", str(tmp_path / "absent.yaml")), "cannot read", "absent.yaml: no such file or directory")
+
+
+def test_get_of_a_file_names_the_first_missing_resource_of_its_kinds_in_turn(ctl, tmp_path):
+    # The file's resources are shown kind by kind (in the order the kinds first appear): the
+    # missing pool is named, though the missing peer comes first in the file.
+    ok(ctl("create", "-f", write(tmp_path / "a.yaml", pool("a", "198.18.0.0/24"))))
+    path = write(tmp_path / "p.yaml", pool("a", "198.18.0.0/24"), doc("BGPPeer", "ghost"), pool("nope", "198.18.1.0/24"))
+    assert "ghost" not in failed(ctl("get", "-f", path), "resource does not exist: IPPool(nope)")
 
 
 def test_ip_pool_columns(ctl, tmp_path):

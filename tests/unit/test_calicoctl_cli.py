@@ -10,7 +10,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from calico_cni.ctl.context import Connection
+from calico_cni.ctl.context import Connection, load_config
+from calico_cni.ctl.errors import CtlError
 from calico_cni.ctl.main import cli
 
 
@@ -52,3 +53,29 @@ def test_tls_flags_reach_the_connection_settings(tmp_path):
     s = Connection(config_file=str(conf)).settings(env)
     assert (s.endpoints, s.ca_cert_file, s.cert_file, s.key_file) == (("https://c:2379",), "/cca", "/ccrt", "/ckey")
     assert Connection().settings({}).endpoints == ("http://127.0.0.1:2379",)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("etcdv3", "spec of a CalicoAPIConfig must be an object"),
+        ({"etcdEndpoints": "http://127.0.0.1:2379", "etcdCACert": "-----BEGIN CERTIFICATE-----", "etcdKey": "k"},
+         "inline certificates (etcdKey, etcdCACert) are not supported"),
+        ({"etcdEndpoints": "http://127.0.0.1:2379", "etcdEndpoint": "x", "zz": 1}, "unknown field spec.etcdEndpoint of a CalicoAPIConfig"),
+        ({"datastoreType": "kubernetes"}, "datastoreType kubernetes is not supported"),
+    ],
+    ids=["spec-not-an-object", "inline-certificates", "unknown-field", "kubernetes"],
+)
+def test_a_calicoctl_cfg_this_calicoctl_cannot_use_is_refused(tmp_path, spec, message):
+    cfg = tmp_path / "calicoctl.cfg"
+    cfg.write_text(json.dumps({"apiVersion": "projectcalico.org/v3", "kind": "CalicoAPIConfig", "metadata": {}, "spec": spec}))
+    with pytest.raises(CtlError) as raised:
+        load_config(str(cfg))
+    assert str(raised.value).startswith(f"{cfg}: ") and message in str(raised.value)
+
+
+def test_a_config_file_that_is_not_an_object_is_refused(tmp_path):
+    cfg = tmp_path / "calicoctl.cfg"
+    cfg.write_text("- a\n- b\n")
+    with pytest.raises(CtlError, match="is neither a calicoctl.cfg .kind: CalicoAPIConfig. nor a CNI network configuration"):
+        load_config(str(cfg))
