@@ -31,7 +31,7 @@ import pytest
 
 from calico_cni.config import ConfigError, ipam_settings
 from calico_cni.model import keys
-from calico_cni.protocol.errors import IPAM_CONFLICT, IPAM_EXHAUSTED
+from calico_cni.protocol.errors import INVALID_CONFIG, IPAM_CONFLICT, IPAM_EXHAUSTED
 from calico_ipam import allocator
 from calico_ipam.allocator import Attachment, FamilyRequest
 from calico_ipam.capacity import has_room
@@ -324,9 +324,13 @@ def test_cni_config_key_max_blocks_per_node(value, expected):
 
 
 @pytest.mark.parametrize("value", [-1, True, "3", 2.5])
-def test_cni_config_key_max_blocks_per_node_refuses_what_is_not_a_count(value):
+def test_cni_config_key_max_blocks_per_node_refuses_what_is_not_a_count(store, ipam_conf, value):
     with pytest.raises(ConfigError, match="ipam.max_blocks_per_node"):
         ipam_settings({"ipam": {"type": "calico-ipam", "max_blocks_per_node": value}})
+    # Through the plugin: error 7 naming the key, and nothing allocated.
+    refused = failed(add(ipam_conf(max_blocks_per_node=value), "c1"), INVALID_CONFIG)
+    assert refused["msg"].startswith("ipam.max_blocks_per_node must be a whole number"), refused
+    assert store.client.get_prefix(keys.IPAM, keys_only=True) == []
 
 
 # ------------------------------------------------------------------------------------------------
