@@ -143,6 +143,16 @@ def test_an_unknown_policy_type_fails_add_but_not_del(store, pools, node, pod, c
     assert status.rc != 0 and status.out["code"] == 7, status.out  # not "ready" where every ADD fails
 
 
+@pytest.mark.parametrize("policy, msg", [("k8s", "policy must be an object"), ({"type": 1}, 'policy.type must be a string: "k8s" or absent')])
+def test_a_policy_that_does_not_parse_fails_add_before_anything_is_written(store, pools, node, pod, calico_conf, policy, msg):
+    """`policy` not an object, or its type not a string, is a configuration error (7) of every verb's
+    settings: ADD writes nothing."""
+    refused = run_calico(node, "ADD", calico_conf(policy=policy), pod_env(pod()))
+    assert refused.rc != 0 and refused.out["code"] == 7 and refused.out["msg"] == msg, refused.out
+    assert store.workload_endpoints() == [] and store.client.get_prefix(PROFILES) == []
+    assert store.client.get_prefix("/calico/ipam/v2/", keys_only=True) == []
+
+
 def test_del_still_removes_an_endpoint_written_with_a_refused_name(store, pools, node, pod, calico_conf):
     """An endpoint the plugin wrote before the rule, for a container ID Calico refuses (written here
     directly, as ADD no longer writes one), is still deleted by DEL: the rule applies to ADD only."""
