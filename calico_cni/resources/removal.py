@@ -23,13 +23,18 @@ from calico_cni.resources.errors import DoesNotExist, Refused, ResourceError, Up
 Report = Callable[[str], None]
 
 
-def _current(store: Datastore, ref: Ref, given: str | None) -> Resource:
-    current = stored.get(store, ref)
+def deletable(ref: Ref, current: Resource | None, given: str | None, source: str = "") -> Resource:
+    """The stored resource `ref` (read as `current`) a delete may take: it must exist, at the
+    resourceVersion `given` when one is (`source`: the file that named it)."""
     if current is None:
-        raise DoesNotExist(f"resource does not exist: {ref.identifier}")
+        raise DoesNotExist(f"resource does not exist: {ref.identifier}" + (f" ({source})" if source else ""))
     if given and given != str(current.revision):
         raise UpdateConflict(f"update conflict: {current.identifier}: resource version '{given}' is out of date (latest: {current.revision})")
     return current
+
+
+def _current(store: Datastore, ref: Ref, given: str | None) -> Resource:
+    return deletable(ref, stored.get(store, ref), given)
 
 
 def remove_pool(store: Datastore, ref: Ref, given: str | None, force: bool, report: Report) -> Resource:

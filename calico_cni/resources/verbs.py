@@ -437,15 +437,10 @@ def delete(
             current, _ = stored.read(store, [ref for ref, _, _ in items], unreadable=report)
             deleting = {r.key for r in current if r is not None}
             for (ref, given, source), existing in zip(items, current):
-                if existing is None:
-                    if skip_not_exists:
-                        plan.outcome.skipped += 1
-                        continue
-                    raise DoesNotExist(f"resource does not exist: {ref.identifier}" + (f" ({source})" if source else ""))
-                if given and given != str(existing.revision):
-                    raise UpdateConflict(
-                        f"update conflict: {existing.identifier}: resource version '{given}' is out of date (latest: {existing.revision})"
-                    )
+                if existing is None and skip_not_exists:
+                    plan.outcome.skipped += 1
+                    continue
+                existing = removal.deletable(ref, existing, given, source)
                 if ref.kind.name == "Tier":
                     _check_tier_delete(store, existing, deleting, plan)
                 plan.deletes.append(existing)
