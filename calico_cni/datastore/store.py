@@ -131,6 +131,10 @@ def _endpoint(kv: KeyValue) -> WorkloadEndpoint:
     return WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
 
 
+def _config(kv: KeyValue) -> IpamConfig:
+    return IpamConfig.from_json(kv.value, kv.mod_revision)
+
+
 def _locked(kvs: Sequence[KeyValue]) -> bool:
     """Whether Calico's ClusterInformation (`kvs`, its range result) says `datastoreReady: false`
     (a migration lock). A missing or unreadable record counts as ready: nothing has locked it."""
@@ -220,11 +224,11 @@ class Datastore:
         aff = results[5 : 5 + len(families)]
         block_kvs = results[5 + len(families) :]
         return IpamView(
-            config=IpamConfig.from_json(cfg_kv[0].value, cfg_kv[0].mod_revision) if cfg_kv else IpamConfig(),
+            config=_config(cfg_kv[0]) if cfg_kv else IpamConfig(),
             pools=_pools(pool_kvs),
             node=Node.from_json(node, node_kv[0].value, node_kv[0].mod_revision) if node_kv else None,
             affinities={f: _affinities(a) for f, a in zip(families, aff)},
-            handle=Handle.from_kv(handle_kv[0].key, handle_kv[0].value, handle_kv[0].mod_revision) if handle_kv else None,
+            handle=_handle(handle_kv[0]) if handle_kv else None,
             reservations=_reservations(res_kvs),
             revision=revision,
             blocks=_prefetched(prefetch_blocks, block_kvs),
@@ -243,17 +247,15 @@ class Datastore:
             *(Range(keys.block(c)) for c in prefetch_blocks),
         ]
         results, _ = self._read(ranges)
-        handles = {
-            h: (Handle.from_kv(kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None) for h, kvs in zip(handle_ids, results)
-        }
+        handles = {h: (_handle(kvs[0]) if kvs else None) for h, kvs in zip(handle_ids, results)}
         cfg = results[n]
-        config = IpamConfig.from_json(cfg[0].value, cfg[0].mod_revision) if cfg else IpamConfig()
+        config = _config(cfg[0]) if cfg else IpamConfig()
         return handles, config, _prefetched(prefetch_blocks, results[n + 1 :])
 
     def ipam_config(self) -> IpamConfig:
         """The IPAM configuration (defaults when none is stored)."""
         kv = self.client.get(keys.IPAM_CONFIG)
-        return IpamConfig.from_json(kv.value, kv.mod_revision) if kv else IpamConfig()
+        return _config(kv) if kv else IpamConfig()
 
     def pools(self) -> list[IPPool]:
         """Every IP pool, by name."""
@@ -281,7 +283,7 @@ class Datastore:
     def handle(self, handle_id: str) -> Handle | None:
         """One IPAM handle, or None."""
         kv = self.client.get(keys.handle(handle_id))
-        return Handle.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
+        return _handle(kv) if kv else None
 
     def handles(self) -> list[Handle]:
         """Every handle; corrupt ones are logged and skipped."""
@@ -290,7 +292,7 @@ class Datastore:
     def block(self, cidr: str) -> Block | None:
         """One block by CIDR, or None."""
         kv = self.client.get(keys.block(cidr))
-        return Block.from_kv(kv.key, kv.value, kv.mod_revision) if kv else None
+        return _block(kv) if kv else None
 
     def blocks(self, cidrs: Sequence[str], known: Mapping[str, Block | None] | None = None) -> dict[str, Block]:
         """Several blocks in one round trip (missing ones are absent from the result). Blocks in
@@ -350,7 +352,7 @@ class Datastore:
         ]
         (cfg, pools, nodes, b4, b6, handles, affs, weps), revision = self.client.read(ranges)
         corrupt: list[tuple[str, str]] = []
-        config = _parse_all(cfg, lambda kv: IpamConfig.from_json(kv.value, kv.mod_revision), corrupt)
+        config = _parse_all(cfg, _config, corrupt)
         return IpamSnapshot(
             revision=revision,
             config=config[0] if config else IpamConfig(),
