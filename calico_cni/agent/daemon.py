@@ -12,6 +12,8 @@ import signal
 import socket
 import stat
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 from calico_cni import logs
 from calico_cni.agent import client
@@ -26,7 +28,7 @@ class _Stop(Exception):
     """Raised in the main thread by SIGTERM/SIGINT."""
 
 
-def listen(path: str) -> socket.socket:
+def listen(path: str, program: str = "calico-cni-agent") -> socket.socket:
     """A listening socket at `path` (0600, directory 0700); refuses when an agent answers there."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -34,7 +36,7 @@ def listen(path: str) -> socket.socket:
     existing = client.connect(path)
     if existing is not None:
         existing.close()
-        raise SystemExit(f"calico-cni-agent: an agent already answers on {path}")
+        raise SystemExit(f"{program}: a daemon already answers on {path}: stop it first (never two on one socket)")
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)  # stale: left by an agent that was killed
@@ -51,18 +53,44 @@ def listen(path: str) -> socket.socket:
     return sock
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Serve the plugins on `args.socket` until SIGTERM or SIGINT."""
-    logs.setup_agent({"level": args.log_level, "path": args.log_file}, "calico-cni-agent")
+@dataclass
+class PluginServing:
+    """The plugins' socket and what its requests share: warm etcd channels and one block memory."""
+
+    path: str
+    listener: socket.socket
+    server: Server
+    stores: WarmStores
+
+    def close(self) -> None:
+        """Stop serving: remove the socket, let requests in flight finish, close the channels."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        self.server.stop()
+        self.stores.close()
+        self.listener.close()
+
+
+def open_serving(path: str, program: str = "calico-cni-agent", extra_health: Callable[[], dict] | None = None) -> PluginServing:
+    """Import the verbs, bind the plugins' socket at `path` and build its server (not yet serving:
+    call `server.serve_forever`). calico-node shares `stores` with its own parts."""
     for module in PLUGINS.values():
         importlib.import_module(module)  # the verbs now, not on the first pod's ADD
-
     stores = WarmStores()
     # One set of services for every request: datastores over the warm channels, and one block
     # memory, so a node's next allocation reads its blocks with the view.
     services = Services(connect=stores.connect, blocks=BlockMemory())
-    listener = listen(args.socket)
-    server = Server(listener, {name: verb_handlers(name, lambda: services) for name in PLUGINS})
+    listener = listen(path, program)
+    server = Server(listener, {name: verb_handlers(name, lambda: services) for name in PLUGINS}, extra_health)
+    return PluginServing(path, listener, server, stores)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the plugins on `args.socket` until SIGTERM or SIGINT."""
+    logs.setup_agent({"level": args.log_level, "path": args.log_file}, "calico-cni-agent")
+    serving = open_serving(args.socket)
 
     def stop(_signum, _frame) -> None:
         raise _Stop()
@@ -71,16 +99,10 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     print(f"calico-cni-agent: serving {args.socket}", file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        serving.server.serve_forever()
     except _Stop:
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            os.unlink(args.socket)
-        except OSError:
-            pass
-        server.stop()
-        stores.close()
-        listener.close()
+        serving.close()
     return 0

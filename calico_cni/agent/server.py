@@ -78,9 +78,16 @@ def _caller_paths(env: dict[str, str], netns_path: str) -> dict[str, str]:
 class Server:
     """Serves forwarded CNI requests on a listening Unix socket."""
 
-    def __init__(self, listener: socket.socket, plugins: Mapping[str, Mapping[str, Callable[[CniRequest], dict | None]]]) -> None:
-        """Serve `plugins` (plugin name -> verb -> handler, see `plugins.dispatch.verb_handlers`)."""
+    def __init__(
+        self,
+        listener: socket.socket,
+        plugins: Mapping[str, Mapping[str, Callable[[CniRequest], dict | None]]],
+        extra_health: Callable[[], dict] | None = None,
+    ) -> None:
+        """Serve `plugins` (plugin name -> verb -> handler, see `plugins.dispatch.verb_handlers`);
+        `extra_health` adds the daemon's own state (calico-node's parts) to the health answer."""
         self.listener = listener
+        self.extra_health = extra_health
         self.handlers = dict(plugins)
         self.netns = own_netns()
         self.served = 0
@@ -131,16 +138,19 @@ class Server:
                 self._threads.discard(threading.current_thread())
 
     def health(self) -> dict:
-        """What `calico-cni-agent health` prints."""
+        """What `calico-cni-agent health` prints (and calico-node's felix probes read)."""
         with self._lock:
             in_flight = len(self._threads) - 1  # not counting the health request itself
-        return {
+        answer = {
             "status": "ok",
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "served": self.served,
             "in_flight": max(in_flight, 0),
         }
+        if self.extra_health is not None:
+            answer.update(self.extra_health())
+        return answer
 
     def serve_forever(self) -> None:
         """Accept until `stop`; each connection on a thread of its own."""

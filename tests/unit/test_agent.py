@@ -85,7 +85,7 @@ def test_listen_refuses_a_socket_an_agent_answers_on(bare_server):
     from calico_cni.agent.daemon import listen
 
     path, _ = bare_server
-    with pytest.raises(SystemExit, match="an agent already answers on " + path):
+    with pytest.raises(SystemExit, match="calico-cni-agent: a daemon already answers on " + path):
         listen(path)
     code, out, _ = _ask(path, wire.HEALTH, {}, b"")
     assert code == 0 and json.loads(out)["status"] == "ok"
