@@ -12,7 +12,7 @@ from typing import Sequence
 from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane import sysctl
 from calico_cni.dataplane.netns import Netns
-from calico_cni.dataplane.rtnl import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, IPAddress, IPInterface, IPNetwork, Link, NetlinkError, Rtnl, mac_bytes
+from calico_cni.dataplane.rtnl import DAEMON_PROTOCOLS, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, IPAddress, IPInterface, IPNetwork, Link, NetlinkError, Rtnl, mac_bytes
 
 GATEWAY_V4 = ipaddress.IPv4Address("169.254.1.1")
 GATEWAY_V4_NET = ipaddress.IPv4Network("169.254.1.1/32")
@@ -89,25 +89,32 @@ def route_owner(rtnl: Rtnl, route) -> str:
 
 def add_host_routes(rtnl: Rtnl, link: Link, addresses: Sequence[IPInterface]) -> None:
     """`<ip>/32 dev <host veth>` (and /128) for each address. A route to the same address on any
-    other interface is never replaced: the ADD fails naming it."""
+    other interface is never replaced (the ADD fails naming it), except one of the node daemon's
+    (`proto bird`, or its own protocol): a borrowed /32 learned from a peer that has not yet been
+    withdrawn must not refuse the ADD that reuses the address here, and this node's route to its
+    own pod is the right one."""
     by_version: dict[int, list] = {}
     for address in addresses:
         dst = host_route(address)
         if dst.version not in by_version:
             by_version[dst.version] = rtnl.routes(dst.version)
-        for route in by_version[dst.version]:
-            if route.dst == dst and route.oif != link.index:
+        routes = [r for r in by_version[dst.version] if r.dst == dst]
+        for route in routes:
+            if route.oif != link.index and route.protocol not in DAEMON_PROTOCOLS:
                 _conflict(rtnl, dst, route, link)
-        if any(r.dst == dst and r.oif == link.index for r in by_version[dst.version]):
+        if any(r.oif == link.index and r.protocol not in DAEMON_PROTOCOLS for r in routes):
             continue
+        scope = RT_SCOPE_LINK if dst.version == 4 else RT_SCOPE_UNIVERSE
         try:
-            rtnl.add_route(dst, link.index, scope=RT_SCOPE_LINK if dst.version == 4 else RT_SCOPE_UNIVERSE)
+            rtnl.add_route(dst, link.index, scope=scope, replace=any(r.protocol in DAEMON_PROTOCOLS for r in routes))
         except NetlinkError as exc:
             if exc.errno != errno.EEXIST:
                 raise
+            # Someone added a route to dst since we listed: BIRD (replace it) or a workload (refuse).
             for route in rtnl.routes(dst.version):
-                if route.dst == dst and route.oif != link.index:
+                if route.dst == dst and route.oif != link.index and route.protocol not in DAEMON_PROTOCOLS:
                     _conflict(rtnl, dst, route, link)
+            rtnl.add_route(dst, link.index, scope=scope, replace=True)
 
 
 def _conflict(rtnl: Rtnl, dst: IPNetwork, route, link: Link):

@@ -40,6 +40,7 @@ NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_DUMP_INTR = 0x10
 NLM_F_DUMP = 0x300
+NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_CAPPED = 0x100  # on NLMSG_ERROR: only the request's header is echoed
@@ -77,6 +78,11 @@ RTA_PRIORITY = 6
 RTA_TABLE = 15
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
+# Routes BIRD installs (`proto bird`), and those calico-node programs itself (Felix's number, 80):
+# the daemon's, never a workload's, so a pod's ADD may take their place (design rule 26).
+RTPROT_BIRD = 12
+RTPROT_CALICO = 80
+DAEMON_PROTOCOLS = (RTPROT_BIRD, RTPROT_CALICO)
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_HOST = 254
@@ -456,12 +462,14 @@ class Rtnl:
         scope: int = RT_SCOPE_UNIVERSE,
         priority: int | None = None,
         table: int = RT_TABLE_MAIN,
+        replace: bool = False,
     ) -> None:
-        """Add a route; EEXIST when the table already has one for `dst` with this metric (nothing is replaced)."""
+        """Add a route; EEXIST when the table already has one for `dst` with this metric, unless
+        `replace` (then that route is replaced)."""
         via = f" via {gateway}" if gateway else ""
         self.request(
             RTM_NEWROUTE,
             self._route_body(dst, oif, gateway, scope, table, priority),
-            NLM_F_CREATE | NLM_F_EXCL,
-            f"adding route {dst}{via} on link {oif}",
+            NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL),
+            f"{'replacing' if replace else 'adding'} route {dst}{via} on link {oif}",
         )

@@ -52,6 +52,25 @@ def test_conflicting_host_route_is_refused_and_rolled_back(store, pools, node, p
     assert_datastore_clean(store)
 
 
+@pytest.mark.parametrize("protocol", ["bird", "80"])
+def test_a_stale_route_of_the_node_daemon_does_not_refuse_the_add(store, pools, node, pod, calico_conf, protocol):
+    """A borrowed /32 (/128) learned from a peer (`proto bird`), or one calico-node programmed
+    (protocol 80), that has not been withdrawn yet: the ADD that reuses the address here takes its
+    place instead of failing, and the pod's route is the plugin's."""
+    netns.ip("-n", node.name, "link", "add", "blk0", "type", "veth", "peer", "name", "blk1")
+    netns.ip("-n", node.name, "link", "set", "blk0", "up")
+    for route in ("198.18.3.12/32", "fd00:198:18:3::12/128"):
+        netns.ip("-n", node.name, "-6" if ":" in route else "-4", "route", "add", route, "dev", "blk0", "proto", protocol)
+    p = pod()
+    run = run_calico(node, "ADD", calico_conf(ipam={"assign_ipv6": "true"}), pod_env(p, CNI_ARGS="IP=198.18.3.12,fd00:198:18:3::12"))
+    assert run.rc == 0, run.out
+    assert routes_via(node, "blk0") == set(), "the daemon's stale routes were replaced"
+    host = run.out["interfaces"][0]["name"]
+    assert {"198.18.3.12", "fd00:198:18:3::12"} <= routes_via(node, host)
+    mine = [r for v in (4, 6) for r in node.routes(v) if r["dst"] in ("198.18.3.12", "fd00:198:18:3::12")]
+    assert len(mine) == 2 and {r.get("protocol") for r in mine} == {None}, mine  # `ip -j` leaves out proto boot, the plugin's
+
+
 def test_ipv6_failure_rolls_back_ipv4_too(store, pools, node, pod, calico_conf):
     """Dual stack: the IPv6 host route conflicts after the IPv4 part was set up; both go."""
     blocker(node, "fd00:198:18:3::10/128")
