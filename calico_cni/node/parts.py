@@ -1,0 +1,131 @@
+"""The daemon's parts: each a loop on a thread of its own, restarted with back-off when it fails,
+and reported (alive, ready, restarts, last error, last good pass) to the health answer the probes
+read. A failing part never takes the others, or the plugins' socket, down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+# Back-off between restarts of a failed part: doubling from FIRST_BACKOFF up to MAX_BACKOFF, back
+# to the start once the part has run STABLE seconds without failing.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+STABLE = 60.0
+
+
+class PartHealth:
+    """What one part reports: set by the part itself (`ok`, `not_ready`) and by its runner."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.alive = False
+        self.ready = False
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.last_ok: float | None = None
+        self.detail: str | None = None
+
+    def ok(self, detail: str | None = None) -> None:
+        """A pass of the part succeeded: it is ready, and live as of now."""
+        with self._lock:
+            self.ready, self.last_ok, self.detail = True, time.time(), detail
+
+    def not_ready(self, why: str) -> None:
+        """The part runs but cannot do its job yet (waiting for the first sync, BIRD refused a
+        configuration, ...): it stays alive, and `why` is reported."""
+        with self._lock:
+            self.ready, self.detail = False, why
+
+    def failed(self, error: str) -> None:
+        """The part's loop raised `error`: it is not ready and is being restarted."""
+        with self._lock:
+            self.last_error, self.ready = error, False
+            self.restarts += 1
+
+    def as_dict(self) -> dict:
+        """The part's state, as the health answer carries it."""
+        with self._lock:
+            return {
+                "alive": self.alive,
+                "ready": self.ready,
+                "restarts": self.restarts,
+                "last_error": self.last_error,
+                "last_ok": self.last_ok,
+                "detail": self.detail,
+            }
+
+
+# A part's loop: runs until `stop` is set, reporting through its health; an exception restarts it.
+PartLoop = Callable[[threading.Event, PartHealth], None]
+
+
+class Part:
+    """One supervised loop."""
+
+    def __init__(self, name: str, loop: PartLoop) -> None:
+        self.name = name
+        self.loop = loop
+        self.health = PartHealth()
+        self._thread: threading.Thread | None = None
+
+    def start(self, stop: threading.Event) -> None:
+        """Run the loop on its own thread until `stop` is set."""
+        self._thread = threading.Thread(target=self._supervise, args=(stop,), name=f"part-{self.name}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the part's thread to end (after `stop` was set)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _supervise(self, stop: threading.Event) -> None:
+        backoff = FIRST_BACKOFF
+        while not stop.is_set():
+            started = time.monotonic()
+            self.health.alive = True
+            try:
+                self.loop(stop, self.health)
+            except Exception as exc:  # noqa: BLE001 - a failing part is restarted, never ends the daemon
+                log.exception("part %s failed; restarting it in %.1fs", self.name, backoff)
+                self.health.failed(f"{type(exc).__name__}: {exc}")
+            else:
+                if not stop.is_set():
+                    log.error("part %s returned without being stopped; restarting it", self.name)
+                    self.health.failed("the loop returned without being stopped")
+            if time.monotonic() - started > STABLE:
+                backoff = FIRST_BACKOFF
+            if stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        self.health.alive = False
+
+
+class Parts:
+    """Every part of the daemon, started and stopped together."""
+
+    def __init__(self, parts: list[Part], stop: threading.Event | None = None) -> None:
+        """`parts`, stopped when `stop` (default: an event of their own) is set."""
+        self.parts = parts
+        self.stop_event = stop or threading.Event()
+
+    def start(self) -> None:
+        """Start every part."""
+        for part in self.parts:
+            part.start(self.stop_event)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask every part to stop and wait for them (at most `timeout` seconds in all)."""
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for part in self.parts:
+            part.join(max(deadline - time.monotonic(), 0))
+
+    def status(self) -> dict:
+        """{part name: its health}, for the health answer."""
+        return {part.name: part.health.as_dict() for part in self.parts}

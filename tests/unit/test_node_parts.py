@@ -1,0 +1,92 @@
+"""calico-node's parts: a failing part is restarted with back-off and reported; the others go on."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from calico_cni.node import parts as parts_module
+from calico_cni.node.parts import Part, PartHealth, Parts
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch):
+    monkeypatch.setattr(parts_module, "FIRST_BACKOFF", 0.01)
+    monkeypatch.setattr(parts_module, "MAX_BACKOFF", 0.05)
+
+
+def wait(check, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_failing_part_is_restarted_and_reported_while_the_others_run():
+    runs = []
+    healthy = threading.Event()
+
+    def failing(stop: threading.Event, health: PartHealth) -> None:
+        runs.append(time.monotonic())
+        if len(runs) < 3:
+            raise RuntimeError(f"boom {len(runs)}")
+        health.ok("third time lucky")
+        stop.wait()
+
+    def steady(stop: threading.Event, health: PartHealth) -> None:
+        health.ok()
+        healthy.set()
+        stop.wait()
+
+    parts = Parts([Part("flaky", failing), Part("steady", steady)])
+    parts.start()
+    try:
+        wait(lambda: parts.status()["flaky"]["ready"])
+        status = parts.status()
+        assert status["flaky"]["restarts"] == 2
+        assert status["flaky"]["last_error"] == "RuntimeError: boom 2"
+        assert status["flaky"]["alive"] and status["flaky"]["detail"] == "third time lucky"
+        assert status["steady"] == {**status["steady"], "alive": True, "ready": True, "restarts": 0, "last_error": None}
+        assert healthy.is_set()
+    finally:
+        parts.stop(5)
+    assert not any(p["alive"] for p in parts.status().values())
+
+
+def test_a_part_that_returns_unasked_is_restarted_and_the_back_off_grows():
+    runs = []
+
+    def returns(stop: threading.Event, health: PartHealth) -> None:
+        runs.append(time.monotonic())
+
+    parts = Parts([Part("quitter", returns)])
+    parts.start()
+    try:
+        wait(lambda: len(runs) >= 4)
+    finally:
+        parts.stop(5)
+    status = parts.status()["quitter"]
+    assert status["restarts"] >= 3 and status["last_error"] == "the loop returned without being stopped"
+    gaps = [b - a for a, b in zip(runs, runs[1:])]
+    assert gaps[2] >= gaps[0], gaps  # doubling from 0.01 s, capped at 0.05 s
+
+
+def test_not_ready_keeps_the_part_alive_with_its_reason():
+    health = PartHealth()
+    health.ok()
+    health.not_ready("waiting for the first full list of the datastore")
+    state = health.as_dict()
+    assert state["ready"] is False and state["detail"] == "waiting for the first full list of the datastore"
+    assert state["last_ok"] is not None
+
+
+def test_stop_ends_every_part_within_the_timeout():
+    parts = Parts([Part(f"p{i}", lambda stop, health: stop.wait()) for i in range(3)])
+    parts.start()
+    wait(lambda: all(p["alive"] for p in parts.status().values()))
+    started = time.monotonic()
+    parts.stop(5)
+    assert time.monotonic() - started < 5
+    assert not any(p["alive"] for p in parts.status().values())
