@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on a Debian/Ubuntu machine (run as root), idempotently:
 # system packages and a virtual environment in .venv with the project and its test tools.
-#   scripts/setup-deps.sh            # runtime needs (etcd, CNI reference plugins, iproute2, ...)
+#   scripts/setup-deps.sh            # runtime needs (etcd, BIRD 2, CNI reference plugins, iproute2, ...)
 #   scripts/setup-deps.sh --demo     # plus cnitool, which the demo starts pods with
 #   scripts/setup-deps.sh --test     # plus what the test suite needs (podman, cnitool, ...)
 set -euo pipefail
@@ -22,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(etcd-server etcd-client containernetworking-plugins iproute2 iputils-ping busybox-static
-          python3 python3-venv ca-certificates)
+          python3 python3-venv ca-certificates bird2)
 if [ "$want_test" = 1 ] && [ -f "$here/scripts/test-deps.txt" ]; then
     while read -r pkg _; do
         case "$pkg" in ''|'#'*) continue ;; esac
@@ -40,10 +40,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian starts etcd as a service where systemd runs; the project starts its own etcd instances.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
-    systemctl disable --now etcd >/dev/null 2>&1 || true
-fi
+# Debian starts etcd and BIRD as services where systemd runs; the project starts its own etcd
+# instances, and calico-node its own BIRD (scripts/install-cni.sh also masks bird.service on a node:
+# its kernel protocol deletes every "proto bird" route it did not install).
+for service in etcd bird; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+        systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+done
 
 # A real interpreter (never a pyenv shim: it costs ~95 ms per plugin exec), Python >= 3.11.
 python=""
