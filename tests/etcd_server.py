@@ -23,6 +23,7 @@ class EtcdServer:
     proc: subprocess.Popen
     data_dir: str
     log_path: str
+    peer_port: int = 2380
 
     @property
     def endpoint(self) -> str:
@@ -33,15 +34,23 @@ class EtcdServer:
         stop_process(self.proc)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def restart(self, down: float = 0.0) -> None:
+        """Stop etcd, keep it down `down` seconds, and start it again on the same data."""
+        stop_process(self.proc)
+        time.sleep(down)
+        again = start(self.host, self.port, self.peer_port, os.path.dirname(self.log_path), data_dir=self.data_dir)
+        self.proc = again.proc
 
-def start(host: str, port: int = 2379, peer_port: int = 2380, log_dir: str | None = None) -> EtcdServer:
-    """Start etcd listening on host:port and wait until it answers (10 s at most)."""
+
+def start(host: str, port: int = 2379, peer_port: int = 2380, log_dir: str | None = None, data_dir: str | None = None) -> EtcdServer:
+    """Start etcd listening on host:port and wait until it answers (10 s at most); on `data_dir`
+    when given (a restart), else on a new temporary one."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    data_dir = tempfile.mkdtemp(prefix="calico-test-etcd-", dir=base)
+    data_dir = data_dir or tempfile.mkdtemp(prefix="calico-test-etcd-", dir=base)
     log_path = os.path.join(log_dir or data_dir, "etcd.log")
     client = f"http://{host}:{port}"
     peer = f"http://{host}:{peer_port}"
-    log = open(log_path, "w")
+    log = open(log_path, "a")
     proc = subprocess.Popen(
         [
             ETCD,
@@ -59,7 +68,7 @@ def start(host: str, port: int = 2379, peer_port: int = 2380, log_dir: str | Non
         stderr=subprocess.STDOUT,
     )
     log.close()
-    server = EtcdServer(host, port, proc, data_dir, log_path)
+    server = EtcdServer(host, port, proc, data_dir, log_path, peer_port)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
