@@ -1,0 +1,488 @@
+"""Who this node speaks BGP with, worked out as Calico v3.30's confd does in etcd mode: the nodes as
+BGP sees them, the node-to-node mesh, and the BGPPeer resources expanded into sessions (global
+peers, per-node peers by `node` or `nodeSelector`, `peerSelector` peers, and the reverse peerings
+Calico adds so that one resource configures both ends).
+
+Every resource is decoded with its kind (`model.kinds`) before anything is read from it, and every
+value that reaches BIRD's configuration is held here as a parsed value (an `ipaddress` address, an
+int in BIRD's range), never as the text that was stored. A resource that does not decode, or holds
+a value BIRD would refuse, is left out and named in `problems`, as Calico's syncer drops a value it
+cannot parse. Pure: standard library and `calico_cni.model` only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterable, Mapping, Sequence
+
+from calico_cni.model import kinds
+from calico_cni.model.kinds.routing import split_peer_ip
+from calico_cni.model.schema import Invalid
+from calico_cni.model.selector import Matcher, SelectorError, parse
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_AS = 64512
+# BGP's restart time is a 12-bit field of the graceful restart capability.
+MAX_RESTART_TIME = 4095
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def label(kind: str, name: Any) -> str:
+    """How a problem names a resource: `Kind(name)`; a name that is not a plain resource name is
+    quoted, so a hostile one cannot forge a log line."""
+    shown = name if isinstance(name, str) and _SAFE_NAME.match(name) else repr(name)
+    return f"{kind}({shown})"
+
+
+def decoded(kind: str, doc: Any, name: str, problems: list[str]) -> dict | None:
+    """`doc` decoded strictly as a `kind` resource (Calico's rules and defaults), or None with the
+    reason appended to `problems`."""
+    shown = label(kind, name)
+    if not isinstance(doc, dict):
+        problems.append(f"{shown}: not a JSON object; left out of the BIRD configuration")
+        return None
+    if doc.get("kind", kind) != kind:
+        problems.append(f"{shown}: stored as kind {doc.get('kind')!r}, not {kind}; left out of the BIRD configuration")
+        return None
+    try:
+        _, out = kinds.decode({"apiVersion": kinds.API_VERSION, "kind": kind, **doc})
+    except Invalid as exc:
+        problems.append(f"{shown}: {exc}; left out of the BIRD configuration")
+        return None
+    return out
+
+
+def name_of(doc: Any, fallback: str) -> str:
+    """A document's metadata.name, else `fallback` (for messages about a document too broken to
+    decode)."""
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and name else fallback
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": Fraction(1, 10**9),
+    "us": Fraction(1, 10**6),
+    "µs": Fraction(1, 10**6),
+    "μs": Fraction(1, 10**6),
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+
+
+def duration_seconds(text: str) -> int:
+    """A decoded Go duration ("1m30s", "-2s", "500ms") in whole seconds, rounded half away from
+    zero as Calico rounds it."""
+    negative = text.startswith("-")
+    total = sum((Fraction(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text)), Fraction(0))
+    whole = int(total + Fraction(1, 2))  # total >= 0: floor(x + 1/2) rounds half up
+    return -whole if negative else whole
+
+
+def restart_time(value: Any, field_name: str, shown: str, problems: list[str]) -> int | None:
+    """A decoded restart-time duration in seconds when BIRD can carry it, else None (reported)."""
+    if value is None:
+        return None
+    seconds = duration_seconds(value)
+    if not 0 <= seconds <= MAX_RESTART_TIME:
+        problems.append(f"{shown}: {field_name} {value} is outside 0s to {MAX_RESTART_TIME}s (BGP's restart time field); not rendered")
+        return None
+    return seconds
+
+
+def canonical(addr: Address) -> Address:
+    """An IPv4-mapped IPv6 address as the IPv4 address it carries (Go's To4 reads it so)."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def unusable(addr: Address) -> str | None:
+    """Why BIRD cannot speak BGP with this address (a session to it would be refused or mean
+    nothing), or None."""
+    if addr.is_unspecified or addr.is_multicast or addr.is_loopback:
+        return "not a unicast address of another host"
+    if addr.is_link_local:
+        return "link-local (BIRD needs an interface for it)"
+    if addr == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    return None
+
+
+def address_of(text: str | None) -> Address | None:
+    """The address part of a decoded `ip[/prefix]`, or None when absent."""
+    if not text:
+        return None
+    return canonical(ipaddress.ip_interface(text).ip)
+
+
+# --- nodes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One Node as BGP sees it."""
+
+    name: str
+    labels: Mapping[str, str]
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None
+    asn: int | None  # its own AS number, None = the cluster's
+    rr_cluster_id: str  # "" unless it is a route reflector
+
+    def address(self, family: int) -> Address | None:
+        """Its address of that family (4 or 6), or None."""
+        return self.ipv4 if family == 4 else self.ipv6
+
+
+def read_node(name: str, doc: Any, problems: list[str]) -> NodeInfo | None:
+    """A Node document as BGP sees it; None (reported) when it does not decode. An address BGP
+    cannot use is dropped and reported; the rest of the node stays."""
+    spec = decoded("Node", doc, name, problems)
+    if spec is None:
+        return None
+    bgp = spec["spec"].get("bgp") or {}
+    shown = label("Node", name)
+    addresses: dict[int, Address | None] = {}
+    for family, key in ((4, "ipv4Address"), (6, "ipv6Address")):
+        addr = address_of(bgp.get(key))
+        reason = unusable(addr) if addr is not None else None
+        if reason:
+            problems.append(f"{shown}: spec.bgp.{key} {addr} is {reason}; not used for BGP")
+            addr = None
+        addresses[family] = addr
+    rr = bgp.get("routeReflectorClusterID") or ""
+    return NodeInfo(
+        name=name,
+        labels=dict(spec["metadata"].get("labels") or {}),
+        ipv4=addresses[4],  # type: ignore[arg-type]
+        ipv6=addresses[6],  # type: ignore[arg-type]
+        asn=bgp.get("asNumber"),
+        rr_cluster_id=str(canonical(ipaddress.ip_address(rr))) if rr else "",
+    )
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The nodes and the cluster-wide BGP settings a peering needs to know about other nodes."""
+
+    nodes: Mapping[str, NodeInfo]
+    global_as: int = DEFAULT_AS
+    global_port: int = 0  # 0: not set (BIRD's 179)
+    node_ports: Mapping[str, int] = field(default_factory=dict)
+
+    def as_of(self, name: str) -> int:
+        """The AS number a node speaks from."""
+        own = self.nodes[name].asn
+        return own if own else self.global_as
+
+    def port_of(self, name: str) -> int:
+        """The port a node listens on (its own BGPConfiguration's, else the cluster's; 0 = 179)."""
+        return self.node_ports.get(name) or self.global_port
+
+    def matching(self, matcher: Matcher) -> list[str]:
+        """The names of the nodes whose labels a selector matches, sorted."""
+        return [name for name in sorted(self.nodes) if matcher(self.nodes[name].labels)]
+
+    def has_address(self, addr: Address) -> bool:
+        """Whether some node has this address (such a peer is a Calico node)."""
+        return any(addr in (n.ipv4, n.ipv6) for n in self.nodes.values())
+
+    def nodes_at(self, addr: Address, asn: int, port: int) -> list[str]:
+        """The nodes a peerIP with this AS (0: the cluster's) and port (0: any) designates, as
+        Calico matches them."""
+        wanted_as = asn or self.global_as
+        found = []
+        for name in sorted(self.nodes):
+            node = self.nodes[name]
+            if addr not in (node.ipv4, node.ipv6) or self.as_of(name) != wanted_as:
+                continue
+            if port and not self._listens_on(name, port):
+                continue
+            found.append(name)
+        return found
+
+    def _listens_on(self, name: str, port: int) -> bool:
+        # Calico's rule, quirks included: a node's own port must match when it has one, and a
+        # cluster-wide port, when set, must match too; with neither set, any port matches.
+        own = self.node_ports.get(name)
+        if own and own != port:
+            return False
+        return not (self.global_port and self.global_port != port)
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    """One BGP session of this node, with everything its BIRD protocol block needs."""
+
+    kind: str  # "Mesh", "Global" or "Node": the protocol name's prefix, as Calico names them
+    ip: Address
+    asn: int
+    port: int = 0  # the peer's port; 0 = 179
+    origin: str = ""  # the resource it comes from, for messages
+    use_node_ip: bool = True  # source address: this node's address of the family
+    calico_node: bool = False  # the peer is a Calico node (a Global peer then connects to us or we to it)
+    keep_next_hop: bool = False
+    ttl_security: int = 0  # hops; 0 = off
+    allow_local_as: int = 0
+    reachable_by: Address | None = None
+    restart_time: int | None = None
+    rr_cluster_id: str = ""  # the peer's route reflector cluster id
+    filters: tuple[str, ...] = ()
+
+    @property
+    def family(self) -> int:
+        return self.ip.version
+
+    @property
+    def name(self) -> str:
+        """The protocol name Calico gives it: Mesh_<ip>, Global_<ip>[_port_<p>], Node_<ip>[...]."""
+        ident = str(self.ip).replace(".", "_").replace(":", "_")
+        if self.port and self.kind != "Mesh":
+            ident += f"_port_{self.port}"
+        return f"{self.kind}_{ident}"
+
+
+def mesh_sessions(cluster: Cluster, me: NodeInfo, restart: int | None, problems: list[str]) -> list[Session]:
+    """The node-to-node mesh of this node: a session per other node and family, from this node's
+    address of that family to the other node's, leaving out route reflectors and addresses that are
+    this node's own (a second node claiming an address is reported and left out)."""
+    sessions: list[Session] = []
+    for family in (4, 6):
+        mine = me.address(family)
+        if mine is None:
+            continue
+        owners: dict[Address, str] = {mine: me.name}
+        for name in sorted(cluster.nodes):
+            node = cluster.nodes[name]
+            addr = node.address(family)
+            if name == me.name or addr is None or node.rr_cluster_id:
+                continue
+            if addr in owners:
+                problems.append(f"{label('Node', name)}: its IPv{family} address {addr} is also node {owners[addr]}'s; left out of the mesh")
+                continue
+            owners[addr] = name
+            sessions.append(Session("Mesh", addr, cluster.as_of(name), cluster.port_of(name), origin=label("Node", name), restart_time=restart))
+    return sessions
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """One decoded BGPPeer, reduced to what the expansion needs."""
+
+    name: str
+    node: str = ""
+    node_selector: Matcher | None = None
+    peer_selector: Matcher | None = None
+    peer_ip: Address | None = None
+    peer_port: int = 0
+    asn: int = 0
+    use_node_ip: bool = True
+    keep_next_hop: bool = False
+    ttl_security: int = 0
+    allow_local_as: int = 0
+    reachable_by: Address | None = None
+    restart_time: int | None = None
+    filters: tuple[str, ...] = ()
+
+    @property
+    def is_global(self) -> bool:
+        return not self.node and self.node_selector is None
+
+    @property
+    def shown(self) -> str:
+        return label("BGPPeer", self.name)
+
+
+def _selector(text: str, path: str, shown: str, problems: list[str]) -> Matcher | None:
+    try:
+        return parse(text)
+    except SelectorError as exc:
+        problems.append(f"{shown}: {path}: {exc}; this peer is not rendered")
+        return None
+
+
+def _not_renderable(spec: dict, shown: str) -> str | None:
+    """Why a decoded BGPPeer cannot be rendered at all, or None."""
+    if spec.get("password"):
+        return f"{shown}: spec.password.secretKeyRef needs the Kubernetes API (etcd mode has no secrets); this peer is not rendered"
+    if spec.get("localWorkloadSelector"):
+        return f"{shown}: spec.localWorkloadSelector (peering with workloads) is not supported; this peer is not rendered"
+    if not spec.get("peerIP") and not spec.get("peerSelector"):
+        return f"{shown}: neither spec.peerIP nor spec.peerSelector is set; this peer is not rendered"
+    if spec.get("peerIP") and not spec.get("asNumber"):
+        return f"{shown}: spec.peerIP needs spec.asNumber; this peer is not rendered"
+    if spec.get("numAllowedLocalASNumbers", 0) < 0:
+        return f"{shown}: spec.numAllowedLocalASNumbers {spec['numAllowedLocalASNumbers']} is negative; this peer is not rendered"
+    return None
+
+
+def read_peer(doc: Any, fallback: str, problems: list[str]) -> PeerSpec | None:
+    """A BGPPeer document as the expansion needs it; None (reported) when it does not decode or
+    asks for something that cannot be rendered."""
+    name = name_of(doc, fallback)
+    out = decoded("BGPPeer", doc, name, problems)
+    if out is None:
+        return None
+    spec, shown = out["spec"], label("BGPPeer", name)
+    reason = _not_renderable(spec, shown)
+    if reason:
+        problems.append(reason)
+        return None
+    matchers: dict[str, Matcher | None] = {}
+    for key in ("nodeSelector", "peerSelector"):
+        if spec.get(key):
+            matchers[key] = _selector(spec[key], f"spec.{key}", shown, problems)
+            if matchers[key] is None:
+                return None
+    peer_ip, peer_port = None, 0
+    if spec.get("peerIP"):
+        host, peer_port = split_peer_ip(spec["peerIP"])  # type: ignore[misc]  # decoded, so valid
+        peer_ip = canonical(ipaddress.ip_address(host))
+        reason = unusable(peer_ip)
+        if reason:
+            problems.append(f"{shown}: spec.peerIP {peer_ip} is {reason}; this peer is not rendered")
+            return None
+    return PeerSpec(
+        name=name,
+        node=spec.get("node", ""),
+        node_selector=matchers.get("nodeSelector"),
+        peer_selector=matchers.get("peerSelector"),
+        peer_ip=peer_ip,
+        peer_port=peer_port,
+        asn=spec.get("asNumber", 0),
+        use_node_ip=spec.get("sourceAddress", "UseNodeIP") == "UseNodeIP",
+        keep_next_hop=bool(spec.get("keepOriginalNextHop")),
+        ttl_security=spec.get("ttlSecurity", 0),
+        allow_local_as=spec.get("numAllowedLocalASNumbers", 0),
+        reachable_by=canonical(ipaddress.ip_address(spec["reachableBy"])) if spec.get("reachableBy") else None,
+        restart_time=restart_time(spec.get("maxRestartTime"), "spec.maxRestartTime", shown, problems),
+        filters=tuple(spec.get("filters") or ()),
+    )
+
+
+def read_peers(docs: Sequence[Any], problems: list[str]) -> list[PeerSpec]:
+    """The renderable BGPPeers, sorted by name (Calico walks them in map order; a fixed order makes
+    the first-wins rules below give the same answer every time)."""
+    peers = [read_peer(doc, f"#{i}", problems) for i, doc in enumerate(docs)]
+    return sorted((p for p in peers if p is not None), key=lambda p: p.name)
+
+
+def _node_sessions(cluster: Cluster, name: str, families: Iterable[int], peer: PeerSpec, kind: str) -> list[Session]:
+    """Sessions to a Calico node taken as a peer (peerSelector, or a reverse peering): its
+    addresses, its AS, its listen port, its route reflector cluster id."""
+    node = cluster.nodes[name]
+    sessions = []
+    for family in families:
+        addr = node.address(family)
+        if addr is None:
+            continue
+        sessions.append(
+            Session(
+                kind,
+                addr,
+                cluster.as_of(name),
+                cluster.port_of(name),
+                origin=peer.shown,
+                use_node_ip=peer.use_node_ip,
+                ttl_security=peer.ttl_security,
+                restart_time=peer.restart_time,
+                rr_cluster_id=node.rr_cluster_id,
+                filters=peer.filters,
+            )
+        )
+    return sessions
+
+
+def _ip_session(cluster: Cluster, peer: PeerSpec, kind: str) -> Session:
+    """The session a peerIP designates. With no port given, a Calico node at that address and AS
+    is dialled on its listen port."""
+    assert peer.peer_ip is not None
+    port = peer.peer_port
+    if not port:
+        at = cluster.nodes_at(peer.peer_ip, peer.asn, 0)
+        port = cluster.port_of(at[0]) if at else 0
+    return Session(
+        kind,
+        peer.peer_ip,
+        peer.asn,
+        port,
+        origin=peer.shown,
+        use_node_ip=peer.use_node_ip,
+        calico_node=cluster.has_address(peer.peer_ip),
+        keep_next_hop=peer.keep_next_hop,
+        ttl_security=peer.ttl_security,
+        allow_local_as=peer.allow_local_as,
+        reachable_by=peer.reachable_by,
+        restart_time=peer.restart_time,
+        filters=peer.filters,
+    )
+
+
+def _remote_sessions(cluster: Cluster, peer: PeerSpec, kind: str) -> list[Session]:
+    """The remote side of a BGPPeer: every node its peerSelector matches, or its peerIP."""
+    if peer.peer_selector is not None:
+        return [s for name in cluster.matching(peer.peer_selector) for s in _node_sessions(cluster, name, (4, 6), peer, kind)]
+    return [_ip_session(cluster, peer, kind)]
+
+
+def _local_nodes(cluster: Cluster, peer: PeerSpec) -> list[str]:
+    """The nodes a per-node BGPPeer applies to (its node, or the nodes its nodeSelector matches)."""
+    if peer.node_selector is not None:
+        return cluster.matching(peer.node_selector)
+    return [peer.node]
+
+
+def _reverse(cluster: Cluster, peer: PeerSpec, me: str) -> list[Session]:
+    """The peerings Calico adds back: when this node is on a BGPPeer's remote side (its
+    peerSelector matches us, or its peerIP and AS are ours), this node peers with every node of
+    the resource's local side. The forward reachableBy gateway does not apply backwards and is not
+    carried over (Calico copies it, which would route our peer's address the wrong way)."""
+    if peer.peer_selector is not None:
+        remote, families = cluster.matching(peer.peer_selector), (4, 6)
+    else:
+        assert peer.peer_ip is not None
+        remote, families = cluster.nodes_at(peer.peer_ip, peer.asn, peer.peer_port), (peer.peer_ip.version,)
+    if me not in remote:
+        return []
+    local = cluster.matching(lambda _: True) if peer.is_global else [n for n in _local_nodes(cluster, peer) if n in cluster.nodes]
+    return [s for name in local for s in _node_sessions(cluster, name, families, peer, "Node")]
+
+
+def expand(cluster: Cluster, me: str, peers: Sequence[PeerSpec]) -> list[Session]:
+    """This node's Global and Node sessions, in Calico's order and with its first-wins rules:
+    global peers first, then the per-node peers of this node (skipped when a global peer has the
+    same address and port), then the reverse peerings (skipped when any peering to that address
+    and port exists already)."""
+    chosen: dict[tuple[str, Address, int], Session] = {}
+
+    def emit(session: Session) -> None:
+        if session.kind == "Node" and ("Global", session.ip, session.port) in chosen:
+            return
+        chosen.setdefault((session.kind, session.ip, session.port), session)
+
+    for peer in peers:
+        if peer.is_global:
+            for session in _remote_sessions(cluster, peer, "Global"):
+                emit(session)
+    for peer in peers:
+        if not peer.is_global and me in _local_nodes(cluster, peer):
+            for session in _remote_sessions(cluster, peer, "Node"):
+                emit(session)
+    for peer in peers:
+        for session in _reverse(cluster, peer, me):
+            emit(session)
+    return list(chosen.values())

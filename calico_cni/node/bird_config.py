@@ -1,0 +1,582 @@
+"""This node's BIRD 2 configuration, rendered from the datastore as Calico v3.30's confd renders
+bird.cfg, bird6.cfg, bird_aggr.cfg and bird_ipam.cfg for BIRD 1, in one daemon with an ipv4 and an
+ipv6 channel. Who the sessions are with is `bgp_peers`' work; this module turns the cluster's
+settings, pools, blocks and sessions into text.
+
+Where BIRD 2 differs from Calico's BIRD 1 fork, the configuration says so in a comment:
+- No `krt_tunnel`: routes inside a pool whose ipipMode or vxlanMode is not Never are kept out of the
+  kernel (listed in `Rendered.unrouted_pools`); Calico's BIRD sends them through tunl0.
+- No `listen bgp`: listenPort is `local port` and bindMode NodeIP is `strict bind` on every session.
+- The kernel protocol does not export interface (direct) routes back to the kernel: BIRD 2 would add
+  a metric-32 duplicate of every connected route (BIRD 1 failed on them with "File exists").
+- Functions and filters exist once per family (`_v4`, `_v6`), each holding that family's prefixes.
+
+Secrets (a BGPPeer's password, nodeMeshPassword) need the Kubernetes API. As the issue asks, a peer
+with a password is not rendered, and neither is the mesh when nodeMeshPassword is set (rendering it
+without the password would quietly drop the authentication the operator asked for; Calico in etcd
+mode, which has no secret watcher, renders both without a password).
+
+Equal inputs give byte-equal text: everything is sorted. Pure: standard library and
+`calico_cni.model` (through `bgp_peers`) only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from calico_cni.model.kinds.routing import community_value
+from calico_cni.node import bgp_peers
+from calico_cni.node.bgp_peers import Address, Cluster, NodeInfo, Session, decoded, label
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+EXCLUDE_SERVICES_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+FAMILIES = (4, 6)
+
+
+@dataclass(frozen=True)
+class RoutingInputs:
+    """Everything this node's BIRD configuration is rendered from (documents as stored)."""
+
+    node: str  # this node's name
+    nodes: Mapping[str, dict]  # name -> Node document (Calico v3 JSON)
+    bgp_configurations: Mapping[str, dict]  # name -> BGPConfiguration ("default", "node.<name>")
+    peers: Sequence[dict]  # BGPPeer documents
+    filters: Mapping[str, dict]  # name -> BGPFilter document
+    pools: Sequence[dict]  # IPPool documents
+    blocks: Sequence[str]  # CIDRs of this node's confirmed block affinities (v4 and v6)
+    router_id: str | None = None  # CALICO_ROUTER_ID as given: None, "hash", or an IPv4 address
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered configuration and what could not be rendered."""
+
+    text: str  # the whole BIRD 2 configuration
+    problems: tuple[str, ...]  # each names the resource it is about
+    unrouted_pools: tuple[str, ...]  # CIDRs of pools with ipipMode/vxlanMode not Never (kept out of the kernel)
+
+
+# --- what the inputs mean -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The BGPConfiguration resources as this node reads them (`default`, then `node.<name>`)."""
+
+    global_as: int = bgp_peers.DEFAULT_AS
+    mesh: bool = True
+    mesh_restart: int | None = None
+    mesh_password: bool = False
+    global_port: int = 0
+    node_ports: Mapping[str, int] = field(default_factory=dict)
+    bind_node_ip: bool = False
+    log_level: str = "info"  # "debug", "info" or "none"
+    ignored_interfaces: tuple[str, ...] = ()
+    cluster_ips: tuple[Network, ...] = ()
+    external_ips: tuple[Network, ...] = ()
+    lb_ips: tuple[Network, ...] = ()
+    advertisements: tuple[tuple[Network, tuple[tuple[int, ...], ...]], ...] = ()  # (cidr, communities)
+
+
+@dataclass(frozen=True)
+class Pool:
+    cidr: Network
+    encapsulated: bool  # ipipMode or vxlanMode is not Never
+    exported: bool  # not disableBGPExport
+
+
+def _networks(blocks: Iterable[dict] | None) -> list[Network]:
+    return [ipaddress.ip_network(b["cidr"]) for b in blocks or () if b.get("cidr")]
+
+
+def _not_single(nets: Iterable[Network]) -> tuple[Network, ...]:
+    """Calico advertises single external or load-balancer addresses per Service (not here)."""
+    return tuple(n for n in nets if n.prefixlen != n.max_prefixlen)
+
+
+def _communities(values: Iterable[str], defined: Mapping[str, str]) -> tuple[tuple[int, ...], ...]:
+    """A prefix advertisement's communities: values as given, names through `communities`."""
+    found = set()
+    for value in values:
+        text = value if community_value(value) is None else defined.get(value)
+        if text is not None and community_value(text) is None:
+            found.add(tuple(int(part) for part in text.split(":")))
+    return tuple(sorted(found))
+
+
+def _advertisements(spec: dict) -> tuple[tuple[Network, tuple[tuple[int, ...], ...]], ...]:
+    defined = {c["name"]: c["value"] for c in spec.get("communities") or ()}
+    out = [(ipaddress.ip_network(a["cidr"]), _communities(a["communities"], defined)) for a in spec.get("prefixAdvertisements") or ()]
+    return tuple(a for a in out if a[1])
+
+
+def _log_level(text: str) -> str:
+    level = text.lower()
+    return level if level in ("debug", "info") else "none"
+
+
+def read_settings(configs: Mapping[str, dict], me: str, problems: list[str]) -> Settings:
+    """Calico's reading of the BGPConfigurations: the cluster's from `default`, and from this
+    node's `node.<name>` its log level, listen port and prefix advertisements; every node's listen
+    port (peers dial it). A resource that does not decode counts as absent (reported)."""
+    decoded_specs = {}
+    for name in sorted(configs):
+        doc = decoded("BGPConfiguration", configs[name], name, problems)
+        if doc is not None:
+            decoded_specs[name] = doc["spec"]
+    default, mine = decoded_specs.get("default", {}), decoded_specs.get(f"node.{me}", {})
+    ports = {n[len("node.") :]: s["listenPort"] for n, s in decoded_specs.items() if n.startswith("node.") and s.get("listenPort")}
+    lb = _networks(default.get("serviceLoadBalancerIPs"))
+    return Settings(
+        global_as=default.get("asNumber") or bgp_peers.DEFAULT_AS,
+        mesh=default.get("nodeToNodeMeshEnabled", True),
+        mesh_restart=bgp_peers.restart_time(default.get("nodeMeshMaxRestartTime"), "spec.nodeMeshMaxRestartTime", label("BGPConfiguration", "default"), problems),
+        mesh_password=bool(default.get("nodeMeshPassword")),
+        global_port=default.get("listenPort", 0),
+        node_ports=ports,
+        bind_node_ip=default.get("bindMode") == "NodeIP",
+        log_level=_log_level(mine.get("logSeverityScreen") or default.get("logSeverityScreen") or "Info"),
+        ignored_interfaces=tuple(default.get("ignoredInterfaces") or ()),
+        cluster_ips=tuple(_networks(default.get("serviceClusterIPs"))),
+        external_ips=_not_single(_networks(default.get("serviceExternalIPs"))),
+        lb_ips=tuple(lb),
+        advertisements=_advertisements(mine if "prefixAdvertisements" in mine else default),
+    )
+
+
+def read_pools(docs: Sequence[Any], problems: list[str]) -> list[Pool]:
+    """The IP pools, sorted by family and CIDR."""
+    pools = []
+    for i, doc in enumerate(docs):
+        out = decoded("IPPool", doc, bgp_peers.name_of(doc, f"#{i}"), problems)
+        if out is None:
+            continue
+        spec = out["spec"]
+        encapsulated = spec["ipipMode"] != "Never" or spec["vxlanMode"] != "Never"
+        pools.append(Pool(ipaddress.ip_network(spec["cidr"]), encapsulated, not spec.get("disableBGPExport")))
+    return sorted(pools, key=lambda p: _net_key(p.cidr))
+
+
+def read_blocks(texts: Sequence[Any], problems: list[str]) -> list[Network]:
+    """This node's confirmed blocks, parsed strictly, without repeats, sorted."""
+    blocks = set()
+    for text in texts:
+        try:
+            blocks.add(ipaddress.ip_network(text))
+        except (TypeError, ValueError):
+            problems.append(f"block affinity {text!r}: not a network; not advertised")
+    return sorted(blocks, key=_net_key)
+
+
+def _net_key(net: Network) -> tuple[int, int, int]:
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def hash_router_id(nodename: str) -> str:
+    """CALICO_ROUTER_ID=hash: the first four bytes of SHA-256(nodename), the first lowered by 32
+    when above 223 (out of the multicast and reserved ranges)."""
+    first, *rest = hashlib.sha256(nodename.encode()).digest()[:4]
+    return ".".join(str(b) for b in (first - 32 if first > 223 else first, *rest))
+
+
+def router_id(given: str | None, me: NodeInfo | None, nodename: str, problems: list[str]) -> str | None:
+    """BIRD's router id: CALICO_ROUTER_ID (hash or an IPv4 address), else the node's IPv4
+    address; None (reported) when there is none."""
+    if given == "hash":
+        return hash_router_id(nodename)
+    if given:
+        try:
+            rid = ipaddress.IPv4Address(given)
+        except ValueError:
+            rid = None
+        if rid is None or rid.is_unspecified:
+            problems.append(f"CALICO_ROUTER_ID {given!r}: not 'hash' or an IPv4 address; no BGP session is rendered")
+            return None
+        return str(rid)
+    if me is not None and me.ipv4 is not None:
+        return str(me.ipv4)
+    problems.append(f"{label('Node', nodename)}: no IPv4 address and no CALICO_ROUTER_ID, so BIRD has no router id; no BGP session is rendered (set CALICO_ROUTER_ID=hash)")
+    return None
+
+
+# --- BGPFilter functions ------------------------------------------------------------------------
+
+_OPERATORS = {"Equal": "=", "NotEqual": "!=", "In": "~", "NotIn": "!~"}
+_MAX_SYMBOL = 64  # BIRD's longest symbol
+
+
+def filter_function(name: str, direction: str, family: int) -> str:
+    """The BIRD function of a BGPFilter's rules (Calico's naming: a long name is cut and given a
+    hash so the symbol fits BIRD's 64 characters)."""
+    room = _MAX_SYMBOL - len(f"bgp__{direction}FilterV{family}")
+    if len(name) > room:
+        name = name[: room - 17] + "_" + hashlib.sha256(name.encode()).hexdigest().upper()[:16]
+    return f"'bgp_{name}_{direction}FilterV{family}'"
+
+
+def _cidr_match(rule: dict, family: int) -> str:
+    net = ipaddress.ip_network(rule["cidr"])
+    pattern = str(net)
+    if "prefixLength" in rule:
+        low = max(net.prefixlen, rule["prefixLength"].get("min", 0))
+        high = min(net.max_prefixlen, rule["prefixLength"].get("max", net.max_prefixlen))
+        if low > high:
+            raise ValueError(f"prefixLength selects nothing in {net} (/{low} to /{high})")
+        if rule["matchOperator"] in ("Equal", "NotEqual"):
+            raise ValueError("prefixLength needs matchOperator In or NotIn (BIRD compares a prefix with a set only by ~)")
+        pattern = f"[ {net}{{{low},{high}}} ]"
+    return f"(net {_OPERATORS[rule['matchOperator']]} {pattern})"
+
+
+def filter_statement(rule: dict, family: int) -> str:
+    """One decoded BGPFilter rule as a BIRD statement (ValueError when BIRD could not run it)."""
+    conditions = []
+    if "cidr" in rule:
+        conditions.append(_cidr_match(rule, family))
+    if rule.get("source") == "RemotePeers":
+        conditions.append("((defined(source))&&(source ~ [ RTS_BGP ]))")
+    if "interface" in rule:
+        conditions.append(f'((defined(ifname))&&(ifname ~ "{rule["interface"]}"))')
+    action = f"{rule['action'].lower()};"
+    return f"if ({'&&'.join(conditions)}) then {{ {action} }}" if conditions else action
+
+
+def read_filters(docs: Mapping[str, dict], problems: list[str]) -> dict[str, dict[tuple[str, int], list[str]]]:
+    """BGPFilter name -> (direction, family) -> its BIRD statements (only lists that have rules)."""
+    out: dict[str, dict[tuple[str, int], list[str]]] = {}
+    for name in sorted(docs):
+        doc = decoded("BGPFilter", docs[name], name, problems)
+        if doc is None:
+            continue
+        try:
+            out[name] = {
+                (direction, family): [filter_statement(rule, family) for rule in doc["spec"][f"{direction}V{family}"]]
+                for direction in ("import", "export")
+                for family in FAMILIES
+                if doc["spec"].get(f"{direction}V{family}")
+            }
+        except ValueError as exc:
+            problems.append(f"{label('BGPFilter', name)}: {exc}; left out of the BIRD configuration")
+    return out
+
+
+def filter_functions(filters: Mapping[str, Mapping[tuple[str, int], list[str]]]) -> list[str]:
+    lines = []
+    for name in sorted(filters):
+        for (direction, family), statements in sorted(filters[name].items()):
+            lines += [f"function {filter_function(name, direction, family)}() {{", *(f"  {s}" for s in statements), "}"]
+    return lines
+
+
+# --- per-family functions and filters -----------------------------------------------------------
+
+
+def _if_net(net: Network, action: str, op: str = "~") -> str:
+    return f"  if ( net {op} {net} ) then {{ {action}; }}"
+
+
+def of_family(nets: Iterable[Network], family: int) -> list[Network]:
+    return [n for n in nets if n.version == family]
+
+
+@dataclass(frozen=True)
+class Routes:
+    """What this node originates and where routes may go."""
+
+    settings: Settings
+    pools: Sequence[Pool]
+    blocks: Sequence[Network]
+    services_here: bool  # this node advertises the Service ranges (not excluded by its label)
+    is_reflector: bool
+
+    def services(self) -> list[Network]:
+        """Service ranges exported as blackholes and kept out of the kernel."""
+        s = self.settings
+        return [*s.cluster_ips, *s.external_ips, *_not_single(s.lb_ips)]
+
+
+def communities_function(routes: Routes, family: int) -> list[str]:
+    lines = [f"function apply_communities_v{family}() {{"]
+    for net, communities in routes.settings.advertisements:
+        if net.version != family:
+            continue
+        lines.append(f"  if ( net ~ {net} ) then {{")
+        for parts in communities:
+            attr = "bgp_community" if len(parts) == 2 else "bgp_large_community"
+            lines.append(f"    {attr}.add(({', '.join(map(str, parts))}));")
+        lines.append("  }")
+    return [*lines, "}"]
+
+
+def aggregation_function(routes: Routes, family: int) -> list[str]:
+    """Each own block is exported as the aggregate only, nothing beneath it."""
+    lines = [f"function calico_aggr_v{family}() {{"]
+    for block in of_family(routes.blocks, family):
+        lines += [_if_net(block, "accept", "="), _if_net(block, "reject")]
+    return [*lines, "}"]
+
+
+def export_function(routes: Routes, family: int) -> list[str]:
+    """What may be exported to a BGP peer; the caller rejects the rest, so nothing outside a pool
+    (or a Service range) leaves the node."""
+    lines = [f"function calico_export_to_bgp_peers_v{family}(bool internal_peer) {{"]
+    lines += [_if_net(p.cidr, "reject") for p in routes.pools if p.cidr.version == family and not p.exported]
+    lines += [
+        "  if internal_peer then {",
+        '    if ((ifname ~ "*.cali") || (ifname ~ "*.calico")) then { reject; }',
+        "  }",
+        '  if ( ifname ~ "bpf*.cali" ) then { reject; }',
+        f"  apply_communities_v{family}();",
+        f"  calico_aggr_v{family}();",
+    ]
+    if routes.services_here:
+        lines += [_if_net(n, "accept") for n in of_family(routes.services(), family)]
+    if routes.is_reflector:
+        lines += [_if_net(n, "accept") for n in of_family(routes.settings.lb_ips, family)]
+    lines += [_if_net(p.cidr, "accept") for p in routes.pools if p.cidr.version == family and p.exported]
+    return [*lines, "}"]
+
+
+def kernel_filter(routes: Routes, family: int) -> list[str]:
+    """What BIRD may program into the kernel."""
+    lines = [
+        f"filter calico_kernel_programming_v{family} {{",
+        "  # Interface routes are the kernel's own already.",
+        "  if ( source = RTS_DEVICE ) then { reject; }",
+    ]
+    lines += [_if_net(n, "reject") for n in of_family(routes.services(), family)]
+    unrouted = [p.cidr for p in routes.pools if p.cidr.version == family and p.encapsulated]
+    if unrouted:
+        lines.append("  # IPIP and VXLAN pools: BIRD 2 cannot program their tunnel routes.")
+        lines += [_if_net(n, "reject") for n in unrouted]
+    return [*lines, "  accept;", "}"]
+
+
+def family_functions(routes: Routes) -> list[str]:
+    lines: list[str] = []
+    for family in FAMILIES:
+        for part in (communities_function, aggregation_function, export_function, kernel_filter):
+            lines += [*part(routes, family), ""]
+    return lines
+
+
+# --- protocols ----------------------------------------------------------------------------------
+
+
+def base_protocols(settings: Settings) -> list[str]:
+    """Device, direct and kernel protocols."""
+    interfaces = ", ".join([*(f'-"{i}"' for i in settings.ignored_interfaces), '-"cali*"', '-"kube-ipvs*"', '"*"'])
+    lines = ["protocol device {", "  scan time 2;", "}", "", "protocol direct {", "  ipv4;", "  ipv6;", f"  interface {interfaces};", "}", ""]
+    for family in FAMILIES:
+        lines += [
+            f"protocol kernel kernel{family} {{",
+            "  learn;",
+            "  persist;",
+            "  scan time 2;",
+            "  graceful restart;",
+            "  merge paths on;",
+            f"  ipv{family} {{",
+            "    import all;",
+            f"    export filter calico_kernel_programming_v{family};",
+            "  };",
+            "}",
+            "",
+        ]
+    return lines
+
+
+def static_protocols(routes: Routes, gateways: Sequence[tuple[Address, Address]]) -> list[str]:
+    """Blackholes for own blocks (not /32 or /128 ones) and Service ranges, and the routes to
+    peers that are reachable by a gateway (first route of a prefix wins)."""
+    lines = []
+    for family in FAMILIES:
+        routes_of: dict[Network, str] = {}
+        for block in of_family(routes.blocks, family):
+            if block.prefixlen != block.max_prefixlen:
+                routes_of.setdefault(block, "blackhole")
+        if routes.services_here:
+            for net in of_family(routes.services(), family):
+                routes_of.setdefault(net, "blackhole")
+        for peer, gateway in gateways:
+            if peer.version == family:
+                routes_of.setdefault(ipaddress.ip_network(peer), f"via {gateway}")
+        lines += [f"protocol static static{family} {{", f"  ipv{family};"]
+        lines += [f"  route {net} {how};" for net, how in sorted(routes_of.items(), key=lambda r: _net_key(r[0]))]
+        lines += ["}", ""]
+    return lines
+
+
+def template(asn: int, port: int) -> list[str]:
+    """The settings every session shares (Calico's bgp_template)."""
+    local = f"local port {port} as {asn};" if port else f"local as {asn};"
+    return [
+        "template bgp bgp_template {",
+        '  description "Connection to BGP peer";',
+        f"  {local}",
+        "  graceful restart on;",
+        "  connect delay time 2;",
+        "  connect retry time 5;",
+        "  error wait time 5,30;",
+        "}",
+        "",
+    ]
+
+
+@dataclass(frozen=True)
+class Local:
+    """This node's side of its sessions."""
+
+    node: NodeInfo
+    asn: int
+    bind_node_ip: bool
+    filters: Mapping[str, Mapping[tuple[str, int], list[str]]]
+
+
+def _filter_calls(session: Session, local: Local, direction: str, problems: list[str]) -> list[str]:
+    calls = []
+    for name in session.filters:
+        if name not in local.filters:
+            problems.append(f"{session.origin}: BGPFilter {name!r} does not exist or was left out; the peer is rendered without it")
+        elif (direction, session.family) in local.filters[name]:
+            calls.append(f"{filter_function(name, direction, session.family)}();")
+    return calls
+
+
+def _channel(session: Session, local: Local, problems: list[str]) -> list[str]:
+    family = session.family
+    lines = [f"  ipv{family} {{", "    gateway recursive;", "    add paths on;"]
+    if session.kind == "Mesh":
+        return [*lines, "    import all;", f"    export filter {{ calico_export_to_bgp_peers_v{family}(true); reject; }};", "  };"]
+    if session.keep_next_hop and session.asn != local.asn:
+        lines.append("    next hop keep;")
+    imports = " ".join([*_filter_calls(session, local, "import", problems), "accept;"])
+    same_as = "true" if session.asn == local.asn else "false"
+    exports = " ".join([*_filter_calls(session, local, "export", problems), f"calico_export_to_bgp_peers_v{family}({same_as});", "reject;"])
+    return [*lines, f"    import filter {{ {imports} }};", f"    export filter {{ {exports} }};", "  };"]
+
+
+def _source(session: Session, local: Local, mine: Address, problems: list[str]) -> list[str]:
+    if not (session.use_node_ip or local.bind_node_ip):
+        return []
+    lines = [f"  source address {mine};"]
+    if local.bind_node_ip:
+        if not session.use_node_ip:
+            problems.append(f"{session.origin}: sourceAddress None cannot hold with bindMode NodeIP (BIRD 2 binds a session to its source address); the node's address is used")
+        lines.append("  strict bind on;")
+    return lines
+
+
+def _peer_options(session: Session, local: Local, mine: Address) -> list[str]:
+    """The options of a Global or Node session that a mesh session does not have."""
+    lines = []
+    if session.kind == "Global" and session.calico_node and str(session.ip) > str(mine):
+        lines.append("  passive on;")  # the other Calico node dials us, as Calico makes it
+    if session.restart_time is not None:
+        lines.append(f"  graceful restart time {session.restart_time};")
+    reflector = local.node.rr_cluster_id
+    if reflector and session.asn == local.asn and session.rr_cluster_id != reflector:
+        lines += ["  rr client;", f"  rr cluster id {reflector};"]
+    if session.allow_local_as > 0:
+        lines.append(f"  allow local as {session.allow_local_as};")
+    return lines
+
+
+def session_block(session: Session, local: Local, problems: list[str]) -> list[str]:
+    """The protocol block of one session (the caller checked this node has an address of its
+    family and that it is not this node's own)."""
+    mine = local.node.address(session.family)
+    assert mine is not None
+    port = f"port {session.port} " if session.port else ""
+    lines = [f"protocol bgp {session.name} from bgp_template {{"]
+    if session.kind != "Mesh":
+        lines += ["  ttl security on;", f"  multihop {session.ttl_security};"] if session.ttl_security else ["  ttl security off;", "  multihop;"]
+    lines.append(f"  neighbor {session.ip} {port}as {session.asn};")
+    lines += _source(session, local, mine, problems)
+    if session.kind == "Mesh":
+        if str(session.ip) > str(mine):
+            lines.append("  passive on;")  # one direction only, so a graceful restart is not cut short
+        if session.restart_time is not None:
+            lines.append(f"  graceful restart time {session.restart_time};")
+    else:
+        lines += _peer_options(session, local, mine)
+    return [*lines, *_channel(session, local, problems), "}", ""]
+
+
+# --- the whole configuration --------------------------------------------------------------------
+
+
+def _sessions(inputs: RoutingInputs, cluster: Cluster, me: NodeInfo, settings: Settings, problems: list[str]) -> list[Session]:
+    """Every session this node renders: the mesh, then the peers; none to this node's own
+    addresses or in a family it has no address of."""
+    sessions: list[Session] = []
+    if settings.mesh and not me.rr_cluster_id:
+        if settings.mesh_password:
+            problems.append(
+                f"{label('BGPConfiguration', 'default')}: spec.nodeMeshPassword needs the Kubernetes API (etcd mode has no secrets); the node-to-node mesh is not rendered"
+            )
+        else:
+            sessions += bgp_peers.mesh_sessions(cluster, me, settings.mesh_restart, problems)
+    sessions += bgp_peers.expand(cluster, me.name, bgp_peers.read_peers(inputs.peers, problems))
+    usable = [s for s in sessions if me.address(s.family) not in (None, s.ip)]
+    return sorted(usable, key=lambda s: ("MGN".index(s.kind[0]), s.family, int(s.ip), s.port))
+
+
+def _gateways(sessions: Iterable[Session], problems: list[str]) -> list[tuple[Address, Address]]:
+    out = []
+    for s in sessions:
+        if s.reachable_by is None:
+            continue
+        reason = bgp_peers.unusable(s.reachable_by)
+        if s.reachable_by.version != s.family or reason:
+            problems.append(f"{s.origin}: spec.reachableBy {s.reachable_by} is {reason or 'not of the peer address family'}; no route to the peer is rendered")
+            continue
+        out.append((s.ip, s.reachable_by))
+    return out
+
+
+def _debug(level: str) -> list[str]:
+    return {"debug": ["debug protocols all;"], "info": ["debug protocols { states };"]}.get(level, [])
+
+
+def render(inputs: RoutingInputs) -> Rendered:
+    """This node's BIRD 2 configuration; what could not be rendered is named in `problems`."""
+    problems: list[str] = []
+    settings = read_settings(inputs.bgp_configurations, inputs.node, problems)
+    nodes = {}
+    for name in sorted(inputs.nodes):
+        info = bgp_peers.read_node(name, inputs.nodes[name], problems)
+        if info is not None:
+            nodes[name] = info
+    me = nodes.get(inputs.node)
+    if me is None and inputs.node not in inputs.nodes:
+        problems.append(f"{label('Node', inputs.node)}: this node is not in the datastore; no BGP session is rendered")
+    cluster = Cluster(nodes, settings.global_as, settings.global_port, settings.node_ports)
+    pools = read_pools(inputs.pools, problems)
+    routes = Routes(
+        settings,
+        pools,
+        read_blocks(inputs.blocks, problems),
+        services_here=me is None or me.labels.get(EXCLUDE_SERVICES_LABEL) != "true",
+        is_reflector=bool(me and me.rr_cluster_id),
+    )
+    rid = router_id(inputs.router_id, me, inputs.node, problems) if me is not None else None
+    sessions = _sessions(inputs, cluster, me, settings, problems) if me is not None and rid is not None else []
+    lines = ["# Rendered by calico-node from the datastore; changes here are overwritten.", ""]
+    if rid is not None:
+        lines.append(f"router id {rid};")
+    lines += [*_debug(settings.log_level), ""]
+    filters = read_filters(inputs.filters, problems)
+    lines += family_functions(routes)
+    lines += filter_functions(filters)
+    lines += ["", *base_protocols(settings), *static_protocols(routes, _gateways(sessions, problems))]
+    if me is not None and rid is not None:
+        local = Local(me, cluster.as_of(me.name), settings.bind_node_ip, filters)
+        lines += template(local.asn, cluster.port_of(me.name))
+        for session in sessions:
+            lines += session_block(session, local, problems)
+    unrouted = tuple(str(p.cidr) for p in pools if p.encapsulated)
+    return Rendered("\n".join(lines).rstrip("\n") + "\n", tuple(dict.fromkeys(problems)), unrouted)
