@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the calico and calico-ipam CNI plugins and calicoctl on this node (run as root).
+# Install the calico and calico-ipam CNI plugins, calicoctl and the per-node daemon calico-node on
+# this node (run as root).
 #
 #   scripts/install-cni.sh [options]        install, or bring an installation up to date
 #   scripts/install-cni.sh --uninstall      remove exactly what an earlier run installed
@@ -21,20 +22,43 @@ Options (environment variable in brackets, then the default):
   --etcd-ca-cert-file F   [ETCD_CA_CERT_FILE]
   --etcd-cert-file F      [ETCD_CERT_FILE]
   --etcd-key-file F       [ETCD_KEY_FILE]
+                          [ETCD_USERNAME, ETCD_PASSWORD] etcd credentials, environment only (never
+                          a flag: ps shows flags); written only to calico-node's environment file
   --nodename NAME         [NODENAME]            the host name, lower-cased
   --mtu N                 [CNI_MTU]             decided by the plugin (see README)
-  --ipv6                  [CALICO_IPV6=true]    also assign IPv6 addresses
+  --ipv6                  [CALICO_IPV6=true]    also assign IPv6 addresses (calico-node then
+                          autodetects the node's IPv6 address unless --ip6 says otherwise)
   --log-file PATH         [CALICO_LOG_FILE]     /var/log/calico/cni/cni.log
-  --calicoctl-dir DIR     [CALICOCTL_DIR]       /usr/local/bin
+  --calicoctl-dir DIR     [CALICOCTL_DIR]       /usr/local/bin    calicoctl and calico-node
   --python PATH           [PYTHON]              the first Python 3.11+ found (never a pyenv shim)
-  --agent-socket PATH     [CALICO_CNI_AGENT_SOCKET] /var/run/calico/cni.sock  the per-node agent's socket
-  --no-agent              [CALICO_CNI_AGENT=false] no calico-cni-agent: every plugin run does all
-                          its work in-process (slower, see README "Performance")
-  --unit-dir DIR          [SYSTEMD_UNIT_DIR]    /etc/systemd/system  where the agent's unit goes; it is
-                          written when systemd runs here or this option is given, and started when
-                          systemd runs (otherwise the installer prints the command that starts it)
+calico-node, the node's daemon (the plugins' socket, the Node resource, BGP routes with BIRD):
+  --run-dir DIR           [CALICO_RUN_DIR]      /var/run/calico   its sockets: cni.sock, bird.ctl
+  --state-dir DIR         [CALICO_STATE_DIR]    /var/lib/calico   nodename and mtu files, bird.cfg
+  --node-env-file PATH    [CALICO_NODE_ENV_FILE] /etc/calico/calico-node.env  its settings (0600)
+  --ip ADDR/LEN           [IP]                  the node's IPv4 address, autodetect or none
+                                                (unset: the stored one, else autodetected)
+  --ip6 ADDR/LEN          [IP6]                 the same for IPv6 (unset: the stored one; with
+                                                --ipv6: autodetect)
+  --ip-autodetection-method M  [IP_AUTODETECTION_METHOD]  first-found (also --ip6-autodetection-method)
+  --as N                  [AS]                  the node's AS (unset: the stored one, else the cluster's)
+  --router-id ID          [CALICO_ROUTER_ID]    the node's IPv4 address (hash: one from the name)
+  --backend B             [CALICO_NETWORKING_BACKEND] bird   (none: no BIRD, no routes)
+                          Set in the installer's environment, CALICO_IPV4POOL_*, CALICO_IPV6POOL_*,
+                          NO_DEFAULT_POOLS, FELIX_IPV6SUPPORT, DISABLE_NODE_IP_CHECK,
+                          CALICO_NODENAME_FILE, CALICO_LOG_LEVEL, AUTODETECT_POLL_INTERVAL,
+                          CLUSTER_TYPE and ETCD_TIMEOUT are copied to calico-node's environment file
+  --no-node               [CALICO_NODE=false]   no calico-node (nor BIRD): every plugin run does all
+                          its work in-process (slower, see README "Performance") and nothing
+                          routes between nodes (--no-agent, CALICO_CNI_AGENT=false: the same)
+  --agent-socket PATH     [CALICO_CNI_AGENT_SOCKET] kept for old command lines: DIR/cni.sock is
+                          --run-dir DIR
+  --unit-dir DIR          [SYSTEMD_UNIT_DIR]    /etc/systemd/system  where calico-node.service goes;
+                          it is written when systemd runs here or this option is given, and started
+                          when systemd runs (otherwise the installer prints the command that starts
+                          it). Debian's bird.service is masked there (a link to /dev/null).
   --uninstall             remove what was installed (listed in PREFIX/installed-files): its files,
-                          the virtual environment, and the directories it created, if empty
+                          the virtual environment, the directories it created, if empty, and the
+                          mask of bird.service it made
 USAGE
 }
 
@@ -53,9 +77,19 @@ ipv6=${CALICO_IPV6:-false}
 log_file=${CALICO_LOG_FILE:-}
 ctl_dir=${CALICOCTL_DIR:-/usr/local/bin}
 python=${PYTHON:-}
-default_socket=/var/run/calico/cni.sock
-agent_socket=${CALICO_CNI_AGENT_SOCKET:-$default_socket}
-agent=${CALICO_CNI_AGENT:-true}
+default_run_dir=/var/run/calico
+run_dir=${CALICO_RUN_DIR:-$default_run_dir}
+state_dir=${CALICO_STATE_DIR:-/var/lib/calico}
+env_file=${CALICO_NODE_ENV_FILE:-/etc/calico/calico-node.env}
+node_ip=${IP:-}
+node_ip6=${IP6:-}
+ip_method=${IP_AUTODETECTION_METHOD:-}
+ip6_method=${IP6_AUTODETECTION_METHOD:-}
+as_number=${AS:-}
+router_id=${CALICO_ROUTER_ID:-}
+backend=${CALICO_NETWORKING_BACKEND:-}
+agent_socket=${CALICO_CNI_AGENT_SOCKET:-}
+node=${CALICO_NODE:-${CALICO_CNI_AGENT:-true}}
 unit_dir=${SYSTEMD_UNIT_DIR:-}
 uninstall=0
 
@@ -75,8 +109,18 @@ while [ $# -gt 0 ]; do
         --log-file) log_file=$2; shift ;;
         --calicoctl-dir) ctl_dir=$2; shift ;;
         --python) python=$2; shift ;;
+        --run-dir) run_dir=$2; shift ;;
+        --state-dir) state_dir=$2; shift ;;
+        --node-env-file) env_file=$2; shift ;;
+        --ip) node_ip=$2; shift ;;
+        --ip6) node_ip6=$2; shift ;;
+        --ip-autodetection-method) ip_method=$2; shift ;;
+        --ip6-autodetection-method) ip6_method=$2; shift ;;
+        --as) as_number=$2; shift ;;
+        --router-id) router_id=$2; shift ;;
+        --backend) backend=$2; shift ;;
         --agent-socket) agent_socket=$2; shift ;;
-        --no-agent) agent=false ;;
+        --no-node|--no-agent) node=false ;;
         --unit-dir) unit_dir=$2; shift ;;
         --uninstall) uninstall=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -90,23 +134,69 @@ die() { printf 'install-cni.sh: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: it writes to $bin_dir and $conf_dir"
 manifest="$prefix/installed-files"
-unit_name=calico-cni-agent.service
+unit_name=calico-node.service
+# calico-node replaced the warm agent of earlier versions: its unit and launcher are retired.
+old_unit=calico-cni-agent.service
+retired=(calico-cni-agent "$old_unit")
 systemd_runs() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
-case "$agent" in true|false) ;; *) die "CALICO_CNI_AGENT must be true or false, got $agent" ;; esac
-case "$agent_socket" in /*) ;; *) die "--agent-socket must be an absolute path, got $agent_socket" ;; esac
+case "$node" in true|false) ;; *) die "CALICO_NODE (or CALICO_CNI_AGENT) must be true or false, got $node" ;; esac
+if [ -n "$agent_socket" ]; then
+    case "$agent_socket" in /*) ;; *) die "--agent-socket must be an absolute path, got $agent_socket" ;; esac
+    [ "$(basename "$agent_socket")" = cni.sock ] \
+        || die "--agent-socket: calico-node serves <run dir>/cni.sock, so the socket must be named cni.sock (got $agent_socket); use --run-dir DIR"
+    run_dir=$(dirname "$agent_socket")
+fi
+for dir_option in "--run-dir=$run_dir" "--state-dir=$state_dir" "--node-env-file=$env_file"; do
+    case "${dir_option#*=}" in /*) ;; *) die "${dir_option%%=*} must be an absolute path, got ${dir_option#*=}" ;; esac
+done
+case "$backend" in ''|bird|none|vxlan) ;; *) die "--backend must be bird, vxlan or none, got $backend" ;; esac
+bird_wanted=0
+[ "$node" = false ] || case "$backend" in ''|bird) bird_wanted=1 ;; esac
+mask_dir=${unit_dir:-/etc/systemd/system}
+mask_path="$mask_dir/bird.service"
 
-# The manifest lists every file installed, then every directory an installation created (with a
-# trailing /): --uninstall removes those files, the virtual environment, and those directories when
+# The manifest lists every file installed, then "mask:<path>" for Debian's bird.service when this
+# installer masked it, then every directory an installation created (with a trailing /):
+# --uninstall removes those files and the mask, the virtual environment, and those directories when
 # they are empty, nothing else.
 if [ "$uninstall" = 1 ]; then
     [ -f "$manifest" ] || { say "nothing to uninstall: $manifest does not exist"; exit 0; }
-    if grep -q "/$unit_name\$" "$manifest" && systemd_runs; then
-        systemctl disable --now "$unit_name" >/dev/null 2>&1 && say "stopped and disabled $unit_name"
+    if systemd_runs; then
+        for unit in "$unit_name" "$old_unit"; do
+            if grep -q "^/etc/systemd/system/$unit\$" "$manifest"; then
+                systemctl disable --now "$unit" >/dev/null 2>&1 && say "stopped and disabled $unit"
+            fi
+        done
+    fi
+    # calico-node leaves BIRD running when it stops (so restarts keep the routes); a BIRD on the
+    # installed run directory's socket is stopped with it, here, where the daemon is gone.
+    installed_env=$(grep -m1 '/calico-node\.env$' "$manifest" || true)
+    if [ -n "$installed_env" ] && [ -f "$installed_env" ]; then
+        installed_run=$(sed -n "s/^CALICO_RUN_DIR='\\(.*\\)'\$/\\1/p" "$installed_env")
+        if [ -n "$installed_run" ] && [ -S "$installed_run/bird.ctl" ]; then
+            if systemd_runs && grep -q "^/etc/systemd/system/$unit_name\$" "$manifest"; then
+                birdc -s "$installed_run/bird.ctl" down >/dev/null 2>&1 && say "stopped calico-node's BIRD ($installed_run/bird.ctl)"
+            else
+                say "note: a BIRD may still answer on $installed_run/bird.ctl; once calico-node is stopped, stop it with: birdc -s $installed_run/bird.ctl down"
+            fi
+        fi
     fi
     while read -r path; do
-        case "$path" in ''|*/) continue ;; esac
+        case "$path" in ''|*/|mask:*) continue ;; esac
         if [ -e "$path" ] || [ -L "$path" ]; then rm -f "$path" && say "removed $path"; fi
     done < "$manifest"
+    # Unmask only a mask this installer made, and only while it is still a link to /dev/null.
+    while read -r mask; do
+        mask=${mask#mask:}
+        [ "$(readlink "$mask" 2>/dev/null)" = /dev/null ] || continue
+        if systemd_runs && [ "$mask" = /etc/systemd/system/bird.service ]; then
+            systemctl unmask bird.service >/dev/null 2>&1 || rm -f "$mask"
+        else
+            rm -f "$mask"
+        fi
+        say "unmasked bird.service (removed the link $mask -> /dev/null); it stays disabled"
+    done < <(grep '^mask:' "$manifest" || true)
+    systemd_runs && systemctl daemon-reload
     created_dirs=$(grep '/$' "$manifest" || true)
     if [ -f "$prefix/pyvenv.cfg" ]; then
         rm -rf "$prefix"
@@ -146,10 +236,49 @@ else
 fi
 [ -n "$nodename" ] || nodename=$(hostname | tr '[:upper:]' '[:lower:]')
 case "$mtu" in ''|[0-9]*) ;; *) die "--mtu must be a number, got $mtu" ;; esac
+case "$as_number" in ''|[0-9]*) ;; *) die "--as must be a number, got $as_number" ;; esac
+
+# calico-node's environment file: the installer's etcd and node settings, then the calico-node
+# variables set in the installer's environment. Values are single-quoted, which systemd's
+# EnvironmentFile and a POSIX shell read alike (nothing expanded), so a value may not hold a
+# single quote or a line break.
+node_env=()
+# calico-node's variables the installer has no option for, copied when set (with CALICO_IPV4POOL_*
+# and CALICO_IPV6POOL_*). CALICO_LOG_FILE is not one: it is the installer's --log-file (the plugins').
+passed_through="NO_DEFAULT_POOLS FELIX_IPV6SUPPORT DISABLE_NODE_IP_CHECK CALICO_NODENAME_FILE CALICO_LOG_LEVEL AUTODETECT_POLL_INTERVAL CLUSTER_TYPE ETCD_TIMEOUT"
+env_line() { # env_line NAME VALUE: one line of the file, when VALUE is not empty
+    [ -n "$2" ] || return 0
+    case "$2" in *"'"*|*$'\n'*) die "$1 cannot be written to $env_file: it holds a single quote or a line break" ;; esac
+    node_env+=("$1='$2'")
+}
+if [ "$node" = true ]; then
+    [ -n "$node_ip6" ] || [ "$ipv6" != true ] || node_ip6=autodetect
+    env_line DATASTORE_TYPE etcdv3
+    env_line ETCD_ENDPOINTS "$etcd_endpoints"
+    env_line ETCD_CA_CERT_FILE "$etcd_ca"
+    env_line ETCD_CERT_FILE "$etcd_cert"
+    env_line ETCD_KEY_FILE "$etcd_key"
+    env_line ETCD_USERNAME "${ETCD_USERNAME:-}"
+    env_line ETCD_PASSWORD "${ETCD_PASSWORD:-}"
+    env_line NODENAME "$nodename"
+    env_line CALICO_RUN_DIR "$run_dir"
+    env_line CALICO_STATE_DIR "$state_dir"
+    env_line IP "$node_ip"
+    env_line IP6 "$node_ip6"
+    env_line IP_AUTODETECTION_METHOD "$ip_method"
+    env_line IP6_AUTODETECTION_METHOD "$ip6_method"
+    env_line AS "$as_number"
+    env_line CALICO_ROUTER_ID "$router_id"
+    env_line CALICO_NETWORKING_BACKEND "$backend"
+    while read -r name; do
+        env_line "$name" "${!name}"
+    done < <(compgen -e | grep -E "^(CALICO_IPV4POOL_|CALICO_IPV6POOL_)[A-Z0-9_]+\$|^(${passed_through// /|})\$" | LC_ALL=C sort || true)
+fi
 
 changes=0
 package_changed=0
 installed=()
+masks=()
 created_dirs=()
 note() { say "$*"; changes=$((changes + 1)); }
 work=$(mktemp -d -t install-cni.XXXXXX)
@@ -198,6 +327,77 @@ if [ "$(cat "$prefix/.source-stamp" 2>/dev/null)" != "$source_stamp" ]; then
     package_changed=1
 fi
 
+# --- BIRD 2 (Debian's bird2), with Debian's own bird.service masked ---------------------------
+# Debian's bird.service starts enabled, with /etc/bird/bird.conf: its kernel protocol deletes every
+# "proto bird" route it did not install, i.e. every route calico-node's BIRD installs. So it is
+# stopped, disabled and masked (masked before bird2 is installed, so the package cannot start it).
+# Where systemd does not run, the mask is the link systemd would make, in the unit directory.
+mask_bird() {
+    if [ "$(readlink "$mask_path" 2>/dev/null)" = /dev/null ]; then
+        # Masked already: ours when an earlier run recorded it, else the administrator's (kept as is).
+        if grep -qxF "mask:$mask_path" "$manifest" 2>/dev/null; then masks+=("$mask_path"); fi
+        return 0
+    fi
+    if [ -e "$mask_path" ] || [ -L "$mask_path" ]; then
+        say "warning: $mask_path exists and is not a mask; Debian's bird.service is left alone (its kernel protocol deletes calico-node's routes if it runs)"
+        return 0
+    fi
+    if systemd_runs && [ -z "$unit_dir" ]; then
+        if systemctl cat bird.service >/dev/null 2>&1; then
+            systemctl disable --now bird.service >/dev/null 2>&1 || true
+        fi
+        systemctl mask bird.service >/dev/null || die "systemctl mask bird.service failed"
+        note "stopped, disabled and masked Debian's bird.service (calico-node runs its own BIRD)"
+    else
+        make_dir "$mask_dir"
+        ln -s /dev/null "$mask_path"
+        note "masked Debian's bird.service: $mask_path -> /dev/null"
+    fi
+    masks+=("$mask_path")
+    # Recorded at once: should a later step fail, --uninstall (or the next run) still knows whose it is.
+    (umask 077; printf 'mask:%s\n' "$mask_path" >> "$manifest")
+}
+
+# stop_package_bird: where systemd does not run, a BIRD the package started (from /etc/init.d/bird,
+# say) is stopped, but only one that is unmistakably the package's: in this network namespace, with
+# the package's configuration (/etc/bird/bird.conf) and control socket (/run/bird/bird.ctl).
+# calico-node's BIRDs, and any a test or an operator starts, name their own socket (-s) and are
+# never touched.
+stop_package_bird() {
+    local pid here_ns word socket config next
+    here_ns=$(readlink /proc/self/ns/net)
+    for pid in $(pgrep -x bird || true); do
+        [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$here_ns" ] || continue
+        socket=/run/bird/bird.ctl config=/etc/bird/bird.conf next=""
+        while IFS= read -r -d '' word; do
+            case "$next" in s) socket=$word; next=""; continue ;; c) config=$word; next=""; continue ;; esac
+            case "$word" in -s) next=s ;; -c) next=c ;; -s?*) socket=${word#-s} ;; -c?*) config=${word#-c} ;; esac
+        done < "/proc/$pid/cmdline" || continue
+        case "$socket" in /run/bird/bird.ctl|/var/run/bird/bird.ctl) ;; *) continue ;; esac
+        [ "$config" = /etc/bird/bird.conf ] || continue
+        birdc -s "$socket" down >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+        note "stopped Debian's BIRD (pid $pid, /etc/bird/bird.conf): it would delete calico-node's routes"
+    done
+}
+
+if [ "$bird_wanted" = 1 ]; then
+    mask_bird
+    if ! command -v bird >/dev/null && [ ! -x /usr/sbin/bird ]; then
+        command -v apt-get >/dev/null || die "BIRD 2 is needed (calico-node's routes): install bird2, or give --backend none"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bird2 >"$work/apt.log" 2>&1 \
+            || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bird2 >"$work/apt.log" 2>&1; } \
+            || { tail -n 20 "$work/apt.log" >&2; die "apt-get install bird2 failed"; }
+        note "installed Debian's bird2 (BIRD 2; uninstalling calico-cni leaves the package)"
+    fi
+    systemd_runs || stop_package_bird
+else
+    # No BIRD wanted (--no-node, --backend none): a mask an earlier run made stays, and stays ours.
+    while read -r mask; do
+        [ "$(readlink "${mask#mask:}" 2>/dev/null)" != /dev/null ] || masks+=("${mask#mask:}")
+    done < <(grep '^mask:' "$manifest" 2>/dev/null || true)
+fi
+
 # --- files, written only when their content changes -------------------------------------------
 # put_file PATH MODE: content on stdin. An unchanged file is not touched, nor is its directory.
 put_file() {
@@ -215,18 +415,18 @@ put_file() {
     installed+=("$path")
 }
 
-# put_launcher DIR NAME: DIR/NAME, an executable that runs the venv's interpreter directly, as
-# `python -I -S` with the package's directories on sys.path (calico_cni/launcher.py says why).
-# (put_file reads files or process substitutions, not pipes: a pipe would run it in a subshell
-# and lose what it records.)
+# put_launcher DIR NAME [MODULE:FUNCTION]: DIR/NAME, an executable that runs the venv's interpreter
+# directly, as `python -I -S` with the package's directories on sys.path (calico_cni/launcher.py
+# says why). (put_file reads files or process substitutions, not pipes: a pipe would run it in a
+# subshell and lose what it records.)
 put_launcher() {
-    "$venv_python" -I -m calico_cni.launcher "$2" > "$work/launcher" || die "cannot render the $2 launcher"
+    "$venv_python" -I -m calico_cni.launcher "${3:-$2}" > "$work/launcher" || die "cannot render the $2 launcher"
     put_file "$1/$2" 0755 < "$work/launcher"
 }
 put_launcher "$bin_dir" calico
 put_launcher "$bin_dir" calico-ipam
 put_launcher "$ctl_dir" calicoctl
-put_launcher "$ctl_dir" calico-cni-agent
+[ "$node" = false ] || put_launcher "$ctl_dir" calico-node calico_cni.node.main:main
 
 # The chained plugins of the default conflist: Debian keeps them in /usr/lib/cni.
 for plugin in portmap bandwidth; do
@@ -245,9 +445,9 @@ done
 
 # The network configuration. It names TLS files, never secrets, but etcd credentials may be
 # added to it by hand, so it is private to root.
-# The conflist names the agent's socket only when it is not the plugins' default.
+# The conflist names calico-node's socket only when it is not the plugins' default.
 conf_socket=""
-[ "$agent" = false ] || [ "$agent_socket" = "$default_socket" ] || conf_socket=$agent_socket
+[ "$node" = false ] || [ "$run_dir" = "$default_run_dir" ] || conf_socket="$run_dir/cni.sock"
 conflist=$("$venv_python" "$here/scripts/render-conflist.py" "$here/conf/10-calico.conflist" \
     "ETCD_ENDPOINTS=$etcd_endpoints" "ETCD_CA_CERT_FILE=$etcd_ca" "ETCD_CERT_FILE=$etcd_cert" \
     "ETCD_KEY_FILE=$etcd_key" "NODENAME=$nodename" "MTU=$mtu" "ASSIGN_IPV6=$ipv6" "LOG_FILE_PATH=$log_file" \
@@ -255,22 +455,32 @@ conflist=$("$venv_python" "$here/scripts/render-conflist.py" "$here/conf/10-cali
     || die "cannot render the network configuration"
 put_file "$conf_dir/$conf_name" 0600 <<<"$conflist"
 
-# --- the per-node agent: a systemd unit where systemd runs, otherwise a command to run ----------
-agent_command="$ctl_dir/calico-cni-agent --socket $agent_socket"
+# --- calico-node: its settings, and a systemd unit where systemd runs (else a command to run) ---
+node_command="$ctl_dir/calico-node"
 unit_changed=0
-if [ "$agent" = true ] && { systemd_runs || [ -n "$unit_dir" ]; }; then
-    unit_path="${unit_dir:-/etc/systemd/system}/$unit_name"
-    before=$changes
-    put_file "$unit_path" 0644 <<UNIT
+if [ "$node" = true ]; then
+    # Private to root: it may hold etcd credentials.
+    put_file "$env_file" 0600 < <(
+        echo "# calico-node's settings, written by scripts/install-cni.sh (run it again to change them;"
+        echo "# every variable is described by: $node_command --help)"
+        printf '%s\n' "${node_env[@]}")
+    if systemd_runs || [ -n "$unit_dir" ]; then
+        unit_path="${unit_dir:-/etc/systemd/system}/$unit_name"
+        before=$changes
+        put_file "$unit_path" 0644 <<UNIT
 [Unit]
-Description=calico-cni-agent: the warm per-node agent of the calico CNI plugins
+Description=calico-node: the node's Calico daemon (plugins' socket, Node resource, BGP routes with BIRD)
 After=network-online.target
 Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart=$agent_command
-# On stop, requests in flight finish first (at most the plugins' 55 s operation bound).
+EnvironmentFile=$env_file
+ExecStart=$node_command
+# Only calico-node is signalled on stop or restart: BIRD, which it starts in a session of its own,
+# keeps running with the routes, and the next calico-node adopts it.
+KillMode=process
+# On stop, the plugins' requests in flight finish first (at most their 55 s operation bound).
 KillSignal=SIGTERM
 TimeoutStopSec=70
 Restart=always
@@ -279,12 +489,62 @@ RestartSec=2
 [Install]
 WantedBy=multi-user.target
 UNIT
-    [ "$changes" -eq "$before" ] || unit_changed=1
+        [ "$changes" -eq "$before" ] || unit_changed=1
+    fi
 fi
 
+# Retired files an earlier run installed: the calico-cni-agent launcher and unit (calico-node
+# replaced that agent), and with --no-node calico-node's own files. Their units are stopped first
+# (never two daemons on one socket), then the files this installation's manifest lists are removed.
+# The plugins fall back to in-process work until calico-node answers.
+retired_units=("$old_unit")
+retired_names=(calico-cni-agent "$old_unit")
+if [ "$node" = false ]; then
+    retired_units+=("$unit_name")
+    retired_names+=(calico-node "$unit_name" "$(basename "$env_file")")
+fi
+old_agent_stopped=0
+if systemd_runs && [ -z "$unit_dir" ]; then
+    for unit in "${retired_units[@]}"; do
+        if systemctl is-active --quiet "$unit" 2>/dev/null || systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+            systemctl disable --now "$unit" >/dev/null 2>&1 || die "systemctl disable --now $unit failed"
+            note "stopped and disabled $unit"
+            old_agent_stopped=1
+        fi
+    done
+fi
+if [ -f "$manifest" ]; then
+    while read -r path; do
+        case "$path" in ''|*/|mask:*) continue ;; esac
+        printf '%s\n' "${installed[@]}" | grep -qxF -- "$path" && continue
+        for name in "${retired_names[@]}"; do
+            [ "$(basename "$path")" = "$name" ] || continue
+            if [ -e "$path" ] || [ -L "$path" ]; then
+                rm -f "$path"
+                case "$name" in calico-cni-agent*) why="calico-node replaces calico-cni-agent" ;; *) why="--no-node" ;; esac
+                note "removed $path ($why)"
+                case "$path" in *.service) unit_changed=1 ;; esac
+            fi
+        done
+    done < "$manifest"
+fi
+if [ "$node" = true ] && [ -e "$mask_dir/$old_unit" ]; then
+    say "warning: $mask_dir/$old_unit was not installed by this installer; disable it: calico-node serves the plugins' socket now"
+fi
+if [ "$node" = false ] && [ "$unit_changed" = 1 ] && systemd_runs && [ -z "$unit_dir" ]; then
+    systemctl daemon-reload
+fi
+
+# Directories an earlier run created stay this installation's while they exist (a run that no
+# longer writes into one, --no-node say, must not make --uninstall forget it).
+while read -r dir; do
+    [ -d "${dir%/}" ] && created_dirs+=("${dir%/}")
+done < <(grep '/$' "$manifest" 2>/dev/null || true)
 # The manifest itself lives in the prefix, which --uninstall removes as a whole.
 before=$changes
-put_file "$manifest" 0600 < <(printf '%s\n' "${installed[@]}"; [ "${#created_dirs[@]}" -eq 0 ] || printf '%s/\n' "${created_dirs[@]}" | LC_ALL=C sort -u)
+put_file "$manifest" 0600 < <(printf '%s\n' "${installed[@]}"
+    [ "${#masks[@]}" -eq 0 ] || printf 'mask:%s\n' "${masks[@]}"
+    [ "${#created_dirs[@]}" -eq 0 ] || printf '%s/\n' "${created_dirs[@]}" | LC_ALL=C sort -u)
 changes=$before
 
 # --- checks: say what the node still needs -------------------------------------------------
@@ -315,7 +575,7 @@ for url in sys.argv[1].split(","):
 print(f"warning: no etcd endpoint of {sys.argv[1]} answers now; pods cannot start until one does")
 PY
 
-if [ "$agent" = true ]; then
+if [ "$node" = true ]; then
     # A unit written to another directory (--unit-dir: an image being built, say) is left for
     # whoever boots it to enable.
     if systemd_runs && [ -z "$unit_dir" ]; then
@@ -323,25 +583,28 @@ if [ "$agent" = true ]; then
         if ! systemctl is-enabled --quiet "$unit_name" 2>/dev/null; then
             systemctl enable --now "$unit_name" >/dev/null 2>&1 || die "systemctl enable --now $unit_name failed; see: journalctl -u $unit_name"
             note "enabled and started $unit_name"
-        elif [ "$unit_changed" = 1 ] || [ "$package_changed" = 1 ] || ! systemctl is-active --quiet "$unit_name"; then
+        elif [ "$unit_changed" = 1 ] || [ "$package_changed" = 1 ] || [ "$old_agent_stopped" = 1 ] || ! systemctl is-active --quiet "$unit_name"; then
             systemctl restart "$unit_name" || die "systemctl restart $unit_name failed; see: journalctl -u $unit_name"
             note "restarted $unit_name"
         fi
     else
         if [ -n "$unit_dir" ]; then
-            say "agent: $unit_dir/$unit_name is written, not enabled; to run the agent now, start it in the node's network namespace with:"
+            say "calico-node: $unit_dir/$unit_name is written, not enabled; to run calico-node now, start it in the node's network namespace with:"
         else
-            say "agent: systemd does not run here; start the agent in the node's network namespace with:"
+            say "calico-node: systemd does not run here; start calico-node in the node's network namespace with:"
         fi
-        say "    $agent_command &"
-        say "  and check it with: $ctl_dir/calico-cni-agent health --socket $agent_socket"
-        say "  (until it runs, the plugins do all their work in-process, which is slower)"
-        [ "$package_changed" = 0 ] || say "  an agent that is already running serves the previous version until it is restarted"
+        say "    sh -ac '. $env_file; exec $node_command' &"
+        say "  and check it with: sh -ac '. $env_file; exec $node_command -felix-ready'  (and -bird-ready)"
+        say "  (until it runs, the plugins do all their work in-process, which is slower, and no route reaches other nodes)"
+        if [ -S "$run_dir/cni.sock" ]; then
+            say "  note: $run_dir/cni.sock exists: stop what serves it first (a calico-cni-agent of an earlier version, or a calico-node to restart)"
+        fi
+        [ "$package_changed" = 0 ] || say "  a calico-node that is already running runs the previous version until it is restarted"
     fi
 fi
 
 if [ "$changes" -eq 0 ]; then
     say "calico CNI is already installed and up to date; nothing changed"
 else
-    say "calico CNI installed: plugins in $bin_dir, network config $conf_dir/$conf_name (node $nodename, etcd $etcd_endpoints), calicoctl in $ctl_dir"
+    say "calico CNI installed: plugins in $bin_dir, network config $conf_dir/$conf_name (node $nodename, etcd $etcd_endpoints), calicoctl$([ "$node" = false ] || echo " and calico-node") in $ctl_dir"
 fi

@@ -18,7 +18,9 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +91,17 @@ class Installation:
     def manifest(self) -> Path:
         return self.prefix / "installed-files"
 
-    def run(self, *extra: str) -> ClientRun:
-        """Run the installer with this installation's options (and `extra`)."""
+    @property
+    def unit_dir(self) -> Path:
+        return self.root / "etc" / "systemd" / "system"  # created by the installer
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "etc" / "calico" / "calico-node.env"  # created by the installer
+
+    def run(self, *extra: str, env: dict[str, str] | None = None) -> ClientRun:
+        """Run the installer with this installation's options (and `extra`, and `env` added to
+        its environment)."""
         argv = [
             "bash", str(INSTALLER),
             "--prefix", str(self.prefix),
@@ -100,15 +111,20 @@ class Installation:
             "--etcd-endpoints", ETCD_ENDPOINT,
             "--nodename", self.node.name,
             "--log-file", str(self.log_file),
+            # Never the machine's /etc: calico-node's unit, its settings and Debian's masked
+            # bird.service (no systemd runs here) all go under the root.
+            "--unit-dir", str(self.unit_dir),
+            "--node-env-file", str(self.env_file),
             *extra,
         ]
         # Only PATH and HOME: no ETCD_* or CNI_* variable of the caller may change the defaults.
-        env = {
+        full_env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             **offline_pip_env(self.wheelhouse),
+            **(env or {}),
         }
-        run = harness.run_in(None, argv, env=env, timeout=600)
+        run = harness.run_in(None, argv, env=full_env, timeout=600)
         self.runs.append(run)
         return run
 
@@ -173,19 +189,22 @@ def shebang(path: Path) -> str:
 
 
 def test_installed_files(installation):
-    """The plugins and calicoctl start with the venv's interpreter (a real binary, no pyenv shim) and
-    import the project from the venv; portmap and bandwidth are linked from /usr/lib/cni; the
-    conflist is 0600, valid, and has every placeholder filled; the node's checks found etcd."""
+    """The plugins, calicoctl and calico-node start with the venv's interpreter (a real binary, no
+    pyenv shim) and import the project from the venv; portmap and bandwidth are linked from
+    /usr/lib/cni; the conflist is 0600, valid, and has every placeholder filled; the node's checks
+    found etcd."""
     inst = installation
     out = inst.ensure_installed().stdout
     assert "calico CNI installed" in out and f"node {inst.node.name}" in out, out
     assert "warning" not in out, f"etcd answers and portmap/bandwidth exist: {out}"
 
     venv_python = inst.prefix / "bin" / "python"
-    for path in (inst.bin_dir / "calico", inst.bin_dir / "calico-ipam", inst.ctl_dir / "calicoctl", inst.ctl_dir / "calico-cni-agent"):
+    for path in (inst.bin_dir / "calico", inst.bin_dir / "calico-ipam", inst.ctl_dir / "calicoctl", inst.ctl_dir / "calico-node"):
         assert shebang(path) == f"#!{venv_python} -IS", path  # no site: calico_cni/launcher.py
         assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
         assert str(inst.prefix / "lib") in path.read_text() and str(REPO) not in path.read_text()
+    assert "from calico_cni.node.main import main" in (inst.ctl_dir / "calico-node").read_text()
+    assert not os.path.lexists(inst.ctl_dir / "calico-cni-agent"), "calico-node replaces the agent"
     version = run_in(None, [str(inst.bin_dir / "calico")], env={"CNI_COMMAND": "VERSION", "CALICO_CNI_AGENT_SOCKET": ""})
     assert "1.1.0" in version.ok().json()["supportedVersions"]
     real = Path(os.path.realpath(venv_python))
@@ -208,10 +227,48 @@ def test_installed_files(installation):
     assert calico["nodename"] == inst.node.name
     assert calico["log_file_path"] == str(inst.log_file)
     assert not {"etcd_ca_cert_file", "etcd_cert_file", "etcd_key_file", "mtu", "agent_socket"} & calico.keys(), "unset options leave no key"
-    assert "start the agent" in out and f"{inst.ctl_dir}/calico-cni-agent --socket /var/run/calico/cni.sock &" in out, out
     assert portmap == {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}
     assert bandwidth == {"type": "bandwidth", "capabilities": {"bandwidth": True}}
     assert (inst.bin_dir / FOREIGN_PLUGIN).read_text() == "#!/bin/sh\nexit 0\n"
+
+
+def test_calico_node_unit_and_settings(installation):
+    """calico-node's unit (written: --unit-dir, not enabled: no systemd) runs the launcher with the
+    environment file, after the network is online, restarted always, and stops only calico-node
+    (KillMode=process: BIRD keeps the routes). The environment file is 0600 and holds the etcd and
+    node settings, single-quoted; the installer prints the command that starts calico-node with it."""
+    inst = installation
+    out = inst.ensure_installed().stdout
+    unit = inst.unit_dir / "calico-node.service"
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    lines = unit.read_text().splitlines()
+    for line in ("Type=simple", f"ExecStart={inst.ctl_dir}/calico-node", f"EnvironmentFile={inst.env_file}",
+                 "KillMode=process", "Restart=always", "After=network-online.target", "WantedBy=multi-user.target"):
+        assert line in lines, f"{line!r} not in {unit}:\n{unit.read_text()}"
+    assert not os.path.lexists(inst.unit_dir / "calico-cni-agent.service")
+
+    assert stat.S_IMODE(inst.env_file.stat().st_mode) == 0o600
+    settings = [line for line in inst.env_file.read_text().splitlines() if not line.startswith("#")]
+    assert settings == [
+        "DATASTORE_TYPE='etcdv3'",
+        f"ETCD_ENDPOINTS='{ETCD_ENDPOINT}'",
+        f"NODENAME='{inst.node.name}'",
+        "CALICO_RUN_DIR='/var/run/calico'",
+        "CALICO_STATE_DIR='/var/lib/calico'",
+    ], inst.env_file.read_text()
+    assert f"{inst.unit_dir}/calico-node.service is written, not enabled" in out, out
+    assert f"    sh -ac '. {inst.env_file}; exec {inst.ctl_dir}/calico-node' &" in out, out
+
+
+def test_debian_bird_service_masked(installation):
+    """With no systemd running, Debian's bird.service is masked the way systemctl masks it: a link
+    to /dev/null in the unit directory the installer writes to, recorded in the manifest as its own."""
+    inst = installation
+    out = inst.ensure_installed().stdout
+    mask = inst.unit_dir / "bird.service"
+    assert os.readlink(mask) == "/dev/null"
+    assert f"masked Debian's bird.service: {mask} -> /dev/null" in out, out
+    assert f"mask:{mask}" in inst.manifest.read_text().splitlines()
 
 
 def test_installed_plugins_through_cnitool(installation, cnitool_bin, store, make_netns, tmp_path):
@@ -262,58 +319,128 @@ def test_second_run_changes_nothing(installation):
     assert changed(before, snapshot(inst.root)) == {}
 
 
-def test_agent_installed_and_serving(installation, cnitool_bin, store, make_netns, tmp_path):
-    """With --agent-socket and --unit-dir: the conflist names the socket, the unit is written (not
-    enabled: it is not systemd's directory) with the command the installer prints, and that command
-    run in the node serves the installed plugins driven by cnitool."""
+def stop_bird(run_dir: Path) -> None:
+    """Stop the BIRD a calico-node started on `run_dir` (it outlives calico-node by design): its
+    pid file names it; SIGKILL, then wait until it is gone."""
+    try:
+        pid = int((run_dir / "bird.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        if f"{run_dir}/bird.ctl" not in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+            return  # not that BIRD (its pid was reused)
+        os.kill(pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        return
+    harness.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), f"BIRD {pid} to exit", attempts=100)
+
+
+def test_calico_node_installed_and_serving(installation, cnitool_bin, store, make_netns, tmp_path):
+    """With --run-dir, --state-dir and --ip (and NO_DEFAULT_POOLS in the installer's environment):
+    the conflist names calico-node's socket, the environment file carries those settings, and the
+    command the installer prints, run in the node, registers the node (the Node with its address,
+    the nodename file in the state directory), starts BIRD on the run directory's socket, and
+    serves the installed plugins driven by cnitool."""
     inst = installation
     inst.ensure_installed()
-    sock = tmp_path / "run" / "cni.sock"  # made by the agent, not the installer
-    unit_dir = inst.root / "etc" / "systemd" / "system"
-    out = inst.run("--agent-socket", str(sock), "--unit-dir", str(unit_dir)).ok().stdout
-    command = f"{inst.ctl_dir}/calico-cni-agent --socket {sock}"
-    assert f"    {command} &" in out and "written, not enabled" in out, out
-    unit = unit_dir / "calico-cni-agent.service"
-    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
-    assert f"ExecStart={command}\n" in unit.read_text() and "Restart=always" in unit.read_text()
+    run_dir, state_dir = tmp_path / "run", tmp_path / "state"  # made by calico-node
+    address = f"{inst.node.address}/32"
+    out = inst.run("--run-dir", str(run_dir), "--state-dir", str(state_dir), "--ip", address, env={"NO_DEFAULT_POOLS": "true"}).ok().stdout
+    script = f". {inst.env_file}; exec {inst.ctl_dir}/calico-node"
+    assert f"    sh -ac '{script}' &" in out, out
+    sock = run_dir / "cni.sock"
     assert json.loads(inst.conflist.read_text())["plugins"][0]["agent_socket"] == str(sock)
+    settings = inst.env_file.read_text().splitlines()
+    for line in (f"CALICO_RUN_DIR='{run_dir}'", f"CALICO_STATE_DIR='{state_dir}'", f"IP='{address}'", "NO_DEFAULT_POOLS='true'"):
+        assert line in settings, inst.env_file.read_text()
 
     from tests.agent_support import Agent, wait_healthy
 
-    proc = harness.popen_in(inst.node.path, command.split())
-    agent = Agent(proc, str(sock), tmp_path / "unused.log", binary=str(inst.ctl_dir / "calico-cni-agent"))
+    log = tmp_path / "calico-node.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(harness.in_netns(inst.node.path, ["sh", "-ac", script]), env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = Agent(proc, str(sock), log)
     try:
-        wait_healthy(agent)
-        create_pool(store, "install-agent-pool", "198.18.21.0/24")
+        wait_healthy(daemon)
+        nodename_file = state_dir / "nodename"
+        harness.wait_until(lambda: nodename_file.exists() and nodename_file.read_text().strip() == inst.node.name, "the nodename file", attempts=100)
+        harness.wait_until(lambda: (run_dir / "bird.ctl").exists(), "BIRD's control socket", attempts=100)
+        nodes = run_in(None, [str(inst.ctl_dir / "calicoctl"), "--config", str(inst.conflist), "get", "nodes", "-o", "wide"]).ok()
+        assert any(line.split()[:1] == [inst.node.name] and address in line.split() for line in nodes.stdout.splitlines()), nodes.describe()
+
+        create_pool(store, "install-node-pool", "198.18.21.0/24")
         pod = make_netns()
-        # (The tests' plugin environment switches the agent off; here it names the installed one.)
+        # (The tests' plugin environment switches the socket off; here it names calico-node's.)
         common = dict(node=inst.node, netconf_dir=inst.conf_dir, cni_path=str(inst.bin_dir), env={"CALICO_CNI_AGENT_SOCKET": str(sock)})
         with cnitool_attachment(NETWORK, pod, **common) as added:
             (ip,) = added.json()["ips"]
             assert ipaddress.ip_interface(ip["address"]).ip in ipaddress.ip_network("198.18.21.0/24")
-            assert agent.served() == 1
-        assert agent.served() == 2  # the DEL too
+            assert daemon.served() == 1
+        assert daemon.served() == 2  # the DEL too
         assert store.workload_endpoints() == [] and held_addresses(store) == {}
+    except BaseException:
+        print(log.read_text(errors="replace")[-4000:])
+        raise
     finally:
-        agent.stop()
+        daemon.stop()
+        stop_bird(run_dir)
+
+
+def test_old_agent_unit_is_replaced(installation):
+    """An installation an earlier version made (its manifest lists the calico-cni-agent launcher and
+    unit): the installer removes both, says so, and leaves calico-node's unit in their place; the
+    manifest no longer lists them. A calico-cni-agent.service it did not install is left, with a
+    warning (never two daemons on the plugins' socket)."""
+    inst = installation
+    inst.ensure_installed()
+    old_unit = inst.unit_dir / "calico-cni-agent.service"
+    old_launcher = inst.ctl_dir / "calico-cni-agent"
+    old_unit.write_text("[Service]\nExecStart=/usr/local/bin/calico-cni-agent --socket /var/run/calico/cni.sock\n")
+    old_launcher.write_text("#!/bin/sh\n")
+    listed = inst.manifest.read_text()
+    inst.manifest.write_text(f"{old_launcher}\n{old_unit}\n{listed}")
+
+    out = inst.run().ok().stdout
+    assert f"removed {old_unit} (calico-node replaces calico-cni-agent)" in out, out
+    assert f"removed {old_launcher} (calico-node replaces calico-cni-agent)" in out, out
+    assert not os.path.lexists(old_unit) and not os.path.lexists(old_launcher)
+    assert (inst.unit_dir / "calico-node.service").is_file()
+    assert {str(old_unit), str(old_launcher)}.isdisjoint(inst.manifest.read_text().splitlines())
+
+    old_unit.write_text("[Service]\n")  # someone else's: not in the manifest
+    try:
+        out = inst.run().ok().stdout
+        assert f"warning: {old_unit} was not installed by this installer" in out, out
+        assert old_unit.read_text() == "[Service]\n"
+    finally:
+        old_unit.unlink()
 
 
 def test_uninstall_removes_what_was_installed(installation):
     """--uninstall removes every installed file, the virtual environment and the directories the
-    installer created; what was there before (the bin dir and a plugin in it) stays, and so does the
-    plugins' log. A second --uninstall has nothing to do."""
+    installer created, both daemons' units (calico-node's, and the calico-cni-agent unit an earlier
+    version installed) and the mask of bird.service; what was there before (the bin dir and a plugin
+    in it) stays, and so does the plugins' log. A second --uninstall has nothing to do."""
     inst = installation
     inst.ensure_installed()
-    listed = [line for line in inst.manifest.read_text().splitlines() if line and not line.endswith("/")]
+    listed = [line for line in inst.manifest.read_text().splitlines() if line and not line.endswith("/") and not line.startswith("mask:")]
     names = sorted(Path(p).name for p in listed)
-    base = ["calico", "calico-ipam", "calicoctl", "calico-cni-agent", "portmap", "bandwidth", "10-calico.conflist"]
-    # The agent's unit is listed when the last run wrote it (test_agent_installed_and_serving).
-    assert names in (sorted(base), sorted([*base, "calico-cni-agent.service"])), names
+    assert names == sorted(["calico", "calico-ipam", "calicoctl", "calico-node", "portmap", "bandwidth", "10-calico.conflist",
+                            "calico-node.env", "calico-node.service"]), names
+    # As an installation of an earlier version that was upgraded in place would list it.
+    old_unit = inst.unit_dir / "calico-cni-agent.service"
+    old_unit.write_text("[Service]\n")
+    inst.manifest.write_text(f"{old_unit}\n{inst.manifest.read_text()}")
+    mask = inst.unit_dir / "bird.service"
+    assert os.readlink(mask) == "/dev/null"
 
     removed = inst.run("--uninstall").ok()
     inst.installed = False
-    for path in listed:
+    for path in [*listed, old_unit, inst.unit_dir / "calico-node.service"]:
         assert not os.path.lexists(path), removed.describe()
+    assert not os.path.lexists(mask), removed.describe()
+    assert f"unmasked bird.service (removed the link {mask} -> /dev/null)" in removed.stdout, removed.describe()
     left = snapshot(inst.root)
     log_dir = str(inst.log_file.parent.relative_to(inst.root))
     extra = sorted(p for p in left.keys() - inst.before_install.keys() if p != log_dir and not p.startswith(log_dir + "/"))
@@ -324,6 +451,31 @@ def test_uninstall_removes_what_was_installed(installation):
 
     again = inst.run("--uninstall").ok()
     assert "nothing to uninstall" in again.stdout, again.describe()
+
+
+def test_mask_made_by_someone_else_is_kept(installation):
+    """bird.service already masked before the installer ran (by the administrator): the installer
+    does not record it as its own, and --uninstall leaves it masked."""
+    inst = installation
+    if inst.installed:
+        inst.run("--uninstall").ok()
+        inst.installed = False
+    mask = inst.unit_dir / "bird.service"
+    mask.parent.mkdir(parents=True, exist_ok=True)
+    mask.symlink_to("/dev/null")
+    try:
+        out = inst.ensure_installed().stdout
+        assert "masked Debian's bird.service" not in out, out
+        assert not any(line.startswith("mask:") for line in inst.manifest.read_text().splitlines())
+        removed = inst.run("--uninstall").ok()
+        inst.installed = False
+        assert os.readlink(mask) == "/dev/null", removed.describe()
+        assert "unmasked" not in removed.stdout, removed.describe()
+    finally:
+        mask.unlink(missing_ok=True)
+        for directory in (mask.parent, mask.parent.parent, mask.parent.parent.parent):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
 
 
 def run_installer(*args: str, env: dict[str, str] | None = None) -> ClientRun:
@@ -337,7 +489,13 @@ def run_installer(*args: str, env: dict[str, str] | None = None) -> ClientRun:
     [
         (["--bogus"], {}, 2, "unknown option --bogus"),
         (["--agent-socket", "run/cni.sock"], {}, 1, "--agent-socket must be an absolute path, got run/cni.sock"),
-        ([], {"CALICO_CNI_AGENT": "yes"}, 1, "CALICO_CNI_AGENT must be true or false, got yes"),
+        ([], {"CALICO_CNI_AGENT": "yes"}, 1, "CALICO_NODE (or CALICO_CNI_AGENT) must be true or false, got yes"),
+        (["--agent-socket", "/run/agent.sock"], {}, 1, "calico-node serves <run dir>/cni.sock, so the socket must be named cni.sock"),
+        (["--run-dir", "run"], {}, 1, "--run-dir must be an absolute path, got run"),
+        (["--state-dir", "state"], {}, 1, "--state-dir must be an absolute path, got state"),
+        (["--backend", "gobgp"], {}, 1, "--backend must be bird, vxlan or none, got gobgp"),
+        (["--as", "AS64512"], {}, 1, "--as must be a number, got AS64512"),
+        ([], {"ETCD_PASSWORD": "it's"}, 1, "ETCD_PASSWORD cannot be written to"),
         (["--python", "/bin/false"], {}, 1, "/bin/false is not Python 3.11 or newer"),
         (["--mtu", "big"], {}, 1, "--mtu must be a number, got big"),
     ],
