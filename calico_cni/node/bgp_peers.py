@@ -24,6 +24,7 @@ from calico_cni.model.schema import Invalid
 from calico_cni.model.selector import Matcher, SelectorError, parse
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_AS = 64512
 # BGP's restart time is a 12-bit field of the graceful restart capability.
@@ -107,6 +108,29 @@ def canonical(addr: Address) -> Address:
     return addr
 
 
+def _plain(text: Any) -> str:
+    # ipaddress accepts an IPv6 zone ("fd00::1%anything"), which would carry any text into BIRD's
+    # configuration: only a plain address or network is read.
+    if not isinstance(text, str) or "%" in text:
+        raise ValueError(f"{text!r} is not a plain address")
+    return text
+
+
+def address(text: Any) -> Address:
+    """An address (an IPv4-mapped one as IPv4); ValueError for anything else, a zone included."""
+    return canonical(ipaddress.ip_address(_plain(text)))
+
+
+def interface_address(text: Any) -> Address:
+    """The address of an `ip/prefix` (or a bare ip); ValueError for anything else."""
+    return canonical(ipaddress.ip_interface(_plain(text)).ip)
+
+
+def network(text: Any) -> Network:
+    """A network with no host bits set; ValueError for anything else, a zone included."""
+    return ipaddress.ip_network(_plain(text))
+
+
 def unusable(addr: Address) -> str | None:
     """Why BIRD cannot speak BGP with this address (a session to it would be refused or mean
     nothing), or None."""
@@ -117,13 +141,6 @@ def unusable(addr: Address) -> str | None:
     if addr == ipaddress.IPv4Address("255.255.255.255"):
         return "the broadcast address"
     return None
-
-
-def address_of(text: str | None) -> Address | None:
-    """The address part of a decoded `ip[/prefix]`, or None when absent."""
-    if not text:
-        return None
-    return canonical(ipaddress.ip_interface(text).ip)
 
 
 # --- nodes --------------------------------------------------------------------------------------
@@ -145,30 +162,39 @@ class NodeInfo:
         return self.ipv4 if family == 4 else self.ipv6
 
 
+def _node_address(bgp: dict, key: str, shown: str, problems: list[str]) -> Address | None:
+    """A node's address of one family; None when absent or unusable for BGP (reported)."""
+    if not bgp.get(key):
+        return None
+    addr = interface_address(bgp[key])
+    reason = unusable(addr)
+    if reason:
+        problems.append(f"{shown}: spec.bgp.{key} {addr} is {reason}; not used for BGP")
+        return None
+    return addr
+
+
 def read_node(name: str, doc: Any, problems: list[str]) -> NodeInfo | None:
     """A Node document as BGP sees it; None (reported) when it does not decode. An address BGP
     cannot use is dropped and reported; the rest of the node stays."""
-    spec = decoded("Node", doc, name, problems)
-    if spec is None:
+    out = decoded("Node", doc, name, problems)
+    if out is None:
         return None
-    bgp = spec["spec"].get("bgp") or {}
-    shown = label("Node", name)
-    addresses: dict[int, Address | None] = {}
-    for family, key in ((4, "ipv4Address"), (6, "ipv6Address")):
-        addr = address_of(bgp.get(key))
-        reason = unusable(addr) if addr is not None else None
-        if reason:
-            problems.append(f"{shown}: spec.bgp.{key} {addr} is {reason}; not used for BGP")
-            addr = None
-        addresses[family] = addr
-    rr = bgp.get("routeReflectorClusterID") or ""
+    bgp, shown = out["spec"].get("bgp") or {}, label("Node", name)
+    try:
+        ipv4 = _node_address(bgp, "ipv4Address", shown, problems)
+        ipv6 = _node_address(bgp, "ipv6Address", shown, problems)
+        rr = address(bgp["routeReflectorClusterID"]) if bgp.get("routeReflectorClusterID") else ""
+    except ValueError as exc:
+        problems.append(f"{shown}: {exc}; left out of the BIRD configuration")
+        return None
     return NodeInfo(
         name=name,
-        labels=dict(spec["metadata"].get("labels") or {}),
-        ipv4=addresses[4],  # type: ignore[arg-type]
-        ipv6=addresses[6],  # type: ignore[arg-type]
+        labels=dict(out["metadata"].get("labels") or {}),
+        ipv4=ipv4,  # type: ignore[arg-type]  # the decoder checked the family
+        ipv6=ipv6,  # type: ignore[arg-type]
         asn=bgp.get("asNumber"),
-        rr_cluster_id=str(canonical(ipaddress.ip_address(rr))) if rr else "",
+        rr_cluster_id=str(rr),
     )
 
 
@@ -351,7 +377,7 @@ def read_peer(doc: Any, fallback: str, problems: list[str]) -> PeerSpec | None:
     peer_ip, peer_port = None, 0
     if spec.get("peerIP"):
         host, peer_port = split_peer_ip(spec["peerIP"])  # type: ignore[misc]  # decoded, so valid
-        peer_ip = canonical(ipaddress.ip_address(host))
+        peer_ip = address(host)
         reason = unusable(peer_ip)
         if reason:
             problems.append(f"{shown}: spec.peerIP {peer_ip} is {reason}; this peer is not rendered")
@@ -368,7 +394,7 @@ def read_peer(doc: Any, fallback: str, problems: list[str]) -> PeerSpec | None:
         keep_next_hop=bool(spec.get("keepOriginalNextHop")),
         ttl_security=spec.get("ttlSecurity", 0),
         allow_local_as=spec.get("numAllowedLocalASNumbers", 0),
-        reachable_by=canonical(ipaddress.ip_address(spec["reachableBy"])) if spec.get("reachableBy") else None,
+        reachable_by=address(spec["reachableBy"]) if spec.get("reachableBy") else None,
         restart_time=restart_time(spec.get("maxRestartTime"), "spec.maxRestartTime", shown, problems),
         filters=tuple(spec.get("filters") or ()),
     )
@@ -377,7 +403,12 @@ def read_peer(doc: Any, fallback: str, problems: list[str]) -> PeerSpec | None:
 def read_peers(docs: Sequence[Any], problems: list[str]) -> list[PeerSpec]:
     """The renderable BGPPeers, sorted by name (Calico walks them in map order; a fixed order makes
     the first-wins rules below give the same answer every time)."""
-    peers = [read_peer(doc, f"#{i}", problems) for i, doc in enumerate(docs)]
+    peers = []
+    for i, doc in enumerate(docs):
+        try:
+            peers.append(read_peer(doc, f"#{i}", problems))
+        except ValueError as exc:  # the decoder let through a value this module will not render
+            problems.append(f"{label('BGPPeer', name_of(doc, f'#{i}'))}: {exc}; this peer is not rendered")
     return sorted((p for p in peers if p is not None), key=lambda p: p.name)
 
 

@@ -29,9 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from calico_cni.model.kinds.routing import community_value
 from calico_cni.node import bgp_peers
-from calico_cni.node.bgp_peers import Address, Cluster, NodeInfo, Session, decoded, label
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from calico_cni.node.bgp_peers import Address, Cluster, Network, NodeInfo, Session, decoded, label
 
 EXCLUDE_SERVICES_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 FAMILIES = (4, 6)
@@ -62,6 +60,8 @@ class Rendered:
 
 # --- what the inputs mean -----------------------------------------------------------------------
 
+Advertisement = tuple[Network, tuple[tuple[int, ...], ...]]  # a prefix and its communities
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -79,7 +79,7 @@ class Settings:
     cluster_ips: tuple[Network, ...] = ()
     external_ips: tuple[Network, ...] = ()
     lb_ips: tuple[Network, ...] = ()
-    advertisements: tuple[tuple[Network, tuple[tuple[int, ...], ...]], ...] = ()  # (cidr, communities)
+    advertisements: tuple[Advertisement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ class Pool:
     exported: bool  # not disableBGPExport
 
 
-def _networks(blocks: Iterable[dict] | None) -> list[Network]:
-    return [ipaddress.ip_network(b["cidr"]) for b in blocks or () if b.get("cidr")]
+def _networks(blocks: Iterable[dict] | None) -> tuple[Network, ...]:
+    return tuple(bgp_peers.network(b["cidr"]) for b in blocks or () if b.get("cidr"))
 
 
 def _not_single(nets: Iterable[Network]) -> tuple[Network, ...]:
@@ -108,10 +108,39 @@ def _communities(values: Iterable[str], defined: Mapping[str, str]) -> tuple[tup
     return tuple(sorted(found))
 
 
-def _advertisements(spec: dict) -> tuple[tuple[Network, tuple[tuple[int, ...], ...]], ...]:
+def _advertisements(spec: dict) -> tuple[Advertisement, ...]:
     defined = {c["name"]: c["value"] for c in spec.get("communities") or ()}
-    out = [(ipaddress.ip_network(a["cidr"]), _communities(a["communities"], defined)) for a in spec.get("prefixAdvertisements") or ()]
+    out = [(bgp_peers.network(a["cidr"]), _communities(a["communities"], defined)) for a in spec.get("prefixAdvertisements") or ()]
     return tuple(a for a in out if a[1])
+
+
+@dataclass(frozen=True)
+class _Config:
+    """One decoded BGPConfiguration with its networks parsed."""
+
+    spec: dict
+    cluster_ips: tuple[Network, ...] = ()
+    external_ips: tuple[Network, ...] = ()
+    lb_ips: tuple[Network, ...] = ()
+    advertisements: tuple[Advertisement, ...] | None = None  # None: prefixAdvertisements not set
+
+
+def _read_config(name: str, doc: Any, problems: list[str]) -> _Config | None:
+    out = decoded("BGPConfiguration", doc, name, problems)
+    if out is None:
+        return None
+    spec = out["spec"]
+    try:
+        return _Config(
+            spec,
+            _networks(spec.get("serviceClusterIPs")),
+            _networks(spec.get("serviceExternalIPs")),
+            _networks(spec.get("serviceLoadBalancerIPs")),
+            _advertisements(spec) if "prefixAdvertisements" in spec else None,
+        )
+    except ValueError as exc:
+        problems.append(f"{label('BGPConfiguration', name)}: {exc}; left out of the BIRD configuration")
+        return None
 
 
 def _log_level(text: str) -> str:
@@ -123,28 +152,25 @@ def read_settings(configs: Mapping[str, dict], me: str, problems: list[str]) -> 
     """Calico's reading of the BGPConfigurations: the cluster's from `default`, and from this
     node's `node.<name>` its log level, listen port and prefix advertisements; every node's listen
     port (peers dial it). A resource that does not decode counts as absent (reported)."""
-    decoded_specs = {}
-    for name in sorted(configs):
-        doc = decoded("BGPConfiguration", configs[name], name, problems)
-        if doc is not None:
-            decoded_specs[name] = doc["spec"]
-    default, mine = decoded_specs.get("default", {}), decoded_specs.get(f"node.{me}", {})
-    ports = {n[len("node.") :]: s["listenPort"] for n, s in decoded_specs.items() if n.startswith("node.") and s.get("listenPort")}
-    lb = _networks(default.get("serviceLoadBalancerIPs"))
+    read = {name: _read_config(name, configs[name], problems) for name in sorted(configs)}
+    found = {name: config for name, config in read.items() if config is not None}
+    default, mine = found.get("default") or _Config({}), found.get(f"node.{me}") or _Config({})
+    ports = {n[len("node.") :]: c.spec["listenPort"] for n, c in found.items() if n.startswith("node.") and c.spec.get("listenPort")}
+    spec = default.spec
     return Settings(
-        global_as=default.get("asNumber") or bgp_peers.DEFAULT_AS,
-        mesh=default.get("nodeToNodeMeshEnabled", True),
-        mesh_restart=bgp_peers.restart_time(default.get("nodeMeshMaxRestartTime"), "spec.nodeMeshMaxRestartTime", label("BGPConfiguration", "default"), problems),
-        mesh_password=bool(default.get("nodeMeshPassword")),
-        global_port=default.get("listenPort", 0),
+        global_as=spec.get("asNumber") or bgp_peers.DEFAULT_AS,
+        mesh=spec.get("nodeToNodeMeshEnabled", True),
+        mesh_restart=bgp_peers.restart_time(spec.get("nodeMeshMaxRestartTime"), "spec.nodeMeshMaxRestartTime", label("BGPConfiguration", "default"), problems),
+        mesh_password=bool(spec.get("nodeMeshPassword")),
+        global_port=spec.get("listenPort", 0),
         node_ports=ports,
-        bind_node_ip=default.get("bindMode") == "NodeIP",
-        log_level=_log_level(mine.get("logSeverityScreen") or default.get("logSeverityScreen") or "Info"),
-        ignored_interfaces=tuple(default.get("ignoredInterfaces") or ()),
-        cluster_ips=tuple(_networks(default.get("serviceClusterIPs"))),
-        external_ips=_not_single(_networks(default.get("serviceExternalIPs"))),
-        lb_ips=tuple(lb),
-        advertisements=_advertisements(mine if "prefixAdvertisements" in mine else default),
+        bind_node_ip=spec.get("bindMode") == "NodeIP",
+        log_level=_log_level(mine.spec.get("logSeverityScreen") or spec.get("logSeverityScreen") or "Info"),
+        ignored_interfaces=tuple(spec.get("ignoredInterfaces") or ()),
+        cluster_ips=default.cluster_ips,
+        external_ips=_not_single(default.external_ips),
+        lb_ips=default.lb_ips,
+        advertisements=mine.advertisements if mine.advertisements is not None else default.advertisements or (),
     )
 
 
@@ -152,12 +178,18 @@ def read_pools(docs: Sequence[Any], problems: list[str]) -> list[Pool]:
     """The IP pools, sorted by family and CIDR."""
     pools = []
     for i, doc in enumerate(docs):
-        out = decoded("IPPool", doc, bgp_peers.name_of(doc, f"#{i}"), problems)
+        name = bgp_peers.name_of(doc, f"#{i}")
+        out = decoded("IPPool", doc, name, problems)
         if out is None:
             continue
         spec = out["spec"]
+        try:
+            cidr = bgp_peers.network(spec["cidr"])
+        except ValueError as exc:
+            problems.append(f"{label('IPPool', name)}: {exc}; left out of the BIRD configuration")
+            continue
         encapsulated = spec["ipipMode"] != "Never" or spec["vxlanMode"] != "Never"
-        pools.append(Pool(ipaddress.ip_network(spec["cidr"]), encapsulated, not spec.get("disableBGPExport")))
+        pools.append(Pool(cidr, encapsulated, not spec.get("disableBGPExport")))
     return sorted(pools, key=lambda p: _net_key(p.cidr))
 
 
@@ -166,8 +198,8 @@ def read_blocks(texts: Sequence[Any], problems: list[str]) -> list[Network]:
     blocks = set()
     for text in texts:
         try:
-            blocks.add(ipaddress.ip_network(text))
-        except (TypeError, ValueError):
+            blocks.add(bgp_peers.network(text))
+        except ValueError:
             problems.append(f"block affinity {text!r}: not a network; not advertised")
     return sorted(blocks, key=_net_key)
 
@@ -197,7 +229,9 @@ def router_id(given: str | None, me: NodeInfo | None, nodename: str, problems: l
             problems.append(f"CALICO_ROUTER_ID {given!r}: not 'hash' or an IPv4 address; no BGP session is rendered")
             return None
         return str(rid)
-    if me is not None and me.ipv4 is not None:
+    if me is None:  # already reported: no BGP without the node
+        return None
+    if me.ipv4 is not None:
         return str(me.ipv4)
     problems.append(f"{label('Node', nodename)}: no IPv4 address and no CALICO_ROUTER_ID, so BIRD has no router id; no BGP session is rendered (set CALICO_ROUTER_ID=hash)")
     return None
@@ -219,7 +253,7 @@ def filter_function(name: str, direction: str, family: int) -> str:
 
 
 def _cidr_match(rule: dict, family: int) -> str:
-    net = ipaddress.ip_network(rule["cidr"])
+    net = bgp_peers.network(rule["cidr"])
     pattern = str(net)
     if "prefixLength" in rule:
         low = max(net.prefixlen, rule["prefixLength"].get("min", 0))
@@ -246,11 +280,15 @@ def filter_statement(rule: dict, family: int) -> str:
 
 
 def read_filters(docs: Mapping[str, dict], problems: list[str]) -> dict[str, dict[tuple[str, int], list[str]]]:
-    """BGPFilter name -> (direction, family) -> its BIRD statements (only lists that have rules)."""
+    """BGPFilter name -> (direction, family) -> its BIRD statements (only lists that have rules).
+    The name becomes a BIRD symbol, so it must be the decoded document's own (checked) name."""
     out: dict[str, dict[tuple[str, int], list[str]]] = {}
     for name in sorted(docs):
         doc = decoded("BGPFilter", docs[name], name, problems)
         if doc is None:
+            continue
+        if doc["metadata"]["name"] != name:
+            problems.append(f"{label('BGPFilter', name)}: stored under another name than its metadata.name; left out of the BIRD configuration")
             continue
         try:
             out[name] = {
@@ -538,22 +576,32 @@ def _gateways(sessions: Iterable[Session], problems: list[str]) -> list[tuple[Ad
     return out
 
 
-def _debug(level: str) -> list[str]:
-    return {"debug": ["debug protocols all;"], "info": ["debug protocols { states };"]}.get(level, [])
+def _head(rid: str | None, settings: Settings) -> list[str]:
+    lines = ["# Rendered by calico-node from the datastore; changes here are overwritten.", ""]
+    if rid is not None:
+        lines.append(f"router id {rid};")
+    debug = {"debug": ["debug protocols all;"], "info": ["debug protocols { states };"]}.get(settings.log_level, [])
+    return [*lines, *debug, ""]
+
+
+def read_nodes(docs: Mapping[str, dict], me: str, problems: list[str]) -> tuple[dict[str, NodeInfo], NodeInfo | None]:
+    """Every node that decodes, and this node (None, reported, when it is missing or unreadable)."""
+    nodes = {}
+    for name in sorted(docs):
+        info = bgp_peers.read_node(name, docs[name], problems)
+        if info is not None:
+            nodes[name] = info
+    if me not in nodes:
+        why = "could not be read" if me in docs else "is not in the datastore"
+        problems.append(f"{label('Node', me)}: this node {why}; no BGP session is rendered")
+    return nodes, nodes.get(me)
 
 
 def render(inputs: RoutingInputs) -> Rendered:
     """This node's BIRD 2 configuration; what could not be rendered is named in `problems`."""
     problems: list[str] = []
     settings = read_settings(inputs.bgp_configurations, inputs.node, problems)
-    nodes = {}
-    for name in sorted(inputs.nodes):
-        info = bgp_peers.read_node(name, inputs.nodes[name], problems)
-        if info is not None:
-            nodes[name] = info
-    me = nodes.get(inputs.node)
-    if me is None and inputs.node not in inputs.nodes:
-        problems.append(f"{label('Node', inputs.node)}: this node is not in the datastore; no BGP session is rendered")
+    nodes, me = read_nodes(inputs.nodes, inputs.node, problems)
     cluster = Cluster(nodes, settings.global_as, settings.global_port, settings.node_ports)
     pools = read_pools(inputs.pools, problems)
     routes = Routes(
@@ -563,17 +611,13 @@ def render(inputs: RoutingInputs) -> Rendered:
         services_here=me is None or me.labels.get(EXCLUDE_SERVICES_LABEL) != "true",
         is_reflector=bool(me and me.rr_cluster_id),
     )
-    rid = router_id(inputs.router_id, me, inputs.node, problems) if me is not None else None
-    sessions = _sessions(inputs, cluster, me, settings, problems) if me is not None and rid is not None else []
-    lines = ["# Rendered by calico-node from the datastore; changes here are overwritten.", ""]
-    if rid is not None:
-        lines.append(f"router id {rid};")
-    lines += [*_debug(settings.log_level), ""]
     filters = read_filters(inputs.filters, problems)
-    lines += family_functions(routes)
-    lines += filter_functions(filters)
-    lines += ["", *base_protocols(settings), *static_protocols(routes, _gateways(sessions, problems))]
-    if me is not None and rid is not None:
+    rid = router_id(inputs.router_id, me, inputs.node, problems)
+    bgp_on = me is not None and rid is not None
+    sessions = _sessions(inputs, cluster, me, settings, problems) if bgp_on else []
+    lines = [*_head(rid, settings), *family_functions(routes), *filter_functions(filters), ""]
+    lines += [*base_protocols(settings), *static_protocols(routes, _gateways(sessions, problems))]
+    if bgp_on:
         local = Local(me, cluster.as_of(me.name), settings.bind_node_ip, filters)
         lines += template(local.asn, cluster.port_of(me.name))
         for session in sessions:
