@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from calico_cni.config import EtcdSettings
 from calico_cni.datastore import failures
@@ -287,6 +287,43 @@ class EtcdClient:
             if failure is Failure.PERMISSION:
                 raise failures.permission_denied(s.username, detail) from None
             raise failures.request_failed(code.name, detail) from None
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def open_stream(self, service: str, method: str, requests: Iterator, metadata: Sequence[tuple[str, str]] = (),
+                    reauthenticate: bool = False) -> tuple[object, Callable[[], None]]:
+        """Open a streaming RPC (etcd's Watch) on the endpoint in use, carrying the auth token and
+        `metadata`; used by `datastore.watch`.
+
+        Authenticates first when the client has no token yet, or again with `reauthenticate` (a
+        stream was refused the token: streams are not retried here as `_call` retries requests).
+        Authentication is bounded by the client's timeout; the stream itself has no deadline: the
+        caller cancels it (`call.cancel()`). Returns the gRPC call and a function marking the
+        endpoint failed, for the caller to use when the stream died of that endpoint, so the next
+        call fails over to another one.
+        """
+        self._connect()
+        deadline = time.monotonic() + self.settings.timeout
+        if self.settings.username and (self._token is None or reauthenticate):
+            self._token = None
+            self._authenticate(deadline)
+        client = self._client
+        while True:
+            try:
+                channel = client.channel
+                break
+            except Exception as exc:  # noqa: BLE001 - pyetcd raises when every endpoint is marked failed
+                # Each failed endpoint is retried after ENDPOINT_RETRY: wait for that, not for the deadline.
+                if time.monotonic() + 0.05 > deadline:
+                    raise failures.unreachable(self.settings.endpoints, str(exc), "every endpoint failed moments ago", []) from None
+                time.sleep(0.05)
+        endpoint = client.endpoint_in_use
+        stub = self._stubs.get((service, channel))
+        if stub is None:
+            stub = self._stubs[(service, channel)] = getattr(self._rpc, f"{service}Stub")(channel)
+        self.round_trips += 1
+        call = getattr(stub, method)(requests, metadata=(*(self._metadata() or ()), *metadata))
+        return call, endpoint.fail
 
     # -- reads --------------------------------------------------------------------------------
 
