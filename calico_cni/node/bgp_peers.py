@@ -29,7 +29,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_AS = 64512
 # BGP's restart time is a 12-bit field of the graceful restart capability.
 MAX_RESTART_TIME = 4095
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
+_SAFE_NAME = re.compile(r"^#?[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
 
 
 # --- decoding -----------------------------------------------------------------------------------
