@@ -3,7 +3,7 @@ bird.cfg, bird6.cfg, bird_aggr.cfg and bird_ipam.cfg for BIRD 1, in one daemon w
 ipv6 channel. Who the sessions are with is `bgp_peers`' work; this module turns the cluster's
 settings, pools, blocks and sessions into text.
 
-Where BIRD 2 differs from Calico's BIRD 1 fork, the configuration says so in a comment:
+Where BIRD 2 differs from Calico's BIRD 1 fork:
 - No `krt_tunnel`: routes inside a pool whose ipipMode or vxlanMode is not Never are kept out of the
   kernel (listed in `Rendered.unrouted_pools`); Calico's BIRD sends them through tunl0.
 - No `listen bgp`: listenPort is `local port` and bindMode NodeIP is `strict bind` on every session.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -33,6 +34,14 @@ from calico_cni.node.bgp_peers import Address, Cluster, Network, NodeInfo, Sessi
 
 EXCLUDE_SERVICES_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 FAMILIES = (4, 6)
+_INTERFACE_GLOB = re.compile(r"^[A-Za-z0-9_.*-]{1,15}\Z")
+
+
+def interface_glob(text: Any) -> str:
+    """An interface name or glob that goes between BIRD's double quotes; ValueError otherwise."""
+    if not isinstance(text, str) or not _INTERFACE_GLOB.match(text):
+        raise ValueError(f"interface {text!r} is not a name or glob of at most 15 letters, digits, '_', '.', '-' or '*'")
+    return text
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class _Config:
     external_ips: tuple[Network, ...] = ()
     lb_ips: tuple[Network, ...] = ()
     advertisements: tuple[Advertisement, ...] | None = None  # None: prefixAdvertisements not set
+    ignored_interfaces: tuple[str, ...] = ()
 
 
 def _read_config(name: str, doc: Any, problems: list[str]) -> _Config | None:
@@ -137,6 +147,7 @@ def _read_config(name: str, doc: Any, problems: list[str]) -> _Config | None:
             _networks(spec.get("serviceExternalIPs")),
             _networks(spec.get("serviceLoadBalancerIPs")),
             _advertisements(spec) if "prefixAdvertisements" in spec else None,
+            tuple(interface_glob(i) for i in spec.get("ignoredInterfaces") or ()),
         )
     except ValueError as exc:
         problems.append(f"{label('BGPConfiguration', name)}: {exc}; left out of the BIRD configuration")
@@ -166,7 +177,7 @@ def read_settings(configs: Mapping[str, dict], me: str, problems: list[str]) -> 
         node_ports=ports,
         bind_node_ip=spec.get("bindMode") == "NodeIP",
         log_level=_log_level(mine.spec.get("logSeverityScreen") or spec.get("logSeverityScreen") or "Info"),
-        ignored_interfaces=tuple(spec.get("ignoredInterfaces") or ()),
+        ignored_interfaces=default.ignored_interfaces,
         cluster_ips=default.cluster_ips,
         external_ips=_not_single(default.external_ips),
         lb_ips=default.lb_ips,
@@ -252,7 +263,7 @@ def filter_function(name: str, direction: str, family: int) -> str:
     return f"'bgp_{name}_{direction}FilterV{family}'"
 
 
-def _cidr_match(rule: dict, family: int) -> str:
+def _cidr_match(rule: dict) -> str:
     net = bgp_peers.network(rule["cidr"])
     pattern = str(net)
     if "prefixLength" in rule:
@@ -266,15 +277,15 @@ def _cidr_match(rule: dict, family: int) -> str:
     return f"(net {_OPERATORS[rule['matchOperator']]} {pattern})"
 
 
-def filter_statement(rule: dict, family: int) -> str:
+def filter_statement(rule: dict) -> str:
     """One decoded BGPFilter rule as a BIRD statement (ValueError when BIRD could not run it)."""
     conditions = []
     if "cidr" in rule:
-        conditions.append(_cidr_match(rule, family))
+        conditions.append(_cidr_match(rule))
     if rule.get("source") == "RemotePeers":
         conditions.append("((defined(source))&&(source ~ [ RTS_BGP ]))")
     if "interface" in rule:
-        conditions.append(f'((defined(ifname))&&(ifname ~ "{rule["interface"]}"))')
+        conditions.append(f'((defined(ifname))&&(ifname ~ "{interface_glob(rule["interface"])}"))')
     action = f"{rule['action'].lower()};"
     return f"if ({'&&'.join(conditions)}) then {{ {action} }}" if conditions else action
 
@@ -292,7 +303,7 @@ def read_filters(docs: Mapping[str, dict], problems: list[str]) -> dict[str, dic
             continue
         try:
             out[name] = {
-                (direction, family): [filter_statement(rule, family) for rule in doc["spec"][f"{direction}V{family}"]]
+                (direction, family): [filter_statement(rule) for rule in doc["spec"][f"{direction}V{family}"]]
                 for direction in ("import", "export")
                 for family in FAMILIES
                 if doc["spec"].get(f"{direction}V{family}")

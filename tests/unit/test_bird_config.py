@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import pytest
 
-from calico_cni.node.bird_config import Rendered, RoutingInputs, hash_router_id, render
+from calico_cni.node import bgp_peers
+from calico_cni.node.bird_config import Rendered, RoutingInputs, hash_router_id, interface_glob, render
 
 BIRD = shutil.which("bird") or "/usr/sbin/bird"
 API = "projectcalico.org/v3"
@@ -708,3 +709,34 @@ def test_equal_inputs_in_any_order_give_byte_equal_text(checked) -> None:
         shuffle(blocks)
         again = render(inputs(nodes=dict(items), peers=list(peers), pools=list(pools), blocks=list(blocks)))
         assert again.text == first.text
+
+
+# --- the last line of defence: values are re-checked where they become text ------------------------
+
+
+@pytest.mark.parametrize("text", ["fd00::1%eth0", "fd00::1%x;}", "198.19.0.1 ", 3232235777, None, "198.19.0.01"])
+def test_only_plain_addresses_are_read(text) -> None:
+    with pytest.raises(ValueError):
+        bgp_peers.address(text)
+
+
+@pytest.mark.parametrize("text", ["fd00::%x;}/64", "198.18.0.1/24", "198.18.0.0/24 ", 7, "198.18.0.0/33"])
+def test_only_plain_networks_are_read(text) -> None:
+    with pytest.raises(ValueError):
+        bgp_peers.network(text)
+
+
+def test_ipv4_mapped_addresses_read_as_ipv4() -> None:
+    assert str(bgp_peers.address("::ffff:198.19.0.7")) == "198.19.0.7"
+
+
+@pytest.mark.parametrize("text", ['eth0"', "eth0;", "", "a" * 16, "eth 0", "é"])
+def test_interface_globs_are_checked_where_they_are_quoted(text) -> None:
+    with pytest.raises(ValueError):
+        interface_glob(text)
+    assert interface_glob("veth*.cali-1_2") == "veth*.cali-1_2"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("1m30s", 90), ("1.5s", 2), ("1.4s", 1), ("500ms", 1), ("499ms", 0), ("1h0m0s", 3600), ("-2s", -2)])
+def test_durations_round_to_seconds_as_calico_does(text, seconds) -> None:
+    assert bgp_peers.duration_seconds(text) == seconds
