@@ -360,7 +360,8 @@ mask_bird() {
 
 # stop_package_bird: where systemd does not run, a BIRD the package started (from /etc/init.d/bird,
 # say) is stopped, but only one that is unmistakably the package's: in this network namespace, with
-# the package's configuration (/etc/bird/bird.conf) and control socket (/run/bird/bird.ctl).
+# the package's configuration (/etc/bird/bird.conf) and control socket (/run/bird/bird.ctl), and
+# only when the installation is for this machine (no --unit-dir; with one, a warning says it runs).
 # calico-node's BIRDs, and any a test or an operator starts, name their own socket (-s) and are
 # never touched.
 stop_package_bird() {
@@ -375,6 +376,11 @@ stop_package_bird() {
         done < "/proc/$pid/cmdline" || continue
         case "$socket" in /run/bird/bird.ctl|/var/run/bird/bird.ctl) ;; *) continue ;; esac
         [ "$config" = /etc/bird/bird.conf ] || continue
+        if [ -n "$unit_dir" ]; then
+            # Units for another root (an image, a demo's node): this machine's BIRD is not ours to stop.
+            say "warning: Debian's BIRD runs here (pid $pid, /etc/bird/bird.conf); a calico-node on this machine needs it stopped: birdc -s $socket down"
+            continue
+        fi
         birdc -s "$socket" down >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
         note "stopped Debian's BIRD (pid $pid, /etc/bird/bird.conf): it would delete calico-node's routes"
