@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from calico_cni.ctl import datastore, ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, resources, version
+from calico_cni.ctl import datastore, ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node_status, resources, version
 from calico_cni.ctl.context import connection_options
 from calico_cni.ctl.errors import failure
 
@@ -78,6 +78,12 @@ def ipam() -> None:
     """Show IPAM utilisation, check and repair allocations, configure IPAM."""
 
 
+@cli.group("node")
+def node() -> None:
+    """Commands run on a node: the state of calico-node and its BGP peers."""
+
+
+node.add_command(node_status.status)
 for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure, ipam_gc.gc):
     ipam.add_command(command)
 for group in (*resources.COMMANDS, ippool.ippool, datastore.datastore, version.version):

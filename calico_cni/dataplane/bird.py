@@ -126,7 +126,7 @@ def parse_reply(data: bytes | str) -> Reply:
     greeting); BirdError when it is incomplete or malformed."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     parser = _ReplyParser()
-    for raw in text.split("\n"):
+    for raw in text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"):
         parser.feed(raw)
         if parser.done:
             return Reply(tuple(parser.lines))
