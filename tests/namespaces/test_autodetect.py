@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import os
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import pytest
@@ -237,3 +240,51 @@ def test_interfaces_are_listed_newest_first(host):
         indexes = [i.index for i in autodetect.interfaces(4)]
     assert indexes == sorted(indexes, reverse=True)
     assert [n for n in names if not n.startswith("vethp")] == ["ens9", "cali0", "docker0", "uplink0", "eth0", "lo"]
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up in a node namespace, with the kernel's answers (not a stand-in)
+
+
+def start_in(node, env: dict) -> subprocess.CompletedProcess:
+    """calico-node's settings and start-up run in `node`'s namespace (where the node's daemon runs),
+    reaching the test etcd through the node's uplink."""
+    code = "import os, sys\n" \
+        "from calico_cni.datastore.store import connect\n" \
+        "from calico_cni.node import settings, startup\n" \
+        "s = settings.from_args([], os.environ)\n" \
+        "store = connect(s.etcd)\n" \
+        "try:\n" \
+        "    reg = startup.run(s, store)\n" \
+        "except startup.StartupError as exc:\n" \
+        "    print(exc, file=sys.stderr); sys.exit(1)\n" \
+        "finally:\n" \
+        "    store.close()\n" \
+        "print(reg.ipv4)\n"  # fmt: skip
+    return subprocess.run(["nsenter", f"--net={node.path}", sys.executable, "-c", code], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_startup_registers_the_address_detected_in_the_node_namespace(nodes, store, etcd_endpoint, tmp_path):
+    node = nodes()  # its address is a /32 on lo; its uplink holds none
+    env = {
+        "ETCD_ENDPOINTS": etcd_endpoint, "NODENAME": "node1", "CALICO_STATE_DIR": str(tmp_path / "state"),
+        "CALICO_IPV4POOL_CIDR": "198.18.0.0/16", "CALICO_IPV6POOL_CIDR": "none",
+    }  # fmt: skip
+    # first-found excludes lo, and nothing else holds an address: start-up refuses, naming the method.
+    proc = start_in(node, env)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("could not autodetect an IPv4 address with IP_AUTODETECTION_METHOD=first-found: no valid IPv4 addresses found")
+    assert store.client.get("/calico/resources/v3/projectcalico.org/nodes/node1") is None
+    # cidr= looks at every interface, lo too.
+    proc = start_in(node, {**env, "IP_AUTODETECTION_METHOD": "cidr=198.19.0.0/16"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{node.address}/32"
+    stored = json.loads(store.client.get("/calico/resources/v3/projectcalico.org/nodes/node1").value)
+    assert stored["spec"]["bgp"] == {"ipv4Address": f"{node.address}/32"}
+    # A bare IP= held by an interface takes that interface's prefix.
+    # (On an interface of its own: an address on the uplink would become the source towards etcd,
+    # which the fabric has no route back to.)
+    netns.ip("-n", node.name, "link", "add", "eth1", "type", "veth", "peer", "name", "vethx1")
+    netns.ip("-n", node.name, "addr", "add", "198.19.250.7/28", "dev", "eth1")
+    proc = start_in(node, {**env, "IP": "198.19.250.7"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "198.19.250.7/28", proc.stderr
