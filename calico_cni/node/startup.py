@@ -12,9 +12,10 @@
    `default` (reportingInterval 0s, logSeverityScreen Info) and `node.<name>`
    (defaultEndpointToHostAction Return), each created when missing and given only the fields it
    lacks, as Calico's start-up does.
-4. The nodename file, written atomically.
+4. The nodename file, written atomically (touched when it already holds the name: its time is the
+   start time Calico's -bird-ready probe reads).
 
-Every step compares before it writes: a restart with the same settings writes nothing.
+Every step compares before it writes: a restart with the same settings writes nothing to etcd.
 The kernel is read through `Host` (the autodetect module by default), so the datastore steps can be
 run without a node namespace.
 """
@@ -428,10 +429,15 @@ def ensure_felix_configurations(settings: NodeSettings, store: Datastore, change
 
 def write_nodename(path: str, name: str) -> bool:
     """Write `name` to the nodename file (no newline, as Calico) when it holds anything else:
-    a temporary file next to it, renamed into place, its directory created. True when written."""
+    a temporary file next to it, renamed into place, its directory created. True when written.
+
+    A file that already holds the name is only touched: Calico rewrites it at every start, and its
+    -bird-ready probe reads the file's modification time as the time calico-node started (until
+    the threshold has passed, every BGP session must be up), as `node.probes` does."""
     try:
         with open(path, encoding="utf-8") as f:
             if f.read() == name:
+                os.utime(path)
                 return False
     except (OSError, UnicodeDecodeError):
         pass
