@@ -255,6 +255,8 @@ class Control:
     def command(self, text: str) -> Reply:
         """Send one CLI command; BIRD's whole reply (8xxx/9xxx replies are returned, not raised).
         BirdUnreachable when nothing listens, BirdError on a timeout or garbled answer."""
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"one command, one line: {text!r}")
         sock, reader = self._open()
         try:
             try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from calico_cni.dataplane.bird import Bird, BirdError, calico_peers
+from calico_cni.node import probes
 from tests import netns
 from tests.conftest import BIN_DIR
 
@@ -336,3 +337,18 @@ def test_calicoctl_node_status_without_bird(nodes, calico_node_process):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Calico process is running.\n\nThe BGP backend process (BIRD) is not running.\n")
     assert a.bird.socket in result.stdout and "CALICO_RUN_DIR" in result.stdout
+
+
+def test_probes_on_real_birds(running, tmp_path):
+    """-bird-ready and -bird-live of node 1 while node 2's BIRD is up, then stopped."""
+    a, b = running
+    nodename = tmp_path / "nodename"
+    nodename.write_text("node-1")
+    assert probes.bird_ready(4, a.bird.socket, str(nodename))[0] and probes.bird_ready(6, a.bird.socket, str(nodename))[0]
+    assert probes.bird_live(4, a.bird.socket) == (True, "bird is live: BIRD 2.0.12")
+    assert b.bird.graceful_restart() is None
+    wait_for(lambda: not a.mesh().established, "node 1 sees the session down", 10)
+    assert probes.bird_ready(4, a.bird.socket, str(nodename)) == (False, "calico/node is not ready: BIRD is not ready: BGP not established with 198.19.240.2")
+    assert probes.bird_ready(6, a.bird.socket, str(nodename)) == (False, "calico/node is not ready: BIRD6 is not ready: BGP not established with fd00:198:19:240::2")
+    ok, message = probes.bird_live(4, b.bird.socket)
+    assert not ok and message.startswith("calico/node is not ready: bird is not live: nothing answers on BIRD's control socket")
