@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # The README's first command (run as root on Debian/Ubuntu): install what is needed, then show the
-# whole mission on one node. A private etcd, the plugins installed by scripts/install-cni.sh into a
-# temporary CNI directory, a pool applied from a resource file with calicoctl, three pods started
-# through cnitool, their addresses and the routes the node got, pings pod to pod and node to pod,
-# the IPAM view, and the addresses freed when the pods are deleted.
+# whole mission on a small cluster. Three nodes share one fabric: a network namespace holding a
+# private etcd and a bridge, each node a namespace with an uplink on that bridge. On each node the
+# plugins and calico-node are installed by scripts/install-cni.sh (into a temporary directory),
+# calico-node registers the node and runs BIRD, which speaks BGP with the other nodes. A pool is
+# applied with calicoctl, one pod per node is started through cnitool, and the demo shows
+# `calicoctl node status`, the routes BIRD installed (`ip route show proto bird`), pods pinging
+# pods on other nodes although the fabric knows no pod address, and the addresses freed when the
+# pods are deleted.
 #
-# By default the node is a network namespace the demo creates (with an uplink namespace beside it),
-# so the machine's own network is not touched. --host runs the node on the machine's own namespace
-# instead. ETCD_ENDPOINTS=... uses an existing etcd instead of the private one (it must be reachable
-# from the node). Everything the demo creates is removed at the end, also when interrupted.
+# The machine's own network namespace is not touched. Everything the demo creates (namespaces,
+# etcd, calico-node and BIRD processes, files) is removed at the end, also when interrupted.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-host_mode=0
 for arg in "$@"; do
     case "$arg" in
-        --host) host_mode=1 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "demo.sh: unknown option $arg (--host, --help)" >&2; exit 2 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "demo.sh: unknown option $arg (--help)" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (it creates network namespaces and interfaces)" >&2; exit 1; }
@@ -25,121 +25,133 @@ done
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '   %s\n' "$*"; }
 
-bold "Installing what the demo needs (Debian packages, a Python environment, cnitool)"
+bold "Installing what the demo needs (Debian packages with BIRD 2, a Python environment, cnitool)"
 "$here/scripts/setup-deps.sh" --demo 2>&1 | sed 's/^/   /'
 
 tag="calico-demo-$$"
 work=$(mktemp -d "/tmp/$tag.XXXXXX")
-node_ns="$tag-node"
-up_ns="$tag-uplink"
-pods=("$tag-pod1" "$tag-pod2" "$tag-pod3")
+fabric="$tag-fabric"
+subnet=198.19.1          # the nodes' subnet on the fabric's bridge; the fabric is .1
+etcd_url="http://$subnet.1:2379"
+nodes=(1 2 3)
+declare -A node_pid      # node -> its calico-node's pid
+node_ns() { echo "$tag-node$1"; }
+node_ip() { echo "$subnet.$((10 + $1))"; }
+node_dir() { echo "$work/node$1"; }
+pod_name() { echo "$tag-pod$1"; }    # pod N runs on node N
 etcd_pid=""
-agent_pid=""
 installed=0
-# Where scripts/install-cni.sh puts everything (the agent's unit too: the demo starts the agent itself).
-install_dirs=(--prefix "$work/venv" --bin-dir "$work/bin" --conf-dir "$work/net.d" --calicoctl-dir "$work/bin" --unit-dir "$work/systemd")
+# Shared by the three nodes, as on one machine: the virtual environment and the executables.
+shared_dirs=(--prefix "$work/venv" --bin-dir "$work/bin" --calicoctl-dir "$work/bin")
+
+# node_env N: calico-node's settings file on node N, as install-cni.sh wrote it.
+node_env() { echo "$(node_dir "$1")/calico-node.env"; }
+# in_node N COMMAND...: COMMAND in node N's network namespace.
+in_node() { local n=$1; shift; ip netns exec "$(node_ns "$n")" "$@"; }
+# with_node_env N COMMAND...: COMMAND in node N with calico-node's settings of that node.
+with_node_env() { local n=$1; shift; in_node "$n" sh -ac ". $(node_env "$n"); exec \"\$@\"" sh "$@"; }
+# cni VERB N: cnitool VERB of the network "calico" for pod N, on node N.
+cni() { in_node "$2" env NETCONFPATH="$(node_dir "$2")/net.d" CNI_PATH="$work/bin" cnitool "$1" calico "/var/run/netns/$(pod_name "$2")"; }
+# calicoctl ARGS...: the installed calicoctl, run on node1 (etcd is reachable from the nodes only).
+calicoctl() { in_node 1 "$work/bin/calicoctl" --etcd-endpoints "$etcd_url" "$@"; }
+# wait_for SECONDS COMMAND...: until COMMAND succeeds (quietly); its last status.
+wait_for() {
+    local seconds=$1; shift
+    for _ in $(seq $((seconds * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    "$@" >/dev/null 2>&1
+}
+# json_get EXPR: EXPR of the JSON document `d` read from stdin.
+json_get() { "$work/venv/bin/python" -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
 cleanup() {
     set +e
     trap - EXIT INT TERM
-    for pod in "${pods[@]}"; do
-        if [ -e "/var/run/netns/$pod" ]; then
-            cni del "$pod" >/dev/null 2>&1
-            ip netns del "$pod" 2>/dev/null
+    for n in "${nodes[@]}"; do
+        if [ -e "/var/run/netns/$(pod_name "$n")" ]; then
+            [ -e "/var/run/netns/$(node_ns "$n")" ] && cni del "$n" >/dev/null 2>&1
+            ip netns del "$(pod_name "$n")" 2>/dev/null
         fi
     done
-    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+    # calico-node first (it would restart a BIRD that stops under it), then its BIRD, which
+    # outlives it by design: `birdc down`, or its pid file's pid.
+    for n in "${!node_pid[@]}"; do kill "${node_pid[$n]}" 2>/dev/null && wait "${node_pid[$n]}" 2>/dev/null; done
+    for n in "${nodes[@]}"; do
+        run=$(node_dir "$n")/run
+        [ -f "$run/bird.pid" ] || continue
+        bird_pid=$(head -n 1 "$run/bird.pid" 2>/dev/null)
+        birdc -s "$run/bird.ctl" down >/dev/null 2>&1
+        for _ in $(seq 50); do [ -d "/proc/$bird_pid" ] || break; sleep 0.1; done
+        # Only that BIRD (its command line names the node's run directory), were its pid reused.
+        if [ -n "$bird_pid" ] && [ -d "/proc/$bird_pid" ] && tr '\0' ' ' 2>/dev/null < "/proc/$bird_pid/cmdline" | grep -qF -- "$run/bird.ctl"; then
+            kill -9 "$bird_pid" 2>/dev/null
+        fi
+    done
     [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
     pkill -f -- "--data-dir $work/etcd" 2>/dev/null
-    [ "$host_mode" = 0 ] && { ip netns del "$node_ns" 2>/dev/null; ip netns del "$up_ns" 2>/dev/null; }
-    [ "$installed" = 1 ] && "$here/scripts/install-cni.sh" "${install_dirs[@]}" --uninstall >/dev/null 2>&1
+    for n in "${nodes[@]}"; do ip netns del "$(node_ns "$n")" 2>/dev/null; done
+    ip netns del "$fabric" 2>/dev/null
+    [ "$installed" = 1 ] && "$here/scripts/install-cni.sh" "${shared_dirs[@]}" --uninstall >/dev/null 2>&1
     rm -rf "$work"
     # libcni's cached results of the demo's attachments only (cnitool derives the container ID
     # from the netns path); a DEL that ran removed them already.
-    for pod in "${pods[@]}"; do
-        cid="cnitool-$(printf '%s' "/var/run/netns/$pod" | sha512sum | cut -c1-20)"
+    for n in "${nodes[@]}"; do
+        cid="cnitool-$(printf '%s' "/var/run/netns/$(pod_name "$n")" | sha512sum | cut -c1-20)"
         rm -f "/var/lib/cni/results/calico-$cid-eth0" 2>/dev/null
     done
 }
 trap cleanup EXIT
 trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM
 
-if [ "$host_mode" = 1 ]; then
-    node_prefix=()
-    node_desc="this machine's own network namespace"
-else
-    node_prefix=(ip netns exec "$node_ns")
-    node_desc="network namespace $node_ns"
-fi
-in_node() { "${node_prefix[@]}" "$@"; }
-# cni VERB POD: cnitool VERB of the network "calico" for POD's namespace, in the node.
-cni() { in_node env NETCONFPATH="$work/net.d" CNI_PATH="$work/bin" cnitool "$1" calico "/var/run/netns/$2"; }
-# wait_for COMMAND...: until COMMAND succeeds (quietly), for up to 10 s; its last status.
-wait_for() {
-    for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    "$@" >/dev/null 2>&1
-}
-# json_get EXPR: EXPR of the JSON document `d` read from stdin.
-json_get() { "$work/venv/bin/python" -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
+bold "A fabric and three nodes"
+# The fabric: a bridge for the nodes' subnet, and etcd on the fabric's address. Each node: an
+# uplink on the bridge with its node address and a default route via the fabric (the kernel
+# answers proxy ARP for the pods' gateway 169.254.1.1 only when it has a route for the destination
+# through another interface), and forwarding on. The fabric learns no pod address: only the routes
+# BIRD installs on the nodes carry pod traffic between them.
+ip netns add "$fabric"
+ip -n "$fabric" link set lo up
+ip -n "$fabric" link add fabric0 type bridge
+ip -n "$fabric" addr add "$subnet.1/24" dev fabric0
+ip -n "$fabric" link set fabric0 up
+for n in "${nodes[@]}"; do
+    ns=$(node_ns "$n")
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link add uplink type veth peer name "node$n" netns "$fabric"
+    ip -n "$fabric" link set "node$n" master fabric0 up
+    ip -n "$ns" addr add "$(node_ip "$n")/24" dev uplink
+    ip -n "$ns" link set uplink up
+    ip -n "$ns" route add default via "$subnet.1"
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+    show "node$n: network namespace $ns, address $(node_ip "$n")/24 on its uplink"
+done
 
-bold "A node: $node_desc"
-if [ "$host_mode" = 0 ]; then
-    # The node has an address on lo and an uplink to a second namespace carrying its default
-    # route: the kernel answers proxy ARP for the pods' gateway 169.254.1.1 only when it has a
-    # route for the destination through another interface.
-    ip netns add "$node_ns"
-    ip netns add "$up_ns"
-    ip -n "$node_ns" link set lo up
-    ip -n "$up_ns" link set lo up
-    ip -n "$node_ns" addr add 198.19.255.1/32 dev lo
-    ip -n "$node_ns" link add uplink type veth peer name downlink netns "$up_ns"
-    ip -n "$up_ns" addr add 198.19.0.1/32 dev lo
-    ip -n "$node_ns" link set uplink up
-    ip -n "$up_ns" link set downlink up
-    ip -n "$node_ns" route add default via 198.19.0.1 dev uplink onlink src 198.19.255.1
-    ip -n "$up_ns" route add 198.19.255.1/32 dev downlink
-    show "node address 198.19.255.1, default route via its uplink"
-fi
+# A simple command (not a function) in the background, so $! is etcd itself; in its own session,
+# so a Ctrl-C does not stop it before the cleanup's DELs have used it.
+setsid ip netns exec "$fabric" etcd --name demo --data-dir "$work/etcd" --listen-client-urls "$etcd_url" \
+    --advertise-client-urls "$etcd_url" --listen-peer-urls "http://127.0.0.1:2380" \
+    --initial-advertise-peer-urls "http://127.0.0.1:2380" --initial-cluster "demo=http://127.0.0.1:2380" \
+    --log-level error --logger zap >"$work/etcd.log" 2>&1 &
+etcd_pid=$!
+wait_for 10 in_node 1 env ETCDCTL_API=3 etcdctl --endpoints "$etcd_url" endpoint health \
+    || { echo "etcd did not start:"; tail "$work/etcd.log"; exit 1; }
+show "fabric: network namespace $fabric, bridge fabric0 ($subnet.1/24), a private etcd on $etcd_url"
 
-if [ -n "${ETCD_ENDPOINTS:-}" ]; then
-    endpoints=$ETCD_ENDPOINTS
-    show "using etcd at $endpoints"
-else
-    port=2379
-    [ "$host_mode" = 1 ] && port=23790
-    endpoints="http://127.0.0.1:$port"
-    # A simple command (not a function) in the background, so $! is etcd itself; in its own
-    # session, so a Ctrl-C does not stop it before the cleanup's DELs have used it.
-    setsid "${node_prefix[@]}" etcd --name demo --data-dir "$work/etcd" --listen-client-urls "$endpoints" \
-        --advertise-client-urls "$endpoints" --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
-        --initial-cluster "demo=http://127.0.0.1:$((port + 1))" \
-        --log-level error --logger zap >"$work/etcd.log" 2>&1 &
-    etcd_pid=$!
-    wait_for in_node env ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health \
-        || { echo "etcd did not start:"; tail "$work/etcd.log"; exit 1; }
-    show "a private etcd listens on $endpoints (data in $work/etcd)"
-fi
-
-bold "Installing the plugins with scripts/install-cni.sh into $work"
-agent_socket="$work/agent/cni.sock"
-"$here/scripts/install-cni.sh" "${install_dirs[@]}" --nodename demo-node --etcd-endpoints "$endpoints" \
-    --log-file "$work/cni.log" --agent-socket "$agent_socket" \
-    >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
-installed=1
-show "$(tail -n 1 "$work/install.log")"
-show "first line of $work/bin/calico: $(head -n 1 "$work/bin/calico")"
-
-bold "The per-node agent (calico-cni-agent), started in the node as the installer says"
-# In its own session, like etcd: a Ctrl-C leaves it to the cleanup, after the DELs.
-setsid "${node_prefix[@]}" "$work/bin/calico-cni-agent" --socket "$agent_socket" --log-file "$work/agent.log" &
-agent_pid=$!
-wait_for "$work/bin/calico-cni-agent" health --socket "$agent_socket" || true
-show "health: $("$work/bin/calico-cni-agent" health --socket "$agent_socket" 2>&1)"
-show "the plugins hand each request to it over $agent_socket (without it they do the work themselves)"
-calicoctl() { in_node "$work/bin/calicoctl" --etcd-endpoints "$endpoints" "$@"; }
-# The plugins' release journal lives in the demo's directory, removed at the end like the rest.
-export CALICO_RELEASE_JOURNAL_DIR="$work/journal"
+bold "Installing on each node with scripts/install-cni.sh (plugins, calicoctl, calico-node)"
+for n in "${nodes[@]}"; do
+    dir=$(node_dir "$n")
+    # Each node's own directories (several nodes share this machine's filesystem); no default
+    # pool: the demo applies its own.
+    NO_DEFAULT_POOLS=true "$here/scripts/install-cni.sh" "${shared_dirs[@]}" --conf-dir "$dir/net.d" \
+        --unit-dir "$dir/systemd" --node-env-file "$(node_env "$n")" --run-dir "$dir/run" --state-dir "$dir/state" \
+        --nodename "node$n" --ip "$(node_ip "$n")/24" --etcd-endpoints "$etcd_url" --log-file "$dir/cni.log" \
+        >"$dir.install.log" 2>&1 || { cat "$dir.install.log"; exit 1; }
+    installed=1
+    show "node$n: $(tail -n 1 "$dir.install.log")"
+done
+show "Debian's bird.service: masked ($(node_dir 1)/systemd/bird.service -> $(readlink "$(node_dir 1)/systemd/bird.service"))"
+show "calico-node's settings on node1 ($(node_env 1)):"
+grep -v '^#' "$(node_env 1)" | sed 's/^/     /'
 
 bold "An IP pool from a resource file (calicoctl apply -f)"
 cat >"$work/pool.yaml" <<'EOF_POOL'
@@ -154,53 +166,79 @@ spec:
 EOF_POOL
 sed 's/^/   | /' "$work/pool.yaml"
 calicoctl apply -f "$work/pool.yaml" | sed 's/^/   /'
-calicoctl get ippools -o wide | sed 's/^/   /'
 
-bold "Three pods, each a network namespace, added through cnitool"
+bold "calico-node on each node, started as the installer says"
+for n in "${nodes[@]}"; do
+    # In its own session, like etcd: a Ctrl-C leaves it to the cleanup, after the DELs.
+    setsid ip netns exec "$(node_ns "$n")" sh -ac ". $(node_env "$n"); exec $work/bin/calico-node" \
+        >"$(node_dir "$n")/calico-node.log" 2>&1 &
+    node_pid[$n]=$!
+done
+for n in "${nodes[@]}"; do
+    if ! wait_for 20 with_node_env "$n" "$work/bin/calico-node" -felix-ready; then
+        show "node$n: calico-node is not ready: $(with_node_env "$n" "$work/bin/calico-node" -felix-ready 2>&1 | tail -n 3)"
+        tail -n 20 "$(node_dir "$n")/calico-node.log"
+        exit 1
+    fi
+    show "node$n: calico-node ready (pid ${node_pid[$n]}), BIRD's socket $(node_dir "$n")/run/bird.ctl"
+done
+show "the Node resources it registered (calicoctl get nodes -o wide):"
+calicoctl get nodes -o wide | sed 's/^/     /'
+
+bold "BGP: every node peers with the other two (the node-to-node mesh)"
+bird_ready=1
+for n in "${nodes[@]}"; do
+    wait_for 30 with_node_env "$n" "$work/bin/calico-node" -bird-ready || bird_ready=0
+done
+[ "$bird_ready" = 1 ] || show "(not every session is Established yet: calico-node -bird-ready says why)"
+show "calicoctl node status, on node1:"
+with_node_env 1 "$work/bin/calicoctl" node status 2>&1 | sed 's/^/     /'
+
+bold "One pod per node, each a network namespace, added through cnitool"
 declare -A address
-for pod in "${pods[@]}"; do
+for n in "${nodes[@]}"; do
+    pod=$(pod_name "$n")
     ip netns add "$pod"
-    result=$(cni add "$pod")
-    address[$pod]=$(json_get 'd["ips"][0]["address"].split("/")[0]' <<<"$result")
-    show "$pod: ${address[$pod]}  (eth0 in the pod; $(json_get 'd["interfaces"][0]["name"]' <<<"$result") on the node)"
+    result=$(cni add "$n")
+    address[$n]=$(json_get 'd["ips"][0]["address"].split("/")[0]' <<<"$result")
+    show "$pod: ${address[$n]}  (on node$n; $(json_get 'd["interfaces"][0]["name"]' <<<"$result") is its host end)"
 done
 
-bold "Routes the node got (one /32 per pod, through its host veth)"
-in_node ip route show | grep cali | sed 's/^/   /'
-bold "Inside ${pods[0]}: its address and routes (gateway 169.254.1.1, answered by proxy ARP)"
-ip -n "${pods[0]}" -4 addr show dev eth0 | grep inet | sed 's/^/   /'
-ip -n "${pods[0]}" route show | sed 's/^/   /'
+bold "Routes BIRD installed on node1 (ip route show proto bird): a block of each other node"
+# The other nodes' blocks reach node1 within a second or so of their first pod.
+has_routes() { [ "$(in_node 1 ip -4 route show proto bird | grep -c " via ")" -ge 2 ]; }
+wait_for 15 has_routes || show "(fewer routes than expected so far)"
+in_node 1 ip route show proto bird | sed 's/^/   /'
+show "and the fabric's routes (no pod address): $(ip -n "$fabric" -4 route show | tr '\n' ';')"
 
-bold "Traffic"
-ping_one() { # ping_one FROM-NAMESPACE-OR-node ADDRESS
-    local from=$1 to=$2
-    if [ "$from" = node ]; then in_node ping -c 1 -W 2 "$to"; else ip netns exec "$from" ping -c 1 -W 2 "$to"; fi >/dev/null
-}
+bold "Traffic between nodes"
 failed=0
-check_ping() { # check_ping LABEL FROM TO
-    if ping_one "$2" "$3"; then show "$1 ($3): reply"; else show "$1 ($3): NO REPLY"; failed=1; fi
+check_ping() { # check_ping LABEL FROM-NAMESPACE TO-ADDRESS
+    if ip netns exec "$2" ping -c 1 -W 2 "$3" >/dev/null; then show "$1 ($3): reply"; else show "$1 ($3): NO REPLY"; failed=1; fi
 }
-check_ping "pod1 -> pod2" "${pods[0]}" "${address[${pods[1]}]}"
-check_ping "pod2 -> pod3" "${pods[1]}" "${address[${pods[2]}]}"
-check_ping "node -> pod3" node "${address[${pods[2]}]}"
+check_ping "pod1 on node1 -> pod2 on node2" "$(pod_name 1)" "${address[2]}"
+check_ping "pod2 on node2 -> pod3 on node3" "$(pod_name 2)" "${address[3]}"
+check_ping "pod3 on node3 -> pod1 on node1" "$(pod_name 3)" "${address[1]}"
+check_ping "node1 -> pod3 on node3" "$(node_ns 1)" "${address[3]}"
 
 bold "IPAM as the operator sees it (calicoctl ipam show --show-blocks)"
 calicoctl ipam show --show-blocks | sed 's/^/   /'
 
 bold "Deleting the pods through cnitool"
-for pod in "${pods[@]}"; do
-    cni del "$pod"
-    ip netns del "$pod"
-    show "$pod deleted"
+for n in "${nodes[@]}"; do
+    cni del "$n"
+    ip netns del "$(pod_name "$n")"
+    show "$(pod_name "$n") deleted"
 done
-show "the agent served $("$work/bin/calico-cni-agent" health --socket "$agent_socket" | json_get 'd["served"]') requests"
 bold "The addresses are free again"
 calicoctl ipam show | sed 's/^/   /'
-show "routes left on the node for pods: $(in_node ip route show | grep -c cali || true)"
 
 if [ "$failed" = 1 ]; then
-    bold "Some pings got no reply: the demo failed (the log is $work/cni.log, removed at exit)"
-    cat "$work/cni.log" 2>/dev/null | tail -n 20
+    bold "Some pings got no reply: the demo failed"
+    for n in "${nodes[@]}"; do
+        echo "-- node$n: routes"; in_node "$n" ip route show | sed 's/^/   /'
+        echo "-- node$n: calico-node's log (last lines)"; tail -n 15 "$(node_dir "$n")/calico-node.log"
+    done
     exit 1
 fi
-bold "Done: removing the pods, the node, etcd and the installation"
+bold "Done: removing the pods, calico-node and BIRD, the nodes, etcd and the installation"

@@ -1,10 +1,12 @@
 """scripts/demo.sh, the README's first command, run end to end from the test's fabric namespace.
 
-The demo makes its own node namespaces (calico-demo-<its pid>-...) and its own etcd inside them, so
-it collides with nothing of the session (whose etcd listens on 198.19.0.1:2379 in the fabric). Every
-process it starts inherits a marker in its environment: whatever still carries the marker after the
-demo exited is a leak (an etcd left running, say). Its pip installs come from local wheels, as the
-fabric has no route to PyPI (tests/clients/wheels.py).
+The demo makes its own namespaces (calico-demo-<its pid>-...: a fabric of its own with etcd and a
+bridge, three nodes, a pod per node), so it collides with nothing of the session (whose etcd listens
+on 198.19.0.1:2379 in the session's fabric). Every process it starts inherits a marker in its
+environment: whatever still carries the marker after the demo exited is a leak (an etcd, a
+calico-node or a BIRD left running, say); so is any process whose command line names the demo's
+temporary directory. Its pip installs come from local wheels, as the session's fabric has no route
+to PyPI (tests/clients/wheels.py).
 """
 
 from __future__ import annotations
@@ -56,6 +58,21 @@ def marked_processes(marker: str) -> list[tuple[int, str]]:
     return found
 
 
+def processes_naming(text: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose command line contains `text`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append((int(entry), cmdline.strip()))
+    return found
+
+
 def demo_namespaces(pid: int) -> list[str]:
     if not os.path.isdir(netns.NETNS_DIR):
         return []
@@ -101,6 +118,7 @@ class Demo:
         """What the demo left behind: processes, namespaces, temporary directories."""
         found = {
             "processes": marked_processes(self.marker),
+            "processes naming its directory": processes_naming(f"/tmp/calico-demo-{self.proc.pid}."),
             "namespaces": demo_namespaces(self.proc.pid),
             "temp dirs": demo_temp_dirs(self.proc.pid),
         }
@@ -111,7 +129,7 @@ class Demo:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        for pid, _ in marked_processes(self.marker):
+        for pid, _ in [*marked_processes(self.marker), *processes_naming(f"/tmp/calico-demo-{self.proc.pid}.")]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -141,18 +159,27 @@ def start_demo(wheelhouse, tmp_path):
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing(start_demo):
-    """The demo succeeds from the fabric namespace: it shows three pods with pool addresses and a
-    reply to each of its three pings; it leaves no namespace, process (etcd), temporary directory or
-    interface behind."""
+    """The demo succeeds from the fabric namespace: three nodes each register (calicoctl get nodes),
+    node1's `calicoctl node status` shows its two mesh peers Established, node1 has a BIRD route
+    to a block of each other node via that node's address, each of the three pods has a pool
+    address, and each of the four pings across nodes gets a reply. It leaves no namespace, process
+    (etcd, calico-node, BIRD), temporary directory or interface behind."""
     links_before = links_here()
     demo = start_demo()
     rc = demo.wait()
     output = demo.text
     assert rc == 0, output
     assert "Traceback" not in output, output
+    for n in (1, 2, 3):
+        assert re.search(rf"^\s+node{n}\s+\(64512\)\s+198\.19\.1\.1{n}/24\s*$", output, re.M), f"node{n} registered:\n{output}"
+    peers = re.findall(r"\| (198\.19\.1\.1[23])\s+\| node-to-node mesh \| up\s+\| [^|]+\| Established \|", output)
+    assert sorted(peers) == ["198.19.1.12", "198.19.1.13"], f"node1's two mesh sessions:\n{output}"
+    bird_routes = re.findall(r"^\s+198\.18\.0\.\d+/28 via (198\.19\.1\.1[23]) dev uplink", output, re.M)
+    assert sorted(bird_routes) == ["198.19.1.12", "198.19.1.13"], f"a BIRD route to each other node's block:\n{output}"
     pods = set(re.findall(rf"calico-demo-{demo.proc.pid}-pod\d+: (198\.18\.\d+\.\d+)", output))
     assert len(pods) == 3, f"three pods with pool addresses:\n{output}"
-    assert len(re.findall(r"-> .*: reply", output)) == 3, f"a reply to each ping:\n{output}"
+    assert len(re.findall(r"-> .*: reply", output)) == 4, f"a reply to each ping:\n{output}"
+    assert "NO REPLY" not in output, output
     assert demo.leaks() == {}, output
     assert links_here() == links_before, "the demo changed the namespace it was started in"
 
