@@ -1,5 +1,5 @@
 """Render the executables installed into a CNI bin directory (`calico`, `calico-ipam`) and next to
-it (`calicoctl`, `calico-cni-agent`).
+it (`calicoctl`, `calico-cni-agent`, `calico-node`).
 
 A launcher starts the interpreter of the plugins' virtual environment directly, as
 `python -I -S`, and puts the package's directories on `sys.path` itself. Skipping `site` saves
@@ -21,6 +21,7 @@ ENTRY_POINTS = {
     "calico-ipam": "calico_ipam.main:main",
     "calicoctl": "calico_cni.ctl.main:cli",
     "calico-cni-agent": "calico_cni.agent.main:main",
+    "calico-node": "calico_cni.node.main:main",
 }
 
 

@@ -1,0 +1,132 @@
+"""calico-node's run: the plugins' socket first, then Calico's start-up (the Node resource, default
+pools, cluster records, nodename file), then the parts: the syncer that lists and watches the
+datastore into one cache, and the routing controller that keeps BIRD configured from it.
+
+The socket is served from the first second and stays up whatever a part does: a part that fails is
+restarted with back-off and reported in the health answer (`calico-node -felix-ready`). Every part
+uses the warm etcd channel the plugins' requests use. SIGTERM or SIGINT stops the daemon; BIRD is
+left running (it keeps the routes; the next calico-node adopts it).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from calico_cni import logs
+from calico_cni.agent.daemon import PluginServing, open_serving
+from calico_cni.dataplane.bird import Bird
+from calico_cni.datastore.errors import DatastoreUnavailable
+from calico_cni.node import startup
+from calico_cni.node.parts import Part, PartHealth, Parts
+from calico_cni.node.routing import RoutingController, watched
+from calico_cni.node.settings import NodeSettings
+from calico_cni.node.syncer import Cache, Syncer
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "calico-node"
+# Start-up waits for etcd this long between attempts at most (it never gives up: a node booting
+# before its datastore must come up when the datastore does).
+STARTUP_RETRY_MAX = 10.0
+
+
+class NodeDaemon:
+    """The running daemon: its socket, cache and parts."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.stop = threading.Event()
+        self.cache = Cache()
+        self.syncer: Syncer | None = None
+        self.parts = Parts([])
+        self.registered = False
+        self.serving: PluginServing | None = None
+
+    def health(self) -> dict:
+        """The daemon's part of the health answer on the plugins' socket (read by the probes)."""
+        snapshot = self.cache.snapshot()
+        return {
+            "program": PROGRAM,
+            "node": self.settings.nodename,
+            "registered": self.registered,
+            "in_sync": snapshot.synced,
+            "revision": snapshot.revision,
+            "syncer": self.syncer.status() if self.syncer is not None else None,
+            "parts": self.parts.status(),
+        }
+
+    def register(self, serving: PluginServing) -> startup.Registration | None:
+        """Calico's start-up, retried while etcd cannot be reached; None when stopped first."""
+        delay = 0.5
+        while not self.stop.is_set():
+            store = serving.stores.connect(self.settings.etcd)
+            try:
+                return startup.run(self.settings, store)
+            except DatastoreUnavailable as exc:
+                log.warning("start-up: the datastore cannot be reached (%s); trying again in %.1fs", exc, delay)
+            finally:
+                store.client.close()
+            self.stop.wait(delay)
+            delay = min(delay * 2, STARTUP_RETRY_MAX)
+        return None
+
+    def _parts(self, serving: PluginServing, registration: startup.Registration) -> list[Part]:
+        settings = self.settings
+        syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, watched(settings.nodename), self.cache)
+
+        def sync(stop: threading.Event, health: PartHealth) -> None:
+            health.ok("listing and watching the datastore")
+            syncer.run(stop)
+
+        parts = [Part("syncer", sync)]
+        if settings.backend == "bird":
+            bird = Bird(settings.bird_config, settings.bird_socket, settings.bird_pid)
+            controller = RoutingController(settings.nodename, settings.router_id, self.cache, bird)
+            parts.append(Part("routing", controller.run))
+        elif settings.backend == "vxlan":
+            log.error("CALICO_NETWORKING_BACKEND=vxlan: VXLAN routes are not programmed by this release; pods are reachable from their own node only")
+        return parts
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; the exit code."""
+        serving = self.serving = open_serving(self.settings.cni_socket, PROGRAM, self.health)
+        server = threading.Thread(target=serving.server.serve_forever, name="cni-socket", daemon=True)
+        server.start()
+        log.info("%s: serving the plugins on %s", PROGRAM, self.settings.cni_socket)
+        try:
+            registration = self.register(serving)
+            if registration is None:
+                return 0
+            self.registered = True
+            self.parts = Parts(self._parts(serving, registration), self.stop)
+            self.parts.start()
+            while not self.stop.wait(1.0):
+                pass
+            return 0
+        finally:
+            self.parts.stop()
+            serving.close()
+            server.join(5)
+
+
+def run(settings: NodeSettings) -> int:
+    """Run calico-node with `settings` until SIGTERM or SIGINT; the exit code."""
+    logs.setup_agent({"level": settings.log_level, "path": settings.log_file}, PROGRAM)
+    daemon = NodeDaemon(settings)
+
+    def stop(_signum, _frame) -> None:
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    started = time.monotonic()
+    try:
+        return daemon.run()
+    except startup.StartupError as exc:
+        log.error("%s: start-up failed: %s", PROGRAM, exc)
+        return 1
+    finally:
+        log.info("%s: stopped after %.0fs", PROGRAM, time.monotonic() - started)

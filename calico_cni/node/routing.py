@@ -1,0 +1,170 @@
+"""The routing controller of the bird backend: desired state is the BIRD configuration rendered
+from the cache, actual state is the installed configuration and the running BIRD.
+
+Level-triggered: every pass renders the whole configuration from the latest snapshot, installs it
+only when the text differs (checked with `bird -p` before it replaces the old one, design rule 28),
+reloads BIRD with `configure` (never a restart for a change), and starts BIRD when it is not
+running (adopting one that already runs: a restarted calico-node does not disturb the routes).
+Nothing happens before the first full list of the datastore is in the cache (design rule 27).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from calico_cni.dataplane.bird import Bird
+from calico_cni.model import keys
+from calico_cni.model.records import CONFIRMED, Affinity, CorruptRecord
+from calico_cni.node.bird_config import Rendered, RoutingInputs, render
+from calico_cni.node.parts import PartHealth
+from calico_cni.node.syncer import Cache, Snapshot
+
+log = logging.getLogger(__name__)
+
+# The resource kinds the configuration is rendered from, by their etcd plural.
+_NODES, _BGP_CONFIGURATIONS, _PEERS, _FILTERS, _POOLS = "nodes", "bgpconfigurations", "bgppeers", "bgpfilters", "ippools"
+_KINDS = (_NODES, _BGP_CONFIGURATIONS, _PEERS, _FILTERS, _POOLS)
+
+
+
+def watched(node: str) -> tuple[str, ...]:
+    """The prefixes the routing controller of `node` needs in the cache (the syncer watches them):
+    those kinds and the node's own block affinities; not workload endpoints, blocks or handles,
+    which change with every pod (every node would otherwise receive every pod's writes)."""
+    return (*(f"{keys.RESOURCES}{plural}/" for plural in _KINDS), keys.host_affinities(node))
+
+# How often a pass runs with no change in the datastore: it restarts a BIRD that died and repairs a
+# configuration file changed behind our back.
+PERIOD = 2.0
+
+
+def _resources(snapshot: Snapshot, problems: list[str]) -> dict[str, dict[str, dict]]:
+    """The cached resources the configuration depends on: plural -> name -> document."""
+    out: dict[str, dict[str, dict]] = {plural: {} for plural in _KINDS}
+    for key, kv in snapshot.items.items():
+        if not key.startswith(keys.RESOURCES):
+            continue
+        plural, _, name = key[len(keys.RESOURCES) :].partition("/")
+        if plural not in out or not name or "/" in name:
+            continue
+        try:
+            doc = json.loads(kv.value)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            problems.append(f"{key}: not a JSON object; left out of the BIRD configuration")
+            continue
+        out[plural][name] = doc
+    return out
+
+
+def _confirmed_blocks(snapshot: Snapshot, node: str, problems: list[str]) -> list[str]:
+    """The CIDRs of `node`'s confirmed block affinities."""
+    prefix = keys.host_affinities(node)
+    blocks = []
+    for key, kv in snapshot.items.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            affinity = Affinity.from_kv(key, kv.value, kv.mod_revision)
+        except CorruptRecord as exc:
+            problems.append(f"{exc}; its block is not advertised")
+            continue
+        if affinity.state == CONFIRMED and not affinity.deleted:
+            blocks.append(affinity.cidr)
+    return sorted(blocks)
+
+
+def inputs_from(snapshot: Snapshot, node: str, router_id: str | None) -> tuple[RoutingInputs, list[str]]:
+    """What the BIRD configuration of `node` is rendered from, read off one cache snapshot, and the
+    records that could not be read."""
+    problems: list[str] = []
+    found = _resources(snapshot, problems)
+    inputs = RoutingInputs(
+        node=node,
+        nodes=found[_NODES],
+        bgp_configurations=found[_BGP_CONFIGURATIONS],
+        peers=[found[_PEERS][name] for name in sorted(found[_PEERS])],
+        filters=found[_FILTERS],
+        pools=[found[_POOLS][name] for name in sorted(found[_POOLS])],
+        blocks=_confirmed_blocks(snapshot, node, problems),
+        router_id=router_id,
+    )
+    return inputs, problems
+
+
+class RoutingController:
+    """Keeps this node's BIRD running with the configuration the datastore asks for."""
+
+    def __init__(self, node: str, router_id: str | None, cache: Cache, bird: Bird) -> None:
+        self.node = node
+        self.router_id = router_id
+        self.cache = cache
+        self.bird = bird
+        self._reported: frozenset[str] = frozenset()
+        self.installed: str | None = None  # the text BIRD last loaded from us
+        self.passes = 0
+
+    def _report(self, problems: list[str]) -> None:
+        """Log each problem once while it lasts (a pass every PERIOD must not flood the log)."""
+        current = frozenset(problems)
+        for problem in sorted(current - self._reported):
+            log.error("routing: %s", problem)
+        for problem in sorted(self._reported - current):
+            log.info("routing: resolved: %s", problem)
+        self._reported = current
+
+    def apply(self, rendered: Rendered) -> str | None:
+        """Make BIRD run `rendered`; what went wrong, or None."""
+        if rendered.text != self.installed or not self._file_matches(rendered.text):
+            problem = self.bird.install(rendered.text)
+            if problem is not None:
+                return f"BIRD refused the rendered configuration (the running one is kept): {problem}"
+            if self.bird.running():
+                problem = self.bird.configure()
+                if problem is not None:
+                    return f"BIRD did not load the new configuration: {problem}"
+                log.info("routing: BIRD reconfigured")
+            self.installed = rendered.text
+        if not self.bird.running():
+            log.warning("routing: BIRD is not running; starting it")
+            self.bird.start()
+        return None
+
+    def _file_matches(self, text: str) -> bool:
+        try:
+            with open(self.bird.config, encoding="utf-8") as f:
+                return f.read() == text
+        except OSError:
+            return False
+
+    def run_pass(self, snapshot: Snapshot) -> str | None:
+        """One reconciliation from `snapshot`; what keeps the node from being routed, or None."""
+        inputs, problems = inputs_from(snapshot, self.node, self.router_id)
+        rendered = render(inputs)
+        problems += list(rendered.problems)
+        problems += [f"IPPool {cidr}: its ipipMode or vxlanMode is not Never; BIRD keeps its routes out of the kernel, so it is not routed by the bird backend" for cidr in rendered.unrouted_pools]
+        failure = self.apply(rendered)
+        if failure is not None:
+            problems.append(failure)
+        self._report(problems)
+        self.passes += 1
+        return failure
+
+    def run(self, stop: threading.Event, health: PartHealth) -> None:
+        """The controller's loop: a pass on every change of the cache, and every PERIOD."""
+        while not stop.is_set():
+            snapshot = self.cache.snapshot()
+            if not snapshot.synced:
+                health.not_ready("waiting for the first full list of the datastore")
+                self.cache.wait(snapshot.version, 1.0)
+                continue
+            failure = self.run_pass(snapshot)
+            if failure is None:
+                health.ok(f"BIRD configured from revision {snapshot.revision}")
+            else:
+                health.not_ready(failure)
+            self.cache.wait(snapshot.version, PERIOD)
+

@@ -1,0 +1,85 @@
+"""Three nodes in the default node-to-node mesh: pods on every node reach each other over IPv4 and
+IPv6 through the routes BIRD installs, while the fabric holds no pod route."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests import netns
+from tests.cluster_support import ping, wait_for
+from tests.conftest import plugin_path
+from tests.pools import create_pool
+
+
+def pools(store) -> None:
+    create_pool(store, "v4", "198.18.40.0/24", 26)
+    create_pool(store, "v6", "fd00:198:18:40::/112", 122)
+
+
+def fabric_routes() -> list[str]:
+    return [r["dst"] for v in ("-4", "-6") for r in json.loads(netns.ip("-j", v, "route", "show").stdout or "[]")]
+
+
+def remote_routes(node, version: int) -> dict[str, dict]:
+    """BIRD's kernel routes to other nodes' blocks (its own blocks are blackholes, as Calico's)."""
+    return {dst: r for dst, r in node.bird_routes(version).items() if r.get("type") != "blackhole"}
+
+
+def established(node, peers: int) -> bool:
+    out = node.birdc("show", "protocols")
+    return out.count("Established") >= peers
+
+
+def test_pods_on_three_nodes_reach_each_other_over_ipv4_and_ipv6(cluster, store, etcd_endpoint):
+    pools(store)
+    nodes = [cluster.add_node() for _ in range(3)]
+    pods = {node.nodename: node.add_pod(etcd_endpoint) for node in nodes}
+    for node in nodes:
+        # Two IPv4 and two IPv6 sessions each (to the two other nodes).
+        wait_for(f"BGP sessions of {node.nodename}", lambda node=node: established(node, 4), 30)
+    for node in nodes:
+        others = [n for n in nodes if n is not node]
+        # Every other node's blocks (one IPv4 /26 and one IPv6 /122 each) are routed via that node.
+        wait_for(f"{node.nodename}'s routes to the other nodes' blocks", lambda node=node: len(remote_routes(node, 4)) >= 2 and len(remote_routes(node, 6)) >= 2, 10)
+        v4 = remote_routes(node, 4)
+        assert {r.get("gateway") for r in v4.values()} == {n.ipv4 for n in others}, v4
+        assert all(dst.startswith("198.18.40.") and dst.endswith("/26") for dst in v4), v4
+        v6 = remote_routes(node, 6)
+        assert {r.get("gateway") for r in v6.values()} == {n.ipv6 for n in others}, v6
+        own = {dst for dst, r in node.bird_routes(4).items() if r.get("type") == "blackhole"}
+        assert len(own) == 1 and own.isdisjoint(v4), "the node's own block is a blackhole, under its pods' /32 routes"
+    assert not [dst for dst in fabric_routes() if dst.startswith(("198.18.", "fd00:198:18:"))], "the fabric must know no pod route"
+    for source in nodes:
+        pod, _ = pods[source.nodename]
+        for target in nodes:
+            if target is source:
+                continue
+            for address in pods[target.nodename][1]:
+                assert wait_for(f"{source.nodename} pod -> {target.nodename} pod {address}", lambda a=address: ping(pod, a), 10)
+    assert all(len(addresses) == 2 for _, addresses in pods.values())  # one address of each family
+
+
+def test_node_registration_and_status(cluster, store, etcd_endpoint):
+    pools(store)
+    a, b = cluster.add_node(), cluster.add_node()
+    node = json.loads(store.client.get(f"/calico/resources/v3/projectcalico.org/nodes/{a.nodename}").value)
+    assert node["spec"]["bgp"]["ipv4Address"] == f"{a.ipv4}/24"
+    assert node["spec"]["bgp"]["ipv6Address"] == f"{a.ipv6}/64"
+    assert (a.state_dir / "nodename").read_text().strip() == a.nodename
+    wait_for("the mesh session", lambda: established(a, 2), 30)
+    proc = subprocess.run(
+        ["nsenter", f"--net={netns.NETNS_DIR}/{a.ns}", plugin_path("calicoctl"), "node", "status"],
+        capture_output=True, text=True, timeout=30, env={"CALICO_RUN_DIR": str(a.run_dir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Calico process is running." in proc.stdout
+    assert "IPv4 BGP status" in proc.stdout and "IPv6 BGP status" in proc.stdout
+    assert b.ipv4 in proc.stdout and b.ipv6 in proc.stdout
+    assert "node-to-node mesh" in proc.stdout and "Established" in proc.stdout
+    wide = subprocess.run([plugin_path("calicoctl"), "get", "nodes", "-o", "wide"], capture_output=True, text=True, timeout=30,
+                          env={"ETCD_ENDPOINTS": etcd_endpoint, "PATH": "/usr/bin:/bin"})
+    assert wide.returncode == 0, wide.stderr
+    lines = wide.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ASN", "IPV4", "IPV6"]
+    assert f"{a.nodename}" in wide.stdout and "(64512)" in wide.stdout and f"{a.ipv4}/24" in wide.stdout
