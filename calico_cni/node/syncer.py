@@ -176,9 +176,14 @@ class Syncer:
                 "last_event_at": self._last_event_at,
             }
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, established: bool, delay: float) -> None:
+        """Record a failure and log it: a warning, unless it repeats the last one while no watch
+        was established in between (etcd down for an hour must not log every 5 s at warning)."""
         with self._lock:
+            repeated = message == self._last_error and not established
             self._last_error, self._last_error_at = message, time.time()
+        log.log(logging.DEBUG if repeated else logging.WARNING, "datastore sync: %s; %s in %.1fs", message,
+                "listing" if self._resume is None else "resuming the watch", delay)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -191,8 +196,7 @@ class Syncer:
             try:
                 established, lost = self._attempt(stop)
             except DatastoreError as exc:
-                log.warning("datastore sync failed: %s", exc)
-                self._failed(str(exc))
+                message = str(exc)
             else:
                 if lost is None:
                     return  # only a stop ends an attempt without a loss
@@ -201,12 +205,10 @@ class Syncer:
                 if lost.reason in RELIST:
                     self._resume = None
                     self._reauthenticate = lost.reason is LostReason.AUTH
-                    log.warning("datastore watch lost (%s); listing again: %s", lost.reason.value, lost.detail)
-                else:
-                    log.warning("datastore watch lost (%s); resuming it: %s", lost.reason.value, lost.detail)
-                self._failed(f"{lost.reason.value}: {lost.detail}")
+                message = f"{lost.reason.value}: {lost.detail}"
             if established:
                 delay = self.backoff_min
+            self._failed(message, established, delay)
             if stop.wait(delay):
                 return
             delay = min(delay * 2, self.backoff_max)
