@@ -159,7 +159,7 @@ class ClusterNode:
         """The routes BIRD installed in the kernel, by destination."""
         return {r["dst"]: r for r in self.routes(version, "proto", "bird")}
 
-    def conf(self, etcd_endpoint: str, **extra) -> dict:
+    def conf(self, etcd_endpoint: str, ipv6: bool = False, **extra) -> dict:
         """The `calico` network configuration of this node (through its calico-node's socket)."""
         conf = {
             "cniVersion": "1.0.0",
@@ -170,7 +170,7 @@ class ClusterNode:
             "agent_socket": self.socket,
             "log_file_path": str(self.directory / "cni.log"),
             "log_level": "debug",
-            "ipam": {"type": "calico-ipam", "assign_ipv6": "true"},
+            "ipam": {"type": "calico-ipam", "assign_ipv6": "true" if ipv6 else "false"},
         }
         conf.update(extra)
         return conf
@@ -184,11 +184,12 @@ class ClusterNode:
             env["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in cni_args.items())
         return run_plugin("calico", command, config, env, netns_path=f"{netns.NETNS_DIR}/{self.ns}")
 
-    def add_pod(self, etcd_endpoint: str, **cni_args: str) -> tuple[str, list[str]]:
-        """A pod on this node: (its namespace, its addresses without prefix)."""
+    def add_pod(self, etcd_endpoint: str, ipv6: bool = False, **cni_args: str) -> tuple[str, list[str]]:
+        """A pod on this node (with an IPv6 address too when `ipv6`): (its namespace, its addresses
+        without prefix)."""
         pod = netns.add(f"{netns.PREFIX}cp{next(_counter)}-{os.getpid()}")
         self.pods.append(pod)
-        run = self.plugin("ADD", self.conf(etcd_endpoint), pod, **cni_args)
+        run = self.plugin("ADD", self.conf(etcd_endpoint, ipv6), pod, **cni_args)
         assert run.rc == 0, f"ADD on {self.nodename}: {run.stdout} {run.stderr[-2000:]}"
         return pod, [ip["address"].split("/")[0] for ip in run.out["ips"]]
 

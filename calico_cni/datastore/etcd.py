@@ -94,6 +94,9 @@ class EtcdClient:
 
     # How long a failed endpoint is skipped before it is tried again.
     ENDPOINT_RETRY = 0.5
+    # gRPC's reconnect back-off grows to 120 s by default, shared by every channel to an address: a
+    # long-lived client (calico-node, the agent) would wait up to two minutes after etcd returns.
+    CHANNEL_OPTIONS = [("grpc.max_reconnect_backoff_ms", 2000)]
 
     def __init__(self, settings: EtcdSettings) -> None:
         self.settings = settings
@@ -137,7 +140,7 @@ class EtcdClient:
         for url in s.endpoints:
             secure, host, port = _split_endpoint(url)
             endpoints.append(
-                pyetcd.Endpoint(host, port, secure=secure, creds=creds if secure else None, time_retry=self.ENDPOINT_RETRY)
+                pyetcd.Endpoint(host, port, secure=secure, creds=creds if secure else None, time_retry=self.ENDPOINT_RETRY, opts=self.CHANNEL_OPTIONS)
             )
         self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=s.timeout, failover=True)
         return self._client

@@ -48,13 +48,15 @@ class NodeDaemon:
     def health(self) -> dict:
         """The daemon's part of the health answer on the plugins' socket (read by the probes)."""
         snapshot = self.cache.snapshot()
+        syncer = self.syncer.status() if self.syncer is not None else None
         return {
             "program": PROGRAM,
             "node": self.settings.nodename,
             "registered": self.registered,
-            "in_sync": snapshot.synced,
+            # In sync: the first list is in and a watch runs now (the felix probes read this).
+            "in_sync": bool(snapshot.synced and syncer and syncer["in_sync"]),
             "revision": snapshot.revision,
-            "syncer": self.syncer.status() if self.syncer is not None else None,
+            "syncer": syncer,
             "parts": self.parts.status(),
         }
 

@@ -34,7 +34,7 @@ def established(node, peers: int) -> bool:
 def test_pods_on_three_nodes_reach_each_other_over_ipv4_and_ipv6(cluster, store, etcd_endpoint):
     pools(store)
     nodes = [cluster.add_node() for _ in range(3)]
-    pods = {node.nodename: node.add_pod(etcd_endpoint) for node in nodes}
+    pods = {node.nodename: node.add_pod(etcd_endpoint, ipv6=True) for node in nodes}
     for node in nodes:
         # Two IPv4 and two IPv6 sessions each (to the two other nodes).
         wait_for(f"BGP sessions of {node.nodename}", lambda node=node: established(node, 4), 30)
