@@ -147,3 +147,21 @@ def test_etcd_restarted_routes_stay_and_later_changes_converge(cluster, private_
         assert one.health()["in_sync"] and two.health()["in_sync"]
     finally:
         store.close()
+
+
+def test_a_released_block_is_withdrawn_everywhere(cluster, store, etcd_endpoint):
+    """The pod deleted and its pool deleted with calicoctl (which releases the pool's blocks and
+    affinities): the block's blackhole goes from its node and its route from every other node."""
+    create_pool(store, "v4", "198.18.49.0/24", 26)
+    one, two = cluster.add_node(), cluster.add_node()
+    pod, (address,) = one.add_pod(etcd_endpoint)
+    block = address.rsplit(".", 1)[0] + "." + str(int(address.rsplit(".", 1)[1]) // 64 * 64) + "/26"
+    wait_for("node-2's route to node-1's block", lambda: two.bird_routes(4).get(block, {}).get("gateway") == one.ipv4, 30)
+    assert one.bird_routes(4)[block]["type"] == "blackhole"
+    run = one.plugin("DEL", one.conf(etcd_endpoint), pod)
+    assert run.rc == 0, run.stderr
+    proc = subprocess.run([plugin_path("calicoctl"), "delete", "ippool", "v4"], capture_output=True, text=True, timeout=60,
+                          env={"ETCD_ENDPOINTS": etcd_endpoint, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wait_for("node-2 to withdraw the released block", lambda: block not in two.bird_routes(4), 10)
+    wait_for("node-1 to drop the released block's blackhole", lambda: block not in one.bird_routes(4), 10)
