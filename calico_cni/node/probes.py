@@ -24,14 +24,14 @@ from typing import Any
 
 from calico_cni.agent import client, wire
 from calico_cni.dataplane.bird import BirdError, BirdUnreachable, Control, calico_peers
+from calico_cni.node.settings import DEFAULT_THRESHOLD_TIME
 
-DEFAULT_THRESHOLD = 30.0
 FELIX_TIMEOUT = 5.0
 
 Result = tuple[bool, str]
 
 
-def bird_ready(version: int, socket: str, nodename_file: str, threshold: float = DEFAULT_THRESHOLD, now: float | None = None) -> Result:
+def bird_ready(version: int, socket: str, nodename_file: str, threshold: float = DEFAULT_THRESHOLD_TIME, now: float | None = None) -> Result:
     """Calico's -bird-ready (version 4) / -bird6-ready (6)."""
     prefix = f"calico/node is not ready: {'BIRD' if version == 4 else 'BIRD6'} is not ready: "
     try:
@@ -150,11 +150,12 @@ def felix_live(cni_socket: str, threshold: float | None = None, now: float | Non
 def run(name: str, settings: Any) -> Result:
     """One probe by its flag name ("bird-ready", "bird6-ready", "bird-live", "bird6-live",
     "felix-ready", "felix-live") with calico-node's settings (bird_socket, nodename_file,
-    cni_socket, threshold_time)."""
+    cni_socket, threshold_time). A threshold_time of None (no -threshold-time) is Calico's 30 s
+    for -bird-ready and no age check for -felix-live."""
     threshold = getattr(settings, "threshold_time", None)
     if name in ("bird-ready", "bird6-ready"):
         version = 6 if name.startswith("bird6") else 4
-        return bird_ready(version, settings.bird_socket, settings.nodename_file, DEFAULT_THRESHOLD if threshold is None else threshold)
+        return bird_ready(version, settings.bird_socket, settings.nodename_file, DEFAULT_THRESHOLD_TIME if threshold is None else threshold)
     if name in ("bird-live", "bird6-live"):
         return bird_live(6 if name.startswith("bird6") else 4, settings.bird_socket)
     if name == "felix-ready":

@@ -11,8 +11,8 @@ Only etcd is a datastore here: `DATASTORE_TYPE=kubernetes`, or no etcd endpoints
 would fall back to Kubernetes), is refused at start.
 
 The readiness and liveness probes (`-bird-ready`, `-felix-live`, ... `-threshold-time`) parse with
-one dash as Calico's Go flags do (two dashes work too); `probe_settings` reads only what a probe
-needs, so a probe never fails on a datastore setting.
+one dash as Calico's Go flags do (two dashes work too); with a probe flag the datastore settings
+are not required, so a probe never fails on one.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def parser() -> argparse.ArgumentParser:
         probes.add_argument(f"-{probe}", f"--{probe}", dest=probe.replace("-", "_"), action="store_true", help=f"run the {probe} check")
     probes.add_argument(
         "-threshold-time", "--threshold-time", dest="threshold_time", default=None, metavar="DURATION",
-        help=f"how long BIRD may be without its sessions up before -bird-ready fails (30s, 1m; a bare number is seconds) [default {DEFAULT_THRESHOLD_TIME:g}s]",
+        help=f"-bird-ready: how long after start-up every BGP session must be up (default {DEFAULT_THRESHOLD_TIME:g}s); "
+        "-felix-live: how recent each part's last good pass must be (default: not checked). 30s, 1m; a bare number is seconds",
     )
     return p
 
@@ -205,26 +206,6 @@ class Method:
 
 
 @dataclass(frozen=True)
-class ProbeSettings:
-    """What a probe run needs: which checks, the threshold and where the sockets are."""
-
-    probes: tuple[str, ...]
-    threshold_time: float
-    run_dir: str
-    state_dir: str
-
-    @property
-    def bird_socket(self) -> str:
-        """BIRD's control socket."""
-        return os.path.join(self.run_dir, "bird.ctl")
-
-    @property
-    def cni_socket(self) -> str:
-        """The daemon's socket (the plugins' and the health request's)."""
-        return os.path.join(self.run_dir, "cni.sock")
-
-
-@dataclass(frozen=True)
 class NodeSettings:
     """Every calico-node setting, checked. `ip`/`ip6` are the raw text ("", "autodetect", "none",
     or an address with or without prefix); `as_number` the AS as given (None: unset)."""
@@ -254,7 +235,9 @@ class NodeSettings:
     nodename_file_setting: str | None = None
     datastore_type: str = "etcdv3"
     probes: tuple[str, ...] = ()
-    threshold_time: float = DEFAULT_THRESHOLD_TIME
+    # -threshold-time as given; None: not given (-bird-ready then uses DEFAULT_THRESHOLD_TIME,
+    # -felix-live checks no age).
+    threshold_time: float | None = None
 
     @property
     def nodename_file(self) -> str:
@@ -609,21 +592,10 @@ def _probes(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(p for p in PROBES if getattr(args, p.replace("-", "_"), False))
 
 
-def _threshold(args: argparse.Namespace) -> float:
+def _threshold(args: argparse.Namespace) -> float | None:
     if args.threshold_time is None:
-        return DEFAULT_THRESHOLD_TIME
-    return duration_seconds(args.threshold_time, "-threshold-time")
-
-
-def probe_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ProbeSettings | None:
-    """The probes the command line asks for (None: none), with only what they need: the
-    threshold and the run and state directories. No datastore setting is read."""
-    args = parser().parse_args(list(argv))
-    probes = _probes(args)
-    if not probes:
         return None
-    values = _Values(args, environ)
-    return ProbeSettings(probes, _threshold(args), values.text("run_dir") or DEFAULT_RUN_DIR, values.text("state_dir") or DEFAULT_STATE_DIR)
+    return duration_seconds(args.threshold_time, "-threshold-time")
 
 
 def _directory(values: _Values, dest: str, default: str) -> str:

@@ -38,7 +38,7 @@ def test_defaults(base, tmp_path):
     assert n.ipv4_pool.name == "default-ipv4-ippool" and n.ipv6_pool.name == "default-ipv6-ippool"
     assert not n.no_default_pools and n.ipv6_support and not n.disable_node_ip_check
     assert n.k8s_node_ref is None and n.cluster_type is None and n.autodetect_poll_interval == 60.0
-    assert n.log_level == "info" and n.log_file is None and n.probes == () and n.threshold_time == 30.0
+    assert n.log_level == "info" and n.log_file is None and n.probes == () and n.threshold_time is None
     state = str(tmp_path / "state")
     assert n.run_dir == "/var/run/calico" and n.state_dir == state
     assert (n.bird_socket, n.bird_pid, n.cni_socket) == ("/var/run/calico/bird.ctl", "/var/run/calico/bird.pid", "/var/run/calico/cni.sock")
@@ -412,13 +412,6 @@ def test_a_probe_does_not_need_the_datastore_settings(tmp_path):
     # Without a probe the same environment is refused.
     with pytest.raises(SettingsError):
         from_args([], env)
-
-
-def test_probe_settings(tmp_path):
-    assert s.probe_settings([], {}) is None
-    p = s.probe_settings(["-bird-ready", "-bird-live", "--calico-run-dir", str(tmp_path)], {"CALICO_STATE_DIR": "/tmp/st"})
-    assert p.probes == ("bird-ready", "bird-live") and p.threshold_time == 30.0
-    assert (p.run_dir, p.state_dir, p.bird_socket, p.cni_socket) == (str(tmp_path), "/tmp/st", f"{tmp_path}/bird.ctl", f"{tmp_path}/cni.sock")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""calico-node's probes as the command line runs them (settings.from_args, then probes.run), and
+their bounds: what -threshold-time means when it is not given, and that a daemon which does not
+accept connections cannot hang a probe. A fake daemon on a Unix socket in tmp_path answers the
+HEALTH request; no root, no BIRD, no etcd. (tests/unit/test_bird_protocols.py tests each probe's
+answers.)"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from calico_cni.agent import wire
+from calico_cni.node import probes
+from calico_cni.node.settings import from_args
+
+
+class FakeDaemon:
+    """calico-node's plugins' socket answering every HEALTH request with `answer`."""
+
+    def __init__(self, path: str, answer: dict) -> None:
+        self.answer = answer
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                wire.recv_request(conn)
+                wire.send_answer(conn, 0, json.dumps(self.answer).encode())
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    return path
+
+
+def settings(run_dir, *flags: str):
+    return from_args([*flags, "--calico-run-dir", str(run_dir)], {"NODENAME": "node1", "CALICO_STATE_DIR": str(run_dir.parent / "state")})
+
+
+def part(last_ok: float | None) -> dict:
+    return {"alive": True, "ready": True, "restarts": 0, "last_error": None, "last_ok": last_ok, "detail": None}
+
+
+def test_felix_live_checks_no_age_unless_threshold_time_is_given(run_dir):
+    # A part whose loop runs but whose last good pass is old (the syncer reports one when its
+    # watch starts, then runs): alive, so -felix-live passes; only -threshold-time asks for a
+    # recent pass.
+    now = time.time()
+    daemon = FakeDaemon(str(run_dir / "cni.sock"), {"uptime_s": 300, "in_sync": True, "parts": {"syncer": part(now - 300), "routing": part(now)}})
+    try:
+        plain = settings(run_dir, "-felix-live")
+        assert plain.threshold_time is None
+        assert probes.run("felix-live", plain) == (True, "calico-node is live: routing, syncer")
+        strict = settings(run_dir, "-felix-live", "-threshold-time", "60s")
+        ok, message = probes.run("felix-live", strict)
+        assert not ok and message.startswith("calico/node is not ready: Felix is not live: syncer has had no good pass for 30")
+    finally:
+        daemon.close()
+
+
+def test_bird_ready_without_threshold_time_uses_calicos_30_seconds(run_dir, monkeypatch):
+    seen = []
+    monkeypatch.setattr(probes, "bird_ready", lambda version, sock, nodename, threshold: seen.append((version, threshold)) or (True, ""))
+    probes.run("bird-ready", settings(run_dir, "-bird-ready"))
+    probes.run("bird6-ready", settings(run_dir, "-bird6-ready", "-threshold-time", "1m"))
+    assert seen == [(4, 30.0), (6, 60.0)]
