@@ -52,6 +52,11 @@ _LIST_SEPARATOR = re.compile(r"\s*,\s*")
 # is neither one of these nor one of the true words is refused (a typo must not silently mean true).
 _FALSE_WORDS = ("false", "0", "no", "n", "f")
 _TRUE_WORDS = ("true", "1", "yes", "y", "t")
+# NO_DEFAULT_POOLS and DISABLE_NODE_IP_CHECK are not read by evaluateENVBool: Calico compares them
+# with "true", so its "yes" or "1" mean false. Only true and false (any case) are taken for them: a
+# word Calico would read the other way is refused rather than taken differently. (Calico compares
+# DISABLE_NODE_IP_CHECK case-sensitively; "True" is taken here as the true it is meant to be.)
+_STRICT_WORDS = (("true",), ("false",))
 
 
 class SettingsError(CalicoError):
@@ -81,6 +86,8 @@ class Variable:
     flag: str | None = None
     boolean: bool = False
     secret: bool = False
+    # A boolean Calico compares with "true" (see _STRICT_WORDS) rather than reads with evaluateENVBool.
+    strict: bool = False
 
     @property
     def option(self) -> str:
@@ -125,9 +132,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ipv6_pool_nat_outgoing", ("CALICO_IPV6POOL_NAT_OUTGOING",), "the default IPv6 pool's natOutgoing", "false", boolean=True),
     Variable("ipv6_pool_disable_bgp_export", ("CALICO_IPV6POOL_DISABLE_BGP_EXPORT",), "the default IPv6 pool's disableBGPExport", "false", boolean=True),
     Variable("ipv6_pool_node_selector", ("CALICO_IPV6POOL_NODE_SELECTOR",), "the default IPv6 pool's nodeSelector (empty: all())"),
-    Variable("no_default_pools", ("NO_DEFAULT_POOLS",), "create no default pool", "false", boolean=True),
+    Variable("no_default_pools", ("NO_DEFAULT_POOLS",), "create no default pool (true or false)", "false", boolean=True, strict=True),
     Variable("ipv6_support", ("FELIX_IPV6SUPPORT",), "false: never create the default IPv6 pool", "true", boolean=True),
-    Variable("disable_node_ip_check", ("DISABLE_NODE_IP_CHECK",), "allow an address another node already has", "false", boolean=True),
+    Variable("disable_node_ip_check", ("DISABLE_NODE_IP_CHECK",), "allow an address another node already has (true or false)", "false", boolean=True, strict=True),
     Variable("k8s_node_ref", ("CALICO_K8S_NODE_REF",), "the Kubernetes node name, recorded in the Node's orchRefs"),
     Variable("cluster_type", ("CLUSTER_TYPE",), "cluster types added to ClusterInformation (comma-separated; default bgp)"),
     Variable("autodetect_poll_interval", ("AUTODETECT_POLL_INTERVAL",), "how often the node's addresses are detected again (a duration: 60s, 5m; 0: never)", "60s"),
@@ -314,10 +321,13 @@ class _Values:
     def flag(self, dest: str) -> bool:
         value, origin = self.raw(dest)
         word = (value or "").strip().lower()
-        if word in _TRUE_WORDS:
+        true_words, false_words = _STRICT_WORDS if _BY_DEST[dest].strict else (_TRUE_WORDS, _FALSE_WORDS)
+        if word in true_words:
             return True
-        if word in _FALSE_WORDS:
+        if word in false_words:
             return False
+        if _BY_DEST[dest].strict and word in _TRUE_WORDS + _FALSE_WORDS:
+            raise SettingsError(f"{origin}={value!r} is ambiguous: Calico takes only the word true as true here", "use true or false")
         raise SettingsError(f"{origin}={value!r} is not a boolean", "use true or false")
 
 

@@ -305,8 +305,20 @@ def test_no_default_pools_with_a_pool_cidr_is_refused(base):
 
 @pytest.mark.parametrize("word, value", [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("y", True), ("t", True), ("false", False), ("0", False), ("no", False), ("N", False), ("f", False)])
 def test_booleans(base, word, value):
-    n = from_args([], {**base, "CALICO_IPV4POOL_NAT_OUTGOING": word, "DISABLE_NODE_IP_CHECK": word, "FELIX_IPV6SUPPORT": word})
-    assert n.ipv4_pool.nat_outgoing is n.disable_node_ip_check is n.ipv6_support is value
+    n = from_args([], {**base, "CALICO_IPV4POOL_NAT_OUTGOING": word, "FELIX_IPV6SUPPORT": word, "CALICO_IPV6POOL_DISABLE_BGP_EXPORT": word})
+    assert n.ipv4_pool.nat_outgoing is n.ipv6_support is n.ipv6_pool.disable_bgp_export is value
+
+
+@pytest.mark.parametrize("name", ["NO_DEFAULT_POOLS", "DISABLE_NODE_IP_CHECK"])
+def test_booleans_calico_compares_with_true(base, name):
+    # Calico's start-up reads these two as `== "true"` (not evaluateENVBool): its "yes" or "1"
+    # mean false. Only true and false are taken; a word Calico reads the other way is refused.
+    dest = name.lower()
+    for word, value in (("true", True), ("True", True), ("false", False), ("FALSE", False)):
+        assert getattr(from_args([], {**base, name: word}), dest) is value
+    for word in ("1", "yes", "y", "t", "0", "no", "f"):
+        assert refused([], {**base, name: word}) == f"{name}={word!r} is ambiguous: Calico takes only the word true as true here: use true or false"
+    assert refused([], {**base, name: "sure"}) == f"{name}='sure' is not a boolean: use true or false"
 
 
 def test_a_boolean_that_is_neither_is_refused(base):
