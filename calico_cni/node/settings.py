@@ -25,7 +25,8 @@ import socket
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from calico_cni.config import NODE_NAME_RE, ConfigError, EtcdSettings, etcd_settings, read_regular_file
+from calico_cni.config import ConfigError, EtcdSettings, etcd_settings, read_regular_file
+from calico_cni.config import _valid_node_name as plugins_node_name_check  # the plugins' rule; see _valid_name
 from calico_cni.errors import CalicoError
 from calico_cni.model import selector
 
@@ -520,12 +521,12 @@ def resolve_nodename(values: Mapping[str, str | None], environ: Mapping[str, str
 
 
 def _valid_name(name: str, origin: str) -> str:
-    if not NODE_NAME_RE.fullmatch(name):
-        raise SettingsError(
-            f"the node name {name[:80]!r} from {origin} is not a valid node name",
-            "a node name has 1 to 253 letters, digits, '.', '-' or '_', starting and ending with a letter or digit: set NODENAME",
-        )
-    return name
+    """`name`, checked by the rule the plugins apply to the same name (calico_cni.config): the node
+    and its plugins must agree on which names are valid."""
+    try:
+        return plugins_node_name_check(name, f"the node name from {origin}")
+    except ConfigError as exc:
+        raise SettingsError(exc.msg, f"{exc.details}: set NODENAME") from None
 
 
 # --------------------------------------------------------------------------------------------

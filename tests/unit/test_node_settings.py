@@ -469,3 +469,17 @@ def test_an_unreadable_nodename_file_is_refused(tmp_path):
 def test_an_invalid_node_name_is_refused(tmp_path, env):
     text = refused([], {"ETCD_ENDPOINTS": ETCD, "CALICO_STATE_DIR": str(tmp_path), **env})
     assert "is not a valid node name" in text and text.endswith("set NODENAME")
+
+
+@pytest.mark.parametrize("name, valid", [("node1", True), ("Node-1.rack_2", True), ("a" * 253, True), ("a" * 254, False), ("node_", False), ("nöde", False), ("a/b", False)])
+def test_the_node_and_its_plugins_agree_on_node_names(tmp_path, name, valid):
+    from calico_cni.config import ConfigError, check_node_name_keys
+
+    env = {"ETCD_ENDPOINTS": ETCD, "CALICO_STATE_DIR": str(tmp_path), "NODENAME": name}
+    if valid:
+        check_node_name_keys({"nodename": name})
+        assert from_args([], env).nodename == name
+    else:
+        with pytest.raises(ConfigError):
+            check_node_name_keys({"nodename": name})
+        assert refused([], env).startswith(f"the node name from NODENAME {name[:80]!r} is not a valid node name: a node name has 1 to 253")
