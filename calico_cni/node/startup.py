@@ -131,7 +131,13 @@ class _Addresses:
 
     def _detect(self, version: int) -> tuple[IPInterface | None, str]:
         if version not in self._detected:
-            self._detected[version] = self.host.detect(self.settings.method(version), version)
+            try:
+                self._detected[version] = self.host.detect(self.settings.method(version), version)
+            except autodetect.AutodetectError as exc:
+                # A method that cannot work here (kubernetes-internal-ip, unreadable interfaces) is a
+                # failed detection, as Calico's AutoDetectCIDR returning nil: the stored address is
+                # kept, else start-up stops naming the method.
+                self._detected[version] = (None, str(exc))
         return self._detected[version]
 
     def _check_on_host(self, text: str, version: int) -> None:

@@ -19,6 +19,7 @@ from calico_cni.datastore.etcd import Range
 from calico_cni.model.kinds.ipam import IPPOOL
 from calico_cni.model.kinds.routing import NODE
 from calico_cni.node import startup
+from calico_cni.node.autodetect import AutodetectError
 from calico_cni.node.settings import from_args
 from calico_cni.node.startup import StartupError
 from calico_cni.resources import verbs
@@ -195,6 +196,26 @@ def test_detection_failing_with_nothing_stored_is_an_error(store, env):
 def test_detection_failing_keeps_a_stored_address(store, env):
     start(store, env, IP="198.19.1.2/24")
     start(store, env, FakeHost(), IP="autodetect")
+    assert doc(store, "nodes/node1")["spec"]["bgp"]["ipv4Address"] == "198.19.1.2/24"
+
+
+class MethodCannotWorkHere(FakeHost):
+    """A host on which the method cannot work at all (kubernetes-internal-ip, interfaces that
+    cannot be read): autodetect raises rather than finding nothing."""
+
+    def detect(self, method, version):
+        raise AutodetectError(f"autodetection method {method.text} needs the Kubernetes API", "use first-found")
+
+
+def test_a_method_that_cannot_work_here_is_a_failed_detection(store, env):
+    # As Calico (AutoDetectCIDR returns nil): with nothing stored start-up stops naming the method...
+    text = refused(store, env, MethodCannotWorkHere(), IP_AUTODETECTION_METHOD="kubernetes-internal-ip")
+    assert text.startswith("could not autodetect an IPv4 address with IP_AUTODETECTION_METHOD=kubernetes-internal-ip: "
+                           "autodetection method kubernetes-internal-ip needs the Kubernetes API")
+    assert doc(store, "nodes/node1") is None
+    # ... and a stored address is kept.
+    start(store, env, IP="198.19.1.2/24")
+    start(store, env, MethodCannotWorkHere(), IP="autodetect", IP_AUTODETECTION_METHOD="kubernetes-internal-ip")
     assert doc(store, "nodes/node1")["spec"]["bgp"]["ipv4Address"] == "198.19.1.2/24"
 
 

@@ -288,3 +288,22 @@ def test_startup_registers_the_address_detected_in_the_node_namespace(nodes, sto
     netns.ip("-n", node.name, "addr", "add", "198.19.250.7/28", "dev", "eth1")
     proc = start_in(node, {**env, "IP": "198.19.250.7"})
     assert proc.returncode == 0 and proc.stdout.strip() == "198.19.250.7/28", proc.stderr
+
+
+def test_startup_with_a_method_that_needs_kubernetes(nodes, store, etcd_endpoint, tmp_path):
+    # kubernetes-internal-ip is Calico's, but needs the Kubernetes API: as a detection that found
+    # nothing, start-up stops with a message naming the method (not a traceback), or keeps the
+    # address the node already has.
+    node = nodes()
+    env = {
+        "ETCD_ENDPOINTS": etcd_endpoint, "NODENAME": "node1", "CALICO_STATE_DIR": str(tmp_path / "state"),
+        "CALICO_IPV4POOL_CIDR": "198.18.0.0/16", "CALICO_IPV6POOL_CIDR": "none", "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip",
+    }  # fmt: skip
+    proc = start_in(node, env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("could not autodetect an IPv4 address with IP_AUTODETECTION_METHOD=kubernetes-internal-ip: "
+                                  "autodetection method kubernetes-internal-ip needs the Kubernetes API"), proc.stderr
+    proc = start_in(node, {**env, "IP": f"{node.address}/32"})
+    assert proc.returncode == 0, proc.stderr
+    proc = start_in(node, {**env, "IP": "autodetect"})
+    assert proc.returncode == 0 and proc.stdout.strip() == f"{node.address}/32", proc.stderr
