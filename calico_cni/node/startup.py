@@ -35,6 +35,7 @@ from calico_cni.datastore.resources import Ref
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.dataplane.rtnl import IPInterface
+from calico_cni.config import read_regular_file
 from calico_cni.errors import CalicoError
 from calico_cni.model.keys import NODES
 from calico_cni.model.kinds.config import CLUSTER_INFORMATION, FELIX_CONFIGURATION
@@ -441,12 +442,12 @@ def write_nodename(path: str, name: str) -> bool:
     -bird-ready probe reads the file's modification time as the time calico-node started (until
     the threshold has passed, every BGP session must be up), as `node.probes` does."""
     try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == name:
-                os.utime(path)
-                return False
-    except (OSError, UnicodeDecodeError):
-        pass
+        # Not open(): a FIFO at the path would block start-up until a writer came.
+        if read_regular_file(path, len(name.encode()) + 1) == name.encode():
+            os.utime(path)
+            return False
+    except OSError:
+        pass  # absent, not a regular file, unreadable: (re)written below
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, exist_ok=True)

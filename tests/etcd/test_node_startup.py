@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -466,6 +467,37 @@ def test_the_nodename_file(store, env, tmp_path):
     start(store, env, IP="198.19.1.2/24", CALICO_NODENAME_FILE=str(other), NODENAME="node1")
     assert other.read_text() == "node1" and other.stat().st_ino != inode  # renamed into place
     assert sorted(os.listdir(other.parent)) == ["nodename"]  # no temporary file left
+
+
+def test_a_nodename_file_that_is_not_a_regular_file_does_not_hang_start_up(store, env, tmp_path):
+    # A FIFO where the nodename file goes (a mistaken CALICO_NODENAME_FILE): reading it to compare
+    # would block until a writer comes. It is replaced by the file instead.
+    fifo = tmp_path / "nodename"
+    os.mkfifo(fifo)
+    done = []
+    thread = threading.Thread(target=lambda: done.append(start(store, env, IP="198.19.1.2/24", CALICO_NODENAME_FILE=str(fifo))), daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "w"):  # release the blocked reader
+            pass
+        thread.join(10)
+        pytest.fail("start-up blocked reading the nodename FIFO")
+    assert done and fifo.read_text() == "node1" and fifo.is_file()
+
+
+def test_a_nodename_file_that_cannot_be_written_is_a_startup_error(store, env, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    text = refused(store, env, IP="198.19.1.2/24", CALICO_NODENAME_FILE=str(blocker / "nodename"))
+    assert text.startswith(f"cannot write the node name to {blocker}/nodename: ")
+
+
+def test_a_state_directory_that_cannot_be_made_is_a_startup_error(store, env, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    text = refused(store, env, IP="198.19.1.2/24", CALICO_STATE_DIR=str(blocker / "state"))
+    assert text.startswith(f"cannot create the state directory {blocker}/state: ")
 
 
 def test_the_stored_name_is_used_on_restart(store, env, tmp_path):
