@@ -57,6 +57,11 @@ def decoded(kind: str, doc: Any, name: str, problems: list[str]) -> dict | None:
     except Invalid as exc:
         problems.append(f"{shown}: {exc}; left out of the BIRD configuration")
         return None
+    except Exception as exc:  # noqa: BLE001 - one resource must not stop the rendering of the others
+        # The decoder fails on some values other than by Invalid: a 5000-digit number passes
+        # Python's int() limit, a deeply nested selector its recursion limit.
+        problems.append(f"{shown}: could not be read ({type(exc).__name__}: {exc}); left out of the BIRD configuration")
+        return None
     return out
 
 

@@ -682,6 +682,28 @@ def test_other_hostile_input_never_reaches_the_text_and_is_named(checked, given,
     assert any(p.startswith(problem) for p in rendered.problems), rendered.problems
 
 
+# Values the decoder itself fails on in ways other than Invalid: Python's 4300-digit limit on int(),
+# and the recursion limit on a deeply nested selector. One such resource must be left out and named,
+# never stop the rendering (a raise would stop the routing controller for every resource).
+DIGITS = "9" * 5000
+DEEP_SELECTOR = "!(" * 400 + "all()" + ")" * 400
+DECODER_FAILURES = [
+    ({"nodes": three_nodes(n2=node("n2", "198.19.0.2/24", asNumber=DIGITS))}, "Node(n2): "),
+    ({"configs": [config(nodeMeshMaxRestartTime=DIGITS + "s")]}, "BGPConfiguration(default): "),
+    ({"configs": [config(communities=[{"name": "c", "value": DIGITS + ":1"}], prefixAdvertisements=[{"cidr": "198.18.0.0/16", "communities": ["c"]}])]}, "BGPConfiguration(default): "),
+    ({"peers": [peer("deep", nodeSelector=DEEP_SELECTOR, peerIP="198.19.0.254", asNumber=65000)]}, "BGPPeer(deep): "),
+    ({"pools": [*POOLS, pool("deep", "198.20.0.0/16", nodeSelector=DEEP_SELECTOR)]}, "IPPool(deep): "),
+]
+
+
+@pytest.mark.parametrize(("given", "problem"), DECODER_FAILURES, ids=[str(i) for i in range(len(DECODER_FAILURES))])
+def test_a_resource_the_decoder_fails_on_is_left_out_and_named(checked, given, problem) -> None:
+    rendered = checked(inputs(**given))
+    assert "Mesh_198_19_0_3" in bgp_names(rendered.text)
+    assert "198.19.0.254" not in rendered.text and "198.20.0.0" not in rendered.text
+    assert any(p.startswith(problem) and "could not be read" in p for p in rendered.problems), rendered.problems
+
+
 def test_an_invalid_default_bgp_configuration_counts_as_absent(checked) -> None:
     rendered = checked(inputs(configs=[config(nodeToNodeMeshEnabled=False, logSeverityScreen="Loud")]))
     assert "Mesh_198_19_0_2" in bgp_names(rendered.text)  # Calico drops a value it cannot parse
