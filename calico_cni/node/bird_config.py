@@ -221,8 +221,9 @@ def _net_key(net: Network) -> tuple[int, int, int]:
 
 def hash_router_id(nodename: str) -> str:
     """CALICO_ROUTER_ID=hash: the first four bytes of SHA-256(nodename), the first lowered by 32
-    when above 223 (out of the multicast and reserved ranges)."""
-    first, *rest = hashlib.sha256(nodename.encode()).digest()[:4]
+    when above 223 (out of the multicast and reserved ranges). A name read from the environment
+    with surrogate escapes (invalid UTF-8) is hashed as its bytes, as Go hashes it."""
+    first, *rest = hashlib.sha256(nodename.encode("utf-8", "surrogateescape")).digest()[:4]
     return ".".join(str(b) for b in (first - 32 if first > 223 else first, *rest))
 
 

@@ -137,6 +137,15 @@ def test_router_id_hash_is_sha256_of_the_node_name_out_of_the_multicast_range(ch
     assert int(hash_router_id(high).split(".")[0]) == hashlib.sha256(high.encode()).digest()[0] - 32
 
 
+def test_router_id_hash_of_a_name_that_is_not_utf8_hashes_its_bytes(checked) -> None:
+    # Python reads a NODENAME holding invalid UTF-8 with surrogate escapes; Go hashes the raw bytes.
+    digest = hashlib.sha256(b"node-\xff").digest()
+    assert hash_router_id("node-\udcff") == ".".join(str(b) for b in (digest[0] - 32 if digest[0] > 223 else digest[0], *digest[1:4]))
+    name = "node-\udcff"
+    rendered = checked(inputs(me=name, router_id="hash"))
+    assert f"\nrouter id {hash_router_id(name)};\n" in rendered.text
+
+
 def test_router_id_literal(checked) -> None:
     assert "\nrouter id 10.255.0.7;\n" in checked(inputs(router_id="10.255.0.7")).text
 
