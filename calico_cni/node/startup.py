@@ -105,11 +105,14 @@ def _address_text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _parsed(text: object, version: int) -> IPInterface | None:
+    """A stored spec.bgp address of `version` (with its prefix), or None when it is absent, not an
+    address, or of the other family."""
     try:
-        return ipaddress.ip_interface(text).ip if text else None
+        address = ipaddress.ip_interface(text) if isinstance(text, str) and text else None
     except ValueError:
         return None
+    return address if address is not None and address.version == version else None
 
 
 class _DetectionFailed(StartupError):
@@ -142,15 +145,18 @@ class _Addresses:
         return self._detected[version]
 
     def _check_on_host(self, text: str, version: int) -> None:
-        """Calico only warns when no interface holds the address."""
+        """Calico's validateIP: only a warning when no interface holds the address, but an address
+        that does not parse (written into the store by hand) stops start-up."""
         if not text or text in self._checked:
             return
+        address = _parsed(text, version)
+        if address is None:
+            env = "IP" if version == 4 else "IP6"
+            raise StartupError(
+                f"the IPv{version} address {text[:80]!r} stored in Node({self.settings.nodename}) is not an IPv{version} address",
+                f"set {env} to this node's address (or to autodetect) to replace it",
+            )
         self._checked.add(text)
-        try:
-            address = ipaddress.ip_interface(text)
-        except ValueError:
-            log.warning("the stored IPv%d address %r of this node is not an address", version, text)
-            return
         if not self.host.on_host(address):
             log.warning("unable to confirm IPv%d address %s is assigned to this host", version, address.ip)
 
@@ -188,19 +194,19 @@ def _conflicts(nodes: list[Resource], name: str, bgp: dict) -> list[tuple[int, s
     that node) for each."""
     out = []
     for version, field in ADDRESS_FIELDS.items():
-        mine = _ip_of(_address_text(bgp.get(field)))
+        mine = _parsed(bgp.get(field), version)
         if mine is None:
             continue
         for other in nodes:
             if other.name == name:
                 continue
             theirs_text = _address_text(((other.doc.get("spec") or {}).get("bgp") or {}).get(field))
-            theirs = _ip_of(theirs_text)
+            theirs = _parsed(theirs_text, version)
             if theirs_text and theirs is None:
                 # Calico stops here; one bad record must not keep every node from starting.
                 log.warning("Node(%s) has an IPv%d address that is not an address (%r): ignored by the address check", other.name, version, theirs_text)
-            if theirs == mine:
-                out.append((version, f"Calico node '{other.name}' is already using the IPv{version} address {mine}"))
+            elif theirs is not None and theirs.ip == mine.ip:
+                out.append((version, f"Calico node '{other.name}' is already using the IPv{version} address {mine.ip}"))
     return out
 
 
@@ -469,14 +475,6 @@ def write_nodename(path: str, name: str) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # The whole
-
-
-def _parsed(text: object, version: int) -> IPInterface | None:
-    try:
-        address = ipaddress.ip_interface(text) if isinstance(text, str) and text else None
-    except ValueError:
-        return None
-    return address if address is not None and address.version == version else None
 
 
 def run(settings: NodeSettings, store: Datastore, host: Host | None = None) -> Registration:

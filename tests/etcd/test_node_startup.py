@@ -229,6 +229,19 @@ def test_a_failed_detection_clears_the_autodetected_addresses_of_an_existing_nod
     assert "bgp" not in node["spec"] and node["metadata"]["labels"] == {"rack": "a"}
 
 
+@pytest.mark.parametrize("garbage", ["not-an-ip", "fd00:198:19::2/64"])
+def test_a_stored_address_that_is_not_one_stops_start_up_unless_replaced(store, env, garbage):
+    # Written by hand (calicoctl would refuse it). Calico's validateIP terminates on it; the
+    # message says how to replace it, and IP= or a successful detection does.
+    store.client.commit([], [(R + "nodes/node1", json.dumps({"kind": "Node", "apiVersion": "projectcalico.org/v3", "metadata": {"name": "node1"}, "spec": {"bgp": {"ipv4Address": garbage}}}).encode())])
+    before = revision(store)
+    text = refused(store, env, FakeHost())
+    assert text == f"the IPv4 address {garbage!r} stored in Node(node1) is not an IPv4 address: set IP to this node's address (or to autodetect) to replace it"
+    assert revision(store) == before
+    start(store, env, FakeHost(v4="198.19.3.2/24"), IP="autodetect")
+    assert doc(store, "nodes/node1")["spec"]["bgp"] == {"ipv4Address": "198.19.3.2/24"}
+
+
 def test_neither_ipv4_nor_ipv6_is_an_error(store, env):
     text = refused(store, env, IP="none", IP6="none")
     assert text == (
@@ -368,6 +381,34 @@ def test_a_default_pool_only_for_a_family_without_pools(store, env):
     store.client.commit([], [], [R + "ippools/default-ipv6-ippool"])
     start(store, env, IP="198.19.1.2/24", CALICO_IPV4POOL_CIDR="198.18.128.0/17")
     assert set(pools(store)) == {"mine", "mine6"}
+
+
+def test_an_ipv4_pool_another_writer_creates_meanwhile_is_not_an_error(store, env, monkeypatch):
+    # Two nodes starting at once: the other creates an IPv4 pool (overlapping ours) after this
+    # start-up listed none. Its create is refused for the overlap; a pool of the family exists
+    # now, which is all start-up wanted, so it goes on (as Calico ignores AlreadyExists).
+    real = startup.stored.list_kind
+    sneaked = []
+
+    def list_then_sneak(store_, kind, *args):
+        result = real(store_, kind, *args)
+        if kind is IPPOOL and not sneaked:
+            sneaked.append(True)
+            put_pool(store, "other-nodes-pool", "198.18.0.0/20")
+        return result
+
+    monkeypatch.setattr(startup.stored, "list_kind", list_then_sneak)
+    reg = start(store, env, IP="198.19.1.2/24")
+    assert sneaked and set(pools(store)) == {"other-nodes-pool", "default-ipv6-ippool"}
+    assert "IPPool(default-ipv4-ippool) created" not in reg.changes
+
+
+def test_a_stored_pool_with_an_unreadable_cidr_counts_for_no_family(store, env):
+    # As Calico (it skips such a pool with a warning): the default pools are still created.
+    bad = {"kind": "IPPool", "apiVersion": "projectcalico.org/v3", "metadata": {"name": "broken"}, "spec": {"cidr": "not-a-cidr"}}
+    store.client.commit([], [(R + "ippools/broken", json.dumps(bad).encode())])
+    start(store, env, IP="198.19.1.2/24")
+    assert set(pools(store)) == {"broken", "default-ipv4-ippool", "default-ipv6-ippool"}
 
 
 def test_no_default_pools_and_none(store, env):
