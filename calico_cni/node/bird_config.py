@@ -609,6 +609,18 @@ def read_nodes(docs: Mapping[str, dict], me: str, problems: list[str]) -> tuple[
     return nodes, nodes.get(me)
 
 
+MAX_PROBLEM = 1000  # characters of one problem kept (a stored value may be any size)
+
+
+def loggable(problem: str) -> str:
+    """A problem as one printable line of bounded length: problems quote stored names and values,
+    which may hold a newline (a forged log line) or an escape sequence, or be megabytes long."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in problem)
+    if len(text) > MAX_PROBLEM:
+        text = f"{text[:MAX_PROBLEM]}... ({len(text) - MAX_PROBLEM} more characters)"
+    return text
+
+
 def render(inputs: RoutingInputs) -> Rendered:
     """This node's BIRD 2 configuration; what could not be rendered is named in `problems`."""
     problems: list[str] = []
@@ -635,4 +647,4 @@ def render(inputs: RoutingInputs) -> Rendered:
         for session in sessions:
             lines += session_block(session, local, problems)
     unrouted = tuple(str(p.cidr) for p in pools if p.encapsulated)
-    return Rendered("\n".join(lines).rstrip("\n") + "\n", tuple(dict.fromkeys(problems)), unrouted)
+    return Rendered("\n".join(lines).rstrip("\n") + "\n", tuple(dict.fromkeys(map(loggable, problems))), unrouted)

@@ -713,6 +713,23 @@ def test_a_resource_the_decoder_fails_on_is_left_out_and_named(checked, given, p
     assert any(p.startswith(problem) and "could not be read" in p for p in rendered.problems), rendered.problems
 
 
+def test_problems_are_single_printable_lines_of_bounded_length(checked) -> None:
+    # Problems go to the daemon's log: a name or field holding a newline or an escape sequence must
+    # not forge a log line, and a huge value must not flood the log.
+    nodes = three_nodes(**{"evil\nERROR forged": node("n4", "198.19.0.2/24")})
+    peers = [
+        {**peer("tor", peerIP="198.19.0.254", asNumber=65000), "spec": {"peerIP": "198.19.0.254", "asNumber": 65000, "x\rERROR forged": 1}},
+        peer("x" * 100000, peerIP="198.19.0.253", asNumber=65000),
+    ]
+    rendered = checked(inputs(nodes=nodes, peers=peers, configs=[config(ignoredInterfaces=["eth0\x1b[31m"])]))
+    assert len(rendered.problems) == 4, rendered.problems
+    for problem in rendered.problems:
+        assert problem.isprintable() and len(problem) <= 1100, problem
+    assert any("evil\\nERROR forged" in p for p in rendered.problems), rendered.problems
+    assert any("spec.x\\rERROR forged: unknown field" in p for p in rendered.problems), rendered.problems
+    assert any("\\x1b[31m" in p for p in rendered.problems), rendered.problems
+
+
 def test_an_invalid_default_bgp_configuration_counts_as_absent(checked) -> None:
     rendered = checked(inputs(configs=[config(nodeToNodeMeshEnabled=False, logSeverityScreen="Loud")]))
     assert "Mesh_198_19_0_2" in bgp_names(rendered.text)  # Calico drops a value it cannot parse
