@@ -3,7 +3,9 @@
 1. The Node resource is created or updated with one compare-and-swap: `spec.bgp.ipv4Address`
    (with its prefix, host bits kept), `ipv6Address`, `asNumber` (the AS variable; unset keeps the
    stored one). Labels, annotations and every other field are kept as they are; none is added.
-   With backend `none` the addresses and the AS are left alone. An address that changed and that
+   With backend `none` the addresses and the AS are left alone (a new Node is still created,
+   without spec.bgp, where Calico's start-up writes none: the pools' nodeSelectors are matched
+   against its labels, and calicoctl lists it). An address that changed and that
    another node already has is refused (unless DISABLE_NODE_IP_CHECK), the check and the write
    in one transaction so two nodes cannot take one address at once.
 2. The default pools, only where no pool of that family exists (and not NO_DEFAULT_POOLS), created
