@@ -19,6 +19,7 @@ from calico_cni import logs
 from calico_cni.agent.daemon import PluginServing, open_serving
 from calico_cni.dataplane.bird import Bird
 from calico_cni.datastore.errors import DatastoreUnavailable
+from calico_cni.errors import CalicoError
 from calico_cni.node import startup
 from calico_cni.node.parts import Part, PartHealth, Parts
 from calico_cni.node.routing import RoutingController, watched
@@ -43,6 +44,8 @@ class NodeDaemon:
         self.syncer: Syncer | None = None
         self.parts = Parts([])
         self.registered = False
+        # Start-up's own state: the one part the health answer reports until the node is registered.
+        self.startup = PartHealth()
         self.serving: PluginServing | None = None
 
     def health(self) -> dict:
@@ -57,25 +60,31 @@ class NodeDaemon:
             "in_sync": bool(snapshot.synced and syncer and syncer["in_sync"]),
             "revision": snapshot.revision,
             "syncer": syncer,
-            "parts": self.parts.status(),
+            "parts": self.parts.status() if self.registered else {"startup": self.startup.as_dict()},
         }
 
     def register(self, serving: PluginServing) -> startup.Registration | None:
-        """Calico's start-up, retried while etcd cannot be reached; None when stopped first."""
+        """Calico's start-up, retried while etcd cannot be reached (each failure reported in the
+        health answer; logged as a warning unless it repeats the last one); None when stopped first."""
         delay = 0.5
+        self.startup.alive = True
+        last: str | None = None
         while not self.stop.is_set():
             store = serving.stores.connect(self.settings.etcd)
             try:
                 return startup.run(self.settings, store)
             except DatastoreUnavailable as exc:
-                log.warning("start-up: the datastore cannot be reached (%s); trying again in %.1fs", exc, delay)
+                problem = str(exc)
             finally:
                 store.client.close()
+            self.startup.failed(problem)
+            log.log(logging.DEBUG if problem == last else logging.WARNING, "start-up: %s; trying again in %.1fs", problem, delay)
+            last = problem
             self.stop.wait(delay)
             delay = min(delay * 2, STARTUP_RETRY_MAX)
         return None
 
-    def _parts(self, serving: PluginServing, registration: startup.Registration) -> list[Part]:
+    def _parts(self, serving: PluginServing) -> list[Part]:
         settings = self.settings
         syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, watched(settings.nodename), self.cache)
 
@@ -93,8 +102,16 @@ class NodeDaemon:
         return parts
 
     def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; the exit code."""
-        serving = self.serving = open_serving(self.settings.cni_socket, PROGRAM, self.health)
+        """Serve until SIGTERM or SIGINT; the exit code. A CalicoError when calico-node cannot start."""
+        path = self.settings.cni_socket
+        try:
+            serving = self.serving = open_serving(path, PROGRAM, self.health)
+        except OSError as exc:
+            raise startup.StartupError(
+                f"cannot serve the plugins on {path}",
+                f"{exc.strerror or exc}: set CALICO_RUN_DIR to a directory calico-node can create, whose path is short "
+                f"enough for a Unix socket (at most 107 bytes with the socket's name)",
+            ) from None
         server = threading.Thread(target=serving.server.serve_forever, name="cni-socket", daemon=True)
         server.start()
         log.info("%s: serving the plugins on %s", PROGRAM, self.settings.cni_socket)
@@ -102,9 +119,9 @@ class NodeDaemon:
             registration = self.register(serving)
             if registration is None:
                 return 0
-            self.registered = True
-            self.parts = Parts(self._parts(serving, registration), self.stop)
+            self.parts = Parts(self._parts(serving), self.stop)
             self.parts.start()
+            self.registered = True
             while not self.stop.wait(1.0):
                 pass
             return 0
@@ -127,8 +144,10 @@ def run(settings: NodeSettings) -> int:
     started = time.monotonic()
     try:
         return daemon.run()
-    except startup.StartupError as exc:
-        log.error("%s: start-up failed: %s", PROGRAM, exc)
+    except CalicoError as exc:
+        # A setting or a datastore answer start-up cannot get past (an unreachable etcd is retried
+        # instead): one line saying what is wrong; a supervisor restarts calico-node.
+        log.error("start-up failed: %s", exc)
         return 1
     finally:
         log.info("%s: stopped after %.0fs", PROGRAM, time.monotonic() - started)

@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = node_settings.from_args(sys.argv[1:] if argv is None else argv, os.environ)
     except CalicoError as exc:
+        # Exit 1, as Calico's calico-node does for a setting it cannot use (a supervisor restarts
+        # it; the one line says what to set).
         print(f"calico-node: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1)
     if settings.probes:
         sys.exit(run_probes(settings))
     from calico_cni.node.daemon import run

@@ -43,9 +43,10 @@ class PartHealth:
             self.ready, self.detail = False, why
 
     def failed(self, error: str) -> None:
-        """The part's loop raised `error`: it is not ready and is being restarted."""
+        """The part's loop raised `error`: it is not ready and is being restarted (`error` is
+        also the detail: the last good pass's detail no longer describes the part)."""
         with self._lock:
-            self.last_error, self.ready = error, False
+            self.last_error, self.detail, self.ready = error, error, False
             self.restarts += 1
 
     def as_dict(self) -> dict:

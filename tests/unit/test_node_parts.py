@@ -90,3 +90,13 @@ def test_stop_ends_every_part_within_the_timeout():
     parts.stop(5)
     assert time.monotonic() - started < 5
     assert not any(p["alive"] for p in parts.status().values())
+
+
+def test_a_failure_replaces_the_detail_of_the_last_good_pass():
+    """The probes print the detail as the reason a part is not ready: after a failure it must be
+    the failure, not what the last good pass said."""
+    health = PartHealth()
+    health.ok("BIRD configured from revision 12")
+    health.failed("BirdError: BIRD did not start")
+    state = health.as_dict()
+    assert (state["ready"], state["detail"], state["last_error"], state["restarts"]) == (False, "BirdError: BIRD did not start", "BirdError: BIRD did not start", 1)
