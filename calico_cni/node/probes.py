@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket as _socket
 import time
 from typing import Any
 
-from calico_cni.agent import client, wire
+from calico_cni.agent import wire
 from calico_cni.dataplane.bird import BirdError, BirdUnreachable, Control, calico_peers
 from calico_cni.node.settings import DEFAULT_THRESHOLD_TIME
 
@@ -76,16 +77,24 @@ def bird_live(version: int, socket: str) -> Result:
 
 
 def _health(cni_socket: str) -> dict[str, Any]:
-    """calico-node's health answer on the plugins' socket; OSError/ValueError when none comes."""
-    sock = client.connect(cni_socket)
-    if sock is None:
-        raise OSError(f"nothing answers on {cni_socket}")
+    """calico-node's health answer on the plugins' socket; OSError/ValueError when none comes.
+    Every step is bounded by FELIX_TIMEOUT, the connect too: a daemon that stopped accepting
+    fills its listen queue, and a blocking connect to a full Unix socket queue waits forever."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(FELIX_TIMEOUT)
+        try:
+            sock.connect(cni_socket)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise OSError(f"nothing answers on {cni_socket}") from None
+        except BlockingIOError:
+            raise OSError(f"calico-node accepts no connection on {cni_socket} (its queue is full: it is stuck)") from None
         wire.send_request(sock, wire.HEALTH, {}, b"")
         code, out, _ = wire.recv_answer(sock)
     except wire.Truncated as exc:
         raise OSError(f"no answer on {cni_socket}: {exc}") from None
+    except TimeoutError:
+        raise OSError(f"no answer on {cni_socket} within {FELIX_TIMEOUT:g} s") from None
     finally:
         sock.close()
     answer = json.loads(out)

@@ -83,3 +83,63 @@ def test_bird_ready_without_threshold_time_uses_calicos_30_seconds(run_dir, monk
     probes.run("bird-ready", settings(run_dir, "-bird-ready"))
     probes.run("bird6-ready", settings(run_dir, "-bird6-ready", "-threshold-time", "1m"))
     assert seen == [(4, 30.0), (6, 60.0)]
+
+
+@pytest.fixture
+def stuck_listener(tmp_path):
+    """A socket that listens but never accepts (a stuck daemon), its queue filled by other
+    connections: a blocking connect to it would wait forever."""
+    path = str(tmp_path / "stuck.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    while True:
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        try:
+            filler.connect(path)
+        except BlockingIOError:
+            filler.close()
+            break
+        fillers.append(filler)
+        assert len(fillers) < 100, "the listen queue never filled"
+    yield path
+    listener.close()  # wakes a connect still blocked on it (with ECONNREFUSED)
+    for filler in fillers:
+        filler.close()
+
+
+def bounded(call, seconds: float = 10.0):
+    """`call()`'s result, or a failure when it has not returned within `seconds`."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the probe blocked"
+    return result[0]
+
+
+@pytest.mark.parametrize("probe", [probes.felix_ready, probes.felix_live])
+def test_a_daemon_that_accepts_no_connection_does_not_hang_the_felix_probes(stuck_listener, probe):
+    ok, message = bounded(lambda: probe(stuck_listener))
+    assert not ok and message.endswith(f"calico-node accepts no connection on {stuck_listener} (its queue is full: it is stuck)")
+
+
+def test_a_daemon_that_never_answers_is_reported_after_the_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(probes, "FELIX_TIMEOUT", 0.5)
+    path = str(tmp_path / "silent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    thread.start()
+    try:
+        ok, message = bounded(lambda: probes.felix_ready(path))
+        assert (ok, message) == (False, f"calico/node is not ready: felix is not ready: no answer on {path} within 0.5 s")
+    finally:
+        listener.close()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
