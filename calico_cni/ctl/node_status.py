@@ -17,11 +17,11 @@ from typing import Sequence
 import click
 
 from calico_cni.dataplane.bird import BirdError, BirdUnreachable, Control, Peer, Protocol, calico_peers
+from calico_cni.node.settings import DEFAULT_RUN_DIR, PROBES
 
-DEFAULT_RUN_DIR = "/var/run/calico"
 HEADERS = ("Peer address", "Peer type", "State", "Since", "Info")
-# Flags of calico-node's probes: such a process is a probe, not the daemon.
-_PROBE_FLAGS = {"-bird-ready", "-bird6-ready", "-bird-live", "-bird6-live", "-felix-ready", "-felix-live"}
+# Flags of calico-node's probes, with one dash (Calico's) or two: such a process is a probe, not the daemon.
+_PROBE_FLAGS = {f"{dashes}{probe}" for probe in PROBES for dashes in ("-", "--")}
 
 # The table printer Calico's calicoctl uses (olekukonko/tablewriter v0.0.5 with its defaults):
 # headers upper-cased and centred, cells padded by one space, cells wider than 30 columns wrapped

@@ -143,3 +143,21 @@ def test_a_daemon_that_never_answers_is_reported_after_the_timeout(tmp_path, mon
         thread.join(5)
         for conn in accepted:
             conn.close()
+
+
+@pytest.mark.parametrize(
+    "argv, daemon",
+    [
+        (["/usr/local/bin/calico-node"], True),
+        (["/opt/calico-cni/bin/python", "-IS", "/usr/local/bin/calico-node"], True),
+        (["python3", "-m", "calico_cni.node.main", "--log-level", "debug"], True),
+        (["calico-node", "-felix-live"], False),
+        (["calico-node", "--felix-live"], False),  # the probes take two dashes too
+        (["/usr/local/bin/calico-node", "--bird6-ready", "-threshold-time", "10s"], False),
+        (["calicoctl", "node", "status"], False),
+    ],
+)
+def test_node_status_counts_the_daemon_not_its_probes(argv, daemon):
+    from calico_cni.ctl import node_status
+
+    assert node_status.is_calico_node(argv) is daemon
