@@ -558,7 +558,7 @@ def _etcd(values: _Values) -> EtcdSettings:
     try:
         seconds = float(timeout or "")
     except ValueError:
-        raise SettingsError(f"{timeout_origin}={timeout!r} is not a number of seconds") from None
+        raise SettingsError(f"{timeout_origin}={timeout!r} is not a number of seconds", f"set {timeout_origin} to e.g. 5 (0.1 to 300)") from None
     config = {
         "etcd_endpoints": values.text("etcd_endpoints"),
         "etcd_username": values.get("etcd_username") or None,
@@ -571,7 +571,11 @@ def _etcd(values: _Values) -> EtcdSettings:
     try:
         return etcd_settings({k: v for k, v in config.items() if v is not None}, {})
     except ConfigError as exc:
-        raise SettingsError(exc.msg.replace("etcd_timeout", timeout_origin), exc.details) from None
+        # The plugins' checks name their config keys: only etcd_timeout and the endpoints are left
+        # to check here (the rest was checked above with the variables' names).
+        if "etcd_timeout" in exc.msg:
+            raise SettingsError(exc.msg.replace("etcd_timeout", timeout_origin), exc.details) from None
+        raise SettingsError(f"{values.raw('etcd_endpoints')[1]}: {exc.msg}", exc.details) from None
 
 
 def _pool(values: _Values, version: int) -> PoolSettings:
@@ -609,11 +613,12 @@ def _threshold(args: argparse.Namespace) -> float | None:
     return duration_seconds(args.threshold_time, "-threshold-time")
 
 
-def _directory(values: _Values, dest: str, default: str) -> str:
+def _absolute_path(values: _Values, dest: str, example: str) -> str | None:
+    """The variable's path (its default when unset; None when it has none): an absolute path."""
     value, origin = values.raw(dest)
-    text = (value or "").strip() or default
-    if not text.startswith("/"):
-        raise SettingsError(f"{origin}={value!r} is not an absolute path")
+    text = (value or "").strip() or None
+    if text is not None and not text.startswith("/"):
+        raise SettingsError(f"{origin}={value!r} is not an absolute path", f"set {origin} to an absolute path, e.g. {example}")
     return text
 
 
@@ -644,11 +649,9 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> NodeSettings:
     if no_default_pools and (ipv4_pool.cidr or ipv6_pool.cidr):
         given = values.raw("ipv4_pool_cidr")[1] if ipv4_pool.cidr else values.raw("ipv6_pool_cidr")[1]
         raise SettingsError(f"NO_DEFAULT_POOLS is true and {given} is set", "Calico refuses this combination: unset one of them")
-    run_dir = _directory(values, "run_dir", DEFAULT_RUN_DIR)
-    state_dir = _directory(values, "state_dir", DEFAULT_STATE_DIR)
-    nodename_file = values.text("nodename_file") or None
-    if nodename_file is not None and not nodename_file.startswith("/"):
-        raise SettingsError(f"{values.raw('nodename_file')[1]}={nodename_file!r} is not an absolute path")
+    run_dir = _absolute_path(values, "run_dir", DEFAULT_RUN_DIR) or DEFAULT_RUN_DIR
+    state_dir = _absolute_path(values, "state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR
+    nodename_file = _absolute_path(values, "nodename_file", os.path.join(DEFAULT_STATE_DIR, "nodename"))
     nodename, origin = resolve_nodename({"nodename": values.get("nodename")}, environ, nodename_file or os.path.join(state_dir, "nodename"))
     poll = duration_seconds(values.text("autodetect_poll_interval") or "60s", values.raw("autodetect_poll_interval")[1])
     return NodeSettings(

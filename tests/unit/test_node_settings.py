@@ -201,9 +201,10 @@ def test_no_etcd_endpoints_is_refused(base):
         ({"ETCD_PASSWORD": "secret"}, "an etcd password is set but no user name: set ETCD_USERNAME too"),
         ({"ETCD_CERT_FILE": "/c"}, "ETCD_CERT_FILE and ETCD_KEY_FILE go together"),
         ({"ETCD_KEY_FILE": "/k"}, "ETCD_CERT_FILE and ETCD_KEY_FILE go together"),
-        ({"ETCD_ENDPOINTS": "198.19.0.1:2379"}, "etcd endpoint '198.19.0.1:2379' is invalid: expected http://host:port"),
-        ({"ETCD_ENDPOINTS": "http://user:pw@198.19.0.1:2379"}, "an etcd endpoint carries credentials in its URL"),
-        ({"ETCD_TIMEOUT": "soon"}, "ETCD_TIMEOUT='soon' is not a number of seconds"),
+        ({"ETCD_ENDPOINTS": "198.19.0.1:2379"}, "ETCD_ENDPOINTS: etcd endpoint '198.19.0.1:2379' is invalid: expected http://host:port"),
+        ({"CALICO_ETCD_ENDPOINTS": "198.19.0.1:2379"}, "CALICO_ETCD_ENDPOINTS: etcd endpoint '198.19.0.1:2379' is invalid: expected http://host:port"),
+        ({"ETCD_ENDPOINTS": "http://user:pw@198.19.0.1:2379"}, "ETCD_ENDPOINTS: an etcd endpoint carries credentials in its URL: put the user name and password in"),
+        ({"ETCD_TIMEOUT": "soon"}, "ETCD_TIMEOUT='soon' is not a number of seconds: set ETCD_TIMEOUT to e.g. 5"),
         ({"ETCD_TIMEOUT": "0"}, "ETCD_TIMEOUT must be a number >= 0.1"),
         ({"ETCD_TIMEOUT": "301"}, "ETCD_TIMEOUT must be at most 300 seconds"),
     ],
@@ -373,9 +374,11 @@ def test_method_of_each_version(base):
     assert n.method(6) == s.Method("can-reach=fd00:198:19::1", "can-reach", ("fd00:198:19::1",))
 
 
-@pytest.mark.parametrize("name", ["CALICO_RUN_DIR", "CALICO_STATE_DIR", "CALICO_NODENAME_FILE"])
-def test_relative_paths_are_refused(base, name):
-    assert refused([], {**base, name: "relative/dir"}) == f"{name}='relative/dir' is not an absolute path"
+@pytest.mark.parametrize("name, example", [("CALICO_RUN_DIR", "/var/run/calico"), ("CALICO_STATE_DIR", "/var/lib/calico"), ("CALICO_NODENAME_FILE", "/var/lib/calico/nodename")])
+def test_relative_paths_are_refused(base, name, example):
+    assert refused([], {**base, name: "relative/dir"}) == f"{name}='relative/dir' is not an absolute path: set {name} to an absolute path, e.g. {example}"
+    flag = {"CALICO_RUN_DIR": "--calico-run-dir", "CALICO_STATE_DIR": "--calico-state-dir", "CALICO_NODENAME_FILE": "--calico-nodename-file"}[name]
+    assert refused([flag, "rel"], base).startswith(f"{flag}='rel' is not an absolute path: set {flag} to")
 
 
 @pytest.mark.parametrize("word, level", [("DEBUG", "debug"), ("Info", "info"), ("warn", "warning"), ("warning", "warning"), ("error", "error"), ("fatal", "error")])
