@@ -44,6 +44,8 @@ from pathlib import Path
 from bench.routing_support import (
     BenchCluster,
     BenchNode,
+    EtcdEvents,
+    LinkCapture,
     Pinger,
     cpu_sample,
     cpu_usage,
@@ -104,17 +106,20 @@ def observers(nodes: list[BenchNode], exclude: list[BenchNode], count: int, turn
     return [others[(turn + i * len(others) // count) % len(others)] for i in range(count)]
 
 
-def build(cluster: BenchCluster, size: int) -> dict:
+def build(cluster: BenchCluster, size: int, parallel: bool = False) -> dict:
     """Start `size` nodes, a resident pod on each (its first block), node-1's claim of the borrow
-    pool's block, and wait until every node routes every other node's block."""
-    started = cluster.add_nodes(size)
+    pool's block, and wait until every node routes every other node's block. Every node's BIRD
+    configuration must name every other node (a node missing a peer fails the run: see
+    routing_support.WATCH_RACE)."""
+    started = cluster.add_nodes(size, parallel)
     began = time.monotonic()
     for node in cluster.nodes:
         node.resident, node.resident_ip, _ = cluster.add_pod(node, [POOL_RESIDENT])
     cluster.add_pod(cluster.nodes[0], [POOL_BORROW])
     for node in cluster.nodes:
         others = {n.ipv4 for n in cluster.nodes if n is not node}
-        wait_for(f"{node.nodename}'s routes to every other node", lambda node=node, others=others: others <= set(node.remote_routes().values()), 180, 0.5)
+        wait_for(f"{node.nodename}'s routes to every other node (peers missing from BIRD's configuration: {missing_peers(cluster)})",
+                 lambda node=node, others=others: others <= set(node.remote_routes().values()), 60, 0.5)
     return {"start_s": round(started, 1), "mesh_s": round(time.monotonic() - began, 1)}
 
 
@@ -123,42 +128,73 @@ def _reply(pinger: Pinger, t0: float) -> float | None:
     return reply - t0 if reply else None
 
 
+def missing_peers(cluster: BenchCluster) -> dict[str, list[str]]:
+    """Per node, the other nodes its BIRD configuration does not name."""
+    out = {}
+    for node in cluster.nodes:
+        text = (node.state_dir / "bird.cfg").read_text() if (node.state_dir / "bird.cfg").exists() else ""
+        missing = [n.nodename for n in cluster.nodes if n is not node and f"neighbor {n.ipv4} " not in text]
+        if missing:
+            out[node.nodename] = missing
+    return out
+
+
 def new_block(cluster: BenchCluster, reps: int, count: int) -> dict:
     """ADD with IP= in a block nobody holds, on a different node A each time, observed from
     `count` other nodes B (pings from their resident pods, started before the ADD) and from A's
-    own namespace (the pod's own readiness: its veth and host route, no BGP involved)."""
+    own namespace (the pod's own readiness: its veth and host route, no BGP involved). Also timed:
+    the block's affinity confirmed in etcd (an etcd watch of our own) and the first echo request
+    from each B reaching A's link (B's route in place)."""
     fresh = ipaddress.ip_network(POOL_FRESH)
     nodes = cluster.nodes
     samples, per_rep = [], []
-    for rep in range(reps):
-        a = nodes[rep % len(nodes)]
-        block = str(ipaddress.ip_network((int(fresh.network_address) + rep * 2 ** (32 - BLOCK_SIZE), BLOCK_SIZE)))
-        address = str(ipaddress.ip_network(block).network_address + 10)
-        watchers = observers(nodes, [a], count, rep)
-        local = Pinger(a.ns, address)
-        pingers = [Pinger(b.resident, address) for b in watchers]
-        try:
-            time.sleep(0.2)  # the pingers are sending before the ADD starts
-            t0 = time.time()
-            cluster.add_pod(a, None, IP=address)
-            t1 = time.time()
-            exported = a.monitor.wait(lambda e: e.dst == block and not e.deleted and e.kind == "blackhole", t0, WAIT)
-            per_rep.append({"add": t1 - t0, "local": _reply(local, t0), "exported": exported.when - t0 if exported else None})
-            for b, pinger in zip(watchers, pingers):
-                reply = _reply(pinger, t0)
-                route = b.monitor.wait(lambda e, a=a: e.dst == block and not e.deleted and e.gateway == a.ipv4, t0, WAIT)
-                samples.append({"a": a.nodename, "b": b.nodename, "reply": reply, "route": route.when - t0 if route else None,
-                                "after_local": reply - per_rep[-1]["local"] if reply is not None and per_rep[-1]["local"] is not None else None})
-        finally:
-            for pinger in (local, *pingers):
-                pinger.stop()
+    affinities = EtcdEvents(cluster.endpoint, "/calico/ipam/v2/host/")
+    try:
+        for rep in range(reps):
+            a = nodes[rep % len(nodes)]
+            block = str(ipaddress.ip_network((int(fresh.network_address) + rep * 2 ** (32 - BLOCK_SIZE), BLOCK_SIZE)))
+            address = str(ipaddress.ip_network(block).network_address + 10)
+            watchers = observers(nodes, [a], count, rep)
+            capture = LinkCapture(a.fabric_link, address)
+            local = Pinger(a.ns, address)
+            pingers = [Pinger(b.resident, address) for b in watchers]
+            try:
+                time.sleep(0.2)  # the pingers are sending before the ADD starts
+                t0 = time.time()
+                cluster.add_pod(a, None, IP=address)
+                t1 = time.time()
+                key = f"/calico/ipam/v2/host/{a.nodename}/ipv4/block/{block.replace('/', '-')}"
+                claimed = affinities.wait(lambda op, k, v, key=key: op == "PUT" and k == key and "confirmed" in v, WAIT)
+                exported = a.monitor.wait(lambda e: e.dst == block and not e.deleted and e.kind == "blackhole", t0, WAIT)
+                rep_local = _reply(local, t0)
+                per_rep.append({"add": t1 - t0, "local": rep_local, "claimed": claimed - t0 if claimed else None,
+                                "exported": exported.when - t0 if exported else None})
+                for b, pinger in zip(watchers, pingers):
+                    reply = _reply(pinger, t0)
+                    routed = capture.first.get(b.resident_ip)
+                    route = b.monitor.wait(lambda e, a=a: e.dst == block and not e.deleted and e.gateway == a.ipv4, t0, WAIT)
+                    samples.append({
+                        "a": a.nodename, "b": b.nodename, "reply": reply, "routed": routed - t0 if routed else None,
+                        "claim_to_route": routed - claimed if routed and claimed else None,
+                        "route_monitor": route.when - t0 if route else None,
+                        "after_local": reply - rep_local if reply is not None and rep_local is not None else None,
+                    })
+            finally:
+                for pinger in (local, *pingers):
+                    pinger.stop()
+                capture.stop()
+    finally:
+        affinities.stop()
     return {
         "samples": samples,
         "per_rep": per_rep,
         "add": summary([r["add"] for r in per_rep]),
         "local": summary([r["local"] for r in per_rep]),
+        "claimed": summary([r["claimed"] for r in per_rep]),
         "exported": summary([r["exported"] for r in per_rep]),
-        "route": summary([s["route"] for s in samples]),
+        "routed": summary([s["routed"] for s in samples]),
+        "claim_to_route": summary([s["claim_to_route"] for s in samples]),
+        "route_monitor": summary([s["route_monitor"] for s in samples]),
         "reply": summary([s["reply"] for s in samples]),
         "after_local": summary([s["after_local"] for s in samples]),
     }
@@ -190,6 +226,7 @@ def borrowed(cluster: BenchCluster, reps: int, count: int) -> dict:
             watchers = [owner, *observers(nodes, [a, owner], count - 1, rep)]
             predicted = _next_borrowed(store)
             pingers = [Pinger(ns, predicted) for ns in (a.ns, *(b.resident for b in watchers))] if predicted else []
+            capture = LinkCapture(a.fabric_link, predicted) if predicted else None
             try:
                 time.sleep(0.2)
                 t0 = time.time()
@@ -201,17 +238,25 @@ def borrowed(cluster: BenchCluster, reps: int, count: int) -> dict:
                     late += 1
                     for pinger in pingers:
                         pinger.stop()
+                    if capture is not None:
+                        capture.stop()
                     pingers = [Pinger(ns, address) for ns in (a.ns, *(b.resident for b in watchers))]
+                    capture = LinkCapture(a.fabric_link, address)
                 local = _reply(pingers[0], t0)
                 per_rep.append({"add": t1 - t0, "local": local})
                 for b, pinger in zip(watchers, pingers[1:]):
                     reply = _reply(pinger, t0)
+                    routed = capture.first.get(b.resident_ip)
                     route = b.monitor.wait(lambda e, a=a, address=address: e.dst == f"{address}/32" and not e.deleted and e.gateway == a.ipv4, t0, WAIT)
-                    samples.append({"a": a.nodename, "b": b.nodename, "owner": b is owner, "reply": reply, "route": route.when - t0 if route else None,
-                                    "after_local": reply - local if reply is not None and local is not None else None})
+                    samples.append({"a": a.nodename, "b": b.nodename, "owner": b is owner, "reply": reply, "routed": routed - t0 if routed else None,
+                                    "route_monitor": route.when - t0 if route else None,
+                                    "after_local": reply - local if reply is not None and local is not None else None,
+                                    "route_after_local": routed - t0 - local if routed and local is not None else None})
             finally:
                 for pinger in pingers:
                     pinger.stop()
+                if capture is not None:
+                    capture.stop()
     finally:
         store.close()
     return {
@@ -220,7 +265,9 @@ def borrowed(cluster: BenchCluster, reps: int, count: int) -> dict:
         "late": late,
         "add": summary([r["add"] for r in per_rep]),
         "local": summary([r["local"] for r in per_rep]),
-        "route": summary([s["route"] for s in samples]),
+        "routed": summary([s["routed"] for s in samples]),
+        "route_after_local": summary([s["route_after_local"] for s in samples]),
+        "route_monitor": summary([s["route_monitor"] for s in samples]),
         "reply": summary([s["reply"] for s in samples]),
         "reply_owner": summary([s["reply"] for s in samples if s["owner"]]),
         "reply_others": summary([s["reply"] for s in samples if not s["owner"]]),
@@ -264,15 +311,23 @@ def removal(cluster: BenchCluster) -> dict:
     gone.kill_bird(signal.SIGKILL)
     time.sleep(1.0)
     kept = sum(1 for n in others if any(gw == gone.ipv4 for gw in n.remote_routes().values()))
-    t0 = time.time()
-    proc = cluster.delete_node(gone)
-    took = time.time() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"calicoctl delete node: {proc.stdout} {proc.stderr}")
-    withdrawn = _withdrawn(others, gone, routes, t0)
-    after_exit = [None if v is None else v - took for v in withdrawn.pop("_values")]
+    key = f"/calico/resources/v3/projectcalico.org/nodes/{gone.nodename}"
+    deletes = EtcdEvents(cluster.endpoint, key)
+    try:
+        time.sleep(0.3)  # the watch is open
+        t0 = time.time()
+        proc = cluster.delete_node(gone)
+        took = time.time() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"calicoctl delete node: {proc.stdout} {proc.stderr}")
+        withdrawn = _withdrawn(others, gone, routes, t0)
+        deleted = deletes.wait(lambda op, k, v: op == "DELETE" and k == key, WAIT)
+    finally:
+        deletes.stop()
+    after_delete = [None if v is None or deleted is None else v - (deleted - t0) for v in withdrawn.pop("_values")]
     out["vanished_then_deleted"] = {"calicoctl_s": round(took, 2), "nodes_still_routing_before_delete": kept, "of": len(others),
-                                    **withdrawn, "after_calicoctl_exit": summary(after_exit)}
+                                    "node_deleted_s": round(deleted - t0, 3) if deleted else None,
+                                    **withdrawn, "after_node_deleted": summary(after_delete)}
     if len(cluster.nodes) >= 3:
         stopped = cluster.nodes[-2]
         others = [n for n in cluster.nodes[:-2]]
@@ -369,7 +424,7 @@ def run_size(server, size: int, args, workdir: Path) -> dict:
     cluster = BenchCluster(workdir / f"cluster-{size}", server.endpoint, str(workdir / "journal"))
     try:
         pid = server.proc.pid
-        phase("build", results, cluster, pid, build, cluster, size)
+        phase("build", results, cluster, pid, build, cluster, size, args.parallel_start)
         results["sessions"] = size * (size - 1) // 2
         phase("new_block", results, cluster, pid, new_block, cluster, args.reps, args.observers)
         phase("borrowed", results, cluster, pid, borrowed, cluster, args.reps, args.observers)
@@ -389,6 +444,10 @@ def _ms(s: dict, key: str = "median") -> str:
     return "-" if value is None else f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
+def _s_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
 def markdown(results: dict) -> str:
     """The report: convergence, CPU and etcd load per cluster size."""
     lines = [f"Routing benchmark run {results['when']} on {results['machine']} (`{results['command']}`).", ""]
@@ -405,23 +464,28 @@ def markdown(results: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     row("new block: the ADD on A itself", lambda r: r["new_block"]["add"])
+    row("new block: ADD start -> block affinity confirmed in etcd", lambda r: r["new_block"]["claimed"])
     row("new block: ADD start -> first reply from A's own namespace (pod ready)", lambda r: r["new_block"]["local"])
+    row("new block: ADD start -> B routes the block to A (B's pings reach A's link)", lambda r: r["new_block"]["routed"])
+    row("**new block: affinity confirmed -> B routes the block to A**", lambda r: r["new_block"]["claim_to_route"])
     row("**new block: ADD start -> first reply from a pod on B**", lambda r: r["new_block"]["reply"])
     row("new block: B's first reply after A's own", lambda r: r["new_block"]["after_local"])
-    row("new block: ADD start -> route in B's kernel, as `ip monitor` printed it (upper bound)", lambda r: r["new_block"]["route"])
     row("borrowed: the ADD on A itself", lambda r: r["borrowed"]["add"])
-    row("borrowed: ADD start -> first reply from A's own namespace", lambda r: r["borrowed"]["local"])
+    row("borrowed: ADD start -> first reply from A's own namespace (pod ready)", lambda r: r["borrowed"]["local"])
+    row("borrowed: ADD start -> B routes the /32 to A (B's pings reach A's link)", lambda r: r["borrowed"]["routed"])
+    row("**borrowed: pod ready on A -> B routes the /32 to A**", lambda r: r["borrowed"]["route_after_local"])
     row("**borrowed: ADD start -> first reply from a pod on the block's owner**", lambda r: r["borrowed"]["reply_owner"])
     row("**borrowed: ADD start -> first reply from a pod on another node**", lambda r: r["borrowed"]["reply_others"])
-    row("borrowed: ADD start -> /32 in B's kernel (`ip monitor`, upper bound)", lambda r: r["borrowed"]["route"])
-    row("node vanished, `calicoctl delete node --force` start -> its routes gone, per node", lambda r: r["removal"]["vanished_then_deleted"]["per_node"])
-    row("the same from calicoctl's exit", lambda r: r["removal"]["vanished_then_deleted"]["after_calicoctl_exit"])
+    row("node vanished: `calicoctl delete node --force` start -> its routes gone, per node", lambda r: r["removal"]["vanished_then_deleted"]["per_node"])
+    row("**node vanished: Node deleted in etcd -> its routes gone, per node**", lambda r: r["removal"]["vanished_then_deleted"]["after_node_deleted"])
     row("BIRD stopped (SIGTERM) -> its routes gone, per node", lambda r: r["removal"].get("bird_stopped_cleanly", {}).get("per_node", {}))
-    lines.append("| node vanished and deleted: withdrawn on every node (calicoctl's run) | " + " | ".join(
-        f"{r['removal']['vanished_then_deleted']['everywhere_ms']} ms ({r['removal']['vanished_then_deleted']['calicoctl_s'] * 1000:.0f} ms)" for r in sizes) + " |")
+    lines.append("| node vanished: delete start -> withdrawn on every node (Node deleted in etcd at; calicoctl's whole run) | " + " | ".join(
+        f"{r['removal']['vanished_then_deleted']['everywhere_ms']} ms ({_s_ms(r['removal']['vanished_then_deleted']['node_deleted_s'])}; "
+        f"{r['removal']['vanished_then_deleted']['calicoctl_s'] * 1000:.0f} ms)" for r in sizes) + " |")
     lines.append("| BIRD stopped: withdrawn on every node | " + " | ".join(
         f"{r['removal'].get('bird_stopped_cleanly', {}).get('everywhere_ms', '-')} ms" for r in sizes) + " |")
-    lines.append("| start: all calico-nodes registered / then every block routed everywhere | " + " | ".join(
+    how = "all at once" if results.get("parallel_start") else "one after the other"
+    lines.append(f"| start: calico-nodes registered and watching ({how}) / then every block routed everywhere | " + " | ".join(
         f"{r['build']['start_s']} s / {r['build']['mesh_s']} s" for r in sizes) + " |")
     lines += ["", "CPU per phase (machine: busy share of all its vCPUs; calico-node includes its `bird -p` children):", "",
               "| nodes | phase | seconds | machine | calico-node: all (vCPU), mean, max per node | BIRD: all (vCPU), mean, max per node | etcd (vCPU) | benchmark (vCPU) | others on the machine (vCPU) |",
@@ -457,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--observers", type=int, default=4, help="observer nodes per repetition")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle etcd-load window")
     parser.add_argument("--busy", type=float, default=20.0, help="seconds of the busy etcd-load window")
+    parser.add_argument("--parallel-start", action="store_true",
+                        help="start every calico-node at once (default: one after the other, see routing_support.WATCH_RACE)")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.nodes.split(",") if s]
@@ -471,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.node()} {os.cpu_count()} vCPU {platform.release()}",
                      "command": " ".join(["python -m bench.routing", *(argv if argv is not None else sys.argv[1:])]), "sizes": [],
+                     "parallel_start": args.parallel_start,
                      "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="calico-bench-routing-") as work, fabric_with_etcd() as server:
         for size in sizes:
