@@ -131,13 +131,31 @@ done
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'install-cni.sh: %s\n' "$*" >&2; exit 1; }
+# sh_word WORD: WORD as a POSIX shell reads it back, for the commands this installer prints: as it
+# is when it holds only characters no shell treats specially, else single-quoted (' as '\'').
+sh_word() {
+    local q="'"
+    case "$1" in
+        ''|*[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "${1//$q/$q\\$q$q}" ;;
+        *) printf '%s' "$1" ;;
+    esac
+}
+# unit_word WORD: WORD as systemd reads it back from ExecStart=: % (a specifier) and $ (a variable)
+# doubled, and double-quoted, with \ and " escaped, when it holds white space, a quote or a backslash.
+unit_word() {
+    local word=${1//%/%%}
+    word=${word//\$/\$\$}
+    case "$word" in
+        *[[:space:]\"\'\\]*) word=${word//\\/\\\\}; printf '"%s"' "${word//\"/\\\"}" ;;
+        *) printf '%s' "$word" ;;
+    esac
+}
 
 [ "$(id -u)" -eq 0 ] || die "run as root: it writes to $bin_dir and $conf_dir"
 manifest="$prefix/installed-files"
 unit_name=calico-node.service
 # calico-node replaced the warm agent of earlier versions: its unit and launcher are retired.
 old_unit=calico-cni-agent.service
-retired=(calico-cni-agent "$old_unit")
 systemd_runs() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
 case "$node" in true|false) ;; *) die "CALICO_NODE (or CALICO_CNI_AGENT) must be true or false, got $node" ;; esac
 if [ -n "$agent_socket" ]; then
@@ -146,9 +164,13 @@ if [ -n "$agent_socket" ]; then
         || die "--agent-socket: calico-node serves <run dir>/cni.sock, so the socket must be named cni.sock (got $agent_socket); use --run-dir DIR"
     run_dir=$(dirname "$agent_socket")
 fi
-for dir_option in "--run-dir=$run_dir" "--state-dir=$state_dir" "--node-env-file=$env_file"; do
+for dir_option in "--prefix=$prefix" "--bin-dir=$bin_dir" "--conf-dir=$conf_dir" "--calicoctl-dir=$ctl_dir" \
+        "--run-dir=$run_dir" "--state-dir=$state_dir" "--node-env-file=$env_file" ${unit_dir:+"--unit-dir=$unit_dir"}; do
     case "${dir_option#*=}" in /*) ;; *) die "${dir_option%%=*} must be an absolute path, got ${dir_option#*=}" ;; esac
 done
+# The installed commands start with #!PREFIX/bin/python, which the kernel splits at white space.
+case "$prefix" in *[[:space:]]*) die "--prefix must not hold white space (the installed commands start with #!$prefix/bin/python), got '$prefix'" ;; esac
+backend=${backend,,}
 case "$backend" in ''|bird|none|vxlan) ;; *) die "--backend must be bird, vxlan or none, got $backend" ;; esac
 bird_wanted=0
 [ "$node" = false ] || case "$backend" in ''|bird) bird_wanted=1 ;; esac
@@ -170,14 +192,22 @@ if [ "$uninstall" = 1 ]; then
     fi
     # calico-node leaves BIRD running when it stops (so restarts keep the routes); a BIRD on the
     # installed run directory's socket is stopped with it, here, where the daemon is gone.
-    installed_env=$(grep -m1 '/calico-node\.env$' "$manifest" || true)
+    # Its environment file: the one the installed unit names (any name --node-env-file gave), else
+    # the installed calico-node.env. It is read as calico-node's documented command reads it (sh).
+    installed_env=""
+    installed_unit=$(grep -m1 "/$unit_name\$" "$manifest" || true)
+    if [ -n "$installed_unit" ] && [ -f "$installed_unit" ]; then
+        installed_env=$(sed -n 's/^EnvironmentFile=//p' "$installed_unit" | head -n 1)
+        installed_env=${installed_env//%%/%}
+    fi
+    [ -n "$installed_env" ] || installed_env=$(grep -m1 '/calico-node\.env$' "$manifest" || true)
     if [ -n "$installed_env" ] && [ -f "$installed_env" ]; then
-        installed_run=$(sed -n "s/^CALICO_RUN_DIR='\\(.*\\)'\$/\\1/p" "$installed_env")
+        installed_run=$(env -i sh -c '. "$1" && printf %s "${CALICO_RUN_DIR:-}"' sh "$installed_env" 2>/dev/null || true)
         if [ -n "$installed_run" ] && [ -S "$installed_run/bird.ctl" ]; then
             if systemd_runs && grep -q "^/etc/systemd/system/$unit_name\$" "$manifest"; then
                 birdc -s "$installed_run/bird.ctl" down >/dev/null 2>&1 && say "stopped calico-node's BIRD ($installed_run/bird.ctl)"
             else
-                say "note: a BIRD may still answer on $installed_run/bird.ctl; once calico-node is stopped, stop it with: birdc -s $installed_run/bird.ctl down"
+                say "note: a BIRD may still answer on $installed_run/bird.ctl; once calico-node is stopped, stop it with: birdc -s $(sh_word "$installed_run/bird.ctl") down"
             fi
         fi
     fi
@@ -235,21 +265,24 @@ else
         || die "Python 3.11 or newer is needed (Debian 12: apt-get install python3 python3-venv)"
 fi
 [ -n "$nodename" ] || nodename=$(hostname | tr '[:upper:]' '[:lower:]')
-case "$mtu" in ''|[0-9]*) ;; *) die "--mtu must be a number, got $mtu" ;; esac
-case "$as_number" in ''|[0-9]*) ;; *) die "--as must be a number, got $as_number" ;; esac
+case "$mtu" in *[!0-9]*) die "--mtu must be a whole number of bytes (e.g. 1440), got $mtu" ;; esac
 
 # calico-node's environment file: the installer's etcd and node settings, then the calico-node
 # variables set in the installer's environment. Values are single-quoted, which systemd's
-# EnvironmentFile and a POSIX shell read alike (nothing expanded), so a value may not hold a
-# single quote or a line break.
+# EnvironmentFile and a POSIX shell read alike (verbatim: nothing expanded, no escapes); a single
+# quote in a value is written as '"'"' (close, a double-quoted quote, reopen), which both read back
+# as one quote. A line break is refused.
 node_env=()
+node_vars=()  # the same settings as NAME=VALUE, for the check below
 # calico-node's variables the installer has no option for, copied when set (with CALICO_IPV4POOL_*
 # and CALICO_IPV6POOL_*). CALICO_LOG_FILE is not one: it is the installer's --log-file (the plugins').
 passed_through="NO_DEFAULT_POOLS FELIX_IPV6SUPPORT DISABLE_NODE_IP_CHECK CALICO_NODENAME_FILE CALICO_LOG_LEVEL AUTODETECT_POLL_INTERVAL CLUSTER_TYPE ETCD_TIMEOUT"
 env_line() { # env_line NAME VALUE: one line of the file, when VALUE is not empty
     [ -n "$2" ] || return 0
-    case "$2" in *"'"*|*$'\n'*) die "$1 cannot be written to $env_file: it holds a single quote or a line break" ;; esac
-    node_env+=("$1='$2'")
+    case "$2" in *$'\n'*) die "$1 cannot be written to $env_file: it holds a line break" ;; esac
+    local q="'"
+    node_env+=("$1='${2//$q/$q\"$q\"$q}'")
+    node_vars+=("$1=$2")
 }
 if [ "$node" = true ]; then
     [ -n "$node_ip6" ] || [ "$ipv6" != true ] || node_ip6=autodetect
@@ -273,6 +306,20 @@ if [ "$node" = true ]; then
     while read -r name; do
         env_line "$name" "${!name}"
     done < <(compgen -e | grep -E "^(CALICO_IPV4POOL_|CALICO_IPV6POOL_)[A-Z0-9_]+\$|^(${passed_through// /|})\$" | LC_ALL=C sort || true)
+    # calico-node's own rules check these settings now, so that a value it would refuse stops the
+    # installation here, naming the variable, instead of a unit that fails at every restart. Its
+    # settings module is standard library only: the checkout's copy, run by the interpreter found
+    # above, writing no bytecode (the checkout is never written to) and reading no file.
+    refusal=$(env -i "${node_vars[@]}" "$python" -I -B -c '
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from calico_cni.errors import CalicoError
+from calico_cni.node.settings import from_args
+try:
+    from_args([], os.environ)
+except CalicoError as exc:
+    sys.exit(str(exc))
+' "$here" 2>&1) || die "calico-node would refuse its settings: $refusal (--help names the option of each variable)"
 fi
 
 changes=0
@@ -468,7 +515,7 @@ if [ "$node" = true ]; then
     # Private to root: it may hold etcd credentials.
     put_file "$env_file" 0600 < <(
         echo "# calico-node's settings, written by scripts/install-cni.sh (run it again to change them;"
-        echo "# every variable is described by: $node_command --help)"
+        echo "# every variable is described by: $(sh_word "$node_command") --help)"
         printf '%s\n' "${node_env[@]}")
     if systemd_runs || [ -n "$unit_dir" ]; then
         unit_path="${unit_dir:-/etc/systemd/system}/$unit_name"
@@ -481,8 +528,8 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-EnvironmentFile=$env_file
-ExecStart=$node_command
+EnvironmentFile=${env_file//%/%%}
+ExecStart=$(unit_word "$node_command")
 # Only calico-node is signalled on stop or restart: BIRD, which it starts in a session of its own,
 # keeps running with the routes, and the next calico-node adopts it.
 KillMode=process
@@ -599,8 +646,9 @@ if [ "$node" = true ]; then
         else
             say "calico-node: systemd does not run here; start calico-node in the node's network namespace with:"
         fi
-        say "    sh -ac '. $env_file; exec $node_command' &"
-        say "  and check it with: sh -ac '. $env_file; exec $node_command -felix-ready'  (and -bird-ready)"
+        node_script=". $(sh_word "$env_file"); exec $(sh_word "$node_command")"
+        say "    sh -ac $(sh_word "$node_script") &"
+        say "  and check it with: sh -ac $(sh_word "$node_script -felix-ready")  (and -bird-ready)"
         say "  (until it runs, the plugins do all their work in-process, which is slower, and no route reaches other nodes)"
         if [ -S "$run_dir/cni.sock" ]; then
             say "  note: $run_dir/cni.sock exists: stop what serves it first (a calico-cni-agent of an earlier version, or a calico-node to restart)"

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 from dataclasses import dataclass, field
@@ -478,6 +479,52 @@ def test_mask_made_by_someone_else_is_kept(installation):
                 directory.rmdir()
 
 
+def test_paths_with_spaces_and_values_with_quotes(installation, tmp_path):
+    """Every directory but the prefix holds a space, and calico-node's settings hold quotes, a
+    backslash and a dollar: the plugins run, the unit quotes its command, the environment file
+    reads back as given, the check command the installer prints runs (and finds no calico-node on
+    the run directory with a space), and --uninstall finds calico-node's run directory through the
+    unit's environment file and removes everything. (The prefix cannot hold one: the kernel splits
+    a #! line at white space, so it is refused.)"""
+    root = tmp_path / "with space"
+    prefix = tmp_path / "opt"
+    dirs = {name: root / f"{name} dir" for name in ("bin", "conf", "ctl", "units", "run", "state", "etc")}
+    env_file = dirs["etc"] / "node settings.env"
+    selector = "rack == 'a' && has(zone)"
+    password = "it's a \\back$lash \"secret\""
+    argv = ["bash", str(INSTALLER), "--prefix", str(prefix), "--bin-dir", str(dirs["bin"]), "--conf-dir", str(dirs["conf"]),
+            "--calicoctl-dir", str(dirs["ctl"]), "--unit-dir", str(dirs["units"]), "--run-dir", str(dirs["run"]),
+            "--state-dir", str(dirs["state"]), "--node-env-file", str(env_file), "--etcd-endpoints", ETCD_ENDPOINT,
+            "--nodename", "spaced-node", "--log-file", str(root / "log dir" / "cni.log")]
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+           **offline_pip_env(installation.wheelhouse), "CALICO_IPV4POOL_NODE_SELECTOR": selector, "ETCD_USERNAME": "calico", "ETCD_PASSWORD": password}
+    out = run_in(None, argv, env=env, timeout=600).ok().stdout
+    try:
+        version = run_in(None, [str(dirs["bin"] / "calico")], env={"CNI_COMMAND": "VERSION", "CALICO_CNI_AGENT_SOCKET": ""})
+        assert "1.0.0" in version.ok().json()["supportedVersions"]
+        unit = (dirs["units"] / "calico-node.service").read_text().splitlines()
+        assert f'ExecStart="{dirs["ctl"]}/calico-node"' in unit and f"EnvironmentFile={env_file}" in unit
+        read_back = run_in(None, ["sh", "-ac", f'. "{env_file}"; printf "%s\\n" "$CALICO_IPV4POOL_NODE_SELECTOR" "$ETCD_PASSWORD" "$CALICO_RUN_DIR"'], env={})
+        assert read_back.ok().stdout.splitlines() == [selector, password, str(dirs["run"])]
+        (check,) = [line for line in out.splitlines() if "and check it with:" in line]
+        command = check.split("and check it with:", 1)[1].split("  (and -bird-ready)")[0].strip()
+        probe = run_in(None, ["bash", "-c", command], env={"PATH": env["PATH"]})
+        assert probe.rc == 1 and f"nothing answers on {dirs['run']}/cni.sock" in probe.stderr, probe.describe()
+
+        # A BIRD socket left in the run directory: --uninstall (no systemd here) says how to stop it.
+        dirs["run"].mkdir(parents=True)
+        bird = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bird.bind(str(dirs["run"] / "bird.ctl"))
+    finally:
+        removed = run_in(None, ["bash", str(INSTALLER), "--prefix", str(prefix), "--uninstall"], env=env)
+    bird.close()
+    assert f"note: a BIRD may still answer on {dirs['run']}/bird.ctl" in removed.ok().stdout, removed.describe()
+    (dirs["run"] / "bird.ctl").unlink()
+    dirs["run"].rmdir()
+    # Kept only because the run directory was still in it when --uninstall ran.
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == ["with space"], removed.describe()
+
+
 def run_installer(*args: str, env: dict[str, str] | None = None) -> ClientRun:
     """The installer with only PATH and HOME (and `env`) in its environment."""
     full_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": os.environ.get("HOME", "/root"), **(env or {})}
@@ -493,11 +540,23 @@ def run_installer(*args: str, env: dict[str, str] | None = None) -> ClientRun:
         (["--agent-socket", "/run/agent.sock"], {}, 1, "calico-node serves <run dir>/cni.sock, so the socket must be named cni.sock"),
         (["--run-dir", "run"], {}, 1, "--run-dir must be an absolute path, got run"),
         (["--state-dir", "state"], {}, 1, "--state-dir must be an absolute path, got state"),
+        (["--calicoctl-dir", "bin"], {}, 1, "--calicoctl-dir must be an absolute path, got bin"),
+        (["--prefix", "/nonexistent/with space/opt"], {}, 1, "--prefix must not hold white space (the installed commands start with #!/nonexistent/with space/opt/bin/python)"),
         (["--backend", "gobgp"], {}, 1, "--backend must be bird, vxlan or none, got gobgp"),
-        (["--as", "AS64512"], {}, 1, "--as must be a number, got AS64512"),
-        ([], {"ETCD_PASSWORD": "it's"}, 1, "ETCD_PASSWORD cannot be written to"),
+        ([], {"ETCD_PASSWORD": "line\nbreak", "ETCD_USERNAME": "calico"}, 1, "ETCD_PASSWORD cannot be written to"),
         (["--python", "/bin/false"], {}, 1, "/bin/false is not Python 3.11 or newer"),
-        (["--mtu", "big"], {}, 1, "--mtu must be a number, got big"),
+        (["--mtu", "big"], {}, 1, "--mtu must be a whole number of bytes (e.g. 1440), got big"),
+        (["--mtu", "1500x"], {}, 1, "--mtu must be a whole number of bytes (e.g. 1440), got 1500x"),
+        # calico-node's own settings rules, applied before anything is written.
+        (["--as", "AS64512"], {}, 1, "calico-node would refuse its settings: AS='AS64512' is not a valid AS number: use 1 to 4294967295"),
+        (["--as", "64512x"], {}, 1, "AS='64512x' is not a valid AS number"),
+        (["--ip", "198.19.1.300"], {}, 1, "IP='198.19.1.300' is not an IPv4 address"),
+        (["--ip-autodetection-method", "first"], {}, 1, "invalid IP autodetection method IP_AUTODETECTION_METHOD='first'"),
+        (["--router-id", "fd00::1"], {}, 1, "CALICO_ROUTER_ID='fd00::1' is not a router id"),
+        (["--nodename", "node_"], {}, 1, "the node name from NODENAME 'node_' is not a valid node name"),
+        ([], {"CALICO_IPV4POOL_IPIP": "on"}, 1, "CALICO_IPV4POOL_IPIP='on' is not an encapsulation mode"),
+        ([], {"NO_DEFAULT_POOLS": "yes"}, 1, "NO_DEFAULT_POOLS='yes' is ambiguous"),
+        ([], {"ETCD_TIMEOUT": "soon"}, 1, "ETCD_TIMEOUT='soon' is not a number of seconds"),
     ],
 )
 def test_bad_option_fails_and_writes_nothing(tmp_path, args, env, rc, message):
