@@ -10,6 +10,10 @@ as unset (manifests often carry `value: ""`).
 Only etcd is a datastore here: `DATASTORE_TYPE=kubernetes`, or no etcd endpoints (where Calico
 would fall back to Kubernetes), is refused at start.
 
+scripts/install-cni.sh runs `from_args` from the checkout with the machine's Python, before any
+package is installed, to refuse bad settings early: this module imports only the standard library
+and calico_cni's stdlib-only modules (config, errors, model).
+
 The readiness and liveness probes (`-bird-ready`, `-felix-live`, ... `-threshold-time`) parse with
 one dash as Calico's Go flags do (two dashes work too); with a probe flag the datastore settings
 are not required, so a probe never fails on one.
