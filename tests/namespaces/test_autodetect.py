@@ -206,6 +206,18 @@ def test_kubernetes_internal_ip_is_a_clear_error(ns):
     assert "first-found" in str(info.value)
 
 
+def test_interfaces_that_cannot_be_read_are_an_autodetect_error(monkeypatch):
+    # Not provokable in a test namespace (netlink always answers there): the error is stood in.
+    def refuse():
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(autodetect.Rtnl, "open", refuse)
+    for method in ("first-found", "interface=eth0", "cidr=198.19.0.0/16"):
+        with pytest.raises(AutodetectError) as info:
+            detect_with_reason(method, 4)
+        assert str(info.value) == "cannot list this node's interfaces and addresses: [Errno 1] Operation not permitted"
+
+
 def test_a_parsed_method_is_taken_as_it_is(host):
     with host.inside():
         assert detect(parse_method("interface=eth0"), 4) == iface("198.19.1.2/24")
