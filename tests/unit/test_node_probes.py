@@ -7,7 +7,10 @@ answers.)"""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -243,3 +246,27 @@ def test_felix_probes_report_an_unexpected_health_answer(run_dir, code, answer):
         thread.join(5)
         listener.close()
     assert not ok and message.startswith(f"calico/node is not ready: felix is not ready: unexpected health answer on {path}: ")
+
+
+def test_node_status_needs_root():
+    # As Calico's enforceRoot: run as nobody, it says so and exits 1 before looking at anything.
+    code = "import sys; from calico_cni.ctl.main import cli; sys.argv = ['calicoctl', 'node', 'status']; cli()"
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                            capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    assert (result.returncode, result.stdout, result.stderr) == (1, "Need super user privileges: Operation not permitted\n", "")
+
+
+def test_node_status_reports_a_bird_answer_it_cannot_read(one_reply_bird, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from calico_cni.ctl import node_status
+
+    sock = one_reply_bird(b"2002-name proto table state since info extra\n0000 \n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "bird.ctl").symlink_to(sock)
+    monkeypatch.setattr(node_status, "calico_node_running", lambda: True)  # the process scan is tested with real processes
+    result = CliRunner().invoke(node_status.status, ["--run-dir", str(run_dir)])
+    assert result.exit_code == 1
+    assert result.output == ("Calico process is running.\n"
+                             "Error executing command: unknown BIRD table output format: name proto table state since info extra\n")
