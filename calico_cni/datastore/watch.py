@@ -95,7 +95,8 @@ class Batch:
     with etcd's per-watcher progress notifications, never with the stream-wide answers to progress
     requests, which etcd 3.4 may send ahead of events still queued. `revision`: the highest
     revision etcd reported on this stream (informational: a prefix can lag it, see `progress`).
-    The first batch of a watch (no events) says every watcher was created: the watch is established.
+    The first batch of a watch says every watcher was created: the watch is established (it carries
+    the events of the watchers created before the last one, often none).
     """
 
     events: tuple[Event, ...]
@@ -217,6 +218,11 @@ def watch(
         progress = {p: starts[p] - 1 for p in prefixes}
         revision = max(progress.values(), default=0)
         established = False
+        # Events of watchers already created are kept until every create is answered: the first
+        # batch comes only then, and it must carry them (etcd may send a watcher's events before
+        # it answers the next create on the same stream).
+        events: list[Event] = []
+        advanced = False  # a prefix's progress moved without events
         heard = time.monotonic()  # when etcd last said anything on this stream
         answer_due: float | None = heard + dead_after  # a create or progress request unanswered
         while True:
@@ -235,8 +241,6 @@ def watch(
                     stream.send(etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest()))
                     answer_due = now + dead_after
                 continue
-            events: list[Event] = []
-            advanced = False  # a prefix's progress moved without events
             # Take everything that has arrived: one batch, one cache update for the caller.
             while True:
                 if isinstance(item, _Ended):
@@ -288,7 +292,8 @@ def watch(
                 answer_due = None
                 if events or advanced or not established:
                     established = True
-                    yield Batch(tuple(events), revision, dict(progress))
+                    batch, events, advanced = Batch(tuple(events), revision, dict(progress)), [], False
+                    yield batch
     finally:
         stream.close()
 
