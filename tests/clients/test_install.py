@@ -479,6 +479,31 @@ def test_mask_made_by_someone_else_is_kept(installation):
                 directory.rmdir()
 
 
+def test_a_bird_service_unit_of_the_administrators_is_left_alone(installation):
+    """A bird.service unit file of the administrator's own where the mask would go: the installer
+    neither replaces nor records it, warns that Debian's BIRD would delete calico-node's routes if
+    it runs, and --uninstall leaves it."""
+    inst = installation
+    if inst.installed:
+        inst.run("--uninstall").ok()
+        inst.installed = False
+    unit = inst.unit_dir / "bird.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text("[Service]\nExecStart=/usr/sbin/bird -f\n")
+    try:
+        out = inst.ensure_installed().stdout
+        assert f"warning: {unit} exists and is not a mask; Debian's bird.service is left alone" in out, out
+        assert not any(line.startswith("mask:") for line in inst.manifest.read_text().splitlines())
+        removed = inst.run("--uninstall").ok()
+        inst.installed = False
+        assert unit.read_text() == "[Service]\nExecStart=/usr/sbin/bird -f\n" and "unmasked" not in removed.stdout, removed.describe()
+    finally:
+        unit.unlink(missing_ok=True)
+        for directory in (unit.parent, unit.parent.parent, unit.parent.parent.parent):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+
+
 def test_paths_with_spaces_and_values_with_quotes(installation, tmp_path):
     """Every directory but the prefix holds a space, and calico-node's settings hold quotes, a
     backslash and a dollar: the plugins run, the unit quotes its command, the environment file
