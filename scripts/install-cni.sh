@@ -511,12 +511,16 @@ put_file "$conf_dir/$conf_name" 0600 <<<"$conflist"
 # --- calico-node: its settings, and a systemd unit where systemd runs (else a command to run) ---
 node_command="$ctl_dir/calico-node"
 unit_changed=0
+settings_changed=0  # an earlier environment file changed: calico-node reads it only when it starts
 if [ "$node" = true ]; then
     # Private to root: it may hold etcd credentials.
+    before=$changes
+    [ -f "$env_file" ] || before=-1
     put_file "$env_file" 0600 < <(
         echo "# calico-node's settings, written by scripts/install-cni.sh (run it again to change them;"
         echo "# every variable is described by: $(sh_word "$node_command") --help)"
         printf '%s\n' "${node_env[@]}")
+    [ "$before" -lt 0 ] || [ "$changes" -eq "$before" ] || settings_changed=1
     if systemd_runs || [ -n "$unit_dir" ]; then
         unit_path="${unit_dir:-/etc/systemd/system}/$unit_name"
         before=$changes
@@ -636,7 +640,8 @@ if [ "$node" = true ]; then
         if ! systemctl is-enabled --quiet "$unit_name" 2>/dev/null; then
             systemctl enable --now "$unit_name" >/dev/null 2>&1 || die "systemctl enable --now $unit_name failed; see: journalctl -u $unit_name"
             note "enabled and started $unit_name"
-        elif [ "$unit_changed" = 1 ] || [ "$package_changed" = 1 ] || [ "$old_agent_stopped" = 1 ] || ! systemctl is-active --quiet "$unit_name"; then
+        elif [ "$unit_changed" = 1 ] || [ "$settings_changed" = 1 ] || [ "$package_changed" = 1 ] || [ "$old_agent_stopped" = 1 ] \
+                || ! systemctl is-active --quiet "$unit_name"; then
             systemctl restart "$unit_name" || die "systemctl restart $unit_name failed; see: journalctl -u $unit_name"
             note "restarted $unit_name"
         fi
@@ -654,6 +659,7 @@ if [ "$node" = true ]; then
             say "  note: $run_dir/cni.sock exists: stop what serves it first (a calico-cni-agent of an earlier version, or a calico-node to restart)"
         fi
         [ "$package_changed" = 0 ] || say "  a calico-node that is already running runs the previous version until it is restarted"
+        [ "$settings_changed" = 0 ] || say "  a calico-node that is already running keeps its previous settings until it is restarted"
     fi
 fi
 

@@ -320,6 +320,21 @@ def test_second_run_changes_nothing(installation):
     assert changed(before, snapshot(inst.root)) == {}
 
 
+def test_changed_settings_say_a_running_calico_node_keeps_the_old_ones(installation):
+    """calico-node reads its environment file only when it starts: a run that changes it says so
+    (where systemd runs, it restarts the unit instead); a run that changes nothing does not."""
+    inst = installation
+    inst.ensure_installed()
+    notice = "a calico-node that is already running keeps its previous settings until it is restarted"
+    try:
+        changed_run = inst.run("--as", "64600").ok()
+        assert "AS='64600'" in inst.env_file.read_text().splitlines() and notice in changed_run.stdout, changed_run.describe()
+        again = inst.run("--as", "64600").ok()
+        assert notice not in again.stdout, again.describe()
+    finally:
+        inst.run().ok()
+
+
 def stop_bird(run_dir: Path) -> None:
     """Stop the BIRD a calico-node started on `run_dir` (it outlives calico-node by design): its
     pid file names it; SIGKILL, then wait until it is gone."""
