@@ -8,7 +8,9 @@ only code that talks to BIRD.
   recovery (the kernel routes a previous BIRD left are kept until the sessions are back). BIRD
   forks into the background itself; it is started in a session of its own, so a SIGTERM or SIGKILL
   of the daemon that started it (or of its process group) never reaches it. A BIRD already
-  answering on the socket is adopted, never started twice.
+  answering on the socket is adopted, never started twice; one whose socket accepts but does not
+  answer (hung) is reported, never replaced. A socket path longer than 107 bytes (what a Unix
+  socket holds, and BIRD accepts) is refused with a clear error before anything runs.
 - The control socket speaks BIRD's CLI protocol: each line starts with a four-digit reply code,
   then `-` (more lines follow) or a space (the last line of the reply); a line starting with a
   space continues the previous code; `+` lines are spontaneous messages. 0xxx is success, 1xxx a
@@ -45,6 +47,8 @@ START_WAIT = 10.0
 EXIT_WAIT = 10.0
 # `bird -p` and the forking `bird` parent finish in milliseconds; this only bounds a wedged one.
 RUN_TIMEOUT = 30.0
+# A Unix socket's path holds at most this many bytes (sun_path is 108 with its NUL); BIRD refuses longer.
+MAX_SOCKET_PATH = 107
 
 # Replies of `configure` that mean the new configuration is being loaded.
 RECONFIGURING = {"0003", "0004", "0005"}  # Reconfigured; in progress; already in progress, queued
@@ -231,8 +235,16 @@ class Control:
         self.socket = socket
         self.timeout = timeout
 
+    def _check_path(self) -> None:
+        """BirdError when the socket's path is too long for a Unix socket (BIRD would refuse it)."""
+        length = len(os.fsencode(self.socket))
+        if length > MAX_SOCKET_PATH:
+            raise BirdError(f"BIRD's control socket path {self.socket} is {length} bytes long",
+                            f"a Unix socket's path has at most {MAX_SOCKET_PATH}: use a shorter run directory")
+
     def _open(self) -> tuple[_socket.socket, _Reader]:
         """A connection that BIRD greeted, and its reader (the deadline runs from here)."""
+        self._check_path()
         deadline = time.monotonic() + self.timeout
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         try:
@@ -270,11 +282,16 @@ class Control:
     def running(self) -> bool:
         """Whether a BIRD answers on the socket (greets within the deadline)."""
         try:
-            sock, _ = self._open()
+            self.greet()
         except BirdError:
             return False
-        sock.close()
         return True
+
+    def greet(self) -> None:
+        """Connect and wait for BIRD's greeting: BirdUnreachable when nothing listens, BirdError
+        when something listens but does not greet within the deadline (a hung BIRD)."""
+        sock, _ = self._open()
+        sock.close()
 
     def show_protocols(self) -> list[Protocol]:
         """Every protocol row of `show protocols`."""
@@ -327,6 +344,7 @@ class _Reader:
 
 
 def _binary() -> str:
+    """`bird` on PATH, else where Debian's bird2 installs it (a PATH without /usr/sbin)."""
     return shutil.which("bird") or "/usr/sbin/bird"
 
 
@@ -346,20 +364,31 @@ def _process_alive(pid: int) -> bool:
 class Bird(Control):
     """The node's BIRD: its configuration file, control socket and pid file (keep the socket and the
     pid file in the run directory). `netns`: a network namespace file BIRD is started in (tests);
-    None starts it in the caller's namespace."""
+    None starts it in the caller's namespace. `binary`: the `bird` executable (default: `bird` on
+    PATH, else /usr/sbin/bird)."""
 
-    def __init__(self, config: str, socket: str, pid_file: str, netns: str | None = None, timeout: float = TIMEOUT) -> None:
+    def __init__(self, config: str, socket: str, pid_file: str, netns: str | None = None, timeout: float = TIMEOUT,
+                 binary: str | None = None) -> None:
         super().__init__(socket, timeout)
         self.config = config
         self.pid_file = pid_file
         self.netns = netns
+        self.binary = binary
+
+    def _run(self, argv: list[str], what: str, **options) -> subprocess.CompletedProcess:
+        """Run `argv` (a `bird` command line) within RUN_TIMEOUT; BirdError naming `what` and the
+        executable when it cannot be run at all (BIRD missing or broken: not an answer of BIRD's)."""
+        try:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=RUN_TIMEOUT, **options)
+        except subprocess.TimeoutExpired:
+            raise BirdError(f"cannot {what}: {' '.join(argv)} did not finish within {RUN_TIMEOUT:.0f} s") from None
+        except OSError as exc:
+            raise BirdError(f"cannot {what}: cannot run {exc.filename or argv[0]}", f"{exc.strerror or exc} (is bird2 installed?)") from None
 
     def check(self, path: str) -> str | None:
-        """`bird -p -c path`: None when BIRD accepts the file, else its error text."""
-        try:
-            proc = subprocess.run([_binary(), "-p", "-c", path], stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"cannot run bird -p: {exc}"
+        """`bird -p -c path`: None when BIRD accepts the file, else its error text. BirdError when
+        `bird` cannot be run (the file was not checked)."""
+        proc = self._run([self.binary or _binary(), "-p", "-c", path], "check BIRD's configuration", capture_output=True)
         if proc.returncode == 0:
             return None
         text = (proc.stderr or proc.stdout).decode("utf-8", "replace")
@@ -368,7 +397,9 @@ class Bird(Control):
 
     def install(self, text: str) -> str | None:
         """Make `text` the configuration file when BIRD accepts it (None); otherwise the file is
-        left as it was, the text is kept as `<config>.rejected`, and BIRD's error is returned."""
+        left as it was, the text is kept as `<config>.rejected`, and BIRD's error is returned.
+        BirdError when `bird` cannot be run, OSError when the file cannot be written (the file is
+        left as it was)."""
         directory = os.path.dirname(os.path.abspath(self.config))
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(self.config)}.")
@@ -401,21 +432,23 @@ class Bird(Control):
 
     def start(self) -> bool:
         """Start BIRD unless one already answers on the socket (then adopt it: False). True once a
-        started BIRD answers; BirdError with BIRD's own message when it does not start."""
-        if self.running():
+        started BIRD answers; BirdError with BIRD's own message when it does not start. A socket
+        that accepts but does not greet (a hung BIRD) is a BirdError too, never a reason to start
+        a second BIRD: whoever supervises calico-node decides what to do with the hung one (its
+        -bird-live probe fails). A stale socket file and pid file are BIRD's to replace."""
+        try:
+            self.greet()
             return False
+        except BirdUnreachable:
+            pass
         for path in (self.socket, self.pid_file):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        argv = [_binary(), "-R", "-s", self.socket, "-P", self.pid_file, "-c", self.config]
+        argv = [self.binary or _binary(), "-R", "-s", self.socket, "-P", self.pid_file, "-c", self.config]
         if self.netns is not None:
             argv = ["nsenter", f"--net={self.netns}", *argv]
         # stderr to a file, not a pipe: the daemonized child must not keep our read end open.
         with tempfile.TemporaryFile() as err:
-            try:
-                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                      start_new_session=True, close_fds=True, timeout=RUN_TIMEOUT)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise BirdError("cannot start BIRD", str(exc)) from None
+            proc = self._run(argv, "start BIRD", stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, close_fds=True)
             err.seek(0)
             message = err.read().decode("utf-8", "replace").strip()
         if proc.returncode != 0:
@@ -454,7 +487,7 @@ class Bird(Control):
         deadline = time.monotonic() + wait
         while (pid is not None and _process_alive(pid)) or self.running():
             if time.monotonic() > deadline:
-                return f"BIRD accepted graceful restart but still runs after {wait:.0f} s"
+                return f"BIRD accepted graceful restart but still runs after {wait:g} s"
             time.sleep(0.05)
         return None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -231,6 +232,25 @@ def test_start_adopts_a_running_bird(running):
     pid = a.bird.pid()
     assert a.bird.start() is False
     assert a.bird.pid() == pid and bird_pids(a.directory) == [pid]
+
+
+def test_start_over_a_stale_socket_and_pid_file(nodes):
+    """What a BIRD killed with SIGKILL leaves: its socket file (nobody listens) and a pid file
+    whose pid now names another process. Neither is taken for a running BIRD, and BIRD replaces both."""
+    a, _ = nodes
+    os.makedirs(os.path.dirname(a.bird.socket))
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(a.bird.socket)
+    stale.close()
+    with open(a.bird.pid_file, "w") as f:
+        f.write(f"{os.getpid()}\n")  # alive, but not a bird
+    assert a.bird.pid() is None and not a.bird.running()
+    assert a.bird.start() is True
+    pid = a.bird.pid()
+    assert pid is not None and pid != os.getpid() and bird_pids(a.directory) == [pid] and a.bird.running()
+    with open(a.bird.pid_file, "w") as f:
+        f.write("not a pid\n")
+    assert a.bird.pid() is None
 
 
 def test_start_reports_why_bird_does_not_start(nodes):

@@ -83,6 +83,7 @@ class FakeBird:
         self.replies = replies
         self.welcome = welcome
         self.commands: list[str] = []
+        self.connections = 0  # accepted, greeting-only ones too
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(8)
@@ -96,6 +97,7 @@ class FakeBird:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             with conn:
                 conn.sendall(self.welcome)
                 data = b""
@@ -362,6 +364,56 @@ def test_nothing_listening_is_unreachable(tmp_path):
         with pytest.raises(BirdUnreachable, match="nothing answers"):
             Control(str(path)).show_protocols()
         assert not Control(str(path)).running()
+
+
+def test_a_socket_path_too_long_for_a_unix_socket_is_a_clear_error(tmp_path):
+    """107 bytes is the most BIRD and the kernel take; every call says so, and start() runs nothing."""
+    longest = str(tmp_path / ("s" * (bird.MAX_SOCKET_PATH - len(str(tmp_path)) - 1)))
+    assert len(longest) == bird.MAX_SOCKET_PATH
+    with pytest.raises(BirdUnreachable):  # long, but not too long: nothing listens there
+        Control(longest).show_protocols()
+    too_long = longest + "x"
+    message = f"BIRD's control socket path {too_long} is 108 bytes long: a Unix socket's path has at most 107: use a shorter run directory"
+    with pytest.raises(BirdError) as info:
+        Control(too_long).show_protocols()
+    assert str(info.value) == message and not isinstance(info.value, BirdUnreachable)
+    assert not Control(too_long).running()
+    with pytest.raises(BirdError) as info:
+        bird.Bird(str(tmp_path / "bird.cfg"), too_long, str(tmp_path / "bird.pid"), binary=str(tmp_path / "never-run")).start()
+    assert str(info.value) == message
+
+
+def test_start_never_starts_a_second_bird_beside_a_hung_one(fake_bird, tmp_path):
+    hung = fake_bird({}, welcome=b"")
+    marker = tmp_path / "started"
+    binary = tmp_path / "bird"
+    binary.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    binary.chmod(0o755)
+    with pytest.raises(BirdError, match="did not answer") as info:
+        bird.Bird(str(tmp_path / "bird.cfg"), hung.path, str(tmp_path / "bird.pid"), timeout=0.3, binary=str(binary)).start()
+    assert not isinstance(info.value, BirdUnreachable) and not marker.exists()
+
+
+def test_check_and_start_without_a_bird_to_run(tmp_path):
+    missing = tmp_path / "sbin" / "bird"
+    config = tmp_path / "bird.cfg"
+    config.write_text("router id 198.19.0.1;\n")
+    b = bird.Bird(str(config), str(tmp_path / "bird.ctl"), str(tmp_path / "bird.pid"), binary=str(missing))
+    with pytest.raises(BirdError) as info:
+        b.check(str(config))
+    assert str(info.value) == f"cannot check BIRD's configuration: cannot run {missing}: No such file or directory (is bird2 installed?)"
+    with pytest.raises(BirdError) as info:
+        b.install("router id 198.19.0.2;\n")
+    assert "cannot check BIRD's configuration" in str(info.value)
+    assert config.read_text() == "router id 198.19.0.1;\n" and sorted(os.listdir(tmp_path)) == ["bird.cfg"]  # untouched, nothing left
+    with pytest.raises(BirdError) as info:
+        b.start()
+    assert str(info.value) == f"cannot start BIRD: cannot run {missing}: No such file or directory (is bird2 installed?)"
+
+
+def test_a_bird_that_accepts_graceful_restart_and_stays_is_reported(fake_bird, tmp_path):
+    stays = bird.Bird(str(tmp_path / "bird.cfg"), fake_bird({"graceful restart": GRACEFUL}).path, str(tmp_path / "bird.pid"))
+    assert stays.graceful_restart(wait=0.2) == "BIRD accepted graceful restart but still runs after 0.2 s"
 
 
 # --- probes ----------------------------------------------------------------------------------
