@@ -2,10 +2,12 @@
 from the cache, actual state is the installed configuration and the running BIRD.
 
 Level-triggered: every pass renders the whole configuration from the latest snapshot, installs it
-only when the text differs (checked with `bird -p` before it replaces the old one, design rule 28),
-reloads BIRD with `configure` (never a restart for a change), and starts BIRD when it is not
-running (adopting one that already runs: a restarted calico-node does not disturb the routes).
-Nothing happens before the first full list of the datastore is in the cache (design rule 27).
+only when the file does not hold that text already (checked with `bird -p` before it replaces the
+old one, design rule 28), reloads BIRD with `configure` (never a restart for a change), and starts
+BIRD when nothing answers on its socket (adopting one that already runs: a restarted calico-node
+does not disturb the routes). Nothing happens before the first full list of the datastore is in
+the cache (design rule 27). Every call to BIRD has a deadline, so a hung BIRD is reported, never
+waited for; each problem is logged once while it lasts.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import json
 import logging
 import threading
 
-from calico_cni.dataplane.bird import Bird
+from calico_cni.dataplane.bird import Bird, BirdError
 from calico_cni.model import keys
 from calico_cni.model.records import CONFIRMED, Affinity, CorruptRecord
-from calico_cni.node.bird_config import Rendered, RoutingInputs, render
+from calico_cni.node.bird_config import RoutingInputs, render
 from calico_cni.node.parts import PartHealth
 from calico_cni.node.syncer import Cache, Snapshot
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 _NODES, _BGP_CONFIGURATIONS, _PEERS, _FILTERS, _POOLS = "nodes", "bgpconfigurations", "bgppeers", "bgpfilters", "ippools"
 _KINDS = (_NODES, _BGP_CONFIGURATIONS, _PEERS, _FILTERS, _POOLS)
 
+# How often a pass runs with no change in the datastore: it restarts a BIRD that died and repairs a
+# configuration file changed behind our back.
+PERIOD = 2.0
 
 
 def watched(node: str) -> tuple[str, ...]:
@@ -34,10 +39,6 @@ def watched(node: str) -> tuple[str, ...]:
     those kinds and the node's own block affinities; not workload endpoints, blocks or handles,
     which change with every pod (every node would otherwise receive every pod's writes)."""
     return (*(f"{keys.RESOURCES}{plural}/" for plural in _KINDS), keys.host_affinities(node))
-
-# How often a pass runs with no change in the datastore: it restarts a BIRD that died and repairs a
-# configuration file changed behind our back.
-PERIOD = 2.0
 
 
 def _resources(snapshot: Snapshot, problems: list[str]) -> dict[str, dict[str, dict]]:
@@ -104,7 +105,9 @@ class RoutingController:
         self.cache = cache
         self.bird = bird
         self._reported: frozenset[str] = frozenset()
-        self.installed: str | None = None  # the text BIRD last loaded from us
+        # The text the running BIRD was told to load (None: not known, e.g. a BIRD adopted at
+        # start, which gets one `configure` to be sure).
+        self.loaded: str | None = None
         self.passes = 0
 
     def _report(self, problems: list[str]) -> None:
@@ -116,28 +119,38 @@ class RoutingController:
             log.info("routing: resolved: %s", problem)
         self._reported = current
 
-    def apply(self, rendered: Rendered) -> str | None:
-        """Make BIRD run `rendered`; what went wrong, or None."""
-        if rendered.text != self.installed or not self._file_matches(rendered.text):
-            problem = self.bird.install(rendered.text)
+    def apply(self, text: str) -> str | None:
+        """Make BIRD run `text`; what went wrong, or None. The file is written only when it does
+        not hold `text` already (changed in the datastore, or behind our back); BIRD is started
+        when nothing answers on its socket, else reloaded after a write or when it was not told
+        this text yet."""
+        changed = not self._file_holds(text)
+        if changed:
+            try:
+                refused = self.bird.install(text)
+            except (BirdError, OSError) as exc:
+                return f"BIRD's configuration {self.bird.config} is not installed: {exc}"
+            if refused is not None:
+                return f"BIRD refused the rendered configuration (the running one is kept): {refused}"
+        try:
+            started = self.bird.start()
+        except BirdError as exc:
+            return f"BIRD is not running or does not answer: {exc}"
+        if started:
+            log.warning("routing: BIRD was not running; started it")
+        elif changed or self.loaded != text:
+            problem = self.bird.configure()
             if problem is not None:
-                return f"BIRD refused the rendered configuration (the running one is kept): {problem}"
-            if self.bird.running():
-                problem = self.bird.configure()
-                if problem is not None:
-                    return f"BIRD did not load the new configuration: {problem}"
-                log.info("routing: BIRD reconfigured")
-            self.installed = rendered.text
-        if not self.bird.running():
-            log.warning("routing: BIRD is not running; starting it")
-            self.bird.start()
+                return f"BIRD did not load the new configuration: {problem}"
+            log.info("routing: BIRD reconfigured")
+        self.loaded = text
         return None
 
-    def _file_matches(self, text: str) -> bool:
+    def _file_holds(self, text: str) -> bool:
         try:
             with open(self.bird.config, encoding="utf-8") as f:
                 return f.read() == text
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             return False
 
     def run_pass(self, snapshot: Snapshot) -> str | None:
@@ -146,7 +159,7 @@ class RoutingController:
         rendered = render(inputs)
         problems += list(rendered.problems)
         problems += [f"IPPool {cidr}: its ipipMode or vxlanMode is not Never; BIRD keeps its routes out of the kernel, so it is not routed by the bird backend" for cidr in rendered.unrouted_pools]
-        failure = self.apply(rendered)
+        failure = self.apply(rendered.text)
         if failure is not None:
             problems.append(failure)
         self._report(problems)
