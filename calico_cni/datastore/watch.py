@@ -96,7 +96,9 @@ class Batch:
     requests, which etcd 3.4 may send ahead of events still queued. `revision`: the highest
     revision etcd reported on this stream (informational: a prefix can lag it, see `progress`).
     The first batch of a watch says every watcher was created: the watch is established (it carries
-    the events of the watchers created before the last one, often none).
+    the events of the watchers created before the last one, often none). A later batch without
+    events says the stream is alive: etcd answered a progress request, or advanced a watcher's
+    progress (a consumer's liveness report needs that while the datastore is idle).
     """
 
     events: tuple[Event, ...]
@@ -197,8 +199,8 @@ def watch(
     """Watch every key under `prefixes` on one stream (see the module docstring), from revision
     `start` (for every prefix, or per prefix: a mapping prefix -> start revision).
 
-    Yields `Batch`es: first an empty one once every watcher is created, then the events as they
-    come. Returns when `stop` is set; raises `WatchLost` otherwise. `reauthenticate`: get a new
+    Yields `Batch`es: first one once every watcher is created, then the events as they come, and
+    an empty one whenever etcd answers a progress request. Returns when `stop` is set; raises `WatchLost` otherwise. `reauthenticate`: get a new
     token before opening the stream (the last one was refused). A progress report is requested
     after `progress_interval` seconds without a word from etcd; nothing heard within `dead_after`
     seconds of a request (or of opening the stream) ends the watch as UNREACHABLE.
@@ -217,7 +219,6 @@ def watch(
         by_id: dict[int, str] = {}  # watch id -> prefix
         progress = {p: starts[p] - 1 for p in prefixes}
         revision = max(progress.values(), default=0)
-        established = False
         # Events of watchers already created are kept until every create is answered: the first
         # batch comes only then, and it must carry them (etcd may send a watcher's events before
         # it answers the next create on the same stream).
@@ -289,9 +290,9 @@ def watch(
                     break
             heard = time.monotonic()
             if not pending:
-                answer_due = None
-                if events or advanced or not established:
-                    established = True
+                # Every create, or a progress request, answered: a batch tells the caller so.
+                answered, answer_due = answer_due is not None, None
+                if events or advanced or answered:
                     batch, events, advanced = Batch(tuple(events), revision, dict(progress)), [], False
                     yield batch
     finally:

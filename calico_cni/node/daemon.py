@@ -89,8 +89,8 @@ class NodeDaemon:
         syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, watched(settings.nodename), self.cache)
 
         def sync(stop: threading.Event, health: PartHealth) -> None:
-            health.ok("listing and watching the datastore")
-            syncer.run(stop)
+            health.not_ready("listing the datastore")
+            syncer.run(stop, health)
 
         parts = [Part("syncer", sync)]
         if settings.backend == "bird":

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from calico_cni.datastore.errors import DatastoreError
 from calico_cni.datastore.etcd import EtcdClient, KeyValue, Range
@@ -118,6 +118,16 @@ class Cache:
             self._publish(Snapshot(MappingProxyType(items), revision, old.synced, old.version + 1))
 
 
+class Reporter(Protocol):
+    """Where `Syncer.run` reports how it is doing (calico-node's part health: its probes read it)."""
+
+    def ok(self, detail: str | None = None) -> None:
+        """The cache is in sync and the watch was heard from just now."""
+
+    def not_ready(self, why: str) -> None:
+        """The watch is down (the cache may be stale): `why`."""
+
+
 class Syncer:
     """Lists and watches `prefixes` into `cache` (see the module docstring).
 
@@ -176,25 +186,29 @@ class Syncer:
                 "last_event_at": self._last_event_at,
             }
 
-    def _failed(self, message: str, established: bool, delay: float) -> None:
-        """Record a failure and log it: a warning, unless it repeats the last one while no watch
-        was established in between (etcd down for an hour must not log every 5 s at warning)."""
+    def _failed(self, message: str, established: bool, delay: float, reporter: Reporter | None) -> None:
+        """Record a failure, report it and log it: a warning, unless it repeats the last one while
+        no watch was established in between (etcd down for an hour must not log every 5 s at warning)."""
         with self._lock:
             repeated = message == self._last_error and not established
             self._last_error, self._last_error_at = message, time.time()
+        if reporter is not None:
+            reporter.not_ready(message)
         log.log(logging.DEBUG if repeated else logging.WARNING, "datastore sync: %s; %s in %.1fs", message,
                 "listing" if self._resume is None else "resuming the watch", delay)
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, reporter: Reporter | None = None) -> None:
         """List and watch until `stop` is set; never raises a datastore error (it waits and tries
-        again), and returns within a fraction of a second of `stop`."""
+        again), and returns within a fraction of a second of `stop`. `reporter` hears of every
+        batch the watch delivers (events, or etcd answering a progress request: at least every
+        `progress_interval` seconds) and of every failure."""
         delay = self.backoff_min
         while not stop.is_set():
             established = False
             try:
-                established, lost = self._attempt(stop)
+                established, lost = self._attempt(stop, reporter)
             except DatastoreError as exc:
                 message = str(exc)
             else:
@@ -208,12 +222,12 @@ class Syncer:
                 message = f"{lost.reason.value}: {lost.detail}"
             if established:
                 delay = self.backoff_min
-            self._failed(message, established, delay)
+            self._failed(message, established, delay, reporter)
             if stop.wait(delay):
                 return
             delay = min(delay * 2, self.backoff_max)
 
-    def _attempt(self, stop: threading.Event) -> tuple[bool, WatchLost | None]:
+    def _attempt(self, stop: threading.Event, reporter: Reporter | None) -> tuple[bool, WatchLost | None]:
         """One connection: list if needed, then watch until `stop` or a loss. Returns whether a
         watch was established, and the loss (None: stopped). A failed list raises."""
         client = self.connect()
@@ -245,6 +259,8 @@ class Syncer:
                 if batch.events:
                     with self._lock:
                         self._last_event_at = time.time()
+                if reporter is not None:
+                    reporter.ok(f"watching from revision {self.cache.snapshot().revision}")
             return established, None
         except WatchLost as lost:
             return established, lost

@@ -46,16 +46,17 @@ def wait_until(predicate, timeout: float = 15, what: str = "condition") -> None:
 class Running:
     """A syncer's `run` on a thread, with its warm client; `halt` sets stop and joins (bounded)."""
 
-    def __init__(self, settings: EtcdSettings, cache: Cache | None = None, **options) -> None:
+    def __init__(self, settings: EtcdSettings, cache: Cache | None = None, reporter=None, **options) -> None:
         self.warm = EtcdClient(settings)
         self.cache = cache or Cache()
         self.syncer = Syncer(self.warm.lease, PREFIXES, self.cache, **options)
+        self.reporter = reporter
         self.leases = 0
         self.start()
 
     def start(self) -> None:
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.syncer.run, args=(self.stop,), daemon=True)
+        self.thread = threading.Thread(target=self.syncer.run, args=(self.stop, self.reporter), daemon=True)
         self.thread.start()
 
     def halt(self, timeout: float = 2) -> None:
@@ -286,3 +287,61 @@ def test_a_refused_token_is_renewed_and_the_syncer_lists_again(auth_settings, ru
         r.halt()
     finally:
         c.close()
+
+
+class Reports:
+    """A syncer's reporter (calico-node's part health stands here): what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, str | None, float]] = []
+
+    def ok(self, detail: str | None = None) -> None:
+        with self.lock:
+            self.calls.append(("ok", detail, time.monotonic()))
+
+    def not_ready(self, why: str) -> None:
+        with self.lock:
+            self.calls.append(("not_ready", why, time.monotonic()))
+
+    def of(self, kind: str) -> list[tuple[str, str | None, float]]:
+        with self.lock:
+            return [c for c in self.calls if c[0] == kind]
+
+
+def etcd_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name in ("etcd-watch", "etcd-list")]
+
+
+def test_an_idle_watch_reports_it_is_alive_and_a_lost_one_reports_why(private, running):
+    """calico-node's liveness probe reads the syncer's last good pass: an idle datastore must not
+    look like a dead syncer (every answered progress request is one), and an etcd gone says so."""
+    reports = Reports()
+    r = running(EtcdSettings((private.endpoint,)), reporter=reports, progress_interval=0.2, dead_after=1.0)
+    wait_until(lambda: r.syncer.status()["in_sync"], what="the watch")
+    first = len(reports.of("ok"))
+    wait_until(lambda: len(reports.of("ok")) >= first + 3, timeout=10, what="progress answers reported while idle")
+    assert reports.of("ok")[-1][1].startswith("watching from revision ")
+    assert not reports.of("not_ready")
+    private.members[0].stop()
+    wait_until(lambda: reports.of("not_ready"), timeout=15, what="the loss reported")
+    assert "unreachable" in reports.of("not_ready")[0][1]
+    r.halt()
+    wait_until(lambda: not etcd_threads(), timeout=10, what=f"the syncer's threads to end: {etcd_threads()}")
+
+
+def test_losses_leave_no_thread_behind(private, running):
+    """A watch lost again and again (etcd stopped and started) and a stop: every stream's reader
+    thread ends."""
+    r = running(EtcdSettings((private.endpoint,)), dead_after=1.0)
+    for _ in range(3):
+        wait_until(lambda: r.syncer.status()["in_sync"], timeout=20, what="the watch")
+        assert etcd_threads().count("etcd-watch") == 1, etcd_threads()
+        private.members[0].stop()
+        wait_until(lambda: not r.syncer.status()["in_sync"], what="the loss")
+        private.members[0].start()
+        private.wait_healthy()
+    wait_until(lambda: r.syncer.status()["in_sync"], timeout=20, what="the watch")
+    assert r.syncer.status()["losses"] >= 3  # each attempt while etcd was down is one too
+    r.halt()
+    wait_until(lambda: not etcd_threads(), timeout=10, what=f"the syncer's threads to end: {etcd_threads()}")

@@ -245,6 +245,8 @@ def test_an_idle_stream_that_answers_stays_up(private, watching):
         w.wait_established()
         time.sleep(3)  # many progress rounds
         assert w.thread.is_alive() and w.lost is None
+        # Each answered progress request is an empty batch: the consumer knows the stream is alive.
+        assert len(w.batches) >= 5 and not w.events, w.batches
         c.commit([], puts=[(RESOURCES + "nodes/n1", b"1")])
         assert [e.key for e in w.wait_events(1)] == [RESOURCES + "nodes/n1"]
     finally:
