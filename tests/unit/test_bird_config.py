@@ -8,6 +8,7 @@ root."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 import re
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from calico_cni.node import bgp_peers
 from calico_cni.node.bird_config import Rendered, RoutingInputs, hash_router_id, interface_glob, render
@@ -791,3 +794,141 @@ def test_interface_globs_are_checked_where_they_are_quoted(text) -> None:
 def test_durations_round_to_seconds_as_calico_does(text, seconds) -> None:
     assert bgp_peers.duration_seconds(text) == seconds
 
+
+# --- fuzzing: any stored value, anywhere ----------------------------------------------------------
+#
+# Each example starts from a valid cluster and changes one to four places in its documents: a value
+# replaced by any JSON value (null, lists, objects, huge or negative numbers, floats, any text), a
+# string with a hostile fragment inserted, 5000 digits put before it or nested 400 deep, a key
+# removed or renamed. render() must not raise, its text
+# must pass `bird -p` (the `checked` fixture) and hold no '@': every hostile fragment carries one, and
+# no value allowed into BIRD's text (an address, a number, a checked name or interface glob) can.
+
+MARK = "@"
+FRAGMENTS = [
+    MARK,
+    f'{MARK}"',
+    f"{MARK}'",
+    f"{MARK};",
+    f"{MARK}}}",
+    f"{MARK}{{",
+    f"{MARK}\n",
+    f"%{MARK}",
+    f"{MARK}\x00",
+    f"{MARK}\u2028",
+    f'{MARK}"; }}; protocol bgp x {{ neighbor 6.6.6.6 as 1; }}',
+    f" as 1; }}; protocol static {MARK} {{ route 0.0.0.0/0 blackhole; ",
+    f") then {{ accept; }} if ( net ~ 0.0.0.0/0 {MARK}",
+]
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([-1, 0, 2**31, 2**32, 2**64, 10**30, "9" * 5000]),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(FRAGMENTS),
+)
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+
+
+def clusters() -> list[dict[str, Any]]:
+    """Valid starting points (RoutingInputs' fields) that between them use every field render reads."""
+    rr = three_nodes(n2=node("n2", "198.19.0.2/24", "fd00:198:19::2/64", labels={"rr": "true"}, routeReflectorClusterID="224.0.0.1", asNumber=65002))
+    full = {
+        "nodes": rr,
+        "configs": {
+            "default": config(
+                asNumber=65000,
+                listenPort=1790,
+                logSeverityScreen="Debug",
+                bindMode="NodeIP",
+                ignoredInterfaces=["eth9", "veth*"],
+                nodeMeshMaxRestartTime="2m",
+                serviceClusterIPs=[{"cidr": "10.96.0.0/12"}],
+                serviceExternalIPs=[{"cidr": "203.0.113.0/24"}],
+                serviceLoadBalancerIPs=[{"cidr": "198.51.100.0/24"}, {"cidr": "198.51.101.1/32"}],
+                communities=[{"name": "big", "value": "65001:300:7"}],
+                prefixAdvertisements=[{"cidr": "198.18.0.0/16", "communities": ["65001:100", "big"]}],
+            ),
+            "node.n1": config("node.n1", listenPort=1791, logSeverityScreen="Info", prefixAdvertisements=[{"cidr": "fd00:198:18::/48", "communities": ["65001:7"]}]),
+        },
+        "peers": [
+            peer("tor", peerIP="198.19.0.254:1790", asNumber=65100, filters=["edge"], keepOriginalNextHop=True, ttlSecurity=3, maxRestartTime="90s", numAllowedLocalASNumbers=2, reachableBy="198.19.0.253"),
+            peer("rr", nodeSelector="all()", peerSelector="rr == 'true'"),
+            peer("one", node="n1", peerIP="198.19.0.3", asNumber=64512, sourceAddress="None"),
+            peer("v6", nodeSelector="has(rr) || !has(rr)", peerIP="[fd00:198:19::fe]:179", asNumber=65000, filters=["edge"]),
+        ],
+        "filters": {
+            "edge": resource(
+                "BGPFilter",
+                "edge",
+                exportV4=[{"action": "Reject", "matchOperator": "In", "cidr": "198.18.5.0/24", "prefixLength": {"min": 26, "max": 30}}],
+                importV4=[{"action": "Accept", "source": "RemotePeers", "interface": "eth*"}, {"action": "Reject"}],
+                importV6=[{"action": "Reject", "matchOperator": "NotEqual", "cidr": "fd00:198:18::/48"}],
+            )
+        },
+        "pools": [*POOLS, pool("ipip", "198.20.0.0/16", ipipMode="Always", disableBGPExport=True), pool("vx6", "fd00:198:20::/48", vxlanMode="Always")],
+        "blocks": ["198.18.0.0/26", "198.18.1.1/32", "fd00:198:18::/122"],
+    }
+    six = {"nodes": {f"n{i}": node(f"n{i}", v6=f"fd00:198:19::{i}/64") for i in (1, 2, 3)}, "router_id": "hash", "blocks": ["fd00:198:18::/122"]}
+    return [full, six, {"me": "n2", "nodes": rr, "peers": full["peers"], "configs": {"default": config(nodeToNodeMeshEnabled=False)}}]
+
+
+def _places(tree: Any, path: tuple = ()) -> list[tuple]:
+    """Every place in the documents: (container, key) paths, below the RoutingInputs' own fields."""
+    out = [path] if len(path) >= 2 else []
+    children = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in children:
+        out += _places(value, (*path, key))
+    return out
+
+
+def _mutate(fields: dict, data: st.DataObject) -> None:
+    # The kind of document first, so that the kinds with few fields are changed as often as nodes.
+    kind = data.draw(st.sampled_from([k for k in sorted(fields) if _places(fields[k], (k,))]), label="kind")
+    place = data.draw(st.sampled_from(_places(fields[kind], (kind,))), label="place")
+    parent = fields
+    for key in place[:-1]:
+        parent = parent[key]
+    key, value = place[-1], parent[place[-1]]
+    how = data.draw(st.sampled_from(["replace", "corrupt", "swell", "nest", "drop", "rename"]), label="how")
+    if how == "corrupt" and isinstance(value, str):
+        at = data.draw(st.integers(0, len(value)), label="at")
+        parent[key] = value[:at] + data.draw(st.sampled_from(FRAGMENTS), label="fragment") + value[at:]
+    elif how == "swell" and isinstance(value, str):
+        parent[key] = "9" * 5000 + value  # past Python's 4300-digit int() limit where the value is a number
+    elif how == "nest" and isinstance(value, str):
+        parent[key] = "!(" * 400 + value + ")" * 400  # past the recursion limit where the value is a selector
+    elif how == "drop" and isinstance(parent, dict):
+        del parent[key]
+    elif how == "rename" and isinstance(parent, dict):
+        parent[data.draw(st.text(max_size=8) | st.sampled_from(FRAGMENTS), label="new key")] = parent.pop(key)
+    else:
+        parent[key] = data.draw(JSON, label="value")
+
+
+FUZZ = settings(max_examples=200, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _check_hostile(rendered: Rendered) -> None:
+    assert MARK not in rendered.text, rendered.text
+    for problem in rendered.problems:
+        assert problem.isprintable(), problem
+
+
+@FUZZ
+@given(start=st.sampled_from(range(len(clusters()))), changes=st.integers(1, 4), data=st.data())
+def test_fuzzed_documents_never_raise_and_never_reach_the_text(checked, start, changes, data) -> None:
+    fields = copy.deepcopy(clusters()[start])
+    for _ in range(changes):
+        _mutate(fields, data)
+    _check_hostile(checked(inputs(**fields)))
+
+
+@FUZZ
+@given(me=st.text(max_size=12) | st.sampled_from(["n1", "n2", *FRAGMENTS]), router_id=st.none() | st.text(max_size=16) | st.sampled_from(["hash", "10.0.0.1", *FRAGMENTS]), data=st.data())
+def test_fuzzed_node_name_and_router_id_never_raise_and_never_reach_the_text(checked, me, router_id, data) -> None:
+    fields = copy.deepcopy(clusters()[0])
+    rendered = checked(inputs(**{**fields, "me": me, "router_id": router_id}))
+    _check_hostile(rendered)
