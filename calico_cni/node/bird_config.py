@@ -291,11 +291,16 @@ def filter_statement(rule: dict) -> str:
     return f"if ({'&&'.join(conditions)}) then {{ {action} }}" if conditions else action
 
 
-def read_filters(docs: Mapping[str, dict], problems: list[str]) -> dict[str, dict[tuple[str, int], list[str]]]:
-    """BGPFilter name -> (direction, family) -> its BIRD statements (only lists that have rules).
-    The name becomes a BIRD symbol, so it must be the decoded document's own (checked) name."""
-    out: dict[str, dict[tuple[str, int], list[str]]] = {}
+FilterRules = dict[tuple[str, int], list[str]]  # (direction, family) -> BIRD statements
+
+
+def read_filters(docs: Mapping[str, dict], problems: list[str]) -> dict[str, FilterRules | None]:
+    """BGPFilter name -> (direction, family) -> its BIRD statements (only lists that have rules), or
+    None for a filter left out (reported). The name becomes a BIRD symbol, so it must be the decoded
+    document's own (checked) name."""
+    out: dict[str, FilterRules | None] = {}
     for name in sorted(docs):
+        out[name] = None
         doc = decoded("BGPFilter", docs[name], name, problems)
         if doc is None:
             continue
@@ -314,10 +319,10 @@ def read_filters(docs: Mapping[str, dict], problems: list[str]) -> dict[str, dic
     return out
 
 
-def filter_functions(filters: Mapping[str, Mapping[tuple[str, int], list[str]]]) -> list[str]:
+def filter_functions(filters: Mapping[str, FilterRules | None]) -> list[str]:
     lines = []
     for name in sorted(filters):
-        for (direction, family), statements in sorted(filters[name].items()):
+        for (direction, family), statements in sorted((filters[name] or {}).items()):
             lines += [f"function {filter_function(name, direction, family)}() {{", *(f"  {s}" for s in statements), "}"]
     return lines
 
@@ -483,17 +488,28 @@ class Local:
     node: NodeInfo
     asn: int
     bind_node_ip: bool
-    filters: Mapping[str, Mapping[tuple[str, int], list[str]]]
+    filters: Mapping[str, FilterRules | None]  # None: left out (its sessions were not rendered)
 
 
 def _filter_calls(session: Session, local: Local, direction: str, problems: list[str]) -> list[str]:
     calls = []
     for name in session.filters:
         if name not in local.filters:
-            problems.append(f"{session.origin}: BGPFilter {name!r} does not exist or was left out; the peer is rendered without it")
-        elif (direction, session.family) in local.filters[name]:
+            # Calico renders the peer without a filter that does not exist.
+            problems.append(f"{session.origin}: BGPFilter {name!r} does not exist; the peer is rendered without it")
+        elif (direction, session.family) in (local.filters[name] or {}):
             calls.append(f"{filter_function(name, direction, session.family)}();")
     return calls
+
+
+def _filters_left_out(session: Session, filters: Mapping[str, FilterRules | None], problems: list[str]) -> bool:
+    """Whether a filter of the session exists but was left out (reported): the session is then not
+    rendered, since without the filter it would pass what the operator filtered out (Calico renders
+    the filter, BIRD refuses the whole configuration and keeps running the one before)."""
+    left_out = [name for name in session.filters if name in filters and filters[name] is None]
+    for name in left_out:
+        problems.append(f"{session.origin}: BGPFilter {name!r} was left out of the BIRD configuration; this peer is not rendered")
+    return bool(left_out)
 
 
 def _channel(session: Session, local: Local, problems: list[str]) -> list[str]:
@@ -559,9 +575,9 @@ def session_block(session: Session, local: Local, problems: list[str]) -> list[s
 # --- the whole configuration --------------------------------------------------------------------
 
 
-def _sessions(inputs: RoutingInputs, cluster: Cluster, me: NodeInfo, settings: Settings, problems: list[str]) -> list[Session]:
+def _sessions(inputs: RoutingInputs, cluster: Cluster, me: NodeInfo, settings: Settings, filters: Mapping[str, FilterRules | None], problems: list[str]) -> list[Session]:
     """Every session this node renders: the mesh, then the peers; none to this node's own
-    addresses or in a family it has no address of."""
+    addresses or in a family it has no address of, and none whose BGPFilter was left out."""
     sessions: list[Session] = []
     if settings.mesh and not me.rr_cluster_id:
         if settings.mesh_password:
@@ -571,7 +587,7 @@ def _sessions(inputs: RoutingInputs, cluster: Cluster, me: NodeInfo, settings: S
         else:
             sessions += bgp_peers.mesh_sessions(cluster, me, settings.mesh_restart, problems)
     sessions += bgp_peers.expand(cluster, me.name, bgp_peers.read_peers(inputs.peers, problems))
-    usable = [s for s in sessions if me.address(s.family) not in (None, s.ip)]
+    usable = [s for s in sessions if me.address(s.family) not in (None, s.ip) and not _filters_left_out(s, filters, problems)]
     return sorted(usable, key=lambda s: ("MGN".index(s.kind[0]), s.family, int(s.ip), s.port))
 
 
@@ -638,7 +654,7 @@ def render(inputs: RoutingInputs) -> Rendered:
     filters = read_filters(inputs.filters, problems)
     rid = router_id(inputs.router_id, me, inputs.node, problems)
     bgp_on = me is not None and rid is not None
-    sessions = _sessions(inputs, cluster, me, settings, problems) if bgp_on else []
+    sessions = _sessions(inputs, cluster, me, settings, filters, problems) if bgp_on else []
     lines = [*_head(rid, settings), *family_functions(routes), *filter_functions(filters), ""]
     lines += [*base_protocols(settings), *static_protocols(routes, _gateways(sessions, problems))]
     if bgp_on:

@@ -591,7 +591,19 @@ def test_long_bgp_filter_names_are_cut_to_a_bird_symbol(checked) -> None:
 
 def test_a_missing_bgp_filter_is_reported(checked) -> None:
     rendered = checked(inputs(peers=[peer("tor", peerIP="198.19.0.254", asNumber=65000, filters=["gone"])]))
-    assert "BGPPeer(tor): BGPFilter 'gone' does not exist or was left out; the peer is rendered without it" in rendered.problems
+    assert "BGPPeer(tor): BGPFilter 'gone' does not exist; the peer is rendered without it" in rendered.problems
+
+
+def test_a_peer_whose_bgp_filter_cannot_be_rendered_is_not_rendered(checked) -> None:
+    # Rendering the peer without the filter would export (or import) what the operator filtered out;
+    # Calico renders such a filter, BIRD refuses the whole configuration and keeps the old one.
+    empty_range = {"action": "Reject", "matchOperator": "In", "cidr": "198.18.0.0/16", "prefixLength": {"min": 30, "max": 20}}
+    filters = {"bad": resource("BGPFilter", "bad", exportV4=[empty_range]), "good": resource("BGPFilter", "good", exportV4=[{"action": "Reject"}])}
+    peers = [peer("tor", peerIP="198.19.0.254", asNumber=65000, filters=["good", "bad"]), peer("tor2", peerIP="198.19.0.253", asNumber=65000, filters=["good"])]
+    rendered = checked(inputs(peers=peers, filters=filters))
+    assert "Global_198_19_0_254" not in bgp_names(rendered.text) and "Global_198_19_0_253" in bgp_names(rendered.text)
+    assert "BGPPeer(tor): BGPFilter 'bad' was left out of the BIRD configuration; this peer is not rendered" in rendered.problems
+    assert any(p.startswith("BGPFilter(bad): prefixLength selects nothing") for p in rendered.problems), rendered.problems
 
 
 def test_listen_port_and_bind_mode_node_ip(checked) -> None:
@@ -800,9 +812,9 @@ def test_durations_round_to_seconds_as_calico_does(text, seconds) -> None:
 # Each example starts from a valid cluster and changes one to four places in its documents: a value
 # replaced by any JSON value (null, lists, objects, huge or negative numbers, floats, any text), a
 # string with a hostile fragment inserted, 5000 digits put before it or nested 400 deep, a key
-# removed or renamed. render() must not raise, its text
-# must pass `bird -p` (the `checked` fixture) and hold no '@': every hostile fragment carries one, and
-# no value allowed into BIRD's text (an address, a number, a checked name or interface glob) can.
+# removed or renamed. render() must not raise, its text must pass `bird -p` (the `checked` fixture)
+# and hold no '@': every hostile fragment carries one, and no value allowed into BIRD's text (an
+# address, a number, a checked name or interface glob) can.
 
 MARK = "@"
 FRAGMENTS = [
