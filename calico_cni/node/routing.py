@@ -108,7 +108,6 @@ class RoutingController:
         # The text the running BIRD was told to load (None: not known, e.g. a BIRD adopted at
         # start, which gets one `configure` to be sure).
         self.loaded: str | None = None
-        self.passes = 0
 
     def _report(self, problems: list[str]) -> None:
         """Log each problem once while it lasts (a pass every PERIOD must not flood the log)."""
@@ -163,7 +162,6 @@ class RoutingController:
         if failure is not None:
             problems.append(failure)
         self._report(problems)
-        self.passes += 1
         return failure
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
