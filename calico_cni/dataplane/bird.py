@@ -457,7 +457,7 @@ class Bird(Control):
         deadline = time.monotonic() + START_WAIT
         while not self.running():
             if time.monotonic() > deadline:
-                raise BirdError(f"BIRD started but does not answer on {self.socket} after {START_WAIT:.0f} s")
+                raise BirdError(f"BIRD started but does not answer on {self.socket} after {START_WAIT:g} s")
             time.sleep(0.05)
         return True
 

@@ -366,6 +366,44 @@ def test_nothing_listening_is_unreachable(tmp_path):
         assert not Control(str(path)).running()
 
 
+def test_a_socket_that_is_not_birds_is_an_error_not_a_missing_bird(fake_bird, tmp_path):
+    """Something else answers (or refuses the stream) on the path: an error naming the socket,
+    never BirdUnreachable, which would have start() start a BIRD there."""
+    other = fake_bird({}, welcome=b"0013 Daemon is up and running\n")
+    with pytest.raises(BirdError, match=f"BIRD did not greet on {other.path}: Daemon is up and running") as info:
+        Control(other.path).show_protocols()
+    assert not isinstance(info.value, BirdUnreachable)
+    datagram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "dgram.ctl")
+    datagram.bind(path)
+    try:
+        with pytest.raises(BirdError, match=f"cannot connect to BIRD's control socket {path}: Protocol wrong type for socket") as info:
+            Control(path).show_protocols()
+        assert not isinstance(info.value, BirdUnreachable) and not Control(path).running()
+    finally:
+        datagram.close()
+
+
+def test_a_command_is_one_line(fake_bird):
+    control = Control(fake_bird({}).path)
+    for command in ("show status\nshow protocols", "show status\r"):
+        with pytest.raises(ValueError, match="one command, one line"):
+            control.command(command)
+
+
+def test_a_started_bird_that_never_answers_is_an_error(tmp_path, monkeypatch):
+    """`bird` exits 0 (it forked) but nothing ever answers on the socket."""
+    monkeypatch.setattr(bird, "START_WAIT", 0.3)
+    binary = tmp_path / "bird"
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    socket_path = str(tmp_path / "run" / "bird.ctl")
+    b = bird.Bird(str(tmp_path / "bird.cfg"), socket_path, str(tmp_path / "run" / "bird.pid"), binary=str(binary))
+    with pytest.raises(BirdError) as info:
+        b.start()
+    assert str(info.value) == f"BIRD started but does not answer on {socket_path} after 0.3 s"
+
+
 def test_a_socket_path_too_long_for_a_unix_socket_is_a_clear_error(tmp_path):
     """107 bytes is the most BIRD and the kernel take; every call says so, and start() runs nothing."""
     longest = str(tmp_path / ("s" * (bird.MAX_SOCKET_PATH - len(str(tmp_path)) - 1)))
