@@ -398,7 +398,10 @@ def read_peer(doc: Any, fallback: str, problems: list[str]) -> PeerSpec | None:
                 return None
     peer_ip, peer_port = None, 0
     if spec.get("peerIP"):
-        host, peer_port = split_peer_ip(spec["peerIP"])  # type: ignore[misc]  # decoded, so valid
+        parsed = split_peer_ip(spec["peerIP"]) if isinstance(spec["peerIP"], str) else None
+        if parsed is None:  # the decoder checked it: this is the second line of defence
+            raise ValueError(f"spec.peerIP {spec['peerIP']!r} is not an address with an optional port")
+        host, peer_port = parsed
         peer_ip = address(host)
         reason = unusable(peer_ip)
         if reason:

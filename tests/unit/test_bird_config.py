@@ -805,6 +805,8 @@ def _undecoded(doc: dict) -> tuple[None, dict]:
 UNDECODED = [
     ({"nodes": three_nodes(n2=node("n2", "198.19.0.2%x;}/24"))}, "x;}", "Node(n2): '198.19.0.2%x;}/24' is not a plain address"),
     ({"nodes": three_nodes(n2=node("n2", "198.19.0.2/24", routeReflectorClusterID="1.2.3.4%x"))}, "%x", "Node(n2): '1.2.3.4%x' is not a plain address"),
+    ({"peers": [peer("p", peerIP="[fd00::9%x]:179", asNumber=65000)]}, "%x", "BGPPeer(p): spec.peerIP '[fd00::9%x]:179' is not an address with an optional port"),
+    ({"peers": [peer("p", peerIP="198.19.0.9 ", asNumber=65000)]}, "198.19.0.9", "BGPPeer(p): spec.peerIP '198.19.0.9 ' is not an address with an optional port"),
     ({"peers": [peer("p", peerIP="fd00::9", asNumber=65000, reachableBy="fd00::1%x")]}, "fd00::9", "BGPPeer(p): 'fd00::1%x' is not a plain address"),
     ({"pools": [pool("p", "198.18.0.1/16")]}, "198.18.0.", "IPPool(p): 198.18.0.1/16 has host bits set"),
     ({"configs": [config(serviceClusterIPs=[{"cidr": "10.96.0.0/12%x"}])]}, "10.96.", "BGPConfiguration(default): '10.96.0.0/12%x' is not a plain address"),
