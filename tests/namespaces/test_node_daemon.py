@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import netns
+from tests import etcd_secure, netns
 from tests.cluster_support import Cluster, ClusterNode, processes_naming, wait_for
 from tests.conftest import FABRIC_ADDRESS, plugin_path
 
@@ -35,6 +35,15 @@ def run_to_exit(node: ClusterNode, **env: str) -> subprocess.CompletedProcess:
         ["nsenter", f"--net={netns.NETNS_DIR}/{node.ns}", plugin_path("calico-node")],
         env={**node.env(), **env}, capture_output=True, text=True, timeout=RUN_TIMEOUT,
     )
+
+
+def spawn(node: ClusterNode, **env: str) -> None:
+    """Start calico-node of `node` without waiting for it to register (ClusterNode.start waits)."""
+    node.extra_env.update(env)
+    log = open(node.log, "ab")  # noqa: SIM115 - the process keeps it
+    node.proc = subprocess.Popen(["nsenter", f"--net={netns.NETNS_DIR}/{node.ns}", plugin_path("calico-node")],
+                                 env=node.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
 
 
 def probe(node: ClusterNode, *flags: str) -> subprocess.CompletedProcess:
@@ -117,12 +126,8 @@ def test_a_start_up_error_exits_1_with_one_line_and_removes_the_socket(cluster):
 
 
 def test_while_etcd_cannot_be_reached_the_socket_serves_and_nothing_is_started(node):
-    log = open(node.log, "ab")  # noqa: SIM115 - the process keeps it
-    env = {**node.env(), "ETCD_ENDPOINTS": f"http://{FABRIC_ADDRESS}:1"}  # nothing listens there
-    proc = subprocess.Popen(["nsenter", f"--net={netns.NETNS_DIR}/{node.ns}", plugin_path("calico-node")],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    node.proc = proc
+    spawn(node, ETCD_ENDPOINTS=f"http://{FABRIC_ADDRESS}:1")  # nothing listens there
+    proc = node.proc
     startup = wait_for("start-up to report the unreachable etcd",
                        lambda: ((node.health() or {}).get("parts") or {}).get("startup", {}).get("last_error"), 15)
     health = node.health()
@@ -137,6 +142,33 @@ def test_while_etcd_cannot_be_reached_the_socket_serves_and_nothing_is_started(n
     assert proc.wait(10) == 0
     assert not os.path.exists(node.socket)
     node.proc = None
+
+
+PRIVATE_PORT = 23900  # the private etcd of the test that starts calico-node before it (peer port one above)
+
+
+@pytest.fixture
+def private_etcd(tmp_path):
+    """An etcd of the test's own on the fabric address, which it may stop and start."""
+    made = etcd_secure.start_single(FABRIC_ADDRESS, PRIVATE_PORT, PRIVATE_PORT + 1, str(tmp_path))
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def test_start_up_waits_for_etcd_and_goes_on_when_it_comes(node, private_etcd):
+    """A node booting before its datastore: calico-node retries start-up (0.5 s doubling to
+    10 s) and, once etcd answers, registers, lists and starts BIRD."""
+    private_etcd.members[0].stop()
+    spawn(node, ETCD_ENDPOINTS=private_etcd.endpoint)
+    wait_for("start-up to fail twice", lambda: ((node.health() or {}).get("parts") or {}).get("startup", {}).get("restarts", 0) >= 2, 15)
+    assert not (node.state_dir / "bird.cfg").exists() and not birds(node)
+    private_etcd.members[0].start()
+    private_etcd.wait_healthy()
+    wait_for("registration once etcd is back", lambda: (node.health() or {}).get("registered"), 30)
+    wait_for("routing ready", lambda: routing_ready(node), 15)
+    assert (node.state_dir / "nodename").read_text() == node.nodename and len(birds(node)) == 1
 
 
 @pytest.fixture
