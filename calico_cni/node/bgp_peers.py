@@ -337,13 +337,54 @@ class PeerSpec:
     def shown(self) -> str:
         return label("BGPPeer", self.name)
 
+    def session(self, kind: str, ip: Address, asn: int, port: int, **remote: Any) -> Session:
+        """A session of this peer to `ip`, with the options every session of the peer shares
+        (Calico's setPeerConfigFieldsFromV3Resource and the TTL and filters it copies); `remote`
+        holds what depends on the other end."""
+        return Session(
+            kind,
+            ip,
+            asn,
+            port,
+            origin=self.shown,
+            use_node_ip=self.use_node_ip,
+            ttl_security=self.ttl_security,
+            restart_time=self.restart_time,
+            filters=self.filters,
+            **remote,
+        )
 
-def _selector(text: str, path: str, shown: str, problems: list[str]) -> Matcher | None:
-    try:
-        return parse(text)
-    except SelectorError as exc:
-        problems.append(f"{shown}: {path}: {exc}; this peer is not rendered")
+
+def _selectors(spec: dict, shown: str, problems: list[str]) -> dict[str, Matcher] | None:
+    """The peer's nodeSelector and peerSelector that are set, parsed; None (reported) when one
+    does not parse."""
+    matchers = {}
+    for key in ("nodeSelector", "peerSelector"):
+        if not spec.get(key):
+            continue
+        try:
+            matchers[key] = parse(spec[key])
+        except SelectorError as exc:
+            problems.append(f"{shown}: spec.{key}: {exc}; this peer is not rendered")
+            return None
+    return matchers
+
+
+def _remote_address(spec: dict, shown: str, problems: list[str]) -> tuple[Address | None, int] | None:
+    """The peerIP as (address, port or 0), (None, 0) when not set; None (reported) when BGP cannot
+    use the address. ValueError for a peerIP that is not an address: the decoder checked it, this
+    is the second line of defence."""
+    if not spec.get("peerIP"):
+        return None, 0
+    parsed = split_peer_ip(spec["peerIP"]) if isinstance(spec["peerIP"], str) else None
+    if parsed is None:
+        raise ValueError(f"spec.peerIP {spec['peerIP']!r} is not an address with an optional port")
+    peer_ip = address(parsed[0])
+    reason = unusable(peer_ip)
+    if reason:
+        problems.append(f"{shown}: spec.peerIP {peer_ip} is {reason}; this peer is not rendered")
         return None
+    return peer_ip, parsed[1]
 
 
 def _not_renderable(spec: dict, shown: str) -> str | None:
@@ -390,23 +431,11 @@ def read_peer(doc: Any, fallback: str, problems: list[str]) -> PeerSpec | None:
     if reason:
         problems.append(reason)
         return None
-    matchers: dict[str, Matcher | None] = {}
-    for key in ("nodeSelector", "peerSelector"):
-        if spec.get(key):
-            matchers[key] = _selector(spec[key], f"spec.{key}", shown, problems)
-            if matchers[key] is None:
-                return None
-    peer_ip, peer_port = None, 0
-    if spec.get("peerIP"):
-        parsed = split_peer_ip(spec["peerIP"]) if isinstance(spec["peerIP"], str) else None
-        if parsed is None:  # the decoder checked it: this is the second line of defence
-            raise ValueError(f"spec.peerIP {spec['peerIP']!r} is not an address with an optional port")
-        host, peer_port = parsed
-        peer_ip = address(host)
-        reason = unusable(peer_ip)
-        if reason:
-            problems.append(f"{shown}: spec.peerIP {peer_ip} is {reason}; this peer is not rendered")
-            return None
+    matchers = _selectors(spec, shown, problems)
+    remote = _remote_address(spec, shown, problems) if matchers is not None else None
+    if matchers is None or remote is None:
+        return None
+    peer_ip, peer_port = remote
     return PeerSpec(
         name=name,
         node=spec.get("node", ""),
@@ -441,26 +470,8 @@ def _node_sessions(cluster: Cluster, name: str, families: Iterable[int], peer: P
     """Sessions to a Calico node taken as a peer (peerSelector, or a reverse peering): its
     addresses, its AS, its listen port, its route reflector cluster id."""
     node = cluster.nodes[name]
-    sessions = []
-    for family in families:
-        addr = node.address(family)
-        if addr is None:
-            continue
-        sessions.append(
-            Session(
-                kind,
-                addr,
-                cluster.as_of(name),
-                cluster.port_of(name),
-                origin=peer.shown,
-                use_node_ip=peer.use_node_ip,
-                ttl_security=peer.ttl_security,
-                restart_time=peer.restart_time,
-                rr_cluster_id=node.rr_cluster_id,
-                filters=peer.filters,
-            )
-        )
-    return sessions
+    addresses = [a for a in map(node.address, families) if a is not None]
+    return [peer.session(kind, a, cluster.as_of(name), cluster.port_of(name), rr_cluster_id=node.rr_cluster_id) for a in addresses]
 
 
 def _ip_session(cluster: Cluster, peer: PeerSpec, kind: str) -> Session:
@@ -471,20 +482,15 @@ def _ip_session(cluster: Cluster, peer: PeerSpec, kind: str) -> Session:
     if not port:
         at = cluster.nodes_at(peer.peer_ip, peer.asn, 0)
         port = cluster.port_of(at[0]) if at else 0
-    return Session(
+    return peer.session(
         kind,
         peer.peer_ip,
         peer.asn,
         port,
-        origin=peer.shown,
-        use_node_ip=peer.use_node_ip,
         calico_node=cluster.has_address(peer.peer_ip),
         keep_next_hop=peer.keep_next_hop,
-        ttl_security=peer.ttl_security,
         allow_local_as=peer.allow_local_as,
         reachable_by=peer.reachable_by,
-        restart_time=peer.restart_time,
-        filters=peer.filters,
     )
 
 
