@@ -114,6 +114,14 @@ def test_an_unusable_run_directory_exits_1_with_one_line(node):
     assert_one_line_error(proc, f"cannot serve the plugins on {long_dir}/cni.sock", "CALICO_RUN_DIR")
 
 
+def test_unusable_etcd_credentials_exit_1_with_one_line(node, tmp_path):
+    """Not "etcd is unreachable, try again": a file that must change. Start-up stops."""
+    missing = tmp_path / "no-such-ca.pem"
+    proc = run_to_exit(node, ETCD_ENDPOINTS=f"https://{FABRIC_ADDRESS}:1", ETCD_CA_CERT_FILE=str(missing))
+    assert_one_line_error(proc, "[ERROR]", "calico-node: start-up failed: ", "ETCD_CA_CERT_FILE", str(missing))
+    assert not os.path.exists(node.socket)
+
+
 def test_a_start_up_error_exits_1_with_one_line_and_removes_the_socket(cluster):
     """An address another node holds: Calico's start-up refuses it."""
     first = cluster.add_node()
