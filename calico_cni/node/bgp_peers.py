@@ -279,6 +279,14 @@ class Session:
         return self.ip.version
 
     @property
+    def higher_address_connects(self) -> bool:
+        """Whether the end whose address sorts after the other's (as text, as Calico compares them)
+        connects and the other waits (passive): one direction only, so that a graceful restart is
+        not cut short by the other end's connection. Calico does so in the mesh and for a global
+        peer that is a Calico node."""
+        return self.kind == "Mesh" or (self.kind == "Global" and self.calico_node)
+
+    @property
     def name(self) -> str:
         """The protocol name Calico gives it: Mesh_<ip>, Global_<ip>[_port_<p>], Node_<ip>[...]."""
         ident = str(self.ip).replace(".", "_").replace(":", "_")

@@ -536,11 +536,12 @@ def _source(session: Session, local: Local, mine: Address, problems: list[str]) 
     return lines
 
 
-def _peer_options(session: Session, local: Local, mine: Address) -> list[str]:
-    """The options of a Global or Node session that a mesh session does not have."""
+def _options(session: Session, local: Local, mine: Address) -> list[str]:
+    """Passive, restart time, route reflection and local AS (a mesh session has the first two only:
+    this node is no reflector when it renders a mesh, and a mesh allows no local AS)."""
     lines = []
-    if session.kind == "Global" and session.calico_node and str(session.ip) > str(mine):
-        lines.append("  passive on;")  # the other Calico node dials us, as Calico makes it
+    if session.higher_address_connects and str(session.ip) > str(mine):
+        lines.append("  passive on;")
     if session.restart_time is not None:
         lines.append(f"  graceful restart time {session.restart_time};")
     reflector = local.node.rr_cluster_id
@@ -562,13 +563,7 @@ def session_block(session: Session, local: Local, problems: list[str]) -> list[s
         lines += ["  ttl security on;", f"  multihop {session.ttl_security};"] if session.ttl_security else ["  ttl security off;", "  multihop;"]
     lines.append(f"  neighbor {session.ip} {port}as {session.asn};")
     lines += _source(session, local, mine, problems)
-    if session.kind == "Mesh":
-        if str(session.ip) > str(mine):
-            lines.append("  passive on;")  # one direction only, so a graceful restart is not cut short
-        if session.restart_time is not None:
-            lines.append(f"  graceful restart time {session.restart_time};")
-    else:
-        lines += _peer_options(session, local, mine)
+    lines += _options(session, local, mine)
     return [*lines, *_channel(session, local, problems), "}", ""]
 
 

@@ -240,3 +240,11 @@ def test_labels_quote_names_that_are_not_plain() -> None:
     assert bgp_peers.label("BGPPeer", "tor-1.rack") == "BGPPeer(tor-1.rack)"
     assert bgp_peers.label("BGPPeer", "a b") == "BGPPeer('a b')"
     assert bgp_peers.label("BGPPeer", None) == "BGPPeer(None)"
+
+
+@pytest.mark.parametrize(
+    ("kind", "calico_node", "one_way"),
+    [("Mesh", False, True), ("Global", True, True), ("Global", False, False), ("Node", True, False), ("Node", False, False)],
+)
+def test_the_higher_address_connects_in_the_mesh_and_to_a_global_peer_that_is_a_calico_node(kind, calico_node, one_way) -> None:
+    assert Session(kind, ip("198.19.0.9"), 64512, calico_node=calico_node).higher_address_connects is one_way
