@@ -179,7 +179,7 @@ def read_settings(configs: Mapping[str, dict], me: str, problems: list[str]) -> 
         log_level=_log_level(mine.spec.get("logSeverityScreen") or spec.get("logSeverityScreen") or "Info"),
         ignored_interfaces=default.ignored_interfaces,
         cluster_ips=default.cluster_ips,
-        external_ips=_not_single(default.external_ips),
+        external_ips=default.external_ips,
         lb_ips=default.lb_ips,
         advertisements=mine.advertisements if mine.advertisements is not None else default.advertisements or (),
     )
@@ -351,7 +351,7 @@ class Routes:
     def services(self) -> list[Network]:
         """Service ranges exported as blackholes and kept out of the kernel."""
         s = self.settings
-        return [*s.cluster_ips, *s.external_ips, *_not_single(s.lb_ips)]
+        return [*s.cluster_ips, *_not_single(s.external_ips), *_not_single(s.lb_ips)]
 
 
 def communities_function(routes: Routes, family: int) -> list[str]:
