@@ -9,14 +9,16 @@ with its own calico-node (and so its own BIRD, IPv4 only, full mesh), a pod on e
 measures:
 
 - new block: a pod ADD on node A asking (CNI_ARGS IP=) for an address in a block nobody has
-  claimed; from the ADD's start to the first reply of a `ping -i 0.01` started beforehand in a pod
-  of each observer node B, and to the block's route appearing in B's kernel (`ip monitor`);
-- borrowed address: an ADD on A from a pool whose one block node-1 holds, so A borrows; from the
-  ADD's start to the first reply from pods on the block's owner and on other nodes;
+  claimed; from the ADD's start to the first reply of a `ping -i 0.005` started beforehand in a
+  pod of each observer node B (and in A's own namespace: the pod's own readiness), to B's route in
+  place (B's pings reaching A's link, an AF_PACKET tap), and from the affinity's confirmation in
+  etcd (a watch of our own) to that route;
+- borrowed address: an ADD on A from a pool whose one block node-1 holds, so A borrows; the same
+  observations from the block's owner and from other nodes;
 - node removal: a node vanishes (calico-node stopped, its uplink cut, BIRD killed: its peers keep
-  the session until BGP's hold time), then `calicoctl delete node --force`; from the delete to the
-  last of its routes withdrawn on every other node; and a node whose BIRD is stopped cleanly
-  (SIGTERM), from that stop to its routes withdrawn everywhere;
+  the session until BGP's hold time), then `calicoctl delete node --force`; from the delete (and
+  from the Node's deletion in etcd) to the last of its routes withdrawn on every other node
+  (`ip monitor`); and a node whose BIRD is stopped cleanly (SIGTERM), from that stop;
 - etcd load, from etcd's own /metrics: requests per second per node with the cluster idle and
   with a pod being added and deleted in a loop on every node;
 - CPU: the machine's (from /proc/stat) and every calico-node's (with its `bird -p` children),
@@ -118,8 +120,10 @@ def build(cluster: BenchCluster, size: int, parallel: bool = False) -> dict:
     cluster.add_pod(cluster.nodes[0], [POOL_BORROW])
     for node in cluster.nodes:
         others = {n.ipv4 for n in cluster.nodes if n is not node}
-        wait_for(f"{node.nodename}'s routes to every other node (peers missing from BIRD's configuration: {missing_peers(cluster)})",
-                 lambda node=node, others=others: others <= set(node.remote_routes().values()), 60, 0.5)
+        try:
+            wait_for(f"{node.nodename}'s routes to every other node", lambda node=node, others=others: others <= set(node.remote_routes().values()), 60, 0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; peers missing from BIRD's configurations: {missing_peers(cluster)}") from None
     return {"start_s": round(started, 1), "mesh_s": round(time.monotonic() - began, 1)}
 
 
