@@ -646,3 +646,15 @@ def test_documented_examples_decode_unchanged(example):
     kind, out = kinds.decode(copy.deepcopy(example))
     assert out == example
     assert kind.name == example["kind"]
+
+
+def test_a_long_digit_peer_ip_is_refused_without_backtracking():
+    """Calico's ip:port pattern, copied with its unescaped dots, backtracks for hours on a long
+    digit string in Python's regexp: a BGPPeer with one would hang calicoctl and every node's
+    routing. The check runs in a child with a bound so a regression fails instead of hanging."""
+    import subprocess
+    import sys
+
+    code = "from calico_cni.model.kinds.routing import split_peer_ip; print(split_peer_ip('9' * 3000 + 'x'))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert proc.stdout.strip() == "None", proc.stderr

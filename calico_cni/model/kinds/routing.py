@@ -104,7 +104,10 @@ def ignored_interface(text: str) -> str | None:
     return None
 
 
-_IPV4_PORT = re.compile(r"^(\d+).(\d+).(\d+).(\d+):(\d+)\Z")
+# Calico's pattern leaves the dots unescaped, harmless in Go's linear-time regexp; in Python's
+# backtracking one it takes hours on a long digit string (a peerIP is user input), so they are
+# escaped here: a host that is not four dotted numbers fails the address parse below either way.
+_IPV4_PORT = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+):(\d+)\Z")
 _IPV6_PORT = re.compile(r"^\[([0-9a-fA-F:.]+)\]:(\d+)\Z")
 
 
