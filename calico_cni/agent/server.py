@@ -167,7 +167,8 @@ class Server:
             thread.start()
 
     def stop(self, wait: float = 60.0) -> None:
-        """Stop accepting and let requests in flight finish (up to `wait` seconds)."""
+        """Stop accepting and let requests in flight finish (up to `wait` seconds in all, however
+        many there are: a supervisor's stop timeout must hold)."""
         self._stopping.set()
         try:
             self.listener.shutdown(socket.SHUT_RDWR)
@@ -175,5 +176,6 @@ class Server:
             pass
         with self._lock:
             threads = list(self._threads)
+        deadline = time.monotonic() + wait
         for thread in threads:
-            thread.join(wait)
+            thread.join(max(deadline - time.monotonic(), 0))
