@@ -276,6 +276,7 @@ class Session:
 
     @property
     def family(self) -> int:
+        """4 or 6: the session's one channel."""
         return self.ip.version
 
     @property
@@ -339,10 +340,12 @@ class PeerSpec:
 
     @property
     def is_global(self) -> bool:
+        """A peer of every node (neither node nor nodeSelector set)."""
         return not self.node and self.node_selector is None
 
     @property
     def shown(self) -> str:
+        """How problems and sessions name it."""
         return label("BGPPeer", self.name)
 
     def session(self, kind: str, ip: Address, asn: int, port: int, **remote: Any) -> Session:

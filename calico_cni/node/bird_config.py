@@ -93,6 +93,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class Pool:
+    """An IP pool as the export and kernel filters see it."""
+
     cidr: Network
     encapsulated: bool  # ipipMode or vxlanMode is not Never
     exported: bool  # not disableBGPExport
@@ -320,6 +322,7 @@ def read_filters(docs: Mapping[str, dict], problems: list[str]) -> dict[str, Fil
 
 
 def filter_functions(filters: Mapping[str, FilterRules | None]) -> list[str]:
+    """A BIRD function per BGPFilter, direction and family that has rules (the peers call them)."""
     lines = []
     for name in sorted(filters):
         for (direction, family), statements in sorted((filters[name] or {}).items()):
@@ -335,6 +338,7 @@ def _if_net(net: Network, action: str, op: str = "~") -> str:
 
 
 def of_family(nets: Iterable[Network], family: int) -> list[Network]:
+    """The networks of one family (4 or 6)."""
     return [n for n in nets if n.version == family]
 
 
@@ -355,6 +359,7 @@ class Routes:
 
 
 def communities_function(routes: Routes, family: int) -> list[str]:
+    """The communities each prefix advertisement adds to the routes it covers."""
     lines = [f"function apply_communities_v{family}() {{"]
     for net, communities in routes.settings.advertisements:
         if net.version != family:
@@ -412,6 +417,7 @@ def kernel_filter(routes: Routes, family: int) -> list[str]:
 
 
 def family_functions(routes: Routes) -> list[str]:
+    """The communities, aggregation and export functions and the kernel filter of each family."""
     lines: list[str] = []
     for family in FAMILIES:
         for part in (communities_function, aggregation_function, export_function, kernel_filter):
