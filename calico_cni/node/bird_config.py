@@ -164,8 +164,12 @@ def _log_level(text: str) -> str:
 def read_settings(configs: Mapping[str, dict], me: str, problems: list[str]) -> Settings:
     """Calico's reading of the BGPConfigurations: the cluster's from `default`, and from this
     node's `node.<name>` its log level, listen port and prefix advertisements; every node's listen
-    port (peers dial it). A resource that does not decode counts as absent (reported)."""
-    read = {name: _read_config(name, configs[name], problems) for name in sorted(configs)}
+    port (peers dial it). A resource that does not decode counts as absent (reported), and one of
+    another name is ignored (reported, where Calico logs a warning)."""
+    for name in sorted(configs):
+        if name != "default" and not name.startswith("node."):
+            problems.append(f"{label('BGPConfiguration', name)}: only 'default' and 'node.<node name>' are read; this one is ignored")
+    read = {name: _read_config(name, configs[name], problems) for name in sorted(configs) if name == "default" or name.startswith("node.")}
     found = {name: config for name, config in read.items() if config is not None}
     default, mine = found.get("default") or _Config({}), found.get(f"node.{me}") or _Config({})
     ports = {n[len("node.") :]: c.spec["listenPort"] for n, c in found.items() if n.startswith("node.") and c.spec.get("listenPort")}

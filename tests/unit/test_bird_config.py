@@ -760,6 +760,12 @@ def test_problems_are_single_printable_lines_of_bounded_length(checked) -> None:
     assert any("\\x1b[31m" in p for p in rendered.problems), rendered.problems
 
 
+def test_a_bgp_configuration_neither_default_nor_per_node_is_named_and_ignored(checked) -> None:
+    rendered = checked(inputs(configs=[config("global", listenPort=1790)]))
+    assert "1790" not in rendered.text
+    assert rendered.problems == ("BGPConfiguration(global): only 'default' and 'node.<node name>' are read; this one is ignored",)
+
+
 def test_an_invalid_default_bgp_configuration_counts_as_absent(checked) -> None:
     rendered = checked(inputs(configs=[config(nodeToNodeMeshEnabled=False, logSeverityScreen="Loud")]))
     assert "Mesh_198_19_0_2" in bgp_names(rendered.text)  # Calico drops a value it cannot parse
