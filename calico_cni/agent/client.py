@@ -19,6 +19,9 @@ from calico_cni.agent import wire
 
 # Longer than the agent's own bound on one operation (config.MAX_OPERATION_TIMEOUT, 55 s).
 ANSWER_TIMEOUT = 58.0
+# A daemon that no longer accepts (its listen queue full: hung) leaves connect() blocking for good;
+# after this long the plugin does the work itself (nothing was sent).
+CONNECT_TIMEOUT = 2.0
 MAX_STDIN = 4 * 1024 * 1024  # as calico_cni.protocol.request.MAX_STDIN
 
 
@@ -38,10 +41,12 @@ def socket_path(environ, stdin: bytes) -> str | None:
     return wire.DEFAULT_SOCKET
 
 
-def connect(path: str):
-    """A connection to the agent at `path`, or None (absent, refused: nothing was sent)."""
+def connect(path: str, timeout: float = CONNECT_TIMEOUT):
+    """A connection to the agent at `path`, or None (absent, refused, not accepting within
+    `timeout`: nothing was sent)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
+        sock.settimeout(timeout)
         sock.connect(path)
     except OSError:
         sock.close()

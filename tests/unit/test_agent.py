@@ -202,3 +202,32 @@ def test_warm_leases_hand_back_only_a_token_they_refreshed():
         assert stores.connect(settings).client._token == "fresh"
     finally:
         stores.close()
+
+
+def test_a_daemon_that_no_longer_accepts_is_not_waited_for(tmp_path):
+    """Its listen queue full (a hung calico-node), connect() gives up after its timeout: the
+    plugin then works in-process instead of hanging the runtime."""
+    import socket
+
+    from calico_cni.agent import client
+
+    path = str(tmp_path / "cni.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)  # never accepted
+    queued = []
+    try:
+        for _ in range(8):  # fill the queue: the kernel keeps backlog + 1 pending connections
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            queued.append(s)
+        assert client.connect(path, timeout=0.3) is None
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
