@@ -239,8 +239,8 @@ def node_name(config: Mapping[str, Any]) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the node name from {path[:200]}", str(exc)[:200]) from None
     if name:
-        return _valid_node_name(name, f"the node name in {path}")
-    return _valid_node_name(socket.gethostname().lower(), "the host name")
+        return valid_node_name(name, f"the node name in {path}")
+    return valid_node_name(socket.gethostname().lower(), "the host name")
 
 
 def read_regular_file(path: str, limit: int) -> bytes:
@@ -262,7 +262,9 @@ def read_regular_file(path: str, limit: int) -> bytes:
         os.close(fd)
 
 
-def _valid_node_name(name: str, origin: str) -> str:
+def valid_node_name(name: str, origin: str) -> str:
+    """`name` when it is a valid node name; ConfigError naming `origin` otherwise (the one rule for
+    the plugins and calico-node)."""
     if not NODE_NAME_RE.fullmatch(name):
         raise ConfigError(
             f"{origin} {name[:80]!r} is not a valid node name",
@@ -275,7 +277,7 @@ def check_node_name_keys(config: Mapping[str, Any]) -> None:
     """Type-check the node-name keys without reading any file (for verbs that need no node name)."""
     name = _string(config, "nodename")
     if name:
-        _valid_node_name(name, "nodename")
+        valid_node_name(name, "nodename")
     _string(config, "nodename_file")
     _bool(config, "nodename_file_optional", False)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from calico_cni.config import ConfigError, EtcdSettings, etcd_settings, read_regular_file
-from calico_cni.config import _valid_node_name as plugins_node_name_check  # the plugins' rule; see _valid_name
+from calico_cni.config import valid_node_name as plugins_node_name_check  # the plugins' rule; see _valid_name
 from calico_cni.errors import CalicoError
 from calico_cni.model import selector
 
