@@ -989,8 +989,6 @@ def test_fuzzed_documents_never_raise_and_never_reach_the_text(checked, start, c
 
 
 @FUZZ
-@given(me=st.text(max_size=12) | st.sampled_from(["n1", "n2", *FRAGMENTS]), router_id=st.none() | st.text(max_size=16) | st.sampled_from(["hash", "10.0.0.1", *FRAGMENTS]), data=st.data())
-def test_fuzzed_node_name_and_router_id_never_raise_and_never_reach_the_text(checked, me, router_id, data) -> None:
-    fields = copy.deepcopy(clusters()[0])
-    rendered = checked(inputs(**{**fields, "me": me, "router_id": router_id}))
-    _check_hostile(rendered)
+@given(me=st.text(max_size=12) | st.sampled_from(["n1", "n2", *FRAGMENTS]), router_id=st.none() | st.text(max_size=16) | st.sampled_from(["hash", "10.0.0.1", *FRAGMENTS]))
+def test_fuzzed_node_name_and_router_id_never_raise_and_never_reach_the_text(checked, me, router_id) -> None:
+    _check_hostile(checked(inputs(**{**clusters()[0], "me": me, "router_id": router_id})))
