@@ -37,6 +37,7 @@ GATEWAY = f"{SUBNET}.1"
 PID = os.getpid()
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _pods = itertools.count(1)
+_reaped_ticks = 0  # CPU of the calico-nodes stopped (children of this process) when they were
 
 
 @contextlib.contextmanager
@@ -95,18 +96,18 @@ class CpuSample:
     calico_node: dict[str, int]
     bird: dict[str, int]
     etcd: int
-    bench: float  # this process and its reaped children (plugin execs, pingers, calicoctl), seconds
+    bench: float  # this process and its reaped children (plugin execs, pingers, calicoctl) but calico-nodes, seconds
 
 
-def cpu_sample(nodes: list[ClusterNode], etcd_pid: int) -> CpuSample:
+def cpu_sample(nodes: list[BenchNode], etcd_pid: int) -> CpuSample:
     """Read every counter now."""
     return CpuSample(
         time.monotonic(),
         machine_ticks(),
-        {n.nodename: _proc_ticks(n.proc.pid if n.proc else None, children=True) for n in nodes},
+        {n.nodename: n.cpu_ticks() for n in nodes},
         {n.nodename: _proc_ticks(n.bird_pid()) for n in nodes},
         _proc_ticks(etcd_pid, children=True),
-        sum(os.times()[:4]),
+        sum(os.times()[:4]) - _reaped_ticks / CLOCK_TICKS,
     )
 
 
@@ -298,6 +299,7 @@ class LinkCapture:
 
     def __init__(self, link: str, dst: str) -> None:
         self.first: dict[str, float] = {}
+        self._cond = threading.Condition()
         self._dst = socket.inet_aton(dst)
         self._stop = threading.Event()
         # Every protocol (ETH_P_ALL): on a bridge port only such taps see the frames (the bridge takes
@@ -327,7 +329,16 @@ class LinkCapture:
                 if level == socket.SOL_SOCKET and kind == self.SO_TIMESTAMPNS and len(value) >= 16:
                     sec, nsec = struct.unpack("qq", value[:16])
                     when = sec + nsec / 1e9
-            self.first.setdefault(socket.inet_ntoa(data[12:16]), when)
+            with self._cond:
+                self.first.setdefault(socket.inet_ntoa(data[12:16]), when)
+                self._cond.notify_all()
+
+    def wait(self, src: str, timeout: float) -> float | None:
+        """The time of the first request from `src`, waiting up to `timeout` s for it (a reply
+        already seen means the request passed: only this reader may still be behind)."""
+        with self._cond:
+            self._cond.wait_for(lambda: src in self.first, timeout)
+            return self.first.get(src)
 
     def stop(self) -> None:
         self._stop.set()
@@ -389,6 +400,21 @@ class BenchNode(ClusterNode):
     monitor: RouteMonitor | None = None
     resident: str | None = None  # the namespace of its resident pod
     resident_ip: str | None = None
+    final_ticks: int = 0  # its CPU (with its children's) when it was stopped
+
+    def cpu_ticks(self) -> int:
+        """calico-node's CPU so far, with its waited children's (`bird -p`), in clock ticks."""
+        return _proc_ticks(self.proc.pid, children=True) if self.proc is not None else self.final_ticks
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop calico-node as ClusterNode does, keeping its CPU so far: once reaped, its time
+        would otherwise count as this process's children's."""
+        if self.proc is not None:
+            ticks = _proc_ticks(self.proc.pid, children=True)
+            global _reaped_ticks
+            _reaped_ticks += ticks
+            self.final_ticks = ticks
+        super().stop(sig)
 
     @property
     def ipv4(self) -> str:
@@ -416,13 +442,6 @@ class BenchNode(ClusterNode):
         return {dst if "/" in dst else f"{dst}/32": r["gateway"] for dst, r in self.bird_routes(4).items() if r.get("gateway")}
 
 
-# Why nodes start one after the other by default: datastore.watch (as of this writing) drops the
-# events that reach a stream while some of its create requests are still unanswered, so a node whose
-# watch opens while other nodes register can miss their Node resources for good (reported in
-# /tmp/notes/REQUESTS16.md; seen in most 20-node parallel starts). `--parallel-start` shows it.
-WATCH_RACE = "datastore.watch drops events arriving while a create request is pending"
-
-
 @dataclass
 class BenchCluster:
     """Nodes on one bridge in the fabric; `remove` stops and deletes everything, whatever state
@@ -441,10 +460,10 @@ class BenchCluster:
         netns.ip("addr", "add", f"{GATEWAY}/24", "dev", self.bridge)
         netns.ip("link", "set", self.bridge, "up")
 
-    def add_nodes(self, count: int, parallel: bool = False, timeout: float = 120) -> float:
-        """Create `count` node namespaces and start their calico-nodes, each once the one before
-        it has registered and its syncer is watching (or, with `parallel`, all at once: see
-        `WATCH_RACE`); the seconds until the last one was."""
+    def add_nodes(self, count: int, parallel: bool = True, timeout: float = 120) -> float:
+        """Create `count` node namespaces and start their calico-nodes, all at once with `parallel`
+        (as a cluster's nodes boot), else each once the one before it has registered and its syncer
+        watches; the seconds until every one has registered and watches."""
         start = len(self.nodes)
         for index in range(start + 1, start + count + 1):
             name = f"node-{index}"
