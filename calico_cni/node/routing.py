@@ -136,7 +136,10 @@ class RoutingController:
         except BirdError as exc:
             return f"BIRD is not running or does not answer: {exc}"
         if started:
-            log.warning("routing: BIRD was not running; started it")
+            if self.loaded is None:  # the first start of this calico-node: nothing went wrong
+                log.info("routing: BIRD started")
+            else:
+                log.warning("routing: BIRD was no longer running (it died or was stopped); started it again")
         elif changed or self.loaded != text:
             problem = self.bird.configure()
             if problem is not None:

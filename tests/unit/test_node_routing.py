@@ -24,7 +24,7 @@ from calico_cni.node import routing
 from calico_cni.node.parts import PartHealth
 from calico_cni.node.routing import RoutingController, inputs_from
 from calico_cni.node.syncer import Cache
-from tests.unit.test_bird_protocols import CONFIG_ERROR, CONFIGURED, fake_bird  # noqa: F401 - fake_bird: the fixture
+from tests.unit.test_bird_protocols import CONFIG_ERROR, CONFIGURED, FakeBird, fake_bird  # noqa: F401 - fake_bird: the fixture
 
 API = "projectcalico.org/v3"
 REAL_BIRD = "/usr/sbin/bird"
@@ -187,6 +187,47 @@ def test_a_bird_that_never_answers_fails_the_pass_and_no_second_bird_is_started(
     failure = controller.run_pass(controller.cache.snapshot())
     assert failure == f"BIRD is not running or does not answer: BIRD did not answer on {hung.path} within the deadline"
     assert not started_any(bird_binary)
+
+
+def test_starting_bird_is_news_the_first_time_and_a_warning_after(controller, tmp_path, caplog):
+    """A fresh node starts its BIRD (info); a BIRD that later vanishes is started again (warning).
+    The `bird` given leaves a mark; a fake control socket then stands for the BIRD it forked."""
+    marker, socket_path = tmp_path / "ran", str(tmp_path / "started.ctl")
+    binary = tmp_path / "bin" / "forks"
+    binary.write_text(f'#!/bin/sh\n[ "$1" = -p ] && exec {REAL_BIRD} "$@"\ntouch {marker}\n')
+    binary.chmod(0o755)
+    controller.bird.binary, controller.bird.socket = str(binary), socket_path
+    synced(controller.cache, BASE)
+    fakes: list[FakeBird] = []
+
+    def run_pass_starting_bird() -> str | None:
+        def answer_once_started() -> None:
+            deadline = time.monotonic() + 10
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            fakes.append(FakeBird(socket_path, {"configure": CONFIGURED}))
+
+        marker.unlink(missing_ok=True)
+        helper = threading.Thread(target=answer_once_started)
+        helper.start()
+        try:
+            return controller.run_pass(controller.cache.snapshot())
+        finally:
+            helper.join(15)
+
+    try:
+        with caplog.at_level(logging.INFO, logger=routing.__name__):
+            assert run_pass_starting_bird() is None
+            assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, "routing: BIRD started")]
+            caplog.clear()
+            fakes.pop().close()  # BIRD dies
+            os.unlink(socket_path)
+            assert run_pass_starting_bird() is None
+            assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+                (logging.WARNING, "routing: BIRD was no longer running (it died or was stopped); started it again")]
+    finally:
+        for fake in fakes:
+            fake.close()
 
 
 def test_bird_not_running_is_started(controller, bird_binary, tmp_path):
