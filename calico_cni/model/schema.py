@@ -12,9 +12,31 @@ Every type is a `Field` with `decode(value, path)`; `path` is the dotted field n
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+# Set while decoding records as stored (see `unknown_fields_skipped`).
+_SKIP_UNKNOWN = contextvars.ContextVar("calico_schema_skip_unknown", default=False)
+
+
+@contextlib.contextmanager
+def unknown_fields_skipped() -> Iterator[None]:
+    """Decode records as stored rather than as a user's file: a field this schema does not know
+    (one a later Calico release added) is skipped instead of refused, so a daemon reading what a
+    newer calicoctl wrote still uses the record. Every field it knows is checked as usual."""
+    token = _SKIP_UNKNOWN.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_UNKNOWN.reset(token)
+
+
+def skipping_unknown() -> bool:
+    """Whether unknown fields are being skipped (`unknown_fields_skipped`)."""
+    return _SKIP_UNKNOWN.get()
 
 Check = Callable[[Any], "str | None"]
 
@@ -191,6 +213,8 @@ class Obj(Field):
         out: dict[str, Any] = {}
         for k, v in value.items():
             if k not in self.fields:
+                if _SKIP_UNKNOWN.get():
+                    continue
                 raise Invalid(join(path, str(k)), "unknown field")
             if v is None:  # `field:` with no value in YAML, or JSON null: as if absent, as Go decodes it
                 continue

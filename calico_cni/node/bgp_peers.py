@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from calico_cni.model import kinds
 from calico_cni.model.kinds.routing import split_peer_ip
-from calico_cni.model.schema import Invalid
+from calico_cni.model.schema import Invalid, unknown_fields_skipped
 from calico_cni.model.selector import Matcher, SelectorError, parse
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -43,8 +43,8 @@ def label(kind: str, name: Any) -> str:
 
 
 def decoded(kind: str, doc: Any, name: str, problems: list[str]) -> dict | None:
-    """`doc` decoded strictly as a `kind` resource (Calico's rules and defaults), or None with the
-    reason appended to `problems`."""
+    """`doc` decoded as a `kind` resource (Calico's rules and defaults; fields a later release added
+    are skipped), or None with the reason appended to `problems`."""
     shown = label(kind, name)
     if not isinstance(doc, dict):
         problems.append(f"{shown}: not a JSON object; left out of the BIRD configuration")
@@ -53,7 +53,10 @@ def decoded(kind: str, doc: Any, name: str, problems: list[str]) -> dict | None:
         problems.append(f"{shown}: stored as kind {doc.get('kind')!r}, not {kind}; left out of the BIRD configuration")
         return None
     try:
-        _, out = kinds.decode({"apiVersion": kinds.API_VERSION, "kind": kind, **doc})
+        # As stored: a field of a later Calico release is skipped, not a reason to drop the record
+        # (a Node dropped here would vanish from every node's mesh).
+        with unknown_fields_skipped():
+            _, out = kinds.decode({"apiVersion": kinds.API_VERSION, "kind": kind, **doc})
     except Invalid as exc:
         problems.append(f"{shown}: {exc}; left out of the BIRD configuration")
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calico_cni.model import checks
+from calico_cni.model import checks, schema
 from calico_cni.model.kinds import config, endpoints, ipam, policy, routing, sets
 from calico_cni.model.kinds.metadata import METADATA
 from calico_cni.model.schema import Invalid, Kind
@@ -62,6 +62,8 @@ def decode(doc: Any) -> tuple[Kind, dict[str, Any]]:
         raise Invalid("apiVersion", f"expected {API_VERSION}, got {doc.get('apiVersion')!r}")
     for key in doc:
         if key not in ("apiVersion", "kind", "metadata", "spec") and not (key == "status" and kind.status is not None):
+            if schema.skipping_unknown():
+                continue
             raise Invalid(str(key), "unknown field")
     meta = METADATA.decode(doc.get("metadata") or {}, "metadata")
     named = bool(meta.get("name"))
