@@ -658,3 +658,21 @@ def test_a_long_digit_peer_ip_is_refused_without_backtracking():
     code = "from calico_cni.model.kinds.routing import split_peer_ip; print(split_peer_ip('9' * 3000 + 'x'))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert proc.stdout.strip() == "None", proc.stderr
+
+
+def test_stored_records_are_decoded_past_fields_of_a_later_release_files_are_not():
+    from calico_cni.model import kinds
+    from calico_cni.model.schema import Invalid, unknown_fields_skipped
+
+    doc = {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": "n1", "later": 1},
+           "spec": {"bgp": {"ipv4Address": "198.19.0.1/24", "later": True}, "later": {}}, "later": 2}
+    with pytest.raises(Invalid, match="unknown field"):
+        kinds.decode(doc)
+    with unknown_fields_skipped():
+        _, out = kinds.decode(doc)
+    assert out["spec"]["bgp"] == {"ipv4Address": "198.19.0.1/24"} and "later" not in out
+    with pytest.raises(Invalid, match="unknown field"):
+        kinds.decode(doc)  # only inside the block
+    bad = {**doc, "spec": {"bgp": {"ipv4Address": "not an address"}}}
+    with unknown_fields_skipped(), pytest.raises(Invalid, match="spec.bgp.ipv4Address"):
+        kinds.decode(bad)  # known fields are still checked
