@@ -86,6 +86,7 @@ class Reply:
 
     @property
     def code(self) -> str:
+        """The code of the last line: the reply's outcome ("" for an empty reply)."""
         return self.lines[-1].code if self.lines else ""
 
     @property
@@ -110,6 +111,7 @@ class _ReplyParser:
         self.done = False
 
     def feed(self, raw: str) -> None:
+        """One line (without its newline); BirdError for a line that is not BIRD's CLI protocol."""
         if raw.startswith("+"):
             return  # a spontaneous message (`echo`), not part of the reply
         if raw.startswith(" "):
@@ -200,6 +202,7 @@ class Peer:
 
     @property
     def established(self) -> bool:
+        """Whether the BGP session is up (BIRD's info column says Established)."""
         return self.protocol.bgp_state == "Established"
 
 
@@ -337,6 +340,7 @@ class _Reader:
         return raw.decode("utf-8", "replace")
 
     def reply(self) -> Reply:
+        """The next whole reply, within the deadline (BirdError past it)."""
         parser = _ReplyParser()
         while not parser.done:
             parser.feed(self._line())

@@ -174,6 +174,7 @@ class _Stream:
             self.responses.put(_Ended(None, "UNKNOWN", f"{type(exc).__name__}: {exc}"))
 
     def send(self, request) -> None:
+        """Queue `request` for the stream (never blocks)."""
         self.requests.put(request)
 
     def close(self) -> None:
