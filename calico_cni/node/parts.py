@@ -86,25 +86,32 @@ class Part:
             self._thread.join(timeout)
 
     def _supervise(self, stop: threading.Event) -> None:
+        """Run the loop until `stop` is set, restarting it after each failure (see the back-off
+        above). The part is alive exactly while this runs, however it ends."""
         backoff = FIRST_BACKOFF
-        while not stop.is_set():
-            started = time.monotonic()
-            self.health.alive = True
-            try:
-                self.loop(stop, self.health)
-            except Exception as exc:  # noqa: BLE001 - a failing part is restarted, never ends the daemon
-                log.exception("part %s failed; restarting it in %.1fs", self.name, backoff)
-                self.health.failed(f"{type(exc).__name__}: {exc}")
-            else:
-                if not stop.is_set():
-                    log.error("part %s returned without being stopped; restarting it", self.name)
-                    self.health.failed("the loop returned without being stopped")
-            if time.monotonic() - started > STABLE:
-                backoff = FIRST_BACKOFF
-            if stop.wait(backoff):
-                break
-            backoff = min(backoff * 2, MAX_BACKOFF)
-        self.health.alive = False
+        self.health.alive = True
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                exc_info = False
+                try:
+                    self.loop(stop, self.health)
+                    problem = None if stop.is_set() else "the loop returned without being stopped"
+                except Exception as exc:  # noqa: BLE001 - a failing part is restarted, never ends the daemon
+                    problem, exc_info = f"{type(exc).__name__}: {exc}", True
+                if problem is None:
+                    break
+                if time.monotonic() - started > STABLE:
+                    backoff = FIRST_BACKOFF
+                log.error("part %s failed (%s); restarting it in %.1fs", self.name, problem, backoff, exc_info=exc_info)
+                self.health.failed(problem)
+                if stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            self.health.alive = False
+            if not stop.is_set():
+                log.error("part %s ended and is not restarted: calico-node must be restarted", self.name)
 
 
 class Parts:

@@ -100,3 +100,19 @@ def test_a_failure_replaces_the_detail_of_the_last_good_pass():
     health.failed("BirdError: BIRD did not start")
     state = health.as_dict()
     assert (state["ready"], state["detail"], state["last_error"], state["restarts"]) == (False, "BirdError: BIRD did not start", "BirdError: BIRD did not start", 1)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_part_whose_thread_ends_for_good_is_not_alive(caplog):
+    """An exception a part does not survive (SystemExit here) ends its thread: it must not go on
+    being reported alive (the liveness probe reads this)."""
+    def exits(stop: threading.Event, health: PartHealth) -> None:
+        health.ok()
+        raise SystemExit("gone")
+
+    parts = Parts([Part("exits", exits)])
+    parts.start()
+    parts.parts[0].join(5)
+    assert parts.status()["exits"]["alive"] is False
+    assert "part exits ended and is not restarted: calico-node must be restarted" in caplog.messages
+    parts.stop(5)
