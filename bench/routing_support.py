@@ -455,7 +455,8 @@ class BenchCluster:
     _made_bridge: bool = False
 
     def __post_init__(self) -> None:
-        netns.ip("link", "add", self.bridge, "type", "bridge")
+        # A MAC of its own (else the lowest port's, which changes as nodes join: see tests/cluster_support.py).
+        netns.ip("link", "add", self.bridge, "address", "02:ca:11:c0:01:00", "type", "bridge")
         self._made_bridge = True
         netns.ip("addr", "add", f"{GATEWAY}/24", "dev", self.bridge)
         netns.ip("link", "set", self.bridge, "up")

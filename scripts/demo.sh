@@ -110,7 +110,9 @@ bold "A fabric and three nodes"
 # BIRD installs on the nodes carry pod traffic between them.
 ip netns add "$fabric"
 ip -n "$fabric" link set lo up
-ip -n "$fabric" link add fabric0 type bridge
+# A MAC of its own: a bridge takes its lowest port's otherwise, which changes as nodes join
+# (nodes that learnt the old one lose the fabric until their ARP entry is checked again).
+ip -n "$fabric" link add fabric0 address 02:ca:11:c0:02:00 type bridge
 ip -n "$fabric" addr add "$subnet.1/24" dev fabric0
 ip -n "$fabric" link set fabric0 up
 for n in "${nodes[@]}"; do

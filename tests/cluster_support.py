@@ -224,7 +224,10 @@ class Cluster:
         self.id = next(_counter)
         self.bridge = f"calbr{self.id}"
         self.nodes: list[ClusterNode] = []
-        netns.ip("link", "add", self.bridge, "type", "bridge")
+        # A MAC of its own: a bridge without one takes the lowest of its ports', which changes when a
+        # node with a lower one joins, and nodes that learnt the old one lose the fabric (and etcd)
+        # until their ARP entry is checked again.
+        netns.ip("link", "add", self.bridge, "address", f"02:ca:11:c0:00:{self.id % 256:02x}", "type", "bridge")
         netns.ip("addr", "add", f"{GATEWAY_V4}/24", "dev", self.bridge)
         netns.ip("addr", "add", f"{GATEWAY_V6}/64", "dev", self.bridge, "nodad")
         netns.ip("link", "set", self.bridge, "up")
