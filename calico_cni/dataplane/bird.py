@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 
 from calico_cni.dataplane.errors import DataplaneError
+from calico_cni.dataplane.rtnl import RTPROT_BIRD, NetlinkError, Rtnl
 
 # Every exchange on the control socket finishes within this many seconds (as Calico's tools).
 TIMEOUT = 2.0
@@ -347,6 +348,17 @@ class _Reader:
         return Reply(tuple(parser.lines))
 
 
+def kernel_has_bird_routes() -> bool:
+    """Whether this network namespace's main tables hold `proto bird` routes (left by a BIRD that
+    died or was stopped for a graceful restart: its kernel protocol persists them). When the kernel
+    cannot be read, True: recovering needlessly costs time, not routes."""
+    try:
+        with Rtnl.open() as rtnl:
+            return any(r.protocol == RTPROT_BIRD for version in (4, 6) for r in rtnl.routes(version))
+    except (NetlinkError, OSError):
+        return True
+
+
 def _binary() -> str:
     """`bird` on PATH, else where Debian's bird2 installs it (a PATH without /usr/sbin)."""
     return shutil.which("bird") or "/usr/sbin/bird"
@@ -434,12 +446,18 @@ class Bird(Control):
             return None
         return pid if pid > 0 and _process_alive(pid) else None
 
-    def start(self) -> bool:
+    def start(self, recover: bool | None = None) -> bool:
         """Start BIRD unless one already answers on the socket (then adopt it: False). True once a
         started BIRD answers; BirdError with BIRD's own message when it does not start. A socket
         that accepts but does not greet (a hung BIRD) is a BirdError too, never a reason to start
         a second BIRD: whoever supervises calico-node decides what to do with the hung one (its
-        -bird-live probe fails). A stale socket file and pid file are BIRD's to replace."""
+        -bird-live probe fails). A stale socket file and pid file are BIRD's to replace.
+
+        `recover` (None: when the kernel holds routes an earlier BIRD left, see
+        `kernel_has_bird_routes`) starts BIRD with `-R`: graceful-restart recovery keeps those
+        routes until every peer is back or 240 s have passed, and programs nothing new meanwhile.
+        On a first start there is nothing to keep, and a peer that never comes (a router not yet
+        up) would leave a new node without routes for those 240 s."""
         try:
             self.greet()
             return False
@@ -447,7 +465,9 @@ class Bird(Control):
             pass
         for path in (self.socket, self.pid_file):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        argv = [self.binary or _binary(), "-R", "-s", self.socket, "-P", self.pid_file, "-c", self.config]
+        if recover is None:
+            recover = self.netns is not None or kernel_has_bird_routes()  # another namespace: cannot look
+        argv = [self.binary or _binary(), *(["-R"] if recover else []), "-s", self.socket, "-P", self.pid_file, "-c", self.config]
         if self.netns is not None:
             argv = ["nsenter", f"--net={self.netns}", *argv]
         # stderr to a file, not a pipe: the daemonized child must not keep our read end open.
