@@ -108,6 +108,9 @@ class RoutingController:
         # The text the running BIRD was told to load (None: not known, e.g. a BIRD adopted at
         # start, which gets one `configure` to be sure).
         self.loaded: str | None = None
+        # The last rendering and the cache version it came from: a pass with nothing changed in the
+        # datastore (every PERIOD) only checks BIRD and its file, it does not render again.
+        self._rendered: tuple[int, str, list[str]] | None = None
 
     def _report(self, problems: list[str]) -> None:
         """Log each problem once while it lasts (a pass every PERIOD must not flood the log)."""
@@ -155,13 +158,23 @@ class RoutingController:
         except (OSError, UnicodeDecodeError):
             return False
 
-    def run_pass(self, snapshot: Snapshot) -> str | None:
-        """One reconciliation from `snapshot`; what keeps the node from being routed, or None."""
+    def _render(self, snapshot: Snapshot) -> tuple[str, list[str]]:
+        """The configuration text for `snapshot` and what could not be rendered (kept from the
+        last pass when the cache has not changed since)."""
+        if self._rendered is not None and self._rendered[0] == snapshot.version:
+            return self._rendered[1], self._rendered[2]
         inputs, problems = inputs_from(snapshot, self.node, self.router_id)
         rendered = render(inputs)
         problems += list(rendered.problems)
         problems += [f"IPPool {cidr}: its ipipMode or vxlanMode is not Never; BIRD keeps its routes out of the kernel, so it is not routed by the bird backend" for cidr in rendered.unrouted_pools]
-        failure = self.apply(rendered.text)
+        self._rendered = (snapshot.version, rendered.text, problems)
+        return rendered.text, problems
+
+    def run_pass(self, snapshot: Snapshot) -> str | None:
+        """One reconciliation from `snapshot`; what keeps the node from being routed, or None."""
+        text, problems = self._render(snapshot)
+        problems = list(problems)
+        failure = self.apply(text)
         if failure is not None:
             problems.append(failure)
         self._report(problems)

@@ -120,6 +120,21 @@ def test_the_file_is_written_and_bird_reloaded_only_for_a_change(controller):
     assert "198.19.0.3" in config.read_text() and controller.fake.commands == ["configure", "configure"]
 
 
+def test_a_pass_with_nothing_changed_renders_nothing(controller, monkeypatch):
+    """The periodic pass only checks BIRD and its file: rendering again from an unchanged cache
+    would cost every idle node CPU every PERIOD."""
+    renders = []
+    real = routing.render
+    monkeypatch.setattr(routing, "render", lambda inputs: renders.append(inputs) or real(inputs))
+    synced(controller.cache, BASE)
+    for _ in range(3):
+        assert controller.run_pass(controller.cache.snapshot()) is None
+    assert len(renders) == 1
+    synced(controller.cache, {**BASE, keys.RESOURCES + "nodes/n3": node_doc("n3", "198.19.0.3/24")}, 11)
+    assert controller.run_pass(controller.cache.snapshot()) is None
+    assert len(renders) == 2 and "198.19.0.3" in Path(controller.bird.config).read_text()
+
+
 def test_an_adopted_bird_is_reloaded_once_even_when_the_file_holds_the_text(controller, tmp_path):
     """A new calico-node cannot know what the BIRD it adopts has loaded: one configure."""
     synced(controller.cache, BASE)
