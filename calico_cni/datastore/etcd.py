@@ -96,7 +96,16 @@ class EtcdClient:
     ENDPOINT_RETRY = 0.5
     # gRPC's reconnect back-off grows to 120 s by default, shared by every channel to an address: a
     # long-lived client (calico-node, the agent) would wait up to two minutes after etcd returns.
-    CHANNEL_OPTIONS = [("grpc.max_reconnect_backoff_ms", 2000)]
+    # Keepalive pings while calls are open (calico-node always has its watch): a connection that died
+    # silently (the node's address changed, a firewall dropped it) is closed and made again within
+    # 15 s; without them every call fails on it until TCP gives up, many minutes later. 10 s is
+    # above etcd's default minimum ping interval (5 s), so etcd does not refuse them.
+    CHANNEL_OPTIONS = [
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.keepalive_time_ms", 10000),
+        ("grpc.keepalive_timeout_ms", 5000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
     def __init__(self, settings: EtcdSettings) -> None:
         self.settings = settings
