@@ -22,7 +22,7 @@ from calico_cni.datastore.errors import DatastoreUnavailable
 from calico_cni.errors import CalicoError
 from calico_cni.node import startup
 from calico_cni.node.parts import Part, PartHealth, Parts
-from calico_cni.node.routing import RoutingController, watched
+from calico_cni.node.routing import PERIOD, RoutingController, watched
 from calico_cni.node.settings import NodeSettings
 from calico_cni.node.syncer import Cache, Syncer
 
@@ -84,6 +84,27 @@ class NodeDaemon:
             delay = min(delay * 2, STARTUP_RETRY_MAX)
         return None
 
+    def monitor_addresses(self, serving: PluginServing, stop: threading.Event, health: PartHealth) -> None:
+        """Calico's monitor-addresses: every AUTODETECT_POLL_INTERVAL, detect the autodetected
+        addresses again and update the Node when they changed (nothing is written otherwise). A
+        failed detection or an address another node has is reported (the part is not ready; the
+        Node's address is cleared, as Calico's start-up clears it), where Calico's monitor exits."""
+        interval = self.settings.autodetect_poll_interval
+        health.ok("addresses as registered at start-up")
+        while not stop.wait(interval):
+            store = serving.stores.connect(self.settings.etcd)
+            changes: list[str] = []
+            try:
+                startup.register_node(self.settings, store, startup.Host(), changes)
+            except (startup.StartupError, DatastoreUnavailable) as exc:
+                if health.as_dict()["detail"] != str(exc):
+                    log.error("addresses: %s", exc)
+                health.not_ready(str(exc))
+                continue
+            finally:
+                store.client.close()
+            health.ok(f"addresses checked; {', '.join(changes)}" if changes else "addresses checked")
+
     def _parts(self, serving: PluginServing) -> list[Part]:
         settings = self.settings
         syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, watched(settings.nodename), self.cache)
@@ -93,10 +114,12 @@ class NodeDaemon:
             syncer.run(stop, health)
 
         parts = [Part("syncer", sync)]
+        if settings.backend != "none" and settings.autodetect_poll_interval > 0 and "autodetect" in (settings.ip or "autodetect", settings.ip6):
+            parts.append(Part("addresses", lambda stop, health: self.monitor_addresses(serving, stop, health), settings.autodetect_poll_interval))
         if settings.backend == "bird":
             bird = Bird(settings.bird_config, settings.bird_socket, settings.bird_pid)
             controller = RoutingController(settings.nodename, settings.router_id, self.cache, bird)
-            parts.append(Part("routing", controller.run))
+            parts.append(Part("routing", controller.run, PERIOD))
         elif settings.backend == "vxlan":
             log.error("CALICO_NETWORKING_BACKEND=vxlan: VXLAN routes are not programmed by this release; pods are reachable from their own node only")
         return parts

@@ -22,8 +22,11 @@ STABLE = 60.0
 class PartHealth:
     """What one part reports: set by the part itself (`ok`, `not_ready`) and by its runner."""
 
-    def __init__(self) -> None:
+    def __init__(self, period: float | None = None) -> None:
+        """`period`: how often the part has a good pass when all is well (None: only when
+        something happens, e.g. a watch), so a liveness check knows what age is stale."""
         self._lock = threading.Lock()
+        self.period = period
         self.alive = False
         self.ready = False
         self.restarts = 0
@@ -59,6 +62,7 @@ class PartHealth:
                 "last_error": self.last_error,
                 "last_ok": self.last_ok,
                 "detail": self.detail,
+                "period": self.period,
             }
 
 
@@ -69,10 +73,11 @@ PartLoop = Callable[[threading.Event, PartHealth], None]
 class Part:
     """One supervised loop."""
 
-    def __init__(self, name: str, loop: PartLoop) -> None:
+    def __init__(self, name: str, loop: PartLoop, period: float | None = None) -> None:
+        """`loop` supervised under `name`; `period` as `PartHealth`'s."""
         self.name = name
         self.loop = loop
-        self.health = PartHealth()
+        self.health = PartHealth(period)
         self._thread: threading.Thread | None = None
 
     def start(self, stop: threading.Event) -> None:

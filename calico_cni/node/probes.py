@@ -131,8 +131,11 @@ def felix_ready(cni_socket: str) -> Result:
 
 
 def felix_live(cni_socket: str, threshold: float | None = None, now: float | None = None) -> Result:
-    """-felix-live: every part's loop runs; with `threshold`, each had a good pass within it (a part
-    that never had one counts from the daemon's start)."""
+    """-felix-live: every part's loop runs; with `threshold`, each part that passes periodically had
+    a good pass within the threshold, or two of its periods if longer (a part that never had one
+    counts from the daemon's start). A part that passes only when something happens (the syncer:
+    a watch batch) is judged by its loop running: an etcd outage makes the node not ready, and a
+    liveness restart could not end it."""
     prefix = "calico/node is not ready: Felix is not live: "
     try:
         answer = _health(cni_socket)
@@ -144,12 +147,13 @@ def felix_live(cni_socket: str, threshold: float | None = None, now: float | Non
     for name, part in sorted(parts.items()):
         if part.get("alive") is not True:
             problems.append(f"{name} is not running{_why(part)}")
-        elif threshold is not None:
+        elif threshold is not None and isinstance(part.get("period"), (int, float)):
+            limit = max(threshold, 2 * part["period"])
             last_ok = part.get("last_ok")
             if isinstance(last_ok, (int, float)):
-                if now - last_ok > threshold:
+                if now - last_ok > limit:
                     problems.append(f"{name} has had no good pass for {now - last_ok:.0f} s{_why(part)}")
-            elif float(answer.get("uptime_s") or 0) > threshold:
+            elif float(answer.get("uptime_s") or 0) > limit:
                 problems.append(f"{name} has had no good pass since calico-node started {float(answer['uptime_s']):.0f} s ago{_why(part)}")
     if problems:
         return False, prefix + "; ".join(problems)

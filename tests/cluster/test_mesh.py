@@ -7,7 +7,7 @@ import json
 import subprocess
 
 from tests import netns
-from tests.cluster_support import ping, wait_for
+from tests.cluster_support import GATEWAY_V4, in_ns, ping, wait_for
 from tests.conftest import plugin_path
 from tests.pools import create_pool
 
@@ -83,3 +83,28 @@ def test_node_registration_and_status(cluster, store, etcd_endpoint):
     lines = wide.stdout.splitlines()
     assert lines[0].split() == ["NAME", "ASN", "IPV4", "IPV6"]
     assert f"{a.nodename}" in wide.stdout and "(64512)" in wide.stdout and f"{a.ipv4}/24" in wide.stdout
+
+
+def test_an_autodetected_address_that_changes_is_registered_again_and_the_mesh_follows(cluster, store, etcd_endpoint):
+    """AUTODETECT_POLL_INTERVAL: the node's uplink gets a new address; calico-node detects it
+    again, updates its Node, and the other node's BIRD peers with the new address."""
+    pools(store)
+    a = cluster.add_node(IP="autodetect", IP6="none", IP_AUTODETECTION_METHOD="interface=eth0", AUTODETECT_POLL_INTERVAL="1s")
+    b = cluster.add_node()
+    wait_for("the mesh session", lambda: established(b, 1), 30)
+    new = "198.19.200.99"
+    # The new address is a secondary of the same subnet: promoted when the old one goes (else the
+    # kernel deletes it along with the primary), and the default route put back.
+    in_ns(a.ns, "sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1")
+    netns.ip("-n", a.ns, "addr", "add", f"{new}/24", "dev", "eth0")
+    netns.ip("-n", a.ns, "addr", "del", f"{a.ipv4}/24", "dev", "eth0")
+    netns.ip("-n", a.ns, "route", "replace", "default", "via", GATEWAY_V4)
+
+    def registered() -> str:
+        return json.loads(store.client.get(f"/calico/resources/v3/projectcalico.org/nodes/{a.nodename}").value)["spec"]["bgp"]["ipv4Address"]
+
+    # The old address took calico-node's etcd connection with it: gRPC's keepalive finds it dead
+    # and connects again (within 15 s), then the next detection registers the new address.
+    wait_for("the new address in the Node", lambda: registered() == f"{new}/24", 30)
+    wait_for("node-2's BIRD to peer with the new address", lambda: "Mesh_198_19_200_99" in b.birdc("show", "protocols"), 10)
+    assert a.health()["parts"]["addresses"]["ready"]

@@ -547,8 +547,8 @@ def daemon(tmp_path):
         fake.thread.join(5)
 
 
-def part(alive=True, ready=True, last_ok=None, detail=None, last_error=None) -> dict:
-    return {"alive": alive, "ready": ready, "restarts": 0, "last_error": last_error, "last_ok": last_ok, "detail": detail}
+def part(alive=True, ready=True, last_ok=None, detail=None, last_error=None, period=None) -> dict:
+    return {"alive": alive, "ready": ready, "restarts": 0, "last_error": last_error, "last_ok": last_ok, "detail": detail, "period": period}
 
 
 def test_felix_ready(daemon, tmp_path):
@@ -567,12 +567,15 @@ def test_felix_ready(daemon, tmp_path):
 
 def test_felix_live(daemon):
     now = time.time()
-    live = daemon({"uptime_s": 100, "in_sync": False, "parts": {"syncer": part(ready=False, last_ok=now - 50), "routing": part(ready=False)}})
+    live = daemon({"uptime_s": 100, "in_sync": False, "parts": {"syncer": part(ready=False, last_ok=now - 50),
+                                                               "routing": part(ready=False, period=2.0),
+                                                               "addresses": part(last_ok=now - 50, period=60.0)}})
     assert probes.felix_live(live, now=now)[0]  # not ready, but alive
     ok, message = probes.felix_live(live, threshold=30, now=now)
     assert not ok
-    assert message == ("calico/node is not ready: Felix is not live: routing has had no good pass since calico-node started 100 s ago; "
-                       "syncer has had no good pass for 50 s")
+    # Only the periodic parts are aged: routing (never a good pass), not addresses (within two of
+    # its periods) nor the syncer (it passes when etcd speaks).
+    assert message == "calico/node is not ready: Felix is not live: routing has had no good pass since calico-node started 100 s ago"
     assert probes.felix_live(live, threshold=120, now=now)[0]
     dead = daemon({"uptime_s": 1, "parts": {"routing": part(alive=False, last_error="RuntimeError: boom")}})
     assert probes.felix_live(dead) == (False, "calico/node is not ready: Felix is not live: routing is not running (RuntimeError: boom)")

@@ -59,23 +59,25 @@ def settings(run_dir, *flags: str):
     return from_args([*flags, "--calico-run-dir", str(run_dir)], {"NODENAME": "node1", "CALICO_STATE_DIR": str(run_dir.parent / "state")})
 
 
-def part(last_ok: float | None) -> dict:
-    return {"alive": True, "ready": True, "restarts": 0, "last_error": None, "last_ok": last_ok, "detail": None}
+def part(last_ok: float | None, period: float | None = None) -> dict:
+    return {"alive": True, "ready": True, "restarts": 0, "last_error": None, "last_ok": last_ok, "detail": None, "period": period}
 
 
 def test_felix_live_checks_no_age_unless_threshold_time_is_given(run_dir):
-    # A part whose loop runs but whose last good pass is old (the syncer reports one when its
-    # watch starts, then runs): alive, so -felix-live passes; only -threshold-time asks for a
-    # recent pass.
+    # A part whose loop runs but whose last good pass is old: alive, so -felix-live passes; only
+    # -threshold-time asks for a recent pass, of the parts that pass periodically (routing, every
+    # 2 s). The syncer passes only when etcd says something: its loop running is its liveness.
     now = time.time()
-    daemon = FakeDaemon(str(run_dir / "cni.sock"), {"uptime_s": 300, "in_sync": True, "parts": {"syncer": part(now - 300), "routing": part(now)}})
+    daemon = FakeDaemon(str(run_dir / "cni.sock"), {"uptime_s": 300, "in_sync": True,
+                                                     "parts": {"syncer": part(now - 300), "routing": part(now - 300, period=2.0), "addresses": part(now - 50, period=60.0)}})
     try:
         plain = settings(run_dir, "-felix-live")
         assert plain.threshold_time is None
-        assert probes.run("felix-live", plain) == (True, "calico-node is live: routing, syncer")
+        assert probes.run("felix-live", plain) == (True, "calico-node is live: addresses, routing, syncer")
         strict = settings(run_dir, "-felix-live", "-threshold-time", "60s")
         ok, message = probes.run("felix-live", strict)
-        assert not ok and message.startswith("calico/node is not ready: Felix is not live: syncer has had no good pass for 30")
+        # addresses: 50 s old, within two of its 60 s periods; syncer: no period, not aged.
+        assert not ok and message == "calico/node is not ready: Felix is not live: routing has had no good pass for 300 s", message
     finally:
         daemon.close()
 
