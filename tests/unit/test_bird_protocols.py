@@ -530,6 +530,11 @@ class FakeDaemon:
                 assert plugin == wire.HEALTH
                 wire.send_answer(conn, 0, json.dumps(self.answer).encode())
 
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
 
 @pytest.fixture
 def daemon(tmp_path):

@@ -19,33 +19,7 @@ import pytest
 from calico_cni.agent import wire
 from calico_cni.node import probes
 from calico_cni.node.settings import from_args
-
-
-class FakeDaemon:
-    """calico-node's plugins' socket answering every HEALTH request with `answer`."""
-
-    def __init__(self, path: str, answer: dict) -> None:
-        self.answer = answer
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(4)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                wire.recv_request(conn)
-                wire.send_answer(conn, 0, json.dumps(self.answer).encode())
-
-    def close(self) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.thread.join(5)
+from tests.unit.test_bird_protocols import FakeDaemon
 
 
 @pytest.fixture
