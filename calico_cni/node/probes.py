@@ -76,9 +76,9 @@ def bird_live(version: int, socket: str) -> Result:
     return True, f"{name} is live: {first}"
 
 
-def _health(cni_socket: str) -> dict[str, Any]:
-    """calico-node's health answer on the plugins' socket; OSError/ValueError when none comes.
-    Every step is bounded by FELIX_TIMEOUT, the connect too: a daemon that stopped accepting
+def _health(cni_socket: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """calico-node's health answer on the plugins' socket and its parts by name; OSError/ValueError
+    when none comes or it names no part. Every step is bounded by FELIX_TIMEOUT, the connect too: a daemon that stopped accepting
     fills its listen queue, and a blocking connect to a full Unix socket queue waits forever."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
@@ -100,14 +100,10 @@ def _health(cni_socket: str) -> dict[str, Any]:
     answer = json.loads(out)
     if code != 0 or not isinstance(answer, dict):
         raise ValueError(f"unexpected health answer on {cni_socket}: {out[:200]!r}")
-    return answer
-
-
-def _parts(answer: dict[str, Any], cni_socket: str) -> dict[str, dict[str, Any]]:
     parts = answer.get("parts")
     if not isinstance(parts, dict) or not parts:
         raise ValueError(f"the daemon on {cni_socket} reports no parts (is it calico-cni-agent rather than calico-node?)")
-    return {str(k): v if isinstance(v, dict) else {} for k, v in parts.items()}
+    return answer, {str(k): v if isinstance(v, dict) else {} for k, v in parts.items()}
 
 
 def _why(part: dict[str, Any]) -> str:
@@ -119,8 +115,7 @@ def felix_ready(cni_socket: str) -> Result:
     """-felix-ready: the datastore watch is in sync and every part of calico-node is ready."""
     prefix = "calico/node is not ready: felix is not ready: "
     try:
-        answer = _health(cni_socket)
-        parts = _parts(answer, cni_socket)
+        answer, parts = _health(cni_socket)
     except (OSError, ValueError) as exc:
         return False, f"{prefix}{exc}"
     problems = [] if answer.get("in_sync") is True else ["the datastore watch is not in sync"]
@@ -138,8 +133,7 @@ def felix_live(cni_socket: str, threshold: float | None = None, now: float | Non
     liveness restart could not end it."""
     prefix = "calico/node is not ready: Felix is not live: "
     try:
-        answer = _health(cni_socket)
-        parts = _parts(answer, cni_socket)
+        answer, parts = _health(cni_socket)
     except (OSError, ValueError) as exc:
         return False, f"{prefix}{exc}"
     now = time.time() if now is None else now
