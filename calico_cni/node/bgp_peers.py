@@ -416,27 +416,10 @@ def _not_renderable(spec: dict, shown: str) -> str | None:
     return None
 
 
-# The longest peerIP there is: "[" + an IPv6 address with a dotted IPv4 tail (45) + "]:65535".
-MAX_PEER_IP = 53
-
-
-def _overlong_peer_ip(doc: Any) -> int:
-    """The length of a peerIP longer than any address with a port, else 0. Checked before decoding:
-    the decoder's ip:port pattern backtracks catastrophically on a long digit string (2000 digits
-    take hours), which would stall every node's routing controller (reported to the model's owner)."""
-    spec = doc.get("spec") if isinstance(doc, dict) else None
-    text = spec.get("peerIP") if isinstance(spec, dict) else None
-    return len(text) if isinstance(text, str) and len(text) > MAX_PEER_IP else 0
-
-
 def read_peer(doc: Any, fallback: str, problems: list[str]) -> PeerSpec | None:
     """A BGPPeer document as the expansion needs it; None (reported) when it does not decode or
     asks for something that cannot be rendered."""
     name = name_of(doc, fallback)
-    overlong = _overlong_peer_ip(doc)
-    if overlong:
-        problems.append(f"{label('BGPPeer', name)}: spec.peerIP is {overlong} characters long, longer than any address with a port; this peer is not rendered")
-        return None
     out = decoded("BGPPeer", doc, name, problems)
     if out is None:
         return None
