@@ -95,6 +95,23 @@ def put_pool(store, name: str, cidr: str) -> None:
     assert store.commit(puts=[verbs.new_resource(IPPOOL, name, {"cidr": cidr, "blockSize": 26 if ":" not in cidr else 122, "ipipMode": "Never", "vxlanMode": "Never", "natOutgoing": False, "nodeSelector": "all()"})])
 
 
+def write_after_first_list(monkeypatch, kind, write) -> list:
+    """Another writer racing start-up: `write` runs right after start-up first lists `kind`. The
+    list returned holds True once it has run."""
+    real = startup.stored.list_kind
+    sneaked = []
+
+    def list_then_sneak(store_, listed, *args):
+        result = real(store_, listed, *args)
+        if listed is kind and not sneaked:
+            sneaked.append(True)
+            write()
+        return result
+
+    monkeypatch.setattr(startup.stored, "list_kind", list_then_sneak)
+    return sneaked
+
+
 def refused(store, env, host=None, **more) -> str:
     with pytest.raises(StartupError) as info:
         start(store, env, host, **more)
@@ -316,17 +333,7 @@ def test_a_conflicting_autodetected_address_clears_the_stored_one(store, env):
 def test_the_check_and_the_write_are_one_transaction(store, env, monkeypatch):
     # node2 takes the address right after node1's check listed the nodes: node1's write must
     # then fail its compare, re-read, and refuse the address.
-    real = startup.stored.list_kind
-    sneaked = []
-
-    def list_then_sneak(store_, kind, *args):
-        result = real(store_, kind, *args)
-        if kind is NODE and not sneaked:
-            sneaked.append(True)
-            put_node(store, "node2", {"bgp": {"ipv4Address": "198.19.1.2/24"}})
-        return result
-
-    monkeypatch.setattr(startup.stored, "list_kind", list_then_sneak)
+    sneaked = write_after_first_list(monkeypatch, NODE, lambda: put_node(store, "node2", {"bgp": {"ipv4Address": "198.19.1.2/24"}}))
     assert refused(store, env, IP="198.19.1.2/24").startswith("Calico node 'node2' is already using the IPv4 address 198.19.1.2")
     assert sneaked and doc(store, "nodes/node1") is None
 
@@ -387,17 +394,7 @@ def test_an_ipv4_pool_another_writer_creates_meanwhile_is_not_an_error(store, en
     # Two nodes starting at once: the other creates an IPv4 pool (overlapping ours) after this
     # start-up listed none. Its create is refused for the overlap; a pool of the family exists
     # now, which is all start-up wanted, so it goes on (as Calico ignores AlreadyExists).
-    real = startup.stored.list_kind
-    sneaked = []
-
-    def list_then_sneak(store_, kind, *args):
-        result = real(store_, kind, *args)
-        if kind is IPPOOL and not sneaked:
-            sneaked.append(True)
-            put_pool(store, "other-nodes-pool", "198.18.0.0/20")
-        return result
-
-    monkeypatch.setattr(startup.stored, "list_kind", list_then_sneak)
+    sneaked = write_after_first_list(monkeypatch, IPPOOL, lambda: put_pool(store, "other-nodes-pool", "198.18.0.0/20"))
     reg = start(store, env, IP="198.19.1.2/24")
     assert sneaked and set(pools(store)) == {"other-nodes-pool", "default-ipv6-ippool"}
     assert "IPPool(default-ipv4-ippool) created" not in reg.changes
