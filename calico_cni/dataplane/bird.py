@@ -39,7 +39,6 @@ import time
 from dataclasses import dataclass
 
 from calico_cni.dataplane.errors import DataplaneError
-from calico_cni.dataplane.rtnl import RTPROT_BIRD, NetlinkError, Rtnl
 
 # Every exchange on the control socket finishes within this many seconds (as Calico's tools).
 TIMEOUT = 2.0
@@ -351,7 +350,12 @@ class _Reader:
 def kernel_has_bird_routes() -> bool:
     """Whether this network namespace's main tables hold `proto bird` routes (left by a BIRD that
     died or was stopped for a graceful restart: its kernel protocol persists them). When the kernel
-    cannot be read, True: recovering needlessly costs time, not routes."""
+    cannot be read, True: recovering needlessly costs time, not routes.
+
+    Netlink is imported here, not with the module: `calicoctl node status` and the probes (run
+    every few seconds) import this module and never start BIRD."""
+    from calico_cni.dataplane.rtnl import RTPROT_BIRD, NetlinkError, Rtnl  # noqa: PLC0415
+
     try:
         with Rtnl.open() as rtnl:
             return any(r.protocol == RTPROT_BIRD for version in (4, 6) for r in rtnl.routes(version))

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from calico_cni.dataplane.bird import Bird
+from calico_cni.dataplane import rtnl
+from calico_cni.dataplane.bird import Bird, kernel_has_bird_routes
 from tests import netns
 
 
@@ -41,3 +44,21 @@ def test_minus_r_only_when_the_kernel_holds_routes_of_an_earlier_bird(tmp_path):
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
         netns.delete(ns)
+
+
+def test_a_kernel_that_cannot_be_read_means_recovery(monkeypatch):
+    """Recovering needlessly costs time, not routes: an unreadable kernel counts as holding some."""
+
+    def refuse():
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(rtnl.Rtnl, "open", refuse)
+    assert kernel_has_bird_routes() is True
+
+
+def test_the_probes_and_node_status_do_not_import_netlink():
+    """Only starting BIRD reads the kernel: the probes (every few seconds) and `calicoctl node
+    status` import the BIRD module without the netlink code."""
+    code = "import sys, calico_cni.node.probes, calico_cni.ctl.node_status; print('calico_cni.dataplane.rtnl' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
