@@ -19,7 +19,11 @@ import pytest
 from calico_cni.agent import wire
 from calico_cni.node import probes
 from calico_cni.node.settings import from_args
+from tests.unit import test_bird_protocols
 from tests.unit.test_bird_protocols import FakeDaemon
+
+# A BIRD control socket answering each command with the reply given for it (theirs).
+fake_bird = test_bird_protocols.fake_bird
 
 
 @pytest.fixture
@@ -142,62 +146,19 @@ def test_node_status_counts_the_daemon_not_its_probes(argv, daemon):
     assert node_status.is_calico_node(argv) is daemon
 
 
-class OneReplyBird:
-    """A BIRD control socket greeting and then answering every command with `reply`."""
-
-    def __init__(self, path: str, reply: bytes) -> None:
-        self.path, self.reply = path, reply
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(4)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"0001 BIRD 2.0.12 ready.\n")
-                data = b""
-                while b"\n" not in data and (chunk := conn.recv(1024)):
-                    data += chunk
-                conn.sendall(self.reply)
-
-    def close(self) -> None:
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def one_reply_bird(tmp_path):
-    made = []
-
-    def make(reply: bytes) -> str:
-        made.append(OneReplyBird(str(tmp_path / f"bird{len(made)}.ctl"), reply))
-        return made[-1].path
-
-    yield make
-    for bird in made:
-        bird.close()
-
-
-def test_bird_ready_reports_a_reply_it_cannot_read(one_reply_bird, tmp_path):
+def test_bird_ready_reports_a_reply_it_cannot_read(fake_bird, tmp_path):
     nodename = tmp_path / "nodename"
     nodename.write_text("node1")
     # BIRD 1's table heading plus one it does not know: Calico's "unknown BIRD table output format".
-    odd = one_reply_bird(b"2002-name proto table state since info extra\n0000 \n")
+    odd = fake_bird({"show protocols": b"2002-name proto table state since info extra\n0000 \n"}).path
     assert probes.bird_ready(4, odd, str(nodename)) == (False, "calico/node is not ready: BIRD is not ready: Error executing command: unknown BIRD table output format: name proto table state since info extra")
     # A refused command (BIRD's 9xxx reply) too.
-    refusing = one_reply_bird(b"9001 syntax error, unexpected CF_SYM_UNDEFINED\n")
+    refusing = fake_bird({"show protocols": b"9001 syntax error, unexpected CF_SYM_UNDEFINED\n"}).path
     assert probes.bird_ready(4, refusing, str(nodename)) == (False, "calico/node is not ready: BIRD is not ready: Error executing command: BIRD refused show protocols: syntax error, unexpected CF_SYM_UNDEFINED")
 
 
-def test_bird_live_reports_an_answer_that_is_not_birds(one_reply_bird):
-    odd = one_reply_bird(b"0013 Daemon is up and running\n")
+def test_bird_live_reports_an_answer_that_is_not_birds(fake_bird):
+    odd = fake_bird({"show status": b"0013 Daemon is up and running\n"}).path
     assert probes.bird_live(4, odd) == (False, "calico/node is not ready: bad response from bird: Daemon is up and running")
     assert probes.bird_live(6, odd)[1] == "calico/node is not ready: bad response from bird6: Daemon is up and running"
 
@@ -234,12 +195,12 @@ def test_node_status_needs_root():
     assert (result.returncode, result.stdout, result.stderr) == (1, "Need super user privileges: Operation not permitted\n", "")
 
 
-def test_node_status_reports_a_bird_answer_it_cannot_read(one_reply_bird, tmp_path, monkeypatch):
+def test_node_status_reports_a_bird_answer_it_cannot_read(fake_bird, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from calico_cni.ctl import node_status
 
-    sock = one_reply_bird(b"2002-name proto table state since info extra\n0000 \n")
+    sock = fake_bird({"show protocols": b"2002-name proto table state since info extra\n0000 \n"}).path
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "bird.ctl").symlink_to(sock)
