@@ -27,11 +27,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
+from bench.env import fabric_with_etcd_server
 from tests import etcd_server, netns
 from tests.cluster_support import ClusterNode, in_ns, processes_naming, wait_for
 from tests.conftest import cni_env, plugin_path, run_plugin, PluginRun
 
-FABRIC_ADDRESS = "198.19.0.1"
 SUBNET = "198.19.210"
 GATEWAY = f"{SUBNET}.1"
 PID = os.getpid()
@@ -42,23 +42,10 @@ _reaped_ticks = 0  # CPU of the calico-nodes stopped (children of this process) 
 
 @contextlib.contextmanager
 def fabric_with_etcd() -> Iterator[etcd_server.EtcdServer]:
-    """Create and enter (this thread, and the threads and processes it starts) a fabric namespace
-    with etcd on 198.19.0.1:2379; yields the server (its pid is measured too)."""
-    netns.sweep_stale()
-    name = netns.add(f"{netns.PREFIX}rbench-fabric-{PID}")
-    previous = None
-    server = None
-    try:
-        netns.ip("-n", name, "addr", "add", f"{FABRIC_ADDRESS}/32", "dev", "lo")
-        previous = netns.enter(name)
-        server = etcd_server.start(FABRIC_ADDRESS)
+    """bench/env.py's fabric with etcd on 198.19.0.1:2379, entered; yields the server (its pid is
+    measured too)."""
+    with fabric_with_etcd_server("rbench-fabric") as (_, server):
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        if previous is not None:
-            netns.leave(previous)
-        netns.delete(name)
 
 
 # --- processes' CPU -------------------------------------------------------------------------------
