@@ -204,15 +204,39 @@ def parse_route_event(line: str) -> RouteEvent | None:
     return RouteEvent(when, deleted, dst, gateway, kind)
 
 
-class RouteMonitor:
+class _Stream:
+    """A process whose output lines a thread reads into `events` (in order), for `_first` to wait on."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.events: list = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    def _add(self, event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def _first(self, match, timeout: float):
+        """The first event for which `match(event)` holds, waiting up to `timeout` s; None if none came."""
+        with self._cond:
+            return self._cond.wait_for(lambda: next((e for e in self.events if match(e)), None), timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class RouteMonitor(_Stream):
     """`ip -ts monitor route` in a node's namespace for the node's lifetime; events kept in order."""
 
     def __init__(self, ns: str) -> None:
-        self.events: list[RouteEvent] = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(["nsenter", f"--net={netns.NETNS_DIR}/{ns}", "ip", "-ts", "monitor", "route"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(["nsenter", f"--net={netns.NETNS_DIR}/{ns}", "ip", "-ts", "monitor", "route"])
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -221,28 +245,12 @@ class RouteMonitor:
             except (ValueError, IndexError):  # a line of a shape not foreseen: not a route we wait for
                 continue
             if event is not None:
-                with self._cond:
-                    self.events.append(event)
-                    self._cond.notify_all()
+                self._add(event)
 
     def wait(self, match, since: float, timeout: float) -> RouteEvent | None:
         """The first event at or after `since` (unix time) for which `match(event)` holds, waiting
         up to `timeout` seconds for it; None if none came."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for event in self.events:
-                    if event.when >= since and match(event):
-                        return event
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        return self._first(lambda event: event.when >= since and match(event), timeout)
 
 
 class Pinger:
@@ -333,18 +341,15 @@ class LinkCapture:
         self.sock.close()
 
 
-class EtcdEvents:
+class EtcdEvents(_Stream):
     """`etcdctl watch --prefix` in a process of its own: (arrival time, PUT or DELETE, key, value)
     of every event, timestamped as this process reads them (a few ms after etcd applied them, as
     for any watcher). Opened only around the measurements that need it, so the idle and busy
     etcd counters see none of it."""
 
     def __init__(self, endpoint: str, prefix: str) -> None:
-        self.events: list[tuple[float, str, str, str]] = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(["etcdctl", f"--endpoints={endpoint}", "watch", "--prefix", prefix], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(["etcdctl", f"--endpoints={endpoint}", "watch", "--prefix", prefix],
+                         env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 
     def _read(self) -> None:
         lines = iter(self.proc.stdout)
@@ -355,27 +360,12 @@ class EtcdEvents:
             when = time.time()
             key = next(lines, "").strip()
             value = next(lines, "").strip() if op == "PUT" else ""
-            with self._cond:
-                self.events.append((when, op, key, value))
-                self._cond.notify_all()
+            self._add((when, op, key, value))
 
     def wait(self, match, timeout: float) -> float | None:
         """The arrival time of the first event with `match(op, key, value)`, waiting up to `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for when, op, key, value in self.events:
-                    if match(op, key, value):
-                        return when
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        event = self._first(lambda event: match(*event[1:]), timeout)
+        return None if event is None else event[0]
 
 
 # --- the cluster ----------------------------------------------------------------------------------
