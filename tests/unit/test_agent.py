@@ -12,6 +12,11 @@ import sys
 
 import pytest
 
+from tests.unit import test_node_probes
+
+# A socket that listens but never accepts, its queue full (test_node_probes' probes meet it too).
+stuck_listener = test_node_probes.stuck_listener
+
 
 def test_caller_paths_rewrite_proc_self_to_the_caller():
     """CNI_NETNS under /proc/self or /proc/thread-self names the plugin process, which the agent
@@ -204,30 +209,9 @@ def test_warm_leases_hand_back_only_a_token_they_refreshed():
         stores.close()
 
 
-def test_a_daemon_that_no_longer_accepts_is_not_waited_for(tmp_path):
+def test_a_daemon_that_no_longer_accepts_is_not_waited_for(stuck_listener):
     """Its listen queue full (a hung calico-node), connect() gives up after its timeout: the
     plugin then works in-process instead of hanging the runtime."""
-    import socket
-
     from calico_cni.agent import client
 
-    path = str(tmp_path / "cni.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(0)  # never accepted
-    queued = []
-    try:
-        for _ in range(8):  # fill the queue: the kernel keeps backlog + 1 pending connections
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(path)
-            except BlockingIOError:
-                s.close()
-                break
-            queued.append(s)
-        assert client.connect(path, timeout=0.3) is None
-    finally:
-        for s in queued:
-            s.close()
-        listener.close()
+    assert client.connect(stuck_listener, timeout=0.3) is None
