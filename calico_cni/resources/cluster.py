@@ -20,8 +20,8 @@ from calico_cni.datastore import resources as stored
 from calico_cni.datastore.resources import Ref
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
-from calico_cni.model import kinds
-from calico_cni.model.kinds.policy import FIXED_TIER_ORDERS
+from calico_cni.model.kinds.config import CLUSTER_INFORMATION as CLUSTER_INFORMATION_KIND
+from calico_cni.model.kinds.policy import FIXED_TIER_ORDERS, TIER
 from calico_cni.model.resource import Resource
 
 from calico_cni.resources.verbs import new_resource
@@ -31,21 +31,11 @@ CLUSTER_INFORMATION = "default"
 TIER_ACTIONS = {"default": "Deny", "adminnetworkpolicy": "Pass", "baselineadminnetworkpolicy": "Pass"}
 
 
-def _kind(name: str):
-    kind = kinds.by_kind(name)
-    assert kind is not None
-    return kind
-
-
-def _new(kind_name: str, name: str, spec: dict) -> Resource:
-    return new_resource(_kind(kind_name), name, spec)
-
-
 def _cluster_information(current: Resource | None, cluster_type: str) -> Resource | None:
     """The ClusterInformation with what initialisation guarantees, or None when it has it all."""
     if current is None:
         spec = {"clusterGUID": uuid.uuid4().hex, **({"clusterType": cluster_type} if cluster_type else {}), "datastoreReady": True}
-        return _new("ClusterInformation", CLUSTER_INFORMATION, spec)
+        return new_resource(CLUSTER_INFORMATION_KIND, CLUSTER_INFORMATION, spec)
     spec = dict(current.doc.get("spec") or {})
     changed = False
     if not spec.get("clusterGUID"):
@@ -65,12 +55,10 @@ def initialise(store: Datastore, cluster_type: str = "bgp") -> Resource:
     """Write the ClusterInformation `default` and Calico's tiers where they are missing (never
     changing a tier that exists, never setting calicoVersion); the types of `cluster_type`
     (comma-separated; empty: none) are added to the record's. Returns the ClusterInformation."""
-    tier_kind = _kind("Tier")
-
     def step(attempt: int) -> Resource:
-        refs = [Ref(_kind("ClusterInformation"), CLUSTER_INFORMATION), *(Ref(tier_kind, t) for t in TIER_ACTIONS)]
+        refs = [Ref(CLUSTER_INFORMATION_KIND, CLUSTER_INFORMATION), *(Ref(TIER, t) for t in TIER_ACTIONS)]
         (info, *tiers), _ = stored.read(store, refs)
-        puts = [_new("Tier", name, {"order": FIXED_TIER_ORDERS[name], "defaultAction": action}) for (name, action), tier in zip(TIER_ACTIONS.items(), tiers) if tier is None]
+        puts = [new_resource(TIER, name, {"order": FIXED_TIER_ORDERS[name], "defaultAction": action}) for (name, action), tier in zip(TIER_ACTIONS.items(), tiers) if tier is None]
         updated = _cluster_information(info, cluster_type)
         if updated is not None:
             puts.insert(0, updated)
@@ -88,7 +76,7 @@ def set_ready(store: Datastore, ready: bool) -> bool:
     initialise(store, "")
 
     def step(attempt: int) -> bool:
-        info = stored.get(store, Ref(_kind("ClusterInformation"), CLUSTER_INFORMATION))
+        info = stored.get(store, Ref(CLUSTER_INFORMATION_KIND, CLUSTER_INFORMATION))
         assert info is not None
         spec = dict(info.doc.get("spec") or {})
         if spec.get("datastoreReady") is ready:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from calico_cni.datastore.etcd import Range
 from calico_cni.datastore.resources import DEFAULT_ALLOW_PROFILE
 from calico_cni.datastore.store import Datastore
-from calico_cni.model import keys, kinds
+from calico_cni.model import keys
+from calico_cni.model.kinds.policy import PROFILE
 from calico_cni.model.records import NETWORK_ANNOTATION, CorruptRecord, WorkloadEndpoint
 from calico_cni.model.resource import prefix
 from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, ProfileRecord, namespace_profile, network_profile, valid_name
@@ -47,12 +48,6 @@ class Repaired:
     unknown: list[Missing] = field(default_factory=list)
 
 
-def _kind():
-    kind = kinds.by_kind("Profile")
-    assert kind is not None
-    return kind
-
-
 def _refused(name: str, network: str | None) -> str:
     """Why Calico's validator would refuse the profile `name` (empty: it would not): its name must
     be a lower-case DNS-1123 name, and a network profile's label key (the network's name) at most
@@ -70,9 +65,9 @@ def missing(store: Datastore) -> list[Missing]:
     Kubernetes endpoints alike gets the plain-CNI content (ingress from `has(<network>)`): a
     Kubernetes endpoint of that network carries the label too."""
     (wep_kvs, profile_kvs), _ = store.client.read(
-        [Range(keys.WORKLOAD_ENDPOINTS, prefix=True), Range(prefix(_kind()), prefix=True, keys_only=True)]
+        [Range(keys.WORKLOAD_ENDPOINTS, prefix=True), Range(prefix(PROFILE), prefix=True, keys_only=True)]
     )
-    existing = {kv.key[len(prefix(_kind())) :] for kv in profile_kvs} | {DEFAULT_ALLOW_PROFILE}
+    existing = {kv.key[len(prefix(PROFILE)) :] for kv in profile_kvs} | {DEFAULT_ALLOW_PROFILE}
     found: dict[str, Missing] = {}
     for kv in wep_kvs:
         try:

@@ -12,7 +12,9 @@ from calico_cni.datastore.resources import Ref
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
-from calico_cni.model import kinds
+from calico_cni.model.kinds.config import FELIX_CONFIGURATION
+from calico_cni.model.kinds.endpoints import HOST_ENDPOINT
+from calico_cni.model.kinds.routing import BGP_CONFIGURATION, BGP_PEER
 from calico_cni.model.resource import Resource
 from calico_ipam import node_release, pool_admin
 from calico_ipam.errors import PoolRefused
@@ -169,27 +171,19 @@ def _on_node(name: str) -> Callable[[Resource], bool]:
     return lambda r: (r.doc.get("spec") or {}).get("node") == name
 
 
-def _kind(name: str):
-    kind = kinds.by_kind(name)
-    assert kind is not None, f"kind {name} is not registered"
-    return kind
-
-
 def _delete_dependents(store: Datastore, name: str, progress: _Progress) -> None:
     """Step 3: the node's BGPPeers, per-node FelixConfiguration and BGPConfiguration, and
     HostEndpoints."""
-    peer = _kind("BGPPeer")
-    peers, _ = stored.list_kind(store, peer)
+    peers, _ = stored.list_kind(store, BGP_PEER)
     for p in peers:
-        if _on_node(name)(p) and _delete_if(store, Ref(peer, p.name), _on_node(name)):
+        if _on_node(name)(p) and _delete_if(store, Ref(BGP_PEER, p.name), _on_node(name)):
             progress.did("BGPPeers deleted", f"Deleted BGPPeer {p.name}")
-    for kind_name in ("FelixConfiguration", "BGPConfiguration"):
-        if _delete_if(store, Ref(_kind(kind_name), f"node.{name}"), lambda r: True):
-            progress.did(f"{kind_name}s deleted", f"Deleted {kind_name} node.{name}")
-    hep = _kind("HostEndpoint")
-    heps, _ = stored.list_kind(store, hep)
+    for kind in (FELIX_CONFIGURATION, BGP_CONFIGURATION):
+        if _delete_if(store, Ref(kind, f"node.{name}"), lambda r: True):
+            progress.did(f"{kind.name}s deleted", f"Deleted {kind.name} node.{name}")
+    heps, _ = stored.list_kind(store, HOST_ENDPOINT)
     for h in heps:
-        if _on_node(name)(h) and _delete_if(store, Ref(hep, h.name), _on_node(name)):
+        if _on_node(name)(h) and _delete_if(store, Ref(HOST_ENDPOINT, h.name), _on_node(name)):
             progress.did("HostEndpoints deleted", f"Deleted HostEndpoint {h.name}")
 
 

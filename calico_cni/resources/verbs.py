@@ -36,6 +36,8 @@ from calico_cni.datastore.store import Datastore
 from calico_cni.model import checks, kinds
 from calico_cni.model.keys import POOLS
 from calico_cni.model.kinds.ipam import IPPOOL
+from calico_cni.model.kinds.policy import TIER
+from calico_cni.model.kinds.routing import BGP_CONFIGURATION, BGP_FILTER
 from calico_cni.model.resource import DEFAULT_TIER, Resource, tier_of
 from calico_cni.model.resource import key as resource_key
 from calico_cni.model.resource import prefix as naming_prefix
@@ -272,12 +274,10 @@ def new_resource(kind: Kind, name: str, spec: dict[str, Any]) -> Resource:
     return Resource(kind, doc, 0)
 
 
-def _missing_dependencies(store: Datastore, plan: _Plan, kind_name: str, wanted: set[str]) -> list[str]:
-    """Which of the resources `wanted` (of `kind_name`) that the plan's writes need exist neither
+def _missing_dependencies(store: Datastore, plan: _Plan, kind: Kind, wanted: set[str]) -> list[str]:
+    """Which of the resources `wanted` (of `kind`) that the plan's writes need exist neither
     in the plan nor stored, sorted. The stored ones join the transaction's compares, so one deleted
     meanwhile makes the write retry."""
-    kind = kinds.by_kind(kind_name)
-    assert kind is not None
     names = sorted(wanted - {r.name for r in plan.puts if r.kind is kind})
     found, _ = stored.read(store, [Ref(kind, n) for n in names])
     plan.unchanged.extend(r for r in found if r is not None)
@@ -288,12 +288,10 @@ def _check_tiers(store: Datastore, plan: _Plan) -> None:
     """A policy's tier must exist; the default tier is written along with the first policy that
     needs it when nothing has created it yet (Calico's initialisation creates it)."""
     wanted = {r.doc["spec"].get("tier") or tier_of(r.name) for r in plan.puts if r.kind.tiered}
-    missing = _missing_dependencies(store, plan, "Tier", wanted)
+    missing = _missing_dependencies(store, plan, TIER, wanted)
     if DEFAULT_TIER in missing:
         missing.remove(DEFAULT_TIER)
-        tier_kind = kinds.by_kind("Tier")
-        assert tier_kind is not None
-        plan.puts.insert(0, new_resource(tier_kind, DEFAULT_TIER, dict(DEFAULT_TIER_SPEC)))
+        plan.puts.insert(0, new_resource(TIER, DEFAULT_TIER, dict(DEFAULT_TIER_SPEC)))
     if missing:
         raise Refused(f"resource does not exist: Tier({missing[0]}): create the tier before its policies")
 
@@ -301,7 +299,7 @@ def _check_tiers(store: Datastore, plan: _Plan) -> None:
 def _check_filters(store: Datastore, plan: _Plan) -> None:
     """The BGPFilters a BGPPeer names must exist (stored, or in the file), as Calico's client checks."""
     wanted = {f for r in plan.puts if r.kind.name == "BGPPeer" for f in (r.doc.get("spec") or {}).get("filters") or []}
-    missing = _missing_dependencies(store, plan, "BGPFilter", wanted)
+    missing = _missing_dependencies(store, plan, BGP_FILTER, wanted)
     if missing:
         raise Refused(f"BGPFilter(s) not found: {', '.join(missing)}: create the filters before the peers that use them")
 
@@ -520,9 +518,7 @@ def get_documents(store: Datastore, documents: Sequence[Document]) -> dict[str, 
 def table_context(store: Datastore, kind: Kind) -> dict[str, Any]:
     """What `get`'s contextual columns need to know of the cluster: the AS number nodes without
     their own inherit (the `default` BGPConfiguration's, else Calico's 64512)."""
-    bgp_kind = kinds.by_kind("BGPConfiguration")
-    assert bgp_kind is not None
-    config = stored.get(store, Ref(bgp_kind, "default"))
+    config = stored.get(store, Ref(BGP_CONFIGURATION, "default"))
     number = ((config.doc.get("spec") or {}).get("asNumber") if config else None) or DEFAULT_AS_NUMBER
     return {"global_as": number}
 
