@@ -24,22 +24,21 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from calico_cni.model.kinds.routing import community_value
+from calico_cni.model.kinds.routing import bgp_filter_interface, community_value
 from calico_cni.node import bgp_peers
 from calico_cni.node.bgp_peers import Address, Cluster, Network, NodeInfo, Session, decoded, label
 
 EXCLUDE_SERVICES_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 FAMILIES = (4, 6)
-_INTERFACE_GLOB = re.compile(r"^[A-Za-z0-9_.*-]{1,15}\Z")
 
 
 def interface_glob(text: Any) -> str:
-    """An interface name or glob that goes between BIRD's double quotes; ValueError otherwise."""
-    if not isinstance(text, str) or not _INTERFACE_GLOB.match(text):
+    """An interface name or glob that goes between BIRD's double quotes (the BGPFilter rule's
+    check, '*' alone included); ValueError otherwise."""
+    if not isinstance(text, str) or bgp_filter_interface(text):
         raise ValueError(f"interface {text!r} is not a name or glob of at most 15 letters, digits, '_', '.', '-' or '*'")
     return text
 

@@ -94,12 +94,13 @@ def wireguard_key(text: str) -> str | None:
     return None
 
 
-_IGNORED_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}\Z")
+# An interface name or glob as BIRD quotes it (BGPConfiguration.ignoredInterfaces, BGPFilter rules).
+_INTERFACE_GLOB = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}\Z")
 
 
 def ignored_interface(text: str) -> str | None:
     """An interface name or glob BIRD leaves out of its device routes (not a bare '*')."""
-    if text == "*" or not _IGNORED_INTERFACE.match(text):
+    if text == "*" or not _INTERFACE_GLOB.match(text):
         return f"invalid interface {text!r}: at most 15 letters, digits, '_', '.', '-' or '*', and not '*' alone"
     return None
 
@@ -583,12 +584,9 @@ BGP_PEER = Kind(
 
 # --- BGPFilter ---
 
-_BGP_FILTER_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}\Z")
-
-
 def bgp_filter_interface(text: str) -> str | None:
     """A BGPFilter rule's interface: a name or glob of at most 15 characters, or '*' alone."""
-    if text != "*" and not _BGP_FILTER_INTERFACE.match(text):
+    if not _INTERFACE_GLOB.match(text):
         return f"invalid interface {text!r}: at most 15 letters, digits, '_', '.', '-' or '*'"
     return None
 
