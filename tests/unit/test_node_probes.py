@@ -163,9 +163,9 @@ def test_bird_live_reports_an_answer_that_is_not_birds(fake_bird):
     assert probes.bird_live(6, odd)[1] == "calico/node is not ready: bad response from bird6: Daemon is up and running"
 
 
-@pytest.mark.parametrize("code, answer", [(1, {"parts": {}}), (0, ["not", "an", "object"])])
-def test_felix_probes_report_an_unexpected_health_answer(run_dir, code, answer):
-    path = str(run_dir / "cni.sock")
+def felix_ready_against(path: str, respond) -> probes.Result:
+    """probes.felix_ready asking a daemon on `path` that reads the request, then calls `respond`
+    with the connection (and closes it)."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(4)
@@ -173,16 +173,30 @@ def test_felix_probes_report_an_unexpected_health_answer(run_dir, code, answer):
     def serve() -> None:
         with listener.accept()[0] as conn:
             wire.recv_request(conn)
-            wire.send_answer(conn, code, json.dumps(answer).encode())
+            respond(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        ok, message = probes.felix_ready(path)
+        return probes.felix_ready(path)
     finally:
         thread.join(5)
         listener.close()
+
+
+@pytest.mark.parametrize("code, answer", [(1, {"parts": {}}), (0, ["not", "an", "object"])])
+def test_felix_probes_report_an_unexpected_health_answer(run_dir, code, answer):
+    path = str(run_dir / "cni.sock")
+    ok, message = felix_ready_against(path, lambda conn: wire.send_answer(conn, code, json.dumps(answer).encode()))
     assert not ok and message.startswith(f"calico/node is not ready: felix is not ready: unexpected health answer on {path}: ")
+
+
+def test_felix_probes_report_an_answer_cut_short_or_not_json(run_dir):
+    path = str(run_dir / "cni.sock")
+    assert felix_ready_against(path, lambda conn: None) == (False, f"calico/node is not ready: felix is not ready: no answer on {path}: connection closed mid-frame")
+    os.unlink(path)
+    ok, message = felix_ready_against(path, lambda conn: wire.send_answer(conn, 0, b"{not json"))
+    assert not ok and message.startswith("calico/node is not ready: felix is not ready: ")  # json's own words follow
 
 
 def test_node_status_needs_root():
