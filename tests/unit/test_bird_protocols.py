@@ -547,9 +547,7 @@ def daemon(tmp_path):
 
     yield make
     for fake in made:
-        fake.listener.shutdown(socket.SHUT_RDWR)
-        fake.listener.close()
-        fake.thread.join(5)
+        fake.close()
 
 
 def part(alive=True, ready=True, last_ok=None, detail=None, last_error=None, period=None) -> dict:
