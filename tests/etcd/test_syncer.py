@@ -18,6 +18,7 @@ from calico_cni.datastore.etcd import EtcdClient, Range
 from calico_cni.node.syncer import Cache, Syncer
 from tests import etcd_secure
 from tests.conftest import FABRIC_ADDRESS
+from tests.etcd.test_watch import closing_factory, compact
 from tests.security_support import PASSWORD, TOKEN_TTL
 
 RESOURCES = "/calico/resources/v3/projectcalico.org/"
@@ -30,10 +31,6 @@ def stored(client: EtcdClient) -> dict:
     """Every key under the watched prefixes, as the cache should hold them."""
     ranges, _ = client.read([Range(p, prefix=True) for p in PREFIXES])
     return {kv.key: kv for found in ranges for kv in found}
-
-
-def compact(client: EtcdClient, rev: int) -> None:
-    client._call("KV", "Compact", client._rpc.CompactionRequest(revision=rev, physical=True))
 
 
 def wait_until(predicate, timeout: float = 15, what: str = "condition") -> None:
@@ -76,16 +73,7 @@ class Running:
 
 @pytest.fixture
 def running():
-    made: list[Running] = []
-
-    def start(*args, **kwargs) -> Running:
-        r = Running(*args, **kwargs)
-        made.append(r)
-        return r
-
-    yield start
-    for r in made:
-        r.close()
+    yield from closing_factory(Running)
 
 
 @pytest.fixture

@@ -92,18 +92,23 @@ def client(etcd_endpoint):
     c.close()
 
 
-@pytest.fixture
-def watching():
-    made: list[Watching] = []
+def closing_factory(make):
+    """A factory fixture's body (`yield from`): the test calls `make`; whatever it made is closed
+    when the test ends (also used by test_syncer)."""
+    made = []
 
-    def start(*args, **kwargs) -> Watching:
-        w = Watching(*args, **kwargs)
-        made.append(w)
-        return w
+    def start(*args, **kwargs):
+        made.append(obj := make(*args, **kwargs))
+        return obj
 
     yield start
-    for w in made:
-        w.close()
+    for obj in made:
+        obj.close()
+
+
+@pytest.fixture
+def watching():
+    yield from closing_factory(Watching)
 
 
 @pytest.fixture
