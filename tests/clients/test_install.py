@@ -22,6 +22,7 @@ import signal
 import socket
 import stat
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -469,17 +470,30 @@ def test_uninstall_removes_what_was_installed(installation):
     assert "nothing to uninstall" in again.stdout, again.describe()
 
 
+@contextmanager
+def administrators_bird_unit(inst: Installation):
+    """Uninstalled, with the directory of bird.service made: yields its path for the test to put
+    the administrator's own file there; afterwards removes it and the directories left empty."""
+    if inst.installed:
+        inst.run("--uninstall").ok()
+        inst.installed = False
+    unit = inst.unit_dir / "bird.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield unit
+    finally:
+        unit.unlink(missing_ok=True)
+        for directory in (unit.parent, unit.parent.parent, unit.parent.parent.parent):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+
+
 def test_mask_made_by_someone_else_is_kept(installation):
     """bird.service already masked before the installer ran (by the administrator): the installer
     does not record it as its own, and --uninstall leaves it masked."""
     inst = installation
-    if inst.installed:
-        inst.run("--uninstall").ok()
-        inst.installed = False
-    mask = inst.unit_dir / "bird.service"
-    mask.parent.mkdir(parents=True, exist_ok=True)
-    mask.symlink_to("/dev/null")
-    try:
+    with administrators_bird_unit(inst) as mask:
+        mask.symlink_to("/dev/null")
         out = inst.ensure_installed().stdout
         assert "masked Debian's bird.service" not in out, out
         assert not any(line.startswith("mask:") for line in inst.manifest.read_text().splitlines())
@@ -487,11 +501,6 @@ def test_mask_made_by_someone_else_is_kept(installation):
         inst.installed = False
         assert os.readlink(mask) == "/dev/null", removed.describe()
         assert "unmasked" not in removed.stdout, removed.describe()
-    finally:
-        mask.unlink(missing_ok=True)
-        for directory in (mask.parent, mask.parent.parent, mask.parent.parent.parent):
-            if directory.is_dir() and not any(directory.iterdir()):
-                directory.rmdir()
 
 
 def test_a_bird_service_unit_of_the_administrators_is_left_alone(installation):
@@ -499,24 +508,14 @@ def test_a_bird_service_unit_of_the_administrators_is_left_alone(installation):
     neither replaces nor records it, warns that Debian's BIRD would delete calico-node's routes if
     it runs, and --uninstall leaves it."""
     inst = installation
-    if inst.installed:
-        inst.run("--uninstall").ok()
-        inst.installed = False
-    unit = inst.unit_dir / "bird.service"
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text("[Service]\nExecStart=/usr/sbin/bird -f\n")
-    try:
+    with administrators_bird_unit(inst) as unit:
+        unit.write_text("[Service]\nExecStart=/usr/sbin/bird -f\n")
         out = inst.ensure_installed().stdout
         assert f"warning: {unit} exists and is not a mask; Debian's bird.service is left alone" in out, out
         assert not any(line.startswith("mask:") for line in inst.manifest.read_text().splitlines())
         removed = inst.run("--uninstall").ok()
         inst.installed = False
         assert unit.read_text() == "[Service]\nExecStart=/usr/sbin/bird -f\n" and "unmasked" not in removed.stdout, removed.describe()
-    finally:
-        unit.unlink(missing_ok=True)
-        for directory in (unit.parent, unit.parent.parent, unit.parent.parent.parent):
-            if directory.is_dir() and not any(directory.iterdir()):
-                directory.rmdir()
 
 
 def test_paths_with_spaces_and_values_with_quotes(installation, tmp_path):
