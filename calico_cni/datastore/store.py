@@ -337,6 +337,13 @@ class Datastore:
         """Every workload endpoint; corrupt ones are logged and skipped."""
         return _parse_all(self.client.get_prefix(keys.WORKLOAD_ENDPOINTS), _endpoint)
 
+    def workload_endpoints_and_names(self, prefix: str) -> tuple[list[WorkloadEndpoint], set[str]]:
+        """Every workload endpoint (corrupt ones skipped silently: `calicoctl ipam check` reports
+        them) and the names of the keys under `prefix` (keys only), read at one revision in one
+        round trip."""
+        (wep_kvs, named), _ = self.client.read([Range(keys.WORKLOAD_ENDPOINTS, prefix=True), Range(prefix, prefix=True, keys_only=True)])
+        return _parse_all(wep_kvs, _endpoint, corrupt=[]), {kv.key[len(prefix) :] for kv in named}
+
     def ipam_snapshot(self) -> IpamSnapshot:
         """Config, pools, nodes, blocks, handles, affinities and workload endpoints, in one round
         trip at one revision (for `calicoctl ipam show/check`)."""

@@ -14,12 +14,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from calico_cni.datastore.etcd import Range
 from calico_cni.datastore.resources import DEFAULT_ALLOW_PROFILE
 from calico_cni.datastore.store import Datastore
-from calico_cni.model import keys
 from calico_cni.model.kinds.policy import PROFILE
-from calico_cni.model.records import NETWORK_ANNOTATION, CorruptRecord, WorkloadEndpoint
+from calico_cni.model.records import NETWORK_ANNOTATION
 from calico_cni.model.resource import prefix
 from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, ProfileRecord, namespace_profile, network_profile, valid_name
 
@@ -64,16 +62,10 @@ def missing(store: Datastore) -> list[Missing]:
     (endpoints and profile names in one round trip). A network's profile named by plain-CNI and
     Kubernetes endpoints alike gets the plain-CNI content (ingress from `has(<network>)`): a
     Kubernetes endpoint of that network carries the label too."""
-    (wep_kvs, profile_kvs), _ = store.client.read(
-        [Range(keys.WORKLOAD_ENDPOINTS, prefix=True), Range(prefix(PROFILE), prefix=True, keys_only=True)]
-    )
-    existing = {kv.key[len(prefix(PROFILE)) :] for kv in profile_kvs} | {DEFAULT_ALLOW_PROFILE}
+    endpoints, stored = store.workload_endpoints_and_names(prefix(PROFILE))
+    existing = stored | {DEFAULT_ALLOW_PROFILE}
     found: dict[str, Missing] = {}
-    for kv in wep_kvs:
-        try:
-            endpoint = WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
-        except CorruptRecord:
-            continue  # `calicoctl ipam check` reports it
+    for endpoint in endpoints:
         network = ((endpoint.doc.get("metadata") or {}).get("annotations") or {}).get(NETWORK_ANNOTATION)
         kubernetes = endpoint.spec.get("orchestrator") == K8S
         for name in endpoint.spec.get("profiles") or []:

@@ -97,3 +97,15 @@ def test_repair_does_not_create_a_profile_calicos_validator_refuses(store, ctl):
     assert "Not creating profile My_Net" in r.stdout and "not a lower-case DNS-1123 name" in r.stdout
     assert f"Not creating profile {long_net}" in r.stdout and "longer than 63 characters" in r.stdout
     assert profile(store, "My_Net") == (None, 0) and profile(store, long_net) == (None, 0)
+
+
+def test_a_corrupt_endpoint_is_skipped(store, ctl):  # noqa: F811
+    """An endpoint record that is not JSON names no profile it can be read for: the others are
+    still repaired, and nothing is said of it here (`calicoctl ipam check` reports it)."""
+    old_endpoint(store, Identity("net1", "c1", "eth0", "node1"), ["net1"])
+    store.client.commit([], [("/calico/resources/v3/projectcalico.org/workloadendpoints/default/node1-cni-c9-eth0", b"{not json")])
+    r = ctl("datastore", "repair", "profiles")
+    assert r.rc == 0, r.stderr
+    assert r.lines == ["Created profile net1 (named by default/node1-cni-c1-eth0)."]
+    assert r.stderr == ""
+    assert profile(store, "net1")[0] is not None
