@@ -15,11 +15,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
 
 from calico_cni.model import kinds
-from calico_cni.model.kinds.routing import split_peer_ip
+from calico_cni.model.kinds.routing import duration_nanos, split_peer_ip
 from calico_cni.model.schema import Invalid, unknown_fields_skipped
 from calico_cni.model.selector import Matcher, SelectorError, parse
 
@@ -76,26 +75,12 @@ def name_of(doc: Any, fallback: str) -> str:
     return name if isinstance(name, str) and name else fallback
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": Fraction(1, 10**9),
-    "us": Fraction(1, 10**6),
-    "µs": Fraction(1, 10**6),
-    "μs": Fraction(1, 10**6),
-    "ms": Fraction(1, 1000),
-    "s": Fraction(1),
-    "m": Fraction(60),
-    "h": Fraction(3600),
-}
-
-
 def duration_seconds(text: str) -> int:
     """A decoded Go duration ("1m30s", "-2s", "500ms") in whole seconds, rounded half away from
     zero as Calico rounds it."""
-    negative = text.startswith("-")
-    total = sum((Fraction(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(text)), Fraction(0))
-    whole = int(total + Fraction(1, 2))  # total >= 0: floor(x + 1/2) rounds half up
-    return -whole if negative else whole
+    nanos = duration_nanos(text)
+    whole = (abs(nanos) + 10**9 // 2) // 10**9
+    return -whole if nanos < 0 else whole
 
 
 def restart_time(value: Any, field_name: str, shown: str, problems: list[str]) -> int | None:

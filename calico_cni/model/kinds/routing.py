@@ -222,18 +222,23 @@ def go_duration_text(nanos: int) -> str:
     return f"{minutes}m{text}" if minutes else text
 
 
+def duration_nanos(text: str) -> int:
+    """A duration `schema.duration` accepted, in nanoseconds with its sign (a fraction of a
+    nanosecond is dropped)."""
+    nanos = int(sum(Fraction(number) * _NANOS[unit] for number, unit in _DURATION_PART.findall(text)))
+    return -nanos if text.startswith("-") else nanos
+
+
 @dataclass(frozen=True)
 class GoDuration(Field):
     """A Kubernetes duration (`metav1.Duration`) such as "90s" or "1h30m": checked with
     `schema.duration` and stored as Calico stores it, in Go's spelling ("90s" becomes "1m30s")."""
 
     def decode(self, value: Any, path: str) -> Any:
-        value = Str(duration).decode(value, path)
-        # Go keeps the sign ("-90s" is stored as "-1m30s"); the parts below are unsigned.
-        negative = value.startswith("-")
-        nanos = int(sum(Fraction(number) * _NANOS[unit] for number, unit in _DURATION_PART.findall(value)))
-        text = go_duration_text(nanos)
-        return f"-{text}" if negative and nanos else text
+        nanos = duration_nanos(Str(duration).decode(value, path))
+        # Go keeps the sign ("-90s" is stored as "-1m30s").
+        text = go_duration_text(abs(nanos))
+        return f"-{text}" if nanos < 0 else text
 
 
 SECRET_KEY_REF = Obj({"name": Str(), "key": Str(), "optional": Bool()})
