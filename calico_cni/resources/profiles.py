@@ -19,7 +19,7 @@ from calico_cni.datastore.store import Datastore
 from calico_cni.model.kinds.policy import PROFILE
 from calico_cni.model.records import NETWORK_ANNOTATION
 from calico_cni.model.resource import prefix
-from calico_cni.workload import K8S, NAMESPACE_PROFILE_PREFIX, ProfileRecord, namespace_profile, network_profile, valid_name
+from calico_cni.workload import K8S, LABEL_NAME_MAX, NAMESPACE_PROFILE_PREFIX, ProfileRecord, namespace_profile, network_profile, valid_name
 
 from calico_cni.resources.verbs import now
 
@@ -52,8 +52,8 @@ def _refused(name: str, network: str | None) -> str:
     63 characters."""
     if not valid_name(name):
         return f"its name {name!r} is not a lower-case DNS-1123 name, which Calico's validator requires"
-    if name == network and len(name) > 63:
-        return f"its label key {name!r} is longer than 63 characters, which Calico's validator refuses"
+    if name == network and len(name) > LABEL_NAME_MAX:
+        return f"its label key {name!r} is longer than {LABEL_NAME_MAX} characters, which Calico's validator refuses"
     return ""
 
 
