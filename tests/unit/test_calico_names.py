@@ -108,3 +108,26 @@ def test_hand_checks_match_calicos_patterns():
 
     agree()
     assert not valid_name("a" * 254) and valid_name("a" * 253)
+
+
+def test_hand_copied_constants_match_the_model():
+    """workload.py spells out what `model.kinds`, `model.resource` and `model.checks` define (the
+    exec'd ADD must not import them): the copies must stay equal to their sources."""
+    import re
+
+    from hypothesis import given, strategies as st
+
+    from calico_cni.model import checks, kinds
+    from calico_cni.model.kinds.policy import PROFILE
+    from calico_cni.model.resource import prefix
+    from calico_cni import workload
+
+    assert workload.API_VERSION == kinds.API_VERSION
+    assert workload.PROFILES == prefix(PROFILE)
+    assert workload.NAME_MAX == 253 and re.fullmatch(workload.NAME_FMT, "a.b-c")
+
+    @given(st.text(alphabet="abzAZ09-._", max_size=12) | st.just("a" * 254))
+    def agree(text):
+        assert workload.valid_name(text) == (checks.dns_subdomain(text) is None)
+
+    agree()
