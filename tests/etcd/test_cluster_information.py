@@ -116,6 +116,13 @@ def test_a_missing_record_or_flag_is_ready(store, pools, ipam_conf, spec):
     assert run_plugin("calico-ipam", "ADD", ipam_conf(), cni_env("c1")).rc == 0
 
 
+@pytest.mark.parametrize("value", [b"{not json", b'{"spec": "locked"}', b"[]"], ids=["not JSON", "spec not an object", "not an object"])
+def test_an_unreadable_record_is_ready(store, pools, ipam_conf, value):
+    """A ClusterInformation nobody can read says nothing of a lock: the datastore counts as ready."""
+    assert store.client.commit([], [(INFO, value)])[0]
+    assert run_plugin("calico-ipam", "ADD", ipam_conf(), cni_env("c1")).rc == 0
+
+
 def test_unlock_of_an_unlocked_datastore_initialises_it(store, etcd_endpoint):
     r = run_exe("datastore", "migrate", "unlock", env={"ETCD_ENDPOINTS": etcd_endpoint})
     assert (r.rc, r.stdout) == (0, "Datastore was not locked.\n"), r.stderr
