@@ -57,7 +57,7 @@ class NodeDaemon:
             "node": self.settings.nodename,
             "registered": self.registered,
             # In sync: the first list is in and a watch runs now (the felix probes read this).
-            "in_sync": bool(snapshot.synced and syncer and syncer["in_sync"]),
+            "in_sync": bool(syncer and syncer["in_sync"]),
             "revision": snapshot.revision,
             "syncer": syncer,
             "parts": self.parts.status() if self.registered else {"startup": self.startup.as_dict()},
