@@ -8,7 +8,7 @@ import click
 
 from calico_cni.datastore import resources as stored
 from calico_cni.datastore.resources import Ref
-from calico_cni.model import kinds
+from calico_cni.model.kinds.config import CLUSTER_INFORMATION
 
 from calico_cni.ctl.context import connection_options, ctl
 
@@ -29,8 +29,7 @@ def client_version() -> str:
 def version() -> None:
     """Show the client version and the cluster version and type (from ClusterInformation default)."""
     click.echo(f"Client Version:    {client_version()} (Calico {CALICO_VERSION} resources)")
-    kind = kinds.by_kind("ClusterInformation")
-    info = stored.get(ctl().store, Ref(kind, "default")) if kind is not None else None
+    info = stored.get(ctl().store, Ref(CLUSTER_INFORMATION, "default"))
     spec = (info.doc.get("spec") or {}) if info is not None else {}
     missing = "unknown (no ClusterInformation default: calico-node writes it when it starts)"
     click.echo(f"Cluster Version:   {spec.get('calicoVersion') or missing}")
