@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests import netns
+from tests.calico_support import in_ns
 from tests.conftest import FABRIC_ADDRESS, ETCD_PORT, plugin_env, plugin_path, run_plugin, PluginRun
 from tests.processes import stop_process
 
@@ -43,14 +44,6 @@ def wait_for(what: str, check, timeout: float = 10.0, interval: float = 0.1):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-
-
-def in_ns(ns: str, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run a command in a namespace (nsenter keeps /sys, unlike `ip netns exec`)."""
-    proc = subprocess.run(["nsenter", f"--net={netns.NETNS_DIR}/{ns}", *args], capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} in {ns}: rc={proc.returncode} {proc.stdout} {proc.stderr}")
-    return proc
 
 
 @dataclass
