@@ -11,6 +11,7 @@ through the network configuration's `agent_socket` and `nodename_file`.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -44,6 +45,11 @@ def wait_for(what: str, check, timeout: float = 10.0, interval: float = 0.1):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def block_of(address: str, size: int = 26) -> str:
+    """The CIDR of the /`size` block holding `address` (the pools here use Calico's default, /26)."""
+    return str(ipaddress.ip_network(f"{address}/{size}", strict=False))
 
 
 @dataclass
@@ -272,4 +278,4 @@ def cluster(tmp_path, etcd_endpoint):
         made.remove()
 
 
-__all__ = ["Cluster", "ClusterNode", "cluster", "ping", "wait_for", "in_ns", "plugin_env", "stop_process"]
+__all__ = ["Cluster", "ClusterNode", "cluster", "ping", "wait_for", "in_ns", "block_of", "plugin_env", "stop_process"]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.cluster_support import ping, wait_for
+from tests.cluster_support import block_of, ping, wait_for
 from tests.conftest import plugin_path
 from tests.pools import create_pool
 
@@ -155,7 +155,7 @@ def test_a_released_block_is_withdrawn_everywhere(cluster, store, etcd_endpoint)
     create_pool(store, "v4", "198.18.49.0/24", 26)
     one, two = cluster.add_node(), cluster.add_node()
     pod, (address,) = one.add_pod(etcd_endpoint)
-    block = address.rsplit(".", 1)[0] + "." + str(int(address.rsplit(".", 1)[1]) // 64 * 64) + "/26"
+    block = block_of(address)
     wait_for("node-2's route to node-1's block", lambda: two.bird_routes(4).get(block, {}).get("gateway") == one.ipv4, 30)
     assert one.bird_routes(4)[block]["type"] == "blackhole"
     run = one.plugin("DEL", one.conf(etcd_endpoint), pod)

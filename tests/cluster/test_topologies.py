@@ -9,7 +9,7 @@ import subprocess
 import textwrap
 
 from tests import netns
-from tests.cluster_support import GATEWAY_V4, SUBNET_V4, in_ns, ping, wait_for
+from tests.cluster_support import GATEWAY_V4, SUBNET_V4, block_of, in_ns, ping, wait_for
 from tests.conftest import plugin_path
 from tests.pools import create_pool
 
@@ -113,7 +113,7 @@ def test_a_router_peered_through_a_global_bgppeer_learns_every_block_and_nothing
         blocks = set()
         for node in nodes:
             _, (address,) = node.add_pod(etcd_endpoint)
-            blocks.add(address.rsplit(".", 1)[0] + "." + str(int(address.rsplit(".", 1)[1]) // 64 * 64) + "/26")
+            blocks.add(block_of(address))
 
         def learned() -> set[str]:
             out = in_ns(router, "birdc", "-s", str(sock), "show", "route").stdout
