@@ -4,9 +4,7 @@ a watch is lost (compaction while away, etcd restarted, etcd replaced, a token t
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -16,9 +14,7 @@ import pytest
 from calico_cni.config import EtcdSettings
 from calico_cni.datastore.etcd import EtcdClient, Range
 from calico_cni.node.syncer import Cache, Syncer
-from tests import etcd_secure
-from tests.conftest import FABRIC_ADDRESS
-from tests.etcd.test_watch import closing_factory, compact
+from tests.etcd.test_watch import closing_factory, compact, private_etcd
 from tests.security_support import PASSWORD, TOKEN_TTL
 
 RESOURCES = "/calico/resources/v3/projectcalico.org/"
@@ -167,14 +163,7 @@ def test_restart_without_compaction_resumes_without_listing(client, etcd_endpoin
 @pytest.fixture
 def private(fabric, tmp_path):
     """An etcd of this test alone that it may stop, restart (same data) or replace."""
-    cluster = etcd_secure.start_single(FABRIC_ADDRESS, PRIVATE_PORT, PRIVATE_PORT + 1, str(tmp_path))
-    try:
-        yield cluster
-    finally:
-        proc = cluster.members[0].proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-        cluster.stop()
+    yield from private_etcd(PRIVATE_PORT, str(tmp_path))
 
 
 def test_etcd_restarted_the_syncer_resumes_and_converges(private, running):

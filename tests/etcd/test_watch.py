@@ -111,10 +111,10 @@ def watching():
     yield from closing_factory(Watching)
 
 
-@pytest.fixture
-def private(fabric, tmp_path):
-    """An etcd of this test alone (it may be stopped or frozen); resumed and removed at the end."""
-    cluster = etcd_secure.start_single(FABRIC_ADDRESS, PRIVATE_PORT, PRIVATE_PORT + 1, str(tmp_path))
+def private_etcd(port: int, directory: str):
+    """An etcd of one test alone on `port` (peer port one above), which the test may stop, freeze
+    or restart; resumed and removed at the end (a generator for fixtures: `yield from`)."""
+    cluster = etcd_secure.start_single(FABRIC_ADDRESS, port, port + 1, directory)
     try:
         yield cluster
     finally:
@@ -122,6 +122,12 @@ def private(fabric, tmp_path):
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
         cluster.stop()
+
+
+@pytest.fixture
+def private(fabric, tmp_path):
+    """An etcd of this test alone (it may be stopped or frozen); resumed and removed at the end."""
+    yield from private_etcd(PRIVATE_PORT, str(tmp_path))
 
 
 def test_events_of_several_prefixes_arrive_in_order_on_one_stream(client, watching):
