@@ -1,0 +1,240 @@
+"""What this node's encapsulation dataplane should hold, planned from a `ClusterView` as Felix's
+VXLAN and IPIP managers plan it (Calico v3.30), with no kernel access:
+
+- a VXLAN device per family whose pools use VXLAN, once this node has its tunnel address:
+  `vxlan.calico` (IPv4) / `vxlan-v6.calico` (IPv6), VNI and port from FelixConfiguration, the
+  node address as source and its interface as parent, the MAC the Node names or the one Calico
+  derives, MTU from FelixConfiguration or the parent's minus the encapsulation's overhead;
+- per remote node with a tunnel address (a VTEP): a permanent neighbour entry (tunnel address ->
+  its MAC) and an FDB entry (its MAC -> its node address);
+- per remote block of an encapsulated pool: a route via the remote tunnel address on the VXLAN
+  device (onlink), or via the remote node address on `tunl0` for IPIP; CrossSubnet pools route
+  natively (via the remote node address on this node's uplink, onlink) when the remote node
+  address is inside this node's own subnet; addresses borrowed from a block by another node get
+  a /32 (/128) the same way, towards the node that holds them; this node's own blocks get a
+  blackhole, so an unused address of them never leaves the node;
+- the pod MTU: the smallest MTU among the encapsulations in use, else the host's.
+
+Pure: standard library and `node.cluster_view`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+from calico_cni.node.cluster_view import ClusterView, IPAddress, IPNetwork, NodeInfo, Pool
+
+VXLAN_DEVICE = {4: "vxlan.calico", 6: "vxlan-v6.calico"}
+IPIP_DEVICE = "tunl0"
+# Encapsulation overheads (Felix): VXLAN over IPv4 50 bytes, over IPv6 70; IPIP 20.
+VXLAN_OVERHEAD = {4: 50, 6: 70}
+IPIP_OVERHEAD = 20
+
+
+def vtep_mac(nodename: str, family: int) -> str:
+    """The MAC Calico derives for a node's VTEP: 0x66 (locally administered, unicast), then the
+    first five bytes of SHA-1 of the node name (of `<name>-v6` for IPv6)."""
+    digest = hashlib.sha1((nodename if family == 4 else f"{nodename}-v6").encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x66, *digest[:5]))
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """The interface holding this node's address of one family: the tunnels' parent."""
+
+    index: int
+    name: str
+    mtu: int
+
+
+@dataclass(frozen=True)
+class VxlanPlan:
+    """The VXLAN device of one family."""
+
+    family: int
+    name: str
+    vni: int
+    port: int
+    local: IPAddress
+    parent: Uplink
+    mac: str
+    mtu: int
+    address: IPAddress  # the tunnel address (/32 or /128 on the device)
+
+
+@dataclass(frozen=True)
+class Vtep:
+    """A remote node's tunnel endpoint of one family."""
+
+    node: str
+    family: int
+    tunnel_address: IPAddress
+    mac: str
+    node_address: IPAddress
+
+
+@dataclass(frozen=True)
+class PlannedRoute:
+    """One route: `device` None with `blackhole`; `gateway` None for a device route."""
+
+    dst: IPNetwork
+    device: str | None
+    gateway: IPAddress | None = None
+    onlink: bool = False
+    blackhole: bool = False
+
+    def __str__(self) -> str:
+        if self.blackhole:
+            return f"blackhole {self.dst}"
+        via = f" via {self.gateway}" if self.gateway else ""
+        return f"{self.dst}{via} dev {self.device}{' onlink' if self.onlink else ''}"
+
+
+@dataclass
+class Plan:
+    """Everything the encapsulation controller makes true, and what it cannot."""
+
+    vxlan: dict[int, VxlanPlan] = field(default_factory=dict)
+    vteps: list[Vtep] = field(default_factory=list)
+    routes: list[PlannedRoute] = field(default_factory=list)
+    # tunl0: wanted (its MTU and address) when an IPIP pool exists and this node has its address.
+    ipip: tuple[int, ipaddress.IPv4Address] | None = None
+    ipip_pools: tuple[str, ...] = ()
+    pod_mtu: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def routes_on(self, device: str) -> list[PlannedRoute]:
+        """The planned routes through `device`."""
+        return [r for r in self.routes if r.device == device]
+
+
+def _in_use(view: ClusterView, encapsulation: str, family: int) -> list[Pool]:
+    # Disabled pools count: their pods keep their addresses and need their routes.
+    return [p for p in view.pools if p.encapsulation == encapsulation and p.cidr.version == family]
+
+
+def _mtu(configured: int | None, uplink: Uplink, overhead: int) -> int:
+    return configured if configured else uplink.mtu - overhead
+
+
+def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[int, Uplink], plan: Plan) -> VxlanPlan | None:
+    address, tunnel = me.address(family), me.vxlan_address(family)
+    if address is None:
+        plan.problems.append(f"IPv{family} pools use VXLAN but node {me.name} has no IPv{family} address (set IP{'6' if family == 6 else ''} of calico-node); no {VXLAN_DEVICE[family]}")
+        return None
+    uplink = uplinks.get(family)
+    if uplink is None:
+        plan.problems.append(f"no interface holds node address {address.ip}; {VXLAN_DEVICE[family]} has no parent and is not created")
+        return None
+    if tunnel is None:
+        plan.problems.append(f"waiting for node {me.name}'s IPv{family} VXLAN tunnel address (from a pool that allows Tunnel and selects the node); {VXLAN_DEVICE[family]} is not created yet")
+        return None
+    felix = view.felix
+    configured = felix.vxlan_mtu if family == 4 else felix.vxlan_mtu_v6
+    return VxlanPlan(
+        family=family,
+        name=VXLAN_DEVICE[family],
+        vni=felix.vxlan_vni,
+        port=felix.vxlan_port,
+        local=address.ip,
+        parent=uplink,
+        mac=me.vxlan_mac_override(family) or vtep_mac(me.name, family),
+        mtu=_mtu(configured, uplink, VXLAN_OVERHEAD[family]),
+        address=tunnel,
+    )
+
+
+def _vteps(view: ClusterView, family: int) -> dict[str, Vtep]:
+    out = {}
+    for node in view.nodes.values():
+        if node.name == view.nodename:
+            continue
+        address, tunnel = node.address(family), node.vxlan_address(family)
+        if address is None or tunnel is None:
+            continue
+        mac = node.vxlan_mac_override(family) or vtep_mac(node.name, family)
+        out[node.name] = Vtep(node.name, family, tunnel, mac, address.ip)
+    return out
+
+
+def _same_subnet(me: NodeInfo, node: NodeInfo | None, family: int) -> bool:
+    mine, theirs = me.address(family), node.address(family) if node is not None else None
+    return mine is not None and theirs is not None and theirs.ip in mine.network
+
+
+def _route_to(
+    dst: IPNetwork, pool: Pool, node_name: str, view: ClusterView, me: NodeInfo, plan: Plan, vteps: dict[str, Vtep], uplinks: dict[int, Uplink]
+) -> PlannedRoute | None:
+    """The route to `dst` (a block or an address) held by remote node `node_name`, or None."""
+    family = dst.version
+    node = view.nodes.get(node_name)
+    if pool.cross_subnet and node is not None and _same_subnet(me, node, family) and family in uplinks:
+        return PlannedRoute(dst, uplinks[family].name, node.address(family).ip, onlink=True)  # type: ignore[union-attr]
+    if pool.encapsulation == "vxlan":
+        vtep = vteps.get(node_name)
+        if vtep is None or family not in plan.vxlan:
+            return None
+        if dst.prefixlen == dst.max_prefixlen and dst.network_address == vtep.tunnel_address:
+            return PlannedRoute(dst, VXLAN_DEVICE[family])  # the VTEP's own address: the neighbour entry answers
+        return PlannedRoute(dst, VXLAN_DEVICE[family], vtep.tunnel_address, onlink=True)
+    if node is None or node.ipv4 is None or family != 4:
+        return None
+    return PlannedRoute(dst, IPIP_DEVICE, node.ipv4.ip, onlink=True)
+
+
+def plan(view: ClusterView, uplinks: dict[int, Uplink]) -> Plan:
+    """The plan for `view`'s node; `uplinks`: the interface holding the node address, by family."""
+    out = Plan()
+    me = view.me
+    if me is None:
+        out.problems.append(f"node {view.nodename} has no Node resource yet; nothing is programmed")
+        return out
+    vteps_by_family: dict[int, dict[str, Vtep]] = {}
+    mtus: list[int] = []
+    for family in (4, 6):
+        if not _in_use(view, "vxlan", family):
+            continue
+        device = _vxlan_device(view, me, family, uplinks, out)
+        if device is not None:
+            out.vxlan[family] = device
+            mtus.append(device.mtu)
+            vteps_by_family[family] = _vteps(view, family)
+            out.vteps.extend(vteps_by_family[family][name] for name in sorted(vteps_by_family[family]))
+    ipip_pools = _in_use(view, "ipip", 4)
+    if ipip_pools:
+        out.ipip_pools = tuple(p.name for p in ipip_pools)
+        if me.ipip_v4 is not None and 4 in uplinks:
+            mtu = _mtu(view.felix.ipip_mtu, uplinks[4], IPIP_OVERHEAD)
+            out.ipip = (mtu, me.ipip_v4)
+            mtus.append(mtu)
+    out.routes = _routes(view, me, out, vteps_by_family, uplinks)
+    if mtus:
+        out.pod_mtu = min(mtus)
+    elif uplinks:
+        out.pod_mtu = min(u.mtu for u in uplinks.values())
+    return out
+
+
+def _routes(view: ClusterView, me: NodeInfo, out: Plan, vteps: dict[int, dict[str, Vtep]], uplinks: dict[int, Uplink]) -> list[PlannedRoute]:
+    routes: dict[IPNetwork, PlannedRoute] = {}
+    for block in sorted(view.blocks, key=lambda b: (b.cidr.version, b.cidr)):
+        pool = view.pool_of(block.cidr)
+        if pool is None or pool.encapsulation is None:
+            continue  # unencapsulated pools are BIRD's (or nobody's, with the vxlan backend)
+        family = block.cidr.version
+        if block.node == me.name:
+            routes[block.cidr] = PlannedRoute(block.cidr, None, blackhole=True)
+        elif block.node is not None:
+            route = _route_to(block.cidr, pool, block.node, view, me, out, vteps.get(family, {}), uplinks)
+            if route is not None:
+                routes[block.cidr] = route
+        for address, holder in block.addresses:
+            if holder is None or holder == block.node or holder == me.name:
+                continue  # the block's route covers it, or it is a local pod (the plugin's route)
+            dst = ipaddress.ip_network(address)
+            route = _route_to(dst, pool, holder, view, me, out, vteps.get(family, {}), uplinks)
+            if route is not None:
+                routes[dst] = route
+    return [routes[dst] for dst in sorted(routes, key=lambda n: (n.version, n))]
