@@ -1,0 +1,211 @@
+"""The daemon's nftables tables, `ip calico` and `ip6 calico`, as ruleset text (pure).
+
+What Felix programs with iptables and ipsets (v3.30 rules/nat.go, rules/static.go,
+dataplane/linux/masq_mgr.go), in one table per family that is the daemon's alone (design rule 26:
+portmap's and iptables-nft's rules live in `ip nat` / `ip filter` and are never touched):
+
+- sets: `all-ipam-pools` (every pool of the family, disabled ones too), `masq-ipam-pools` (pools
+  with natOutgoing), and, while VXLAN of the family is in use, `all-vxlan-net` (the other nodes'
+  VTEP parent addresses: their node address, once they have a VXLAN tunnel address);
+- `nat-postrouting` (hook postrouting, srcnat): jumps to `nat-outgoing`, which masquerades (or, for
+  IPv4, SNATs to FelixConfiguration natOutgoingAddress) traffic from a natOutgoing pool to anything
+  outside every pool; node addresses are not exempt, as in Felix. Then, per tunnel device in use
+  with a tunnel address on this node, a packet leaving the device from a local address of this
+  host that is not one of the device's own is masqueraded, so it leaves from the tunnel address
+  and a remote node with strict rp_filter accepts it (workload sources are not local: untouched);
+- `filter-input` (hook input): UDP to the VXLAN port of a local address is dropped unless it comes
+  from `all-vxlan-net`;
+- `filter-prerouting` (hook prerouting): UDP to the VXLAN port arriving from a pod interface
+  (`cali*`) is dropped, so a pod injects encapsulated traffic neither into its own node nor into
+  another.
+
+A table is made of `Section`s (sets and chains), so the policy work adds its chains to the same
+tables through this module. `script()` gives the text that replaces a table in one nft
+transaction. Everything is sorted: the same inputs give the same text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from calico_cni.node.cluster_view import ClusterView, IPNetwork
+
+TABLE = "calico"
+FAMILIES = {4: "ip", 6: "ip6"}
+POD_INTERFACES = "cali*"  # Felix's interface prefix for workload interfaces
+VXLAN_DEVICES = {4: "vxlan.calico", 6: "vxlan-v6.calico"}
+IPIP_DEVICE = "tunl0"
+
+ALL_POOLS, MASQ_POOLS, VXLAN_SOURCES = "all-ipam-pools", "masq-ipam-pools", "all-vxlan-net"
+
+
+@dataclass(frozen=True)
+class NftSet:
+    """A named set: `interval` for CIDRs, else addresses."""
+
+    name: str
+    elements: tuple[str, ...]
+    interval: bool
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chain: `hook` is e.g. "type nat hook postrouting priority srcnat" for a base chain, or
+    None for a regular chain reached by a jump."""
+
+    name: str
+    hook: str | None
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """Sets and chains one concern adds to a table."""
+
+    sets: tuple[NftSet, ...] = ()
+    chains: tuple[Chain, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    """One family's table, ready to be written."""
+
+    family: str  # "ip" or "ip6"
+    sections: tuple[Section, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return TABLE
+
+
+def _addr_type(family: int) -> tuple[str, str]:
+    """The nft type of addresses of `family` and the match keyword for them."""
+    return ("ipv4_addr", "ip") if family == 4 else ("ipv6_addr", "ip6")
+
+
+def _cidrs(nets: Iterable[IPNetwork]) -> tuple[str, ...]:
+    """CIDRs merged where they overlap or touch (nft refuses overlapping intervals in one set) and
+    sorted."""
+    return tuple(str(n) for n in ipaddress.collapse_addresses(sorted(set(nets))))  # type: ignore[type-var]
+
+
+def vxlan_in_use(view: ClusterView, family: int) -> bool:
+    """Whether VXLAN of `family` is in use on this node (an enabled VXLAN pool of the family)."""
+    return bool(view.encapsulated_pools("vxlan", family))
+
+
+def vxlan_sources(view: ClusterView, family: int) -> tuple[str, ...]:
+    """The other nodes' VTEP parent addresses: node address of `family` of each node with a VXLAN
+    tunnel address of that family (Felix's all-vxlan-net), sorted."""
+    found = set()
+    for node in view.nodes.values():
+        address = node.address(family)
+        if node.name != view.nodename and address is not None and node.vxlan_address(family) is not None:
+            found.add(address.ip)
+    return tuple(str(a) for a in sorted(found))
+
+
+def tunnel_devices(view: ClusterView, family: int) -> list[str]:
+    """The tunnel devices of `family` in use with a tunnel address on this node (Felix's list for
+    the tunnel-source masquerade)."""
+    me = view.me
+    devices = []
+    if family == 4 and view.encapsulated_pools("ipip", 4) and me is not None and me.ipip_v4 is not None:
+        devices.append(IPIP_DEVICE)
+    if vxlan_in_use(view, family) and me is not None and me.vxlan_address(family) is not None:
+        devices.append(VXLAN_DEVICES[family])
+    return devices
+
+
+def nat_section(view: ClusterView, family: int) -> Section:
+    """Pool sets, NAT outgoing and the tunnel-source masquerade."""
+    _, match = _addr_type(family)
+    pools = [p for p in view.pools if p.cidr.version == family]
+    all_pools = NftSet(ALL_POOLS, _cidrs(p.cidr for p in pools), interval=True)
+    masq_pools = NftSet(MASQ_POOLS, _cidrs(p.cidr for p in pools if p.nat_outgoing), interval=True)
+    sets = (all_pools, masq_pools)
+    chains = []
+    if masq_pools.elements:
+        address = view.felix.nat_outgoing_address if family == 4 else None
+        action = f"snat to {address}" if address is not None else "masquerade"
+        chains.append(Chain("nat-outgoing", None, (f"{match} saddr @{MASQ_POOLS} {match} daddr != @{ALL_POOLS} {action}",)))
+    postrouting = [f"jump {c.name}" for c in chains]
+    for device in tunnel_devices(view, family):
+        # `fib saddr . oif type local`: the source is one of the outgoing device's own addresses;
+        # `fib saddr type local`: it is an address of this host at all (pods' are not).
+        postrouting.append(f'oifname "{device}" fib saddr . oif type != local fib saddr type local masquerade')
+    if postrouting:
+        chains.insert(0, Chain("nat-postrouting", "type nat hook postrouting priority srcnat; policy accept;", tuple(postrouting)))
+    return Section(sets, tuple(chains))
+
+
+def vxlan_section(view: ClusterView, family: int) -> Section:
+    """The VXLAN input filter and the pod VXLAN drop, while VXLAN of `family` is in use."""
+    if not vxlan_in_use(view, family):
+        return Section()
+    _, match = _addr_type(family)
+    port = view.felix.vxlan_port
+    sources = NftSet(VXLAN_SOURCES, vxlan_sources(view, family), interval=False)
+    input_chain = Chain(
+        "filter-input",
+        "type filter hook input priority filter; policy accept;",
+        (f"udp dport {port} {match} saddr != @{VXLAN_SOURCES} fib daddr type local counter drop",),
+    )
+    prerouting = Chain(
+        "filter-prerouting",
+        "type filter hook prerouting priority filter; policy accept;",
+        (f'iifname "{POD_INTERFACES}" udp dport {port} counter drop',),
+    )
+    return Section((sources,), (input_chain, prerouting))
+
+
+def tables(view: ClusterView) -> dict[int, Table]:
+    """This node's table per family (4, 6), from `view`."""
+    return {family: Table(FAMILIES[family], (nat_section(view, family), vxlan_section(view, family))) for family in FAMILIES}
+
+
+def _set_text(s: NftSet, family: int) -> list[str]:
+    addr_type, _ = _addr_type(family)
+    lines = [f"\tset {s.name} {{", f"\t\ttype {addr_type}"]
+    if s.interval:
+        lines.append("\t\tflags interval")
+    if s.elements:
+        lines.append(f"\t\telements = {{ {', '.join(s.elements)} }}")
+    lines.append("\t}")
+    return lines
+
+
+def _chain_text(c: Chain) -> list[str]:
+    lines = [f"\tchain {c.name} {{"]
+    if c.hook is not None:
+        lines.append(f"\t\t{c.hook}")
+    lines += [f"\t\t{rule}" for rule in c.rules]
+    lines.append("\t}")
+    return lines
+
+
+def body(table: Table) -> str:
+    """`table <family> calico { ... }`: the table's sets, then its chains, by section order."""
+    family = 4 if table.family == "ip" else 6
+    sets = [s for section in table.sections for s in section.sets]
+    chains = [c for section in table.sections for c in section.chains]
+    names = [s.name for s in sets] + [c.name for c in chains]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"table {table.family} {table.name}: names given twice by its sections: {', '.join(duplicates)}")
+    lines = [f"table {table.family} {table.name} {{"]
+    for s in sets:
+        lines += _set_text(s, family)
+    for c in chains:
+        lines += _chain_text(c)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def script(table: Table) -> str:
+    """The nft script that replaces `table` whole in one transaction: create it (so the delete is
+    safe when it is absent), delete it, write it again."""
+    head = f"table {table.family} {table.name} {{}}\ndelete table {table.family} {table.name}\n"
+    return head + body(table)
