@@ -343,6 +343,8 @@ class CalicoSettings:
     _etcd: EtcdSettings | ConfigError = field(repr=False)
     # `policy.type`: "" (profiles named after the network) or "k8s" (a pod's namespace profile).
     policy_type: str = ""
+    # `mtu_file`: where calico-node writes the pod MTU (None: $CALICO_MTU_FILE, else the default).
+    mtu_file: str | None = None
 
     @property
     def ipam_type(self) -> str:
@@ -378,7 +380,10 @@ def calico_settings(config: Mapping[str, Any], environ: Mapping[str, str], *, re
         etcd = etcd_settings(config, environ)
     except ConfigError as exc:
         etcd = exc
-    return CalicoSettings(mtu or None, forwarding, timeout, directory, ipam, node, etcd, policy_type(config))
+    mtu_file = config.get("mtu_file")
+    if mtu_file is not None and (not isinstance(mtu_file, str) or not mtu_file.startswith("/")):
+        raise ConfigError("mtu_file must be an absolute path", f"got {mtu_file!r}"[:120])
+    return CalicoSettings(mtu or None, forwarding, timeout, directory, ipam, node, etcd, policy_type(config), mtu_file)
 
 
 POLICY_TYPES = ("", "k8s")

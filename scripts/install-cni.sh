@@ -501,10 +501,13 @@ done
 # The conflist names calico-node's socket only when it is not the plugins' default.
 conf_socket=""
 [ "$node" = false ] || [ "$run_dir" = "$default_run_dir" ] || conf_socket="$run_dir/cni.sock"
+# ... and calico-node's MTU file likewise (the plugin reads /var/lib/calico/mtu by default).
+conf_mtu_file=""
+[ "$node" = false ] || [ "$state_dir" = /var/lib/calico ] || conf_mtu_file="$state_dir/mtu"
 conflist=$("$venv_python" "$here/scripts/render-conflist.py" "$here/conf/10-calico.conflist" \
     "ETCD_ENDPOINTS=$etcd_endpoints" "ETCD_CA_CERT_FILE=$etcd_ca" "ETCD_CERT_FILE=$etcd_cert" \
     "ETCD_KEY_FILE=$etcd_key" "NODENAME=$nodename" "MTU=$mtu" "ASSIGN_IPV6=$ipv6" "LOG_FILE_PATH=$log_file" \
-    "AGENT_SOCKET=$conf_socket") \
+    "AGENT_SOCKET=$conf_socket" "MTU_FILE=$conf_mtu_file") \
     || die "cannot render the network configuration"
 put_file "$conf_dir/$conf_name" 0600 <<<"$conflist"
 

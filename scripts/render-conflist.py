@@ -3,7 +3,7 @@
 Usage: render-conflist.py TEMPLATE KEY=VALUE...   (writes the conflist JSON on stdout)
 An empty value removes its key, so a node without TLS gets no etcd_*_file keys; MTU becomes a
 number. Keys: ETCD_ENDPOINTS, ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE, NODENAME, MTU,
-ASSIGN_IPV6, LOG_FILE_PATH, AGENT_SOCKET.
+ASSIGN_IPV6, LOG_FILE_PATH, AGENT_SOCKET, MTU_FILE.
 """
 
 import json

@@ -3,8 +3,12 @@ fails the ADD with nothing to roll back (the order is in docs/calico-plugin.md, 
 
 from __future__ import annotations
 
+import logging
+
 from calico_cni.dataplane.errors import MtuError
 from calico_cni.dataplane.rtnl import Rtnl
+
+log = logging.getLogger(__name__)
 
 MTU_FILE = "/var/lib/calico/mtu"
 DEFAULT_MTU = 1500
@@ -43,9 +47,21 @@ def of_default_route(host: Rtnl) -> tuple[int, str] | None:
 
 
 def decide(configured: int | None, host: Rtnl, mtu_file: str = MTU_FILE) -> tuple[int, str]:
-    """(MTU, where it came from): the `mtu` key, else `mtu_file`, else the default route's device, else 1500."""
+    """(MTU, where it came from): the `mtu` key, else `mtu_file`, else the default route's device, else 1500.
+
+    The `mtu` key wins even over a smaller MTU file (calico-node writes the MTU its encapsulation
+    leaves room for); that case is logged as a warning, since such pods see drops or fragmentation
+    across nodes."""
     if configured is not None:
-        return _valid(configured, "mtu"), "the mtu key"
+        value = _valid(configured, "mtu")
+        try:
+            written = from_file(mtu_file)
+        except MtuError:
+            written = None
+        if written is not None and value > written:
+            log.warning("the network configuration's mtu %d is above %d, the MTU calico-node wrote to %s for the encapsulation in use; "
+                        "packets between nodes may be dropped or fragmented (lower mtu, or remove it to use the file)", value, written, mtu_file)
+        return value, "the mtu key"
     value = from_file(mtu_file)
     if value is not None:
         return value, mtu_file

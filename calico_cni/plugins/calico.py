@@ -194,7 +194,8 @@ def add(request: CniRequest, services: Services) -> dict:
                 "it is not the interface of an earlier ADD of this attachment; choose another CNI_IFNAME",
             )
 
-        mtu, origin = decide_mtu(conf.mtu, host.rtnl(), request.environ.get("CALICO_MTU_FILE") or MTU_FILE)
+        mtu_file = conf.mtu_file or request.environ.get("CALICO_MTU_FILE") or MTU_FILE
+        mtu, origin = decide_mtu(conf.mtu, host.rtnl(), mtu_file)
         log.debug("MTU %d from %s", mtu, origin)
 
         _ensure_profiles(store, ident)

@@ -177,6 +177,7 @@ def test_mtu_sources(store, pools, nodes, calico_conf, tmp_path):
     mtu_file.write_text("1380\n")
     assert mtu_of(calico_conf(), CALICO_MTU_FILE=str(mtu_file)) == (1380, 1380), "the MTU file"
     assert mtu_of(calico_conf(mtu=1300), CALICO_MTU_FILE=str(mtu_file)) == (1300, 1300), "the mtu key"
+    assert mtu_of(calico_conf(mtu_file=str(mtu_file)), CALICO_MTU_FILE=str(tmp_path / "absent")) == (1380, 1380), "mtu_file over the environment"
     netns.ip("-n", n.name, "route", "del", "default")
     assert mtu_of(calico_conf()) == (1500, 1500), "no default route: 1500"
 

@@ -4,6 +4,8 @@ root, namespace or etcd needed."""
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import ipaddress
 import struct
@@ -107,8 +109,22 @@ def settings(config: dict):
     return calico_settings(config, {}, resolve_node=False)
 
 
+def test_mtu_key_above_the_mtu_file_wins_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "mtu"
+    path.write_text("1450\n")
+    with caplog.at_level(logging.WARNING, "calico_cni.dataplane.mtu"):
+        assert mtu.decide(1450, None, str(path)) == (1450, "the mtu key")
+        assert not caplog.records
+        assert mtu.decide(1500, None, str(path)) == (1500, "the mtu key")
+    assert "mtu 1500 is above 1450" in caplog.records[0].getMessage()
+
+
 def test_settings():
     assert settings(conf()).mtu is None and settings(conf(mtu=0)).mtu is None
+    assert settings(conf()).mtu_file is None and settings(conf(mtu_file="/run/calico/mtu")).mtu_file == "/run/calico/mtu"
+    with pytest.raises(ConfigError) as err:
+        settings(conf(mtu_file="mtu"))
+    assert cni_error(err.value).code == 7 and "absolute" in err.value.msg
     assert settings(conf(mtu=1450)).mtu == 1450
     assert settings(conf(container_settings={"allow_ip_forwarding": "true"})).allow_ip_forwarding
     for bad in ({"mtu": "1450"}, {"mtu": True}, {"container_settings": "x"}, {"container_settings": {"allow_ip_forwarding": "yes"}}):
