@@ -1,0 +1,320 @@
+"""The daemon's nftables tables with the real nft and kernel, in namespaces these tests make:
+dataplane.nftables (one transaction, absent tables, errors) and the rules node.nft_rules renders,
+checked by traffic between a "pod", a "node" and an "outside" namespace:
+
+    pod (198.18.0.5/32, eth0) -- calitest0 | node (198.19.0.1/24, up0) -- up0 | outside (198.19.0.2/24)
+
+The outside has no route back to the pools, so a pod reaches it only when NAT outgoing rewrites the
+source to the node's address; the outside's own table (`ip observe`, counters) shows what arrived.
+Both node and outside also carry a `vxlan.calico` device over that link (tunnel addresses
+198.18.0.1 and 198.18.1.1) for the tunnel-source masquerade.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from calico_cni.dataplane import nftables
+from calico_cni.dataplane.nftables import NftError
+from calico_cni.node.nft_rules import script, tables
+from tests import netns
+from tests.unit.test_nft_rules import ME, felix, node, pool, view
+
+NODE_ADDR, OUTSIDE_ADDR, POD_ADDR = "198.19.0.1", "198.19.0.2", "198.18.0.5"
+NODE_TUNNEL, OUTSIDE_TUNNEL = "198.18.0.1", "198.18.1.1"
+OBSERVE = """table ip observe {}
+delete table ip observe
+table ip observe {
+	chain input {
+		type filter hook input priority -10; policy accept;
+		ip saddr %(node)s icmp type echo-request counter
+		ip saddr %(pod)s icmp type echo-request counter
+		iifname "vxlan.calico" ip saddr %(tunnel)s icmp type echo-request counter
+		iifname "vxlan.calico" ip saddr %(node)s icmp type echo-request counter
+		iifname "vxlan.calico" ip saddr %(pod)s icmp type echo-request counter
+		udp dport 4789 counter
+	}
+}
+""" % {"node": NODE_ADDR, "pod": POD_ADDR, "tunnel": NODE_TUNNEL}
+
+
+def sh(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} in {ns}: {proc.stderr.strip()}")
+    return proc
+
+
+@contextlib.contextmanager
+def inside(ns: str):
+    """Run the block's nft calls (subprocesses inherit the thread's namespace) in `ns`."""
+    previous = netns.enter(ns)
+    try:
+        yield
+    finally:
+        netns.leave(previous)
+
+
+def counters(ns: str, family: str, table: str, chain: str) -> list[tuple[str, int]]:
+    """(rule text without its counter, packets) per counting rule of a chain."""
+    out = []
+    for line in sh(ns, "nft", "list", "chain", family, table, chain).stdout.splitlines():
+        m = re.search(r"^\s*(.*?)\s*counter packets (\d+) bytes \d+(.*)$", line)
+        if m:
+            out.append(((m.group(1) + m.group(3)).strip(), int(m.group(2))))
+    return out
+
+
+def reaches(read, expected, attempts: int = 100):
+    """`read()` once it gives `expected`, else its last value after `attempts` tries 0.05 s apart
+    (a packet crosses a veth in a softirq, not within the sending call): a functional wait, not a
+    timing assertion."""
+    value = read()
+    for _ in range(attempts):
+        if value == expected:
+            break
+        time.sleep(0.05)
+        value = read()
+    return value
+
+
+def ping(ns: str, dst: str, *extra: str) -> bool:
+    return sh(ns, "ping", "-n", "-c", "1", "-W", "1", *extra, dst, check=False).returncode == 0
+
+
+def udp_send(ns: str, dst: str, port: int) -> None:
+    """One UDP datagram from inside `ns` (the socket belongs to the namespace it was made in)."""
+    with inside(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.sendto(b"vxlan?", (dst, port))
+
+
+@pytest.fixture
+def lab():
+    """pod, node and outside namespaces wired as the module docstring draws them."""
+    tag = os.getpid()
+    names = {role: netns.add(f"{netns.PREFIX}nft{role}-{tag}") for role in ("pod", "node", "outside")}
+    try:
+        n, o, p = names["node"], names["outside"], names["pod"]
+        netns.ip("-n", n, "link", "add", "up0", "type", "veth", "peer", "name", "up0", "netns", o)
+        netns.ip("-n", n, "addr", "add", f"{NODE_ADDR}/24", "dev", "up0")
+        netns.ip("-n", o, "addr", "add", f"{OUTSIDE_ADDR}/24", "dev", "up0")
+        for ns in (n, o):
+            netns.ip("-n", ns, "link", "set", "up0", "up")
+        netns.ip("-n", n, "route", "add", "default", "via", OUTSIDE_ADDR)
+        # The pod, wired the Calico way: /32 on eth0, default via 169.254.1.1 answered by proxy ARP.
+        netns.ip("-n", n, "link", "add", "calitest0", "type", "veth", "peer", "name", "eth0", "netns", p)
+        netns.ip("-n", n, "link", "set", "calitest0", "up")
+        netns.ip("-n", n, "route", "add", f"{POD_ADDR}/32", "dev", "calitest0")
+        netns.ip("-n", p, "addr", "add", f"{POD_ADDR}/32", "dev", "eth0")
+        netns.ip("-n", p, "link", "set", "eth0", "up")
+        netns.ip("-n", p, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+        netns.ip("-n", p, "route", "add", "default", "via", "169.254.1.1")
+        sh(n, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.calitest0.proxy_arp=1")
+        # A VXLAN pair over up0, as the encapsulation controller would make it.
+        for ns, local, remote, mine, theirs, mac, peer_mac in (
+            (n, NODE_ADDR, OUTSIDE_ADDR, NODE_TUNNEL, OUTSIDE_TUNNEL, "66:00:00:00:00:01", "66:00:00:00:00:02"),
+            (o, OUTSIDE_ADDR, NODE_ADDR, OUTSIDE_TUNNEL, NODE_TUNNEL, "66:00:00:00:00:02", "66:00:00:00:00:01"),
+        ):
+            netns.ip("-n", ns, "link", "add", "vxlan.calico", "address", mac, "type", "vxlan", "id", "4096", "local", local, "dev", "up0", "dstport", "4789", "nolearning")
+            netns.ip("-n", ns, "addr", "add", f"{mine}/32", "dev", "vxlan.calico")
+            netns.ip("-n", ns, "link", "set", "vxlan.calico", "up")
+            netns.ip("-n", ns, "neigh", "add", theirs, "lladdr", peer_mac, "dev", "vxlan.calico", "nud", "permanent")
+            netns.ip("-n", ns, "route", "add", f"{theirs}/32", "via", theirs, "dev", "vxlan.calico", "onlink")
+            subprocess.run(["ip", "netns", "exec", ns, "bridge", "fdb", "add", peer_mac, "dev", "vxlan.calico", "dst", remote, "self", "permanent"], check=True, capture_output=True)
+        subprocess.run(["ip", "netns", "exec", o, "nft", "-f", "-"], input=OBSERVE, text=True, check=True, capture_output=True, timeout=30)
+        yield names
+    finally:
+        for name in names.values():
+            netns.delete(name)
+
+
+def observed(lab) -> dict[str, int]:
+    """What the outside counted, by rule text."""
+    return dict(counters(lab["outside"], "ip", "observe", "input"))
+
+
+def program(ns: str, *items) -> dict[int, str]:
+    """Apply this node's rendered tables in `ns`; their listings."""
+    with inside(ns):
+        listed = {}
+        for family, table in tables(view(*items)).items():
+            nftables.apply(script(table))
+            listed[family] = nftables.list_table(table.family, "calico")
+    return listed
+
+
+# --- dataplane.nftables ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def bare():
+    name = netns.add(f"{netns.PREFIX}nftbare-{os.getpid()}")
+    try:
+        with inside(name):
+            yield name
+    finally:
+        netns.delete(name)
+
+
+FULL = (
+    pool("a", "198.18.0.0/20", natOutgoing=True, vxlanMode="Always"),
+    pool("off", "198.18.64.0/20", disabled=True),
+    pool("v6", "fd00:198:18::/48", natOutgoing=True, vxlanMode="CrossSubnet"),
+    node(ME, "198.19.1.1/24", "fd00:198:19::1/64", ipv4VXLANTunnelAddr="198.18.0.1", ipv6VXLANTunnelAddr="fd00:198:18::1"),
+    node("node-b", "198.19.1.2/24", "fd00:198:19::2/64", ipv4VXLANTunnelAddr="198.18.0.65", ipv6VXLANTunnelAddr="fd00:198:18::41"),
+)
+
+
+def test_apply_is_idempotent_and_nft_accepts_every_section(bare):
+    assert nftables.list_table("ip", "calico") is None
+    rendered = tables(view(*FULL))
+    first, again = {}, {}
+    for listed in (first, again):
+        for family, t in rendered.items():
+            nftables.apply(script(t))
+            listed[family] = nftables.list_table(t.family, "calico")
+    assert first == again
+    assert "vxlan-v6.calico" in again[6] and "fd00:198:19::2" in again[6] and "fd00:198:18::/48" in again[6]
+    assert "snat" not in again[4] and "198.19.1.2" in again[4]
+
+
+def test_a_table_changed_by_hand_is_replaced_whole_and_a_bad_script_changes_nothing(bare):
+    t = tables(view(*FULL))[4]
+    nftables.apply(script(t))
+    good = nftables.list_table("ip", "calico")
+    subprocess.run(["nft", "add", "rule", "ip", "calico", "filter-input", "tcp", "dport", "22", "drop"], check=True)
+    subprocess.run(["nft", "add", "chain", "ip", "calico", "stray"], check=True)
+    assert nftables.list_table("ip", "calico") != good
+    nftables.apply(script(t))
+    assert nftables.list_table("ip", "calico") == good
+    # One transaction: the delete of the table does not happen when a later line is refused.
+    with pytest.raises(NftError, match=r"^nft refused the ruleset \(nothing of it was applied\): .*Error"):
+        nftables.apply(script(t).replace("counter drop", "counter dorp", 1))
+    assert nftables.list_table("ip", "calico") == good
+
+
+def test_foreign_tables_are_left_untouched(bare):
+    subprocess.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.0.0.0/8", "-j", "MASQUERADE"], check=True)
+    subprocess.run(["nft", "-f", "-"], input="table ip other {\n chain c {\n  type filter hook input priority 0; policy accept;\n  counter\n }\n}\n", text=True, check=True)
+    before = {name: nftables.list_table("ip", name) for name in ("nat", "other")}
+    assert all(before.values())
+    for t in tables(view(*FULL)).values():
+        nftables.apply(script(t))
+    assert nftables.delete_table("ip", "calico") and nftables.delete_table("ip6", "calico")
+    assert nftables.list_table("ip", "calico") is None
+    assert not nftables.delete_table("ip", "calico")  # absent: fine
+    assert {name: nftables.list_table("ip", name) for name in ("nat", "other")} == before
+
+
+def test_errors_are_one_line_that_says_what_to_do(bare, monkeypatch):
+    with pytest.raises(NftError, match="not an nftables family"):
+        nftables.list_table("ipx", "calico")
+    monkeypatch.setattr(nftables, "NFT", "nft-not-installed-here")
+    with pytest.raises(NftError, match="install Debian's nftables package"):
+        nftables.apply("table ip calico {}\n")
+
+
+# --- the rules, by traffic ---------------------------------------------------------------------
+
+OUTBOUND = "ip saddr 198.19.0.1 icmp type echo-request"
+FROM_POD = "ip saddr 198.18.0.5 icmp type echo-request"
+
+
+def test_nat_outgoing_lets_a_pod_reach_the_outside_as_the_node(lab):
+    program(lab["node"], pool("a", "198.18.0.0/24", natOutgoing=True))
+    assert ping(lab["pod"], OUTSIDE_ADDR)
+    seen = observed(lab)
+    assert seen[OUTBOUND] == 1 and seen[FROM_POD] == 0
+
+
+def test_without_nat_outgoing_the_outside_sees_the_pod_and_cannot_answer(lab):
+    program(lab["node"], pool("a", "198.18.0.0/24"))
+    assert not ping(lab["pod"], OUTSIDE_ADDR)
+    seen = observed(lab)
+    assert seen[FROM_POD] == 1 and seen[OUTBOUND] == 0
+
+
+def test_traffic_to_another_pool_is_never_nated(lab):
+    """The outside holds an address of a (disabled) pool: a pod's packet to it keeps its source."""
+    netns.ip("-n", lab["outside"], "addr", "add", "198.18.9.9/32", "dev", "lo")
+    netns.ip("-n", lab["outside"], "route", "add", "198.18.0.0/24", "via", NODE_ADDR)
+    program(lab["node"], pool("a", "198.18.0.0/24", natOutgoing=True), pool("b", "198.18.9.0/24", disabled=True))
+    assert ping(lab["pod"], "198.18.9.9")
+    seen = observed(lab)
+    assert seen[FROM_POD] == 1 and seen[OUTBOUND] == 0
+
+
+VXLAN = (
+    pool("vx", "198.18.0.0/16", vxlanMode="Always"),
+    node(ME, f"{NODE_ADDR}/24", ipv4VXLANTunnelAddr=NODE_TUNNEL),
+    node("node-c", "198.19.0.3/24", ipv4VXLANTunnelAddr="198.18.2.1"),
+)
+
+
+def test_vxlan_port_accepts_only_other_nodes(lab):
+    """UDP to the VXLAN port from an address that is no node's is dropped at input, from a node
+    with a VTEP it arrives. The port is FelixConfiguration's (4790 here, so the kernel's own
+    vxlan.calico socket on 4789 does not take the datagram before this test's listener)."""
+    n = lab["node"]
+    with inside(n):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with listener:
+        listener.bind((NODE_ADDR, 4790))
+        listener.settimeout(5)
+        program(n, *VXLAN, felix(vxlanPort=4790))
+        udp_send(lab["outside"], NODE_ADDR, 4790)  # 198.19.0.2 is no node: dropped
+        expected = [("udp dport 4790 ip saddr != @all-vxlan-net fib daddr type local drop", 1)]
+        assert reaches(lambda: counters(n, "ip", "calico", "filter-input"), expected) == expected
+        # Now the outside is a node with a VTEP: accepted, and it arrives (the first one did not:
+        # the listener's first datagram is the second one sent).
+        program(n, *VXLAN, felix(vxlanPort=4790), node("outside", f"{OUTSIDE_ADDR}/24", ipv4VXLANTunnelAddr=OUTSIDE_TUNNEL))
+        udp_send(lab["outside"], NODE_ADDR, 4790)
+        data, (source, _) = listener.recvfrom(100)
+        assert (data, source) == (b"vxlan?", OUTSIDE_ADDR)
+        assert counters(n, "ip", "calico", "filter-input")[0][1] == 0
+        listener.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            listener.recvfrom(100)
+
+
+def test_a_pod_cannot_send_to_any_vxlan_port(lab):
+    n = lab["node"]
+    program(n, *VXLAN, node("outside", f"{OUTSIDE_ADDR}/24", ipv4VXLANTunnelAddr=OUTSIDE_TUNNEL))
+    assert ping(lab["pod"], NODE_ADDR)  # the pod's gateway is resolved: nothing waits for ARP below
+    udp_send(lab["pod"], OUTSIDE_ADDR, 4789)  # towards another node
+    udp_send(lab["pod"], NODE_ADDR, 4789)  # towards its own node
+    expected = [('iifname "cali*" udp dport 4789 drop', 2)]
+    assert reaches(lambda: counters(n, "ip", "calico", "filter-prerouting"), expected) == expected
+    assert observed(lab)["udp dport 4789"] == 0
+    assert counters(n, "ip", "calico", "filter-input")[0][1] == 0  # never reached input
+
+
+def test_the_node_talks_into_vxlan_from_its_tunnel_address(lab):
+    """A packet the node sends into vxlan.calico from another of its addresses leaves from the tunnel
+    address; a pod's packet keeps its own (pods' addresses are not local to the node)."""
+    n = lab["node"]
+    program(n, *VXLAN, node("outside", f"{OUTSIDE_ADDR}/24", ipv4VXLANTunnelAddr=OUTSIDE_TUNNEL))
+    ping(n, OUTSIDE_TUNNEL, "-I", NODE_ADDR)  # no answer needed: the outside counts what arrives
+    ping(lab["pod"], OUTSIDE_TUNNEL)
+    seen = observed(lab)
+    assert seen['iifname "vxlan.calico" ip saddr 198.18.0.1 icmp type echo-request'] == 1
+    assert seen['iifname "vxlan.calico" ip saddr 198.19.0.1 icmp type echo-request'] == 0
+    assert seen['iifname "vxlan.calico" ip saddr 198.18.0.5 icmp type echo-request'] == 1
+
+
+def test_without_the_rule_the_node_address_would_leave_the_tunnel(lab):
+    """The check above can fail: with no tunnel address on the Node there is no rule, and the
+    outside sees the node's uplink address come out of its vxlan.calico."""
+    n = lab["node"]
+    program(n, VXLAN[0], node(ME, f"{NODE_ADDR}/24"), node("outside", f"{OUTSIDE_ADDR}/24", ipv4VXLANTunnelAddr=OUTSIDE_TUNNEL))
+    ping(n, OUTSIDE_TUNNEL, "-I", NODE_ADDR)
+    assert observed(lab)['iifname "vxlan.calico" ip saddr 198.19.0.1 icmp type echo-request'] == 1
