@@ -451,6 +451,19 @@ else
     done < <(grep '^mask:' "$manifest" 2>/dev/null || true)
 fi
 
+# --- nftables (Debian's nftables: the nft binary calico-node programs its own tables with) -----
+# calico-node keeps its tables `ip calico` / `ip6 calico` (NAT outgoing, VXLAN filters) with `nft`,
+# whatever the backend. Only the package is installed: Debian's nftables.service is left as the
+# package ships it (not enabled), never enabled here, because its /etc/nftables.conf starts with
+# `flush ruleset`, which would wipe calico-node's tables and portmap's rules at every start.
+if [ "$node" != false ] && ! command -v nft >/dev/null && [ ! -x /usr/sbin/nft ]; then
+    command -v apt-get >/dev/null || die "nftables is needed (calico-node's NAT outgoing and VXLAN rules): install Debian's nftables"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >"$work/apt.log" 2>&1 \
+        || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >"$work/apt.log" 2>&1; } \
+        || { tail -n 20 "$work/apt.log" >&2; die "apt-get install nftables failed"; }
+    note "installed Debian's nftables (nft; its nftables.service is not enabled: it would flush calico-node's tables; uninstalling calico-cni leaves the package)"
+fi
+
 # --- files, written only when their content changes -------------------------------------------
 # put_file PATH MODE: content on stdin. An unchanged file is not touched, nor is its directory.
 put_file() {

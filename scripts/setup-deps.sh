@@ -22,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(etcd-server etcd-client containernetworking-plugins iproute2 iputils-ping busybox-static
-          python3 python3-venv ca-certificates bird2)
+          python3 python3-venv ca-certificates bird2 nftables)
 if [ "$want_test" = 1 ] && [ -f "$here/scripts/test-deps.txt" ]; then
     while read -r pkg _; do
         case "$pkg" in ''|'#'*) continue ;; esac
