@@ -1,0 +1,242 @@
+"""The encapsulation controller: makes the kernel hold what `route_plan` plans from the cache
+(VXLAN devices, their neighbour and FDB entries, the routes to other nodes' blocks, `tunl0`) and
+writes the pod MTU to the MTU file the plugins read.
+
+Level-triggered (design rule 27): every pass plans from the latest snapshot and compares with what
+the kernel holds now, so a deleted device, a flushed neighbour or a route removed by hand comes
+back within PERIOD; nothing is removed before the first full list of the datastore is in the cache.
+It only ever changes what is its own (design rule 26): its devices by name and kind, the
+neighbour and FDB entries on them, and routes with its protocol number (`rtnl.RTPROT_CALICO`) and
+metric (`rtnl.CALICO_METRIC`, above a pod route's, so a pod's own route always wins). Each
+problem is logged once while it lasts and reported in the part's health.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import tempfile
+import threading
+from typing import Callable
+
+from calico_cni.dataplane import tunnels
+from calico_cni.dataplane.errors import DataplaneError
+from calico_cni.dataplane.rtnl import CALICO_METRIC, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
+from calico_cni.model import keys
+from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, IPAddress, IPInterface, NodeInfo
+from calico_cni.node.parts import PartHealth
+from calico_cni.node.route_plan import IPIP_DEVICE, VXLAN_DEVICE, Plan, PlannedRoute, Uplink, plan
+from calico_cni.node.syncer import Cache, Snapshot
+
+log = logging.getLogger(__name__)
+
+# A pass runs on every change of the cache and at least this often (repairs kernel drift).
+PERIOD = 2.0
+
+# What the encapsulation, tunnel-address and rules parts read from the cache: Nodes, IP pools,
+# FelixConfigurations and every IPAM block (the blocks say which node holds which addresses; every
+# node receives every block write, as every Felix does).
+WATCHED = (keys.NODES, keys.POOLS, FELIX_CONFIGURATIONS, BLOCKS)
+
+# How a route is compared: destination, device, gateway, blackhole, onlink.
+RouteKey = tuple
+
+
+def _key(dst, oif: int, gateway, blackhole: bool, onlink: bool) -> RouteKey:
+    return (dst, 0 if blackhole else oif, gateway, blackhole, onlink and not blackhole)
+
+
+def _actual_key(route: Route) -> RouteKey:
+    blackhole = route.type == RTN_BLACKHOLE
+    return _key(route.dst, route.oif, route.gateway, blackhole, bool(route.flags & RTNH_F_ONLINK))
+
+
+class EncapsulationController:
+    """Keeps this node's tunnels, their entries and routes, and the MTU file, as the cache says."""
+
+    def __init__(self, nodename: str, cache: Cache, mtu_file: str, open_rtnl: Callable[[], Rtnl] = Rtnl.open) -> None:
+        self.nodename = nodename
+        self.cache = cache
+        self.mtu_file = mtu_file
+        self.open_rtnl = open_rtnl
+        self._reported: frozenset[str] = frozenset()
+
+    def _report(self, problems: list[str]) -> None:
+        """Log each problem once while it lasts."""
+        current = frozenset(problems)
+        for problem in sorted(current - self._reported):
+            log.error("encapsulation: %s", problem)
+        for problem in sorted(self._reported - current):
+            log.info("encapsulation: resolved: %s", problem)
+        self._reported = current
+
+    # -- one pass -------------------------------------------------------------------------------
+
+    def run_pass(self, snapshot: Snapshot) -> tuple[Plan, list[str]]:
+        """One reconciliation from `snapshot`: the plan and what could not be made true."""
+        view = ClusterView.read(snapshot.items, self.nodename)
+        problems = list(view.problems)
+        with self.open_rtnl() as rtnl:
+            links = {link.name: link for link in rtnl.links()}
+            wanted = plan(view, _uplinks(rtnl, links, view.me))
+            problems += wanted.problems
+            self._devices(rtnl, wanted, links, problems)
+            links = {link.name: link for link in rtnl.links()}
+            self._vteps(rtnl, wanted, links, problems)
+            self._routes(rtnl, wanted, links, problems)
+        if wanted.pod_mtu is not None:
+            self._write_mtu(wanted.pod_mtu, problems)
+        return wanted, problems
+
+    def _devices(self, rtnl: Rtnl, wanted: Plan, links: dict[str, Link], problems: list[str]) -> None:
+        for family, name in VXLAN_DEVICE.items():
+            device = wanted.vxlan.get(family)
+            try:
+                if device is None:
+                    if name in links and links[name].kind == "vxlan" and tunnels.remove_device(rtnl, name):
+                        log.info("encapsulation: removed %s: no IPv%d pool uses VXLAN now", name, family)
+                    continue
+                spec = tunnels.VxlanDevice(
+                    name=name, vni=device.vni, port=device.port, local=device.local, parent_index=device.parent.index,
+                    mac=device.mac, mtu=device.mtu, address=_host_interface(device.address),
+                )
+                for change in tunnels.ensure_vxlan(rtnl, spec):
+                    log.info("encapsulation: %s: %s", name, change)
+            except (DataplaneError, OSError) as exc:
+                problems.append(f"{name}: {exc}")
+        if wanted.ipip is not None:
+            mtu, address = wanted.ipip
+            try:
+                for change in tunnels.ensure_ipip(rtnl, mtu, _host_interface(address)):
+                    log.info("encapsulation: %s: %s", IPIP_DEVICE, change)
+            except (DataplaneError, OSError) as exc:
+                problems.append(
+                    f"IPIP pools {', '.join(wanted.ipip_pools)}: {exc}; only their CrossSubnet routes to nodes in this node's subnet are programmed"
+                )
+        elif wanted.ipip_pools:
+            problems.append(f"IPIP pools {', '.join(wanted.ipip_pools)}: waiting for this node's IPIP tunnel address; {IPIP_DEVICE} is not programmed")
+
+    def _vteps(self, rtnl: Rtnl, wanted: Plan, links: dict[str, Link], problems: list[str]) -> None:
+        """The neighbour (tunnel address -> MAC) and FDB (MAC -> node address) entries of each
+        VXLAN device: exactly one per remote VTEP."""
+        for family, device in wanted.vxlan.items():
+            link = links.get(device.name)
+            if link is None:
+                continue
+            want = {v.tunnel_address: (v.mac, v.node_address) for v in wanted.vteps if v.family == family}
+            try:
+                for change in tunnels.sync_vteps(rtnl, link, family, want):
+                    log.info("encapsulation: %s", change)
+            except OSError as exc:
+                problems.append(f"{device.name}: the VTEP entries could not be programmed: {exc}")
+
+    def _routes(self, rtnl: Rtnl, wanted: Plan, links: dict[str, Link], problems: list[str]) -> None:
+        """Exactly the planned routes with our protocol: missing ones added (or replaced when a
+        route of ours for the same destination differs), ours not planned removed."""
+        desired: dict[RouteKey, PlannedRoute] = {}
+        for route in wanted.routes:
+            if route.blackhole:
+                desired[_key(route.dst, 0, None, True, False)] = route
+                continue
+            link = links.get(route.device or "")
+            if link is None:
+                continue  # its device is missing: reported with the device
+            desired[_key(route.dst, link.index, route.gateway, False, route.onlink)] = route
+        for version in (4, 6):
+            try:
+                actual = {_actual_key(r): r for r in rtnl.routes(version, protocol=RTPROT_CALICO)}
+            except OSError as exc:
+                problems.append(f"IPv{version} routes could not be listed: {exc}")
+                continue
+            ours = {k: r for k, r in actual.items() if r.priority == CALICO_METRIC}
+            for key, route in desired.items():
+                if route.dst.version != version or key in ours:
+                    continue
+                try:
+                    rtnl.add_route(
+                        route.dst, key[1], route.gateway, priority=CALICO_METRIC, replace=True,
+                        protocol=RTPROT_CALICO, route_type=RTN_BLACKHOLE if route.blackhole else RTN_UNICAST, onlink=route.onlink,
+                    )
+                except NetlinkError as exc:
+                    problems.append(f"route {route}: {exc}")
+            for key, route in ours.items():
+                if key not in desired:
+                    try:
+                        rtnl.delete_route(route)
+                    except NetlinkError as exc:
+                        problems.append(f"stale route {route.dst}: {exc}")
+
+    def _write_mtu(self, mtu: int, problems: list[str]) -> None:
+        """The pod MTU for new pods (the plugins read it when the network configuration sets no
+        `mtu`); written only when it differs, atomically (a plugin never reads half a file)."""
+        try:
+            with open(self.mtu_file, encoding="ascii") as f:
+                if f.read().strip() == str(mtu):
+                    return
+        except (OSError, UnicodeDecodeError):
+            pass
+        directory = os.path.dirname(self.mtu_file) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=".mtu.", dir=directory)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as f:
+                    f.write(f"{mtu}\n")
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, self.mtu_file)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        except OSError as exc:
+            problems.append(f"cannot write the pod MTU to {self.mtu_file}: {exc.strerror or exc}")
+            return
+        log.info("encapsulation: pod MTU %d written to %s", mtu, self.mtu_file)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, health: PartHealth) -> None:
+        """The controller's loop: a pass on every change of the cache, and every PERIOD."""
+        while not stop.is_set():
+            snapshot = self.cache.snapshot()
+            if not snapshot.synced:
+                health.not_ready("waiting for the first full list of the datastore")
+                self.cache.wait(snapshot.version, 1.0)
+                continue
+            wanted, problems = self.run_pass(snapshot)
+            self._report(problems)
+            if problems:
+                health.not_ready("; ".join(problems))
+            else:
+                health.ok(_summary(wanted))
+            self.cache.wait(snapshot.version, PERIOD)
+
+
+def _host_interface(address: IPAddress) -> IPInterface:
+    return ipaddress.ip_interface(f"{address}/{address.max_prefixlen}")
+
+
+def _uplinks(rtnl: Rtnl, links: dict[str, Link], me: NodeInfo | None) -> dict[int, Uplink]:
+    """The interface holding each of this node's addresses (the tunnels' parent), by family."""
+    if me is None:
+        return {}
+    by_index = {link.index: link for link in links.values()}
+    out: dict[int, Uplink] = {}
+    for family in (4, 6):
+        address = me.address(family)
+        if address is None:
+            continue
+        for held in rtnl.addresses(version=family):
+            link = by_index.get(held.index)
+            if held.address.ip == address.ip and link is not None:
+                out[family] = Uplink(link.index, link.name, link.mtu)
+                break
+    return out
+
+
+def _summary(wanted: Plan) -> str:
+    parts = [f"{d.name} with {sum(1 for v in wanted.vteps if v.family == f)} VTEPs" for f, d in sorted(wanted.vxlan.items())]
+    parts.append(f"{len(wanted.routes)} routes")
+    if wanted.pod_mtu is not None:
+        parts.append(f"pod MTU {wanted.pod_mtu}")
+    return ", ".join(parts)

@@ -1,0 +1,195 @@
+"""calico-node's encapsulation controller (calico_cni.node.encapsulation) against the real kernel in
+a node namespace the test makes, fed a cache by hand: the VXLAN device, VTEP neighbour and FDB
+entries, block, borrowed and blackhole routes with protocol 80 and CALICO_METRIC, CrossSubnet's
+native routes, the MTU file; then the level-triggered repairs (a deleted device, a stale route) and
+removals (a node gone, the pool gone), and foreign routes never touched. Traffic over VXLAN between
+nodes is the cluster tests' (tests/cluster/test_vxlan.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Iterator
+
+import pytest
+
+from calico_cni.dataplane.rtnl import CALICO_METRIC
+from calico_cni.datastore.etcd import KeyValue
+from calico_cni.model import keys
+from calico_cni.node.encapsulation import EncapsulationController
+from calico_cni.node.route_plan import vtep_mac
+from calico_cni.node.syncer import Cache
+from tests import netns
+from tests.unit.test_route_plan import block, doc, node, pool
+
+pytestmark = pytest.mark.usefixtures("root")
+
+
+@pytest.fixture
+def root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    """A node namespace whose uplink (198.19.9.1/24 and fd00:198:19:9::1/64, MTU 1500) is one end
+    of a veth pair whose other end is in a second namespace."""
+    names = [netns.add(f"{netns.PREFIX}enc{side}-{os.getpid()}") for side in "ab"]
+    try:
+        netns.ip("link", "add", "uplink0", "netns", names[0], "type", "veth", "peer", "name", "peer0", "netns", names[1])
+        netns.ip("-n", names[0], "addr", "add", "198.19.9.1/24", "dev", "uplink0")
+        netns.ip("-n", names[0], "addr", "add", "fd00:198:19:9::1/64", "dev", "uplink0", "nodad")
+        for name, link in zip(names, ("uplink0", "peer0")):
+            netns.ip("-n", name, "link", "set", link, "up")
+        yield names[0]
+    finally:
+        for name in names:
+            netns.delete(name)
+
+
+def ip_json(ns: str, *args: str) -> list:
+    return json.loads(netns.ip("-n", ns, "-j", *args).stdout or "[]")
+
+
+def calico_routes(ns: str, version: int = 4) -> set[str]:
+    """Protocol-80 routes as `dst[ via gw] dev|blackhole[ onlink] metric`."""
+    out = set()
+    for r in ip_json(ns, f"-{version}", "route", "show", "proto", "80"):
+        text = r["dst"] if r.get("type") != "blackhole" else f"blackhole {r['dst']}"
+        if r.get("gateway"):
+            text += f" via {r['gateway']}"
+        if r.get("dev"):
+            text += f" dev {r['dev']}"
+        if "onlink" in r.get("flags", []):
+            text += " onlink"
+        out.add(f"{text} metric {r.get('metric', 0)}")
+    return out
+
+
+def entries(ns: str, device: str = "vxlan.calico") -> tuple[dict[str, str], set[tuple[str, str]]]:
+    """(neighbour tunnel IP -> MAC, {(MAC, dst)}) of the device's permanent entries."""
+    neighbours = {n["dst"]: n["lladdr"] for n in ip_json(ns, "neigh", "show", "dev", device) if "PERMANENT" in n.get("state", [])}
+    fdb = subprocess.run(["bridge", "-n", ns, "-j", "fdb", "show", "dev", device], capture_output=True, text=True, check=True, timeout=30).stdout
+    return neighbours, {(f["mac"], f["dst"]) for f in json.loads(fdb or "[]") if f.get("dst")}
+
+
+class Cluster:
+    """The cache a calico-node would have, edited by the test."""
+
+    def __init__(self, *items: tuple[str, bytes]) -> None:
+        self.items = dict(items)
+        self.cache = Cache()
+        self.revision = 1
+        self.publish()
+
+    def publish(self) -> None:
+        self.revision += 1
+        self.cache.replace([KeyValue(k, v, self.revision, self.revision, 1) for k, v in self.items.items()], self.revision)
+
+
+ME = node("n1", "198.19.9.1/24", "198.18.0.1", v6="fd00:198:19:9::1/64")
+SAME_SUBNET = node("n2", "198.19.9.2/24", "198.18.0.65")
+OTHER_SUBNET = node("n3", "198.19.10.3/24", "198.18.0.129")
+BLOCKS = (block("198.18.0.0/26", "n1", {1: "n1"}), block("198.18.0.64/26", "n2", {1: "n2", 9: "n3"}), block("198.18.0.128/26", "n3", {1: "n3"}))
+
+
+def controller(tmp_path, cluster: Cluster) -> EncapsulationController:
+    return EncapsulationController("n1", cluster.cache, str(tmp_path / "state" / "mtu"))
+
+
+def run_pass(ns: str, ctl: EncapsulationController) -> list[str]:
+    previous = netns.enter(ns)
+    try:
+        _plan, problems = ctl.run_pass(ctl.cache.snapshot())
+    finally:
+        netns.leave(previous)
+    return problems
+
+
+def test_vxlan_always_programs_device_vteps_routes_and_mtu(ns, tmp_path):
+    cluster = Cluster(pool("p", "198.18.0.0/16", vxlan="Always"), ME, SAME_SUBNET, OTHER_SUBNET, *BLOCKS)
+    ctl = controller(tmp_path, cluster)
+    # Someone else's route into the pools, and a stale one of ours from an earlier run.
+    netns.ip("-n", ns, "route", "add", "198.18.9.0/26", "via", "198.19.9.2", "proto", "static")
+    netns.ip("-n", ns, "route", "add", "198.18.8.0/26", "via", "198.19.9.2", "proto", "80", "metric", str(CALICO_METRIC))
+    assert run_pass(ns, ctl) == []
+
+    [link] = ip_json(ns, "-d", "link", "show", "vxlan.calico")
+    info = link["linkinfo"]["info_data"]
+    assert (info["id"], info["port"], info["learning"], info["local"], info["link"], link["mtu"], link["address"]) == (
+        4096, 4789, False, "198.19.9.1", "uplink0", 1450, vtep_mac("n1", 4))
+    addresses = {f"{a['local']}/{a['prefixlen']}" for a in ip_json(ns, "addr", "show", "dev", "vxlan.calico")[0]["addr_info"] if a.get("scope") == "global"}
+    assert addresses == {"198.18.0.1/32"}
+    assert entries(ns) == (
+        {"198.18.0.65": vtep_mac("n2", 4), "198.18.0.129": vtep_mac("n3", 4)},
+        {(vtep_mac("n2", 4), "198.19.9.2"), (vtep_mac("n3", 4), "198.19.10.3")},
+    )
+    assert calico_routes(ns) == {
+        f"blackhole 198.18.0.0/26 metric {CALICO_METRIC}",
+        f"198.18.0.64/26 via 198.18.0.65 dev vxlan.calico onlink metric {CALICO_METRIC}",
+        f"198.18.0.73 via 198.18.0.129 dev vxlan.calico onlink metric {CALICO_METRIC}",  # borrowed by n3
+        f"198.18.0.128/26 via 198.18.0.129 dev vxlan.calico onlink metric {CALICO_METRIC}",
+    }
+    assert any(r["dst"] == "198.18.9.0/26" for r in ip_json(ns, "route", "show", "proto", "static")), "a foreign route is never touched"
+    assert (tmp_path / "state" / "mtu").read_text() == "1450\n"
+
+    # A second pass changes nothing; a deleted device and a deleted route come back.
+    before = ip_json(ns, "link", "show", "vxlan.calico")[0]["ifindex"]
+    assert run_pass(ns, ctl) == [] and ip_json(ns, "link", "show", "vxlan.calico")[0]["ifindex"] == before
+    netns.ip("-n", ns, "link", "del", "vxlan.calico")
+    netns.ip("-n", ns, "route", "del", "blackhole", "198.18.0.0/26", "proto", "80", "metric", str(CALICO_METRIC))
+    assert run_pass(ns, ctl) == []
+    assert len(calico_routes(ns)) == 4 and len(entries(ns)[0]) == 2
+
+
+def test_node_leaving_cross_subnet_and_pool_removal(ns, tmp_path):
+    cluster = Cluster(pool("p", "198.18.0.0/16", vxlan="Always"), ME, SAME_SUBNET, OTHER_SUBNET, *BLOCKS)
+    ctl = controller(tmp_path, cluster)
+    assert run_pass(ns, ctl) == []
+
+    # n3 leaves (its Node and block gone): its neighbour, FDB entry and routes go with it.
+    del cluster.items[OTHER_SUBNET[0]], cluster.items[BLOCKS[2][0]]
+    cluster.items[BLOCKS[1][0]] = block("198.18.0.64/26", "n2", {1: "n2"})[1]
+    cluster.publish()
+    assert run_pass(ns, ctl) == []
+    assert entries(ns) == ({"198.18.0.65": vtep_mac("n2", 4)}, {(vtep_mac("n2", 4), "198.19.9.2")})
+    assert calico_routes(ns) == {f"blackhole 198.18.0.0/26 metric {CALICO_METRIC}", f"198.18.0.64/26 via 198.18.0.65 dev vxlan.calico onlink metric {CALICO_METRIC}"}
+
+    # CrossSubnet: n2 shares our subnet, so its block is routed natively.
+    cluster.items.update([pool("p", "198.18.0.0/16", vxlan="CrossSubnet")])
+    cluster.publish()
+    assert run_pass(ns, ctl) == []
+    assert f"198.18.0.64/26 via 198.19.9.2 dev uplink0 onlink metric {CALICO_METRIC}" in calico_routes(ns)
+
+    # A changed MAC on n2's Node is replaced in both entries.
+    cluster.items.update([node("n2", "198.19.9.2/24", "198.18.0.65", vxlanTunnelMACAddr="66:00:00:00:00:02")])
+    cluster.publish()
+    assert run_pass(ns, ctl) == []
+    assert entries(ns) == ({"198.18.0.65": "66:00:00:00:00:02"}, {("66:00:00:00:00:02", "198.19.9.2")})
+
+    # No VXLAN pool any more: the device and every route of ours go.
+    cluster.items.update([pool("p", "198.18.0.0/16")])
+    cluster.publish()
+    assert run_pass(ns, ctl) == []
+    assert ip_json(ns, "link", "show") and not [link for link in ip_json(ns, "link", "show") if link["ifname"] == "vxlan.calico"]
+    assert calico_routes(ns) == set()
+
+
+def test_ipv6_pool_makes_vxlan_v6_and_ipip_reports_the_missing_kernel_module(ns, tmp_path):
+    cluster = Cluster(
+        pool("p6", "fd00:198:18::/48", vxlan="Always"),
+        pool("pi", "198.18.0.0/16", ipip="Always"),
+        (keys.node("n1"), doc("Node", "n1", bgp={"ipv4Address": "198.19.9.1/24", "ipv6Address": "fd00:198:19:9::1/64", "ipv4IPIPTunnelAddr": "198.18.0.1"},
+                              ipv6VXLANTunnelAddr="fd00:198:18::1")),
+        node("n2", None, v6="fd00:198:19:9::2/64", vxlan6="fd00:198:18:0:1::1"),
+        block("fd00:198:18:0:1::/122", "n2"),
+    )
+    problems = run_pass(ns, controller(tmp_path, cluster))
+    assert len(problems) == 1 and "IPIP pools pi" in problems[0] and "modprobe ipip" in problems[0]
+    [link] = ip_json(ns, "-d", "link", "show", "vxlan-v6.calico")
+    assert link["mtu"] == 1430 and link["linkinfo"]["info_data"].get("local6", link["linkinfo"]["info_data"].get("local")) == "fd00:198:19:9::1"
+    assert calico_routes(ns, 6) == {f"fd00:198:18:0:1::/122 via fd00:198:18:0:1::1 dev vxlan-v6.calico onlink metric {CALICO_METRIC}"}
+    # The pod MTU leaves room for the largest overhead in use (IPIP is in use even where it fails).
+    assert (tmp_path / "state" / "mtu").read_text() == "1430\n"
