@@ -5,7 +5,8 @@ settings, pools, blocks and sessions into text.
 
 Where BIRD 2 differs from Calico's BIRD 1 fork:
 - No `krt_tunnel`: routes inside a pool whose ipipMode or vxlanMode is not Never are kept out of the
-  kernel (listed in `Rendered.unrouted_pools`); Calico's BIRD sends them through tunl0.
+  kernel (listed in `Rendered.unrouted_pools`); calico-node's encapsulation part programs them
+  (`node.encapsulation`), as Felix programs VXLAN routes (Calico's BIRD sends IPIP through tunl0).
 - No `listen bgp`: listenPort is `local port` and bindMode NodeIP is `strict bind` on every session.
 - The kernel protocol does not export interface (direct) routes back to the kernel: BIRD 2 would add
   a metric-32 duplicate of every connected route (BIRD 1 failed on them with "File exists").

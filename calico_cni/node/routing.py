@@ -108,9 +108,11 @@ class RoutingController:
         # The text the running BIRD was told to load (None: not known, e.g. a BIRD adopted at
         # start, which gets one `configure` to be sure).
         self.loaded: str | None = None
-        # The last rendering and the cache version it came from: a pass with nothing changed in the
-        # datastore (every PERIOD) only checks BIRD and its file, it does not render again.
-        self._rendered: tuple[int, str, list[str]] | None = None
+        # The last rendering and the revisions of the records it came from: a pass with nothing
+        # it reads changed (every PERIOD, and on every change of the IPAM blocks the other parts
+        # watch) only checks BIRD and its file, it does not render again.
+        self._rendered: tuple[tuple, str, list[str]] | None = None
+        self._prefixes = watched(node)
 
     def _report(self, problems: list[str]) -> None:
         """Log each problem once while it lasts (a pass every PERIOD must not flood the log)."""
@@ -161,13 +163,13 @@ class RoutingController:
     def _render(self, snapshot: Snapshot) -> tuple[str, list[str]]:
         """The configuration text for `snapshot` and what could not be rendered (kept from the
         last pass when the cache has not changed since)."""
-        if self._rendered is not None and self._rendered[0] == snapshot.version:
+        inputs_at = tuple((key, kv.mod_revision) for key, kv in snapshot.items.items() if key.startswith(self._prefixes))
+        if self._rendered is not None and self._rendered[0] == inputs_at:
             return self._rendered[1], self._rendered[2]
         inputs, problems = inputs_from(snapshot, self.node, self.router_id)
         rendered = render(inputs)
         problems += list(rendered.problems)
-        problems += [f"IPPool {cidr}: its ipipMode or vxlanMode is not Never; BIRD keeps its routes out of the kernel, so it is not routed by the bird backend" for cidr in rendered.unrouted_pools]
-        self._rendered = (snapshot.version, rendered.text, problems)
+        self._rendered = (inputs_at, rendered.text, problems)
         return rendered.text, problems
 
     def run_pass(self, snapshot: Snapshot) -> str | None:
