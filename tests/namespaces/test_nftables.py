@@ -24,6 +24,8 @@ import pytest
 from calico_cni.dataplane import nftables
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.node.nft_rules import script, tables
+from calico_cni.node.rules import RulesController, _Module
+from calico_cni.node.syncer import Cache
 from tests import netns
 from tests.unit.test_nft_rules import ME, felix, node, pool, view
 
@@ -318,3 +320,24 @@ def test_without_the_rule_the_node_address_would_leave_the_tunnel(lab):
     program(n, VXLAN[0], node(ME, f"{NODE_ADDR}/24"), node("outside", f"{OUTSIDE_ADDR}/24", ipv4VXLANTunnelAddr=OUTSIDE_TUNNEL))
     ping(n, OUTSIDE_TUNNEL, "-I", NODE_ADDR)
     assert observed(lab)['iifname "vxlan.calico" ip saddr 198.19.0.1 icmp type echo-request'] == 1
+
+
+def test_the_controller_writes_once_and_repairs_a_flushed_table(bare):
+    """With the real nft, the listing right after an apply equals the next pass's listing (so an
+    unchanged table is not rewritten every PERIOD), and a table someone flushed is written again."""
+    class Counting(_Module):
+        applied = 0
+
+        def apply(self, text: str) -> None:
+            Counting.applied += 1
+            super().apply(text)
+
+    cache = Cache()
+    cache.replace(FULL, 3)
+    controller = RulesController(ME, cache, nft=Counting())
+    for _ in range(3):
+        assert controller.run_pass(cache.snapshot()) is None
+    assert Counting.applied == 2  # one per family
+    subprocess.run(["nft", "flush", "table", "ip", "calico"], check=True)
+    assert controller.run_pass(cache.snapshot()) is None
+    assert Counting.applied == 3 and "masq-ipam-pools" in nftables.list_table("ip", "calico")
