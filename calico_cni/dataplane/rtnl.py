@@ -69,6 +69,7 @@ IFLA_VXLAN_LEARNING = 7
 IFLA_VXLAN_PORT = 15  # big-endian, unlike every other integer here
 IFLA_VXLAN_LOCAL6 = 17
 IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
 IFF_LOWER_UP = 0x10000
 
 # Address attributes and flags.

@@ -16,13 +16,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import tempfile
 import threading
 from typing import Callable
 
 from calico_cni.dataplane import tunnels
 from calico_cni.dataplane.errors import DataplaneError
-from calico_cni.dataplane.rtnl import CALICO_METRIC, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
+from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, of_default_route
+from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, IPAddress, IPInterface, NodeInfo
 from calico_cni.node.parts import PartHealth
@@ -79,14 +81,15 @@ class EncapsulationController:
         problems = list(view.problems)
         with self.open_rtnl() as rtnl:
             links = {link.name: link for link in rtnl.links()}
-            wanted = plan(view, _uplinks(rtnl, links, view.me))
+            uplinks = _uplinks(rtnl, links, view.me)
+            wanted = plan(view, uplinks, host_mtu(rtnl, links, uplinks))
             problems += wanted.problems
             self._devices(rtnl, wanted, links, problems)
             links = {link.name: link for link in rtnl.links()}
             self._vteps(rtnl, wanted, links, problems)
             self._routes(rtnl, wanted, links, problems)
         if wanted.pod_mtu is not None:
-            self._write_mtu(wanted.pod_mtu, problems)
+            self._write_mtu(min(wanted.pod_mtu, MAX_MTU), problems)
         return wanted, problems
 
     def _devices(self, rtnl: Rtnl, wanted: Plan, links: dict[str, Link], problems: list[str]) -> None:
@@ -216,6 +219,25 @@ def _host_interface(address: IPAddress) -> IPInterface:
     return ipaddress.ip_interface(f"{address}/{address.max_prefixlen}")
 
 
+# Felix's default mtuIfacePattern: the interfaces whose smallest MTU is the host's.
+HOST_INTERFACES = re.compile(r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)")
+
+
+def host_mtu(rtnl: Rtnl, links: dict[str, Link], uplinks: dict[int, Uplink]) -> int:
+    """The MTU of the node's network: the smallest among the up interfaces Felix's pattern names;
+    else the smallest of the interfaces holding the node addresses (not a loopback: a node address
+    on lo leaves through another device); else the default route's device; else 1500."""
+    named = [link.mtu for link in links.values() if link.up and link.mtu and HOST_INTERFACES.match(link.name)]
+    if named:
+        return min(named)
+    by_index = {link.index: link for link in links.values()}
+    parents = [by_index[u.index].mtu for u in uplinks.values() if u.index in by_index and not by_index[u.index].flags & IFF_LOOPBACK]
+    if parents:
+        return min(parents)
+    found = of_default_route(rtnl)
+    return found[0] if found is not None else DEFAULT_MTU
+
+
 def _uplinks(rtnl: Rtnl, links: dict[str, Link], me: NodeInfo | None) -> dict[int, Uplink]:
     """The interface holding each of this node's addresses (the tunnels' parent), by family."""
     if me is None:
@@ -229,7 +251,7 @@ def _uplinks(rtnl: Rtnl, links: dict[str, Link], me: NodeInfo | None) -> dict[in
         for held in rtnl.addresses(version=family):
             link = by_index.get(held.index)
             if held.address.ip == address.ip and link is not None:
-                out[family] = Uplink(link.index, link.name, link.mtu)
+                out[family] = Uplink(link.index, link.name)
                 break
     return out
 

@@ -13,7 +13,8 @@ VXLAN and IPIP managers plan it (Calico v3.30), with no kernel access:
   address is inside this node's own subnet; addresses borrowed from a block by another node get
   a /32 (/128) the same way, towards the node that holds them; this node's own blocks get a
   blackhole, so an unused address of them never leaves the node;
-- the pod MTU: the smallest MTU among the encapsulations in use, else the host's.
+- the pod MTU: the smallest MTU among the encapsulations in use, else the host's (Felix writes it
+  whatever is in use, so a cluster that stops using VXLAN gives its new pods the full MTU again).
 
 Pure: standard library and `node.cluster_view`.
 """
@@ -46,7 +47,6 @@ class Uplink:
 
     index: int
     name: str
-    mtu: int
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Plan:
     # tunl0: wanted (its MTU and address) when an IPIP pool exists and this node has its address.
     ipip: tuple[int, ipaddress.IPv4Address] | None = None
     ipip_pools: tuple[str, ...] = ()
-    pod_mtu: int | None = None
+    pod_mtu: int | None = None  # None: no Node resource yet
     problems: list[str] = field(default_factory=list)
 
     def routes_on(self, device: str) -> list[PlannedRoute]:
@@ -115,11 +115,11 @@ def _in_use(view: ClusterView, encapsulation: str, family: int) -> list[Pool]:
     return [p for p in view.pools if p.encapsulation == encapsulation and p.cidr.version == family]
 
 
-def _mtu(configured: int | None, uplink: Uplink, overhead: int) -> int:
-    return configured if configured else uplink.mtu - overhead
+def _mtu(configured: int | None, host_mtu: int, overhead: int) -> int:
+    return configured if configured else host_mtu - overhead
 
 
-def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[int, Uplink], plan: Plan) -> VxlanPlan | None:
+def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[int, Uplink], host_mtu: int, plan: Plan) -> VxlanPlan | None:
     address, tunnel = me.address(family), me.vxlan_address(family)
     if address is None:
         plan.problems.append(f"IPv{family} pools use VXLAN but node {me.name} has no IPv{family} address (set IP{'6' if family == 6 else ''} of calico-node); no {VXLAN_DEVICE[family]}")
@@ -141,7 +141,7 @@ def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[in
         local=address.ip,
         parent=uplink,
         mac=me.vxlan_mac_override(family) or vtep_mac(me.name, family),
-        mtu=_mtu(configured, uplink, VXLAN_OVERHEAD[family]),
+        mtu=_mtu(configured, host_mtu, VXLAN_OVERHEAD[family]),
         address=tunnel,
     )
 
@@ -184,8 +184,10 @@ def _route_to(
     return PlannedRoute(dst, IPIP_DEVICE, node.ipv4.ip, onlink=True)
 
 
-def plan(view: ClusterView, uplinks: dict[int, Uplink]) -> Plan:
-    """The plan for `view`'s node; `uplinks`: the interface holding the node address, by family."""
+def plan(view: ClusterView, uplinks: dict[int, Uplink], host_mtu: int) -> Plan:
+    """The plan for `view`'s node; `uplinks`: the interface holding the node address, by family;
+    `host_mtu`: the MTU of the node's network, the encapsulations' MTUs are derived from (Felix's
+    rule)."""
     out = Plan()
     me = view.me
     if me is None:
@@ -196,7 +198,7 @@ def plan(view: ClusterView, uplinks: dict[int, Uplink]) -> Plan:
     for family in (4, 6):
         if not _in_use(view, "vxlan", family):
             continue
-        device = _vxlan_device(view, me, family, uplinks, out)
+        device = _vxlan_device(view, me, family, uplinks, host_mtu, out)
         if device is not None:
             out.vxlan[family] = device
             mtus.append(device.mtu)
@@ -206,14 +208,11 @@ def plan(view: ClusterView, uplinks: dict[int, Uplink]) -> Plan:
     if ipip_pools:
         out.ipip_pools = tuple(p.name for p in ipip_pools)
         if me.ipip_v4 is not None and 4 in uplinks:
-            mtu = _mtu(view.felix.ipip_mtu, uplinks[4], IPIP_OVERHEAD)
+            mtu = _mtu(view.felix.ipip_mtu, host_mtu, IPIP_OVERHEAD)
             out.ipip = (mtu, me.ipip_v4)
             mtus.append(mtu)
     out.routes = _routes(view, me, out, vteps_by_family, uplinks)
-    if mtus:
-        out.pod_mtu = min(mtus)
-    elif uplinks:
-        out.pod_mtu = min(u.mtu for u in uplinks.values())
+    out.pod_mtu = min(mtus) if mtus else host_mtu
     return out
 
 

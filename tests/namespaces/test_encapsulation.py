@@ -193,3 +193,29 @@ def test_ipv6_pool_makes_vxlan_v6_and_ipip_reports_the_missing_kernel_module(ns,
     assert calico_routes(ns, 6) == {f"fd00:198:18:0:1::/122 via fd00:198:18:0:1::1 dev vxlan-v6.calico onlink metric {CALICO_METRIC}"}
     # The pod MTU leaves room for the largest overhead in use (IPIP is in use even where it fails).
     assert (tmp_path / "state" / "mtu").read_text() == "1430\n"
+
+
+def test_host_mtu_follows_felix_pattern_then_the_node_address_interface_then_the_default_route(ns):
+    from calico_cni.dataplane.rtnl import Rtnl
+    from calico_cni.node.encapsulation import host_mtu
+    from calico_cni.node.route_plan import Uplink
+
+    def measured(uplink: str | None) -> int:
+        previous = netns.enter(ns)
+        try:
+            with Rtnl.open() as rtnl:
+                links = {link.name: link for link in rtnl.links()}
+                uplinks = {4: Uplink(links[uplink].index, uplink)} if uplink else {}
+                return host_mtu(rtnl, links, uplinks)
+        finally:
+            netns.leave(previous)
+
+    netns.ip("-n", ns, "link", "set", "uplink0", "mtu", "1480")
+    assert measured("uplink0") == 1480, "the interface holding the node address"
+    assert measured("lo") == 1500, "a node address on lo: no default route, so 1500"
+    netns.ip("-n", ns, "route", "add", "default", "via", "198.19.9.2", "dev", "uplink0")
+    assert measured("lo") == 1480, "a node address on lo: the default route's device"
+    netns.ip("-n", ns, "link", "add", "eth9", "mtu", "1400", "type", "veth", "peer", "name", "eth9p", "mtu", "1400")
+    assert measured("uplink0") == 1480, "an interface Felix's pattern names counts only when up"
+    netns.ip("-n", ns, "link", "set", "eth9", "up")
+    assert measured("uplink0") == 1400, "the smallest up interface Felix's pattern names"

@@ -14,7 +14,7 @@ from calico_cni.node.cluster_view import FELIX_CONFIGURATIONS, ClusterView
 from calico_cni.node.route_plan import PlannedRoute, Uplink, plan, vtep_mac
 
 API = "projectcalico.org/v3"
-UPLINK = {4: Uplink(7, "uplink0", 1500), 6: Uplink(7, "uplink0", 1500)}
+UPLINK = {4: Uplink(7, "uplink0"), 6: Uplink(7, "uplink0")}
 
 
 def doc(kind: str, name: str, labels: dict | None = None, **spec) -> bytes:
@@ -71,7 +71,7 @@ def test_vtep_mac_is_calicos_derivation():
 
 
 def test_vxlan_always_device_vteps_and_routes():
-    p = plan(view(pool("p", "198.18.0.0/16", vxlan="Always"), *THREE), UPLINK)
+    p = plan(view(pool("p", "198.18.0.0/16", vxlan="Always"), *THREE), UPLINK, 1500)
     device = p.vxlan[4]
     assert (device.name, device.vni, device.port, device.mtu, str(device.local), str(device.address)) == ("vxlan.calico", 4096, 4789, 1450, "198.19.201.11", "198.18.0.1")
     assert device.mac == vtep_mac("n1", 4) and device.parent.name == "uplink0"
@@ -87,7 +87,7 @@ def test_vxlan_always_device_vteps_and_routes():
 
 
 def test_cross_subnet_routes_same_subnet_natively():
-    p = plan(view(pool("p", "198.18.0.0/16", vxlan="CrossSubnet"), *THREE), UPLINK)
+    p = plan(view(pool("p", "198.18.0.0/16", vxlan="CrossSubnet"), *THREE), UPLINK, 1500)
     assert "198.18.0.64/26 via 198.19.201.12 dev uplink0 onlink" in [str(r) for r in p.routes]
     assert "198.18.0.128/26 via 198.18.0.129 dev vxlan.calico onlink" in [str(r) for r in p.routes]
 
@@ -99,7 +99,7 @@ def test_overrides_from_felix_configuration_and_node():
         (FELIX_CONFIGURATIONS + "default", doc("FelixConfiguration", "default", vxlanVNI=5000, vxlanPort=8472, vxlanMTU=1400)),
         (FELIX_CONFIGURATIONS + "node.n1", doc("FelixConfiguration", "node.n1", vxlanMTU=1300)),
     )
-    device = plan(view(*items), UPLINK).vxlan[4]
+    device = plan(view(*items), UPLINK, 1500).vxlan[4]
     assert (device.vni, device.port, device.mtu, device.mac) == (5000, 8472, 1300, "66:aa:bb:cc:dd:ee")
 
 
@@ -113,7 +113,7 @@ def test_bad_felix_values_are_reported_and_defaults_kept():
 
 def test_no_tunnel_address_yet_means_no_device_and_a_problem():
     p = plan(view(pool("p", "198.18.0.0/16", vxlan="Always"), node("n1", "198.19.201.11/24"), node("n2", "198.19.201.12/24", "198.18.0.65"),
-                  block("198.18.0.64/26", "n2")), UPLINK)
+                  block("198.18.0.64/26", "n2")), UPLINK, 1500)
     assert p.vxlan == {} and p.routes == [] and "waiting for node n1's IPv4 VXLAN tunnel address" in p.problems[0]
 
 
@@ -124,13 +124,13 @@ def test_ipv6_device_and_mtu():
         node("n2", None, v6="fd00:198:19:202::12/64", vxlan6="fd00:198:18:0:1::1"),
         block("fd00:198:18:0:1::/122", "n2"),
     )
-    p = plan(view(*items), UPLINK)
+    p = plan(view(*items), UPLINK, 1500)
     assert p.vxlan[6].name == "vxlan-v6.calico" and p.vxlan[6].mtu == 1430 and p.pod_mtu == 1430
     assert [str(r) for r in p.routes] == ["fd00:198:18:0:1::/122 via fd00:198:18:0:1::1 dev vxlan-v6.calico onlink"]
 
 
 def test_ipip_routes_via_node_address_on_tunl0_and_cross_subnet_natively():
-    p = plan(view(pool("pi", "198.18.0.0/16", ipip="CrossSubnet"), *THREE), UPLINK)
+    p = plan(view(pool("pi", "198.18.0.0/16", ipip="CrossSubnet"), *THREE), UPLINK, 1500)
     assert p.ipip_pools == ("pi",) and p.ipip is None  # n1 has no IPIP tunnel address recorded
     assert [str(r) for r in p.routes] == [
         "blackhole 198.18.0.0/26",
@@ -141,13 +141,13 @@ def test_ipip_routes_via_node_address_on_tunl0_and_cross_subnet_natively():
 
 
 def test_unencapsulated_pools_and_unknown_blocks_get_no_routes():
-    p = plan(view(pool("p", "198.18.0.0/16"), *THREE, block("198.17.0.0/26", "n2")), UPLINK)
+    p = plan(view(pool("p", "198.18.0.0/16"), *THREE, block("198.17.0.0/26", "n2")), UPLINK, 1500)
     assert p.routes == [] and p.vxlan == {} and p.pod_mtu == 1500
 
 
 def test_block_without_affinity_routes_each_address_to_its_holder():
     items = (pool("p", "198.18.0.0/16", vxlan="Always"), *THREE[:3], block("198.18.1.0/26", None, {3: "n2", 4: "n1", 9: None}))
-    routes = [str(r) for r in plan(view(*items), UPLINK).routes]
+    routes = [str(r) for r in plan(view(*items), UPLINK, 1500).routes]
     assert "198.18.1.3/32 via 198.18.0.65 dev vxlan.calico onlink" in routes
     assert not any(r.startswith(("198.18.1.4/", "198.18.1.9/", "198.18.1.0/")) for r in routes)
 
@@ -155,7 +155,7 @@ def test_block_without_affinity_routes_each_address_to_its_holder():
 def test_remote_tunnel_address_borrowed_is_a_device_route():
     items = (pool("p", "198.18.0.0/16", vxlan="Always"), node("n1", "198.19.201.11/24", "198.18.0.1"),
              node("n2", "198.19.201.12/24", "198.18.0.7"), block("198.18.0.0/26", "n1", {1: "n1", 7: "n2"}))
-    assert PlannedRoute(ipaddress.ip_network("198.18.0.7/32"), "vxlan.calico") in plan(view(*items), UPLINK).routes
+    assert PlannedRoute(ipaddress.ip_network("198.18.0.7/32"), "vxlan.calico") in plan(view(*items), UPLINK, 1500).routes
 
 
 def test_unreadable_records_are_named_and_the_rest_planned():
@@ -163,15 +163,15 @@ def test_unreadable_records_are_named_and_the_rest_planned():
              node("n4", "not-an-address", "198.18.3.1"))
     v = view(*items)
     assert len(v.problems) == 3
-    assert len(plan(v, UPLINK).routes) == 4
+    assert len(plan(v, UPLINK, 1500).routes) == 4
 
 
 def test_no_node_record_plans_nothing():
-    p = plan(view(pool("p", "198.18.0.0/16", vxlan="Always")), UPLINK)
+    p = plan(view(pool("p", "198.18.0.0/16", vxlan="Always")), UPLINK, 1500)
     assert p.routes == [] and "no Node resource" in p.problems[0]
 
 
 def test_ipip_device_wanted_once_the_node_has_its_ipip_address():
     me = keys.node("n1"), doc("Node", "n1", bgp={"ipv4Address": "198.19.201.11/24", "ipv4IPIPTunnelAddr": "198.18.0.1"})
-    p = plan(view(pool("pi", "198.18.0.0/16", ipip="Always"), me), UPLINK)
+    p = plan(view(pool("pi", "198.18.0.0/16", ipip="Always"), me), UPLINK, 1500)
     assert p.ipip == (1480, ipaddress.IPv4Address("198.18.0.1")) and p.pod_mtu == 1480
