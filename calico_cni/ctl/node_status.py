@@ -17,6 +17,7 @@ from typing import Sequence
 import click
 
 from calico_cni.dataplane.bird import BirdError, BirdUnreachable, Control, Peer, Protocol, calico_peers
+from calico_cni.node import probes
 from calico_cni.node.settings import DEFAULT_RUN_DIR, PROBES
 
 HEADERS = ("Peer address", "Peer type", "State", "Since", "Info")
@@ -163,6 +164,11 @@ def status(run_dir: str) -> None:
         click.echo("Calico process is not running.", err=True)
         ctx.exit(1)
     click.echo("Calico process is running.")
+    # What keeps the node from being fully programmed (a part not ready: an IPIP pool this kernel
+    # cannot carry, a VXLAN port taken...), from calico-node's own health answer.
+    ready, message = probes.felix_ready(os.path.join(run_dir, "cni.sock"))
+    if not ready:
+        click.echo(f"\n{message}")
     socket = os.path.join(run_dir, "bird.ctl")
     try:
         protocols = Control(socket).show_protocols()
