@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Collection, Iterator, Sequence
 
 from calico_cni.model import keys
-from calico_cni.model.records import CONFIRMED, PENDING, Affinity, Block, Handle, IpamConfig, IPAddress, IPNetwork, IPPool, Node, now_rfc3339
+from calico_cni.model.records import CONFIRMED, PENDING, WORKLOAD, Affinity, Block, Handle, IpamConfig, IPAddress, IPNetwork, IPPool, Node, now_rfc3339
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore, IpamView
 
@@ -66,7 +66,10 @@ class BlockMemory:
 @dataclass(frozen=True)
 class Attachment:
     """Who addresses are for: the handle `<network>.<containerID>` plus the interface (addresses
-    belong to an attachment, so a container with several interfaces holds one set per interface)."""
+    belong to an attachment, so a container with several interfaces holds one set per interface).
+
+    A node's tunnel address is an attachment too (`Attachment.tunnel`): its handle is
+    `<kind>-tunnel-addr-<node>` and `tunnel_type` the kind Calico records."""
 
     handle_id: str
     node: str
@@ -74,13 +77,25 @@ class Attachment:
     namespace: str | None = None
     pod: str | None = None
     network: str | None = None
+    tunnel_type: str | None = None
+
+    @classmethod
+    def tunnel(cls, handle_id: str, node: str, tunnel_type: str) -> "Attachment":
+        """A node's tunnel address of `tunnel_type` ("vxlanTunnelAddress", ...) under `handle_id`
+        (no interface: the allocation belongs to the whole handle)."""
+        return cls(handle_id, node, "", tunnel_type=tunnel_type)
 
     def secondary(self) -> dict[str, str]:
         """The attributes recorded with each allocation.
 
         `network` lets GC find a network's allocations without parsing handle ids (a network
-        name may itself contain dots).
+        name may itself contain dots). A tunnel address records exactly what Calico's
+        allocateip records, `{"node", "type"}`: Calico's tools read the type, and neither an
+        interface nor a timestamp belongs to it (no grace period applies: `calicoctl ipam check`
+        knows it from the Node's field).
         """
+        if self.tunnel_type is not None:
+            return {"node": self.node, "type": self.tunnel_type}
         out = {"node": self.node, "ifname": self.ifname, "timestamp": now_rfc3339()}
         if self.network:
             out["network"] = self.network
@@ -123,12 +138,16 @@ class FamilyRequest:
     lets the node hold (`ipam.max_blocks_per_node`), Calico's per-request limit: 0 sets none of
     its own, as Calico's CNI plugin sets none, so `maxBlocksPerHost` or Calico's 20 applies (see
     `block_limit`). A specific address ignores every limit, as Calico's AssignIP does.
+
+    `use` is Calico's IntendedUse: WORKLOAD (pods) takes pools allowing Workload, TUNNEL (a node's
+    tunnel address) pools allowing Tunnel; named `pools` are checked for it too.
     """
 
     family: int
     pools: tuple[str, ...] = ()
     address: IPAddress | None = None
     max_blocks_per_node: int = 0
+    use: str = WORKLOAD
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,7 +288,7 @@ def _pool_list(pools: Sequence[IPPool]) -> str:
 def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: IpamView) -> Assigned:
     family = req.family
     labels = view.node.labels if view.node else {}
-    pools = usable_pools(view.pools, family, att.node, labels, req.pools)
+    pools = usable_pools(view.pools, family, att.node, labels, req.pools, req.use)
     secondary = att.secondary()
 
     # 1. The node's own blocks, in pool order.
@@ -336,11 +355,11 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
 
 def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view: IpamView) -> Assigned:
     address = req.address
-    pool = pool_containing(view.pools, address)
+    pool = pool_containing(view.pools, address, req.use)
     if pool is None:
         raise AddressesExhausted(
             "The provided IP address is not in a configured pool",
-            f"{address} is in no enabled IP pool allowing Workload; pools: "
+            f"{address} is in no enabled IP pool allowing {req.use}; pools: "
             + (", ".join(f"{p.name} ({p.cidr})" for p in view.pools) or "none"),
         )
     cidr = block_cidr_for(pool, address)

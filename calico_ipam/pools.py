@@ -67,14 +67,17 @@ def _find_named(pools: Sequence[IPPool], wanted: str) -> IPPool | None:
     return next((p for p in pools if p.cidr == net), None)
 
 
-def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mapping[str, str], named: Sequence[str] = ()) -> list[IPPool]:
+def usable_pools(
+    pools: Sequence[IPPool], family: int, node: str, labels: Mapping[str, str], named: Sequence[str] = (), use: str = WORKLOAD
+) -> list[IPPool]:
     """The pools to allocate from, in the order to try them.
 
     Pools named in the config (by name or CIDR) are used first to last and override node and
     namespace selectors and `assignmentMode: Manual` (as Calico's requested pools do); otherwise
     every enabled pool of the family whose nodeSelector matches the node and namespaceSelector the
-    pod's namespace labels (`NAMESPACE_LABELS`), that allows Workload and is not Manual, in name
-    order.
+    pod's namespace labels (`NAMESPACE_LABELS`), that allows the intended `use` and is not Manual,
+    in name order. `use` is Calico's IntendedUse: Workload for pods, Tunnel for a node's tunnel
+    addresses (only pools whose allowedUses has it are taken, named ones included).
     """
     if named:
         out = []
@@ -86,8 +89,8 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
                     f"ipv{family}_pools of node {node} names {wanted!r}; existing IPv{family} pools: "
                     + (", ".join(f"{p.name} ({p.cidr}{', disabled' if p.disabled else ''})" for p in pools if p.family == family) or "none"),
                 )
-            if WORKLOAD not in pool.allowed_uses:
-                raise AddressesExhausted(f"the given pool ({wanted}) does not allow Workload use", f"allowedUses: {list(pool.allowed_uses)}")
+            if use not in pool.allowed_uses:
+                raise AddressesExhausted(f"the given pool ({wanted}) does not allow {use} use", f"allowedUses: {list(pool.allowed_uses)}")
             problem = pool.block_size_problem()
             if problem:
                 raise AddressesExhausted(f"the given pool ({wanted}) has an invalid block size", problem)
@@ -98,7 +101,7 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
         for p in sorted(pools, key=lambda p: p.name)
         if p.family == family
         and not p.disabled
-        and WORKLOAD in p.allowed_uses
+        and use in p.allowed_uses
         and p.assignment_mode != MANUAL
         and _usable_block_size(p)
         and _matches_node(p, labels)
@@ -108,7 +111,7 @@ def usable_pools(pools: Sequence[IPPool], family: int, node: str, labels: Mappin
         same = [p for p in pools if p.family == family]
         raise AddressesExhausted(
             f"no configured Calico pools for node {node}",
-            f"no enabled IPv{family} pool allows Workload, is Automatic, has a nodeSelector matching the node's labels {dict(labels)} "
+            f"no enabled IPv{family} pool allows {use}, is Automatic, has a nodeSelector matching the node's labels {dict(labels)} "
             f"and a namespaceSelector matching the namespace's labels {dict(NAMESPACE_LABELS)} (none outside Kubernetes); "
             + (f"IPv{family} pools: " + ", ".join(f"{p.name} ({p.cidr}, selector {p.node_selector!r}{_ns_note(p)}{', disabled' if p.disabled else ''})" for p in same) if same else f"there is no IPv{family} pool: create one with calicoctl ippool create"),
         )
@@ -127,10 +130,10 @@ def pool_of(pools: Sequence[IPPool], cidr: str) -> IPPool | None:
     return next((p for p in pools if net.version == p.cidr.version and net.subnet_of(p.cidr)), None)
 
 
-def pool_containing(pools: Sequence[IPPool], address: IPAddress) -> IPPool | None:
-    """The enabled pool allowing Workload that holds `address` (what a specific address is
-    assigned from: selectors and `assignmentMode` do not apply to it)."""
-    return pool_of([p for p in pools if not p.disabled and WORKLOAD in p.allowed_uses and p.block_size_problem() is None], str(address))
+def pool_containing(pools: Sequence[IPPool], address: IPAddress, use: str = WORKLOAD) -> IPPool | None:
+    """The enabled pool allowing `use` (Workload unless said) that holds `address` (what a
+    specific address is assigned from: selectors and `assignmentMode` do not apply to it)."""
+    return pool_of([p for p in pools if not p.disabled and use in p.allowed_uses and p.block_size_problem() is None], str(address))
 
 
 def block_cidr_for(pool: IPPool, address: IPAddress) -> str:
