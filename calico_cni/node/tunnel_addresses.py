@@ -50,6 +50,9 @@ PERIOD = 2.0
 # How often IPAM and the Node are read even though nothing changed in the cache: repairs an address
 # released or a field cleared behind our back (e.g. `calicoctl ipam release`).
 SAFETY_INTERVAL = 60.0
+# After a failed pass, IPAM is tried again this often while the inputs stay the same (a full pool
+# is not read every PERIOD); a change of the inputs is tried at once.
+RETRY_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -279,9 +282,11 @@ class TunnelAddressController:
         # The inputs the last good pass started from, and those it left (its own Node write
         # changes the Node's fields): a cache showing either needs no IPAM pass.
         self._settled: tuple[Inputs, ...] = ()
-        self._last_ipam = 0.0  # time.monotonic() of the last good IPAM pass
+        self._next_ipam = 0.0  # time.monotonic() from which a pass reads IPAM whatever the inputs
+        self.failure: str | None = None  # what the last IPAM pass could not do
         self.held: dict[TunnelKind, IPAddress | None] = {}
         self._reported: frozenset[str] = frozenset()
+        self._inputs: tuple[int, Inputs] | None = None  # (cache version, its inputs)
 
     def _report(self, problems: Sequence[str]) -> None:
         """Log each problem once while it lasts."""
@@ -292,20 +297,32 @@ class TunnelAddressController:
             log.info("tunnel addresses: resolved: %s", problem)
         self._reported = current
 
+    def inputs_of(self, snapshot: Snapshot) -> Inputs:
+        """`inputs` of the snapshot, read from the pools and this node's Node only (the cache also
+        holds every block, which change with every pod and are not parsed here), once per cache
+        version."""
+        if self._inputs is not None and self._inputs[0] == snapshot.version:
+            return self._inputs[1]
+        mine = keys.node(self.nodename)
+        items = {k: v for k, v in snapshot.items.items() if k == mine or k.startswith(keys.POOLS)}
+        found = inputs(ClusterView.read(items, self.nodename))
+        self._inputs = (snapshot.version, found)
+        return found
+
     def due(self, snapshot: Snapshot, now: float | None = None) -> bool:
         """Whether a pass over `snapshot` must read IPAM: the inputs changed since the last good
-        pass, or SAFETY_INTERVAL passed."""
+        pass, or SAFETY_INTERVAL passed (RETRY_INTERVAL after a failure)."""
         now = time.monotonic() if now is None else now
-        if not self._settled or now - self._last_ipam >= SAFETY_INTERVAL:
+        if not self._settled or now >= self._next_ipam:
             return True
-        return inputs(ClusterView.read(snapshot.items, self.nodename)) not in self._settled
+        return self.inputs_of(snapshot) not in self._settled
 
     def run_pass(self, snapshot: Snapshot, force: bool = False) -> str | None:
         """One reconciliation started from `snapshot` (IPAM only when `due`, or `force`); what
-        failed, or None."""
+        failed (in the last IPAM pass), or None."""
         if not force and not self.due(snapshot):
-            return None
-        started = inputs(ClusterView.read(snapshot.items, self.nodename))
+            return self.failure
+        started = self.inputs_of(snapshot)
         problems: list[str] = []
         held: dict[TunnelKind, IPAddress | None] = {}
         try:
@@ -322,13 +339,16 @@ class TunnelAddressController:
             finally:
                 store.client.close()
         self._report(problems)
+        self.held.update(held)
         if problems:
-            self._settled = ()
-            return "; ".join(problems)
-        self.held = held
-        self._last_ipam = time.monotonic()
-        self._settled = (started, inputs_after(started, held))
-        return None
+            self._settled = (started,)
+            self._next_ipam = time.monotonic() + RETRY_INTERVAL
+            self.failure = "; ".join(problems)
+        else:
+            self._settled = (started, inputs_after(started, held))
+            self._next_ipam = time.monotonic() + SAFETY_INTERVAL
+            self.failure = None
+        return self.failure
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD; nothing

@@ -27,6 +27,7 @@ from calico_cni.node.parts import PartHealth
 from calico_cni.node.syncer import Cache, Syncer
 from calico_cni.node.tunnel_addresses import IPIP, VXLAN_V4, VXLAN_V6, TunnelAddressController, describe
 from calico_ipam import blocks as blk
+from calico_ipam.allocator import release
 from tests.calicoctl_support import add_endpoint, allocate
 from tests.etcd.test_syncer import wait_until
 
@@ -314,6 +315,13 @@ def test_no_room_is_reported_and_the_other_kinds_still_done(store, harness):
     failure = harness.controller.run_pass(harness.cache.snapshot())
     assert failure is not None and "IPIP tunnel address (ipip-tunnel-addr-node1)" in failure
     assert ipaddress.ip_address(node_doc(store)["spec"]["ipv4VXLANTunnelAddr"]) in ipaddress.ip_network("198.18.0.0/24")
+    # Until RETRY_INTERVAL passes or an input changes, the failure stands without reading IPAM again.
+    connects = harness.connects
+    assert harness.controller.run_pass(harness.cache.snapshot()) == failure and harness.connects == connects
+    release(store, "net1.pod0", None)
+    harness.run_pass(force=True)
+    assert ipaddress.ip_address(node_doc(store)["spec"]["bgp"]["ipv4IPIPTunnelAddr"]) in ipaddress.ip_network("198.18.1.0/30")
+    assert harness.controller.failure is None
 
 
 def test_the_loop_with_a_real_syncer(store, harness, etcd_endpoint):

@@ -161,7 +161,8 @@ def test_a_pass_with_settled_inputs_makes_no_etcd_call():
     snapshot = Snapshot({i.key: i for i in (node_kv(), pool_kv("p", "198.18.0.0/16", vxlanMode="Always"))}, 5, True, 1)
     assert controller.due(snapshot)  # no good pass yet
     controller._settled = (ta.inputs(v),)  # noqa: SLF001 - as a good pass leaves it
-    controller._last_ipam = now = time.monotonic()  # noqa: SLF001
+    now = time.monotonic()
+    controller._next_ipam = now + ta.SAFETY_INTERVAL  # noqa: SLF001
     assert not controller.due(snapshot, now=now + ta.SAFETY_INTERVAL - 1)
     assert controller.run_pass(snapshot) is None  # connecting would raise
     assert controller.due(snapshot, now=now + ta.SAFETY_INTERVAL)  # the safety check
