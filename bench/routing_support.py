@@ -314,10 +314,10 @@ class LinkCapture:
                 continue
             except OSError:
                 return
-            if address[1] != 0x0800 or len(data) < 28 or data[9] != 1 or data[16:20] != self._dst:
+            if address[1] != 0x0800:
                 continue
-            header = (data[0] & 0x0F) * 4
-            if len(data) <= header or data[header] != 8:  # ICMP echo request
+            source = self._source(data)
+            if source is None:
                 continue
             when = time.time()
             for level, kind, value in ancillary:
@@ -325,8 +325,17 @@ class LinkCapture:
                     sec, nsec = struct.unpack("qq", value[:16])
                     when = sec + nsec / 1e9
             with self._cond:
-                self.first.setdefault(socket.inet_ntoa(data[12:16]), when)
+                self.first.setdefault(source, when)
                 self._cond.notify_all()
+
+    def _source(self, packet: bytes) -> str | None:
+        """The source address of `packet` (an IPv4 packet) if it is an ICMP echo request to `dst`."""
+        if len(packet) < 28 or packet[9] != 1 or packet[16:20] != self._dst:
+            return None
+        header = (packet[0] & 0x0F) * 4
+        if len(packet) <= header or packet[header] != 8:  # ICMP echo request
+            return None
+        return socket.inet_ntoa(packet[12:16])
 
     def wait(self, src: str, timeout: float) -> float | None:
         """The time of the first request from `src`, waiting up to `timeout` s for it (a reply
@@ -428,6 +437,7 @@ class BenchCluster:
     endpoint: str
     journal: str
     bridge: str = "rbench0"
+    node_env: dict[str, str] = field(default_factory=dict)  # more calico-node environment (e.g. the backend)
     nodes: list[BenchNode] = field(default_factory=list)
     _made_bridge: bool = False
 
@@ -447,7 +457,7 @@ class BenchCluster:
             name = f"node-{index}"
             ns = netns.add(f"{netns.PREFIX}rb{index}-{PID}")
             node = BenchNode(name, ns, index, self.directory / name, f"rbn{index}",
-                             extra_env={"IP6": "none", "ETCD_ENDPOINTS": self.endpoint})
+                             extra_env={"IP6": "none", "ETCD_ENDPOINTS": self.endpoint, **self.node_env})
             self.nodes.append(node)
             node.directory.mkdir(parents=True, exist_ok=True)
             netns.ip("link", "add", node.fabric_link, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -470,11 +480,13 @@ class BenchCluster:
 
     def conf(self, node: BenchNode, pools: list[str] | None = None) -> dict:
         """The `calico` network configuration of `node` (through its calico-node), allocating from
-        `pools` when given; warning-level logs and the run's own release journal."""
+        `pools` when given; warning-level logs, the run's own release journal, and the node's MTU
+        file (as the installer's conflist names it: under VXLAN, pods get the encapsulated MTU)."""
         ipam = {"type": "calico-ipam", "assign_ipv6": "false"}
         if pools:
             ipam["ipv4_pools"] = pools
-        return node.conf(self.endpoint, log_level="warning", release_journal_dir=self.journal, ipam=ipam)
+        return node.conf(self.endpoint, log_level="warning", release_journal_dir=self.journal, ipam=ipam,
+                         mtu_file=str(node.state_dir / "mtu"))
 
     def cni(self, node: BenchNode, command: str, pod_ns: str, container: str, conf: dict, **cni_args: str) -> PluginRun:
         """Exec `calico` in `node`'s namespace for the container `container` in `pod_ns`."""
