@@ -165,10 +165,13 @@ def status(run_dir: str) -> None:
         ctx.exit(1)
     click.echo("Calico process is running.")
     # What keeps the node from being fully programmed (a part not ready: an IPIP pool this kernel
-    # cannot carry, a VXLAN port taken...), from calico-node's own health answer.
-    ready, message = probes.felix_ready(os.path.join(run_dir, "cni.sock"))
-    if not ready:
-        click.echo(f"\n{message}")
+    # cannot carry, a VXLAN port taken...), from calico-node's own health answer, when its socket
+    # is in this run directory.
+    cni_socket = os.path.join(run_dir, "cni.sock")
+    if os.path.exists(cni_socket):
+        ready, message = probes.felix_ready(cni_socket)
+        if not ready:
+            click.echo(f"\n{message}")
     socket = os.path.join(run_dir, "bird.ctl")
     try:
         protocols = Control(socket).show_protocols()

@@ -1,6 +1,9 @@
 """calico-node's run: the plugins' socket first, then Calico's start-up (the Node resource, default
 pools, cluster records, nodename file), then the parts: the syncer that lists and watches the
-datastore into one cache, and the routing controller that keeps BIRD configured from it.
+datastore into one cache, and the controllers that read it: routing (BIRD's configuration, bird
+backend), tunnel-addresses (the node's VXLAN and IPIP addresses in IPAM), encapsulation (VXLAN
+devices, VTEP entries and routes to other nodes' blocks, the pod MTU file) and rules (the daemon's
+nftables tables: NAT outgoing, the VXLAN port's guards).
 
 The socket is served from the first second and stays up whatever a part does: a part that fails is
 restarted with back-off and reported in the health answer (`calico-node -felix-ready`). Every part
@@ -20,9 +23,13 @@ from calico_cni.agent.daemon import PluginServing, open_serving
 from calico_cni.dataplane.bird import Bird
 from calico_cni.datastore.errors import DatastoreUnavailable
 from calico_cni.errors import CalicoError
-from calico_cni.node import startup
+from calico_cni.node import encapsulation, startup
 from calico_cni.node.parts import Part, PartHealth, Parts
 from calico_cni.node.routing import PERIOD, RoutingController, watched
+from calico_cni.node.rules import PERIOD as RULES_PERIOD
+from calico_cni.node.rules import RulesController
+from calico_cni.node.tunnel_addresses import PERIOD as TUNNEL_ADDRESSES_PERIOD
+from calico_cni.node.tunnel_addresses import TunnelAddressController
 from calico_cni.node.settings import NodeSettings
 from calico_cni.node.syncer import Cache, Syncer
 
@@ -107,7 +114,8 @@ class NodeDaemon:
 
     def _parts(self, serving: PluginServing) -> list[Part]:
         settings = self.settings
-        syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, watched(settings.nodename), self.cache)
+        prefixes = tuple(dict.fromkeys([*watched(settings.nodename), *encapsulation.WATCHED]))
+        syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, prefixes, self.cache)
 
         def sync(stop: threading.Event, health: PartHealth) -> None:
             health.not_ready("listing the datastore")
@@ -120,8 +128,15 @@ class NodeDaemon:
             bird = Bird(settings.bird_config, settings.bird_socket, settings.bird_pid)
             controller = RoutingController(settings.nodename, settings.router_id, self.cache, bird)
             parts.append(Part("routing", controller.run, PERIOD))
-        elif settings.backend == "vxlan":
-            log.error("CALICO_NETWORKING_BACKEND=vxlan: VXLAN routes are not programmed by this release; pods are reachable from their own node only")
+        if settings.backend != "none":
+            # VXLAN and IPIP pools are the daemon's with either backend (BIRD keeps them out of the
+            # kernel), as Felix programs them whatever calico-node's backend is.
+            tunnel_addresses = TunnelAddressController(settings.nodename, self.cache, lambda: serving.stores.connect(settings.etcd))
+            parts.append(Part("tunnel-addresses", tunnel_addresses.run, TUNNEL_ADDRESSES_PERIOD))
+            tunnels = encapsulation.EncapsulationController(settings.nodename, self.cache, settings.mtu_file)
+            parts.append(Part("encapsulation", tunnels.run, encapsulation.PERIOD))
+        rules = RulesController(settings.nodename, self.cache)
+        parts.append(Part("rules", rules.run, RULES_PERIOD))
         return parts
 
     def run(self) -> int:

@@ -285,12 +285,13 @@ def test_sigterm_while_bird_hangs_still_stops_calico_node(routed):
 def test_the_felix_probes_pass_on_an_idle_node(routed):
     """Nothing changes in the datastore, yet every part keeps having good passes: the syncer's
     are etcd's answers to its progress requests (every 10 s), the routing controller's its
-    periodic passes. -felix-live with a 15 s threshold 20 s after start sees both."""
+    periodic passes, like the encapsulation, tunnel-address and rules controllers' (with nothing to
+    program). -felix-live with a 15 s threshold 20 s after start sees them all."""
     wait_for("20 s of uptime", lambda: (routed.health() or {}).get("uptime_s", 0) >= 20, 40, 1)
     ready = probe(routed, "-felix-ready")
     assert (ready.returncode, ready.stderr) == (0, "")
     live = probe(routed, "-felix-live", "-threshold-time", "15s")
     assert (live.returncode, live.stderr) == (0, ""), live.stderr
     parts = routed.health()["parts"]
-    assert set(parts) == {"syncer", "routing"} and all(p["ready"] and p["alive"] and p["restarts"] == 0 for p in parts.values()), parts
+    assert set(parts) == {"syncer", "routing", "tunnel-addresses", "encapsulation", "rules"} and all(p["ready"] and p["alive"] and p["restarts"] == 0 for p in parts.values()), parts
     assert parts["syncer"]["detail"].startswith("watching from revision ")

@@ -16,6 +16,7 @@ from calico_cni.errors import CalicoError
 from calico_cni.node.autodetect import AutodetectError
 from calico_cni.node.settings import SettingsError
 from calico_cni.node.startup import StartupError
+from calico_cni.node.tunnel_addresses import TunnelAddressError
 from calico_cni.plugins.dispatch import translate
 from calico_cni.plugins.errors import CNI_CODES, cni_error
 from calico_cni.protocol.errors import (
@@ -74,7 +75,7 @@ CALICOCTL_ONLY = {RepairRefused, InvalidReport, PoolRefused, *_leaves(ResourceEr
 
 # What only calico-node raises (its settings, start-up, address detection, watch and BIRD): no CNI verb
 # does, so none has a row.
-DAEMON_ONLY = {*_leaves(WatchLost), *_leaves(BirdError), *_leaves(SettingsError), *_leaves(StartupError), *_leaves(AutodetectError), *_leaves(TunnelError)}
+DAEMON_ONLY = {*_leaves(WatchLost), *_leaves(BirdError), *_leaves(SettingsError), *_leaves(StartupError), *_leaves(AutodetectError), *_leaves(TunnelError), *_leaves(TunnelAddressError)}
 
 # Row classes that also have subclasses of their own (raised directly as well).
 PARENT_ROWS = {
