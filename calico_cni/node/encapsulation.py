@@ -27,7 +27,7 @@ from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, of_default_route
 from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, IPAddress, IPInterface, NodeInfo
-from calico_cni.node.parts import PartHealth
+from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.route_plan import IPIP_DEVICE, VXLAN_DEVICE, Plan, PlannedRoute, Uplink, plan
 from calico_cni.node.syncer import Cache, Snapshot
 
@@ -62,16 +62,7 @@ class EncapsulationController:
         self.cache = cache
         self.mtu_file = mtu_file
         self.open_rtnl = open_rtnl
-        self._reported: frozenset[str] = frozenset()
-
-    def _report(self, problems: list[str]) -> None:
-        """Log each problem once while it lasts."""
-        current = frozenset(problems)
-        for problem in sorted(current - self._reported):
-            log.error("encapsulation: %s", problem)
-        for problem in sorted(self._reported - current):
-            log.info("encapsulation: resolved: %s", problem)
-        self._reported = current
+        self.problems = ProblemLog(log, "encapsulation")
 
     # -- one pass -------------------------------------------------------------------------------
 
@@ -200,19 +191,13 @@ class EncapsulationController:
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD."""
-        while not stop.is_set():
-            snapshot = self.cache.snapshot()
-            if not snapshot.synced:
-                health.not_ready("waiting for the first full list of the datastore")
-                self.cache.wait(snapshot.version, 1.0)
-                continue
+
+        def one_pass(snapshot: Snapshot) -> tuple[bool, str]:
             wanted, problems = self.run_pass(snapshot)
-            self._report(problems)
-            if problems:
-                health.not_ready("; ".join(problems))
-            else:
-                health.ok(_summary(wanted))
-            self.cache.wait(snapshot.version, PERIOD)
+            self.problems.report(problems)
+            return (False, "; ".join(problems)) if problems else (True, _summary(wanted))
+
+        reconcile_passes(self.cache, stop, health, PERIOD, one_pass)
 
 
 def _host_interface(address: IPAddress) -> IPInterface:

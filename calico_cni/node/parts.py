@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable, Iterable, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,53 @@ class PartHealth:
 
 # A part's loop: runs until `stop` is set, reporting through its health; an exception restarts it.
 PartLoop = Callable[[threading.Event, PartHealth], None]
+
+
+class ProblemLog:
+    """The problems a controller's passes find, each logged once while it lasts and its end logged
+    too (a pass every few seconds must not flood the log with the same line)."""
+
+    def __init__(self, logger: logging.Logger, part: str) -> None:
+        self.logger = logger
+        self.part = part
+        self.current: frozenset[str] = frozenset()
+
+    def report(self, problems: Iterable[str]) -> None:
+        """This pass's problems: the new ones logged as errors, the ones gone as resolved."""
+        current = frozenset(problems)
+        for problem in sorted(current - self.current):
+            self.logger.error("%s: %s", self.part, problem)
+        for problem in sorted(self.current - current):
+            self.logger.info("%s: resolved: %s", self.part, problem)
+        self.current = current
+
+
+class CacheView(Protocol):
+    """What a controller's loop needs of the daemon's cache (`node.syncer.Cache`)."""
+
+    def snapshot(self) -> Any:
+        """The current snapshot (with `synced` and `version`)."""
+
+    def wait(self, version: int, timeout: float | None) -> int:
+        """Block until the version differs from `version` or `timeout` passes."""
+
+
+def reconcile_passes(cache: CacheView, stop: threading.Event, health: PartHealth, period: float, one_pass: Callable[[Any], tuple[bool, str]]) -> None:
+    """A controller's loop: nothing before the first full list of the datastore is in the cache
+    (design rule 27), then `one_pass(snapshot)` on every change of the cache and at least every
+    `period` seconds (repairing drift); each pass says (ready, detail) for the part's health."""
+    while not stop.is_set():
+        snapshot = cache.snapshot()
+        if not snapshot.synced:
+            health.not_ready("waiting for the first full list of the datastore")
+            cache.wait(snapshot.version, 1.0)
+            continue
+        ready, detail = one_pass(snapshot)
+        if ready:
+            health.ok(detail)
+        else:
+            health.not_ready(detail)
+        cache.wait(snapshot.version, period)
 
 
 class Part:

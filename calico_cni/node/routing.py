@@ -20,7 +20,7 @@ from calico_cni.dataplane.bird import Bird, BirdError
 from calico_cni.model import keys
 from calico_cni.model.records import CONFIRMED, Affinity, CorruptRecord
 from calico_cni.node.bird_config import RoutingInputs, render
-from calico_cni.node.parts import PartHealth
+from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.syncer import Cache, Snapshot
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class RoutingController:
         self.router_id = router_id
         self.cache = cache
         self.bird = bird
-        self._reported: frozenset[str] = frozenset()
+        self.problems = ProblemLog(log, "routing")
         # The text the running BIRD was told to load (None: not known, e.g. a BIRD adopted at
         # start, which gets one `configure` to be sure).
         self.loaded: str | None = None
@@ -113,15 +113,6 @@ class RoutingController:
         # watch) only checks BIRD and its file, it does not render again.
         self._rendered: tuple[tuple, str, list[str]] | None = None
         self._prefixes = watched(node)
-
-    def _report(self, problems: list[str]) -> None:
-        """Log each problem once while it lasts (a pass every PERIOD must not flood the log)."""
-        current = frozenset(problems)
-        for problem in sorted(current - self._reported):
-            log.error("routing: %s", problem)
-        for problem in sorted(self._reported - current):
-            log.info("routing: resolved: %s", problem)
-        self._reported = current
 
     def apply(self, text: str) -> str | None:
         """Make BIRD run `text`; what went wrong, or None. The file is written only when it does
@@ -179,21 +170,15 @@ class RoutingController:
         failure = self.apply(text)
         if failure is not None:
             problems.append(failure)
-        self._report(problems)
+        self.problems.report(problems)
         return failure
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD."""
-        while not stop.is_set():
-            snapshot = self.cache.snapshot()
-            if not snapshot.synced:
-                health.not_ready("waiting for the first full list of the datastore")
-                self.cache.wait(snapshot.version, 1.0)
-                continue
+
+        def one_pass(snapshot: Snapshot) -> tuple[bool, str]:
             failure = self.run_pass(snapshot)
-            if failure is None:
-                health.ok(f"BIRD configured from revision {snapshot.revision}")
-            else:
-                health.not_ready(failure)
-            self.cache.wait(snapshot.version, PERIOD)
+            return (True, f"BIRD configured from revision {snapshot.revision}") if failure is None else (False, failure)
+
+        reconcile_passes(self.cache, stop, health, PERIOD, one_pass)
 

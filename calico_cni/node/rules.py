@@ -25,7 +25,7 @@ from calico_cni.dataplane import nftables
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.node.cluster_view import ClusterView
 from calico_cni.node.nft_rules import Table, script, tables
-from calico_cni.node.parts import PartHealth
+from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.syncer import Cache, Snapshot
 
 log = logging.getLogger(__name__)
@@ -60,20 +60,11 @@ class RulesController:
         self.nodename = nodename
         self.cache = cache
         self.nft: Nft = nft if nft is not None else _Module()
-        self._reported: frozenset[str] = frozenset()
+        self.problems = ProblemLog(log, "rules")
         # Per family: the script last applied and the table's listing right after it.
         self.applied: dict[str, tuple[str, str | None]] = {}
         # The last rendering and the cache version it came from.
         self._rendered: tuple[int, list[Table], list[str]] | None = None
-
-    def _report(self, problems: list[str]) -> None:
-        """Log each problem once while it lasts (a pass every PERIOD must not flood the log)."""
-        current = frozenset(problems)
-        for problem in sorted(current - self._reported):
-            log.error("rules: %s", problem)
-        for problem in sorted(self._reported - current):
-            log.info("rules: resolved: %s", problem)
-        self._reported = current
 
     def _render(self, snapshot: Snapshot) -> tuple[list[Table], list[str]]:
         if self._rendered is not None and self._rendered[0] == snapshot.version:
@@ -108,20 +99,14 @@ class RulesController:
         rendered, problems = self._render(snapshot)
         problems = list(problems)
         failures = [f for f in (self.sync_table(t) for t in rendered) if f is not None]
-        self._report(problems + failures)
+        self.problems.report(problems + failures)
         return failures[0] if failures else None
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD."""
-        while not stop.is_set():
-            snapshot = self.cache.snapshot()
-            if not snapshot.synced:
-                health.not_ready("waiting for the first full list of the datastore")
-                self.cache.wait(snapshot.version, 1.0)
-                continue
+
+        def one_pass(snapshot: Snapshot) -> tuple[bool, str]:
             failure = self.run_pass(snapshot)
-            if failure is None:
-                health.ok(f"nftables tables programmed from revision {snapshot.revision}")
-            else:
-                health.not_ready(failure)
-            self.cache.wait(snapshot.version, PERIOD)
+            return (True, f"nftables tables programmed from revision {snapshot.revision}") if failure is None else (False, failure)
+
+        reconcile_passes(self.cache, stop, health, PERIOD, one_pass)

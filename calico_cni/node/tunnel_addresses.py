@@ -38,7 +38,7 @@ from calico_cni.model.kinds.routing import NODE
 from calico_cni.model.records import TUNNEL
 from calico_cni.model.resource import Resource
 from calico_cni.node.cluster_view import ALWAYS, CROSS_SUBNET, ClusterView, IPAddress, NodeInfo, Pool
-from calico_cni.node.parts import PartHealth
+from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.syncer import Cache, Snapshot
 from calico_ipam import blocks as blk
 from calico_ipam.allocator import Assigned, Attachment, FamilyRequest, assign, release, release_exact
@@ -285,17 +285,8 @@ class TunnelAddressController:
         self._next_ipam = 0.0  # time.monotonic() from which a pass reads IPAM whatever the inputs
         self.failure: str | None = None  # what the last IPAM pass could not do
         self.held: dict[TunnelKind, IPAddress | None] = {}
-        self._reported: frozenset[str] = frozenset()
+        self.problems = ProblemLog(log, "tunnel addresses")
         self._inputs: tuple[int, Inputs] | None = None  # (cache version, its inputs)
-
-    def _report(self, problems: Sequence[str]) -> None:
-        """Log each problem once while it lasts."""
-        current = frozenset(problems)
-        for problem in sorted(current - self._reported):
-            log.error("tunnel addresses: %s", problem)
-        for problem in sorted(self._reported - current):
-            log.info("tunnel addresses: resolved: %s", problem)
-        self._reported = current
 
     def inputs_of(self, snapshot: Snapshot) -> Inputs:
         """`inputs` of the snapshot, read from the pools and this node's Node only (the cache also
@@ -338,7 +329,7 @@ class TunnelAddressController:
                         problems.append(f"{kind.label} tunnel address ({kind.handle(self.nodename)}): {exc}")
             finally:
                 store.client.close()
-        self._report(problems)
+        self.problems.report(problems)
         self.held.update(held)
         if problems:
             self._settled = (started,)
@@ -353,15 +344,9 @@ class TunnelAddressController:
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD; nothing
         before the first full list (design rule 27)."""
-        while not stop.is_set():
-            snapshot = self.cache.snapshot()
-            if not snapshot.synced:
-                health.not_ready("waiting for the first full list of the datastore")
-                self.cache.wait(snapshot.version, 1.0)
-                continue
+
+        def one_pass(snapshot: Snapshot) -> tuple[bool, str]:
             failure = self.run_pass(snapshot)
-            if failure is None:
-                health.ok(describe(self.held))
-            else:
-                health.not_ready(failure)
-            self.cache.wait(snapshot.version, PERIOD)
+            return (True, describe(self.held)) if failure is None else (False, failure)
+
+        reconcile_passes(self.cache, stop, health, PERIOD, one_pass)
