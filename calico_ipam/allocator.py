@@ -154,15 +154,22 @@ class FamilyRequest:
 # Reading what an attachment holds
 
 
-def held(store: Datastore, handle: Handle | None, ifname: str | None) -> list[Assigned]:
-    """Addresses the handle holds (for one interface, or all), read from its blocks."""
+def held_with_attributes(store: Datastore, handle: Handle | None, ifname: str | None) -> list[tuple[Assigned, dict]]:
+    """Addresses the handle holds (for one interface, or all), read from its blocks, each with the
+    attributes its allocation records (`secondary`; {} when it records none)."""
     if handle is None or not handle.blocks:
         return []
     out = []
     for cidr, block in sorted(store.blocks(sorted(handle.blocks)).items()):
         for o in blk.ordinals_of(block, handle.handle_id, ifname):
-            out.append(Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o))))
+            secondary = (block.attribute(o) or {}).get("secondary")
+            out.append((Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o))), secondary if isinstance(secondary, dict) else {}))
     return out
+
+
+def held(store: Datastore, handle: Handle | None, ifname: str | None) -> list[Assigned]:
+    """Addresses the handle holds (for one interface, or all), read from its blocks."""
+    return [a for a, _ in held_with_attributes(store, handle, ifname)]
 
 
 def held_by(store: Datastore, handle_id: str, ifname: str | None) -> list[Assigned]:

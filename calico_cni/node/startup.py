@@ -45,6 +45,7 @@ from calico_cni.model.kinds.ipam import IPPOOL
 from calico_cni.model.kinds.routing import NODE
 from calico_cni.model.resource import Resource
 from calico_cni.node import autodetect
+from calico_cni.node.node_record import update_node
 from calico_cni.node.settings import DEFAULT_IPV4_POOL_CIDR, Method, NodeSettings, PoolSettings
 from calico_cni.resources import cluster, documents, verbs
 from calico_cni.resources.errors import ResourceError
@@ -257,24 +258,14 @@ def _clear_addresses(store: Datastore, name: str, versions: set[int]) -> None:
     this node may no longer have. Best effort: a failure is only logged."""
     fields = [ADDRESS_FIELDS[v] for v in sorted(versions)]
 
-    def step(attempt: int) -> None:
-        current = stored.get(store, Ref(NODE, name))
-        bgp = dict(((current.doc.get("spec") or {}).get("bgp") or {}) if current is not None else {})
-        present = [f for f in fields if f in bgp]
-        if current is None or not present:
-            return
-        for f in present:
-            log.info("clearing the out-of-date %s %s of Node(%s)", f, bgp.pop(f), name)
-        doc = copy.deepcopy(current.doc)
-        if bgp:
-            doc["spec"]["bgp"] = bgp
-        else:
-            doc["spec"].pop("bgp", None)
-        if not store.commit(puts=[Resource(NODE, doc, current.revision)]):
-            raise Conflict()
+    def clear(doc: dict) -> None:
+        bgp = (doc.get("spec") or {}).get("bgp")
+        for f in fields:
+            if isinstance(bgp, dict) and f in bgp:
+                log.info("clearing the out-of-date %s %s of Node(%s)", f, bgp.pop(f), name)
 
     try:
-        with_retries(f"clearing the addresses of Node({name})", step)
+        update_node(store, name, clear)
     except CalicoError as exc:
         log.warning("failed to clear the addresses of Node(%s): %s", name, exc)
 
