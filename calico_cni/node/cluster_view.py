@@ -154,9 +154,10 @@ class ClusterView:
         return None
 
     def encapsulated_pools(self, encapsulation: str, family: int) -> list[Pool]:
-        """The enabled pools of `family` using `encapsulation` ("vxlan" or "ipip"), in name order:
-        while there is one, the encapsulation is in use on every node (as Felix enables it)."""
-        return [p for p in self.pools if p.encapsulation == encapsulation and p.cidr.version == family and not p.disabled]
+        """The pools of `family` using `encapsulation` ("vxlan" or "ipip"), in name order, disabled
+        ones included (their pods keep their addresses and need their routes): while there is one,
+        the encapsulation is in use on every node, as Felix's encapsulation resolver enables it."""
+        return [p for p in self.pools if p.encapsulation == encapsulation and p.cidr.version == family]
 
     @classmethod
     def read(cls, items: Mapping[str, StoredValue], nodename: str) -> "ClusterView":
@@ -265,7 +266,8 @@ def _mac(text: Any, name: str, field_name: str, problems: list[str]) -> str | No
 def _node(name: str, doc: dict, problems: list[str]) -> NodeInfo:
     spec = _spec(doc)
     bgp = spec.get("bgp") if isinstance(spec.get("bgp"), dict) else {}
-    labels = (doc.get("metadata") or {}).get("labels") or {}
+    metadata = doc.get("metadata")
+    labels = (metadata.get("labels") if isinstance(metadata, dict) else None) or {}
     return NodeInfo(
         name=name,
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},

@@ -13,6 +13,7 @@ problem is logged once while it lasts and reported in the part's health.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Callable
 
 from calico_cni.dataplane import tunnels
 from calico_cni.dataplane.errors import DataplaneError
-from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, of_default_route
+from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU, of_default_route
 from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, IPAddress, IPInterface, NodeInfo
@@ -67,20 +68,30 @@ class EncapsulationController:
     # -- one pass -------------------------------------------------------------------------------
 
     def run_pass(self, snapshot: Snapshot) -> tuple[Plan, list[str]]:
-        """One reconciliation from `snapshot`: the plan and what could not be made true."""
+        """One reconciliation from `snapshot`: the plan and what could not be made true (a kernel
+        that refuses to be read is one of those: the next pass tries again)."""
         view = ClusterView.read(snapshot.items, self.nodename)
         problems = list(view.problems)
-        with self.open_rtnl() as rtnl:
-            links = {link.name: link for link in rtnl.links()}
-            uplinks = _uplinks(rtnl, links, view.me)
-            wanted = plan(view, uplinks, host_mtu(rtnl, links, uplinks))
-            problems += wanted.problems
-            self._devices(rtnl, wanted, links, problems)
-            links = {link.name: link for link in rtnl.links()}
-            self._vteps(rtnl, wanted, links, problems)
-            self._routes(rtnl, wanted, links, problems)
+        wanted = Plan()
+        try:
+            with self.open_rtnl() as rtnl:
+                links = {link.name: link for link in rtnl.links()}
+                uplinks = _uplinks(rtnl, links, view.me)
+                wanted = plan(view, uplinks, host_mtu(rtnl, links, uplinks))
+                problems += wanted.problems
+                self._devices(rtnl, wanted, links, problems)
+                links = {link.name: link for link in rtnl.links()}
+                self._vteps(rtnl, wanted, links, problems)
+                self._routes(rtnl, wanted, links, problems)
+        except OSError as exc:
+            problems.append(f"the kernel's links, addresses or routes could not be read: {exc}")
+            return wanted, problems
         if wanted.pod_mtu is not None:
-            self._write_mtu(min(wanted.pod_mtu, MAX_MTU), problems)
+            if MIN_MTU <= wanted.pod_mtu:
+                self._write_mtu(min(wanted.pod_mtu, MAX_MTU), problems)
+            else:
+                problems.append(f"the pod MTU would be {wanted.pod_mtu}, below {MIN_MTU}: the host MTU is too small for the encapsulation; "
+                                "set FelixConfiguration vxlanMTU (or ipipMTU); the MTU file is left as it is")
         return wanted, problems
 
     def _devices(self, rtnl: Rtnl, wanted: Plan, links: dict[str, Link], problems: list[str]) -> None:
@@ -88,7 +99,9 @@ class EncapsulationController:
             device = wanted.vxlan.get(family)
             try:
                 if device is None:
-                    if name in links and links[name].kind == "vxlan" and tunnels.remove_device(rtnl, name):
+                    # Removed only when no pool of the family uses VXLAN: while one does but the
+                    # device cannot be planned (no tunnel address yet), it keeps its entries.
+                    if family not in wanted.vxlan_in_use and name in links and links[name].kind == "vxlan" and tunnels.remove_device(rtnl, name):
                         log.info("encapsulation: removed %s: no IPv%d pool uses VXLAN now", name, family)
                     continue
                 spec = tunnels.VxlanDevice(
@@ -126,40 +139,45 @@ class EncapsulationController:
                 problems.append(f"{device.name}: the VTEP entries could not be programmed: {exc}")
 
     def _routes(self, rtnl: Rtnl, wanted: Plan, links: dict[str, Link], problems: list[str]) -> None:
-        """Exactly the planned routes with our protocol: missing ones added (or replaced when a
-        route of ours for the same destination differs), ours not planned removed."""
-        desired: dict[RouteKey, PlannedRoute] = {}
+        """Exactly the planned routes with our protocol and metric: a missing one added, one of
+        ours that differs replaced in place, ours for a destination no longer planned removed.
+        Another program's route in the way (same destination and metric) is reported and left
+        alone (design rule 26): the kernel's replace would not look at the protocol."""
+        desired: dict = {}  # destination -> (its key, the planned route, its device's index)
         for route in wanted.routes:
-            if route.blackhole:
-                desired[_key(route.dst, 0, None, True, False)] = route
-                continue
-            link = links.get(route.device or "")
-            if link is None:
-                continue  # its device is missing: reported with the device
-            desired[_key(route.dst, link.index, route.gateway, False, route.onlink)] = route
+            oif = 0
+            if not route.blackhole:
+                link = links.get(route.device or "")
+                if link is None:
+                    continue  # its device is missing: reported with the device
+                oif = link.index
+            desired[route.dst] = (_key(route.dst, oif, route.gateway, route.blackhole, route.onlink), route, oif)
         for version in (4, 6):
             try:
-                actual = {_actual_key(r): r for r in rtnl.routes(version, protocol=RTPROT_CALICO)}
+                ours = {r.dst: r for r in rtnl.routes(version, protocol=RTPROT_CALICO) if r.priority == CALICO_METRIC}
             except OSError as exc:
                 problems.append(f"IPv{version} routes could not be listed: {exc}")
                 continue
-            ours = {k: r for k, r in actual.items() if r.priority == CALICO_METRIC}
-            for key, route in desired.items():
-                if route.dst.version != version or key in ours:
+            for dst, (key, route, oif) in desired.items():
+                current = ours.get(dst)
+                if dst.version != version or (current is not None and _actual_key(current) == key):
                     continue
                 try:
                     rtnl.add_route(
-                        route.dst, key[1], route.gateway, priority=CALICO_METRIC, replace=True,
+                        dst, oif, route.gateway, priority=CALICO_METRIC, replace=current is not None,
                         protocol=RTPROT_CALICO, route_type=RTN_BLACKHOLE if route.blackhole else RTN_UNICAST, onlink=route.onlink,
                     )
                 except NetlinkError as exc:
-                    problems.append(f"route {route}: {exc}")
-            for key, route in ours.items():
-                if key not in desired:
+                    if exc.errno == errno.EEXIST:
+                        problems.append(f"route {route}: another program's route to {dst} with metric {CALICO_METRIC} is in the way; left alone")
+                    else:
+                        problems.append(f"route {route}: {exc}")
+            for dst, route in ours.items():
+                if dst not in desired:
                     try:
                         rtnl.delete_route(route)
                     except NetlinkError as exc:
-                        problems.append(f"stale route {route.dst}: {exc}")
+                        problems.append(f"stale route {dst}: {exc}")
 
     def _write_mtu(self, mtu: int, problems: list[str]) -> None:
         """The pod MTU for new pods (the plugins read it when the network configuration sets no

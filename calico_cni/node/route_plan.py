@@ -99,6 +99,9 @@ class Plan:
     vxlan: dict[int, VxlanPlan] = field(default_factory=dict)
     vteps: list[Vtep] = field(default_factory=list)
     routes: list[PlannedRoute] = field(default_factory=list)
+    # The families whose pools use VXLAN (a device of a family in use is kept while it cannot be
+    # planned, e.g. waiting for the tunnel address: Felix keeps it and retries).
+    vxlan_in_use: set[int] = field(default_factory=set)
     # tunl0: wanted (its MTU and address) when an IPIP pool exists and this node has its address.
     ipip: tuple[int, ipaddress.IPv4Address] | None = None
     ipip_pools: tuple[str, ...] = ()
@@ -110,16 +113,11 @@ class Plan:
         return [r for r in self.routes if r.device == device]
 
 
-def _in_use(view: ClusterView, encapsulation: str, family: int) -> list[Pool]:
-    # Disabled pools count: their pods keep their addresses and need their routes.
-    return [p for p in view.pools if p.encapsulation == encapsulation and p.cidr.version == family]
-
-
 def _mtu(configured: int | None, host_mtu: int, overhead: int) -> int:
     return configured if configured else host_mtu - overhead
 
 
-def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[int, Uplink], host_mtu: int, plan: Plan) -> VxlanPlan | None:
+def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[int, Uplink], mtu: int, plan: Plan) -> VxlanPlan | None:
     address, tunnel = me.address(family), me.vxlan_address(family)
     if address is None:
         plan.problems.append(f"IPv{family} pools use VXLAN but node {me.name} has no IPv{family} address (set IP{'6' if family == 6 else ''} of calico-node); no {VXLAN_DEVICE[family]}")
@@ -132,7 +130,6 @@ def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[in
         plan.problems.append(f"waiting for node {me.name}'s IPv{family} VXLAN tunnel address (from a pool that allows Tunnel and selects the node); {VXLAN_DEVICE[family]} is not created yet")
         return None
     felix = view.felix
-    configured = felix.vxlan_mtu if family == 4 else felix.vxlan_mtu_v6
     return VxlanPlan(
         family=family,
         name=VXLAN_DEVICE[family],
@@ -141,7 +138,7 @@ def _vxlan_device(view: ClusterView, me: NodeInfo, family: int, uplinks: dict[in
         local=address.ip,
         parent=uplink,
         mac=me.vxlan_mac_override(family) or vtep_mac(me.name, family),
-        mtu=_mtu(configured, host_mtu, VXLAN_OVERHEAD[family]),
+        mtu=mtu,
         address=tunnel,
     )
 
@@ -195,22 +192,25 @@ def plan(view: ClusterView, uplinks: dict[int, Uplink], host_mtu: int) -> Plan:
         return out
     vteps_by_family: dict[int, dict[str, Vtep]] = {}
     mtus: list[int] = []
+    # The pod MTU follows the encapsulations the pools enable, whether or not their devices exist
+    # yet (Felix's rule): a pod made while the tunnel address is pending keeps its MTU for good.
     for family in (4, 6):
-        if not _in_use(view, "vxlan", family):
+        if not view.encapsulated_pools("vxlan", family):
             continue
-        device = _vxlan_device(view, me, family, uplinks, host_mtu, out)
+        out.vxlan_in_use.add(family)
+        configured = view.felix.vxlan_mtu if family == 4 else view.felix.vxlan_mtu_v6
+        mtus.append(_mtu(configured, host_mtu, VXLAN_OVERHEAD[family]))
+        device = _vxlan_device(view, me, family, uplinks, mtus[-1], out)
         if device is not None:
             out.vxlan[family] = device
-            mtus.append(device.mtu)
             vteps_by_family[family] = _vteps(view, family)
             out.vteps.extend(vteps_by_family[family][name] for name in sorted(vteps_by_family[family]))
-    ipip_pools = _in_use(view, "ipip", 4)
+    ipip_pools = view.encapsulated_pools("ipip", 4)
     if ipip_pools:
         out.ipip_pools = tuple(p.name for p in ipip_pools)
+        mtus.append(_mtu(view.felix.ipip_mtu, host_mtu, IPIP_OVERHEAD))
         if me.ipip_v4 is not None and 4 in uplinks:
-            mtu = _mtu(view.felix.ipip_mtu, host_mtu, IPIP_OVERHEAD)
-            out.ipip = (mtu, me.ipip_v4)
-            mtus.append(mtu)
+            out.ipip = (mtus[-1], me.ipip_v4)
     out.routes = _routes(view, me, out, vteps_by_family, uplinks)
     out.pod_mtu = min(mtus) if mtus else host_mtu
     return out

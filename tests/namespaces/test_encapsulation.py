@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from calico_cni.dataplane.rtnl import CALICO_METRIC
+from calico_cni.dataplane.rtnl import CALICO_METRIC, Rtnl
 from calico_cni.datastore.etcd import KeyValue
 from calico_cni.model import keys
 from calico_cni.node.encapsulation import EncapsulationController
@@ -73,6 +73,21 @@ def entries(ns: str, device: str = "vxlan.calico") -> tuple[dict[str, str], set[
     neighbours = {n["dst"]: n["lladdr"] for n in ip_json(ns, "neigh", "show", "dev", device) if "PERMANENT" in n.get("state", [])}
     fdb = subprocess.run(["bridge", "-n", ns, "-j", "fdb", "show", "dev", device], capture_output=True, text=True, check=True, timeout=30).stdout
     return neighbours, {(f["mac"], f["dst"]) for f in json.loads(fdb or "[]") if f.get("dst")}
+
+
+class Recording(Rtnl):
+    """An Rtnl that records every request that would change the kernel (anything but a GET)."""
+
+    READS = (18, 22, 26, 30)  # RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE, RTM_GETNEIGH
+
+    def __init__(self, writes: list[str]) -> None:
+        super().__init__(Rtnl.open().sock)
+        self.writes = writes
+
+    def request(self, mtype: int, body: bytes, flags: int = 0, what: str = "netlink request"):
+        if mtype not in self.READS:
+            self.writes.append(what)
+        return super().request(mtype, body, flags, what)
 
 
 class Cluster:
@@ -135,13 +150,40 @@ def test_vxlan_always_programs_device_vteps_routes_and_mtu(ns, tmp_path):
     assert any(r["dst"] == "198.18.9.0/26" for r in ip_json(ns, "route", "show", "proto", "static")), "a foreign route is never touched"
     assert (tmp_path / "state" / "mtu").read_text() == "1450\n"
 
-    # A second pass changes nothing; a deleted device and a deleted route come back.
-    before = ip_json(ns, "link", "show", "vxlan.calico")[0]["ifindex"]
-    assert run_pass(ns, ctl) == [] and ip_json(ns, "link", "show", "vxlan.calico")[0]["ifindex"] == before
+    # A second pass changes nothing (no write of any kind reaches the kernel); a deleted device
+    # and a deleted route come back.
+    writes: list[str] = []
+    ctl.open_rtnl = lambda: Recording(writes)
+    assert run_pass(ns, ctl) == [] and writes == []
     netns.ip("-n", ns, "link", "del", "vxlan.calico")
     netns.ip("-n", ns, "route", "del", "blackhole", "198.18.0.0/26", "proto", "80", "metric", str(CALICO_METRIC))
     assert run_pass(ns, ctl) == []
+    assert any("vxlan" in w for w in writes) and any("198.18.0.0/26" in w for w in writes), writes  # the recorder sees writes
     assert len(calico_routes(ns)) == 4 and len(entries(ns)[0]) == 2
+
+
+def test_another_programs_route_in_the_way_is_reported_and_left_alone(ns, tmp_path):
+    """Same destination and metric as a planned route, another protocol: the kernel's replace
+    would take it; the controller reports it instead (design rule 26)."""
+    cluster = Cluster(pool("p", "198.18.0.0/16", vxlan="Always"), ME, SAME_SUBNET, OTHER_SUBNET, *BLOCKS)
+    netns.ip("-n", ns, "route", "add", "198.18.0.64/26", "via", "198.19.9.2", "proto", "static", "metric", str(CALICO_METRIC))
+    problems = run_pass(ns, controller(tmp_path, cluster))
+    assert problems == [f"route 198.18.0.64/26 via 198.18.0.65 dev vxlan.calico onlink: another program's route to 198.18.0.64/26 with metric {CALICO_METRIC} is in the way; left alone"]
+    [route] = ip_json(ns, "route", "show", "198.18.0.64/26")
+    assert (route["protocol"], route["gateway"]) == ("static", "198.19.9.2")
+    assert len(calico_routes(ns)) == 3
+
+
+def test_device_kept_while_the_tunnel_address_is_pending(ns, tmp_path):
+    cluster = Cluster(pool("p", "198.18.0.0/16", vxlan="Always"), ME, SAME_SUBNET, *BLOCKS[:2])
+    ctl = controller(tmp_path, cluster)
+    assert run_pass(ns, ctl) == []
+    cluster.items.update([node("n1", "198.19.9.1/24")])  # the tunnel address released, a new one not yet written
+    cluster.publish()
+    problems = run_pass(ns, ctl)
+    assert len(problems) == 1 and "waiting for node n1's IPv4 VXLAN tunnel address" in problems[0]
+    assert ip_json(ns, "link", "show", "vxlan.calico"), "the device is kept"
+    assert (tmp_path / "state" / "mtu").read_text() == "1450\n"
 
 
 def test_node_leaving_cross_subnet_and_pool_removal(ns, tmp_path):

@@ -115,6 +115,8 @@ def test_no_tunnel_address_yet_means_no_device_and_a_problem():
     p = plan(view(pool("p", "198.18.0.0/16", vxlan="Always"), node("n1", "198.19.201.11/24"), node("n2", "198.19.201.12/24", "198.18.0.65"),
                   block("198.18.0.64/26", "n2")), UPLINK, 1500)
     assert p.vxlan == {} and p.routes == [] and "waiting for node n1's IPv4 VXLAN tunnel address" in p.problems[0]
+    # VXLAN is in use all the same: the device is kept, and new pods get an MTU that fits.
+    assert p.vxlan_in_use == {4} and p.pod_mtu == 1450
 
 
 def test_ipv6_device_and_mtu():
