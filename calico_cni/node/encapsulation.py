@@ -29,7 +29,7 @@ from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, IPAddress, IPInterface, NodeInfo
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
-from calico_cni.node.route_plan import IPIP_DEVICE, VXLAN_DEVICE, Plan, PlannedRoute, Uplink, plan
+from calico_cni.node.route_plan import IPIP_DEVICE, VXLAN_DEVICE, Plan, Uplink, plan
 from calico_cni.node.syncer import Cache, Snapshot
 
 log = logging.getLogger(__name__)
