@@ -17,16 +17,22 @@ from calico_cni.model.resource import Resource
 Mutation = Callable[[dict[str, Any]], None]
 
 
-def write_node(store: Datastore, current: Resource, mutate: Mutation) -> Resource:
-    """`current` changed by `mutate`, written by compare-and-swap against the revision it was read
-    at; `Conflict` when someone changed it meanwhile (the caller reads again). A `spec.bgp` the
-    change left empty is removed, as Calico sets it to nil (libcalico refuses an empty one).
-    Nothing is written when the change changes nothing: `current` is returned."""
-    doc = copy.deepcopy(current.doc)
-    mutate(doc)
-    spec = doc.get("spec")
+def changed(doc: dict[str, Any], mutate: Mutation) -> dict[str, Any]:
+    """A copy of the Node document changed by `mutate` (`doc` is left as it is). A `spec.bgp`
+    left empty is removed, as Calico sets it to nil (libcalico refuses an empty one)."""
+    out = copy.deepcopy(doc)
+    mutate(out)
+    spec = out.get("spec")
     if isinstance(spec, dict) and "bgp" in spec and not spec["bgp"]:
         del spec["bgp"]
+    return out
+
+
+def write_node(store: Datastore, current: Resource, mutate: Mutation) -> Resource:
+    """`current` `changed` by `mutate`, written by compare-and-swap against the revision it was
+    read at; `Conflict` when someone changed it meanwhile (the caller reads again). Nothing is
+    written when the change changes nothing: `current` is returned."""
+    doc = changed(current.doc, mutate)
     if doc == current.doc:
         return current
     written = Resource(NODE, doc, current.revision)

@@ -6,10 +6,13 @@ done here), each under the handle `<kind>-tunnel-addr-<node>` with the attribute
 For each kind, a pool qualifies when it is enabled, of the kind's family, its mode for the kind's
 encapsulation is Always or CrossSubnet, its allowedUses is empty or has Tunnel, and its
 nodeSelector matches the node's labels. With a qualifying pool the Node's address is kept when it
-lies in one and our handle holds it with our attributes; otherwise what the handle holds is
-released and one address is assigned from the qualifying pools (IntendedUse Tunnel: usually the
-first address of the node's own block), then written to the Node. With none, the handle's addresses
-are released and the field cleared.
+lies in one and our handle holds it with our attributes; one with our attributes under another
+handle or none, or with no handle and no attributes (from before Calico used either), is put under
+our handle and kept; otherwise what the handle holds is released and one address is assigned from
+the qualifying pools (IntendedUse Tunnel: usually the first address of the node's own block), then
+written to the Node. An address a pod or anyone else holds is left to them. With no qualifying
+pool, the handle's addresses are released, the Node's address too when it is ours (handle or
+attributes) or has neither, and the field cleared.
 
 Every write is a compare-and-swap: a Node changed by someone else meanwhile (calico-node's own
 start-up, `calicoctl label`) makes the kind's step run again from a fresh read, which then keeps
@@ -21,7 +24,7 @@ SAFETY_INTERVAL, so a cluster busy with pods costs etcd nothing here.
 
 from __future__ import annotations
 
-import copy
+import ipaddress
 import json
 import logging
 import threading
@@ -29,19 +32,20 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
-from calico_cni.datastore.etcd import KeyValue, Range
+from calico_cni.datastore.etcd import Range
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
 from calico_cni.model import keys
 from calico_cni.model.kinds.routing import NODE
-from calico_cni.model.records import TUNNEL
+from calico_cni.model.records import TUNNEL, Block, Handle
 from calico_cni.model.resource import Resource
 from calico_cni.node.cluster_view import ALWAYS, CROSS_SUBNET, ClusterView, IPAddress, NodeInfo, Pool
+from calico_cni.node.node_record import write_node
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.syncer import Cache, Snapshot
 from calico_ipam import blocks as blk
-from calico_ipam.allocator import Assigned, Attachment, FamilyRequest, assign, release, release_exact
+from calico_ipam.allocator import Assigned, Attachment, FamilyRequest, assign, held_with_attributes, release, release_exact
 
 log = logging.getLogger(__name__)
 
@@ -129,33 +133,27 @@ def field_of(doc: Mapping[str, Any], kind: TunnelKind) -> Any:
     return value or None
 
 
-def with_field(doc: Mapping[str, Any], kind: TunnelKind, address: str | None) -> dict[str, Any]:
-    """A copy of the Node document with the field for `kind` set to `address`, or removed (None);
-    every other field kept. An IPIP address removed from a `spec.bgp` left empty removes
-    `spec.bgp`, as Calico sets it to nil."""
-    out = copy.deepcopy(dict(doc))
-    spec = out.get("spec")
+def set_field(doc: dict[str, Any], kind: TunnelKind, address: str | None) -> None:
+    """Set the Node document's field for `kind` to `address`, or remove it (None), in place; every
+    other field kept. (A `spec.bgp` left empty is removed by `node_record.write_node`.)"""
+    spec = doc.get("spec")
     if not isinstance(spec, dict):
-        spec = out["spec"] = {}
+        if address is None:
+            return
+        spec = doc["spec"] = {}
     *parents, leaf = kind.path
     holder = spec
-    chain = []
     for part in parents:
         child = holder.get(part)
         if not isinstance(child, dict):
             if address is None:
-                return out
+                return
             child = holder[part] = {}
-        chain.append((holder, part))
         holder = child
     if address is None:
         holder.pop(leaf, None)
-        for parent, part in reversed(chain):
-            if not parent[part]:
-                del parent[part]
     else:
         holder[leaf] = address
-    return out
 
 
 Inputs = tuple[Hashable, ...]
@@ -188,36 +186,85 @@ def describe(held: Mapping[TunnelKind, IPAddress | None]) -> str:
 # --- IPAM and the Node -------------------------------------------------------------------------
 
 
-def _read(store: Datastore, nodename: str) -> tuple[KeyValue | None, ClusterView]:
+def _read(store: Datastore, nodename: str) -> tuple[Resource | None, ClusterView]:
     """This node's Node and every pool, in one round trip."""
     (node_kvs, pool_kvs), _ = store.client.read([Range(keys.node(nodename)), Range(keys.POOLS, prefix=True)])
     items = {kv.key: kv for kv in (*node_kvs, *pool_kvs)}
-    return (node_kvs[0] if node_kvs else None), ClusterView.read(items, nodename)
+    node = Resource(NODE, json.loads(node_kvs[0].value), node_kvs[0].mod_revision) if node_kvs else None
+    return node, ClusterView.read(items, nodename)
 
 
-def holdings(store: Datastore, handle_id: str) -> list[tuple[Assigned, dict]]:
-    """The addresses the handle holds, each with its allocation's attributes (`secondary`)."""
-    handle = store.handle(handle_id)
-    if handle is None or not handle.blocks:
-        return []
-    out = []
-    for cidr, block in sorted(store.blocks(sorted(handle.blocks)).items()):
-        for o in blk.ordinals_of(block, handle_id):
-            attr = block.attribute(o) or {}
-            secondary = attr.get("secondary") if isinstance(attr.get("secondary"), dict) else {}
-            out.append((Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o))), secondary))
-    return out
-
-
-def _write_node(store: Datastore, node_kv: KeyValue, doc: dict, kind: TunnelKind, address: str | None) -> None:
+def _write_node(store: Datastore, node: Resource, kind: TunnelKind, address: str | None) -> None:
     """The Node with the field for `kind` set (or cleared), by compare-and-swap against the
     revision it was read at: `Conflict` (the step runs again from a fresh read) when it moved."""
-    new = with_field(doc, kind, address)
-    if new == doc:
-        return
-    if not store.commit(puts=[Resource(NODE, new, node_kv.mod_revision)]):
+    if write_node(store, node, lambda doc: set_field(doc, kind, address)) is not node:
+        log.info("tunnel addresses: Node(%s) %s %s", node.name, kind.field, f"set to {address}" if address else "cleared")
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What IPAM records for one address, whatever its handle (Calico's GetAssignmentAttributes)."""
+
+    block: Block
+    ordinal: int
+    state: str  # blocks.HELD, NO_HANDLE, BARE, RELEASED, FREE or DANGLING
+    handle_id: str | None
+    secondary: dict
+
+    @property
+    def assigned(self) -> Assigned:
+        """The allocation as the allocator names it (its sequence number included)."""
+        return Assigned(self.block.address(self.ordinal), self.block.cidr, self.ordinal, self.block.seq_for_alloc.get(str(self.ordinal)))
+
+
+def allocation_at(store: Datastore, address: IPAddress) -> Allocation | None:
+    """The allocation of `address` (None: no block covers it)."""
+    cidr = next((c for c in store.block_cidrs(address.version) if address in ipaddress.ip_network(c)), None)
+    block = store.block(cidr) if cidr else None
+    if block is None:
+        return None
+    o = block.ordinal(address)
+    attr = block.attribute(o) or {}
+    secondary = attr.get("secondary") if isinstance(attr.get("secondary"), dict) else {}
+    return Allocation(block, o, blk.state(block, o), blk.handle_of(attr), secondary)
+
+
+def _rehome(store: Datastore, found: Allocation, att: Attachment) -> Assigned:
+    """Put the allocation `found` under the attachment's handle with its attributes, keeping the
+    address, in one compare-and-swap of the block and both handles' counts (`Conflict` when any
+    moved). Calico's correctAllocationWithHandle releases and assigns the address again; here a
+    released address would cool down first, so the allocation is rewritten in place."""
+    block, o, cidr = found.block, found.ordinal, found.block.cidr
+    ours = store.handle(att.handle_id) or Handle(att.handle_id)
+    previous = store.handle(found.handle_id) if found.handle_id not in (None, att.handle_id) else None
+    block.allocations[o] = None  # in memory only: assigned again below, in the same commit
+    blk.assign_ordinals(block, [o], att.handle_id, att.secondary())
+    ours.blocks[cidr] = len(blk.ordinals_of(block, att.handle_id))
+    puts: list = [block, ours]
+    deletes: list = []
+    if previous is not None:
+        left = len(blk.ordinals_of(block, previous.handle_id))
+        if left:
+            previous.blocks[cidr] = left
+        else:
+            previous.blocks.pop(cidr, None)
+        (puts if previous.blocks else deletes).append(previous)
+    if not store.commit(puts=puts, deletes=deletes):
         raise Conflict()
-    log.info("tunnel addresses: Node(%s) %s %s", (doc.get("metadata") or {}).get("name"), kind.field, f"set to {address}" if address else "cleared")
+    log.info("tunnel addresses: %s (%s, handle %s) now held by %s", block.address(o), found.state, found.handle_id, att.handle_id)
+    return Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o)))
+
+
+def _release_found(store: Datastore, found: Allocation) -> None:
+    """Release exactly the allocation `found` (its handle's count fixed), by compare-and-swap."""
+    if found.handle_id is not None:
+        release_exact(store, found.handle_id, [found.assigned])
+        return
+    if not blk.release(found.block, [found.ordinal], {found.ordinal: found.assigned.sequence}):
+        return
+    if not store.commit(puts=[found.block]):
+        raise Conflict()
+    log.info("tunnel addresses: released %s (%s)", found.assigned.address, found.state)
 
 
 def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | None:
@@ -225,34 +272,56 @@ def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | 
     address the node holds afterwards (None: no pool asks for one). Raises a CalicoError
     (TunnelAddressError, a datastore or IPAM error) when it cannot."""
     handle_id = kind.handle(nodename)
+    attachment = Attachment.tunnel(handle_id, nodename, kind.attr_type)
+
+    def ours(secondary: Mapping[str, Any]) -> bool:
+        return secondary.get("type") == kind.attr_type and secondary.get("node") == nodename
 
     def step(attempt: int) -> IPAddress | None:
-        node_kv, view = _read(store, nodename)
-        if node_kv is None or view.me is None:
+        node, view = _read(store, nodename)
+        if node is None or view.me is None:
             raise TunnelAddressError(f"Node({nodename}) does not exist or is not readable", "calico-node's start-up registers it; its tunnel addresses follow")
-        doc = json.loads(node_kv.value)
         pools = qualifying_pools(view, kind)
-        held = holdings(store, handle_id)
+        held = held_with_attributes(store, store.handle(handle_id), None)
+        current = kind.address_of(view.me)
+        # The Node's address when our handle does not hold it: Calico looks it up whatever holds it.
+        found = allocation_at(store, current) if current is not None and all(a.address != current for a, _ in held) else None
         if not pools:
             if held:
                 log.info("tunnel addresses: no pool needs a %s address on %s; releasing %s", kind.label, nodename, ", ".join(str(a.address) for a, _ in held))
                 release(store, handle_id, None)
-            _write_node(store, node_kv, doc, kind, None)
+            # Calico's removeHostTunnelAddr: the Node's address is freed too when it has no handle
+            # and no attributes (from before handles), or names our handle (its record lost); and
+            # here also when its attributes name it ours, so it is never leaked.
+            if found is not None and (found.state == blk.BARE or (found.state in (blk.HELD, blk.NO_HANDLE) and (found.handle_id == handle_id or ours(found.secondary)))):
+                _release_found(store, found)
+            _write_node(store, node, kind, None)
             return None
-        current = kind.address_of(view.me)
-        valid = [
-            a for a, secondary in held
-            if secondary.get("type") == kind.attr_type and secondary.get("node") == nodename and any(a.address in p.cidr for p in pools)
-        ]  # fmt: skip
-        keep = next((a for a in valid if a.address == current), valid[0] if valid else None)
+
+        def in_pools(address: IPAddress) -> bool:
+            return any(address in p.cidr for p in pools)
+
+        valid = [a for a, secondary in held if ours(secondary) and in_pools(a.address)]
+        keep = next((a for a in valid if a.address == current), None)
+        if keep is None and found is not None:
+            if found.state == blk.BARE or (found.state in (blk.HELD, blk.NO_HANDLE) and ours(found.secondary)):
+                # Ours by its attributes under another handle or none, or an allocation from
+                # before handles and attributes (Calico's correctAllocationWithHandle): kept under
+                # our handle while a qualifying pool holds it, else released.
+                if in_pools(current):
+                    keep = _rehome(store, found, attachment)
+                else:
+                    _release_found(store, found)
+            # Anything else holding it (a pod, someone else's tunnel) is left to its holder.
+        if keep is None and valid:
+            keep = valid[0]
         if keep is None:
             if held:
                 release(store, handle_id, None)
-            attachment = Attachment.tunnel(handle_id, nodename, kind.attr_type)
             keep = assign(store, attachment, [FamilyRequest(kind.family, tuple(p.name for p in pools), use=TUNNEL)])[0]
-            held = [(keep, {})]
+            held = []
             log.info("tunnel addresses: assigned %s address %s to %s from block %s", kind.label, keep.address, nodename, keep.block)
-        _write_node(store, node_kv, doc, kind, str(keep.address))
+        _write_node(store, node, kind, str(keep.address))
         # Only once the Node names the kept address: what else the handle holds (a duplicate left
         # by an interrupted pass) is released, exactly those allocations.
         extras = [a for a, _ in held if (a.block, a.ordinal) != (keep.block, keep.ordinal)]

@@ -15,6 +15,7 @@ from calico_cni.datastore.etcd import KeyValue
 from calico_cni.model import keys
 from calico_cni.model.records import TUNNEL, WORKLOAD, IPPool
 from calico_cni.node.cluster_view import ClusterView
+from calico_cni.node.node_record import changed
 from calico_cni.node.syncer import Snapshot
 from calico_cni.node import tunnel_addresses as ta
 from calico_cni.node.tunnel_addresses import IPIP, KINDS, VXLAN_V4, VXLAN_V6, TunnelAddressController
@@ -106,23 +107,29 @@ def test_handles_and_types_are_calicos():
     ]
 
 
-def test_with_field_sets_and_clears_keeping_everything_else():
+def with_field(doc: dict, kind, address):
+    """The Node document as the controller writes it: `set_field` through node_record's change."""
+    return changed(doc, lambda d: ta.set_field(d, kind, address))
+
+
+def test_set_field_sets_and_clears_keeping_everything_else():
     doc = {"kind": "Node", "metadata": {"name": "n1", "labels": {"a": "b"}}, "spec": {"bgp": {"ipv4Address": "198.19.0.1/24"}, "orchRefs": [{"x": 1}]}}
-    set_v4 = ta.with_field(doc, VXLAN_V4, "198.18.0.0")
+    set_v4 = with_field(doc, VXLAN_V4, "198.18.0.0")
     assert set_v4 == {**doc, "spec": {**doc["spec"], "ipv4VXLANTunnelAddr": "198.18.0.0"}}
     assert "ipv4VXLANTunnelAddr" not in doc["spec"]  # the argument is not changed
-    set_ipip = ta.with_field(set_v4, IPIP, "198.18.1.0")
+    set_ipip = with_field(set_v4, IPIP, "198.18.1.0")
     assert set_ipip["spec"]["bgp"] == {"ipv4Address": "198.19.0.1/24", "ipv4IPIPTunnelAddr": "198.18.1.0"}
     assert ta.field_of(set_ipip, IPIP) == "198.18.1.0" and ta.field_of(set_ipip, VXLAN_V6) is None
-    assert ta.with_field(ta.with_field(set_ipip, IPIP, None), VXLAN_V4, None) == doc
+    assert with_field(with_field(set_ipip, IPIP, None), VXLAN_V4, None) == doc
 
 
 def test_clearing_the_ipip_address_of_an_otherwise_empty_bgp_removes_bgp():
     doc = {"metadata": {"name": "n1"}, "spec": {}}
-    with_ipip = ta.with_field(doc, IPIP, "198.18.1.0")
+    with_ipip = with_field(doc, IPIP, "198.18.1.0")
     assert with_ipip["spec"] == {"bgp": {"ipv4IPIPTunnelAddr": "198.18.1.0"}}
-    assert ta.with_field(with_ipip, IPIP, None) == doc
-    assert ta.with_field(doc, IPIP, None) == doc  # nothing to clear: nothing added
+    assert with_field(with_ipip, IPIP, None) == doc
+    assert with_field(doc, IPIP, None) == doc  # nothing to clear: nothing added
+    assert with_field({"metadata": {"name": "n1"}}, VXLAN_V4, None) == {"metadata": {"name": "n1"}}
 
 
 # --- what a pass compares ------------------------------------------------------------------------
