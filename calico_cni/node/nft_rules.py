@@ -17,7 +17,11 @@ portmap's and iptables-nft's rules live in `ip nat` / `ip filter` and are never 
   from `all-vxlan-net`;
 - `filter-prerouting` (hook prerouting): UDP to the VXLAN port arriving from a pod interface
   (`cali*`) is dropped, so a pod injects encapsulated traffic neither into its own node nor into
-  another.
+  another;
+- `raw-prerouting` and `raw-output` (hooks prerouting and output, priority raw): UDP to the VXLAN
+  port is not tracked, while VXLAN of the family is in use (Felix's raw PREROUTING/OUTPUT NOTRACK:
+  the kernel picks VXLAN source ports per flow, so the two directions never pair up and tracking
+  would only fill the conntrack table with unreplied entries).
 
 A table is made of `Section`s (sets and chains), so the policy work adds its chains to the same
 tables through this module. `script()` gives the text that replaces a table in one nft
@@ -92,7 +96,8 @@ def _cidrs(nets: Iterable[IPNetwork]) -> tuple[str, ...]:
 
 
 def vxlan_in_use(view: ClusterView, family: int) -> bool:
-    """Whether VXLAN of `family` is in use on this node (an enabled VXLAN pool of the family)."""
+    """Whether VXLAN of `family` is in use on this node (a VXLAN pool of the family, as
+    `ClusterView.encapsulated_pools` counts them)."""
     return bool(view.encapsulated_pools("vxlan", family))
 
 
@@ -142,7 +147,8 @@ def nat_section(view: ClusterView, family: int) -> Section:
 
 
 def vxlan_section(view: ClusterView, family: int) -> Section:
-    """The VXLAN input filter and the pod VXLAN drop, while VXLAN of `family` is in use."""
+    """The VXLAN input filter, the pod VXLAN drop and the VXLAN NOTRACK, while VXLAN of `family`
+    is in use."""
     if not vxlan_in_use(view, family):
         return Section()
     _, match = _addr_type(family)
@@ -158,7 +164,10 @@ def vxlan_section(view: ClusterView, family: int) -> Section:
         "type filter hook prerouting priority filter; policy accept;",
         (f'iifname "{POD_INTERFACES}" udp dport {port} counter drop',),
     )
-    return Section((sources,), (input_chain, prerouting))
+    notrack = tuple(
+        Chain(f"raw-{hook}", f"type filter hook {hook} priority raw; policy accept;", (f"udp dport {port} notrack",)) for hook in ("prerouting", "output")
+    )
+    return Section((sources,), (input_chain, prerouting, *notrack))
 
 
 def tables(view: ClusterView) -> dict[int, Table]:

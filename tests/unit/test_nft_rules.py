@@ -1,9 +1,10 @@
 """The daemon's nftables rendering (calico_cni.node.nft_rules, pure) and its controller
 (calico_cni.node.rules) against a fake nft: which sets and rules each cluster gets (Felix's
 masq-ipam-pools / all-ipam-pools, natOutgoingAddress, the VXLAN filters, the tunnel-source
-masquerade), deterministic text, and the controller's level-triggered passes (nothing before the
-first full list, a re-apply when the table was changed behind its back or the rendering changed,
-none otherwise, nft failures reported once). The rules' effect on traffic is tested in
+masquerade, the VXLAN NOTRACK), deterministic text, and the controller's level-triggered passes
+(nothing before the first full list, a re-apply when the table was changed behind its back or the
+rendering changed, none otherwise, no nft run at all for a change of IPAM blocks only, nft failures
+reported once). The rules' effect on traffic is tested in
 tests/namespaces/test_nftables.py with the real nft and kernel."""
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import pytest
 from calico_cni.datastore.etcd import KeyValue
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.model import keys
-from calico_cni.node import nft_rules
 from calico_cni.node.cluster_view import FELIX_CONFIGURATIONS, ClusterView
 from calico_cni.node.nft_rules import NftSet, Section, Table, body, script, tables
 from calico_cni.node.parts import PartHealth
+from calico_cni.node import rules
 from calico_cni.node.rules import RulesController
 from calico_cni.node.syncer import Cache
 
@@ -33,8 +34,8 @@ def kv(key: str, kind: str, name: str, spec: dict, revision: int = 1) -> KeyValu
     return KeyValue(key, value, revision, revision, 1)
 
 
-def pool(name: str, cidr: str, **spec) -> KeyValue:
-    return kv(keys.POOLS + name, "IPPool", name, {"cidr": cidr, **spec})
+def pool(name: str, cidr: str, revision: int = 1, **spec) -> KeyValue:
+    return kv(keys.POOLS + name, "IPPool", name, {"cidr": cidr, **spec}, revision)
 
 
 def node(name: str, v4: str | None = None, v6: str | None = None, **spec) -> KeyValue:
@@ -66,7 +67,9 @@ def rules_of(table: Table) -> dict[str, tuple[str, ...]]:
 
 
 def test_nat_outgoing_masquerades_masq_pools_to_anything_outside_every_pool():
-    t = tables(view(pool("a", "198.18.0.0/20", natOutgoing=True), pool("b", "198.18.16.0/20"), pool("off", "198.18.64.0/20", disabled=True, natOutgoing=True)))[4]
+    t = tables(view(pool("a", "198.18.0.0/20", natOutgoing=True), pool("b", "198.18.16.0/20"), pool("off", "198.18.64.0/20", disabled=True, natOutgoing=True)))[
+        4
+    ]
     sets = sets_of(t)
     # Disabled pools count as pools and, as in Felix's masq manager, keep their natOutgoing.
     assert sets["all-ipam-pools"] == ("198.18.0.0/19", "198.18.64.0/20")  # a and b touch: merged
@@ -117,15 +120,21 @@ def test_vxlan_filters_accept_only_other_vteps_on_the_port():
     assert chains["filter-input"] == ("udp dport 4789 ip saddr != @all-vxlan-net fib daddr type local counter drop",)
     assert chains["filter-prerouting"] == ('iifname "cali*" udp dport 4789 counter drop',)
     assert chains["nat-postrouting"] == ('oifname "vxlan.calico" fib saddr . oif type != local fib saddr type local masquerade',)
+    # Felix's NOTRACK for VXLAN, both ways (raw PREROUTING and raw OUTPUT).
+    assert chains["raw-prerouting"] == chains["raw-output"] == ("udp dport 4789 notrack",)
+    text = body(t)
+    assert "\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tudp dport 4789 notrack\n" in text
+    assert "\t\ttype filter hook output priority raw; policy accept;\n\t\tudp dport 4789 notrack\n" in text
 
 
 def test_vxlan_port_from_felix_configuration():
     t = tables(view(*VXLAN_CLUSTER, felix(vxlanPort=8472), felix(f"node.{ME}", vxlanPort=4790)))[4]
     assert rules_of(t)["filter-prerouting"] == ('iifname "cali*" udp dport 4790 counter drop',)
+    assert rules_of(t)["raw-prerouting"] == rules_of(t)["raw-output"] == ("udp dport 4790 notrack",)
 
 
-def test_no_vxlan_filters_without_an_enabled_vxlan_pool():
-    items = (pool("vx", "198.18.0.0/16", vxlanMode="Always", disabled=True), *VXLAN_CLUSTER[1:])
+def test_no_vxlan_filters_without_a_vxlan_pool():
+    items = (pool("vx", "198.18.0.0/16", vxlanMode="Never"), pool("vx6", "fd00:198:18::/48", vxlanMode="Always"), *VXLAN_CLUSTER[1:])
     t = tables(view(*items))[4]
     assert "all-vxlan-net" not in sets_of(t)
     assert rules_of(t) == {}
@@ -148,6 +157,7 @@ def test_ipv6_vxlan_uses_its_own_device_and_addresses():
     assert sets_of(ts[6])["all-vxlan-net"] == ("fd00:198:19::2",)
     assert rules_of(ts[6])["nat-postrouting"] == ('oifname "vxlan-v6.calico" fib saddr . oif type != local fib saddr type local masquerade',)
     assert rules_of(ts[6])["filter-input"] == ("udp dport 4789 ip6 saddr != @all-vxlan-net fib daddr type local counter drop",)
+    assert rules_of(ts[6])["raw-prerouting"] == rules_of(ts[6])["raw-output"] == ("udp dport 4789 notrack",)
     assert rules_of(ts[4]) == {}  # no IPv4 VXLAN pool
 
 
@@ -169,16 +179,21 @@ def test_text_is_deterministic_whatever_the_order_of_the_datastore():
 
 
 def test_script_replaces_the_table_whole():
-    text = script(tables(view(*VXLAN_CLUSTER))[4])
-    lines = text.splitlines()
-    assert lines[:3] == ["table ip calico {}", "delete table ip calico", "table ip calico {"]
-    assert text.count("table ") == 3  # no other table is named
-    assert lines[-1] == "}"
+    """Felix's names: `ip calico` and `ip6 calico`, and no other table is named."""
+    for family, name in ((4, "ip"), (6, "ip6")):
+        text = script(tables(view(*VXLAN_CLUSTER))[family])
+        lines = text.splitlines()
+        assert lines[:3] == [f"table {name} calico {{}}", f"delete table {name} calico", f"table {name} calico {{"]
+        assert text.count("table ") == 3
+        assert lines[-1] == "}"
 
 
 def test_an_empty_cluster_gives_an_empty_table_per_family():
     ts = tables(view())
-    assert body(ts[6]) == "table ip6 calico {\n\tset all-ipam-pools {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n\tset masq-ipam-pools {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n}\n"
+    assert (
+        body(ts[6])
+        == "table ip6 calico {\n\tset all-ipam-pools {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n\tset masq-ipam-pools {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n}\n"
+    )
 
 
 def test_sections_compose_and_refuse_a_name_given_twice():
@@ -199,6 +214,7 @@ class FakeNft:
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], str] = {}
         self.applied: list[str] = []
+        self.listed = 0
         self.fail: str | None = None
 
     def apply(self, text: str) -> None:
@@ -209,6 +225,7 @@ class FakeNft:
         self.tables[(first[1], first[2])] = text.split("\n", 2)[2]
 
     def list_table(self, family: str, name: str) -> str | None:
+        self.listed += 1
         if self.fail:
             raise NftError(self.fail)
         return self.tables.get((family, name))
@@ -224,18 +241,54 @@ def test_controller_applies_each_family_once_and_again_only_on_change():
     cache = synced_cache(pool("a", "198.18.0.0/16", natOutgoing=True))
     nft = FakeNft()
     c = RulesController(ME, cache, nft=nft)
-    assert c.run_pass(cache.snapshot()) is None
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
     assert [t.splitlines()[0] for t in nft.applied] == ["table ip calico {}", "table ip6 calico {}"]
-    assert c.run_pass(cache.snapshot()) is None
+    assert c.run_pass(cache.snapshot(), now=rules.PERIOD) is None
     assert len(nft.applied) == 2  # nothing changed: nothing written
-    # Someone flushes our table: it is written again.
+    # Someone flushes our table: the next kernel check writes it again.
     del nft.tables[("ip", "calico")]
-    assert c.run_pass(cache.snapshot()) is None
+    assert c.run_pass(cache.snapshot(), now=2 * rules.PERIOD) is None
     assert len(nft.applied) == 3 and "masq-ipam-pools" in nft.tables[("ip", "calico")]
-    # The datastore changes: the new rendering is written.
-    cache.replace([pool("a", "198.18.0.0/16")], 11)
-    assert c.run_pass(cache.snapshot()) is None
+    # The datastore changes: the new rendering is written at once.
+    cache.replace([pool("a", "198.18.0.0/16", revision=11)], 11)
+    assert c.run_pass(cache.snapshot(), now=2 * rules.PERIOD + 0.1) is None
     assert len(nft.applied) == 4 and "nat-outgoing" not in nft.applied[-1]
+
+
+def block(cidr: str, revision: int) -> KeyValue:
+    """An IPAM block record: the rules never read it, so its content does not matter here."""
+    name = cidr.replace("/", "-")
+    return KeyValue(keys.IPAM + "assignment/ipv4/block/" + name, b'{"cidr": "%s"}' % cidr.encode(), revision, revision, 1)
+
+
+def test_a_change_of_blocks_only_runs_no_nft_until_the_period_passes(monkeypatch):
+    """Every pod written anywhere changes a block and so the cache's version: that must cost no
+    nft run (no apply, no listing); the periodic kernel check still comes once PERIOD passed."""
+    base = (pool("a", "198.18.0.0/16", natOutgoing=True, vxlanMode="Always"), node(ME, "198.19.1.1/24"), node("node-b", "198.19.1.2/24"))
+    cache = synced_cache(*base, block("198.18.0.0/26", 10))
+    nft = FakeNft()
+    c = RulesController(ME, cache, nft=nft)
+    assert c.run_pass(cache.snapshot(), now=100.0) is None
+    applied, listed = len(nft.applied), nft.listed
+    assert applied == 2 and listed == 2  # one apply and one listing per family
+    reads = []
+    real_read = ClusterView.read
+    monkeypatch.setattr(rules.ClusterView, "read", lambda items, nodename: reads.append(sorted(items)) or real_read(items, nodename))
+    for revision in range(11, 14):  # pods come and go: the block changes, and a new block appears
+        cache.replace((*base, block("198.18.0.0/26", revision), block("198.18.0.64/26", revision)), revision)
+        assert c.run_pass(cache.snapshot(), now=100.0 + (revision - 10)) is None
+    assert (len(nft.applied), nft.listed) == (applied, listed)
+    assert reads == []  # nor was anything parsed again
+    # PERIOD after the last kernel check: both tables are listed (and, unchanged, not written).
+    assert c.run_pass(cache.snapshot(), now=100.0 + rules.PERIOD) is None
+    assert (len(nft.applied), nft.listed) == (applied, listed + 2)
+    # A change of a record the rules read is written at once, whatever the time.
+    cache.replace((pool("a", "198.18.0.0/16", vxlanMode="Always", revision=20), *base[1:]), 20)
+    assert c.run_pass(cache.snapshot(), now=100.0 + rules.PERIOD + 0.1) is None
+    assert reads == [sorted(k.key for k in base)]  # read without the blocks
+    # Only the IPv4 table changed: it alone is written (and listed once, right after).
+    assert (len(nft.applied), nft.listed) == (applied + 1, listed + 3)
+    assert nft.applied[-1].startswith("table ip calico") and "nat-outgoing" not in nft.applied[-1]
 
 
 def test_controller_reports_nft_failures_once_and_recovers(caplog):
@@ -276,7 +329,3 @@ def test_controller_changes_nothing_before_the_first_full_list():
         cache.replace([], 6)  # wakes the loop from its wait, so it sees `stop` now
         thread.join(10)
     assert not thread.is_alive()
-
-
-def test_module_names_are_felix_shaped():
-    assert nft_rules.TABLE == "calico" and nft_rules.FAMILIES == {4: "ip", 6: "ip6"}
