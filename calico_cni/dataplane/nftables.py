@@ -69,12 +69,3 @@ def list_table(family: str, name: str, timeout: float = TIMEOUT) -> str | None:
             return None
         raise NftError(f"nft could not list table {family} {name}: {message}")
     return proc.stdout
-
-
-def delete_table(family: str, name: str, timeout: float = TIMEOUT) -> bool:
-    """Remove table `<family> <name>` and everything in it; whether it existed."""
-    _check_name(family, name)
-    # `table` first makes the delete safe when it is absent; both in one transaction.
-    existed = list_table(family, name, timeout) is not None
-    apply(f"table {family} {name}\ndelete table {family} {name}\n", timeout)
-    return existed
