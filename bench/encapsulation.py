@@ -2,20 +2,22 @@
 block's VXLAN route reaches every node of 3 and of 20.
 
     .venv/bin/python -m bench.encapsulation [--nodes 3,20] [--reps 8] [--observers 4] [--seconds 5]
-                                            [--iperf-reps 3] [--pings 1000] [--requests 5000] [--idle 10]
+                                            [--rounds 3] [--iperf-reps 2] [--pings 1000] [--requests 5000] [--idle 10]
                                             [--no-path] [--out bench/results]
 
 Run as root. The clusters are bench/routing_support.py's (a fabric namespace with etcd and a bridge,
 one namespace per node running its own calico-node, one per pod); nothing touches the machine's own
 namespace, and everything is removed on exit, Ctrl-C and SIGTERM included.
 
-- Data path, on 2 nodes, once natively (CALICO_NETWORKING_BACKEND=bird, pools with vxlanMode
-  Never: BIRD's routes via the other node's address on eth0) and once over VXLAN
+- Data path, on 2 nodes, natively (CALICO_NETWORKING_BACKEND=bird, pools with vxlanMode
+  Never: BIRD's routes via the other node's address on eth0) and over VXLAN
   (CALICO_NETWORKING_BACKEND=vxlan, vxlanMode Always: calico-node's routes via the other node's
   tunnel address on vxlan.calico): iperf3 TCP from a pod on node-1 to an iperf3 server in a pod
   on node-2 (`--iperf-reps` runs of `--seconds`), `ping -i 0.002` round trips between the same
   pods, and a TCP request-response of one byte each way (a Python echo server and client, Nagle
   off). Pods take their MTU from calico-node's MTU file, so the VXLAN pods have the host's minus 50.
+  `--rounds` new pairs of nodes per mode, native and VXLAN alternating, so load from elsewhere on
+  the machine falls on both; the figures pool every round's runs and samples.
 - Convergence under VXLAN, on 3 and on 20 nodes (backend vxlan, no BIRD): a pod ADD on node A with
   `CNI_ARGS IP=` in a block nobody holds, so A claims it; from the ADD's start until every other
   node's kernel holds the route to the block via A's tunnel address on vxlan.calico (proto 80: `ip
@@ -31,7 +33,6 @@ Writes encapsulation.md and encapsulation.json to --out.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import platform
@@ -43,9 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.routing import _store, observers, summary
-from bench.routing_support import (BenchCluster, BenchNode, EtcdEvents, LinkCapture, Pinger, cpu_sample, cpu_usage, fabric_with_etcd, machine_ticks,
-                                   wait_for)
+from bench.routing import _store, claim_new_block, summary
+from bench.routing_support import BenchCluster, BenchNode, EtcdEvents, LinkCapture, cpu_sample, cpu_usage, fabric_with_etcd, machine_ticks, wait_for
 from tests import netns
 from tests.calico_support import in_ns, ip_json
 from tests.cluster_support import block_of
@@ -259,7 +259,7 @@ def ping_rtt(a: BenchNode, b: BenchNode, count: int) -> dict:
     rtts = [float(line.split("time=", 1)[1].split()[0]) * 1000 for line in out.splitlines() if "time=" in line]
     if not rtts:
         raise RuntimeError(f"ping from {a.nodename}'s pod to {b.resident_ip} got no reply: {out[-500:]}")
-    return {**_percentiles(rtts), "lost": count - len(rtts)}
+    return {**_percentiles(rtts), "lost": count - len(rtts), "_raw": rtts}
 
 
 def tcp_rr(a: BenchNode, b: BenchNode, count: int) -> dict:
@@ -274,26 +274,25 @@ def tcp_rr(a: BenchNode, b: BenchNode, count: int) -> dict:
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"echo client: {proc.stderr[-500:]}")
-        return _percentiles([ns / 1000 for ns in json.loads(proc.stdout)])
+        values = [ns / 1000 for ns in json.loads(proc.stdout)]
+        return {**_percentiles(values), "_raw": values}
     finally:
         _stop(server)
 
 
-def data_path(server, mode: str, args, workdir: Path) -> dict:
-    """Two nodes in `mode`: the path's device, MTUs, throughput and round trips pod to pod."""
+def data_path(server, mode: str, args, workdir: Path, turn: int) -> dict:
+    """Two new nodes in `mode`: the path's device, MTUs, throughput and round trips pod to pod."""
     backend, vxlan_mode = MODES[mode]
     pools(server.endpoint, vxlan_mode)
-    cluster = BenchCluster(workdir / f"path-{mode}", server.endpoint, str(workdir / "journal"), node_env={"CALICO_NETWORKING_BACKEND": backend})
+    cluster = BenchCluster(workdir / f"path-{mode}-{turn}", server.endpoint, str(workdir / "journal"), node_env={"CALICO_NETWORKING_BACKEND": backend})
     try:
-        out: dict = {"mode": mode, "backend": backend, "vxlanMode": vxlan_mode, "build": build(cluster, 2, mode)}
+        out: dict = {"mode": mode, "round": turn, "backend": backend, "vxlanMode": vxlan_mode, "build": build(cluster, 2, mode)}
         a, b = cluster.nodes
         out["device"] = route_device(a, b.resident_ip)
         expected = DEVICE if mode == "vxlan" else "eth0"
         if out["device"] != expected:
             raise RuntimeError(f"{mode}: node-1 sends to node-2's pod through {out['device']}, not {expected}")
-        print(f"  {mode}: throughput", file=sys.stderr, flush=True)
         out["throughput"] = throughput(a, b, args.seconds, args.iperf_reps)
-        print(f"  {mode}: round trips", file=sys.stderr, flush=True)
         out["ping_us"] = ping_rtt(a, b, args.pings)
         out["tcp_rr_us"] = tcp_rr(a, b, args.requests)
         return out
@@ -311,47 +310,30 @@ def new_block(cluster: BenchCluster, reps: int, count: int) -> dict:
     when the affinity was confirmed in etcd, and for `count` observers B (pings from their resident
     pods started before the ADD) when their pings reach A's link encapsulated and when they get
     their first reply."""
-    fresh = ipaddress.ip_network(POOL_FRESH)
     nodes = cluster.nodes
     per_rep, samples = [], []
     affinities = EtcdEvents(cluster.endpoint, "/calico/ipam/v2/host/")
     try:
         for rep in range(reps):
-            a = nodes[rep % len(nodes)]
-            block = str(ipaddress.ip_network((int(fresh.network_address) + rep * 2 ** (32 - BLOCK_SIZE), BLOCK_SIZE)))
-            address = str(ipaddress.ip_network(block).network_address + 10)
-            tunnel = tunnel_address(a)
-            others = [n for n in nodes if n is not a]
-            watchers = observers(nodes, [a], count, rep)
-            capture = VxlanCapture(a.fabric_link, address)
-            local = Pinger(a.ns, address)
-            pingers = [Pinger(b.resident, address) for b in watchers]
-            try:
-                time.sleep(0.2)  # the pingers are sending before the ADD starts
-                t0 = time.time()
-                cluster.add_pod(a, None, IP=address)
-                t1 = time.time()
-                key = f"/calico/ipam/v2/host/{a.nodename}/ipv4/block/{block.replace('/', '-')}"
-                claimed = affinities.wait(lambda op, k, v, key=key: op == "PUT" and k == key and "confirmed" in v, WAIT)
+            tunnel = tunnel_address(nodes[rep % len(nodes)])
+            with claim_new_block(cluster, affinities, rep, count, POOL_FRESH, VxlanCapture) as c:
+                others = [n for n in nodes if n is not c.a]
                 routes = []
                 for node in others:
-                    event = node.monitor.wait(lambda e: e.dst == block and not e.deleted and e.gateway == tunnel, t0, WAIT)
-                    routes.append(event.when - t0 if event else None)
-                unrouted = [n.nodename for n in others if vxlan_routes(n).get(block) != tunnel]
-                reply_local = local.wait(WAIT)
+                    event = node.monitor.wait(lambda e: e.dst == c.block and not e.deleted and e.gateway == tunnel, c.t0, WAIT)
+                    routes.append(event.when - c.t0 if event else None)
+                unrouted = [n.nodename for n in others if vxlan_routes(n).get(c.block) != tunnel]
+                reply_local = c.local.wait(WAIT)
+                claimed = c.claimed - c.t0 if c.claimed else None
                 everywhere = None if None in routes or not routes else max(routes)
-                per_rep.append({"a": a.nodename, "add": t1 - t0, "claimed": claimed - t0 if claimed else None, "route_per_node": routes,
-                                "everywhere": everywhere, "claim_to_everywhere": everywhere - (claimed - t0) if everywhere is not None and claimed else None,
-                                "unrouted_after": unrouted, "local": reply_local - t0 if reply_local else None})
-                for b, pinger in zip(watchers, pingers):
+                per_rep.append({"a": c.a.nodename, "add": c.t1 - c.t0, "claimed": claimed, "route_per_node": routes, "everywhere": everywhere,
+                                "claim_to_everywhere": everywhere - claimed if everywhere is not None and claimed is not None else None,
+                                "unrouted_after": unrouted, "local": reply_local - c.t0 if reply_local else None})
+                for b, pinger in zip(c.watchers, c.pingers):
                     reply = pinger.wait(WAIT)
-                    routed = capture.wait(b.resident_ip, 2.0 if reply is not None else 0.1)
-                    samples.append({"a": a.nodename, "b": b.nodename, "routed": routed - t0 if routed else None, "reply": reply - t0 if reply else None,
-                                    "claim_to_routed": routed - claimed if routed and claimed else None})
-            finally:
-                for pinger in (local, *pingers):
-                    pinger.stop()
-                capture.stop()
+                    routed = c.capture.wait(b.resident_ip, 2.0 if reply is not None else 0.1)
+                    samples.append({"a": c.a.nodename, "b": b.nodename, "routed": routed - c.t0 if routed else None, "reply": reply - c.t0 if reply else None,
+                                    "claim_to_routed": routed - c.claimed if routed and c.claimed else None})
     finally:
         affinities.stop()
     return {
@@ -404,10 +386,27 @@ def _ms(s: dict) -> str:
     return f"{f(s['median'])} / {f(s['p90'])} / {f(s['max'])} ms ({s['n']}{missed})"
 
 
+def combine(rounds: list[dict]) -> dict[str, dict]:
+    """Per mode, every round's runs together: throughput over all iperf3 runs, round-trip
+    percentiles over all samples (the raw samples are dropped from `rounds` here)."""
+    out: dict[str, dict] = {}
+    for mode in MODES:
+        mine = [r for r in rounds if r["mode"] == mode]
+        if not mine:
+            continue
+        runs = [run for r in mine for run in r["throughput"]["runs"]]
+        rates = [run["gbit_s"] for run in runs]
+        out[mode] = {"mode": mode, "device": mine[0]["device"], "build": mine[0]["build"],
+                     "throughput": {"runs": runs, "median_gbit_s": round(statistics.median(rates), 3), "min_gbit_s": min(rates), "max_gbit_s": max(rates)},
+                     **{key: _percentiles([v for r in mine for v in r[key].pop("_raw")]) for key in ("ping_us", "tcp_rr_us")}}
+    return out
+
+
 def markdown(results: dict) -> str:
     """The report: the data path side by side, then convergence per size."""
-    lines = [f"Encapsulation benchmark run {results['when']} on {results['machine']} (`{results['command']}`).", ""]
-    paths = {p["mode"]: p for p in results["paths"]}
+    load = ", ".join(f"{v:.1f}" for v in results["load_before"])
+    lines = [f"Encapsulation benchmark run {results['when']} on {results['machine']} (`{results['command']}`; load average before: {load}).", ""]
+    paths = results["path"]
     if paths:
         modes = [m for m in ("native", "vxlan") if m in paths]
         lines += ["| pod to pod, node-1 -> node-2 | " + " | ".join(modes) + (" | VXLAN / native |" if len(modes) == 2 else " |"),
@@ -421,11 +420,10 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
         row("route's device / pod MTU", lambda p: f"{p['device']} / {p['build']['pod_mtu']}", str, ratio=False)
-        row("iperf3 TCP, median of runs (min-max)", lambda p: p["throughput"]["median_gbit_s"], lambda v: f"{v:.2f} Gbit/s")
-        for m in modes:
-            t = paths[m]["throughput"]
-            lines.append(f"| ... {m}: runs | " + ", ".join(f"{r['gbit_s']:.2f} Gbit/s ({r['retransmits']} retr., {r['machine_vcpu']} vCPU busy)" for r in t["runs"])
-                         + " |" + " |" * (len(modes) - (len(modes) == 1)))
+        row("iperf3 TCP, median of runs", lambda p: p["throughput"]["median_gbit_s"], lambda v: f"{v:.2f} Gbit/s")
+        row("... slowest / fastest run", lambda p: (p["throughput"]["min_gbit_s"], p["throughput"]["max_gbit_s"]), lambda v: f"{v[0]:.2f} / {v[1]:.2f} Gbit/s", ratio=False)
+        row("... retransmits per run, median", lambda p: statistics.median(r["retransmits"] or 0 for r in p["throughput"]["runs"]), lambda v: f"{v:.0f}", ratio=False)
+        row("... machine busy while it ran, median", lambda p: statistics.median(r["machine_vcpu"] for r in p["throughput"]["runs"]), lambda v: f"{v:.2f} vCPU", ratio=False)
         for key, label in (("ping_us", "ping round trip"), ("tcp_rr_us", "TCP 1-byte request-response")):
             for q in ("p50", "p90", "p99"):
                 row(f"{label} {q}", lambda p, key=key, q=q: p[key][q], lambda v: f"{v:.0f} µs")
@@ -458,9 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=8, help="new-block repetitions per size")
     parser.add_argument("--observers", type=int, default=4, help="observer nodes pinging per repetition")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one iperf3 run")
-    parser.add_argument("--iperf-reps", type=int, default=3, help="iperf3 runs per mode")
-    parser.add_argument("--pings", type=int, default=1000, help="pings per mode")
-    parser.add_argument("--requests", type=int, default=5000, help="TCP request-responses per mode")
+    parser.add_argument("--rounds", type=int, default=3, help="data-path rounds: a native and a VXLAN pair of nodes each, alternating")
+    parser.add_argument("--iperf-reps", type=int, default=2, help="iperf3 runs per mode and round")
+    parser.add_argument("--pings", type=int, default=1000, help="pings per mode and round")
+    parser.add_argument("--requests", type=int, default=5000, help="TCP request-responses per mode and round")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of the idle CPU window per size")
     parser.add_argument("--no-path", action="store_true", help="skip the native/VXLAN data path measurement")
     parser.add_argument("--out", default="bench/results")
@@ -480,13 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "machine": f"{platform.node()} {os.cpu_count()} vCPU {platform.release()}",
                      "command": " ".join(["python -m bench.encapsulation", *(argv if argv is not None else sys.argv[1:])]),
-                     "load_before": os.getloadavg(), "paths": [], "sizes": []}
+                     "load_before": os.getloadavg(), "paths": [], "path": {}, "sizes": []}
     try:
         with tempfile.TemporaryDirectory(prefix="calico-bench-encap-") as work, fabric_with_etcd() as server:
             if not args.no_path:
-                for mode in ("native", "vxlan"):
-                    print(f"encapsulation benchmark: data path, {mode}", file=sys.stderr, flush=True)
-                    results["paths"].append(data_path(server, mode, args, Path(work)))
+                for turn in range(1, args.rounds + 1):
+                    for mode in ("native", "vxlan"):
+                        print(f"encapsulation benchmark: data path, round {turn}, {mode}", file=sys.stderr, flush=True)
+                        results["paths"].append(data_path(server, mode, args, Path(work), turn))
+                results["path"] = combine(results["paths"])
             for size in sizes:
                 print(f"encapsulation benchmark: VXLAN convergence, {size} nodes", file=sys.stderr, flush=True)
                 results["sizes"].append(convergence(server, size, args, Path(work)))
@@ -496,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, AssertionError) as exc:  # a cluster that did not come up, a tool that failed
         print(f"bench.encapsulation: {exc}; everything it made is removed (calico-node logs went with it: rerun to look)", file=sys.stderr)
         return 1
+    results["load_after"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "encapsulation.json").write_text(json.dumps(results, indent=2))

@@ -31,6 +31,7 @@ SIGTERM included.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -41,7 +42,9 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from bench.routing_support import (
     BenchCluster,
@@ -144,50 +147,83 @@ def missing_peers(cluster: BenchCluster) -> dict[str, list[str]]:
     return out
 
 
+@dataclass
+class BlockClaim:
+    """One new-block repetition under way: node A, the block and address it claims, the observers
+    B with their pingers (in their resident pods), A's own pinger, the tap on A's link, and when
+    (unix time) the ADD started and returned and the affinity's confirmation arrived (None if not)."""
+
+    a: BenchNode
+    block: str
+    address: str
+    watchers: list[BenchNode]
+    pingers: list[Pinger]
+    local: Pinger
+    capture: LinkCapture
+    t0: float = 0.0
+    t1: float = 0.0
+    claimed: float | None = None
+
+
+@contextlib.contextmanager
+def claim_new_block(cluster: BenchCluster, affinities: EtcdEvents, rep: int, count: int, pool: str = POOL_FRESH,
+                    capture: type[LinkCapture] = LinkCapture) -> Iterator[BlockClaim]:
+    """Repetition `rep` of a new block: on node A (rotating), pingers from `count` observers' pods
+    and from A's own namespace and a `capture` tap on A's link, all started before an ADD with
+    CNI_ARGS IP= in the `rep`th /26 of `pool` (nobody holds it, so A claims it); yields once the
+    ADD returned and the affinity's confirmation was waited for; stops the pingers and the tap."""
+    nodes = cluster.nodes
+    a = nodes[rep % len(nodes)]
+    fresh = ipaddress.ip_network(pool)
+    block = str(ipaddress.ip_network((int(fresh.network_address) + rep * 2 ** (32 - BLOCK_SIZE), BLOCK_SIZE)))
+    address = str(ipaddress.ip_network(block).network_address + 10)
+    watchers = observers(nodes, [a], count, rep)
+    tap = capture(a.fabric_link, address)
+    started: list[Pinger] = []
+    try:
+        started.append(Pinger(a.ns, address))
+        for b in watchers:
+            started.append(Pinger(b.resident, address))
+        claim = BlockClaim(a, block, address, watchers, started[1:], started[0], tap)
+        time.sleep(0.2)  # the pingers are sending before the ADD starts
+        claim.t0 = time.time()
+        cluster.add_pod(a, None, IP=address)
+        claim.t1 = time.time()
+        key = f"/calico/ipam/v2/host/{a.nodename}/ipv4/block/{block.replace('/', '-')}"
+        claim.claimed = affinities.wait(lambda op, k, v: op == "PUT" and k == key and "confirmed" in v, WAIT)
+        yield claim
+    finally:
+        for pinger in started:
+            pinger.stop()
+        tap.stop()
+
+
 def new_block(cluster: BenchCluster, reps: int, count: int) -> dict:
     """ADD with IP= in a block nobody holds, on a different node A each time, observed from
     `count` other nodes B (pings from their resident pods, started before the ADD) and from A's
     own namespace (the pod's own readiness: its veth and host route, no BGP involved). Also timed:
     the block's affinity confirmed in etcd (an etcd watch of our own) and the first echo request
     from each B reaching A's link (B's route in place)."""
-    fresh = ipaddress.ip_network(POOL_FRESH)
-    nodes = cluster.nodes
     samples, per_rep = [], []
     affinities = EtcdEvents(cluster.endpoint, "/calico/ipam/v2/host/")
     try:
         for rep in range(reps):
-            a = nodes[rep % len(nodes)]
-            block = str(ipaddress.ip_network((int(fresh.network_address) + rep * 2 ** (32 - BLOCK_SIZE), BLOCK_SIZE)))
-            address = str(ipaddress.ip_network(block).network_address + 10)
-            watchers = observers(nodes, [a], count, rep)
-            capture = LinkCapture(a.fabric_link, address)
-            local = Pinger(a.ns, address)
-            pingers = [Pinger(b.resident, address) for b in watchers]
-            try:
-                time.sleep(0.2)  # the pingers are sending before the ADD starts
-                t0 = time.time()
-                cluster.add_pod(a, None, IP=address)
-                t1 = time.time()
-                key = f"/calico/ipam/v2/host/{a.nodename}/ipv4/block/{block.replace('/', '-')}"
-                claimed = affinities.wait(lambda op, k, v, key=key: op == "PUT" and k == key and "confirmed" in v, WAIT)
-                exported = a.monitor.wait(lambda e: e.dst == block and not e.deleted and e.kind == "blackhole", t0, WAIT)
-                rep_local = _reply(local, t0)
-                per_rep.append({"add": t1 - t0, "local": rep_local, "claimed": claimed - t0 if claimed else None,
-                                "exported": exported.when - t0 if exported else None})
-                for b, pinger in zip(watchers, pingers):
-                    reply = _reply(pinger, t0)
-                    routed = capture.wait(b.resident_ip, 2.0 if reply is not None else 0.1)
-                    route = b.monitor.wait(lambda e, a=a: e.dst == block and not e.deleted and e.gateway == a.ipv4, t0, WAIT)
+            with claim_new_block(cluster, affinities, rep, count) as c:
+                a = c.a
+                exported = a.monitor.wait(lambda e: e.dst == c.block and not e.deleted and e.kind == "blackhole", c.t0, WAIT)
+                rep_local = _reply(c.local, c.t0)
+                per_rep.append({"add": c.t1 - c.t0, "local": rep_local, "claimed": c.claimed - c.t0 if c.claimed else None,
+                                "exported": exported.when - c.t0 if exported else None})
+                for b, pinger in zip(c.watchers, c.pingers):
+                    reply = _reply(pinger, c.t0)
+                    routed = c.capture.wait(b.resident_ip, 2.0 if reply is not None else 0.1)
+                    route = b.monitor.wait(lambda e, a=a: e.dst == c.block and not e.deleted and e.gateway == a.ipv4, c.t0, WAIT)
                     samples.append({
-                        "a": a.nodename, "b": b.nodename, "reply": reply, "routed": routed - t0 if routed else None,
-                        "claim_to_route": routed - claimed if routed and claimed else None,
-                        "route_monitor": route.when - t0 if route else None,
+                        "a": a.nodename, "b": b.nodename, "reply": reply, "routed": routed - c.t0 if routed else None,
+                        "claim_to_route": routed - c.claimed if routed and c.claimed else None,
+                        "route_monitor": route.when - c.t0 if route else None,
                         "after_local": reply - rep_local if reply is not None and rep_local is not None else None,
                     })
-            finally:
-                for pinger in (local, *pingers):
-                    pinger.stop()
-                capture.stop()
     finally:
         affinities.stop()
     return {
