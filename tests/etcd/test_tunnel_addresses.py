@@ -20,7 +20,7 @@ from calico_cni.datastore.etcd import EtcdClient, Range
 from calico_cni.datastore.store import Datastore
 from calico_cni.model import keys
 from calico_cni.model.kinds.routing import NODE
-from calico_cni.model.records import TUNNEL, WORKLOAD, IPPool
+from calico_cni.model.records import TUNNEL, WORKLOAD, Handle, IPPool
 from calico_cni.model.resource import Resource
 from calico_cni.node.cluster_view import FELIX_CONFIGURATIONS
 from calico_cni.node.parts import PartHealth
@@ -354,3 +354,130 @@ def test_the_loop_with_a_real_syncer(store, harness, etcd_endpoint):
             t.join(10)
         warm.close()
     assert not any(t.is_alive() for t in threads)
+
+
+# --- odd allocations of the Node's address, as Calico's allocateip meets them ----------------------
+
+OURS = {"node": NODE1, "type": "vxlanTunnelAddress"}
+
+
+def plant(store: Datastore, address: str, handle_id: str | None, secondary: dict | None) -> None:
+    """`address` allocated as `handle_id` (None: no handle; its handle record counts it) with
+    `secondary` attributes (None: none), as older Calico versions or manual edits leave it."""
+    a = allocate(store, "planting", address=address)
+    block = store.block(a.block)
+    block.attributes.append({"handle_id": handle_id, "secondary": secondary})
+    block.allocations[a.ordinal] = len(block.attributes) - 1
+    puts: list = [block]
+    if handle_id is not None:
+        existing = store.handle(handle_id)
+        counted = existing or Handle(handle_id)
+        counted.blocks[a.block] = counted.blocks.get(a.block, 0) + 1
+        puts.append(counted)
+    assert store.commit(puts=puts, deletes=[store.handle("planting")])
+
+
+def name_on_node(store: Datastore, address: str) -> None:
+    update_node(store, lambda doc: doc["spec"].update(ipv4VXLANTunnelAddr=address))
+
+
+def state_of(store: Datastore, address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    block = store.block(str(ipaddress.ip_network(f"{ip}/26", strict=False)))
+    return blk.state(block, block.ordinal(ip))
+
+
+@pytest.mark.parametrize(
+    "handle_id, secondary",
+    [("someone-else", OURS), (None, OURS), (None, None)],
+    ids=["our attributes, another handle", "our attributes, no handle", "no handle, no attributes"],
+)
+def test_the_nodes_address_held_oddly_is_put_under_our_handle_and_kept(store, harness, handle_id, secondary):
+    put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
+    plant(store, "198.18.0.10", handle_id, secondary)
+    name_on_node(store, "198.18.0.10")
+    harness.run_pass()
+    assert node_doc(store)["spec"]["ipv4VXLANTunnelAddr"] == "198.18.0.10"
+    assert handle_addresses(store, "vxlan-tunnel-addr-node1") == [("198.18.0.10", OURS)]
+    assert store.handle("vxlan-tunnel-addr-node1").blocks == {"198.18.0.0/26": 1}
+    assert store.handle("someone-else") is None  # its count went with the address
+    # Nothing else is left allocated in the block (no leak, no second address).
+    block = store.block("198.18.0.0/26")
+    assert [str(block.address(o)) for o in blk.ordinals_in(block, *blk.ALLOCATED)] == ["198.18.0.10"]
+    assert blk.consistency_problems(block) == []
+
+
+def test_our_address_outside_every_qualifying_pool_is_released_not_leaked(store, harness):
+    put_pool(store, "plain", "198.18.1.0/24", 26)
+    put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
+    plant(store, "198.18.1.10", None, OURS)
+    name_on_node(store, "198.18.1.10")
+    harness.run_pass()
+    address = node_doc(store)["spec"]["ipv4VXLANTunnelAddr"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("198.18.0.0/24")
+    assert handle_addresses(store, "vxlan-tunnel-addr-node1") == [(address, OURS)]
+    assert state_of(store, "198.18.1.10") in (blk.RELEASED, blk.FREE)
+
+
+@pytest.mark.parametrize(
+    "handle_id, secondary, freed",
+    [
+        (None, None, True),  # from before handles: Calico's scenario 2
+        ("vxlan-tunnel-addr-node1", OURS, True),  # our handle's record lost: scenario 3
+        (None, OURS, True),  # ours by its attributes
+        ("net1.pod", {"node": NODE1, "ifname": "eth0"}, False),  # a pod's: left to it
+    ],
+    ids=["no handle, no attributes", "our handle, record lost", "our attributes, no handle", "a pod's"],
+)
+def test_with_no_pool_the_nodes_address_is_freed_when_it_is_ours_or_nobodys(store, harness, handle_id, secondary, freed):
+    put_pool(store, "plain", "198.18.0.0/24", 26)
+    plant(store, "198.18.0.10", handle_id, secondary)
+    if handle_id == "vxlan-tunnel-addr-node1":
+        assert store.commit(deletes=[store.handle(handle_id)])
+    name_on_node(store, "198.18.0.10")
+    harness.run_pass()
+    assert "ipv4VXLANTunnelAddr" not in node_doc(store)["spec"]
+    assert (state_of(store, "198.18.0.10") in (blk.RELEASED, blk.FREE)) == freed
+    if not freed:
+        assert [a for a, _ in handle_addresses(store, "net1.pod")] == ["198.18.0.10"]
+
+
+def test_a_handle_holding_two_addresses_keeps_the_nodes_one_only(store, harness):
+    put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
+    harness.run_pass()
+    address = node_doc(store)["spec"]["ipv4VXLANTunnelAddr"]
+    plant(store, "198.18.0.20", "vxlan-tunnel-addr-node1", OURS)
+    assert len(handle_addresses(store, "vxlan-tunnel-addr-node1")) == 2
+    harness.run_pass(force=True)
+    assert node_doc(store)["spec"]["ipv4VXLANTunnelAddr"] == address
+    assert handle_addresses(store, "vxlan-tunnel-addr-node1") == [(address, OURS)]
+    assert store.handle("vxlan-tunnel-addr-node1").blocks == {str(ipaddress.ip_network(f"{address}/26", strict=False)): 1}
+    assert state_of(store, "198.18.0.20") in (blk.RELEASED, blk.FREE)
+
+
+def test_a_concurrent_node_update_on_the_no_pool_branch_is_kept(store, harness, etcd_endpoint):
+    put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
+    harness.run_pass()
+    put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Never")
+    other = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
+    raced = []
+
+    class Racing(Datastore):
+        """Between the controller's read of the Node and its write, calicoctl labels the Node."""
+
+        def handle(self, handle_id):
+            if not raced:
+                raced.append(handle_id)
+                update_node(other, lambda doc: doc["metadata"]["labels"].update(team="blue"))
+            return super().handle(handle_id)
+
+    harness.wrap = lambda store: Racing(store.client)
+    try:
+        harness.run_pass()
+    finally:
+        other.close()
+    assert raced == ["vxlan-tunnel-addr-node1"]
+    doc = node_doc(store)
+    assert doc["metadata"]["labels"] == {"rack": "a", "team": "blue"}
+    assert "ipv4VXLANTunnelAddr" not in doc["spec"]
+    assert store.handle("vxlan-tunnel-addr-node1") is None and handle_addresses(store, "vxlan-tunnel-addr-node1") == []
