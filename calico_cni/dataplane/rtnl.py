@@ -1,11 +1,11 @@
-"""A small rtnetlink client: links (veth, vxlan), addresses, routes, neighbours and FDB entries, over
-one NETLINK_ROUTE socket.
+"""A small rtnetlink client: links, addresses and routes, over one NETLINK_ROUTE socket.
 
 A netlink socket acts in the network namespace it was created in, whichever thread uses it later;
 `netns.Netns.rtnl()` creates one inside a given namespace. Only the messages this project needs are
 encoded, with the standard library alone: importing pyroute2 costs 150 to 200 ms per exec (its
 package imports every netlink family), and its `IPRoute(netns=...)` forks a child process to create
-the socket, which is slow and unsafe next to gRPC's threads.
+the socket, which is slow and unsafe next to gRPC's threads. What only calico-node sends (VXLAN
+devices, neighbour and FDB entries) is in `rtnl_tunnels`: every plugin exec imports this module.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ NLMSG_DONE = 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 
 # Header flags.
 NLM_F_REQUEST = 0x1
@@ -61,13 +60,6 @@ IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
 VETH_INFO_PEER = 1
-# VXLAN link data (IFLA_INFO_DATA when IFLA_INFO_KIND is "vxlan"; include/uapi/linux/if_link.h).
-IFLA_VXLAN_ID = 1
-IFLA_VXLAN_LINK = 3
-IFLA_VXLAN_LOCAL = 4
-IFLA_VXLAN_LEARNING = 7
-IFLA_VXLAN_PORT = 15  # big-endian, unlike every other integer here
-IFLA_VXLAN_LOCAL6 = 17
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_LOWER_UP = 0x10000
@@ -110,33 +102,13 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
-_NDMSG = struct.Struct("=BxxxiHBB")
 _RTATTR = struct.Struct("=HH")
-_BE16 = struct.Struct(">H")
 _U32 = struct.Struct("=I")
 _RECV_BUFFER = 1 << 17
-
-# Neighbour (ARP/ND) and FDB entries.
-AF_BRIDGE = 7  # the family of FDB entries (`bridge fdb`)
-NDA_DST = 1
-NDA_LLADDR = 2
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02  # an FDB entry of the device itself (a vxlan's), not of a bridge it is enslaved to
 
 
 class NetlinkError(OSError):
     """The kernel refused a request; `errno` is the kernel's error, the message adds its extended ack."""
-
-
-@dataclass(frozen=True)
-class VxlanInfo:
-    """What the kernel reports of a VXLAN device (`ip -d link show`)."""
-
-    vni: int
-    port: int
-    local: IPAddress | None
-    parent_index: int
-    learning: bool
 
 
 @dataclass(frozen=True)
@@ -152,7 +124,6 @@ class Link:
     kind: str
     operstate: int
     peer_index: int
-    vxlan: VxlanInfo | None = None  # set for kind "vxlan" only
 
     @property
     def up(self) -> bool:
@@ -173,24 +144,6 @@ class Address:
     def tentative(self) -> bool:
         """Whether the address is not usable yet (duplicate address detection running) or failed it."""
         return bool(self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    """A neighbour (ARP/ND) entry, or for family AF_BRIDGE an FDB entry: then `ip` is its NDA_DST,
-    the remote VTEP a VXLAN device sends that MAC's frames to (None when the entry has none)."""
-
-    index: int
-    ip: IPAddress | None
-    mac: str
-    state: int
-    flags: int
-    family: int
-
-    @property
-    def permanent(self) -> bool:
-        """Whether the entry is permanent (set by someone, never aged out or probed)."""
-        return bool(self.state & NUD_PERMANENT)
 
 
 @dataclass(frozen=True)
@@ -267,12 +220,8 @@ def decode_link(payload: bytes) -> Link:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
     attrs = parse_attrs(payload, _IFINFOMSG.size)
     kind = ""
-    vxlan = None
     if IFLA_LINKINFO in attrs:
-        info = parse_attrs(attrs[IFLA_LINKINFO])
-        kind = _text(info.get(IFLA_INFO_KIND))
-        if kind == "vxlan" and IFLA_INFO_DATA in info:
-            vxlan = decode_vxlan(info[IFLA_INFO_DATA])
+        kind = _text(parse_attrs(attrs[IFLA_LINKINFO]).get(IFLA_INFO_KIND))
     return Link(
         index=index,
         name=_text(attrs.get(IFLA_IFNAME)),
@@ -283,32 +232,7 @@ def decode_link(payload: bytes) -> Link:
         kind=kind,
         operstate=attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else 0,
         peer_index=_U32.unpack(attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else 0,
-        vxlan=vxlan,
     )
-
-
-def decode_vxlan(data: bytes) -> VxlanInfo:
-    """The VXLAN settings in a link's IFLA_INFO_DATA (absent attributes: the kernel's zero values)."""
-    attrs = parse_attrs(data)
-    local = attrs.get(IFLA_VXLAN_LOCAL) or attrs.get(IFLA_VXLAN_LOCAL6)
-    return VxlanInfo(
-        vni=_U32.unpack(attrs[IFLA_VXLAN_ID])[0] if IFLA_VXLAN_ID in attrs else 0,
-        port=_BE16.unpack(attrs[IFLA_VXLAN_PORT])[0] if IFLA_VXLAN_PORT in attrs else 0,
-        local=ipaddress.ip_address(local) if local else None,
-        parent_index=_U32.unpack(attrs[IFLA_VXLAN_LINK])[0] if IFLA_VXLAN_LINK in attrs else 0,
-        learning=bool(attrs[IFLA_VXLAN_LEARNING][0]) if IFLA_VXLAN_LEARNING in attrs else False,
-    )
-
-
-def encode_vxlan(vni: int, port: int, local: IPAddress | None, parent_index: int, learning: bool = False) -> bytes:
-    """The IFLA_INFO_DATA of a VXLAN device (no remote or group: every peer comes from the FDB)."""
-    data = attr(IFLA_VXLAN_ID, _u32(vni)) + attr(IFLA_VXLAN_PORT, _BE16.pack(port))
-    data += attr(IFLA_VXLAN_LEARNING, bytes([1 if learning else 0]))
-    if parent_index:
-        data += attr(IFLA_VXLAN_LINK, _u32(parent_index))
-    if local is not None:
-        data += attr(IFLA_VXLAN_LOCAL if local.version == 4 else IFLA_VXLAN_LOCAL6, local.packed)
-    return data
 
 
 def decode_address(payload: bytes) -> Address:
@@ -344,31 +268,6 @@ def decode_route(payload: bytes) -> Route:
         priority=_U32.unpack(attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0,
         flags=rflags,
     )
-
-
-def decode_neighbour(payload: bytes) -> Neighbour:
-    """A neighbour or FDB entry from the payload of an RTM_NEWNEIGH message."""
-    family, index, state, flags, _type = _NDMSG.unpack_from(payload)
-    attrs = parse_attrs(payload, _NDMSG.size)
-    dst = attrs.get(NDA_DST)
-    return Neighbour(
-        index=index,
-        ip=ipaddress.ip_address(dst) if dst and len(dst) in (4, 16) else None,
-        mac=_mac_text(attrs.get(NDA_LLADDR)),
-        state=state,
-        flags=flags,
-        family=family,
-    )
-
-
-def encode_neighbour(family: int, index: int, ip: IPAddress | None, mac: str | None, state: int, flags: int) -> bytes:
-    """The body of an RTM_NEWNEIGH/RTM_DELNEIGH request."""
-    body = _NDMSG.pack(family, index, state, flags, 0)
-    if ip is not None:
-        body += attr(NDA_DST, ip.packed)
-    if mac is not None:
-        body += attr(NDA_LLADDR, mac_bytes(mac))
-    return body
 
 
 def _family(version: int) -> int:
@@ -492,27 +391,6 @@ class Rtnl:
         info = attr(IFLA_INFO_KIND, _str("veth")) + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))
         body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _str(name)) + attr(IFLA_MTU, _u32(mtu)) + attr(IFLA_LINKINFO, info)
         self.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL, f"creating veth pair {name}/{peer_name}")
-
-    def add_vxlan(self, name: str, vni: int, port: int, local: IPAddress | None, parent_index: int, mac: str, mtu: int) -> None:
-        """Create a VXLAN device with learning off, sending from `local` over link `parent_index`
-        to UDP `port` of the VTEPs its FDB names (it is left down).
-
-        Fails with EEXIST when the name is taken, or when another VXLAN device already has this VNI
-        and port (the kernel's extended ack says which).
-        """
-        info = attr(IFLA_INFO_KIND, _str("vxlan")) + attr(IFLA_INFO_DATA, encode_vxlan(vni, port, local, parent_index))
-        body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _str(name)) + attr(IFLA_MTU, _u32(mtu))
-        body += attr(IFLA_ADDRESS, mac_bytes(mac)) + attr(IFLA_LINKINFO, info)
-        self.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL, f"creating vxlan device {name} (VNI {vni}, port {port})")
-
-    def add_link_of_kind(self, name: str, kind: str, mtu: int | None = None) -> None:
-        """Create a link of a kind that needs no settings (`ip link add NAME type KIND`), e.g. ipip's
-        tunl0. EOPNOTSUPP when the kernel does not know the kind (its module is not loaded)."""
-        body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _str(name))
-        if mtu is not None:
-            body += attr(IFLA_MTU, _u32(mtu))
-        body += attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, _str(kind)))
-        self.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL, f"creating {kind} device {name}")
 
     def set_link(
         self,
@@ -658,49 +536,6 @@ class Rtnl:
             self.request(RTM_DELROUTE, body, what=f"deleting route {route.dst} ({route.type_name}, proto {route.protocol}, metric {route.priority})")
         except NetlinkError as exc:
             if exc.errno in (errno.ESRCH, errno.ENOENT):
-                return False
-            raise
-        return True
-
-    # -- neighbours and FDB entries -----------------------------------------------------------
-
-    def neighbours(self, index: int = 0, family: int = socket.AF_INET) -> list[Neighbour]:
-        """The neighbour entries of one link (index 0: every link): ARP (AF_INET) or ND (AF_INET6)
-        entries, or FDB entries (AF_BRIDGE; a VXLAN device's carry their remote VTEP as `ip`)."""
-        msgs = self.request(RTM_GETNEIGH, _NDMSG.pack(family, 0, 0, 0, 0), NLM_F_DUMP, "listing neighbours")
-        out = [decode_neighbour(p) for t, p in msgs if t == RTM_NEWNEIGH]
-        return [n for n in out if n.family == family and (not index or n.index == index)]
-
-    def set_neighbour(self, index: int, ip: IPAddress, mac: str) -> None:
-        """Create or replace a permanent neighbour entry `ip` -> `mac` on a link (`ip neigh replace`)."""
-        body = encode_neighbour(_family(ip.version), index, ip, mac, NUD_PERMANENT, 0)
-        self.request(RTM_NEWNEIGH, body, NLM_F_CREATE | NLM_F_REPLACE, f"setting neighbour {ip} lladdr {mac} on link {index}")
-
-    def delete_neighbour(self, index: int, ip: IPAddress) -> bool:
-        """Delete the neighbour entry for `ip` on a link; False when there was none."""
-        body = encode_neighbour(_family(ip.version), index, ip, None, 0, 0)
-        try:
-            self.request(RTM_DELNEIGH, body, what=f"deleting neighbour {ip} on link {index}")
-        except NetlinkError as exc:
-            if exc.errno in (errno.ENOENT, errno.ESRCH):
-                return False
-            raise
-        return True
-
-    def set_fdb(self, index: int, mac: str, dst: IPAddress) -> None:
-        """Create or replace a device's own permanent FDB entry `mac` -> remote VTEP `dst`
-        (`bridge fdb replace MAC dev DEV dst DST self permanent`)."""
-        body = encode_neighbour(AF_BRIDGE, index, dst, mac, NUD_PERMANENT, NTF_SELF)
-        self.request(RTM_NEWNEIGH, body, NLM_F_CREATE | NLM_F_REPLACE, f"setting fdb entry {mac} dst {dst} on link {index}")
-
-    def delete_fdb(self, index: int, mac: str, dst: IPAddress | None = None) -> bool:
-        """Delete a device's own FDB entry for `mac` (only its remote `dst`, when given); False
-        when there was none."""
-        body = encode_neighbour(AF_BRIDGE, index, dst, mac, 0, NTF_SELF)
-        try:
-            self.request(RTM_DELNEIGH, body, what=f"deleting fdb entry {mac}{f' dst {dst}' if dst else ''} on link {index}")
-        except NetlinkError as exc:
-            if exc.errno in (errno.ENOENT, errno.ESRCH):
                 return False
             raise
         return True

@@ -14,7 +14,9 @@ import socket
 from dataclasses import dataclass
 
 from calico_cni.dataplane.errors import DataplaneError
-from calico_cni.dataplane.rtnl import AF_BRIDGE, IPAddress, IPInterface, Link, NetlinkError, Rtnl
+from calico_cni.dataplane import rtnl_tunnels
+from calico_cni.dataplane.rtnl import IPAddress, IPInterface, Link, NetlinkError, Rtnl
+from calico_cni.dataplane.rtnl_tunnels import AF_BRIDGE, VxlanInfo
 
 IPIP_DEVICE = "tunl0"
 
@@ -37,9 +39,8 @@ class VxlanDevice:
     address: IPInterface | None  # the tunnel address, as /32 or /128 (None: no address)
 
 
-def _differences(link: Link, want: VxlanDevice) -> list[str]:
+def _differences(link: Link, have: VxlanInfo | None, want: VxlanDevice) -> list[str]:
     """What of a VXLAN device can only change by recreating it (Calico's rule), in words."""
-    have = link.vxlan
     if have is None:  # a vxlan link whose data the kernel did not report: treat it as wrong
         return ["vxlan settings unknown"]
     out = []
@@ -58,10 +59,10 @@ def _differences(link: Link, want: VxlanDevice) -> list[str]:
 
 def _port_conflict(rtnl: Rtnl, want: VxlanDevice, exc: NetlinkError) -> TunnelError:
     """The error for a device the kernel refused because another VXLAN device holds the port."""
-    on_port = [link for link in rtnl.links() if link.vxlan is not None and link.vxlan.port == want.port and link.name != want.name]
+    on_port = [(link, info) for link, info in rtnl_tunnels.vxlan_links(rtnl) if info.port == want.port and link.name != want.name]
     # The kernel refuses a second device with the same VNI and port: name those first.
-    same_vni = [link for link in on_port if link.vxlan is not None and link.vxlan.vni == want.vni]
-    named = ", ".join(f"{link.name} (VNI {link.vxlan.vni})" for link in same_vni or on_port if link.vxlan) or "no VXLAN device found here"
+    same_vni = [(link, info) for link, info in on_port if info.vni == want.vni]
+    named = ", ".join(f"{link.name} (VNI {info.vni})" for link, info in same_vni or on_port) or "no VXLAN device found here"
     return TunnelError(
         f"cannot create {want.name} with VNI {want.vni} on UDP port {want.port}: another VXLAN device already uses "
         f"them: {named}; set FelixConfiguration vxlanPort/vxlanVNI to a free port and VNI, or remove that device "
@@ -78,19 +79,19 @@ def ensure_vxlan(rtnl: Rtnl, want: VxlanDevice) -> list[str]:
     when a foreign (non-VXLAN) link has the name, or another VXLAN device holds the port.
     """
     changes: list[str] = []
-    link = rtnl.link(want.name)
+    link, have = rtnl_tunnels.vxlan_link(rtnl, want.name) or (None, None)
     if link is not None and link.kind != "vxlan":
         raise TunnelError(
             f"a {link.kind or 'plain'} link named {want.name} exists (index {link.index}) and it is not calico-node's "
             f"VXLAN device: remove or rename it (`ip link del {want.name}`) so VXLAN can be programmed"
         )
-    if link is not None and (diff := _differences(link, want)):
+    if link is not None and (diff := _differences(link, have, want)):
         rtnl.delete_link(link.index)
         changes.append(f"deleted {want.name} to recreate it ({', '.join(diff)})")
         link = None
     if link is None:
         try:
-            rtnl.add_vxlan(want.name, want.vni, want.port, want.local, want.parent_index, want.mac, want.mtu)
+            rtnl_tunnels.add_vxlan(rtnl, want.name, want.vni, want.port, want.local, want.parent_index, want.mac, want.mtu)
         except NetlinkError as exc:
             if exc.errno in (errno.EEXIST, errno.EADDRINUSE):
                 raise _port_conflict(rtnl, want, exc) from None
@@ -155,7 +156,7 @@ def ensure_ipip(rtnl: Rtnl, mtu: int, address: IPInterface | None) -> list[str]:
     if link is None:
         try:
             # Loading the ipip module creates tunl0 by itself; this only runs when it is absent.
-            rtnl.add_link_of_kind(IPIP_DEVICE, "ipip", mtu)
+            rtnl_tunnels.add_link_of_kind(rtnl, IPIP_DEVICE, "ipip", mtu)
         except NetlinkError as exc:
             if exc.errno == errno.EOPNOTSUPP:
                 raise TunnelError("cannot create tunl0: the kernel has no ipip module; load it (`modprobe ipip`) or use vxlanMode instead of ipipMode") from None
@@ -181,13 +182,13 @@ def ensure_ipip(rtnl: Rtnl, mtu: int, address: IPInterface | None) -> list[str]:
 def permanent_neighbours(rtnl: Rtnl, index: int, version: int) -> dict[IPAddress, str]:
     """The permanent ARP (4) or ND (6) entries of a link: remote tunnel address -> VTEP MAC."""
     family = socket.AF_INET if version == 4 else socket.AF_INET6
-    return {n.ip: n.mac for n in rtnl.neighbours(index, family) if n.permanent and n.ip is not None}
+    return {n.ip: n.mac for n in rtnl_tunnels.neighbours(rtnl, index, family) if n.permanent and n.ip is not None}
 
 
 def fdb_entries(rtnl: Rtnl, index: int) -> set[tuple[str, IPAddress]]:
     """The permanent FDB entries of a VXLAN device that name a remote: (VTEP MAC, node address)
     pairs (a MAC may have several remotes, hence pairs rather than a mapping)."""
-    return {(n.mac, n.ip) for n in rtnl.neighbours(index, AF_BRIDGE) if n.permanent and n.ip is not None}
+    return {(n.mac, n.ip) for n in rtnl_tunnels.neighbours(rtnl, index, AF_BRIDGE) if n.permanent and n.ip is not None}
 
 
 def sync_vteps(rtnl: Rtnl, link: Link, version: int, want: dict[IPAddress, tuple[str, IPAddress]]) -> list[str]:
@@ -200,18 +201,18 @@ def sync_vteps(rtnl: Rtnl, link: Link, version: int, want: dict[IPAddress, tuple
     changes: list[str] = []
     wanted_fdb = {(mac.lower(), node) for mac, node in want.values()}
     for mac, node in fdb_entries(rtnl, link.index) - wanted_fdb:
-        if rtnl.delete_fdb(link.index, mac, node):
+        if rtnl_tunnels.delete_fdb(rtnl, link.index, mac, node):
             changes.append(f"removed fdb {mac} dst {node} from {link.name}")
     have_fdb = fdb_entries(rtnl, link.index)
     for mac, node in sorted(wanted_fdb - have_fdb, key=str):
-        rtnl.set_fdb(link.index, mac, node)
+        rtnl_tunnels.set_fdb(rtnl, link.index, mac, node)
         changes.append(f"set fdb {mac} dst {node} on {link.name}")
     neighbours = permanent_neighbours(rtnl, link.index, version)
     for ip in neighbours.keys() - want.keys():
-        if rtnl.delete_neighbour(link.index, ip):
+        if rtnl_tunnels.delete_neighbour(rtnl, link.index, ip):
             changes.append(f"removed neighbour {ip} from {link.name}")
     for ip, (mac, _node) in sorted(want.items(), key=lambda item: str(item[0])):
         if neighbours.get(ip) != mac.lower():
-            rtnl.set_neighbour(link.index, ip, mac)
+            rtnl_tunnels.set_neighbour(rtnl, link.index, ip, mac)
             changes.append(f"set neighbour {ip} lladdr {mac} on {link.name}")
     return changes

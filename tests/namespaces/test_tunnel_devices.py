@@ -16,8 +16,9 @@ from dataclasses import replace
 
 import pytest
 
-from calico_cni.dataplane import tunnels
-from calico_cni.dataplane.rtnl import AF_BRIDGE, CALICO_METRIC, RTN_BLACKHOLE, RTPROT_CALICO, Rtnl
+from calico_cni.dataplane import rtnl_tunnels, tunnels
+from calico_cni.dataplane.rtnl import CALICO_METRIC, RTN_BLACKHOLE, RTPROT_CALICO, Rtnl
+from calico_cni.dataplane.rtnl_tunnels import AF_BRIDGE
 from calico_cni.dataplane.tunnels import TunnelError, VxlanDevice
 from tests import netns
 
@@ -97,7 +98,8 @@ def test_vxlan_device_as_calico_makes_it(nodes):
     assert (info["address"], info["mtu"], "UP" in info["flags"]) == (MAC_A, 1450, True)
     assert global_addresses(ns, "vxlan.calico") == {"198.18.0.1/32"}
     # rtnl's decoder reads back what `ip` reports.
-    vx = rtnl.link("vxlan.calico").vxlan
+    link, vx = rtnl_tunnels.vxlan_link(rtnl, "vxlan.calico")
+    assert link.kind == "vxlan" and not hasattr(link, "vxlan")  # the plugin path's Link stays lean
     assert (vx.vni, vx.port, vx.local, vx.parent_index, vx.learning) == (4096, 4789, ip4("198.19.9.1"), want.parent_index, False)
     assert tunnels.ensure_vxlan(rtnl, want) == []
 
@@ -157,7 +159,7 @@ def test_ipv6_device_keeps_its_link_local_address(nodes):
     tunnels.ensure_vxlan(rtnl, want)
     info = link_json(ns, "vxlan-v6.calico")
     assert info["linkinfo"]["info_data"].get("local6", info["linkinfo"]["info_data"].get("local")) == "fd00:198:19:9::1"
-    assert rtnl.link("vxlan-v6.calico").vxlan.local == ip4("fd00:198:19:9::1")
+    assert rtnl_tunnels.vxlan_link(rtnl, "vxlan-v6.calico")[1].local == ip4("fd00:198:19:9::1")
     assert global_addresses(ns, "vxlan-v6.calico") == {"fd00:198:18::1/128"}
     addresses = run_json(ns, "addr", "show", "dev", "vxlan-v6.calico")[0]["addr_info"]
     assert [a for a in addresses if a["local"] == "fd00:198:18::1"][0].get("tentative") is None  # nodad
@@ -198,26 +200,26 @@ def test_neighbours_and_fdb_entries(nodes):
     ns, rtnl = nodes["a"]
     tunnels.ensure_vxlan(rtnl, vxlan_want(rtnl, "a"))
     index = rtnl.link("vxlan.calico").index
-    rtnl.set_neighbour(index, ip4("198.18.64.1"), MAC_B)
-    rtnl.set_fdb(index, MAC_B, ip4("198.19.9.2"))
+    rtnl_tunnels.set_neighbour(rtnl, index, ip4("198.18.64.1"), MAC_B)
+    rtnl_tunnels.set_fdb(rtnl, index, MAC_B, ip4("198.19.9.2"))
     neigh = run_json(ns, "neigh", "show", "dev", "vxlan.calico")
     assert [(n["dst"], n["lladdr"], n["state"]) for n in neigh] == [("198.18.64.1", MAC_B, ["PERMANENT"])]
     fdb = run_json(ns, "fdb", "show", "dev", "vxlan.calico", tool="bridge")
     assert [(f["mac"], f["dst"], f["state"], "self" in f["flags"]) for f in fdb] == [(MAC_B, "198.19.9.2", "permanent", True)]
     assert tunnels.permanent_neighbours(rtnl, index, 4) == {ip4("198.18.64.1"): MAC_B}
     assert tunnels.fdb_entries(rtnl, index) == {(MAC_B, ip4("198.19.9.2"))}
-    assert [n.family for n in rtnl.neighbours(index, AF_BRIDGE)] == [AF_BRIDGE]
+    assert [n.family for n in rtnl_tunnels.neighbours(rtnl, index, AF_BRIDGE)] == [AF_BRIDGE]
 
     # Replace: a node that moved keeps one entry, with its new address and MAC.
-    rtnl.set_fdb(index, MAC_B, ip4("198.19.9.3"))
-    rtnl.set_neighbour(index, ip4("198.18.64.1"), "66:0b:0b:0b:0b:03")
+    rtnl_tunnels.set_fdb(rtnl, index, MAC_B, ip4("198.19.9.3"))
+    rtnl_tunnels.set_neighbour(rtnl, index, ip4("198.18.64.1"), "66:0b:0b:0b:0b:03")
     assert [f["dst"] for f in run_json(ns, "fdb", "show", "dev", "vxlan.calico", tool="bridge")] == ["198.19.9.3"]
     assert [n["lladdr"] for n in run_json(ns, "neigh", "show", "dev", "vxlan.calico")] == ["66:0b:0b:0b:0b:03"]
 
-    assert rtnl.delete_fdb(index, MAC_B, ip4("198.19.9.3")) is True
-    assert rtnl.delete_fdb(index, MAC_B, ip4("198.19.9.3")) is False
-    assert rtnl.delete_neighbour(index, ip4("198.18.64.1")) is True
-    assert rtnl.delete_neighbour(index, ip4("198.18.64.1")) is False
+    assert rtnl_tunnels.delete_fdb(rtnl, index, MAC_B, ip4("198.19.9.3")) is True
+    assert rtnl_tunnels.delete_fdb(rtnl, index, MAC_B, ip4("198.19.9.3")) is False
+    assert rtnl_tunnels.delete_neighbour(rtnl, index, ip4("198.18.64.1")) is True
+    assert rtnl_tunnels.delete_neighbour(rtnl, index, ip4("198.18.64.1")) is False
     assert run_json(ns, "neigh", "show", "dev", "vxlan.calico") == []
     assert run_json(ns, "fdb", "show", "dev", "vxlan.calico", tool="bridge") == []
 
@@ -227,8 +229,8 @@ def test_sync_vteps_makes_entries_exact(nodes):
     tunnels.ensure_vxlan(rtnl, vxlan_want(rtnl, "a"))
     link = rtnl.link("vxlan.calico")
     stale_mac = "66:0c:0c:0c:0c:0c"
-    rtnl.set_neighbour(link.index, ip4("198.18.128.1"), stale_mac)
-    rtnl.set_fdb(link.index, stale_mac, ip4("198.19.9.9"))
+    rtnl_tunnels.set_neighbour(rtnl, link.index, ip4("198.18.128.1"), stale_mac)
+    rtnl_tunnels.set_fdb(rtnl, link.index, stale_mac, ip4("198.19.9.9"))
     want = {ip4("198.18.64.1"): (MAC_B, ip4("198.19.9.2"))}
     changes = tunnels.sync_vteps(rtnl, link, 4, want)
     assert len(changes) == 4, changes

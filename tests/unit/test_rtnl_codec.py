@@ -1,28 +1,25 @@
-"""rtnl's encoders and decoders for the VXLAN work, on bytes alone (the namespace tests check them
-against the kernel): VXLAN link data, neighbour/FDB messages, route flags."""
+"""The encoders and decoders of the VXLAN work, on bytes alone (the namespace tests check them
+against the kernel): VXLAN link data, neighbour/FDB messages (`rtnl_tunnels`), route flags (`rtnl`)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
 import struct
+import subprocess
+import sys
 
-from calico_cni.dataplane import rtnl
-from calico_cni.dataplane.rtnl import (
+from calico_cni.dataplane import rtnl, rtnl_tunnels
+from calico_cni.dataplane.rtnl import RTN_BLACKHOLE, RTNH_F_ONLINK, Rtnl, decode_link, decode_route, parse_attrs
+from calico_cni.dataplane.rtnl_tunnels import (
     AF_BRIDGE,
     NTF_SELF,
     NUD_PERMANENT,
-    RTN_BLACKHOLE,
-    RTNH_F_ONLINK,
-    Rtnl,
-    Route,
-    decode_link,
     decode_neighbour,
-    decode_route,
     decode_vxlan,
     encode_neighbour,
     encode_vxlan,
-    parse_attrs,
+    link_vxlan,
 )
 
 
@@ -30,10 +27,10 @@ def test_vxlan_data_round_trips_and_the_port_is_big_endian():
     local = ipaddress.ip_address("198.19.9.1")
     data = encode_vxlan(4096, 4789, local, 3)
     attrs = parse_attrs(data)
-    assert attrs[rtnl.IFLA_VXLAN_PORT] == b"\x12\xb5"  # 4789 in network order
-    assert attrs[rtnl.IFLA_VXLAN_ID] == struct.pack("=I", 4096)
-    assert attrs[rtnl.IFLA_VXLAN_LEARNING] == b"\x00"
-    assert attrs[rtnl.IFLA_VXLAN_LOCAL] == local.packed
+    assert attrs[rtnl_tunnels.IFLA_VXLAN_PORT] == b"\x12\xb5"  # 4789 in network order
+    assert attrs[rtnl_tunnels.IFLA_VXLAN_ID] == struct.pack("=I", 4096)
+    assert attrs[rtnl_tunnels.IFLA_VXLAN_LEARNING] == b"\x00"
+    assert attrs[rtnl_tunnels.IFLA_VXLAN_LOCAL] == local.packed
     info = decode_vxlan(data)
     assert (info.vni, info.port, info.local, info.parent_index, info.learning) == (4096, 4789, local, 3, False)
 
@@ -41,8 +38,8 @@ def test_vxlan_data_round_trips_and_the_port_is_big_endian():
 def test_vxlan_ipv6_local_and_no_parent():
     local = ipaddress.ip_address("fd00:198:19:9::1")
     attrs = parse_attrs(encode_vxlan(4096, 4789, local, 0))
-    assert attrs[rtnl.IFLA_VXLAN_LOCAL6] == local.packed
-    assert rtnl.IFLA_VXLAN_LOCAL not in attrs and rtnl.IFLA_VXLAN_LINK not in attrs
+    assert attrs[rtnl_tunnels.IFLA_VXLAN_LOCAL6] == local.packed
+    assert rtnl_tunnels.IFLA_VXLAN_LOCAL not in attrs and rtnl_tunnels.IFLA_VXLAN_LINK not in attrs
     assert decode_vxlan(encode_vxlan(4096, 4789, local, 0)).local == local
 
 
@@ -51,8 +48,22 @@ def test_a_vxlan_link_carries_its_data_and_others_none():
         info = rtnl.attr(rtnl.IFLA_INFO_KIND, kind.encode() + b"\0") + rtnl.attr(rtnl.IFLA_INFO_DATA, data)
         return struct.pack("=BxHiII", 0, 1, 7, 0, 0) + rtnl.attr(rtnl.IFLA_IFNAME, b"x\0") + rtnl.attr(rtnl.IFLA_LINKINFO, info)
 
-    assert decode_link(link("vxlan", encode_vxlan(1, 4789, None, 0))).vxlan.vni == 1
-    assert decode_link(link("veth", b"")).vxlan is None
+    vxlan = link("vxlan", encode_vxlan(1, 4789, None, 0))
+    assert link_vxlan(vxlan).vni == 1 and decode_link(vxlan).kind == "vxlan"
+    assert link_vxlan(link("veth", b"")) is None
+    # The plugin path's Link leaves the VXLAN data alone: only calico-node decodes it, when asked.
+    assert not hasattr(decode_link(vxlan), "vxlan")
+
+
+def test_the_plugin_path_does_not_load_the_daemon_messages():
+    # Every CNI exec imports rtnl: what only calico-node sends must stay out of its import cost.
+    code = (
+        "import sys, calico_cni.plugins.calico, calico_cni.dataplane.wiring, calico_cni.dataplane.rtnl\n"
+        "print(sorted(m for m in sys.modules if m.startswith('calico_cni.dataplane.')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "calico_cni.dataplane.rtnl'" in loaded
+    assert "rtnl_tunnels" not in loaded and "dataplane.tunnels" not in loaded
 
 
 def test_neighbour_and_fdb_messages_round_trip():
@@ -75,12 +86,3 @@ def test_tables_above_255_travel_as_an_attribute():
     route = decode_route(Rtnl._route_body(ipaddress.ip_network("198.18.0.0/26"), 1, None, 0, 1000))
     assert route.table == 1000
 
-
-def test_route_keeps_its_old_constructor():
-    route = Route(ipaddress.ip_network("198.18.0.0/26"), 1, None, 254, 0, 1, 3, 0)
-    assert route.flags == 0 and not route.onlink
-
-
-def test_calico_metric_is_above_ipv6_default():
-    assert rtnl.CALICO_METRIC > 1024
-    assert AF_BRIDGE == getattr(socket, "AF_BRIDGE", 7)
