@@ -18,6 +18,8 @@ from calico_cni.dataplane import rtnl_tunnels
 from calico_cni.dataplane.rtnl import IPAddress, IPInterface, Link, NetlinkError, Rtnl
 from calico_cni.dataplane.rtnl_tunnels import AF_BRIDGE, VxlanInfo
 
+# The devices' names, as Calico names them (defined here once; the rest of calico-node imports them).
+VXLAN_DEVICE = {4: "vxlan.calico", 6: "vxlan-v6.calico"}
 IPIP_DEVICE = "tunl0"
 
 
