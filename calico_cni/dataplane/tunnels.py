@@ -59,6 +59,19 @@ def _differences(link: Link, have: VxlanInfo | None, want: VxlanDevice) -> list[
     return out
 
 
+def _name_taken(rtnl: Rtnl, want: VxlanDevice) -> TunnelError | None:
+    """The error for a creation refused because a link named `want.name` appeared meanwhile (None
+    when no link has the name now: then the port was the cause)."""
+    link = rtnl.link(want.name)
+    if link is None:
+        return None
+    return TunnelError(
+        f"cannot create {want.name}: a {link.kind or 'plain'} link of that name (index {link.index}) appeared while "
+        f"calico-node was creating it; is another program (a second calico-node?) managing it? The next pass "
+        f"takes it over if it is a VXLAN device, else remove it (`ip link del {want.name}`)"
+    )
+
+
 def _port_conflict(rtnl: Rtnl, want: VxlanDevice, exc: NetlinkError) -> TunnelError:
     """The error for a device the kernel refused because another VXLAN device holds the port."""
     on_port = [(link, info) for link, info in rtnl_tunnels.vxlan_links(rtnl) if info.port == want.port and link.name != want.name]
@@ -78,7 +91,8 @@ def ensure_vxlan(rtnl: Rtnl, want: VxlanDevice) -> list[str]:
     Created when missing; deleted and recreated when its VNI, port, source address, parent, MAC or
     learning differ; MTU and up state set in place; its global addresses made exactly
     {want.address} (IPv6 link-local addresses the kernel adds are left alone). Raises `TunnelError`
-    when a foreign (non-VXLAN) link has the name, or another VXLAN device holds the port.
+    when a foreign (non-VXLAN) link has the name (or takes it while the device is being created),
+    or another VXLAN device holds the port.
     """
     changes: list[str] = []
     link, have = rtnl_tunnels.vxlan_link(rtnl, want.name) or (None, None)
@@ -95,6 +109,8 @@ def ensure_vxlan(rtnl: Rtnl, want: VxlanDevice) -> list[str]:
         try:
             rtnl_tunnels.add_vxlan(rtnl, want.name, want.vni, want.port, want.local, want.parent_index, want.mac, want.mtu)
         except NetlinkError as exc:
+            if exc.errno == errno.EEXIST and (taken := _name_taken(rtnl, want)) is not None:
+                raise taken from None  # EEXIST is also the answer to a name taken since the check above
             if exc.errno in (errno.EEXIST, errno.EADDRINUSE):
                 raise _port_conflict(rtnl, want, exc) from None
             raise TunnelError(f"cannot create {want.name}: {exc.strerror}") from None

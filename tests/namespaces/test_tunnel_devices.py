@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 
 from calico_cni.dataplane import rtnl_tunnels, tunnels
-from calico_cni.dataplane.rtnl import CALICO_METRIC, RTN_BLACKHOLE, RTPROT_CALICO, Rtnl
+from calico_cni.dataplane.rtnl import CALICO_METRIC, NLM_F_EXCL, RTM_NEWLINK, RTN_BLACKHOLE, RTPROT_CALICO, Rtnl
 from calico_cni.dataplane.rtnl_tunnels import AF_BRIDGE
 from calico_cni.dataplane.tunnels import TunnelError, VxlanDevice
 from tests import netns
@@ -33,11 +33,11 @@ def run_json(ns: str, *args: str, tool: str = "ip") -> list | dict:
 
 
 @contextlib.contextmanager
-def rtnl_in(ns: str) -> Iterator[Rtnl]:
+def rtnl_in(ns: str, kind: type[Rtnl] = Rtnl) -> Iterator[Rtnl]:
     """An rtnl socket created inside `ns` (a socket stays in the namespace it was made in)."""
     previous = netns.enter(ns)
     try:
-        sock = Rtnl.open()
+        sock = kind.open()
     finally:
         netns.leave(previous)
     with sock:
@@ -177,6 +177,35 @@ def test_port_taken_by_another_vxlan_device_is_reported(nodes):
     assert link_json(ns, "flannel.1")["linkinfo"]["info_data"]["id"] == 4096
     # Another VNI on the same port is no conflict (the kernel shares the socket).
     assert tunnels.ensure_vxlan(rtnl, vxlan_want(rtnl, "a", vni=4097))
+
+
+class RacedRtnl(Rtnl):
+    """An rtnl socket that runs `race` (another program's action) just before its first request to
+    create a link, so that the kernel refuses the creation for real."""
+
+    race: list = []
+
+    def request(self, mtype: int, body: bytes, flags: int = 0, what: str = "netlink request") -> list[tuple[int, bytes]]:
+        if mtype == RTM_NEWLINK and flags & NLM_F_EXCL and self.race:
+            self.race.pop()()
+        return super().request(mtype, body, flags, what)
+
+
+def test_name_taken_while_creating_is_not_reported_as_a_port_conflict(nodes):
+    ns, rtnl = nodes["a"]
+    want = vxlan_want(rtnl, "a")
+    # Another program creates a VXLAN device of that name between the check and the creation, on
+    # another port: EEXIST can only mean the name.
+    racer = ("link", "add", "vxlan.calico", "type", "vxlan", "id", "7", "dstport", "4790", "dev", "up-a")
+    with rtnl_in(ns, RacedRtnl) as raced:
+        raced.race = [lambda: netns.ip("-n", ns, *racer)]
+        with pytest.raises(TunnelError, match=r"cannot create vxlan\.calico: a vxlan link of that name \(index \d+\) appeared") as caught:
+            tunnels.ensure_vxlan(raced, want)
+    assert "port" not in str(caught.value)
+    assert link_json(ns, "vxlan.calico")["linkinfo"]["info_data"]["id"] == 7  # the other program's, left alone
+    # The next pass takes the VXLAN device over (its settings differ: recreated).
+    assert any("vni 7 -> 4096" in c for c in tunnels.ensure_vxlan(rtnl, want))
+    assert link_json(ns, "vxlan.calico")["linkinfo"]["info_data"]["id"] == 4096
 
 
 def test_foreign_link_with_the_name_is_refused_and_left_alone(nodes):
