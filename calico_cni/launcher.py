@@ -16,6 +16,8 @@ import os
 import site
 import sys
 
+from calico_cni.files import replace_file
+
 ENTRY_POINTS = {
     "calico": "calico_cni.main:main",
     "calico-ipam": "calico_ipam.main:main",
@@ -51,15 +53,10 @@ def render(entry_point: str, python: str | None = None) -> str:
 
 def write_all(directory: str, names: tuple[str, ...] = tuple(ENTRY_POINTS)) -> list[str]:
     """Write launchers for `names` into `directory` (mode 0755); returns their paths."""
-    os.makedirs(directory, exist_ok=True)
     written = []
     for name in names:
         path = os.path.join(directory, name)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(render(ENTRY_POINTS[name]))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        replace_file(path, render(ENTRY_POINTS[name]), 0o755)
         written.append(path)
     return written
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
 import re
-import tempfile
 import threading
 from typing import Callable
 
 from calico_cni.dataplane import tunnels
 from calico_cni.dataplane.errors import DataplaneError
+from calico_cni.files import replace_file
 from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU, of_default_route
 from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
 from calico_cni.model import keys
@@ -188,18 +187,8 @@ class EncapsulationController:
                     return
         except (OSError, UnicodeDecodeError):
             pass
-        directory = os.path.dirname(self.mtu_file) or "."
         try:
-            os.makedirs(directory, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(prefix=".mtu.", dir=directory)
-            try:
-                with os.fdopen(fd, "w", encoding="ascii") as f:
-                    f.write(f"{mtu}\n")
-                os.chmod(temporary, 0o644)
-                os.replace(temporary, self.mtu_file)
-            except BaseException:
-                os.unlink(temporary)
-                raise
+            replace_file(self.mtu_file, f"{mtu}\n")
         except OSError as exc:
             problems.append(f"cannot write the pod MTU to {self.mtu_file}: {exc.strerror or exc}")
             return

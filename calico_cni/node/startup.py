@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from calico_cni.datastore import resources as stored
+from calico_cni.files import replace_file
 from calico_cni.datastore.resources import Ref
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
@@ -447,20 +448,8 @@ def write_nodename(path: str, name: str) -> bool:
             return False
     except OSError:
         pass  # absent, not a regular file, unreadable: (re)written below
-    directory = os.path.dirname(path) or "."
     try:
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(name)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        replace_file(path, name)
     except OSError as exc:
         raise StartupError(f"cannot write the node name to {path}", str(exc)) from None
     return True
