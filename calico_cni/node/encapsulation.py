@@ -14,7 +14,6 @@ problem is logged once while it lasts and reported in the part's health.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import re
 import threading
@@ -22,11 +21,12 @@ from typing import Callable
 
 from calico_cni.dataplane import tunnels
 from calico_cni.dataplane.errors import DataplaneError
-from calico_cni.files import replace_file
 from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU, of_default_route
 from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
+from calico_cni.dataplane.wiring import narrow
+from calico_cni.files import replace_file
 from calico_cni.model import keys
-from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, IPAddress, IPInterface, NodeInfo
+from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, NodeInfo
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.route_plan import IPIP_DEVICE, VXLAN_DEVICE, Plan, Uplink, plan
 from calico_cni.node.syncer import Cache, Snapshot
@@ -105,7 +105,7 @@ class EncapsulationController:
                     continue
                 spec = tunnels.VxlanDevice(
                     name=name, vni=device.vni, port=device.port, local=device.local, parent_index=device.parent.index,
-                    mac=device.mac, mtu=device.mtu, address=_host_interface(device.address),
+                    mac=device.mac, mtu=device.mtu, address=narrow(str(device.address)),
                 )
                 for change in tunnels.ensure_vxlan(rtnl, spec):
                     log.info("encapsulation: %s: %s", name, change)
@@ -114,7 +114,7 @@ class EncapsulationController:
         if wanted.ipip is not None:
             mtu, address = wanted.ipip
             try:
-                for change in tunnels.ensure_ipip(rtnl, mtu, _host_interface(address)):
+                for change in tunnels.ensure_ipip(rtnl, mtu, narrow(str(address))):
                     log.info("encapsulation: %s: %s", IPIP_DEVICE, change)
             except (DataplaneError, OSError) as exc:
                 problems.append(
@@ -205,10 +205,6 @@ class EncapsulationController:
             return (False, "; ".join(problems)) if problems else (True, _summary(wanted))
 
         reconcile_passes(self.cache, stop, health, PERIOD, one_pass)
-
-
-def _host_interface(address: IPAddress) -> IPInterface:
-    return ipaddress.ip_interface(f"{address}/{address.max_prefixlen}")
 
 
 # Felix's default mtuIfacePattern: the interfaces whose smallest MTU is the host's.
