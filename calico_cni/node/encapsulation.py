@@ -20,6 +20,7 @@ import threading
 from typing import Callable
 
 from calico_cni.dataplane import tunnels
+from calico_cni.dataplane.tunnels import IPIP_DEVICE, VXLAN_DEVICE
 from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU, of_default_route
 from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
@@ -28,7 +29,7 @@ from calico_cni.files import replace_file
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, NodeInfo
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
-from calico_cni.node.route_plan import IPIP_DEVICE, VXLAN_DEVICE, Plan, Uplink, plan
+from calico_cni.node.route_plan import Plan, Uplink, plan
 from calico_cni.node.syncer import Cache, Snapshot
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ VXLAN and IPIP managers plan it (Calico v3.30), with no kernel access:
 - the pod MTU: the smallest MTU among the encapsulations in use, else the host's (Felix writes it
   whatever is in use, so a cluster that stops using VXLAN gives its new pods the full MTU again).
 
-Pure: standard library and `node.cluster_view`.
+Pure: standard library, `node.cluster_view`, and the device names of `dataplane.tunnels`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
+from calico_cni.dataplane.tunnels import IPIP_DEVICE, VXLAN_DEVICE
 from calico_cni.node.cluster_view import ClusterView, IPAddress, IPNetwork, NodeInfo, Pool
 
-VXLAN_DEVICE = {4: "vxlan.calico", 6: "vxlan-v6.calico"}
-IPIP_DEVICE = "tunl0"
 # Encapsulation overheads (Felix): VXLAN over IPv4 50 bytes, over IPv6 70; IPIP 20.
 VXLAN_OVERHEAD = {4: 50, 6: 70}
 IPIP_OVERHEAD = 20
