@@ -3,9 +3,11 @@ dataplane.nftables (one transaction, absent tables, errors) and the rules node.n
 checked by traffic between a "pod", a "node" and an "outside" namespace:
 
     pod (198.18.0.5/32, eth0) -- calitest0 | node (198.19.0.1/24, up0) -- up0 | outside (198.19.0.2/24)
+    pod (fd00:198:18::5/128)                 | node (fd00:198:19::1/64)      | outside (fd00:198:19::2/64)
 
-The outside has no route back to the pools, so a pod reaches it only when NAT outgoing rewrites the
-source to the node's address; the outside's own table (`ip observe`, counters) shows what arrived.
+The outside has no route back to the pools (of either family), so a pod reaches it only when NAT
+outgoing rewrites the source to the node's address; the outside's own tables (`ip observe`, `ip6
+observe`, counters) show what arrived.
 Both node and outside also carry a `vxlan.calico` device over that link (tunnel addresses
 198.18.0.1 and 198.18.1.1) for the tunnel-source masquerade.
 """
@@ -32,6 +34,9 @@ from tests.unit.test_nft_rules import ME, felix, node, pool, view
 
 NODE_ADDR, OUTSIDE_ADDR, POD_ADDR = "198.19.0.1", "198.19.0.2", "198.18.0.5"
 NODE_TUNNEL, OUTSIDE_TUNNEL = "198.18.0.1", "198.18.1.1"
+NODE_ADDR6, OUTSIDE_ADDR6, POD_ADDR6 = "fd00:198:19::1", "fd00:198:19::2", "fd00:198:18::5"
+# Calico's host-side veth MAC, and the link-local address the pod's IPv6 default route goes via.
+HOST_VETH_MAC, HOST_VETH_LL = "ee:ee:ee:ee:ee:ee", "fe80::ecee:eeff:feee:eeee"
 OBSERVE = """table ip observe {}
 delete table ip observe
 table ip observe {
@@ -46,6 +51,17 @@ table ip observe {
 	}
 }
 """ % {"node": NODE_ADDR, "pod": POD_ADDR, "tunnel": NODE_TUNNEL}
+OBSERVE6 = """table ip6 observe {}
+delete table ip6 observe
+table ip6 observe {
+	chain input {
+		type filter hook input priority -10; policy accept;
+		ip6 saddr %(node)s icmpv6 type echo-request counter
+		ip6 saddr %(pod)s icmpv6 type echo-request counter
+		udp dport 4789 counter
+	}
+}
+""" % {"node": NODE_ADDR6, "pod": POD_ADDR6}
 
 
 def sh(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -95,7 +111,7 @@ def ping(ns: str, dst: str, *extra: str) -> bool:
 def udp_send(ns: str, dst: str, port: int) -> None:
     """One UDP datagram from inside `ns` (the socket belongs to the namespace it was made in)."""
     with inside(ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
     with s:
         s.sendto(b"vxlan?", (dst, port))
 
@@ -110,18 +126,29 @@ def lab():
         netns.ip("-n", n, "link", "add", "up0", "type", "veth", "peer", "name", "up0", "netns", o)
         netns.ip("-n", n, "addr", "add", f"{NODE_ADDR}/24", "dev", "up0")
         netns.ip("-n", o, "addr", "add", f"{OUTSIDE_ADDR}/24", "dev", "up0")
+        netns.ip("-n", n, "addr", "add", f"{NODE_ADDR6}/64", "dev", "up0", "nodad")
+        netns.ip("-n", o, "addr", "add", f"{OUTSIDE_ADDR6}/64", "dev", "up0", "nodad")
         for ns in (n, o):
+            sh(ns, "sysctl", "-q", "-w", "net.ipv6.conf.up0.accept_dad=0")  # link-local usable at once
             netns.ip("-n", ns, "link", "set", "up0", "up")
         netns.ip("-n", n, "route", "add", "default", "via", OUTSIDE_ADDR)
-        # The pod, wired the Calico way: /32 on eth0, default via 169.254.1.1 answered by proxy ARP.
-        netns.ip("-n", n, "link", "add", "calitest0", "type", "veth", "peer", "name", "eth0", "netns", p)
+        netns.ip("-n", n, "-6", "route", "add", "default", "via", OUTSIDE_ADDR6)
+        # The pod, wired the Calico way: /32 (/128) on eth0, IPv4 default via 169.254.1.1 answered
+        # by proxy ARP, IPv6 default via the host veth's link-local address. No DAD on the veth
+        # pair, so the link-local addresses are usable at once.
+        netns.ip("-n", n, "link", "add", "calitest0", "address", HOST_VETH_MAC, "type", "veth", "peer", "name", "eth0", "netns", p)
+        sh(n, "sysctl", "-q", "-w", "net.ipv6.conf.calitest0.accept_dad=0")
+        sh(p, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_dad=0")
         netns.ip("-n", n, "link", "set", "calitest0", "up")
         netns.ip("-n", n, "route", "add", f"{POD_ADDR}/32", "dev", "calitest0")
+        netns.ip("-n", n, "-6", "route", "add", f"{POD_ADDR6}/128", "dev", "calitest0")
         netns.ip("-n", p, "addr", "add", f"{POD_ADDR}/32", "dev", "eth0")
+        netns.ip("-n", p, "addr", "add", f"{POD_ADDR6}/128", "dev", "eth0", "nodad")
         netns.ip("-n", p, "link", "set", "eth0", "up")
         netns.ip("-n", p, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
         netns.ip("-n", p, "route", "add", "default", "via", "169.254.1.1")
-        sh(n, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.calitest0.proxy_arp=1")
+        netns.ip("-n", p, "-6", "route", "add", "default", "via", HOST_VETH_LL, "dev", "eth0")
+        sh(n, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.conf.calitest0.proxy_arp=1", "net.ipv6.conf.all.forwarding=1")
         # A VXLAN pair over up0, as the encapsulation controller would make it.
         for ns, local, remote, mine, theirs, mac, peer_mac in (
             (n, NODE_ADDR, OUTSIDE_ADDR, NODE_TUNNEL, OUTSIDE_TUNNEL, "66:00:00:00:00:01", "66:00:00:00:00:02"),
@@ -156,16 +183,16 @@ def lab():
                 check=True,
                 capture_output=True,
             )
-        subprocess.run(["ip", "netns", "exec", o, "nft", "-f", "-"], input=OBSERVE, text=True, check=True, capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "exec", o, "nft", "-f", "-"], input=OBSERVE + OBSERVE6, text=True, check=True, capture_output=True, timeout=30)
         yield names
     finally:
         for name in names.values():
             netns.delete(name)
 
 
-def observed(lab) -> dict[str, int]:
-    """What the outside counted, by rule text."""
-    return dict(counters(lab["outside"], "ip", "observe", "input"))
+def observed(lab, family: str = "ip") -> dict[str, int]:
+    """What the outside counted (`family` "ip" or "ip6"), by rule text."""
+    return dict(counters(lab["outside"], family, "observe", "input"))
 
 
 def program(ns: str, *items) -> dict[int, str]:
@@ -368,3 +395,73 @@ def test_the_controller_writes_once_and_repairs_a_flushed_table(bare):
     subprocess.run(["nft", "flush", "table", "ip", "calico"], check=True)
     assert controller.run_pass(cache.snapshot(), now=3 * rules.PERIOD) is None
     assert Counting.applied == 3 and "masq-ipam-pools" in nftables.list_table("ip", "calico")
+
+
+# --- IPv6 --------------------------------------------------------------------------------------
+
+OUTBOUND6 = "ip6 saddr fd00:198:19::1 icmpv6 type echo-request"
+FROM_POD6 = "ip6 saddr fd00:198:18::5 icmpv6 type echo-request"
+
+
+def test_ipv6_nat_outgoing_lets_a_pod_reach_the_outside_as_the_node(lab):
+    program(lab["node"], pool("v6", "fd00:198:18::/48", natOutgoing=True))
+    assert ping(lab["pod"], NODE_ADDR6)  # neighbour discovery done: the ping below is not delayed by it
+    assert ping(lab["pod"], OUTSIDE_ADDR6)
+    seen = observed(lab, "ip6")
+    assert seen[OUTBOUND6] == 1 and seen[FROM_POD6] == 0
+
+
+def test_ipv6_without_nat_outgoing_the_outside_sees_the_pod_and_cannot_answer(lab):
+    program(lab["node"], pool("v6", "fd00:198:18::/48"))
+    assert ping(lab["pod"], NODE_ADDR6)  # neighbour discovery done: the ping below is not delayed by it
+    assert not ping(lab["pod"], OUTSIDE_ADDR6)
+    seen = observed(lab, "ip6")
+    assert seen[FROM_POD6] == 1 and seen[OUTBOUND6] == 0
+
+
+def test_an_ipv6_pod_cannot_send_to_any_vxlan_port(lab):
+    n = lab["node"]
+    program(
+        n,
+        pool("vx6", "fd00:198:18::/48", vxlanMode="Always"),
+        node(ME, v6=f"{NODE_ADDR6}/64", ipv6VXLANTunnelAddr="fd00:198:18::1"),
+        node("outside", v6=f"{OUTSIDE_ADDR6}/64", ipv6VXLANTunnelAddr="fd00:198:18:1::1"),
+    )
+    assert ping(lab["pod"], NODE_ADDR6)  # the pod's gateway is resolved: nothing waits for ND below
+    udp_send(lab["pod"], OUTSIDE_ADDR6, 4789)  # towards another node
+    udp_send(lab["pod"], NODE_ADDR6, 4789)  # towards its own node
+    expected = [('iifname "cali*" udp dport 4789 drop', 2)]
+    assert reaches(lambda: counters(n, "ip6", "calico", "filter-prerouting"), expected) == expected
+    assert observed(lab, "ip6")["udp dport 4789"] == 0
+    assert counters(n, "ip6", "calico", "filter-input")[0][1] == 0  # never reached input
+
+
+# --- NOTRACK -----------------------------------------------------------------------------------
+
+# Counts, after conntrack (priority 0), whether VXLAN datagrams leaving and arriving were tracked.
+TRACKING = """table ip tracking {
+	chain output {
+		type filter hook output priority 0; policy accept;
+		udp dport 4789 ct state untracked counter
+		udp dport 4789 ct state != untracked counter
+	}
+	chain input {
+		type filter hook input priority 0; policy accept;
+		udp dport 4789 ct state untracked counter
+		udp dport 4789 ct state != untracked counter
+	}
+}
+"""
+
+
+def test_vxlan_datagrams_are_not_tracked_either_way(lab):
+    """Felix's NOTRACK: the node's VXLAN datagrams out (raw output) and the other node's in (raw
+    prerouting) leave no conntrack entry."""
+    n = lab["node"]
+    subprocess.run(["ip", "netns", "exec", n, "nft", "-f", "-"], input=TRACKING, text=True, check=True, capture_output=True, timeout=30)
+    program(n, *VXLAN, node("outside", f"{OUTSIDE_ADDR}/24", ipv4VXLANTunnelAddr=OUTSIDE_TUNNEL))
+    assert ping(n, OUTSIDE_TUNNEL)  # out through vxlan.calico and the answer back the same way
+    for chain in ("output", "input"):
+        found = dict(counters(n, "ip", "tracking", chain))
+        assert found["udp dport 4789 ct state untracked"] >= 1, chain
+        assert found["udp dport 4789 ct state != untracked"] == 0, chain
