@@ -34,13 +34,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from calico_cni.dataplane.tunnels import IPIP_DEVICE, VXLAN_DEVICE
 from calico_cni.node.cluster_view import ClusterView, IPNetwork
 
 TABLE = "calico"
 FAMILIES = {4: "ip", 6: "ip6"}
 POD_INTERFACES = "cali*"  # Felix's interface prefix for workload interfaces
-VXLAN_DEVICES = {4: "vxlan.calico", 6: "vxlan-v6.calico"}
-IPIP_DEVICE = "tunl0"
 
 ALL_POOLS, MASQ_POOLS, VXLAN_SOURCES = "all-ipam-pools", "masq-ipam-pools", "all-vxlan-net"
 
@@ -120,7 +119,7 @@ def tunnel_devices(view: ClusterView, family: int) -> list[str]:
     if family == 4 and view.encapsulated_pools("ipip", 4) and me is not None and me.ipip_v4 is not None:
         devices.append(IPIP_DEVICE)
     if vxlan_in_use(view, family) and me is not None and me.vxlan_address(family) is not None:
-        devices.append(VXLAN_DEVICES[family])
+        devices.append(VXLAN_DEVICE[family])
     return devices
 
 
