@@ -6,8 +6,9 @@
 # calico-node registers the node and runs BIRD, which speaks BGP with the other nodes. A pool is
 # applied with calicoctl, one pod per node is started through cnitool, and the demo shows
 # `calicoctl node status`, the routes BIRD installed (`ip route show proto bird`), pods pinging
-# pods on other nodes although the fabric knows no pod address, and the addresses freed when the
-# pods are deleted.
+# pods on other nodes although the fabric knows no pod address, NAT outgoing to the fabric, the
+# same pool switched to VXLAN (tunnel addresses, vxlan.calico and its routes), and the addresses
+# freed when the pods are deleted.
 #
 # The machine's own network namespace is not touched. Everything the demo creates (namespaces,
 # etcd, calico-node and BIRD processes, files) is removed at the end, also when interrupted.
@@ -16,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 for arg in "$@"; do
     case "$arg" in
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "demo.sh: unknown option $arg (--help)" >&2; exit 2 ;;
     esac
 done
@@ -223,6 +224,33 @@ check_ping "pod2 on node2 -> pod3 on node3" "$(pod_name 2)" "${address[3]}"
 check_ping "pod3 on node3 -> pod1 on node1" "$(pod_name 3)" "${address[1]}"
 check_ping "node1 -> pod3 on node3" "$(node_ns 1)" "${address[3]}"
 
+bold "NAT outgoing: the fabric ($subnet.1) has no route back to the pool"
+if ip netns exec "$(pod_name 1)" ping -c 1 -W 1 "$subnet.1" >/dev/null; then
+    show "pod1 -> the fabric: a reply, although natOutgoing is off"; failed=1
+else
+    show "pod1 -> the fabric: no reply (natOutgoing is off: the fabric cannot answer 198.18.0.x)"
+fi
+calicoctl patch ippool demo-pool -p '{"spec": {"natOutgoing": true}}' | sed 's/^/   /'
+wait_for 10 ip netns exec "$(pod_name 1)" ping -c 1 -W 1 "$subnet.1" || true
+check_ping "pod1 -> the fabric, masqueraded to node1's address by calico-node's nftables table" "$(pod_name 1)" "$subnet.1"
+show "node1's rule (nft list chain ip calico nat-outgoing):"
+in_node 1 nft list chain ip calico nat-outgoing | grep -E 'saddr|masquerade' | sed 's/^\s*/     /'
+
+bold "VXLAN: the same pool, encapsulated (vxlanMode: Always), as on a network that drops pod routes"
+calicoctl patch ippool demo-pool -p '{"spec": {"vxlanMode": "Always"}}' | sed 's/^/   /'
+# BIRD keeps an encapsulated pool's routes out of the kernel; calico-node allocates each node a
+# tunnel address and routes the other nodes' blocks through vxlan.calico (protocol 80).
+vxlan_routes() { [ "$(in_node 1 ip -4 route show proto 80 | grep -c "dev vxlan.calico")" -ge 2 ] && [ -z "$(in_node 1 ip -4 route show proto bird)" ]; }
+wait_for 20 vxlan_routes || show "(fewer VXLAN routes than expected so far)"
+show "node1: $(in_node 1 ip -d link show vxlan.calico | grep -o 'vxlan id [0-9]* local [0-9.]* dev [a-z0-9]* .*dstport [0-9]*' | tr -s ' ')"
+show "tunnel addresses from IPAM (calicoctl get nodes -o json):"
+calicoctl get nodes -o json | json_get "'\\n'.join('     %s: %s' % (n['metadata']['name'], n['spec'].get('ipv4VXLANTunnelAddr')) for n in d['items'])"
+show "node1's routes (ip route show proto 80):"
+in_node 1 ip route show proto 80 | sed 's/^/     /'
+show "the pod MTU calico-node wrote for new pods: $(cat "$(node_dir 1)/state/mtu") (the uplink's 1500 less VXLAN's 50)"
+check_ping "pod1 on node1 -> pod2 on node2, over VXLAN" "$(pod_name 1)" "${address[2]}"
+check_ping "pod3 on node3 -> pod1 on node1, over VXLAN" "$(pod_name 3)" "${address[1]}"
+
 bold "IPAM as the operator sees it (calicoctl ipam show --show-blocks)"
 calicoctl ipam show --show-blocks | sed 's/^/   /'
 
@@ -232,7 +260,7 @@ for n in "${nodes[@]}"; do
     ip netns del "$(pod_name "$n")"
     show "$(pod_name "$n") deleted"
 done
-bold "The addresses are free again"
+bold "The pods' addresses are free again (what stays in use is each node's VXLAN tunnel address)"
 calicoctl ipam show | sed 's/^/   /'
 
 if [ "$failed" = 1 ]; then
