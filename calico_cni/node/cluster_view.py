@@ -160,8 +160,10 @@ class ClusterView:
         return [p for p in self.pools if p.encapsulation == encapsulation and p.cidr.version == family]
 
     @classmethod
-    def read(cls, items: Mapping[str, StoredValue], nodename: str) -> "ClusterView":
-        """The view of `items` (a snapshot's) for node `nodename`."""
+    def read(cls, items: Mapping[str, StoredValue], nodename: str, parsed_blocks: BlockMemo | None = None) -> "ClusterView":
+        """The view of `items` (a snapshot's) for node `nodename`. `parsed_blocks`, kept by the
+        caller between reads, spares parsing a block again while its revision is the same (every
+        pod write changes one block; a node reads them all on each change)."""
         problems: list[str] = []
         pools: list[Pool] = []
         nodes: dict[str, NodeInfo] = {}
@@ -180,7 +182,7 @@ class ClusterView:
                     name = key[len(keys.NODES) :]
                     nodes[name] = _node(name, doc, problems)
             elif key.startswith(BLOCKS):
-                block = _block(key, value, problems)
+                block = _block(key, items[key].mod_revision, value, problems, parsed_blocks)
                 if block is not None:
                     blocks.append(block)
             elif key.startswith(FELIX_CONFIGURATIONS):
@@ -281,14 +283,28 @@ def _node(name: str, doc: dict, problems: list[str]) -> NodeInfo:
     )
 
 
-def _block(key: str, value: bytes, problems: list[str]) -> BlockInfo | None:
+# key -> (mod_revision, the block as read, the problem it has): see `ClusterView.read`.
+BlockMemo = dict[str, tuple[int, "BlockInfo | None", "str | None"]]
+
+
+def _block(key: str, revision: int, value: bytes, problems: list[str], memo: BlockMemo | None) -> BlockInfo | None:
+    known = memo.get(key) if memo is not None else None
+    if known is None or known[0] != revision:
+        known = (revision, *_parse_block(key, value))
+        if memo is not None:
+            memo[key] = known
+    if known[2] is not None:
+        problems.append(known[2])
+    return known[1]
+
+
+def _parse_block(key: str, value: bytes) -> tuple[BlockInfo | None, str | None]:
     try:
         block = Block.from_kv(key, value)
     except CorruptRecord as exc:
-        problems.append(f"{exc}; its routes are not programmed")
-        return None
+        return None, f"{exc}; its routes are not programmed"
     if block.deleted:
-        return None
+        return None, None
     net = block.network
     addresses = []
     for ordinal, attr_index in enumerate(block.allocations):
@@ -298,7 +314,7 @@ def _block(key: str, value: bytes, problems: list[str]) -> BlockInfo | None:
         secondary = (attribute or {}).get("secondary") if isinstance(attribute, dict) else None
         node = secondary.get("node") if isinstance(secondary, dict) else None
         addresses.append((net[ordinal], str(node) if node else None))
-    return BlockInfo(net, block.affine_node, tuple(addresses))
+    return BlockInfo(net, block.affine_node, tuple(addresses)), None
 
 
 # FelixConfiguration fields read here, with their valid range (Felix's validation).

@@ -17,6 +17,7 @@ import errno
 import logging
 import re
 import threading
+import time
 from typing import Callable
 
 from calico_cni.dataplane import tunnels
@@ -27,7 +28,7 @@ from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE
 from calico_cni.dataplane.wiring import narrow
 from calico_cni.files import replace_file
 from calico_cni.model import keys
-from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, ClusterView, NodeInfo
+from calico_cni.node.cluster_view import BLOCKS, FELIX_CONFIGURATIONS, BlockMemo, ClusterView, NodeInfo
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.route_plan import Plan, Uplink, plan
 from calico_cni.node.syncer import Cache, Snapshot
@@ -64,35 +65,51 @@ class EncapsulationController:
         self.mtu_file = mtu_file
         self.open_rtnl = open_rtnl
         self.problems = ProblemLog(log, "encapsulation")
+        self.parsed_blocks: BlockMemo = {}
+        # The plan last made true, when (time.monotonic()), and what the kernel refused of it: a
+        # pass whose plan is the same (a pod's address in a block whose route does not change,
+        # the common write) leaves the kernel alone until PERIOD has passed since.
+        self.applied: tuple[Plan, float, list[str]] | None = None
 
     # -- one pass -------------------------------------------------------------------------------
 
-    def run_pass(self, snapshot: Snapshot) -> tuple[Plan, list[str]]:
+    def run_pass(self, snapshot: Snapshot, recheck: bool = False) -> tuple[Plan, list[str]]:
         """One reconciliation from `snapshot`: the plan and what could not be made true (a kernel
-        that refuses to be read is one of those: the next pass tries again)."""
-        view = ClusterView.read(snapshot.items, self.nodename)
+        that refuses to be read is one of those: the next pass tries again). The kernel is
+        compared with the plan when the plan changed, when PERIOD has passed since it last was,
+        or with `recheck`."""
+        items = snapshot.items
+        view = ClusterView.read(items, self.nodename, self.parsed_blocks)
+        for key in [k for k in self.parsed_blocks if k not in items]:
+            del self.parsed_blocks[key]
         problems = list(view.problems)
         wanted = Plan()
+        kernel: list[str] = []
         try:
             with self.open_rtnl() as rtnl:
                 links = {link.name: link for link in rtnl.links()}
                 uplinks = _uplinks(rtnl, links, view.me)
                 wanted = plan(view, uplinks, host_mtu(rtnl, links, uplinks))
                 problems += wanted.problems
-                self._devices(rtnl, wanted, links, problems)
+                applied = self.applied
+                if not recheck and applied is not None and applied[0] == wanted and time.monotonic() - applied[1] < PERIOD:
+                    return wanted, problems + applied[2]
+                self._devices(rtnl, wanted, links, kernel)
                 links = {link.name: link for link in rtnl.links()}
-                self._vteps(rtnl, wanted, links, problems)
-                self._routes(rtnl, wanted, links, problems)
+                self._vteps(rtnl, wanted, links, kernel)
+                self._routes(rtnl, wanted, links, kernel)
         except OSError as exc:
+            self.applied = None
             problems.append(f"the kernel's links, addresses or routes could not be read: {exc}")
             return wanted, problems
         if wanted.pod_mtu is not None:
             if MIN_MTU <= wanted.pod_mtu:
-                self._write_mtu(min(wanted.pod_mtu, MAX_MTU), problems)
+                self._write_mtu(min(wanted.pod_mtu, MAX_MTU), kernel)
             else:
-                problems.append(f"the pod MTU would be {wanted.pod_mtu}, below {MIN_MTU}: the host MTU is too small for the encapsulation; "
-                                "set FelixConfiguration vxlanMTU (or ipipMTU); the MTU file is left as it is")
-        return wanted, problems
+                kernel.append(f"the pod MTU would be {wanted.pod_mtu}, below {MIN_MTU}: the host MTU is too small for the encapsulation; "
+                              "set FelixConfiguration vxlanMTU (or ipipMTU); the MTU file is left as it is")
+        self.applied = (wanted, time.monotonic(), kernel)
+        return wanted, problems + kernel
 
     def _devices(self, rtnl: Rtnl, wanted: Plan, links: dict[str, Link], problems: list[str]) -> None:
         for family, name in VXLAN_DEVICE.items():
@@ -233,11 +250,12 @@ def _uplinks(rtnl: Rtnl, links: dict[str, Link], me: NodeInfo | None) -> dict[in
         return {}
     by_index = {link.index: link for link in links.values()}
     out: dict[int, Uplink] = {}
+    held_addresses = rtnl.addresses()
     for family in (4, 6):
         address = me.address(family)
         if address is None:
             continue
-        for held in rtnl.addresses(version=family):
+        for held in held_addresses:
             link = by_index.get(held.index)
             if held.address.ip == address.ip and link is not None:
                 out[family] = Uplink(link.index, link.name)

@@ -76,17 +76,18 @@ def entries(ns: str, device: str = "vxlan.calico") -> tuple[dict[str, str], set[
 
 
 class Recording(Rtnl):
-    """An Rtnl that records every request that would change the kernel (anything but a GET)."""
+    """An Rtnl that records every request that would change the kernel (anything but a GET),
+    and, in `reads`, every other one."""
 
     READS = (18, 22, 26, 30)  # RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE, RTM_GETNEIGH
 
-    def __init__(self, writes: list[str]) -> None:
+    def __init__(self, writes: list[str], reads: list[str] | None = None) -> None:
         super().__init__(Rtnl.open().sock)
         self.writes = writes
+        self.reads = reads if reads is not None else []
 
     def request(self, mtype: int, body: bytes, flags: int = 0, what: str = "netlink request"):
-        if mtype not in self.READS:
-            self.writes.append(what)
+        (self.reads if mtype in self.READS else self.writes).append(what)
         return super().request(mtype, body, flags, what)
 
 
@@ -114,10 +115,12 @@ def controller(tmp_path, cluster: Cluster) -> EncapsulationController:
     return EncapsulationController("n1", cluster.cache, str(tmp_path / "state" / "mtu"))
 
 
-def run_pass(ns: str, ctl: EncapsulationController) -> list[str]:
+def run_pass(ns: str, ctl: EncapsulationController, recheck: bool = True) -> list[str]:
+    """A pass in `ns`; by default one that compares the kernel with the plan whatever changed
+    (the periodic check), so a test sees each repair at once."""
     previous = netns.enter(ns)
     try:
-        _plan, problems = ctl.run_pass(ctl.cache.snapshot())
+        _plan, problems = ctl.run_pass(ctl.cache.snapshot(), recheck)
     finally:
         netns.leave(previous)
     return problems
@@ -160,6 +163,25 @@ def test_vxlan_always_programs_device_vteps_routes_and_mtu(ns, tmp_path):
     assert run_pass(ns, ctl) == []
     assert any("vxlan" in w for w in writes) and any("198.18.0.0/26" in w for w in writes), writes  # the recorder sees writes
     assert len(calico_routes(ns)) == 4 and len(entries(ns)[0]) == 2
+
+
+def test_a_pod_write_that_changes_no_route_leaves_the_kernel_alone_until_the_period(ns, tmp_path):
+    """Every pod's allocation anywhere changes a block in the cache; when the plan stays the same,
+    a pass reads only the links and addresses it plans from, and the periodic check still repairs."""
+    cluster = Cluster(pool("p", "198.18.0.0/16", vxlan="Always"), ME, SAME_SUBNET, OTHER_SUBNET, *BLOCKS)
+    ctl = controller(tmp_path, cluster)
+    assert run_pass(ns, ctl) == []
+    cluster.items[BLOCKS[1][0]] = block("198.18.0.64/26", "n2", {1: "n2", 2: "n2", 9: "n3"})[1]  # a pod on n2
+    cluster.publish()
+    netns.ip("-n", ns, "neigh", "del", "198.18.0.65", "dev", "vxlan.calico")
+    writes: list[str] = []
+    reads: list[str] = []
+    ctl.open_rtnl = lambda: Recording(writes, reads)
+    assert run_pass(ns, ctl, recheck=False) == []
+    assert writes == [] and sorted(reads) == ["listing addresses", "listing links"], reads
+    assert "198.18.0.65" not in entries(ns)[0], "left alone until the periodic check"
+    assert run_pass(ns, ctl, recheck=True) == []
+    assert entries(ns)[0]["198.18.0.65"] == vtep_mac("n2", 4)
 
 
 def test_another_programs_route_in_the_way_is_reported_and_left_alone(ns, tmp_path):
