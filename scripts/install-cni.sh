@@ -296,6 +296,7 @@ if [ "$node" = true ]; then
     env_line NODENAME "$nodename"
     env_line CALICO_RUN_DIR "$run_dir"
     env_line CALICO_STATE_DIR "$state_dir"
+    env_line CNI_NET_DIR "$conf_dir"  # calico-node warns when the conflist's mtu has no room for the encapsulation
     env_line IP "$node_ip"
     env_line IP6 "$node_ip6"
     env_line IP_AUTODETECTION_METHOD "$ip_method"

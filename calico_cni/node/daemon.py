@@ -133,7 +133,7 @@ class NodeDaemon:
             # kernel), as Felix programs them whatever calico-node's backend is.
             tunnel_addresses = TunnelAddressController(settings.nodename, self.cache, lambda: serving.stores.connect(settings.etcd))
             parts.append(Part("tunnel-addresses", tunnel_addresses.run, TUNNEL_ADDRESSES_PERIOD))
-            tunnels = encapsulation.EncapsulationController(settings.nodename, self.cache, settings.mtu_file)
+            tunnels = encapsulation.EncapsulationController(settings.nodename, self.cache, settings.mtu_file, settings.cni_net_dir)
             parts.append(Part("encapsulation", tunnels.run, encapsulation.PERIOD))
         rules = RulesController(settings.nodename, self.cache)
         parts.append(Part("rules", rules.run, RULES_PERIOD))

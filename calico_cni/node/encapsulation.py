@@ -14,12 +14,15 @@ problem is logged once while it lasts and reported in the part's health.
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import os
 import re
 import threading
 import time
 from typing import Callable
 
+from calico_cni.config import read_regular_file
 from calico_cni.dataplane import tunnels
 from calico_cni.dataplane.tunnels import IPIP_DEVICE, VXLAN_DEVICE
 from calico_cni.dataplane.errors import DataplaneError
@@ -59,12 +62,18 @@ def _actual_key(route: Route) -> RouteKey:
 class EncapsulationController:
     """Keeps this node's tunnels, their entries and routes, and the MTU file, as the cache says."""
 
-    def __init__(self, nodename: str, cache: Cache, mtu_file: str, open_rtnl: Callable[[], Rtnl] = Rtnl.open) -> None:
+    def __init__(
+        self, nodename: str, cache: Cache, mtu_file: str, cni_net_dir: str | None = None, open_rtnl: Callable[[], Rtnl] = Rtnl.open
+    ) -> None:
         self.nodename = nodename
         self.cache = cache
         self.mtu_file = mtu_file
+        self.cni_net_dir = cni_net_dir
         self.open_rtnl = open_rtnl
         self.problems = ProblemLog(log, "encapsulation")
+        # A network configuration whose mtu the encapsulation has no room for: a warning (new pods
+        # get that mtu, as the plugin's order says), not a reason to call the node not ready.
+        self.warnings = ProblemLog(log, "encapsulation", logging.WARNING)
         self.parsed_blocks: BlockMemo = {}
         # The plan last made true, when (time.monotonic()), and what the kernel refused of it: a
         # pass whose plan is the same (a pod's address in a block whose route does not change,
@@ -103,6 +112,7 @@ class EncapsulationController:
             problems.append(f"the kernel's links, addresses or routes could not be read: {exc}")
             return wanted, problems
         if wanted.pod_mtu is not None:
+            self.warnings.report(self._mtus_too_large(wanted))
             if MIN_MTU <= wanted.pod_mtu:
                 self._write_mtu(min(wanted.pod_mtu, MAX_MTU), kernel)
             else:
@@ -196,6 +206,18 @@ class EncapsulationController:
                     except NetlinkError as exc:
                         problems.append(f"stale route {dst}: {exc}")
 
+    def _mtus_too_large(self, wanted: Plan) -> list[str]:
+        """The calico network configurations in the CNI directory whose `mtu` is above the pod MTU
+        while an encapsulation is in use (the `mtu` key wins over the MTU file)."""
+        if self.cni_net_dir is None or not (wanted.vxlan_in_use or wanted.ipip_pools) or wanted.pod_mtu is None:
+            return []
+        return [
+            f"{path}: the calico plugin's mtu {mtu} is above {wanted.pod_mtu}, what the encapsulation in use leaves room for; "
+            f"new pods get {mtu} and lose or fragment large packets to other nodes: lower it, or remove it so that pods get the MTU file's"
+            for path, mtu in calico_mtus(self.cni_net_dir)
+            if mtu > wanted.pod_mtu
+        ]
+
     def _write_mtu(self, mtu: int, problems: list[str]) -> None:
         """The pod MTU for new pods (the plugins read it when the network configuration sets no
         `mtu`); written only when it differs, atomically (a plugin never reads half a file)."""
@@ -242,6 +264,30 @@ def host_mtu(rtnl: Rtnl, links: dict[str, Link], uplinks: dict[int, Uplink]) -> 
         return min(parents)
     found = of_default_route(rtnl)
     return found[0] if found is not None else DEFAULT_MTU
+
+
+def calico_mtus(directory: str) -> list[tuple[str, int]]:
+    """(file, mtu) of every `calico` plugin that sets `mtu` in the network configurations of
+    `directory` (*.conf, *.conflist, *.json; unreadable or foreign files are skipped)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not name.endswith((".conf", ".conflist", ".json")):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            doc = json.loads(read_regular_file(path, 1 << 20))
+        except (OSError, ValueError):
+            continue
+        plugins = doc.get("plugins") if isinstance(doc, dict) and isinstance(doc.get("plugins"), list) else [doc]
+        for plugin in plugins:
+            mtu = plugin.get("mtu") if isinstance(plugin, dict) and plugin.get("type") == "calico" else None
+            if isinstance(mtu, int) and not isinstance(mtu, bool) and mtu > 0:
+                found.append((path, mtu))
+    return found
 
 
 def _uplinks(rtnl: Rtnl, links: dict[str, Link], me: NodeInfo | None) -> dict[int, Uplink]:

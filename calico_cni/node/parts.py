@@ -74,16 +74,17 @@ class ProblemLog:
     """The problems a controller's passes find, each logged once while it lasts and its end logged
     too (a pass every few seconds must not flood the log with the same line)."""
 
-    def __init__(self, logger: logging.Logger, part: str) -> None:
+    def __init__(self, logger: logging.Logger, part: str, level: int = logging.ERROR) -> None:
         self.logger = logger
         self.part = part
+        self.level = level
         self.current: frozenset[str] = frozenset()
 
     def report(self, problems: Iterable[str]) -> None:
-        """This pass's problems: the new ones logged as errors, the ones gone as resolved."""
+        """This pass's problems: the new ones logged (at `level`), the ones gone as resolved."""
         current = frozenset(problems)
         for problem in sorted(current - self.current):
-            self.logger.error("%s: %s", self.part, problem)
+            self.logger.log(self.level, "%s: %s", self.part, problem)
         for problem in sorted(self.current - current):
             self.logger.info("%s: resolved: %s", self.part, problem)
         self.current = current

@@ -36,6 +36,7 @@ from calico_cni.model import selector
 
 DEFAULT_RUN_DIR = "/var/run/calico"
 DEFAULT_STATE_DIR = "/var/lib/calico"
+DEFAULT_CNI_NET_DIR = "/etc/cni/net.d"
 DEFAULT_IPV4_POOL_CIDR = "192.168.0.0/16"
 DEFAULT_IPV4_BLOCK_SIZE = 26
 DEFAULT_IPV6_BLOCK_SIZE = 122
@@ -145,6 +146,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("autodetect_poll_interval", ("AUTODETECT_POLL_INTERVAL",), "how often the node's addresses are detected again (a duration: 60s, 5m; 0: never)", "60s"),
     Variable("run_dir", ("CALICO_RUN_DIR",), "BIRD's control socket (bird.ctl) and the plugins' socket (cni.sock)", DEFAULT_RUN_DIR),
     Variable("state_dir", ("CALICO_STATE_DIR",), "the nodename and MTU files and BIRD's rendered configuration", DEFAULT_STATE_DIR),
+    Variable("cni_net_dir", ("CNI_NET_DIR",), "the CNI network configurations (calico-node warns about a calico mtu above what the encapsulation leaves room for)", DEFAULT_CNI_NET_DIR),
     Variable("log_level", ("CALICO_LOG_LEVEL",), "debug, info, warning or error", "info", flag="--log-level"),
     Variable("log_file", ("CALICO_LOG_FILE",), "log file (default: standard error only)", flag="--log-file"),
 )
@@ -245,6 +247,7 @@ class NodeSettings:
     log_level: str
     log_file: str | None
     nodename_file_setting: str | None = None
+    cni_net_dir: str = DEFAULT_CNI_NET_DIR
     datastore_type: str = "etcdv3"
     probes: tuple[str, ...] = ()
     # -threshold-time as given; None: not given (-bird-ready then uses DEFAULT_THRESHOLD_TIME,
@@ -682,6 +685,7 @@ def from_args(argv: Sequence[str], environ: Mapping[str, str]) -> NodeSettings:
         log_level=_log_level(*values.raw("log_level")),
         log_file=values.text("log_file") or None,
         nodename_file_setting=nodename_file,
+        cni_net_dir=_absolute_path(values, "cni_net_dir", DEFAULT_CNI_NET_DIR) or DEFAULT_CNI_NET_DIR,
         probes=probes,
         threshold_time=_threshold(args),
     )

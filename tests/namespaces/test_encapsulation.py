@@ -8,6 +8,7 @@ nodes is the cluster tests' (tests/cluster/test_vxlan.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from typing import Iterator
@@ -283,3 +284,25 @@ def test_host_mtu_follows_felix_pattern_then_the_node_address_interface_then_the
     assert measured("uplink0") == 1480, "an interface Felix's pattern names counts only when up"
     netns.ip("-n", ns, "link", "set", "eth9", "up")
     assert measured("uplink0") == 1400, "the smallest up interface Felix's pattern names"
+
+
+def test_a_conflist_mtu_above_the_encapsulation_is_warned_about_once(ns, tmp_path, caplog):
+    net_d = tmp_path / "net.d"
+    net_d.mkdir()
+    conflist = net_d / "10-calico.conflist"
+    conflist.write_text(json.dumps({"name": "k8s", "plugins": [{"type": "calico", "mtu": 1500}, {"type": "portmap", "mtu": 9000}]}))
+    (net_d / "20-other.conf").write_text(json.dumps({"type": "bridge", "mtu": 9000}))
+    (net_d / "30-broken.conflist").write_text("{")
+    cluster = Cluster(pool("p", "198.18.0.0/16", vxlan="Always"), ME, SAME_SUBNET, *BLOCKS[:2])
+    ctl = EncapsulationController("n1", cluster.cache, str(tmp_path / "state" / "mtu"), str(net_d))
+    with caplog.at_level(logging.WARNING, "calico_cni.node.encapsulation"):
+        assert run_pass(ns, ctl) == [], "a warning, not a problem: the node stays ready"
+        assert run_pass(ns, ctl) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"encapsulation: {conflist}: the calico plugin's mtu 1500 is above 1450, what the encapsulation in use leaves room for; "
+                        "new pods get 1500 and lose or fragment large packets to other nodes: lower it, or remove it so that pods get the MTU file's"]
+    caplog.clear()
+    conflist.write_text(json.dumps({"name": "k8s", "plugins": [{"type": "calico", "mtu": 1450}]}))
+    with caplog.at_level(logging.INFO, "calico_cni.node.encapsulation"):
+        assert run_pass(ns, ctl) == []
+    assert any("resolved" in r.getMessage() for r in caplog.records)

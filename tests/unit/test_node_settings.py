@@ -90,6 +90,7 @@ SAMPLES = {
     "autodetect_poll_interval": ("2m", lambda n: "2m" if n.autodetect_poll_interval == 120 else n.autodetect_poll_interval),
     "run_dir": ("/tmp/run-node1", lambda n: n.run_dir),
     "state_dir": ("/tmp/state-node1", lambda n: n.state_dir),
+    "cni_net_dir": ("/tmp/net-node1", lambda n: n.cni_net_dir),
     "log_level": ("debug", lambda n: n.log_level),
     "log_file": ("/tmp/node1.log", lambda n: n.log_file),
 }
@@ -126,7 +127,7 @@ OTHERS = {
     "ipv6_pool_nat_outgoing": "false", "ipv6_pool_disable_bgp_export": "false", "ipv6_pool_node_selector": "all()",
     "no_default_pools": "false", "ipv6_support": "true", "disable_node_ip_check": "false", "k8s_node_ref": "k8s-node-2",
     "cluster_type": "bgp", "autodetect_poll_interval": "30s", "run_dir": "/tmp/run-x", "state_dir": "/tmp/state-x",
-    "log_level": "error", "log_file": "/tmp/x.log",
+    "cni_net_dir": "/tmp/net-x", "log_level": "error", "log_file": "/tmp/x.log",
 }  # fmt: skip
 
 
@@ -368,16 +369,23 @@ def test_autodetection_method_refusals(base, text, expected):
     assert refused([], {**base, "IP6_AUTODETECTION_METHOD": text}).startswith(expected.replace("IP_AUTODETECTION_METHOD", "IP6_AUTODETECTION_METHOD"))
 
 
+def test_cni_net_dir(base):
+    assert from_args([], base).cni_net_dir == "/etc/cni/net.d"
+    assert from_args([], {**base, "CNI_NET_DIR": "/opt/net.d"}).cni_net_dir == "/opt/net.d"
+
+
 def test_method_of_each_version(base):
     n = from_args([], {**base, "IP_AUTODETECTION_METHOD": "interface=uplink", "IP6_AUTODETECTION_METHOD": "can-reach=fd00:198:19::1"})
     assert n.method(4) == s.Method("interface=uplink", "interface", ("uplink",))
     assert n.method(6) == s.Method("can-reach=fd00:198:19::1", "can-reach", ("fd00:198:19::1",))
 
 
-@pytest.mark.parametrize("name, example", [("CALICO_RUN_DIR", "/var/run/calico"), ("CALICO_STATE_DIR", "/var/lib/calico"), ("CALICO_NODENAME_FILE", "/var/lib/calico/nodename")])
+@pytest.mark.parametrize("name, example", [("CALICO_RUN_DIR", "/var/run/calico"), ("CALICO_STATE_DIR", "/var/lib/calico"),
+                                           ("CALICO_NODENAME_FILE", "/var/lib/calico/nodename"), ("CNI_NET_DIR", "/etc/cni/net.d")])
 def test_relative_paths_are_refused(base, name, example):
     assert refused([], {**base, name: "relative/dir"}) == f"{name}='relative/dir' is not an absolute path: set {name} to an absolute path, e.g. {example}"
-    flag = {"CALICO_RUN_DIR": "--calico-run-dir", "CALICO_STATE_DIR": "--calico-state-dir", "CALICO_NODENAME_FILE": "--calico-nodename-file"}[name]
+    flag = {"CALICO_RUN_DIR": "--calico-run-dir", "CALICO_STATE_DIR": "--calico-state-dir", "CALICO_NODENAME_FILE": "--calico-nodename-file",
+            "CNI_NET_DIR": "--cni-net-dir"}[name]
     assert refused([flag, "rel"], base).startswith(f"{flag}='rel' is not an absolute path: set {flag} to")
 
 
