@@ -12,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from dataclasses import dataclass
-from typing import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Collection, Iterator, Sequence
 
 from calico_cni.model import keys
-from calico_cni.model.records import CONFIRMED, PENDING, WORKLOAD, Affinity, Block, Handle, IpamConfig, IPAddress, IPNetwork, IPPool, Node, now_rfc3339
+from calico_cni.model.records import CONFIRMED, PENDING, WORKLOAD, Affinity, Block, Handle, IpamConfig, IPAddress, IPNetwork, IPPool, Node, now_rfc3339, parse_time
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore, IpamView
 
@@ -130,6 +130,61 @@ class Assigned:
         return f"{self.address}/{self.prefixlen}"
 
 
+@dataclass
+class Allocation:
+    """One allocated address, whatever holds it (Calico's GetAssignmentAttributes): which handle
+    (None: it has none), where, and since when. `state` is the ordinal's `blocks.state` (HELD,
+    NO_HANDLE or BARE); `record` the block as it was read, which a change of this allocation
+    writes back by compare-and-swap."""
+
+    address: IPAddress
+    handle: str | None
+    block: str
+    ordinal: int
+    sequence: int | None
+    attributes: dict[str, Any]
+    endpoints: list[str] = field(default_factory=list)
+    state: str = blk.HELD
+    record: Block | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, block: Block, o: int, state: str) -> "Allocation":
+        """The allocation of ordinal `o` of `block`, which is in `state` (one of blocks.RELEASABLE)."""
+        attr = block.attributes[block.allocations[o]]
+        return cls(block.address(o), blk.handle_of(attr), block.cidr, o, block.seq_for_alloc.get(str(o)), attr, state=state, record=block)
+
+    @property
+    def secondary(self) -> dict[str, Any]:
+        """The attributes recorded with the allocation (node, ifname, pod, timestamp, ...)."""
+        secondary = self.attributes.get("secondary") if isinstance(self.attributes, dict) else None
+        return secondary if isinstance(secondary, dict) else {}
+
+    @property
+    def node(self) -> str | None:
+        """The node that allocated the address, when recorded."""
+        return self.secondary.get("node")
+
+    @property
+    def timestamp(self) -> str | None:
+        """When the address was allocated (RFC 3339), when recorded."""
+        return self.secondary.get("timestamp")
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the allocation (None when it records no readable timestamp)."""
+        t = parse_time(self.timestamp)
+        return None if t is None else now - t
+
+    @property
+    def key(self) -> tuple[str | None, str, int, int | None]:
+        """What identifies this allocation even after its address is released and reused."""
+        return (self.handle, self.block, self.ordinal, self.sequence)
+
+    @property
+    def assigned(self) -> Assigned:
+        """The allocation as `Assigned` (what `release_exact` takes)."""
+        return Assigned(self.address, self.block, self.ordinal, self.sequence)
+
+
 @dataclass(frozen=True)
 class FamilyRequest:
     """What to assign for one family: an automatic address (from `pools`, if named) or `address`.
@@ -177,6 +232,18 @@ def held_by(store: Datastore, handle_id: str, ifname: str | None) -> list[Assign
     return held(store, store.handle(handle_id), ifname)
 
 
+def allocation_at(store: Datastore, address: IPAddress) -> Allocation | None:
+    """The allocation of `address`, whatever holds it, with its block as read (None: no block
+    covers it, or the address is free, cooling down or its attribute entry is missing)."""
+    cidr = next((c for c in store.block_cidrs(address.version) if address in ipaddress.ip_network(c)), None)
+    block = store.block(cidr) if cidr else None
+    if block is None:
+        return None
+    o = block.ordinal(address)
+    state = blk.state(block, o)
+    return Allocation.of(block, o, state) if state in blk.RELEASABLE else None
+
+
 # ------------------------------------------------------------------------------------------------
 # Assignment
 
@@ -194,6 +261,30 @@ def _commit_assignment(store: Datastore, block: Block, ordinals: list[int], att:
         raise Conflict()
     view.handle = handle
     return [Assigned(block.address(o), block.cidr, o, block.seq_for_alloc[str(o)], new=True) for o in ordinals]
+
+
+def rehome(store: Datastore, found: Allocation, att: Attachment) -> Assigned:
+    """Put the allocation `found` (from `allocation_at`) under the attachment's handle with its
+    attributes, keeping the address, in one compare-and-swap of the block as read and both
+    handles' counts (`Conflict` when any moved). Calico's correctAllocationWithHandle releases and
+    assigns the address again; here a released address would cool down first, so the allocation
+    is rewritten in place."""
+    block, o, cidr = found.record, found.ordinal, found.block
+    if block is None:
+        raise ValueError(f"allocation of {found.address} carries no block record: read it with allocation_at")
+    ours = store.handle(att.handle_id) or Handle(att.handle_id)
+    previous = store.handle(found.handle) if found.handle not in (None, att.handle_id) else None
+    block.allocations[o] = None  # in memory only: assigned again below, in the same commit
+    blk.assign_ordinals(block, [o], att.handle_id, att.secondary())
+    puts: list = [block]
+    deletes: list = []
+    _recount(ours, cidr, block, puts, deletes)
+    if previous is not None:
+        _recount(previous, cidr, block, puts, deletes)
+    if not store.commit(puts=puts, deletes=deletes):
+        raise Conflict()
+    log.info("%s (%s, handle %s) now held by %s", block.address(o), found.state, found.handle, att.handle_id)
+    return Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o)))
 
 
 def prepare_block(block: Block, view: IpamView) -> set[int]:
@@ -459,6 +550,18 @@ def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest],
 # Release
 
 
+def _recount(handle: Handle, cidr: str, block: Block | None, puts: list, deletes: list) -> None:
+    """Set the handle's count for block `cidr` to what `block` (as about to be committed; None:
+    gone) holds for it, and add the handle to the commit: to `puts` while it counts any block,
+    else to `deletes`."""
+    count = len(blk.ordinals_of(block, handle.handle_id)) if block is not None else 0
+    if count:
+        handle.blocks[cidr] = count
+    else:
+        handle.blocks.pop(cidr, None)
+    (puts if handle.blocks else deletes).append(handle)
+
+
 def _release_in_block(
     store: Datastore, handle: Handle, cidr: str, block: Block | None, ordinals: list[int], cooldown: int, expected=None
 ) -> list[Assigned]:
@@ -467,22 +570,17 @@ def _release_in_block(
     handle): an ordinal now held by another handle, or by an allocation without one, is left
     alone even if its sequence number matches. An empty block with no affinity is deleted."""
     released: list[int] = []
-    puts, deletes = [], []
-    remaining = 0
+    puts: list = []
+    deletes: list = []
     if block is not None:
         mine = [o for o in ordinals if blk.handle_of(block.attribute(o)) == handle.handle_id]
         released = blk.release(block, mine, expected)
         blk.cleanup(block, cooldown, time.time())
-        remaining = len(blk.ordinals_of(block, handle.handle_id))
         if blk.is_empty(block) and block.affinity is None:
             deletes.append(block)
         else:
             puts.append(block)
-    if remaining:
-        handle.blocks[cidr] = remaining
-    else:
-        handle.blocks.pop(cidr, None)
-    (puts if handle.blocks else deletes).append(handle)
+    _recount(handle, cidr, block, puts, deletes)
     if not store.commit(puts=puts, deletes=deletes):
         raise Conflict()
     return [Assigned(block.address(o), cidr, o, None) for o in released]
@@ -558,3 +656,21 @@ def release_exact(store: Datastore, handle_id: str, allocations: Sequence[Assign
 
         released.extend(with_retries(f"releasing {handle_id} in {cidr}", step))
     return released
+
+
+def release_allocation(store: Datastore, found: Allocation) -> None:
+    """Release exactly the allocation `found` (from `allocation_at`), by compare-and-swap: under a
+    handle as `release_exact` (the handle's count fixed); without one, in the block as read
+    (`Conflict` when it moved), nothing done when the ordinal no longer carries its sequence
+    number."""
+    if found.handle is not None:
+        release_exact(store, found.handle, [found.assigned])
+        return
+    block = found.record
+    if block is None:
+        raise ValueError(f"allocation of {found.address} carries no block record: read it with allocation_at")
+    if not blk.release(block, [found.ordinal], {found.ordinal: found.sequence}):
+        return
+    if not store.commit(puts=[block]):
+        raise Conflict()
+    log.info("released %s (%s)", found.address, found.state)

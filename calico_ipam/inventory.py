@@ -4,66 +4,22 @@ and pool deletion (`calicoctl ipam show` prints `utilisation`, `borrowed` and `a
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from calico_cni.datastore.store import IpamSnapshot
-from calico_cni.model.records import Block, IPAddress, parse_time
+from calico_cni.model.records import Block, IPAddress
 from calico_ipam import blocks as blk
+# `Allocation` lives with the operations that change one (allocator), below this floor; named here
+# too, where show, check and release have always found it.
+from calico_ipam.allocator import Allocation
 from calico_ipam.pools import pool_of
-
-
-@dataclass
-class Allocation:
-    """One allocated address: which handle holds it (None: it has none), where, and since when.
-    `state` is the ordinal's `blocks.state` (HELD, NO_HANDLE or BARE)."""
-
-    address: IPAddress
-    handle: str | None
-    block: str
-    ordinal: int
-    sequence: int | None
-    attributes: dict[str, Any]
-    endpoints: list[str] = field(default_factory=list)
-    state: str = blk.HELD
-
-    @property
-    def secondary(self) -> dict[str, Any]:
-        """The attributes recorded with the allocation (node, ifname, pod, timestamp, ...)."""
-        secondary = self.attributes.get("secondary") if isinstance(self.attributes, dict) else None
-        return secondary if isinstance(secondary, dict) else {}
-
-    @property
-    def node(self) -> str | None:
-        """The node that allocated the address, when recorded."""
-        return self.secondary.get("node")
-
-    @property
-    def timestamp(self) -> str | None:
-        """When the address was allocated (RFC 3339), when recorded."""
-        return self.secondary.get("timestamp")
-
-    def age(self, now: float) -> float | None:
-        """Seconds since the allocation (None when it records no readable timestamp)."""
-        t = parse_time(self.timestamp)
-        return None if t is None else now - t
-
-    @property
-    def key(self) -> tuple[str | None, str, int, int | None]:
-        """What identifies this allocation even after its address is released and reused."""
-        return (self.handle, self.block, self.ordinal, self.sequence)
-
-
-def _allocation(block: Block, o: int, state: str) -> Allocation:
-    attr = block.attributes[block.allocations[o]]
-    return Allocation(block.address(o), blk.handle_of(attr), block.cidr, o, block.seq_for_alloc.get(str(o)), attr, state=state)
 
 
 def block_allocations(block: Block) -> Iterator[Allocation]:
     """The ordinals of a block held by a handle (cooling-down ones are not allocations; those
     without a handle are `unowned_allocations`)."""
     for o in blk.ordinals_in(block, blk.HELD):
-        yield _allocation(block, o, blk.HELD)
+        yield Allocation.of(block, o, blk.HELD)
 
 
 def unowned_allocations(block: Block) -> Iterator[Allocation]:
@@ -72,7 +28,7 @@ def unowned_allocations(block: Block) -> Iterator[Allocation]:
     for o in range(block.size):
         state = blk.state(block, o)
         if state in (blk.NO_HANDLE, blk.BARE):
-            yield _allocation(block, o, state)
+            yield Allocation.of(block, o, state)
 
 
 def cooling(block: Block) -> int:
@@ -208,7 +164,7 @@ def address_info(snapshot: IpamSnapshot, address) -> dict[str, Any]:
     elif state == blk.DANGLING:
         info.update(state="in use (owner unknown: its attribute entry is missing)", endpoints=endpoint_addresses(snapshot).get(address, []))
     else:
-        a = _allocation(block, ordinal, state)
+        a = Allocation.of(block, ordinal, state)
         info.update(
             state=UNOWNED_STATES.get(state, "in use"),
             handle=a.handle,
