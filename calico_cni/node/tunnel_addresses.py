@@ -24,7 +24,6 @@ SAFETY_INTERVAL, so a cluster busy with pods costs etcd nothing here.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -33,19 +32,29 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from calico_cni.datastore.etcd import Range
-from calico_cni.datastore.retry import Conflict, with_retries
+from calico_cni.datastore.retry import with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
 from calico_cni.model import keys
 from calico_cni.model.kinds.routing import NODE
-from calico_cni.model.records import TUNNEL, Block, Handle
+from calico_cni.model.records import TUNNEL
 from calico_cni.model.resource import Resource
 from calico_cni.node.cluster_view import ALWAYS, CROSS_SUBNET, ClusterView, IPAddress, NodeInfo, Pool
 from calico_cni.node.node_record import write_node
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.syncer import Cache, Snapshot
 from calico_ipam import blocks as blk
-from calico_ipam.allocator import Assigned, Attachment, FamilyRequest, assign, held_with_attributes, release, release_exact
+from calico_ipam.allocator import (
+    Attachment,
+    FamilyRequest,
+    allocation_at,
+    assign,
+    held_with_attributes,
+    rehome,
+    release,
+    release_allocation,
+    release_exact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,72 +210,6 @@ def _write_node(store: Datastore, node: Resource, kind: TunnelKind, address: str
         log.info("tunnel addresses: Node(%s) %s %s", node.name, kind.field, f"set to {address}" if address else "cleared")
 
 
-@dataclass(frozen=True)
-class Allocation:
-    """What IPAM records for one address, whatever its handle (Calico's GetAssignmentAttributes)."""
-
-    block: Block
-    ordinal: int
-    state: str  # blocks.HELD, NO_HANDLE, BARE, RELEASED, FREE or DANGLING
-    handle_id: str | None
-    secondary: dict
-
-    @property
-    def assigned(self) -> Assigned:
-        """The allocation as the allocator names it (its sequence number included)."""
-        return Assigned(self.block.address(self.ordinal), self.block.cidr, self.ordinal, self.block.seq_for_alloc.get(str(self.ordinal)))
-
-
-def allocation_at(store: Datastore, address: IPAddress) -> Allocation | None:
-    """The allocation of `address` (None: no block covers it)."""
-    cidr = next((c for c in store.block_cidrs(address.version) if address in ipaddress.ip_network(c)), None)
-    block = store.block(cidr) if cidr else None
-    if block is None:
-        return None
-    o = block.ordinal(address)
-    attr = block.attribute(o) or {}
-    secondary = attr.get("secondary") if isinstance(attr.get("secondary"), dict) else {}
-    return Allocation(block, o, blk.state(block, o), blk.handle_of(attr), secondary)
-
-
-def _rehome(store: Datastore, found: Allocation, att: Attachment) -> Assigned:
-    """Put the allocation `found` under the attachment's handle with its attributes, keeping the
-    address, in one compare-and-swap of the block and both handles' counts (`Conflict` when any
-    moved). Calico's correctAllocationWithHandle releases and assigns the address again; here a
-    released address would cool down first, so the allocation is rewritten in place."""
-    block, o, cidr = found.block, found.ordinal, found.block.cidr
-    ours = store.handle(att.handle_id) or Handle(att.handle_id)
-    previous = store.handle(found.handle_id) if found.handle_id not in (None, att.handle_id) else None
-    block.allocations[o] = None  # in memory only: assigned again below, in the same commit
-    blk.assign_ordinals(block, [o], att.handle_id, att.secondary())
-    ours.blocks[cidr] = len(blk.ordinals_of(block, att.handle_id))
-    puts: list = [block, ours]
-    deletes: list = []
-    if previous is not None:
-        left = len(blk.ordinals_of(block, previous.handle_id))
-        if left:
-            previous.blocks[cidr] = left
-        else:
-            previous.blocks.pop(cidr, None)
-        (puts if previous.blocks else deletes).append(previous)
-    if not store.commit(puts=puts, deletes=deletes):
-        raise Conflict()
-    log.info("tunnel addresses: %s (%s, handle %s) now held by %s", block.address(o), found.state, found.handle_id, att.handle_id)
-    return Assigned(block.address(o), cidr, o, block.seq_for_alloc.get(str(o)))
-
-
-def _release_found(store: Datastore, found: Allocation) -> None:
-    """Release exactly the allocation `found` (its handle's count fixed), by compare-and-swap."""
-    if found.handle_id is not None:
-        release_exact(store, found.handle_id, [found.assigned])
-        return
-    if not blk.release(found.block, [found.ordinal], {found.ordinal: found.assigned.sequence}):
-        return
-    if not store.commit(puts=[found.block]):
-        raise Conflict()
-    log.info("tunnel addresses: released %s (%s)", found.assigned.address, found.state)
-
-
 def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | None:
     """Keep, assign or release this node's address of `kind` (see the module docstring); the
     address the node holds afterwards (None: no pool asks for one). Raises a CalicoError
@@ -293,8 +236,8 @@ def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | 
             # Calico's removeHostTunnelAddr: the Node's address is freed too when it has no handle
             # and no attributes (from before handles), or names our handle (its record lost); and
             # here also when its attributes name it ours, so it is never leaked.
-            if found is not None and (found.state == blk.BARE or (found.state in (blk.HELD, blk.NO_HANDLE) and (found.handle_id == handle_id or ours(found.secondary)))):
-                _release_found(store, found)
+            if found is not None and (found.state == blk.BARE or (found.state in (blk.HELD, blk.NO_HANDLE) and (found.handle == handle_id or ours(found.secondary)))):
+                release_allocation(store, found)
             _write_node(store, node, kind, None)
             return None
 
@@ -309,9 +252,9 @@ def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | 
                 # before handles and attributes (Calico's correctAllocationWithHandle): kept under
                 # our handle while a qualifying pool holds it, else released.
                 if in_pools(current):
-                    keep = _rehome(store, found, attachment)
+                    keep = rehome(store, found, attachment)
                 else:
-                    _release_found(store, found)
+                    release_allocation(store, found)
             # Anything else holding it (a pod, someone else's tunnel) is left to its holder.
         if keep is None and valid:
             keep = valid[0]
