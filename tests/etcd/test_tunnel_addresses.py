@@ -122,6 +122,29 @@ def harness(etcd_endpoint, store):
     h.close()
 
 
+@pytest.fixture
+def label_midway(harness, etcd_endpoint):
+    """A function that makes the harness's next passes race calicoctl: the first time a pass reads
+    a handle (after its read of the Node, before its write) the Node is labelled team=blue through
+    another client. It returns the list of handles raced on (one, once the race happened)."""
+    other = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
+    raced: list[str] = []
+
+    class Racing(Datastore):
+        def handle(self, handle_id):
+            if not raced:
+                raced.append(handle_id)
+                update_node(other, lambda doc: doc["metadata"]["labels"].update(team="blue"))
+            return super().handle(handle_id)
+
+    def start() -> list[str]:
+        harness.wrap = lambda store: Racing(store.client)
+        return raced
+
+    yield start
+    other.close()
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -253,25 +276,10 @@ def test_calicoctl_ipam_check_is_clean_and_delete_node_releases_them(store, harn
         assert handle_addresses(store, handle) == [] and store.handle(handle) is None
 
 
-def test_a_concurrent_node_update_is_kept_and_the_address_assigned_once(store, harness, etcd_endpoint):
+def test_a_concurrent_node_update_is_kept_and_the_address_assigned_once(store, harness, label_midway):
     put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
-    other = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
-    raced = []
-
-    class Racing(Datastore):
-        """Between the controller's read of the Node and its write, calicoctl labels the Node."""
-
-        def handle(self, handle_id):
-            if not raced:
-                raced.append(handle_id)
-                update_node(other, lambda doc: doc["metadata"]["labels"].update(team="blue"))
-            return super().handle(handle_id)
-
-    harness.wrap = lambda store: Racing(store.client)
-    try:
-        harness.run_pass()
-    finally:
-        other.close()
+    raced = label_midway()
+    harness.run_pass()
     assert raced == ["vxlan-tunnel-addr-node1"]
     doc = node_doc(store)
     assert doc["metadata"]["labels"] == {"rack": "a", "team": "blue"}
@@ -455,27 +463,12 @@ def test_a_handle_holding_two_addresses_keeps_the_nodes_one_only(store, harness)
     assert state_of(store, "198.18.0.20") in (blk.RELEASED, blk.FREE)
 
 
-def test_a_concurrent_node_update_on_the_no_pool_branch_is_kept(store, harness, etcd_endpoint):
+def test_a_concurrent_node_update_on_the_no_pool_branch_is_kept(store, harness, label_midway):
     put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
     harness.run_pass()
     put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Never")
-    other = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
-    raced = []
-
-    class Racing(Datastore):
-        """Between the controller's read of the Node and its write, calicoctl labels the Node."""
-
-        def handle(self, handle_id):
-            if not raced:
-                raced.append(handle_id)
-                update_node(other, lambda doc: doc["metadata"]["labels"].update(team="blue"))
-            return super().handle(handle_id)
-
-    harness.wrap = lambda store: Racing(store.client)
-    try:
-        harness.run_pass()
-    finally:
-        other.close()
+    raced = label_midway()
+    harness.run_pass()
     assert raced == ["vxlan-tunnel-addr-node1"]
     doc = node_doc(store)
     assert doc["metadata"]["labels"] == {"rack": "a", "team": "blue"}
