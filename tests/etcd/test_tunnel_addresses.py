@@ -123,10 +123,11 @@ def harness(etcd_endpoint, store):
 
 
 @pytest.fixture
-def label_midway(harness, etcd_endpoint):
-    """A function that makes the harness's next passes race calicoctl: the first time a pass reads
-    a handle (after its read of the Node, before its write) the Node is labelled team=blue through
-    another client. It returns the list of handles raced on (one, once the race happened)."""
+def raced_pass(harness, etcd_endpoint, store):
+    """A function running one pass of the harness that races calicoctl: the first time the pass
+    reads a handle (after its read of the Node, before its write) another client labels the Node
+    team=blue. It checks the race happened, on the VXLAN handle, and that the Node kept both its
+    label and the other client's; it returns the Node's document."""
     other = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
     raced: list[str] = []
 
@@ -137,11 +138,15 @@ def label_midway(harness, etcd_endpoint):
                 update_node(other, lambda doc: doc["metadata"]["labels"].update(team="blue"))
             return super().handle(handle_id)
 
-    def start() -> list[str]:
-        harness.wrap = lambda store: Racing(store.client)
-        return raced
+    def run() -> dict:
+        harness.wrap = lambda s: Racing(s.client)
+        harness.run_pass()
+        assert raced == ["vxlan-tunnel-addr-node1"]
+        doc = node_doc(store)
+        assert doc["metadata"]["labels"] == {"rack": "a", "team": "blue"}
+        return doc
 
-    yield start
+    yield run
     other.close()
 
 
@@ -276,13 +281,9 @@ def test_calicoctl_ipam_check_is_clean_and_delete_node_releases_them(store, harn
         assert handle_addresses(store, handle) == [] and store.handle(handle) is None
 
 
-def test_a_concurrent_node_update_is_kept_and_the_address_assigned_once(store, harness, label_midway):
+def test_a_concurrent_node_update_is_kept_and_the_address_assigned_once(store, harness, raced_pass):
     put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
-    raced = label_midway()
-    harness.run_pass()
-    assert raced == ["vxlan-tunnel-addr-node1"]
-    doc = node_doc(store)
-    assert doc["metadata"]["labels"] == {"rack": "a", "team": "blue"}
+    doc = raced_pass()
     address = doc["spec"]["ipv4VXLANTunnelAddr"]
     # The address assigned before the lost write was adopted by the retry, not assigned again.
     assert handle_addresses(store, "vxlan-tunnel-addr-node1") == [(address, {"node": NODE1, "type": "vxlanTunnelAddress"})]
@@ -463,14 +464,10 @@ def test_a_handle_holding_two_addresses_keeps_the_nodes_one_only(store, harness)
     assert state_of(store, "198.18.0.20") in (blk.RELEASED, blk.FREE)
 
 
-def test_a_concurrent_node_update_on_the_no_pool_branch_is_kept(store, harness, label_midway):
+def test_a_concurrent_node_update_on_the_no_pool_branch_is_kept(store, harness, raced_pass):
     put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
     harness.run_pass()
     put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Never")
-    raced = label_midway()
-    harness.run_pass()
-    assert raced == ["vxlan-tunnel-addr-node1"]
-    doc = node_doc(store)
-    assert doc["metadata"]["labels"] == {"rack": "a", "team": "blue"}
+    doc = raced_pass()
     assert "ipv4VXLANTunnelAddr" not in doc["spec"]
     assert store.handle("vxlan-tunnel-addr-node1") is None and handle_addresses(store, "vxlan-tunnel-addr-node1") == []
