@@ -162,8 +162,11 @@ def test_demo_runs_end_to_end_and_leaves_nothing(start_demo):
     """The demo succeeds from the fabric namespace: three nodes each register (calicoctl get nodes),
     node1's `calicoctl node status` shows its two mesh peers Established, node1 has a BIRD route
     to a block of each other node via that node's address, each of the three pods has a pool
-    address, and each of the four pings across nodes gets a reply. It leaves no namespace, process
-    (etcd, calico-node, BIRD), temporary directory or interface behind."""
+    address, and each of the four pings across nodes gets a reply; the fabric answers a pod only
+    once its pool has natOutgoing; with the pool switched to VXLAN each node has a tunnel address,
+    node1 routes the other blocks through vxlan.calico, the MTU file says 1450, and the pods still
+    reach each other. It leaves no namespace, process (etcd, calico-node, BIRD), temporary
+    directory or interface behind."""
     links_before = links_here()
     demo = start_demo()
     rc = demo.wait()
@@ -178,8 +181,18 @@ def test_demo_runs_end_to_end_and_leaves_nothing(start_demo):
     assert sorted(bird_routes) == ["198.19.1.12", "198.19.1.13"], f"a BIRD route to each other node's block:\n{output}"
     pods = set(re.findall(rf"calico-demo-{demo.proc.pid}-pod\d+: (198\.18\.\d+\.\d+)", output))
     assert len(pods) == 3, f"three pods with pool addresses:\n{output}"
-    assert len(re.findall(r"-> .*: reply", output)) == 4, f"a reply to each ping:\n{output}"
+    assert len(re.findall(r"-> .*: reply", output)) == 7, f"a reply to each ping (4 routed by BIRD, 1 masqueraded, 2 over VXLAN):\n{output}"
     assert "NO REPLY" not in output, output
+    # NAT outgoing: no reply from the fabric before natOutgoing, one after.
+    assert "pod1 -> the fabric: no reply (natOutgoing is off" in output, output
+    assert re.search(r"pod1 -> the fabric, masqueraded .*\(198\.19\.1\.1\): reply", output), output
+    assert "ip saddr @masq-ipam-pools ip daddr != @all-ipam-pools masquerade" in output, output
+    # VXLAN: each node's tunnel address from the pool, node1's routes to the other blocks through vxlan.calico.
+    tunnels = re.findall(r"^\s+node[123]: (198\.18\.0\.\d+)$", output, re.M)
+    assert len(set(tunnels)) == 3, f"a tunnel address per node:\n{output}"
+    vxlan_routes = re.findall(r"^\s+198\.18\.0\.\d+/28 via (198\.18\.0\.\d+) dev vxlan\.calico metric 2048 onlink", output, re.M)
+    assert len(vxlan_routes) == 2 and set(vxlan_routes) <= set(tunnels), f"node1 routes the other blocks via their tunnel addresses:\n{output}"
+    assert "the pod MTU calico-node wrote for new pods: 1450" in output, output
     assert demo.leaks() == {}, output
     assert links_here() == links_before, "the demo changed the namespace it was started in"
 
