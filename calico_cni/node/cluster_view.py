@@ -283,19 +283,21 @@ def _node(name: str, doc: dict, problems: list[str]) -> NodeInfo:
     )
 
 
-# key -> (mod_revision, the block as read, the problem it has): see `ClusterView.read`.
-BlockMemo = dict[str, tuple[int, "BlockInfo | None", "str | None"]]
+# key -> (mod_revision, value, the block as read, the problem it has): see `ClusterView.read`.
+# The value is compared too: after an etcd restore revisions start again, and a key can come back
+# at a revision it had before with other content (comparing bytes costs far less than parsing).
+BlockMemo = dict[str, tuple[int, bytes, "BlockInfo | None", "str | None"]]
 
 
 def _block(key: str, revision: int, value: bytes, problems: list[str], memo: BlockMemo | None) -> BlockInfo | None:
     known = memo.get(key) if memo is not None else None
-    if known is None or known[0] != revision:
-        known = (revision, *_parse_block(key, value))
+    if known is None or known[0] != revision or known[1] != value:
+        known = (revision, value, *_parse_block(key, value))
         if memo is not None:
             memo[key] = known
-    if known[2] is not None:
-        problems.append(known[2])
-    return known[1]
+    if known[3] is not None:
+        problems.append(known[3])
+    return known[2]
 
 
 def _parse_block(key: str, value: bytes) -> tuple[BlockInfo | None, str | None]:

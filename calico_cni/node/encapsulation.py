@@ -101,8 +101,11 @@ class EncapsulationController:
                 wanted = plan(view, uplinks, host_mtu(rtnl, links, uplinks))
                 problems += wanted.problems
                 applied = self.applied
-                if not recheck and applied is not None and applied[0] == wanted and time.monotonic() - applied[1] < PERIOD:
-                    return wanted, problems + applied[2]
+                # Skipped only after a pass that made the same plan true without a problem: one
+                # the kernel refused is tried again on the next pass.
+                if not recheck and applied is not None and applied[0] == wanted and not applied[2] and time.monotonic() - applied[1] < PERIOD:
+                    return wanted, problems
+                self.applied = None  # until this pass completes (a pass that raises is no proof)
                 self._devices(rtnl, wanted, links, kernel)
                 links = {link.name: link for link in rtnl.links()}
                 self._vteps(rtnl, wanted, links, kernel)
@@ -181,10 +184,29 @@ class EncapsulationController:
             desired[route.dst] = (_key(route.dst, oif, route.gateway, route.blackhole, route.onlink), route, oif)
         for version in (4, 6):
             try:
-                ours = {r.dst: r for r in rtnl.routes(version, protocol=RTPROT_CALICO) if r.priority == CALICO_METRIC}
+                found = [r for r in rtnl.routes(version, protocol=RTPROT_CALICO) if r.priority == CALICO_METRIC]
             except OSError as exc:
                 problems.append(f"IPv{version} routes could not be listed: {exc}")
                 continue
+            # One route of ours per destination: the one matching the plan if there is one (IPv6
+            # keeps several with one destination and metric as multipath siblings); others go.
+            ours: dict = {}
+            extra: list[Route] = []
+            for r in found:
+                want = desired.get(r.dst)
+                kept = ours.get(r.dst)
+                if kept is None:
+                    ours[r.dst] = r
+                elif want is not None and _actual_key(r) == want[0] and _actual_key(kept) != want[0]:
+                    extra.append(kept)
+                    ours[r.dst] = r
+                else:
+                    extra.append(r)
+            for route in extra:
+                try:
+                    rtnl.delete_route(route)
+                except NetlinkError as exc:
+                    problems.append(f"duplicate route {route.dst}: {exc}")
             for dst, (key, route, oif) in desired.items():
                 current = ours.get(dst)
                 if dst.version != version or (current is not None and _actual_key(current) == key):

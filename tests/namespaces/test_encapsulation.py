@@ -197,6 +197,30 @@ def test_another_programs_route_in_the_way_is_reported_and_left_alone(ns, tmp_pa
     assert len(calico_routes(ns)) == 3
 
 
+def test_ipv6_other_programs_route_is_left_alone_and_a_duplicate_of_ours_removed(ns, tmp_path):
+    """IPv6 keeps routes with one destination and metric as multipath siblings: a foreign one is
+    reported (the add is refused, never merged or replaced), and a second route of ours for a
+    planned destination is removed, the planned one kept."""
+    cluster = Cluster(
+        pool("p6", "fd00:198:18::/48", vxlan="Always"),
+        node("n1", None, v6="fd00:198:19:9::1/64", vxlan6="fd00:198:18::1"),
+        node("n2", None, v6="fd00:198:19:9::2/64", vxlan6="fd00:198:18:0:1::1"),
+        node("n3", None, v6="fd00:198:19:9::3/64", vxlan6="fd00:198:18:0:2::1"),
+        block("fd00:198:18::/122", "n1"), block("fd00:198:18:0:1::/122", "n2"), block("fd00:198:18:0:2::/122", "n3"),
+    )
+    ctl = controller(tmp_path, cluster)
+    netns.ip("-n", ns, "-6", "route", "add", "fd00:198:18:0:2::/122", "via", "fd00:198:19:9::3", "proto", "static", "metric", str(CALICO_METRIC))
+    problems = run_pass(ns, ctl)
+    # Refused: IPv6 checks an onlink gateway against the table, and the foreign route covers it.
+    assert len(problems) == 1 and problems[0].startswith("route fd00:198:18:0:2::/122 via fd00:198:18:0:2::1 dev vxlan-v6.calico onlink: "), problems
+    assert [r["protocol"] for r in ip_json(ns, "-6", "route", "show", "fd00:198:18:0:2::/122")] == ["static"]
+    netns.ip("-n", ns, "-6", "route", "append", "fd00:198:18:0:1::/122", "via", "fd00:198:19:9::2", "dev", "uplink0",
+             "proto", "80", "metric", str(CALICO_METRIC))
+    run_pass(ns, ctl)
+    routes = ip_json(ns, "-6", "route", "show", "fd00:198:18:0:1::/122")
+    assert len(routes) == 1 and routes[0].get("dev") == "vxlan-v6.calico" and "nexthops" not in routes[0], routes
+
+
 def test_device_kept_while_the_tunnel_address_is_pending(ns, tmp_path):
     cluster = Cluster(pool("p", "198.18.0.0/16", vxlan="Always"), ME, SAME_SUBNET, *BLOCKS[:2])
     ctl = controller(tmp_path, cluster)

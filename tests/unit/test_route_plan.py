@@ -177,3 +177,18 @@ def test_ipip_device_wanted_once_the_node_has_its_ipip_address():
     me = keys.node("n1"), doc("Node", "n1", bgp={"ipv4Address": "198.19.201.11/24", "ipv4IPIPTunnelAddr": "198.18.0.1"})
     p = plan(view(pool("pi", "198.18.0.0/16", ipip="Always"), me), UPLINK, 1500)
     assert p.ipip == (1480, ipaddress.IPv4Address("198.18.0.1")) and p.pod_mtu == 1480
+
+
+def test_blocks_are_parsed_again_only_when_their_revision_or_content_changed():
+    memo: dict = {}
+    key, value = block("198.18.0.64/26", "n2", {1: "n2"})
+    first = ClusterView.read({key: KeyValue(key, value, 7, 7, 1)}, "n1", memo).blocks[0]
+    assert ClusterView.read({key: KeyValue(key, value, 7, 7, 1)}, "n1", memo).blocks[0] is first, "same revision and value: the parsed block"
+    _, moved = block("198.18.0.64/26", "n3", {1: "n3"})
+    assert ClusterView.read({key: KeyValue(key, moved, 8, 7, 2)}, "n1", memo).blocks[0].node == "n3", "a new revision is parsed"
+    # An etcd restored from a backup: the same revision again, with the content it had then.
+    assert ClusterView.read({key: KeyValue(key, value, 8, 7, 2)}, "n1", memo).blocks[0].node == "n2", "same revision, other content: parsed"
+    bad = keys.block("198.18.9.0/26")
+    for _ in range(2):
+        view = ClusterView.read({bad: KeyValue(bad, b"[]", 9, 9, 1)}, "n1", memo)
+        assert view.blocks == () and len(view.problems) == 1, "a corrupt block is reported on every read, from the memo too"
