@@ -9,6 +9,7 @@ ADD on the node until it expired, while a lost compare-and-swap costs only a re-
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import logging
 import time
@@ -266,18 +267,24 @@ def _commit_assignment(store: Datastore, block: Block, ordinals: list[int], att:
 def rehome(store: Datastore, found: Allocation, att: Attachment) -> Assigned:
     """Put the allocation `found` (from `allocation_at`) under the attachment's handle with its
     attributes, keeping the address, in one compare-and-swap of the block as read and both
-    handles' counts (`Conflict` when any moved). Calico's correctAllocationWithHandle releases and
-    assigns the address again; here a released address would cool down first, so the allocation
-    is rewritten in place."""
-    block, o, cidr = found.record, found.ordinal, found.block
-    if block is None:
+    handles' counts (`Conflict` when any moved: the caller retries from a fresh `allocation_at`).
+    A previous handle whose record is missing is left missing; ours is created when absent. The
+    block is tidied as a release tidies it (`_tidy`: the old attribute entry, now unused, is
+    dropped). Calico's correctAllocationWithHandle releases and assigns the address again; here a
+    released address would cool down first, so the allocation is rewritten in place. Works on a
+    copy of `found.record`: `found` is left as read."""
+    if found.record is None:
         raise ValueError(f"allocation of {found.address} carries no block record: read it with allocation_at")
-    ours = store.handle(att.handle_id) or Handle(att.handle_id)
-    previous = store.handle(found.handle) if found.handle not in (None, att.handle_id) else None
-    block.allocations[o] = None  # in memory only: assigned again below, in the same commit
+    block, o, cidr = copy.deepcopy(found.record), found.ordinal, found.block
+    other = found.handle if found.handle not in (None, att.handle_id) else None
+    handles, config, _ = store.handles_config_blocks([att.handle_id, *([other] if other else [])])
+    ours = handles[att.handle_id] or Handle(att.handle_id)
+    previous = handles[other] if other else None
+    block.allocations[o] = None  # assigned again below, in the same commit
     blk.assign_ordinals(block, [o], att.handle_id, att.secondary())
-    puts: list = [block]
+    puts: list = []
     deletes: list = []
+    _tidy(block, config.ip_cooldown_seconds, puts, deletes)
     _recount(ours, cidr, block, puts, deletes)
     if previous is not None:
         _recount(previous, cidr, block, puts, deletes)
@@ -562,6 +569,14 @@ def _recount(handle: Handle, cidr: str, block: Block | None, puts: list, deletes
     (puts if handle.blocks else deletes).append(handle)
 
 
+def _tidy(block: Block, cooldown: float, puts: list, deletes: list) -> None:
+    """Tidy a block about to be committed after a release or rehome (cooled-down ordinals freed,
+    unused attribute entries dropped: `blocks.cleanup`) and add it to the commit: to `deletes`
+    when it is empty and has no affinity (nobody will allocate from it), else to `puts`."""
+    blk.cleanup(block, cooldown, time.time())
+    (deletes if blk.is_empty(block) and block.affinity is None else puts).append(block)
+
+
 def _release_in_block(
     store: Datastore, handle: Handle, cidr: str, block: Block | None, ordinals: list[int], cooldown: int, expected=None
 ) -> list[Assigned]:
@@ -575,11 +590,7 @@ def _release_in_block(
     if block is not None:
         mine = [o for o in ordinals if blk.handle_of(block.attribute(o)) == handle.handle_id]
         released = blk.release(block, mine, expected)
-        blk.cleanup(block, cooldown, time.time())
-        if blk.is_empty(block) and block.affinity is None:
-            deletes.append(block)
-        else:
-            puts.append(block)
+        _tidy(block, cooldown, puts, deletes)
     _recount(handle, cidr, block, puts, deletes)
     if not store.commit(puts=puts, deletes=deletes):
         raise Conflict()
@@ -660,17 +671,21 @@ def release_exact(store: Datastore, handle_id: str, allocations: Sequence[Assign
 
 def release_allocation(store: Datastore, found: Allocation) -> None:
     """Release exactly the allocation `found` (from `allocation_at`), by compare-and-swap: under a
-    handle as `release_exact` (the handle's count fixed); without one, in the block as read
-    (`Conflict` when it moved), nothing done when the ordinal no longer carries its sequence
-    number."""
+    handle as `release_exact` (re-read; nothing done when the ordinal no longer carries its
+    sequence number; the handle's count fixed); without one, in the block as read (`Conflict` when
+    it moved: the caller retries from a fresh `allocation_at`), tidied as `release_exact` tidies
+    (`_tidy`). Works on a copy of `found.record`: `found` is left as read."""
     if found.handle is not None:
         release_exact(store, found.handle, [found.assigned])
         return
-    block = found.record
-    if block is None:
+    if found.record is None:
         raise ValueError(f"allocation of {found.address} carries no block record: read it with allocation_at")
+    block = copy.deepcopy(found.record)
     if not blk.release(block, [found.ordinal], {found.ordinal: found.sequence}):
         return
-    if not store.commit(puts=[block]):
+    puts: list = []
+    deletes: list = []
+    _tidy(block, store.ipam_config().ip_cooldown_seconds, puts, deletes)
+    if not store.commit(puts=puts, deletes=deletes):
         raise Conflict()
     log.info("released %s (%s)", found.address, found.state)

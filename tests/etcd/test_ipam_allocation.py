@@ -13,6 +13,7 @@ from calico_cni.protocol.errors import IPAM_EXHAUSTED
 from calico_cni.datastore import retry
 from calico_cni.plugins.errors import cni_error
 from calico_ipam import allocator
+from calico_ipam import blocks as blk
 from calico_ipam.allocator import Attachment, BlockMemory, FamilyRequest
 from calico_ipam.errors import AddressConflict, AddressesExhausted
 from tests.pools import create_pool, label_node, set_config
@@ -579,3 +580,98 @@ def test_release_exact_reads_handle_config_and_block_at_once(store):
     out = []
     assert _round_trips(store, lambda: out.extend(allocator.release_exact(store, "net1.c1", [got]))) == 2  # read, commit
     assert [a.address for a in out] == [got.address]
+
+
+# ------------------------------------------------------------------------------------------------
+# allocation_at, rehome, release_allocation: one address whatever holds it, and the block changed
+# between the read (allocation_at) and the write
+
+
+TUNNEL_ATT = Attachment.tunnel("vxlan-tunnel-addr-node1", "node1", "vxlanTunnelAddress")
+
+
+def _found(store, address: str, handle_id: str | None, secondary: dict | None) -> allocator.Allocation:
+    """`address` planted as `handle_id` with `secondary`, read back with allocation_at."""
+    from tests.etcd.test_tunnel_addresses import plant
+
+    create_pool(store, "p1", "198.18.0.0/24")
+    plant(store, address, handle_id, secondary)
+    found = allocator.allocation_at(store, ipaddress.ip_address(address))
+    assert found is not None and found.handle == handle_id
+    return found
+
+
+def _entries(store, cidr: str) -> list[dict]:
+    return store.block(cidr).attributes
+
+
+def test_rehome_loses_its_compare_and_swap_when_the_block_moved(store):
+    found = _found(store, "198.18.0.10", None, {"node": "node1", "type": "vxlanTunnelAddress"})
+    before = list(found.record.allocations)
+    one(store, att("c1"))  # another allocation in the same block, after the read
+    with pytest.raises(retry.Conflict):
+        allocator.rehome(store, found, TUNNEL_ATT)
+    assert store.handle(TUNNEL_ATT.handle_id) is None
+    assert allocator.allocation_at(store, found.address).handle is None
+    assert found.record.allocations == before  # `found` is left as read: a retry may reuse nothing stale
+
+
+def test_rehome_with_the_previous_handle_record_missing_counts_only_ours(store):
+    found = _found(store, "198.18.0.10", "gone", {"node": "node1"})
+    assert store.commit(deletes=[store.handle("gone")])
+    found = allocator.allocation_at(store, found.address)  # fresh read after the deletion
+    got = allocator.rehome(store, found, TUNNEL_ATT)
+    assert str(got.address) == "198.18.0.10"
+    assert store.handle(TUNNEL_ATT.handle_id).blocks == {found.block: 1}
+    assert store.handle("gone") is None  # not recreated
+    # The old attribute entry is dropped by the same tidy-up as a release.
+    assert [e.get("handle_id") for e in _entries(store, found.block)] == [TUNNEL_ATT.handle_id]
+
+
+def test_rehome_from_another_handle_moves_its_count_and_drops_its_entry(store):
+    found = _found(store, "198.18.0.10", "someone-else", {"node": "node1", "type": "vxlanTunnelAddress"})
+    allocator.rehome(store, found, TUNNEL_ATT)
+    assert store.handle("someone-else") is None
+    assert store.handle(TUNNEL_ATT.handle_id).blocks == {found.block: 1}
+    assert all(e.get("handle_id") != "someone-else" for e in _entries(store, found.block))
+    assert blk.consistency_problems(store.block(found.block)) == []
+
+
+def test_release_allocation_of_a_reused_address_does_nothing(store):
+    create_pool(store, "p1", "198.18.0.0/24")
+    first = allocator.assign(store, att("c1"), v4())[0]
+    found = allocator.allocation_at(store, first.address)
+    allocator.release(store, "net1.c1", None)
+    again = allocator.assign(store, att("c1"), [FamilyRequest(4, address=first.address)])[0]
+    assert again.sequence != found.sequence
+    allocator.release_allocation(store, found)  # the allocation read is gone: the new one stays
+    assert allocator.allocation_at(store, first.address).sequence == again.sequence
+    assert store.handle("net1.c1").blocks == {first.block: 1}
+
+
+def test_release_allocation_without_a_handle_conflicts_when_the_block_moved(store):
+    found = _found(store, "198.18.0.10", None, None)
+    one(store, att("c1"))
+    with pytest.raises(retry.Conflict):
+        allocator.release_allocation(store, found)
+    assert allocator.allocation_at(store, found.address).state == blk.BARE
+    assert blk.state(found.record, found.ordinal) == blk.BARE  # `found` is left as read
+
+
+def test_release_allocation_without_a_handle_tidies_the_block(store):
+    found = _found(store, "198.18.0.10", None, {"node": "node1"})
+    block = store.block(found.block)
+    block.affinity = None  # nobody's block: deleted once empty
+    assert store.commit(puts=[block])
+    allocator.release_allocation(store, allocator.allocation_at(store, found.address))
+    assert store.block(found.block) is None
+
+
+def test_release_allocation_without_a_handle_honours_the_cooldown(store):
+    found = _found(store, "198.18.0.10", None, {"node": "node1"})
+    one(store, att("c1"))
+    set_config(store, ip_cooldown_seconds=600)
+    allocator.release_allocation(store, allocator.allocation_at(store, found.address))
+    block = store.block(found.block)
+    assert blk.state(block, found.ordinal) == blk.RELEASED  # cooling down, not free
+    assert {"handle_id": None, "secondary": {"node": "node1"}} not in block.attributes  # the old entry dropped
