@@ -7,10 +7,11 @@ For each kind, a pool qualifies when it is enabled, of the kind's family, its mo
 encapsulation is Always or CrossSubnet, its allowedUses is empty or has Tunnel, and its
 nodeSelector matches the node's labels. With a qualifying pool the Node's address is kept when it
 lies in one and our handle holds it with our attributes; one with our attributes under another
-handle or none, or with no handle and no attributes (from before Calico used either), is put under
-our handle and kept; otherwise what the handle holds is released and one address is assigned from
-the qualifying pools (IntendedUse Tunnel: usually the first address of the node's own block), then
-written to the Node. An address a pod or anyone else holds is left to them. With no qualifying
+handle or none, with no handle and no attributes (from before Calico used either), or under our
+handle whose record is lost (whatever its attributes), is put under our handle and kept;
+otherwise what the handle holds is released and one address is assigned from the qualifying pools
+(IntendedUse Tunnel: usually the first address of the node's own block), then written to the
+Node. An address a pod or anyone else holds is left to them. With no qualifying
 pool, the handle's addresses are released, the Node's address too when it is ours (handle or
 attributes) or has neither, and the field cleared.
 
@@ -45,6 +46,7 @@ from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.syncer import Cache, Snapshot
 from calico_ipam import blocks as blk
 from calico_ipam.allocator import (
+    Allocation,
     Attachment,
     FamilyRequest,
     allocation_at,
@@ -220,6 +222,13 @@ def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | 
     def ours(secondary: Mapping[str, Any]) -> bool:
         return secondary.get("type") == kind.attr_type and secondary.get("node") == nodename
 
+    def claimable(found: Allocation) -> bool:
+        # Calico's correctAllocationWithHandle and removeHostTunnelAddr: an allocation with no
+        # handle and no attributes (from before handles), one naming our handle (its record lost,
+        # so `held` misses it, whatever its attributes), and here also one whose attributes name
+        # it ours: never leaked, never left to a holder that does not exist.
+        return found.state == blk.BARE or (found.state in (blk.HELD, blk.NO_HANDLE) and (found.handle == handle_id or ours(found.secondary)))
+
     def step(attempt: int) -> IPAddress | None:
         node, view = _read(store, nodename)
         if node is None or view.me is None:
@@ -233,10 +242,8 @@ def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | 
             if held:
                 log.info("tunnel addresses: no pool needs a %s address on %s; releasing %s", kind.label, nodename, ", ".join(str(a.address) for a, _ in held))
                 release(store, handle_id, None)
-            # Calico's removeHostTunnelAddr: the Node's address is freed too when it has no handle
-            # and no attributes (from before handles), or names our handle (its record lost); and
-            # here also when its attributes name it ours, so it is never leaked.
-            if found is not None and (found.state == blk.BARE or (found.state in (blk.HELD, blk.NO_HANDLE) and (found.handle == handle_id or ours(found.secondary)))):
+            # The Node's address is freed too when it is ours though our handle misses it.
+            if found is not None and claimable(found):
                 release_allocation(store, found)
             _write_node(store, node, kind, None)
             return None
@@ -247,10 +254,9 @@ def reconcile(store: Datastore, nodename: str, kind: TunnelKind) -> IPAddress | 
         valid = [a for a, secondary in held if ours(secondary) and in_pools(a.address)]
         keep = next((a for a in valid if a.address == current), None)
         if keep is None and found is not None:
-            if found.state == blk.BARE or (found.state in (blk.HELD, blk.NO_HANDLE) and ours(found.secondary)):
-                # Ours by its attributes under another handle or none, or an allocation from
-                # before handles and attributes (Calico's correctAllocationWithHandle): kept under
-                # our handle while a qualifying pool holds it, else released.
+            if claimable(found):
+                # Kept under our handle (its count recreated) while a qualifying pool holds it,
+                # else released.
                 if in_pools(current):
                     keep = rehome(store, found, attachment)
                 else:

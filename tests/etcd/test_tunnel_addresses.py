@@ -398,12 +398,14 @@ def state_of(store: Datastore, address: str) -> str:
 
 @pytest.mark.parametrize(
     "handle_id, secondary",
-    [("someone-else", OURS), (None, OURS), (None, None)],
-    ids=["our attributes, another handle", "our attributes, no handle", "no handle, no attributes"],
+    [("someone-else", OURS), (None, OURS), (None, None), ("vxlan-tunnel-addr-node1", {"node": "elsewhere", "type": "other"})],
+    ids=["our attributes, another handle", "our attributes, no handle", "no handle, no attributes", "our handle, record lost, foreign attributes"],
 )
 def test_the_nodes_address_held_oddly_is_put_under_our_handle_and_kept(store, harness, handle_id, secondary):
     put_pool(store, "vxlan", "198.18.0.0/24", 26, vxlanMode="Always")
     plant(store, "198.18.0.10", handle_id, secondary)
+    if handle_id == "vxlan-tunnel-addr-node1":
+        assert store.commit(deletes=[store.handle(handle_id)])  # the record lost: only the block knows
     name_on_node(store, "198.18.0.10")
     harness.run_pass()
     assert node_doc(store)["spec"]["ipv4VXLANTunnelAddr"] == "198.18.0.10"
