@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from calico_cni.datastore import resources as stored
 from calico_cni.files import replace_file
@@ -259,16 +259,24 @@ def _clear_addresses(store: Datastore, name: str, versions: set[int]) -> None:
     this node may no longer have. Best effort: a failure is only logged."""
     fields = [ADDRESS_FIELDS[v] for v in sorted(versions)]
 
+    # What the last run of `clear` removed: update_node re-runs it from a fresh read after each
+    # lost compare-and-swap, so it is logged once, after the write that stuck.
+    cleared: dict[str, Any] = {}
+
     def clear(doc: dict) -> None:
+        cleared.clear()
         bgp = (doc.get("spec") or {}).get("bgp")
         for f in fields:
             if isinstance(bgp, dict) and f in bgp:
-                log.info("clearing the out-of-date %s %s of Node(%s)", f, bgp.pop(f), name)
+                cleared[f] = bgp.pop(f)
 
     try:
         update_node(store, name, clear)
     except CalicoError as exc:
         log.warning("failed to clear the addresses of Node(%s): %s", name, exc)
+        return
+    for f, value in cleared.items():
+        log.info("cleared the out-of-date %s %s of Node(%s)", f, value, name)
 
 
 def _autodetected(settings: NodeSettings) -> set[int]:
