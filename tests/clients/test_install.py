@@ -257,6 +257,9 @@ def test_calico_node_unit_and_settings(installation):
         f"NODENAME='{inst.node.name}'",
         "CALICO_RUN_DIR='/var/run/calico'",
         "CALICO_STATE_DIR='/var/lib/calico'",
+        # calico-node reads the installed network configuration (it warns about an mtu above
+        # what the encapsulation leaves room for).
+        f"CNI_NET_DIR='{inst.conf_dir}'",
     ], inst.env_file.read_text()
     assert f"{inst.unit_dir}/calico-node.service is written, not enabled" in out, out
     assert f"    sh -ac '. {inst.env_file}; exec {inst.ctl_dir}/calico-node' &" in out, out
