@@ -11,8 +11,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _leftovers(pid: int) -> list[str]:
-    """Namespaces named after the benchmark's pid, and BIRDs or calico-nodes of its directories."""
+def _leftovers(pid: int, directory: bytes = b"calico-bench-routing-") -> list[str]:
+    """Namespaces named after the benchmark's pid, and BIRDs or calico-nodes of its directories
+    (named with `directory`)."""
     left = [name for name in os.listdir("/var/run/netns") if name.endswith(f"-{pid}")] if os.path.isdir("/var/run/netns") else []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -21,7 +22,7 @@ def _leftovers(pid: int) -> list[str]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"calico-bench-routing-" in argv and (b"bird" in argv or b"calico-node" in argv):
+        if directory in argv and (b"bird" in argv or b"calico-node" in argv):
             left.append(argv.replace(b"\0", b" ").decode(errors="replace")[:200])
     return left
 
