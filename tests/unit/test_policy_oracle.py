@@ -364,3 +364,18 @@ def test_named_ports():
     # The named port is looked up on endpoints the rule's selector matches.
     assert not verdict([A, b, OPEN, only({"protocol": "TCP", "destination": {"selector": "app == 'x'", "ports": ["http"]}})])
     assert not verdict([A, b, OPEN, only({"protocol": "TCP", "destination": {"notPorts": ["http"]}})])
+
+
+def test_pass_in_a_profile_goes_to_the_next_profile():
+    # §3 step 8: a profile chain returns with only the pass bit set; only accept stops the loop.
+    passing = profile("pass", [{"action": "Pass"}, DENY], [ALLOW])
+    assert verdict([A, wep("b", "10.0.0.2", profiles=["pass", "open"]), OPEN, passing])
+    assert not verdict([A, wep("b", "10.0.0.2", profiles=["pass"]), OPEN, passing])
+
+
+def test_a_tier_without_its_resource_runs_after_the_existing_ones():
+    # §2 "Ordering": valid tiers (Tier resource exists) first, whatever the orders.
+    allow = gnp("t.a", {"tier": "t", "ingress": [ALLOW]})
+    deny = gnp("late.d", {"tier": "late", "ingress": [DENY]})
+    assert verdict([A, B, OPEN, tier("t", 5), allow, deny])
+    assert not verdict([A, B, OPEN, tier("late", 5), allow, deny])
