@@ -1,239 +1,36 @@
-"""Calico's network policy as Felix sees it, read off one cache snapshot: tiers, policies, profiles,
-network sets and workload endpoints, typed and validated, and what applies to one endpoint, per
-direction, in Felix's order (issue 18's model, shared by the per-endpoint view and the compiler).
+"""Calico's network policy as Felix sees it, read off one cache snapshot into a PolicyView (the
+typed resources of node.policy_model), and what applies to one endpoint, per direction, in Felix's
+order (issue 18's view, shared by the per-endpoint view and the compiler).
 
-Pure: it reads `Snapshot.items` (key -> record with `value` and `mod_revision`) and the model. Each
-record is decoded as calicoctl decodes a stored one (its validation; fields of later releases
-skipped), so a record written straight to etcd that calicoctl would refuse (a selector that does not
-parse, a port out of range) is left out and named in `problems`, and never stops the others.
+Pure: it reads `Snapshot.items` (key -> record with `value` and `mod_revision`). A record
+node.policy_model leaves out is named in `problems` and never stops the others.
 
-Calico v3.30's semantics, as its syncer and Felix apply them (facts in
-../shared/reference/calico-policy.md sections 1 and 2):
-- a policy is stored as `default.<name>` (or `<tier>.<name>`), its user's name in the
-  `projectcalico.org/metadata` annotation; its tier is the one its stored name says; Felix breaks
-  order ties on `<namespace>/<stored name>` (NetworkPolicy) or `<stored name>`;
-- a stored policy with no `types` governs both directions (Felix); calicoctl always writes them;
-- a NetworkPolicy selects `(<selector>) && projectcalico.org/namespace == '<ns>'`; a GNP's
-  `namespaceSelector` is matched against the endpoint's `pcns.` labels, `all()` meaning "in a
-  namespace"; rule selectors are scoped the same way;
+Calico v3.30's semantics, as Felix applies them (facts in ../shared/reference/calico-policy.md
+sections 1 and 2):
+- tiers in order ascending (none last), then name, a tier without its Tier resource after every
+  real one; policies in a tier by order ascending (none last), then Felix's key;
 - doNotTrack and preDNAT policies are rendered for host endpoints only: never for a workload;
-- an endpoint's labels are its own (less `pcns.`/`pcsa.`, which would spoof another namespace)
-  over its profiles' `labelsToApply`, the first profile winning among profiles.
+- an endpoint's labels are its own over its profiles' `labelsToApply`, the first profile winning
+  among profiles.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Mapping
 
-from calico_cni.model import kinds, selector
-from calico_cni.model.kinds import endpoints, policy, sets
-from calico_cni.model.resource import Resource, prefix, tier_of
-from calico_cni.model.schema import Invalid, Kind, unknown_fields_skipped
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Labels = Mapping[str, str]
-
-NAMESPACE_LABEL = "projectcalico.org/namespace"
-ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
-SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
-NAMESPACE_PREFIX = "pcns."
-SERVICE_ACCOUNT_PREFIX = "pcsa."
-INGRESS, EGRESS = "Ingress", "Egress"
-
-# Calico's protocol names as numbers (its iptables/nftables renderers match on these).
-PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136}
-
-# Fields Calico stores and we show but do not enforce (issue 18).
-UNENFORCED_POLICY_FIELDS = ("serviceAccountSelector", "doNotTrack", "preDNAT", "applyOnForward")
-
-
-class StoredValue(Protocol):
-    """What the cache holds per key (datastore.etcd.KeyValue)."""
-
-    value: bytes
-    mod_revision: int
-
-
-# --- typed resources ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tier:
-    """A Tier as Felix orders it: `order` None sorts after every ordered tier."""
-
-    name: str
-    order: float | None
-    default_action: str  # "Deny" or "Pass"
-
-
-@dataclass(frozen=True)
-class PortRange:
-    """An inclusive port range (a single port is low == high)."""
-
-    low: int
-    high: int
-
-
-@dataclass(frozen=True)
-class Ports:
-    """A rule side's `ports` or `notPorts`: numeric ranges and named ports (resolved against the
-    endpoint's `spec.ports` by whoever compiles the rule)."""
-
-    ranges: tuple[PortRange, ...] = ()
-    named: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.ranges or self.named)
-
-
-@dataclass(frozen=True)
-class Icmp:
-    """An `icmp` / `notICMP` match: a type, and a code only with a type."""
-
-    type: int
-    code: int | None = None
-
-
-@dataclass(frozen=True)
-class EntityRule:
-    """A rule's `source` or `destination`. `selector` and `not_selector` are the effective ones Felix
-    matches (the positive one scoped to a namespace as Calico scopes it; None: no constraint);
-    the `*_text` fields are what the user wrote, for showing."""
-
-    nets: tuple[IPNetwork, ...] = ()
-    not_nets: tuple[IPNetwork, ...] = ()
-    selector_text: str = ""
-    not_selector_text: str = ""
-    namespace_selector_text: str = ""
-    ports: Ports = Ports()
-    not_ports: Ports = Ports()
-    unenforced: tuple[str, ...] = ()  # "serviceAccounts", "services"
-    selector: Callable[[Labels], bool] | None = field(default=None, compare=False, repr=False)
-    not_selector: Callable[[Labels], bool] | None = field(default=None, compare=False, repr=False)
-
-    def selects(self, labels: Labels) -> bool:
-        """Whether an endpoint (or network set) with `labels` passes this side's selectors."""
-        if self.selector is not None and not self.selector(labels):
-            return False
-        return not (self.not_selector is not None and self.not_selector(labels))
-
-    @property
-    def has_selector(self) -> bool:
-        """Whether this side matches on labels at all (else any address passes its selectors)."""
-        return self.selector is not None or self.not_selector is not None
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One rule of a policy or profile: protocols as numbers, sides typed, and the stored fields we
-    do not enforce named in `unenforced` ("http", "source.serviceAccounts", ...)."""
-
-    action: str  # Allow, Deny, Log, Pass
-    ip_version: int | None = None
-    protocol: int | None = None
-    not_protocol: int | None = None
-    icmp: Icmp | None = None
-    not_icmp: Icmp | None = None
-    source: EntityRule = EntityRule()
-    destination: EntityRule = EntityRule()
-    unenforced: tuple[str, ...] = ()
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A NetworkPolicy or GlobalNetworkPolicy. `name` is the user's, `stored_name` the key's;
-    `order` None means last. `types` are the directions it governs."""
-
-    kind: str
-    name: str
-    stored_name: str
-    namespace: str | None
-    tier: str
-    order: float | None
-    selector_text: str
-    namespace_selector_text: str
-    types: frozenset[str]
-    ingress: tuple[Rule, ...]
-    egress: tuple[Rule, ...]
-    unenforced: tuple[str, ...]
-    revision: int
-    selector: Callable[[Labels], bool] = field(compare=False, repr=False, default=lambda labels: True)
-
-    @property
-    def felix_key(self) -> str:
-        """The name Felix breaks order ties on: `<namespace>/<stored name>` or `<stored name>`."""
-        return f"{self.namespace}/{self.stored_name}" if self.namespace else self.stored_name
-
-    @property
-    def sort_key(self) -> tuple[float, str]:
-        """Felix's order within a tier: order ascending (none = +infinity), then `felix_key`."""
-        return (math.inf if self.order is None else self.order, self.felix_key)
-
-    @property
-    def host_only(self) -> bool:
-        """doNotTrack and preDNAT policies are rendered for host endpoints only."""
-        return "doNotTrack" in self.unenforced or "preDNAT" in self.unenforced
-
-    def rules(self, direction: str) -> tuple[Rule, ...]:
-        """Its ingress or egress rules."""
-        return self.ingress if direction == INGRESS else self.egress
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A Profile: rules and the labels it gives its endpoints."""
-
-    name: str
-    ingress: tuple[Rule, ...]
-    egress: tuple[Rule, ...]
-    labels_to_apply: Mapping[str, str]
-
-    def rules(self, direction: str) -> tuple[Rule, ...]:
-        """Its ingress or egress rules."""
-        return self.ingress if direction == INGRESS else self.egress
-
-
-@dataclass(frozen=True)
-class NetworkSet:
-    """A NetworkSet (namespace set) or GlobalNetworkSet (namespace None), selectable by `labels`
-    (a NetworkSet's carry `projectcalico.org/namespace`)."""
-
-    name: str
-    namespace: str | None
-    nets: tuple[IPNetwork, ...]
-    labels: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class EndpointPort:
-    """A named port of a workload endpoint (what a rule's named port resolves to)."""
-
-    name: str
-    protocol: int
-    port: int
-
-
-@dataclass(frozen=True)
-class WorkloadEndpoint:
-    """A workload endpoint: `labels` are its own as Felix receives them (namespace and orchestrator
-    stamped, `pcns.`/`pcsa.` removed, service account added); `endpoint_labels` adds its profiles'."""
-
-    key: str
-    namespace: str
-    name: str
-    node: str
-    interface_name: str
-    labels: Mapping[str, str]
-    profiles: tuple[str, ...]
-    ip_networks: tuple[IPNetwork, ...]
-    ports: tuple[EndpointPort, ...]
-    revision: int
-
+from calico_cni.node.policy_model import (
+    EGRESS,
+    INGRESS,
+    LeftOut,
+    NetworkSet,
+    Policy,
+    Profile,
+    StoredValue,
+    Tier,
+    WorkloadEndpoint,
+    read_record,
+)
 
 # --- reading ------------------------------------------------------------------------------------
 
@@ -259,241 +56,22 @@ class PolicyView:
         network_sets: list[NetworkSet] = []
         weps: dict[str, WorkloadEndpoint] = {}
         for key in sorted(items):
-            kind = _kind_of(key)
-            if kind is None:
-                continue
-            path = key[len(prefix(kind)) :].split("/")
-            if len(path) != (2 if kind.namespaced else 1) or not all(path):
-                problems.append(f"{key}: not a {kind.name} key; left out of policy")
-                continue
-            namespace = path[0] if kind.namespaced else None
-            decoded = _decoded(kind, key, items[key], namespace, problems)
-            if decoded is None:
-                continue
-            raw, doc = decoded
             try:
-                if kind is policy.TIER:
-                    tier = _tier(raw, doc)
-                    tiers[tier.name] = tier
-                elif kind in (policy.NETWORK_POLICY, policy.GLOBAL_NETWORK_POLICY):
-                    policies.append(_policy(kind, path[-1], namespace, raw, doc, items[key].mod_revision))
-                elif kind is policy.PROFILE:
-                    profiles[doc["metadata"]["name"]] = _profile(doc)
-                elif kind in sets.KINDS:
-                    network_sets.append(_network_set(doc, namespace))
-                else:
-                    weps[key] = _endpoint(key, doc, items[key].mod_revision)
-            except Exception as exc:  # noqa: BLE001 - one record must not stop the others
-                problems.append(f"{key}: could not be read ({type(exc).__name__}: {exc}); left out of policy")
+                record = read_record(key, items[key])
+            except LeftOut as exc:
+                problems.append(str(exc))
+                continue
+            if isinstance(record, Tier):
+                tiers[record.name] = record
+            elif isinstance(record, Policy):
+                policies.append(record)
+            elif isinstance(record, Profile):
+                profiles[record.name] = record
+            elif isinstance(record, NetworkSet):
+                network_sets.append(record)
+            elif isinstance(record, WorkloadEndpoint):
+                weps[key] = record
         return cls(tiers, tuple(policies), profiles, tuple(network_sets), weps, tuple(problems))
-
-
-_KINDS = (*policy.KINDS, *sets.KINDS, endpoints.WORKLOAD_ENDPOINT)
-_KIND_OF_PREFIX = {prefix(k): k for k in _KINDS}
-
-
-def _kind_of(key: str) -> Kind | None:
-    """The policy kind whose prefix holds `key`, or None (a key of another kind)."""
-    return next((k for p, k in _KIND_OF_PREFIX.items() if key.startswith(p)), None)
-
-
-def _decoded(kind: Kind, key: str, stored: StoredValue, namespace: str | None, problems: list[str]) -> tuple[dict, dict] | None:
-    """(the record as stored, with the user's name and tier as Calico's client reads them; the same
-    decoded by calicoctl's rules), or None with a problem naming the key."""
-    try:
-        raw = Resource.from_stored(kind, stored.value, stored.mod_revision).doc
-        raw_meta = raw.get("metadata")
-        if not isinstance(raw_meta, dict) or not isinstance(raw.get("spec", {}), dict):
-            raise Invalid("metadata", "expected an object")
-        if namespace is not None:
-            raw_meta["namespace"] = namespace  # the key says where Felix puts it
-        with unknown_fields_skipped():
-            _, doc = kinds.decode({**raw, "apiVersion": kinds.API_VERSION, "kind": kind.name})
-    except Invalid as exc:
-        problems.append(f"{key}: {exc}; left out of policy")
-        return None
-    except Exception as exc:  # noqa: BLE001 - bad JSON, a huge number, a selector nested too deep
-        problems.append(f"{key}: could not be read ({type(exc).__name__}: {exc}); left out of policy")
-        return None
-    return raw, doc
-
-
-def _tier(raw: dict, doc: dict) -> Tier:
-    # Felix orders by the stored order: a tier written without one sorts last (calicoctl's default
-    # of 1,000,000 is a write-time default).
-    order = (raw.get("spec") or {}).get("order")
-    return Tier(doc["metadata"]["name"], None if order is None else float(order), doc["spec"]["defaultAction"])
-
-
-def _policy(kind: Kind, stored_name: str, namespace: str | None, raw: dict, doc: dict, revision: int) -> Policy:
-    spec = doc["spec"]
-    raw_types = (raw.get("spec") or {}).get("types")
-    # Felix: a stored policy without types governs both directions (calicoctl always writes them).
-    types = frozenset(spec["types"]) if raw_types else frozenset((INGRESS, EGRESS))
-    text = spec.get("selector", "")
-    ns_text = spec.get("namespaceSelector", "")
-    if namespace is not None:
-        own = selector.parse(text)
-        matcher = _and(own, lambda labels: labels.get(NAMESPACE_LABEL) == namespace)
-    else:
-        matcher = selector.parse(text)
-        if ns_text:
-            matcher = _and(matcher, _namespace_matcher(ns_text))
-    unenforced = tuple(f for f in UNENFORCED_POLICY_FIELDS if spec.get(f))
-    return Policy(
-        kind=kind.name,
-        name=doc["metadata"]["name"],
-        stored_name=stored_name,
-        namespace=namespace,
-        tier=tier_of(stored_name),
-        order=None if spec.get("order") is None else float(spec["order"]),
-        selector_text=text,
-        namespace_selector_text=ns_text,
-        types=types,
-        ingress=tuple(_rule(r, namespace) for r in spec.get("ingress") or ()),
-        egress=tuple(_rule(r, namespace) for r in spec.get("egress") or ()),
-        unenforced=unenforced,
-        revision=revision,
-        selector=matcher,
-    )
-
-
-def _profile(doc: dict) -> Profile:
-    spec = doc["spec"]
-    return Profile(
-        name=doc["metadata"]["name"],
-        ingress=tuple(_rule(r, None) for r in spec.get("ingress") or ()),
-        egress=tuple(_rule(r, None) for r in spec.get("egress") or ()),
-        labels_to_apply=dict(spec.get("labelsToApply") or {}),
-    )
-
-
-def _network_set(doc: dict, namespace: str | None) -> NetworkSet:
-    labels = dict(doc["metadata"].get("labels") or {})
-    if namespace is not None:
-        labels[NAMESPACE_LABEL] = namespace
-    nets = tuple(ipaddress.ip_network(n, strict=False) for n in doc["spec"].get("nets") or ())
-    return NetworkSet(doc["metadata"]["name"], namespace, nets, labels)
-
-
-def _endpoint(key: str, doc: dict, revision: int) -> WorkloadEndpoint:
-    meta, spec = doc["metadata"], doc["spec"]
-    # As Calico's syncer passes them to Felix: no pcns./pcsa. label (an endpoint must not claim
-    # another namespace's labels), the service account's label from the spec.
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if not k.startswith((NAMESPACE_PREFIX, SERVICE_ACCOUNT_PREFIX))}
-    if spec.get("serviceAccountName"):
-        labels[SERVICE_ACCOUNT_LABEL] = spec["serviceAccountName"]
-    ports = tuple(EndpointPort(p["name"], _protocol_number(p["protocol"]), p["port"]) for p in spec.get("ports") or () if p.get("name"))
-    return WorkloadEndpoint(
-        key=key,
-        namespace=meta["namespace"],
-        name=meta["name"],
-        node=spec.get("node", ""),
-        interface_name=spec["interfaceName"],
-        labels=labels,
-        profiles=tuple(spec.get("profiles") or ()),
-        ip_networks=tuple(ipaddress.ip_network(n, strict=False) for n in spec.get("ipNetworks") or ()),
-        ports=ports,
-        revision=revision,
-    )
-
-
-# --- rules --------------------------------------------------------------------------------------
-
-
-def _protocol_number(value: Any) -> int:
-    return value if isinstance(value, int) else PROTOCOL_NUMBERS[value]
-
-
-def _icmp(value: dict | None) -> Icmp | None:
-    return None if value is None else Icmp(value["type"], value.get("code"))
-
-
-def _ports(values: list | None) -> Ports:
-    ranges, named = [], []
-    for value in values or ():
-        if isinstance(value, int):
-            ranges.append(PortRange(value, value))
-        elif re.fullmatch(r"\d+:\d+", value):
-            low, high = value.split(":")
-            ranges.append(PortRange(int(low), int(high)))
-        else:
-            named.append(value)
-    return Ports(tuple(ranges), tuple(named))
-
-
-def _rule(rule: dict, namespace: str | None) -> Rule:
-    """A decoded rule, typed; `namespace` is a NetworkPolicy's (scopes its rule selectors)."""
-    return Rule(
-        action=rule["action"],
-        ip_version=rule.get("ipVersion"),
-        protocol=None if rule.get("protocol") is None else _protocol_number(rule["protocol"]),
-        not_protocol=None if rule.get("notProtocol") is None else _protocol_number(rule["notProtocol"]),
-        icmp=_icmp(rule.get("icmp")),
-        not_icmp=_icmp(rule.get("notICMP")),
-        source=_entity(rule.get("source") or {}, namespace),
-        destination=_entity(rule.get("destination") or {}, namespace),
-        unenforced=(("http",) if "http" in rule else ())
-        + tuple(f"{side}.{f}" for side in ("source", "destination") for f in ("serviceAccounts", "services") if f in (rule.get(side) or {})),
-        annotations=dict((rule.get("metadata") or {}).get("annotations") or {}),
-    )
-
-
-def _entity(entity: dict, namespace: str | None) -> EntityRule:
-    """A rule side with Calico's effective selector: `(nsPart) && (selector)`, where nsPart is the
-    namespaceSelector matched on `pcns.` labels, else the policy's own namespace (only when the side
-    names a selector or notSelector); `notSelector` is never scoped."""
-    text = entity.get("selector", "")
-    not_text = entity.get("notSelector", "")
-    ns_text = entity.get("namespaceSelector", "")
-    ns_part: Callable[[Labels], bool] | None = None
-    if ns_text:
-        ns_part = _namespace_matcher(ns_text)
-    elif namespace is not None and (text or not_text):
-        ns_part = lambda labels: labels.get(NAMESPACE_LABEL) == namespace  # noqa: E731
-    positive = selector.parse(text) if text else None
-    if ns_part is not None:
-        positive = ns_part if positive is None else _and(ns_part, positive)
-    return EntityRule(
-        nets=tuple(ipaddress.ip_network(n) for n in entity.get("nets") or ()),
-        not_nets=tuple(ipaddress.ip_network(n) for n in entity.get("notNets") or ()),
-        selector_text=text,
-        not_selector_text=not_text,
-        namespace_selector_text=ns_text,
-        ports=_ports(entity.get("ports")),
-        not_ports=_ports(entity.get("notPorts")),
-        unenforced=tuple(f for f in ("serviceAccounts", "services") if f in entity),
-        selector=positive,
-        not_selector=selector.parse(not_text) if not_text else None,
-    )
-
-
-def _and(a: Callable[[Labels], bool], b: Callable[[Labels], bool]) -> Callable[[Labels], bool]:
-    return lambda labels: a(labels) and b(labels)
-
-
-_ALL = re.compile(r"\ball\s*\(\s*\)")
-_GLOBAL = re.compile(r"\bglobal\s*\(\s*\)")
-# Stands for the endpoint's unprefixed namespace label in a namespace view: no label key starts
-# with '/', so no `pcns.` label can collide with it.
-_IN_NAMESPACE = "/in-namespace"
-
-
-def _namespace_matcher(text: str) -> Callable[[Labels], bool]:
-    """A namespaceSelector as Calico rewrites it: every label key gets the `pcns.` prefix, then
-    `all()` becomes `has(projectcalico.org/namespace)` and `global()` its negation (that key left
-    unprefixed). Matched here on a view of the labels: the `pcns.` ones stripped of the prefix, and
-    a stand-in key for the endpoint's own namespace label."""
-    rewritten = _GLOBAL.sub(f"!has({_IN_NAMESPACE})", _ALL.sub(f"has({_IN_NAMESPACE})", text))
-    matcher = selector.parse(rewritten)
-
-    def match(labels: Labels) -> bool:
-        view = {k[len(NAMESPACE_PREFIX) :]: v for k, v in labels.items() if k.startswith(NAMESPACE_PREFIX)}
-        if NAMESPACE_LABEL in labels:
-            view[_IN_NAMESPACE] = ""
-        return matcher(view)
-
-    return match
 
 
 # --- what applies to one endpoint ---------------------------------------------------------------
