@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from calico_cni.model import kinds, selector
 from calico_cni.model.kinds import endpoints, policy, sets
+from calico_cni.model.kinds.policy_rules import PROTOCOL_NUMBERS
 from calico_cni.model.resource import Resource, prefix, tier_of
 from calico_cni.model.schema import Invalid, Kind, unknown_fields_skipped
 
@@ -41,9 +42,6 @@ SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
 NAMESPACE_PREFIX = "pcns."
 SERVICE_ACCOUNT_PREFIX = "pcsa."
 INGRESS, EGRESS = "Ingress", "Egress"
-
-# Calico's protocol names as numbers (its iptables/nftables renderers match on these).
-PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136}
 
 # Fields Calico stores and we show but do not enforce (issue 18).
 UNENFORCED_POLICY_FIELDS = ("serviceAccountSelector", "doNotTrack", "preDNAT", "applyOnForward")

@@ -129,6 +129,13 @@ def test_rules_are_typed_with_protocol_numbers_icmp_ranges_and_named_ports():
     assert r.unenforced == () and not r.source.has_selector and r.destination.has_selector
 
 
+def test_every_protocol_name_calico_accepts_becomes_its_iana_number():
+    iana = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136}
+    rules = [{"action": "Allow", "protocol": name} for name in iana]
+    p = one(stored("GlobalNetworkPolicy", "p", {"ingress": rules}))
+    assert {name: r.protocol for name, r in zip(iana, p.ingress)} == iana
+
+
 def test_stored_but_unenforced_fields_are_flagged():
     rule = {"action": "Allow", "protocol": "TCP", "http": {"methods": ["GET"]}, "source": {"serviceAccounts": {"names": ["sa"]}}}
     service = {"action": "Allow", "source": {"services": {"name": "api"}}}

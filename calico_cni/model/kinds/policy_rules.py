@@ -18,9 +18,13 @@ from typing import Any
 from calico_cni.model import checks
 from calico_cni.model.schema import Enum, Field, Int, Invalid, List, Map, Obj, Str, join, type_name
 
-PROTOCOL_NAMES = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
-# Protocols whose packets have ports, by name and by number (TCP 6, UDP 17, SCTP 132).
-PORT_PROTOCOLS = ("TCP", "UDP", "SCTP", 6, 17, 132)
+# Calico's protocol names, in its order, with their IANA numbers (the one protocol table: the
+# validator checks names against it, Felix's renderers match on the numbers).
+PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136}
+PROTOCOL_NAMES = tuple(PROTOCOL_NUMBERS)
+# Protocols whose packets have ports, by name and by number.
+_PORTED = ("TCP", "UDP", "SCTP")
+PORT_PROTOCOLS = _PORTED + tuple(PROTOCOL_NUMBERS[n] for n in _PORTED)
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
 GLOBAL_SELECTOR = "global()"
 ANNOTATIONS_LIMIT = 256 * 1024
