@@ -13,8 +13,9 @@ Calico v3.30's semantics, as its syncer and Felix apply them (facts in
   order ties on `<namespace>/<stored name>` (NetworkPolicy) or `<stored name>`;
 - a stored policy with no `types` governs both directions (Felix); calicoctl always writes them;
 - a NetworkPolicy selects `(<selector>) && projectcalico.org/namespace == '<ns>'`; a GNP's
-  `namespaceSelector` is matched against the endpoint's `pcns.` labels, `all()` meaning "in a
-  namespace"; rule selectors are scoped the same way;
+  `namespaceSelector` is matched against the endpoint's `pcns.` labels, and once it is set every
+  `all()` (in its own selector too) means "in a namespace"; rule selectors are scoped the same way,
+  where `global()` (allowed only in a rule's namespaceSelector) means "in no namespace";
 - doNotTrack and preDNAT policies are rendered for host endpoints only (`Policy.host_only`);
 - an endpoint's own labels lose `pcns.`/`pcsa.` (they would spoof another namespace).
 """
@@ -312,10 +313,10 @@ def _policy(kind: Kind, stored_name: str, namespace: str | None, raw: dict, doc:
     if namespace is not None:
         own = selector.parse(text)
         matcher = _and(own, lambda labels: labels.get(NAMESPACE_LABEL) == namespace)
+    elif ns_text:
+        matcher = _gnp_selector(text, ns_text)
     else:
         matcher = selector.parse(text)
-        if ns_text:
-            matcher = _and(matcher, _namespace_matcher(ns_text))
     unenforced = tuple(f for f in UNENFORCED_POLICY_FIELDS if spec.get(f))
     return Policy(
         kind=kind.name,
@@ -333,6 +334,18 @@ def _policy(kind: Kind, stored_name: str, namespace: str | None, raw: dict, doc:
         revision=revision,
         selector=matcher,
     )
+
+
+def _gnp_selector(text: str, ns_text: str) -> Callable[[Labels], bool]:
+    """A GNP's effective selector when it sets a namespaceSelector, as Calico's syncer builds it:
+    `(<selector>) && <namespaceSelector, pcns.-prefixed>`, or the prefixed namespaceSelector alone
+    when the selector is empty; then every `all()` in the whole, the GNP's own selector included,
+    becomes `has(projectcalico.org/namespace)`. (Calico replaces the text literally, so an `all()`
+    inside a quoted label value would be rewritten too: not followed here.)"""
+    ns_part = _namespace_matcher(ns_text, in_rule=False)
+    if not text:
+        return ns_part
+    return _and(selector.parse(_ALL.sub(f"has({NAMESPACE_LABEL})", text)), ns_part)
 
 
 def _profile(doc: dict) -> Profile:
@@ -425,7 +438,7 @@ def _entity(entity: dict, namespace: str | None) -> EntityRule:
     ns_text = entity.get("namespaceSelector", "")
     ns_part: Callable[[Labels], bool] | None = None
     if ns_text:
-        ns_part = _namespace_matcher(ns_text)
+        ns_part = _namespace_matcher(ns_text, in_rule=True)
     elif namespace is not None and (text or not_text):
         ns_part = lambda labels: labels.get(NAMESPACE_LABEL) == namespace  # noqa: E731
     positive = selector.parse(text) if text else None
@@ -456,12 +469,17 @@ _GLOBAL = re.compile(r"\bglobal\s*\(\s*\)")
 _IN_NAMESPACE = "/in-namespace"
 
 
-def _namespace_matcher(text: str) -> Callable[[Labels], bool]:
+def _namespace_matcher(text: str, *, in_rule: bool) -> Callable[[Labels], bool]:
     """A namespaceSelector as Calico rewrites it: every label key gets the `pcns.` prefix, then
-    `all()` becomes `has(projectcalico.org/namespace)` and `global()` its negation (that key left
-    unprefixed). Matched here on a view of the labels: the `pcns.` ones stripped of the prefix, and
-    a stand-in key for the endpoint's own namespace label."""
-    rewritten = _GLOBAL.sub(f"!has({_IN_NAMESPACE})", _ALL.sub(f"has({_IN_NAMESPACE})", text))
+    `all()` becomes `has(projectcalico.org/namespace)` (that key left unprefixed). Only a rule's
+    namespaceSelector (`in_rule`) also has `global()` rewritten to `!has(projectcalico.org/namespace)`
+    (Calico's rules.go); a GNP's spec.namespaceSelector never does (its processor rewrites `all()`
+    alone, and calicoctl refuses `global()` there), so an unrewritten `global()` matches anything, as
+    in Calico's selector. Matched here on a view of the labels: the `pcns.` ones stripped of the
+    prefix, and a stand-in key for the endpoint's own namespace label."""
+    rewritten = _ALL.sub(f"has({_IN_NAMESPACE})", text)
+    if in_rule:
+        rewritten = _GLOBAL.sub(f"!has({_IN_NAMESPACE})", rewritten)
     matcher = selector.parse(rewritten)
 
     def match(labels: Labels) -> bool:

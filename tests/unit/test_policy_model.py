@@ -273,3 +273,23 @@ def test_rule_selectors_in_a_gnp_and_profile_are_not_scoped_and_all_and_global_m
     assert all_.selects(DEV_WEB) and not all_.selects(GLOBAL_SET)
     assert global_.selects(GLOBAL_SET) and not global_.selects(PROD_WEB)
     assert profile.selects(DEV_WEB)
+
+
+def test_a_gnp_namespace_selector_rewrites_all_in_the_whole_selector_as_calicos_syncer_does():
+    # Calico: `(<selector>) && <pcns.-prefixed namespaceSelector>`, then every all() becomes
+    # has(projectcalico.org/namespace), the GNP's own selector included.
+    def gnp(sel: str):
+        return one(stored("GlobalNetworkPolicy", "g", {"selector": sel, "namespaceSelector": "!has(team)"})).selector
+
+    host = {"role": "any"}  # no namespace label: a host endpoint or global set
+    assert gnp("all()")(PROD_WEB) and not gnp("all()")(host)
+    assert gnp("app == 'web' || all()")(DEV_WEB) and not gnp("app == 'web' || all()")(host)
+    # An empty selector yields the prefixed namespaceSelector alone: no all() to rewrite.
+    assert gnp("")(PROD_WEB) and gnp("")(host)
+    assert not gnp("")({**PROD_WEB, "pcns.team": "a"})
+
+
+def test_global_is_refused_in_a_gnp_namespace_selector_so_only_rules_rewrite_it():
+    doc = {"kind": "GlobalNetworkPolicy", "metadata": {"name": "default.g"}, "spec": {"namespaceSelector": "global()"}}
+    with pytest.raises(LeftOut, match="global"):
+        one(raw("globalnetworkpolicies/default.g", doc))
