@@ -7,8 +7,9 @@ with the product except the selector parser (`calico_cni.model.selector`). Every
 against every document directly. "§2" etc. cite /work/shared/reference/calico-policy.md; "felix/..."
 and "libcalico-go/..." cite Calico v3.30.0's source, read for facts.
 
-Scope: workload endpoints only (host endpoints, doNotTrack, preDNAT, applyOnForward, service
-accounts, services and http are not enforced by the product, issue 18), and traffic between two
+Scope: workload endpoints only (host endpoints, applyOnForward, service accounts, services and
+http are not enforced by the product, issue 18; doNotTrack and preDNAT policies are skipped, as
+Calico renders them for host endpoints only), and traffic between two
 workloads or between a workload and an outside address; workload to its own host
 (`defaultEndpointToHostAction`) is not modelled.
 """
@@ -123,6 +124,50 @@ def _addr(text: str) -> Addr:
     return ipaddress.ip_address(text.split("/")[0])
 
 
+def _host_only(policy: Mapping[str, Any]) -> bool:
+    """A doNotTrack or preDNAT GNP goes into Felix's untracked / preDNAT tiers, which are rendered
+    for host endpoints only: it is never in a workload's tiers and never causes an end-of-tier
+    drop there (felix/calc/event_sequencer.go tierInfoToProtoTierInfo)."""
+    spec = policy.get("spec") or {}
+    return bool(spec.get("doNotTrack") or spec.get("preDNAT"))
+
+
+# libcalico-go/lib/names/policy.go policyNameIsFormatted: names kept as they are, tier implied.
+_FORMATTED = {
+    "knp.default.": "default",
+    "kanp.adminnetworkpolicy.": "adminnetworkpolicy",
+    "kbanp.baselineadminnetworkpolicy.": "baselineadminnetworkpolicy",
+    "ossg.": "default",
+}
+
+
+def stored_name(policy: Mapping[str, Any]) -> str:
+    """The policy's name as v3.30 stores it, and as Felix keys it (calico-policy.md §1 "Names by
+    version"; names/policy.go TieredPolicyName): a formatted name as it is, a name without a dot
+    becomes `default.<name>` (the user's name then lives in the projectcalico.org/metadata
+    annotation), a dotted name is already `<tier>.<name>`. An already stored record reads the same.
+    Raises ValueError when the name's tier is not spec.tier (or default when unset): calicoctl
+    refuses such a document (validateBackendTieredPolicyName), and for formatted names, which
+    Calico accepts whatever spec.tier says, the oracle refuses too rather than guess."""
+    meta, spec = policy.get("metadata") or {}, policy.get("spec") or {}
+    name = meta.get("name") or ""
+    if not name:
+        raise ValueError(f"{policy['kind']} without a name")
+    stored = name if any(name.startswith(p) for p in _FORMATTED) or "." in name else f"default.{name}"
+    if tier_of(stored) != (spec.get("tier") or "default"):
+        raise ValueError(f"{policy['kind']} {name!r}: name and spec.tier {spec.get('tier')!r} disagree")
+    return stored
+
+
+def tier_of(stored: str) -> str:
+    """The tier Felix files a policy under, taken from its stored name (names/policy.go
+    TierFromPolicyName, used by the syncer's policy key converters), not from spec.tier."""
+    for prefix, tier in _FORMATTED.items():
+        if stored.startswith(prefix):
+            return tier
+    return stored.split(".", 1)[0] if "." in stored else "default"
+
+
 @dataclass(frozen=True)
 class _Entity:
     """Something a rule selector can match: a workload endpoint or a (global) network set."""
@@ -143,6 +188,7 @@ class World:
         self.profiles: dict[str, Mapping[str, Any]] = {}
         self.policies: list[Mapping[str, Any]] = []
         self.endpoints: dict[str, Mapping[str, Any]] = {}
+        self.unrendered: set[str] = set()
         self.netsets: list[Mapping[str, Any]] = []
         for doc in documents:
             kind, meta = doc["kind"], doc.get("metadata", {})
@@ -151,14 +197,23 @@ class World:
             elif kind == "Profile":
                 self.profiles[meta["name"]] = doc
             elif kind in ("NetworkPolicy", "GlobalNetworkPolicy"):
-                self.policies.append(doc)
+                stored_name(doc)  # Refuse a name that disagrees with spec.tier up front.
+                if not _host_only(doc):
+                    self.policies.append(doc)
             elif kind == "WorkloadEndpoint":
-                self.endpoints[f"{meta.get('namespace', 'default')}/{meta['name']}"] = doc
+                key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+                # workloadendpointprocessor.go: the syncer drops a WEP with no ipNetworks (its
+                # rules cannot be rendered yet), so Felix has no such endpoint: it is neither
+                # policed nor selectable. Choice: probes from or to it are refused (address_of).
+                if (doc.get("spec") or {}).get("ipNetworks"):
+                    self.endpoints[key] = doc
+                else:
+                    self.unrendered.add(key)
             elif kind in ("NetworkSet", "GlobalNetworkSet"):
                 self.netsets.append(doc)
             else:
                 raise ValueError(f"the oracle does not know kind {kind!r}")
-        self.entities = [self._endpoint_entity(wep) for wep in self.endpoints.values() if wep.get("spec", {}).get("ipNetworks")]
+        self.entities = [self._endpoint_entity(wep) for wep in self.endpoints.values()]
         self.entities += [self._netset_entity(ns) for ns in self.netsets]
 
     # --- labels (§2 "Endpoint labels") -----------------------------------------------------
@@ -171,8 +226,8 @@ class World:
         meta, spec = wep.get("metadata", {}), wep.get("spec", {})
         own = {k: v for k, v in (meta.get("labels") or {}).items() if not k.startswith((NS_PREFIX, SA_PREFIX))}
         own[NS_LABEL] = meta.get("namespace", "default")
-        if spec.get("orchestrator"):
-            own[ORCH_LABEL] = spec["orchestrator"]
+        # clientv3/workloadendpoint.go updateLabelsForStorage: always set, "" when unset.
+        own[ORCH_LABEL] = spec.get("orchestrator") or ""
         if spec.get("serviceAccountName"):
             own[SA_LABEL] = spec["serviceAccountName"]
         return self._inherit(own, spec.get("profiles") or [])
@@ -217,14 +272,18 @@ class World:
         if policy["kind"] == "NetworkPolicy":
             # §2: NP's backend selector is (<selector>) && projectcalico.org/namespace == '<ns>'.
             return labels.get(NS_LABEL) == meta.get("namespace", "default") and _match(spec.get("selector", ""), labels)
-        ns_sel = spec.get("namespaceSelector", "")
+        own, ns_sel = spec.get("selector", "") or "", spec.get("namespaceSelector", "") or ""
         if not ns_sel:
-            return _match(spec.get("selector", ""), labels)
-        # §2 / globalnetworkpolicyprocessor.go: the namespaceSelector is pcns.-prefixed and ANDed
-        # in, then every all() of the whole expression becomes has(projectcalico.org/namespace);
-        # global() is left alone (so it matches everything).
-        own = _ALL.sub(f"has({NS_LABEL})", spec.get("selector", "") or "all()")
-        return _match(own, labels) and _prefixed_match(ns_sel, NS_PREFIX, labels, global_means_no_namespace=False)
+            return _match(own, labels)
+        # globalnetworkpolicyprocessor.go ConvertGlobalNetworkPolicyV3ToV1Value, literally: only
+        # with a namespaceSelector, the pcns.-prefixed namespaceSelector is ANDed to the selector
+        # (it alone when the selector is empty: no has() added) and then the text "all()" of the
+        # whole expression becomes has(projectcalico.org/namespace) (a plain string replace of
+        # the user's selector text; the prefixed part is re-rendered, where all() is "all()").
+        # global() is left alone, so it matches everything.
+        if own and not _match(own.replace("all()", f"has({NS_LABEL})"), labels):
+            return False
+        return _prefixed_match(ns_sel, NS_PREFIX, labels, global_means_no_namespace=False)
 
     def _tier_key(self, name: str) -> tuple:
         """§2 "Ordering": tiers that exist first, then order ascending (none last), then name
@@ -236,9 +295,11 @@ class World:
     def _policy_key(policy: Mapping[str, Any]) -> tuple:
         """§2 "Ordering": order ascending, none = +infinity; ties by the v3.30 backend key name,
         `<ns>/<stored name>` for NP and the stored name for GNP (policy_sorter.go PolKVLess,
-        networkpolicyprocessor.go)."""
+        networkpolicyprocessor.go convertNetworkPolicyV3ToV1Key)."""
         meta, order = policy.get("metadata", {}), policy.get("spec", {}).get("order")
-        name = meta["name"] if policy["kind"] == "GlobalNetworkPolicy" else f"{meta.get('namespace', 'default')}/{meta['name']}"
+        name = stored_name(policy)
+        if policy["kind"] == "NetworkPolicy":
+            name = f"{meta.get('namespace', 'default')}/{name}"
         return (math.inf if order is None else float(order), name)
 
     # --- rule matching ------------------------------------------------------------------------
@@ -370,12 +431,10 @@ class World:
         wep = self.endpoints[endpoint]
         labels = self.endpoint_labels(wep)
         rules_key, type_name = direction, direction.capitalize()
-        tier_names = set(self.tiers) | {p.get("spec", {}).get("tier") or "default" for p in self.policies}
+        tier_names = set(self.tiers) | {tier_of(stored_name(p)) for p in self.policies}
         for tier in sorted(tier_names, key=self._tier_key):
             applicable = [
-                p
-                for p in self.policies
-                if (p.get("spec", {}).get("tier") or "default") == tier and type_name in self._types(p.get("spec", {})) and self._selects(p, labels)
+                p for p in self.policies if tier_of(stored_name(p)) == tier and type_name in self._types(p.get("spec", {})) and self._selects(p, labels)
             ]
             if not applicable:
                 continue  # §2 step 2: a tier with no applicable policy has no effect.
@@ -411,6 +470,8 @@ class World:
 
     def address_of(self, end: str, version: int) -> Addr:
         """The probe end's address: an address as given, or the endpoint's first of that family."""
+        if end in self.unrendered:
+            raise ValueError(f"endpoint {end} has no ipNetworks: Calico's syncer drops it, the oracle refuses the probe")
         if end in self.endpoints:
             for n in self.endpoints[end].get("spec", {}).get("ipNetworks") or ():
                 if _net(n).version == version:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from tests.policy_oracle import Probe, World, evaluate
 
 
@@ -233,7 +235,9 @@ def test_not_icmp():
     rule = {"protocol": "ICMP", "notICMP": {"type": 8}}
     assert not verdict([A, B, OPEN, only(rule)], icmp(8))
     assert verdict([A, B, OPEN, only(rule)], icmp(0))
-    # notICMP needs an ICMP packet: TCP does not match.
+    # The oracle's own choice, for records written to etcd directly: calicoctl refuses notICMP
+    # without protocol ICMP/ICMPv6, so Calico's documents never reach this; the oracle says
+    # notICMP needs an ICMP packet, so TCP does not match.
     assert not verdict([A, B, OPEN, only({"notICMP": {"type": 8}})])
 
 
@@ -379,3 +383,72 @@ def test_a_tier_without_its_resource_runs_after_the_existing_ones():
     deny = gnp("late.d", {"tier": "late", "ingress": [DENY]})
     assert verdict([A, B, OPEN, tier("t", 5), allow, deny])
     assert not verdict([A, B, OPEN, tier("late", 5), allow, deny])
+
+
+# --- review findings (issue 18 foundations) -----------------------------------------------------
+
+
+def test_do_not_track_and_pre_dnat_policies_never_apply_to_workloads():
+    # event_sequencer.go tierInfoToProtoTierInfo: they go to host-endpoint-only tiers, so no
+    # deny and no end-of-tier drop for b; the profile allows.
+    assert verdict([A, B, OPEN, gnp("p", {"doNotTrack": True, "ingress": [DENY]})])
+    assert verdict([A, B, OPEN, gnp("p", {"preDNAT": True, "ingress": [DENY]})])
+    # The same policy, tracked, denies.
+    assert not verdict([A, B, OPEN, gnp("p", {"ingress": [DENY]})])
+
+
+def test_ties_broken_by_stored_names():
+    # Equal order in the default tier: NP de/x is keyed `de/default.x`, GNP b is `default.b`;
+    # "de/" < "def" so the NP runs first (user names would put "b" before "de/x").
+    b_de = wep("b", "10.0.0.2", {"app": "b"}, ns="de")
+    allow, deny = np("x", {"order": 5, "ingress": [ALLOW]}, ns="de"), gnp("b", {"order": 5, "ingress": [DENY]})
+    v = evaluate(TIERS + [A, b_de, OPEN, allow, deny], tcp(dst="de/b"))
+    assert v.allowed and v.decisions[-1].by == "tier default NetworkPolicy de/default.x ingress rule 0 Allow"
+    # A record already stored (name `default.x`, user name in the annotation) reads the same.
+    stored = np("default.x", {"order": 5, "ingress": [ALLOW]}, ns="de")
+    stored["metadata"]["annotations"] = {"projectcalico.org/metadata": '{"name":"x"}'}
+    assert verdict([A, b_de, OPEN, stored, deny], tcp(dst="de/b"))
+
+
+def test_tier_comes_from_the_stored_name_and_a_mismatch_is_refused():
+    t = tier("t", 10)
+    assert not verdict([A, B, OPEN, t, gnp("t.d", {"tier": "t", "ingress": [DENY]})])
+    for bad in (gnp("t.d", {"ingress": [DENY]}), gnp("d", {"tier": "t", "ingress": [DENY]}), gnp("u.d", {"tier": "t", "ingress": [DENY]})):
+        with pytest.raises(ValueError, match="disagree"):
+            World(TIERS + [A, B, OPEN, t, bad])
+    # A Kubernetes policy's formatted name is in the default tier.
+    assert not verdict([A, B, OPEN, np("knp.default.k", {"tier": "default", "ingress": [DENY]})])
+
+
+def test_gnp_namespace_selector_combination_is_literal():
+    # Empty selector: only the prefixed namespaceSelector, no has(projectcalico.org/namespace)
+    # added, so something without a namespace label is selected by `!has(team)`.
+    w = World(TIERS)
+    assert w._selects(gnp("p", {"namespaceSelector": "!has(team)"}), {"x": "1"})
+    # The text all() of the selector is replaced, even inside a string literal.
+    odd = wep("b", "10.0.0.2", {"note": "all()"})
+    sel = {"selector": "note == 'all()'", "ingress": [DENY]}
+    assert not verdict([A, odd, OPEN, gnp("p", sel)])
+    assert verdict([A, odd, OPEN, gnp("p", {**sel, "namespaceSelector": "all()"})])
+
+
+def test_orchestrator_label_always_set():
+    bare = wep("a", "10.0.0.1", {"projectcalico.org/orchestrator": "spoof"})
+    del bare["spec"]["orchestrator"]
+    w = World([bare])
+    assert w.endpoint_labels(w.endpoints["default/a"])["projectcalico.org/orchestrator"] == ""
+    # Selectable with its empty value.
+    assert verdict([bare, B, OPEN, only({"source": {"selector": "projectcalico.org/orchestrator == ''"}})])
+
+
+def test_endpoint_without_ip_networks_is_dropped():
+    # workloadendpointprocessor.go: the syncer drops it: no endpoint, nothing to select.
+    a = wep("a", "10.0.0.1", {"app": "a"})
+    a["spec"]["ipNetworks"] = []
+    w = World(TIERS + [a, B, OPEN])
+    assert "default/a" not in w.endpoints and [e.labels.get("app") for e in w.entities] == ["b"]
+    # The oracle's choice: a probe from or to it is refused, not judged.
+    with pytest.raises(ValueError, match="no ipNetworks"):
+        w.evaluate(tcp())
+    with pytest.raises(ValueError, match="no ipNetworks"):
+        w.evaluate(tcp(src="default/b", dst="default/a"))
