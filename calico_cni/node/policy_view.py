@@ -11,7 +11,11 @@ sections 1 and 2):
   real one; policies in a tier by order ascending (none last), then Felix's key;
 - doNotTrack and preDNAT policies are rendered for host endpoints only: never for a workload;
 - an endpoint's labels are its own over its profiles' `labelsToApply`, the first profile winning
-  among profiles.
+  among profiles; a NetworkSet's likewise over its namespace's profile `kns.<ns>` (Calico's syncer
+  gives it that profile, so a rule's namespaceSelector sees its namespace's `pcns.` labels);
+- a WorkloadEndpoint with no ipNetworks is left out of the view, as Calico's syncer drops it
+  before Felix sees it (no rule can be rendered for it); it is not a problem, so not in `problems`;
+- an endpoint's profiles apply in its order, a named but absent profile a deny-all in its place.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from calico_cni.node.policy_model import (
     WorkloadEndpoint,
     read_record,
 )
+from calico_cni.workload import NAMESPACE_PROFILE_PREFIX
 
 # --- reading ------------------------------------------------------------------------------------
 
@@ -69,7 +74,8 @@ class PolicyView:
                 profiles[record.name] = record
             elif isinstance(record, NetworkSet):
                 network_sets.append(record)
-            elif isinstance(record, WorkloadEndpoint):
+            elif isinstance(record, WorkloadEndpoint) and record.ip_networks:
+                # Calico's syncer drops an endpoint with no ipNetworks: Felix never sees it.
                 weps[key] = record
         return cls(tiers, tuple(policies), profiles, tuple(network_sets), weps, tuple(problems))
 
@@ -77,15 +83,28 @@ class PolicyView:
 # --- what applies to one endpoint ---------------------------------------------------------------
 
 
-def endpoint_labels(view: PolicyView, endpoint: WorkloadEndpoint) -> dict[str, str]:
-    """The labels selectors see on `endpoint`: its own, then each profile's `labelsToApply` in the
-    endpoint's order for keys not yet set (its own win; the first profile wins among profiles)."""
-    labels = dict(endpoint.labels)
-    for name in endpoint.profiles:
+def _with_profiles(view: PolicyView, own: Mapping[str, str], profiles: tuple[str, ...]) -> dict[str, str]:
+    """`own` labels, then each profile's `labelsToApply` in order for keys not yet set (own labels
+    win; the first profile wins among profiles; an absent profile gives none)."""
+    labels = dict(own)
+    for name in profiles:
         profile = view.profiles.get(name)
         for key, value in (profile.labels_to_apply if profile else {}).items():
             labels.setdefault(key, value)
     return labels
+
+
+def endpoint_labels(view: PolicyView, endpoint: WorkloadEndpoint) -> dict[str, str]:
+    """The labels selectors see on `endpoint`: its own over its profiles', in its order."""
+    return _with_profiles(view, endpoint.labels, endpoint.profiles)
+
+
+def network_set_labels(view: PolicyView, network_set: NetworkSet) -> dict[str, str]:
+    """The labels selectors see on `network_set`: its own over its namespace's profile
+    `kns.<namespace>` (Calico's syncer gives every NetworkSet that profile; a GlobalNetworkSet has
+    none), so its namespace's `pcns.` labels are visible to a rule's namespaceSelector."""
+    profiles = (NAMESPACE_PROFILE_PREFIX + network_set.namespace,) if network_set.namespace is not None else ()
+    return _with_profiles(view, network_set.labels, profiles)
 
 
 @dataclass(frozen=True)
@@ -102,13 +121,13 @@ class TierPolicies:
 @dataclass(frozen=True)
 class EndpointPolicies:
     """What applies to one endpoint: per direction, the tiers with at least one applicable policy in
-    Felix's order; then its profiles in its order (`missing_profiles`: named but absent, each a
-    deny-all); `unenforced` lists what applies but is not enforced here, for the view to say so."""
+    Felix's order; then its profiles in its order as `(name, Profile)`, the Profile None for one
+    named but absent (a deny-all in its place, so the order matters); `unenforced` lists what
+    applies but is not enforced here, for the view to say so."""
 
     ingress: tuple[TierPolicies, ...]
     egress: tuple[TierPolicies, ...]
-    profiles: tuple[Profile, ...]
-    missing_profiles: tuple[str, ...]
+    profiles: tuple[tuple[str, Profile | None], ...]
     labels: Mapping[str, str]
     unenforced: tuple[str, ...] = ()
 
@@ -152,10 +171,11 @@ def applicable(view: PolicyView, endpoint: WorkloadEndpoint) -> EndpointPolicies
                 )
             )
         directions[direction] = tuple(tiers)
-    profiles = tuple(view.profiles[n] for n in endpoint.profiles if n in view.profiles)
-    missing = tuple(n for n in endpoint.profiles if n not in view.profiles)
-    for profile in profiles:
+    profiles = tuple((n, view.profiles.get(n)) for n in endpoint.profiles)
+    for _, profile in profiles:
+        if profile is None:
+            continue
         for direction in (INGRESS, EGRESS):
             for i, rule in enumerate(profile.rules(direction)):
                 unenforced += [f"Profile({profile.name}).spec.{direction.lower()}[{i}].{f}" for f in rule.unenforced]
-    return EndpointPolicies(directions[INGRESS], directions[EGRESS], profiles, missing, labels, tuple(unenforced))
+    return EndpointPolicies(directions[INGRESS], directions[EGRESS], profiles, labels, tuple(unenforced))

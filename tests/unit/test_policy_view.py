@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from calico_cni.model import kinds
 from calico_cni.model.keys import RESOURCES
 from calico_cni.model.resource import Resource
-from calico_cni.node.policy_view import PolicyView, applicable, endpoint_labels
+from calico_cni.node.policy_view import PolicyView, applicable, endpoint_labels, network_set_labels
 
 API = "projectcalico.org/v3"
 
@@ -112,6 +112,12 @@ def test_hostile_records_are_skipped_with_a_problem_naming_them_and_the_others_k
         assert any(p.startswith(key + ":") for p in v.problems), key
 
 
+def test_an_endpoint_with_no_ip_networks_is_left_out_as_calicos_syncer_drops_it():
+    v = view(wep("noip", ipNetworks=[]), wep("web"))
+    assert [e.interface_name for e in v.endpoints.values()] == ["caliweb"]
+    assert v.problems == ()  # not a bad record: Felix simply never sees it
+
+
 # --- endpoint labels ----------------------------------------------------------------------------
 
 
@@ -126,6 +132,22 @@ def test_endpoint_labels_merge_profiles_with_the_endpoints_own_winning_then_the_
     assert labels["team"] == "first" and labels["tier"] == "first"
     assert labels["only1"] == "x" and labels["only2"] == "y"
     assert labels["projectcalico.org/namespace"] == "prod" and labels["projectcalico.org/orchestrator"] == "k8s"
+
+
+def test_a_network_set_inherits_its_namespaces_profile_labels_and_a_global_set_none():
+    v = view(
+        stored("Profile", "kns.prod", {"labelsToApply": {"pcns.env": "prod", "role": "profile"}}),
+        stored("NetworkSet", "office", {"nets": ["198.51.100.0/24"]}, "prod", labels={"role": "own"}),
+        stored("NetworkSet", "lab", {"nets": ["198.51.101.0/24"]}, "dev"),
+        stored("GlobalNetworkSet", "kns.prod-lookalike", {"nets": ["0.0.0.0/0"]}),
+    )
+    by_name = {s.name: network_set_labels(v, s) for s in v.network_sets}
+    assert by_name["office"] == {"role": "own", "pcns.env": "prod", "projectcalico.org/namespace": "prod"}
+    assert by_name["lab"] == {"projectcalico.org/namespace": "dev"}  # kns.dev absent: nothing added
+    assert by_name["kns.prod-lookalike"] == {}
+    # So a rule's namespaceSelector selects the set through its namespace's labels.
+    (gnp,) = view(stored("GlobalNetworkPolicy", "g", {"ingress": [{"action": "Allow", "source": {"namespaceSelector": "env == 'prod'"}}]})).policies
+    assert gnp.ingress[0].source.selects(by_name["office"]) and not gnp.ingress[0].source.selects(by_name["lab"])
 
 
 # --- what applies -------------------------------------------------------------------------------
@@ -214,8 +236,18 @@ def test_profiles_in_the_endpoints_order_and_missing_ones_named():
         wep(profiles=["b", "gone", "a"]),
     )
     result = applicable(v, only_endpoint(v))
-    assert [p.name for p in result.profiles] == ["b", "a"] and result.missing_profiles == ("gone",)
+    assert [(n, p.name if p else None) for n, p in result.profiles] == [("b", "b"), ("gone", None), ("a", "a")]
     assert result.unenforced == ("Profile(b).spec.ingress[0].http",)
+
+
+def test_a_missing_profile_keeps_its_place_among_the_endpoints_profiles():
+    # A missing profile is a deny-all where it stands: before "b" it denies what "b" would allow.
+    def order(profiles: list[str]) -> list[tuple[str, bool]]:
+        v = view(stored("Profile", "b", {"ingress": [{"action": "Allow"}]}), wep(profiles=profiles))
+        return [(n, p is not None) for n, p in applicable(v, only_endpoint(v)).profiles]
+
+    assert order(["gone", "b"]) == [("gone", False), ("b", True)]
+    assert order(["b", "gone"]) == [("b", True), ("gone", False)]
 
 
 def test_policy_selectors_see_the_profiles_labels():
