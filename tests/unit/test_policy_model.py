@@ -4,56 +4,12 @@ resources (tiers, policies, profiles, network sets, workload endpoints, rules), 
 from __future__ import annotations
 
 import ipaddress
-import json
-from dataclasses import dataclass
 
 import pytest
 
-from calico_cni.model import kinds
 from calico_cni.model.keys import RESOURCES
-from calico_cni.model.resource import Resource
 from calico_cni.node.policy_model import EGRESS, INGRESS, EndpointPort, LeftOut, PortRange, read_record
-
-API = "projectcalico.org/v3"
-
-
-@dataclass
-class KV:
-    value: bytes
-    mod_revision: int = 7
-
-
-def stored(kind: str, name: str, spec: dict, namespace: str | None = None, labels: dict | None = None) -> tuple[str, KV]:
-    """(key, record) as calicoctl stores the document (decoded with its rules, policy names
-    tier-prefixed with the user's name in the annotation)."""
-    meta: dict = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    k, doc = kinds.decode({"apiVersion": API, "kind": kind, "metadata": meta, "spec": spec})
-    resource = Resource(k, doc)
-    return resource.key, KV(resource.to_json())
-
-
-def raw(key: str, doc: dict) -> tuple[str, KV]:
-    """A record written straight to etcd, as given."""
-    return RESOURCES + key, KV(json.dumps(doc).encode())
-
-
-def wep(name: str = "web", namespace: str = "prod", labels: dict | None = None, profiles: list | None = None, **spec) -> tuple[str, KV]:
-    body = {
-        "orchestrator": "k8s",
-        "node": "node1",
-        "pod": name,
-        "endpoint": "eth0",
-        "interfaceName": f"cali{name}",
-        "ipNetworks": ["10.0.0.1/32"],
-        "profiles": profiles if profiles is not None else [],
-        **spec,
-    }
-    return stored("WorkloadEndpoint", "", body, namespace, labels)
-
+from tests.policy_support import KV, raw, stored, wep  # noqa: F401 - KV: the records' type
 
 def one(record: tuple[str, KV]):
     """The typed resource of one (key, record)."""
