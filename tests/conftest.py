@@ -104,11 +104,10 @@ def fabric():
     netns.sweep_stale()
     name = netns.add(f"{netns.PREFIX}fabric-{os.getpid()}")
     netns.ip("-n", name, "addr", "add", f"{FABRIC_ADDRESS}/32", "dev", "lo")
-    previous = netns.enter(name)
     try:
-        yield name
+        with netns.inside(name):
+            yield name
     finally:
-        netns.leave(previous)
         netns.delete(name)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+from contextlib import contextmanager
+from typing import Iterator
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/var/run/netns"
@@ -46,6 +48,16 @@ def leave(previous: int) -> None:
         setns_fd(previous)
     finally:
         os.close(previous)
+
+
+@contextmanager
+def inside(name: str) -> Iterator[str]:
+    """The calling thread in namespace `name` for the block, back where it was afterwards."""
+    previous = enter(name)
+    try:
+        yield name
+    finally:
+        leave(previous)
 
 
 def add(name: str) -> str:

@@ -119,11 +119,8 @@ def controller(tmp_path, cluster: Cluster) -> EncapsulationController:
 def run_pass(ns: str, ctl: EncapsulationController, recheck: bool = True) -> list[str]:
     """A pass in `ns`; by default one that compares the kernel with the plan whatever changed
     (the periodic check), so a test sees each repair at once."""
-    previous = netns.enter(ns)
-    try:
+    with netns.inside(ns):
         _plan, problems = ctl.run_pass(ctl.cache.snapshot(), recheck)
-    finally:
-        netns.leave(previous)
     return problems
 
 
@@ -290,14 +287,10 @@ def test_host_mtu_follows_felix_pattern_then_the_node_address_interface_then_the
     from calico_cni.node.route_plan import Uplink
 
     def measured(uplink: str | None) -> int:
-        previous = netns.enter(ns)
-        try:
-            with Rtnl.open() as rtnl:
-                links = {link.name: link for link in rtnl.links()}
-                uplinks = {4: Uplink(links[uplink].index, uplink)} if uplink else {}
-                return host_mtu(rtnl, links, uplinks)
-        finally:
-            netns.leave(previous)
+        with netns.inside(ns), Rtnl.open() as rtnl:
+            links = {link.name: link for link in rtnl.links()}
+            uplinks = {4: Uplink(links[uplink].index, uplink)} if uplink else {}
+            return host_mtu(rtnl, links, uplinks)
 
     netns.ip("-n", ns, "link", "set", "uplink0", "mtu", "1480")
     assert measured("uplink0") == 1480, "the interface holding the node address"

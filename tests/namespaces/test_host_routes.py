@@ -22,11 +22,10 @@ def namespace():
     for link in ("cali0", "other0"):
         netns.ip("-n", name, "link", "add", link, "type", "veth", "peer", "name", f"{link}p")
         netns.ip("-n", name, "link", "set", link, "up")
-    previous = netns.enter(name)
     try:
-        yield name
+        with netns.inside(name):
+            yield name
     finally:
-        netns.leave(previous)
         netns.delete(name)
 
 
