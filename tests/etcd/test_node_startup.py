@@ -578,3 +578,29 @@ def test_an_unreachable_etcd_is_not_a_startup_error(env):
             start(down, env, IP="198.19.1.2/24")
     finally:
         down.close()
+
+
+def test_clearing_the_addresses_after_a_lost_race_logs_what_the_write_that_stuck_cleared(store, monkeypatch, caplog):
+    # Someone changes the Node between start-up's read and its write: the change is made again
+    # from a fresh read, and only what that write cleared is logged, once.
+    from calico_cni.datastore import resources as stored
+    from calico_cni.datastore.resources import Ref
+
+    put_node(store, "node1", {"bgp": {"ipv4Address": "198.19.1.5/24", "ipv6Address": "fd00:198:19::5/64"}})
+    commit = store.commit
+    raced = []
+
+    def racing_commit(*args, **kwargs):
+        if not raced:
+            raced.append(True)
+            other = stored.get(store, Ref(NODE, "node1"))
+            other.doc["spec"]["bgp"]["ipv4Address"] = "198.19.1.6/24"
+            assert commit(puts=[other])
+        return commit(*args, **kwargs)
+
+    monkeypatch.setattr(store, "commit", racing_commit)
+    with caplog.at_level("INFO", logger=startup.log.name):
+        startup._clear_addresses(store, "node1", {4})
+    assert raced and doc(store, "nodes/node1")["spec"]["bgp"] == {"ipv6Address": "fd00:198:19::5/64"}
+    cleared = [r.getMessage() for r in caplog.records if "cleared" in r.getMessage()]
+    assert cleared == ["cleared the out-of-date ipv4Address 198.19.1.6/24 of Node(node1)"]
