@@ -27,7 +27,7 @@ from calico_cni.dataplane import tunnels
 from calico_cni.dataplane.tunnels import IPIP_DEVICE, VXLAN_DEVICE
 from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU, of_default_route
-from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
+from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
 from calico_cni.dataplane.wiring import narrow
 from calico_cni.files import replace_file
 from calico_cni.model import keys
@@ -46,17 +46,13 @@ PERIOD = 2.0
 # node receives every block write, as every Felix does).
 WATCHED = (keys.NODES, keys.POOLS, FELIX_CONFIGURATIONS, BLOCKS)
 
-# How a route is compared: destination, device, gateway, blackhole, onlink.
-RouteKey = tuple
-
-
-def _key(dst, oif: int, gateway, blackhole: bool, onlink: bool) -> RouteKey:
+def _key(dst, oif: int, gateway, blackhole: bool, onlink: bool) -> tuple:
+    """How a route is compared: destination, device, gateway, blackhole, onlink."""
     return (dst, 0 if blackhole else oif, gateway, blackhole, onlink and not blackhole)
 
 
-def _actual_key(route: Route) -> RouteKey:
-    blackhole = route.type == RTN_BLACKHOLE
-    return _key(route.dst, route.oif, route.gateway, blackhole, bool(route.flags & RTNH_F_ONLINK))
+def _actual_key(route: Route) -> tuple:
+    return _key(route.dst, route.oif, route.gateway, route.type == RTN_BLACKHOLE, route.onlink)
 
 
 class EncapsulationController:
