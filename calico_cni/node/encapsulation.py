@@ -25,8 +25,8 @@ from typing import Callable
 from calico_cni.config import read_regular_file
 from calico_cni.dataplane import tunnels
 from calico_cni.dataplane.tunnels import IPIP_DEVICE, VXLAN_DEVICE
-from calico_cni.dataplane.errors import DataplaneError
-from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU, of_default_route
+from calico_cni.dataplane.errors import DataplaneError, MtuError
+from calico_cni.dataplane.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU, from_file, of_default_route
 from calico_cni.dataplane.rtnl import CALICO_METRIC, IFF_LOOPBACK, RTN_BLACKHOLE, RTN_UNICAST, RTPROT_CALICO, Link, NetlinkError, Route, Rtnl
 from calico_cni.dataplane.wiring import narrow
 from calico_cni.files import replace_file
@@ -45,6 +45,7 @@ PERIOD = 2.0
 # FelixConfigurations and every IPAM block (the blocks say which node holds which addresses; every
 # node receives every block write, as every Felix does).
 WATCHED = (keys.NODES, keys.POOLS, FELIX_CONFIGURATIONS, BLOCKS)
+
 
 def _key(dst, oif: int, gateway, blackhole: bool, onlink: bool) -> tuple:
     """How a route is compared: destination, device, gateway, blackhole, onlink."""
@@ -240,11 +241,10 @@ class EncapsulationController:
         """The pod MTU for new pods (the plugins read it when the network configuration sets no
         `mtu`); written only when it differs, atomically (a plugin never reads half a file)."""
         try:
-            with open(self.mtu_file, encoding="ascii") as f:
-                if f.read().strip() == str(mtu):
-                    return
-        except (OSError, UnicodeDecodeError):
-            pass
+            if from_file(self.mtu_file) == mtu:
+                return
+        except MtuError:
+            pass  # unreadable or not an MTU: replaced
         try:
             replace_file(self.mtu_file, f"{mtu}\n")
         except OSError as exc:

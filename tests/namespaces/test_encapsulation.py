@@ -323,3 +323,17 @@ def test_a_conflist_mtu_above_the_encapsulation_is_warned_about_once(ns, tmp_pat
     with caplog.at_level(logging.INFO, "calico_cni.node.encapsulation"):
         assert run_pass(ns, ctl) == []
     assert any("resolved" in r.getMessage() for r in caplog.records)
+
+
+def test_mtu_file_is_written_only_when_it_does_not_hold_the_mtu(tmp_path):
+    path = tmp_path / "mtu"
+    ctl = EncapsulationController("n1", Cache(), str(path))
+    path.write_text("not an mtu\n")
+    problems: list[str] = []
+    ctl._write_mtu(1450, problems)
+    assert path.read_text() == "1450\n" and problems == []
+    os.utime(path, (0, 0))
+    ctl._write_mtu(1450, problems)
+    assert os.stat(path).st_mtime == 0 and problems == []
+    ctl._write_mtu(1430, problems)
+    assert path.read_text() == "1430\n" and problems == []
