@@ -136,14 +136,6 @@ def qualifying_pools(view: ClusterView, kind: TunnelKind) -> list[Pool]:
     return sorted((p for p in view.pools if qualifies(p, kind, me.labels)), key=lambda p: p.name)
 
 
-def field_of(doc: Mapping[str, Any], kind: TunnelKind) -> Any:
-    """The raw value of the Node document's field for `kind` (None when absent or empty)."""
-    value: Any = doc.get("spec")
-    for part in kind.path:
-        value = value.get(part) if isinstance(value, dict) else None
-    return value or None
-
-
 def set_field(doc: dict[str, Any], kind: TunnelKind, address: str | None) -> None:
     """Set the Node document's field for `kind` to `address`, or remove it (None), in place; every
     other field kept. (A `spec.bgp` left empty is removed by `node_record.write_node`.)"""
