@@ -4,23 +4,15 @@ asserted): only that every measurement was made, over the path it names, and tha
 and namespace it made is gone."""
 
 import json
-import subprocess
-import sys
 
-from tests.clients.test_bench_routing_smoke import REPO, _leftovers
+from tests.clients.test_bench_routing_smoke import _leftovers, run_benchmark
 
 
 def test_encapsulation_benchmark_runs_and_cleans_up(tmp_path):
     out = tmp_path / "results"
-    argv = [sys.executable, "-m", "bench.encapsulation", "--nodes", "2", "--reps", "1", "--observers", "1", "--rounds", "1",
-            "--iperf-reps", "1", "--seconds", "1", "--pings", "20", "--requests", "50", "--idle", "1", "--out", str(out)]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()  # the benchmark cleans up on SIGTERM
-            proc.communicate(timeout=60)
+    args = ["--nodes", "2", "--reps", "1", "--observers", "1", "--rounds", "1", "--iperf-reps", "1", "--seconds", "1",
+            "--pings", "20", "--requests", "50", "--idle", "1", "--out", str(out)]
+    proc, stderr = run_benchmark("bench.encapsulation", args, 240)
     assert proc.returncode == 0, stderr[-3000:]
     assert _leftovers(proc.pid, b"calico-bench-encap-") == []
     results = json.loads((out / "encapsulation.json").read_text())

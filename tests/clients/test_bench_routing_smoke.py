@@ -27,21 +27,22 @@ def _leftovers(pid: int, directory: bytes = b"calico-bench-routing-") -> list[st
     return left
 
 
-def test_routing_benchmark_runs_and_cleans_up(tmp_path):
-    out = tmp_path / "results"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.routing", "--nodes", "2", "--reps", "1", "--idle", "1", "--busy", "1", "--out", str(out)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def run_benchmark(module: str, args: list[str], timeout: float) -> tuple[subprocess.Popen, str]:
+    """Run `python -m <module> <args>` from the checkout; (its process, its stderr). A run past
+    `timeout` is stopped with SIGTERM, on which a benchmark removes what it made."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        stdout, stderr = proc.communicate(timeout=120)
+        _stdout, stderr = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
-            proc.terminate()  # the benchmark cleans up on SIGTERM
+            proc.terminate()
             proc.communicate(timeout=60)
+    return proc, stderr
+
+
+def test_routing_benchmark_runs_and_cleans_up(tmp_path):
+    out = tmp_path / "results"
+    proc, stderr = run_benchmark("bench.routing", ["--nodes", "2", "--reps", "1", "--idle", "1", "--busy", "1", "--out", str(out)], 120)
     assert proc.returncode == 0, stderr[-3000:]
     assert _leftovers(proc.pid) == []
     (size,) = json.loads((out / "routing.json").read_text())["sizes"]
