@@ -358,7 +358,7 @@ def kernel_has_bird_routes() -> bool:
 
     try:
         with Rtnl.open() as rtnl:
-            return any(r.protocol == RTPROT_BIRD for version in (4, 6) for r in rtnl.routes(version))
+            return any(rtnl.routes(version, protocol=RTPROT_BIRD) for version in (4, 6))
     except (NetlinkError, OSError):
         return True
 
