@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from calico_cni.datastore.etcd import KeyValue
+from calico_cni.dataplane import nftables
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import FELIX_CONFIGURATIONS, ClusterView
@@ -329,3 +330,30 @@ def test_controller_changes_nothing_before_the_first_full_list():
         cache.replace([], 6)  # wakes the loop from its wait, so it sees `stop` now
         thread.join(10)
     assert not thread.is_alive()
+
+
+def _fake_nft(tmp_path, monkeypatch, shell: str) -> None:
+    """nftables runs `shell` (a /bin/sh script) in place of nft."""
+    fake = tmp_path / "nft"
+    fake.write_text("#!/bin/sh\n" + shell + "\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(nftables, "NFT", str(fake))
+
+
+def test_nft_missing_slow_or_refusing_is_one_nft_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(nftables, "NFT", str(tmp_path / "absent"))
+    with pytest.raises(NftError, match="is not installed"):
+        nftables.apply("")
+    _fake_nft(tmp_path, monkeypatch, "sleep 5")
+    with pytest.raises(NftError, match=r"did not finish within 0.2 s"):
+        nftables.apply("", timeout=0.2)
+    _fake_nft(tmp_path, monkeypatch, "echo 'Error: syntax error, unexpected junk' >&2; echo 'junk' >&2; echo '^^^^' >&2; exit 1")
+    with pytest.raises(NftError, match=r"^nft refused the ruleset \(nothing of it was applied\): Error: syntax error, unexpected junk$"):
+        nftables.apply("junk")
+    _fake_nft(tmp_path, monkeypatch, "echo 'Error: Could not process rule: No such file or directory' >&2; exit 1")
+    assert nftables.list_table("ip", "calico") is None
+    _fake_nft(tmp_path, monkeypatch, "echo 'Error: Operation not permitted' >&2; exit 1")
+    with pytest.raises(NftError, match="could not list table ip calico: Error: Operation not permitted"):
+        nftables.list_table("ip", "calico")
+    with pytest.raises(NftError, match="not a table name"):
+        nftables.list_table("ip", "bad name")
