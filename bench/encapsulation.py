@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.env import run_header, write_results
 from bench.routing import _store, claim_new_block, summary
 from bench.routing_support import BenchCluster, BenchNode, EtcdEvents, LinkCapture, cpu_sample, cpu_usage, fabric_with_etcd, machine_ticks, wait_for
 from tests import netns
@@ -472,14 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if subprocess.run(["sh", "-c", "command -v iperf3"], capture_output=True).returncode != 0 and not args.no_path:
         sys.exit("bench.encapsulation: iperf3 is not installed (apt-get install iperf3, or scripts/setup-deps.sh --test)")
 
-    def terminate(_signum, _frame) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                     "machine": f"{platform.node()} {os.cpu_count()} vCPU {platform.release()}",
-                     "command": " ".join(["python -m bench.encapsulation", *(argv if argv is not None else sys.argv[1:])]),
-                     "load_before": os.getloadavg(), "paths": [], "path": {}, "sizes": []}
+    results: dict = {**run_header("bench.encapsulation", argv), "paths": [], "path": {}, "sizes": []}
     try:
         with tempfile.TemporaryDirectory(prefix="calico-bench-encap-") as work, fabric_with_etcd() as server:
             if not args.no_path:
@@ -498,11 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.encapsulation: {exc}; everything it made is removed (calico-node logs went with it: rerun to look)", file=sys.stderr)
         return 1
     results["load_after"] = os.getloadavg()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "encapsulation.json").write_text(json.dumps(results, indent=2))
-    (out / "encapsulation.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, "encapsulation", results, markdown(results))
     return 0
 
 

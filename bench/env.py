@@ -4,12 +4,41 @@ machine's own network namespace is never touched."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
 from typing import Iterator
 
 from tests import etcd_server, netns
 
 FABRIC_ADDRESS = "198.19.0.1"
+
+
+def run_header(module: str, argv: list[str] | None) -> dict:
+    """What every cluster benchmark's results start with: when, on what machine, the command, the
+    load before. Also makes SIGTERM end the run as Ctrl-C does, so everything made is removed."""
+
+    def terminate(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    return {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.node()} {os.cpu_count()} vCPU {platform.release()}",
+            "command": " ".join([f"python -m {module}", *(argv if argv is not None else sys.argv[1:])]),
+            "load_before": os.getloadavg()}
+
+
+def write_results(out: str, name: str, results: dict, markdown: str) -> None:
+    """`<out>/<name>.json` and `<out>/<name>.md`, and the Markdown on standard output."""
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (directory / f"{name}.md").write_text(markdown)
+    print(markdown)
 
 
 @contextlib.contextmanager

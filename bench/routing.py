@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -46,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from bench.env import run_header, write_results
 from bench.routing_support import (
     BenchCluster,
     BenchNode,
@@ -572,23 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         sys.exit("bench.routing: run as root (it creates network namespaces)")
 
-    def terminate(_signum, _frame) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.node()} {os.cpu_count()} vCPU {platform.release()}",
-                     "command": " ".join(["python -m bench.routing", *(argv if argv is not None else sys.argv[1:])]), "sizes": [],
-                     "parallel_start": not args.one_by_one,
-                     "load_before": os.getloadavg()}
+    results: dict = {**run_header("bench.routing", argv), "sizes": [], "parallel_start": not args.one_by_one}
     with tempfile.TemporaryDirectory(prefix="calico-bench-routing-") as work, fabric_with_etcd() as server:
         for size in sizes:
             print(f"routing benchmark: {size} nodes", file=sys.stderr, flush=True)
             results["sizes"].append(run_size(server, size, args, Path(work)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "routing.json").write_text(json.dumps(results, indent=2))
-    (out / "routing.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, "routing", results, markdown(results))
     return 0
 
 
