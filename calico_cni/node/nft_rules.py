@@ -46,11 +46,23 @@ ALL_POOLS, MASQ_POOLS, VXLAN_SOURCES = "all-ipam-pools", "masq-ipam-pools", "all
 
 @dataclass(frozen=True)
 class NftSet:
-    """A named set: `interval` for CIDRs, else addresses."""
+    """A named set: `interval` for CIDRs, else addresses. `type` overrides the element type (None:
+    the table family's addresses), e.g. "ipv4_addr . inet_proto . inet_service" for named ports."""
 
     name: str
     elements: tuple[str, ...]
     interval: bool
+    type: str | None = None
+
+
+@dataclass(frozen=True)
+class NftMap:
+    """A named verdict map: `key_type` (e.g. "ifname") to verdicts; `elements` are (key, verdict)
+    pairs as nft writes them, e.g. ('"cali1234"', "goto fw-cali1234")."""
+
+    name: str
+    key_type: str
+    elements: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class Section:
 
     sets: tuple[NftSet, ...] = ()
     chains: tuple[Chain, ...] = ()
+    maps: tuple[NftMap, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,11 +189,19 @@ def tables(view: ClusterView) -> dict[int, Table]:
 
 def _set_text(s: NftSet, family: int) -> list[str]:
     addr_type, _ = _addr_type(family)
-    lines = [f"\tset {s.name} {{", f"\t\ttype {addr_type}"]
+    lines = [f"\tset {s.name} {{", f"\t\ttype {s.type or addr_type}"]
     if s.interval:
         lines.append("\t\tflags interval")
     if s.elements:
         lines.append(f"\t\telements = {{ {', '.join(s.elements)} }}")
+    lines.append("\t}")
+    return lines
+
+
+def _map_text(m: NftMap) -> list[str]:
+    lines = [f"\tmap {m.name} {{", f"\t\ttype {m.key_type} : verdict"]
+    if m.elements:
+        lines.append(f"\t\telements = {{ {', '.join(f'{k} : {v}' for k, v in m.elements)} }}")
     lines.append("\t}")
     return lines
 
@@ -195,17 +216,22 @@ def _chain_text(c: Chain) -> list[str]:
 
 
 def body(table: Table) -> str:
-    """`table <family> calico { ... }`: the table's sets, then its chains, by section order."""
+    """`table <family> calico { ... }`: the table's sets, its chains, then its verdict maps, by
+    section order (nft resolves a map's `goto` targets and a chain's `vmap @map` references within
+    the one transaction, so either order loads)."""
     family = 4 if table.family == "ip" else 6
     sets = [s for section in table.sections for s in section.sets]
     chains = [c for section in table.sections for c in section.chains]
-    names = [s.name for s in sets] + [c.name for c in chains]
+    maps = [m for section in table.sections for m in section.maps]
+    names = [s.name for s in sets] + [c.name for c in chains] + [m.name for m in maps]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"table {table.family} {table.name}: names given twice by its sections: {', '.join(duplicates)}")
     lines = [f"table {table.family} {table.name} {{"]
     for s in sets:
         lines += _set_text(s, family)
+    for m in maps:
+        lines += _map_text(m)
     for c in chains:
         lines += _chain_text(c)
     lines.append("}")
