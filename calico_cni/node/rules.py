@@ -30,7 +30,8 @@ from calico_cni.dataplane import nftables
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import FELIX_CONFIGURATIONS, ClusterView
-from calico_cni.node.nft_rules import Table, script, tables
+from calico_cni.node.nft_rules import tables
+from calico_cni.node.nft_tables import Table, script
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
 from calico_cni.node.syncer import Cache, Snapshot
 

@@ -20,7 +20,8 @@ from calico_cni.dataplane import nftables
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.model import keys
 from calico_cni.node.cluster_view import FELIX_CONFIGURATIONS, ClusterView
-from calico_cni.node.nft_rules import NftSet, Section, Table, body, script, tables
+from calico_cni.node.nft_rules import tables
+from calico_cni.node.nft_tables import NftSet, Section, Table, body, script
 from calico_cni.node.parts import PartHealth
 from calico_cni.node import rules
 from calico_cni.node.rules import RulesController
