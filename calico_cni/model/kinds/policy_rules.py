@@ -28,6 +28,10 @@ PORT_PROTOCOLS = _PORTED + tuple(PROTOCOL_NUMBERS[n] for n in _PORTED)
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
 GLOBAL_SELECTOR = "global()"
 ANNOTATIONS_LIMIT = 256 * 1024
+# Not Calico's: Calico accepts any number of rules. We refuse more ingress (or egress) rules than
+# this in one policy or profile because each change is compiled into one nft transaction; a
+# runaway list would make every update of that policy slow for the whole node.
+MAX_RULES_PER_DIRECTION = 5000
 
 PORTS_NEED_PROTOCOL = "rules that specify ports must set protocol to TCP or UDP or SCTP"
 ICMP_NEEDS_PROTOCOL = "rules that specify ICMP fields must set protocol to ICMP or ICMPv6"
