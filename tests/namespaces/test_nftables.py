@@ -26,7 +26,8 @@ import pytest
 from calico_cni.dataplane import nftables
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.node import rules
-from calico_cni.node.nft_rules import script, tables
+from calico_cni.node.nft_rules import tables
+from calico_cni.node.nft_tables import script
 from calico_cni.node.rules import RulesController, _Module
 from calico_cni.node.syncer import Cache
 from tests import netns
