@@ -128,3 +128,86 @@ def script(table: Table) -> str:
     safe when it is absent), delete it, write it again."""
     head = f"table {table.family} {table.name} {{}}\ndelete table {table.family} {table.name}\n"
     return head + body(table)
+
+
+def _objects(table: Table) -> tuple[dict[str, NftSet], dict[str, NftMap], dict[str, Chain]]:
+    sets = {s.name: s for section in table.sections for s in section.sets}
+    maps = {m.name: m for section in table.sections for m in section.maps}
+    chains = {c.name: c for section in table.sections for c in section.chains}
+    return sets, maps, chains
+
+
+def _set_declaration(s: NftSet, family: int) -> str:
+    addr_type, _ = address_type(family)
+    flags = " flags interval;" if s.interval else ""
+    return f"{{ type {s.type or addr_type};{flags} }}"
+
+
+class NotIncremental(ValueError):
+    """A change `delta` cannot make in place (a set's or map's type changed): write the table whole."""
+
+
+def delta(old: Table, new: Table) -> str:
+    """The nft script that turns `old` (as last written) into `new` in one transaction, touching
+    only what differs; empty when nothing does. In order: new sets, maps and chains declared (so
+    every reference below resolves); changed sets and maps flushed and filled; changed chains
+    flushed and new or changed ones filled; then the chains no longer wanted flushed and deleted
+    (nothing refers to them any more: every chain or map that did was rewritten above, the maps no
+    longer wanted deleted between), then the sets no longer wanted. A base chain whose hook changed is deleted and added again
+    first. Raises NotIncremental when a set or map changed type."""
+    if old.family != new.family or old.name != new.name:
+        raise NotIncremental(f"table {old.family} {old.name} is not table {new.family} {new.name}")
+    family = 4 if new.family == "ip" else 6
+    where = f"{new.family} {new.name}"
+    old_sets, old_maps, old_chains = _objects(old)
+    new_sets, new_maps, new_chains = _objects(new)
+    declare: list[str] = []
+    fill: list[str] = []
+    rewrite: list[str] = []
+    for name, s in new_sets.items():
+        before = old_sets.get(name)
+        if before is not None and (before.type, before.interval) != (s.type, s.interval):
+            raise NotIncremental(f"set {name} changed type")
+        if before == s:
+            continue
+        if before is None:
+            declare.append(f"add set {where} {name} {_set_declaration(s, family)}")
+        else:
+            fill.append(f"flush set {where} {name}")
+        if s.elements:
+            fill.append(f"add element {where} {name} {{ {', '.join(s.elements)} }}")
+    for name, m in new_maps.items():
+        before_map = old_maps.get(name)
+        if before_map is not None and before_map.key_type != m.key_type:
+            raise NotIncremental(f"map {name} changed type")
+        if before_map == m:
+            continue
+        if before_map is None:
+            declare.append(f"add map {where} {name} {{ type {m.key_type} : verdict; }}")
+        else:
+            fill.append(f"flush map {where} {name}")
+        if m.elements:
+            fill.append(f"add element {where} {name} {{ {', '.join(f'{k} : {v}' for k, v in m.elements)} }}")
+    rehooked: list[str] = []
+    for name, c in new_chains.items():
+        before_chain = old_chains.get(name)
+        if before_chain == c:
+            continue
+        if before_chain is not None and before_chain.hook != c.hook:
+            rehooked += [f"flush chain {where} {name}", f"delete chain {where} {name}"]
+            before_chain = None
+        if before_chain is None:
+            hook = f" {{ {c.hook} }}" if c.hook is not None else ""
+            declare.append(f"add chain {where} {name}{hook}")
+        else:
+            rewrite.append(f"flush chain {where} {name}")
+        rewrite += [f"add rule {where} {name} {rule}" for rule in c.rules]
+    gone_chains = [name for name in old_chains if name not in new_chains]
+    # Gone chains flushed (they may jump to each other or read a gone map), then gone maps deleted
+    # (their elements may go to a gone chain), then the chains, then the sets.
+    remove = [f"flush chain {where} {name}" for name in gone_chains]
+    remove += [f"delete map {where} {name}" for name in old_maps if name not in new_maps]
+    remove += [f"delete chain {where} {name}" for name in gone_chains]
+    remove += [f"delete set {where} {name}" for name in old_sets if name not in new_sets]
+    commands = rehooked + declare + fill + rewrite + remove
+    return "".join(f"{line}\n" for line in commands)
