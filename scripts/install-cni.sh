@@ -465,6 +465,18 @@ if [ "$node" != false ] && ! command -v nft >/dev/null && [ ! -x /usr/sbin/nft ]
     note "installed Debian's nftables (nft; its nftables.service is not enabled: it would flush calico-node's tables; uninstalling calico-cni leaves the package)"
 fi
 
+# --- conntrack (Debian's conntrack: the tool calico-node deletes a removed pod's flows with) ----
+# When a pod is deleted, calico-node removes the conntrack entries of its addresses, as Felix does,
+# so a new pod given the same address never inherits an old pod's established flows (which policy
+# would accept as established). Only the package is installed; it has no service.
+if [ "$node" != false ] && ! command -v conntrack >/dev/null && [ ! -x /usr/sbin/conntrack ]; then
+    command -v apt-get >/dev/null || die "conntrack is needed (calico-node removes a deleted pod's connection tracking entries): install Debian's conntrack"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends conntrack >"$work/apt.log" 2>&1 \
+        || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends conntrack >"$work/apt.log" 2>&1; } \
+        || { tail -n 20 "$work/apt.log" >&2; die "apt-get install conntrack failed"; }
+    note "installed Debian's conntrack (calico-node deletes a removed pod's conntrack entries with it; uninstalling calico-cni leaves the package)"
+fi
+
 # --- files, written only when their content changes -------------------------------------------
 # put_file PATH MODE: content on stdin. An unchanged file is not touched, nor is its directory.
 put_file() {
