@@ -4,13 +4,18 @@
   owner (a name is a hash that can collide; the alias says exactly which attachment a link is);
 - the WorkloadEndpoint's namespace, name and JSON, as Calico writes them (docs/calico-plugin.md);
 - the names Calico's validator refuses (`refused_name`), and the profiles an endpoint names with the
-  content Calico gives them when it creates them (`profile_specs`).
+  content Calico gives them when it creates them (`profile_specs`);
+- the endpoint's labels from the network config's `args` (`args_labels`): `args.cni.labels` (the CNI
+  conventions' form) and Mesos' `args["org.apache.mesos"].network_info.labels.labels`, sanitised as
+  Calico's plugin sanitises them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re  # already imported by json on the exec path: no cost; patterns compiled only for Mesos labels
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from calico_cni.model.keys import RESOURCES
 from calico_cni.model.records import dumps
@@ -37,11 +42,123 @@ PROFILES = RESOURCES + "profiles/"
 # `model.kinds.API_VERSION`, written out: importing `model.kinds` (every kind's schema) would cost
 # every exec'd ADD about 15 ms.
 API_VERSION = "projectcalico.org/v3"
+# The labels Calico's client sets on every WorkloadEndpoint it stores, over any given label of the
+# same key (libcalico-go/lib/clientv3/workloadendpoint.go, updateLabelsForStorage, v3.30.0).
+NAMESPACE_LABEL = "projectcalico.org/namespace"
+ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
+MESOS_ARGS = "org.apache.mesos"
+LABEL_VALUE_MAX = 63
+_LABEL_CHARS = _ALNUM | frozenset("-_.")
 
 
 def _label_of(text: str, alnum: frozenset) -> bool:
     """Whether `text` matches <alnum>([-<alnum>]*<alnum>)?."""
     return bool(text) and text[0] in alnum and text[-1] in alnum and all(c in alnum or c == "-" for c in text)
+
+
+def _label_name(text: str) -> bool:
+    """Whether `text` is a label name or a non-empty label value as Kubernetes' validation (which
+    Calico's uses) has it: at most 63 letters, digits, '-', '_' or '.', starting and ending with a
+    letter or digit."""
+    return 0 < len(text) <= LABEL_VALUE_MAX and text[0] in _ALNUM and text[-1] in _ALNUM and all(c in _LABEL_CHARS for c in text)
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why Calico's validator refuses the label `key`=`value` (IsQualifiedName for the key,
+    IsValidLabelValue for the value); None when it accepts it. Written out rather than taken from
+    `model.checks` (the same rules) to keep that module's import off the exec'd ADD."""
+    prefix, slash, name = key.rpartition("/")
+    if (slash and (not prefix or not valid_name(prefix))) or not _label_name(name):
+        return f"invalid label key {key[:80]!r}: expected [prefix/]name, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, the prefix a lower-case DNS subdomain"
+    if value and not _label_name(value):
+        return f"invalid label value {value[:80]!r} (key {key[:80]!r}): at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    return None
+
+
+def sanitize_mesos_label(text: str) -> str:
+    """A Mesos label key or value made into a Calico label as Calico's plugin makes it
+    (cni-plugin/internal/pkg/utils/utils.go, SanitizeMesosLabel, v3.30.0): '/' becomes '.', every
+    run of other characters than letters, digits, '-', '_' and '.' becomes '-', every run of '.' and
+    '-' holding a '.' becomes '.', and leading and trailing '.' and '-' go. The result can still be
+    refused (too long, or starting with '_'): Calico's validator then refuses the endpoint."""
+    text = text.replace("/", ".")
+    text = re.sub(r"[^-_.a-zA-Z0-9]+", "-", text)
+    text = re.sub(r"[.-]*[.][.-]*", ".", text)
+    return text.strip(".-")
+
+
+class ArgsLabels:
+    """The labels and namespace the network config's `args` give an endpoint, and what is wrong with
+    them (`problem`: the ADD is refused, naming the entry; DEL, CHECK and GC never look at it).
+    (A plain class: a dataclass costs the exec'd ADD its code generation.)"""
+
+    def __init__(self, labels: tuple[tuple[str, str], ...] = (), namespace: str | None = None, problem: str | None = None) -> None:
+        self.labels, self.namespace, self.problem = labels, namespace, problem
+
+
+def _label_entries(entries: Any, where: str) -> list[tuple[str, str]]:
+    """`[{"key", "value"}]` as (key, value) pairs; ValueError naming the entry when it is not that."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ValueError(f'{where} must be a list of {{"key": ..., "value": ...}} objects')
+    pairs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("value", ""), str):
+            raise ValueError(f'{where}[{i}] {str(entry)[:80]} is not a {{"key": <string>, "value": <string>}} object')
+        pairs.append((entry["key"], entry.get("value", "")))
+    return pairs
+
+
+def _dig(config: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """config[path[0]][path[1]]..., None where a level is missing; ValueError when a level is not an object."""
+    value: Any = config
+    for i, key in enumerate(path):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"{'.'.join(path[:i]) or 'the network config'} must be an object")
+        value = value.get(key)
+    return value
+
+
+def args_labels(config: Mapping[str, Any], pod: bool) -> ArgsLabels:
+    """The endpoint labels of a network config's `args`, in order (a later entry of the same key
+    wins): Mesos' `args["org.apache.mesos"].network_info.labels.labels`, sanitised as Calico sanitises
+    them and read, as Calico reads them, only for an endpoint that is not a Kubernetes pod (the key
+    `projectcalico.org/namespace` sets the endpoint's namespace instead); then `args.cni.labels` (the
+    CNI conventions' form, used as given; Calico does not read it). A label Calico's validator would
+    refuse, or an entry of the wrong shape, is the `problem`."""
+    labels: dict[str, str] = {}
+    namespace = None
+    try:
+        if not pod:
+            for key, value in _label_entries(
+                _dig(config, ("args", MESOS_ARGS, "network_info", "labels", "labels")), f'args["{MESOS_ARGS}"].network_info.labels.labels'
+            ):
+                # Calico compares the key as given, and uses the sanitised value.
+                if key == NAMESPACE_LABEL:
+                    namespace = sanitize_mesos_label(value)
+                else:
+                    labels[sanitize_mesos_label(key)] = sanitize_mesos_label(value)
+        for key, value in _label_entries(_dig(config, ("args", "cni", "labels")), "args.cni.labels"):
+            labels[key] = value
+    except ValueError as exc:
+        return ArgsLabels(problem=f"the network config's {exc}")
+    pairs = tuple(labels.items())
+    for key, value in pairs:
+        problem = label_problem(key, value)
+        if problem:
+            return ArgsLabels(
+                pairs, namespace, f"the endpoint label {key[:80]}={value[:80]} from the network config's args is refused by Calico's validator: {problem}"
+            )
+    if namespace is not None and not (len(namespace) <= LABEL_VALUE_MAX and _label_of(namespace, _LOWER)):
+        return ArgsLabels(
+            pairs,
+            None,
+            f"the namespace {namespace[:80]!r} (from the Mesos label {NAMESPACE_LABEL}, sanitised) is refused: a namespace is a lower-case DNS-1123 label of at most 63 characters",
+        )
+    return ArgsLabels(pairs, namespace)
 
 
 def valid_name(text: str) -> bool:
@@ -130,22 +247,40 @@ class Identity:
     pod: str | None = None
     # `policy.type: k8s`: a pod's endpoint names its namespace's profile instead of the network's.
     k8s_policy: bool = False
+    # The endpoint's own labels from the network config's args (`args_labels`), in order.
+    labels: tuple[tuple[str, str], ...] = ()
+    # A plain-CNI endpoint's namespace from Mesos' labels (None: `default`).
+    args_namespace: str | None = None
+    # Why the args' labels are refused (the ADD fails with it; other verbs ignore it).
+    labels_problem: str | None = None
 
     @classmethod
     def of(cls, request, node: str, k8s_policy: bool = False) -> "Identity":
-        """The identity of a CNI request (`k8s_pod` from CNI_ARGS decides the orchestrator)."""
+        """The identity of a CNI request (`k8s_pod` from CNI_ARGS decides the orchestrator; the
+        network config's `args` give labels and, for a plain-CNI endpoint, maybe its namespace)."""
         pod = request.k8s_pod
-        return cls(request.network, request.container_id, request.ifname, node, *(pod or (None, None)), k8s_policy=k8s_policy)
+        given = args_labels(request.config, pod=pod is not None)
+        return cls(
+            request.network,
+            request.container_id,
+            request.ifname,
+            node,
+            *(pod or (None, None)),
+            k8s_policy=k8s_policy,
+            labels=given.labels,
+            args_namespace=given.namespace,
+            labels_problem=given.problem,
+        )
 
     @property
     def orchestrator(self) -> str:
-        """"k8s" for a pod, "cni" otherwise."""
+        """ "k8s" for a pod, "cni" otherwise."""
         return K8S if self.pod else CNI
 
     @property
     def namespace(self) -> str:
-        """The endpoint's namespace: the pod's, else `default`."""
-        return self.pod_namespace if self.pod else "default"
+        """The endpoint's namespace: the pod's, else the one Mesos' labels name, else `default`."""
+        return self.pod_namespace if self.pod else (self.args_namespace or "default")
 
     @property
     def endpoint_name(self) -> str:
@@ -191,7 +326,7 @@ class Identity:
 
     def refused_name(self) -> str | None:
         """Why Calico's validator would refuse this attachment's endpoint (its plugin then fails the
-        ADD), naming the rule; None when it accepts it. Checked before IPAM on ADD only: DEL, CHECK
+        ADD), naming the rule or the label of the network config's args; None when it accepts it. Checked before IPAM on ADD only: DEL, CHECK
         and GC keep working for endpoints written before the rule."""
         if not valid_container_id(self.container_id):
             return (
@@ -214,7 +349,7 @@ class Identity:
         if not valid_name(self.endpoint_name):
             source = "K8S_POD_NAME" if self.pod else "CNI_CONTAINERID (upper case is allowed in a container ID but not in a name)"
             return f"the endpoint name {self.endpoint_name[:120]!r}, made of node, {source} and interface, is refused: Calico's validator requires {rule}"
-        return None
+        return self.labels_problem
 
     def endpoint_doc(self, host_veth: str, mac: str, ip_networks: list[str], uid: str, created: str) -> dict:
         """The WorkloadEndpoint resource as Calico stores it."""
@@ -240,10 +375,8 @@ class Identity:
                 "namespace": self.namespace,
                 "uid": uid,
                 "creationTimestamp": created,
-                "labels": {
-                    "projectcalico.org/namespace": self.namespace,
-                    "projectcalico.org/orchestrator": self.orchestrator,
-                },
+                # The args' labels, then the two Calico's client sets over any given one.
+                "labels": {**dict(self.labels), NAMESPACE_LABEL: self.namespace, ORCHESTRATOR_LABEL: self.orchestrator},
             },
             "spec": spec,
         }
