@@ -29,6 +29,7 @@ from calico_cni.node.policy_model import (
     LeftOut,
     NetworkSet,
     Policy,
+    PolicyRecord,
     Profile,
     StoredValue,
     Tier,
@@ -52,19 +53,23 @@ class PolicyView:
     problems: tuple[str, ...] = ()
 
     @classmethod
-    def read(cls, items: Mapping[str, StoredValue]) -> "PolicyView":
-        """The view of `items` (a snapshot's)."""
+    def read(cls, items: Mapping[str, StoredValue], memo: dict[str, tuple[int, PolicyRecord | LeftOut | None]] | None = None) -> "PolicyView":
+        """The view of `items` (a snapshot's). `memo` (kept by the caller from pass to pass, updated
+        here) holds each key's decoding by mod_revision, so a record unchanged since the last pass is
+        not decoded again and stays the same object (the policy compiler's memos rely on that)."""
         problems: list[str] = []
         tiers: dict[str, Tier] = {}
         policies: list[Policy] = []
         profiles: dict[str, Profile] = {}
         network_sets: list[NetworkSet] = []
         weps: dict[str, WorkloadEndpoint] = {}
+        if memo is not None:
+            for key in [k for k in memo if k not in items]:
+                del memo[key]
         for key in sorted(items):
-            try:
-                record = read_record(key, items[key])
-            except LeftOut as exc:
-                problems.append(str(exc))
+            record = _decoded(key, items[key], memo)
+            if isinstance(record, LeftOut):
+                problems.append(str(record))
                 continue
             if isinstance(record, Tier):
                 tiers[record.name] = record
@@ -78,6 +83,22 @@ class PolicyView:
                 # Calico's syncer drops an endpoint with no ipNetworks: Felix never sees it.
                 weps[key] = record
         return cls(tiers, tuple(policies), profiles, tuple(network_sets), weps, tuple(problems))
+
+
+def _decoded(key: str, stored: StoredValue, memo: dict[str, tuple[int, PolicyRecord | LeftOut | None]] | None) -> PolicyRecord | LeftOut | None:
+    """`key`'s record (None: another kind; LeftOut: refused), from `memo` when its revision is the
+    one decoded last time."""
+    if memo is not None:
+        cached = memo.get(key)
+        if cached is not None and cached[0] == stored.mod_revision:
+            return cached[1]
+    try:
+        record: PolicyRecord | LeftOut | None = read_record(key, stored)
+    except LeftOut as exc:
+        record = exc
+    if memo is not None:
+        memo[key] = (stored.mod_revision, record)
+    return record
 
 
 # --- what applies to one endpoint ---------------------------------------------------------------
