@@ -10,6 +10,7 @@ import click
 
 from calico_cni.datastore.resources import Ref
 from calico_cni.model import kinds
+from calico_cni.model.kinds.policy import unenforced_fields
 from calico_cni.model.resource import Resource
 from calico_cni.model.schema import Kind
 from calico_cni.resources import documents, verbs
@@ -77,6 +78,22 @@ def _write(verb: str, done: str, filenames, recursive, namespace, skip_exists: b
     _success(done, outcome, kinds_seen, "already existed")
     if outcome.unchanged:
         click.echo(f"({outcome.unchanged} unchanged: nothing written for them)", err=True)
+    for line in unenforced_warnings(docs):
+        click.echo(line, err=True)
+
+
+def unenforced_warnings(docs: Sequence[documents.Document]) -> list[str]:
+    """One "Warning:" line per resource that uses what is stored here but not enforced (host
+    endpoints, doNotTrack, preDNAT, applyOnForward, serviceAccountSelector, a rule's
+    serviceAccounts, services or http), naming the resource and the fields."""
+    lines = []
+    for d in docs:
+        fields = unenforced_fields(d.kind.name, d.doc)
+        if fields:
+            meta = d.doc["metadata"]
+            name = f"{meta['namespace']}/{meta['name']}" if d.kind.namespaced and meta.get("namespace") else meta["name"]
+            lines.append(f"Warning: {d.kind.name} {name} is stored but not enforced by this node daemon: {', '.join(fields)}")
+    return lines
 
 
 def _success(done: str, outcome: verbs.Outcome, kinds_seen: Sequence[str], skipped_because: str) -> None:

@@ -232,3 +232,32 @@ PROFILE = Kind(
 )
 
 KINDS = (TIER, NETWORK_POLICY, GLOBAL_NETWORK_POLICY, PROFILE)
+
+
+# What Calico's Felix enforces but this node daemon stores without enforcing (issue 18): a policy's
+# fields and a rule's. calicoctl warns when a resource uses them; the per-endpoint view says so.
+UNENFORCED_SPEC_FIELDS = ("doNotTrack", "preDNAT", "applyOnForward", "serviceAccountSelector")
+UNENFORCED_ENTITY_FIELDS = ("serviceAccounts", "services")
+HOST_ENDPOINTS_UNENFORCED = "host endpoints are stored but not policed here (only workload endpoints are)"
+
+
+def unenforced_fields(kind_name: str, doc: dict) -> tuple[str, ...]:
+    """The fields of a decoded resource document that are stored but not enforced here, as paths
+    (`spec.doNotTrack`, `spec.ingress[0].http`, `spec.egress[2].destination.services`); a
+    HostEndpoint is `(HOST_ENDPOINTS_UNENFORCED,)` whatever it holds. A field counts when it is set
+    to something (applyOnForward: false, an empty serviceAccountSelector change nothing)."""
+    if kind_name == "HostEndpoint":
+        return (HOST_ENDPOINTS_UNENFORCED,)
+    if kind_name not in ("NetworkPolicy", "GlobalNetworkPolicy", "Profile"):
+        return ()
+    spec = doc.get("spec") or {}
+    found = [f"spec.{f}" for f in UNENFORCED_SPEC_FIELDS if spec.get(f)]
+    for direction in ("ingress", "egress"):
+        for i, rule in enumerate(spec.get(direction) or []):
+            where = f"spec.{direction}[{i}]"
+            if "http" in rule:
+                found.append(f"{where}.http")
+            for side in ("source", "destination"):
+                entity = rule.get(side) or {}
+                found += [f"{where}.{side}.{f}" for f in UNENFORCED_ENTITY_FIELDS if f in entity]
+    return tuple(found)

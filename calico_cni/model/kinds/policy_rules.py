@@ -325,7 +325,22 @@ RULE = Obj(
     check=_rule_check,
 )
 
-RULES = List(RULE)
+
+class _Rules(List):
+    """One direction's rules, at most MAX_RULES_PER_DIRECTION of them (counted before any rule is
+    decoded, so a runaway list is refused at once)."""
+
+    def decode(self, value: Any, path: str) -> Any:
+        if isinstance(value, list) and len(value) > MAX_RULES_PER_DIRECTION:
+            raise Invalid(
+                path,
+                f"{len(value)} rules: at most {MAX_RULES_PER_DIRECTION} per direction are accepted here "
+                "(Calico has no such limit; this node daemon applies each policy change as one nftables transaction)",
+            )
+        return super().decode(value, path)
+
+
+RULES = _Rules(RULE)
 
 
 def check_directions(spec: dict, global_policy: bool) -> None:
