@@ -341,6 +341,7 @@ class PolicyCompiler:
         self._members: dict[SelectorId, _Members] = {}
         self._sets: dict[tuple, tuple[int, NftSet]] = {}
         self._chains: dict[tuple, tuple[object, object]] = {}
+        self._endpoint_chains: dict[str, tuple[EndpointPolicies, tuple, Chain]] = {}
 
     # --- what changed -------------------------------------------------------------------------
 
@@ -495,7 +496,7 @@ class PolicyCompiler:
                 for name, profile in policies.profiles:
                     if profile is not None:
                         self._need(chains, failed, uses, profile, profile_chain(name, direction), direction, family)
-                endpoint_chains_.append(_endpoint_chain(chain_name, direction, policies, failed, settings))
+                endpoint_chains_.append(self._endpoint_chain(chain_name, direction, policies, failed, settings))
         sets: dict[str, NftSet] = {}
         for use in uses:
             for identity, matcher in use.selectors.items():
@@ -513,6 +514,17 @@ class PolicyCompiler:
             *(chains[n] for n in sorted(chains)),
         )
         return Section(tuple(sets[n] for n in sorted(sets)), ordered, maps)
+
+    def _endpoint_chain(self, name: str, direction: str, policies: EndpointPolicies, failed: set[str], settings: PolicySettings) -> Chain:
+        """`_endpoint_chain`, memoized on the applicable policies' object (the applicable memo keeps
+        it while nothing it depends on changed), the failed chains and the settings."""
+        token = (frozenset(failed), settings)
+        cached = self._endpoint_chains.get(name)
+        if cached is not None and cached[0] is policies and cached[1] == token:
+            return cached[2]
+        chain = _endpoint_chain(name, direction, policies, failed, settings)
+        self._endpoint_chains[name] = (policies, token, chain)
+        return chain
 
     def _need(self, chains: dict[str, Chain], failed: set[str], uses: list[_Uses], record: Policy | Profile, name: str, direction: str, family: int) -> None:
         """Render `record`'s chain once per section; a failure is a problem and a name in `failed`."""
