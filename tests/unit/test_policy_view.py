@@ -212,3 +212,19 @@ def test_policy_selectors_see_the_profiles_labels():
         wep(profiles=["net1"]),
     )
     assert names(applicable(v, only_endpoint(v)).ingress) == [("default", ["on-net1"])]
+
+
+def test_a_memo_keeps_unchanged_records_as_they_were_and_rereads_changed_or_gone_ones():
+    policy = stored("GlobalNetworkPolicy", "p", {"ingress": [{"action": "Allow"}]})
+    bad = raw("globalnetworkpolicies/default.bad", {"kind": "GlobalNetworkPolicy", "metadata": {"name": "default.bad"}, "spec": {"selector": "app == "}})
+    items, memo = dict([policy, bad, wep()]), {}
+    first = PolicyView.read(items, memo)
+    again = PolicyView.read(items, memo)
+    assert again.policies[0] is first.policies[0] and list(again.endpoints.values())[0] is list(first.endpoints.values())[0]
+    assert again.problems == first.problems and len(again.problems) == 1
+    key, record = stored("GlobalNetworkPolicy", "p", {"ingress": [{"action": "Deny"}]})
+    items[key] = KV(record.value, 8)
+    del items[bad[0]]
+    changed = PolicyView.read(items, memo)
+    assert changed.policies[0].ingress[0].action == "Deny" and changed.problems == () and bad[0] not in memo
+    assert changed == PolicyView.read(items)
