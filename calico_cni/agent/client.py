@@ -54,12 +54,29 @@ def connect(path: str, timeout: float = CONNECT_TIMEOUT):
     return sock
 
 
-def _try_again(stdin: bytes, detail: str) -> bytes:
+def _try_again(stdin: bytes, detail: str, msg: str = "calico-cni-agent did not answer") -> bytes:
     """CNI error 11 JSON (the error path may import the protocol modules)."""
     from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
     from calico_cni.protocol.runner import error_output
 
-    return error_output(CniError(TRY_AGAIN_LATER, "calico-cni-agent did not answer", detail), stdin)
+    return error_output(CniError(TRY_AGAIN_LATER, msg, detail), stdin)
+
+
+def policy_marker(path: str) -> str:
+    """The file calico-node writes beside its socket `path` once it enforces network policy
+    (node/rules.py MARKER); the run directory, cleared by a reboot as the kernel's tables are."""
+    return os.path.join(os.path.dirname(path), "policy-enforced")
+
+
+def _daemon_needed(stdin: bytes, path: str) -> bytes:
+    """Error 11 for an ADD that would create a pod calico-node's fail-closed dispatch drops."""
+    return _try_again(
+        stdin,
+        f"{policy_marker(path)} says calico-node enforces network policy on this node, and nothing answers on {path}: "
+        "a pod created without it would have no network; start calico-node (or remove that file if calico-node is gone for good "
+        "and its nftables tables with it)",
+        "calico-node did not answer",
+    )
 
 
 def forward(plugin: str, environ=None) -> tuple[int | None, bytes, bytes]:
@@ -72,6 +89,8 @@ def forward(plugin: str, environ=None) -> tuple[int | None, bytes, bytes]:
     path = socket_path(environ, stdin)
     sock = connect(path) if path else None
     if sock is None:
+        if path and plugin == "calico" and environ.get("CNI_COMMAND") == "ADD" and os.path.exists(policy_marker(path)):
+            return 1, _daemon_needed(stdin, path), b""
         return None, stdin, b""
     try:
         sock.settimeout(ANSWER_TIMEOUT)

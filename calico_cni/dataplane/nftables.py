@@ -11,6 +11,7 @@ Every run has a deadline (a wedged nft is reported, never waited for), and every
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from calico_cni.dataplane.errors import DataplaneError
@@ -69,3 +70,22 @@ def list_table(family: str, name: str, timeout: float = TIMEOUT) -> str | None:
             return None
         raise NftError(f"nft could not list table {family} {name}: {message}")
     return proc.stdout
+
+
+def dropping_chains(hooks: tuple[str, ...] = ("forward", "input"), exclude: str = "calico", timeout: float = TIMEOUT) -> list[str]:
+    """The base chains of other tables on `hooks` whose policy is drop, as "<family> <table>
+    <chain> (hook <hook>)": an accept in our tables does not stop them, so they drop what our
+    policy allows (reported, never changed)."""
+    proc = _run(["-j", "list", "chains"], None, timeout)
+    if proc.returncode != 0:
+        raise NftError(f"nft could not list the chains: {_message(proc)}")
+    try:
+        items = json.loads(proc.stdout).get("nftables") or []
+    except (ValueError, AttributeError):
+        raise NftError("nft listed the chains in JSON nft itself cannot have written") from None
+    found = []
+    for item in items:
+        chain = item.get("chain") if isinstance(item, dict) else None
+        if isinstance(chain, dict) and chain.get("hook") in hooks and chain.get("policy") == "drop" and chain.get("table") != exclude:
+            found.append(f"{chain.get('family')} {chain.get('table')} {chain.get('name')} (hook {chain.get('hook')})")
+    return sorted(found)

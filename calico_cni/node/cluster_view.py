@@ -123,6 +123,12 @@ class FelixSettings:
     vxlan_mtu_v6: int | None = None
     ipip_mtu: int | None = None
     nat_outgoing_address: ipaddress.IPv4Address | None = None
+    # defaultEndpointToHostAction: what a pod's traffic to its own node meets after its egress
+    # policy allowed it (Felix's code default Drop; Calico's etcd manifests set Accept).
+    endpoint_to_host_action: str = "Drop"
+
+
+ENDPOINT_TO_HOST_ACTIONS = ("Drop", "Return", "Accept")
 
 
 @dataclass(frozen=True)
@@ -353,4 +359,14 @@ def _felix(configs: Mapping[str, dict], nodename: str, problems: list[str]) -> F
                 values["nat_outgoing_address"] = ipaddress.IPv4Address(str(text))
             except ValueError:
                 problems.append(f"FelixConfiguration {name}: spec.natOutgoingAddress {text!r} is not an IPv4 address; ignored")
+        action = spec.get("defaultEndpointToHostAction")
+        if action is not None:
+            # Felix's parser takes any case ("drop", "ACCEPT").
+            known = {a.lower(): a for a in ENDPOINT_TO_HOST_ACTIONS}.get(str(action).lower())
+            if known is None:
+                problems.append(
+                    f"FelixConfiguration {name}: spec.defaultEndpointToHostAction {action!r} is not one of {', '.join(ENDPOINT_TO_HOST_ACTIONS)}; ignored"
+                )
+            else:
+                values["endpoint_to_host_action"] = known
     return FelixSettings(**values)

@@ -3,7 +3,8 @@ pools, cluster records, nodename file), then the parts: the syncer that lists an
 datastore into one cache, and the controllers that read it: routing (BIRD's configuration, bird
 backend), tunnel-addresses (the node's VXLAN and IPIP addresses in IPAM), encapsulation (VXLAN
 devices, VTEP entries and routes to other nodes' blocks, the pod MTU file) and rules (the daemon's
-nftables tables: NAT outgoing, the VXLAN port's guards).
+nftables tables: NAT outgoing, the VXLAN port's guards, network policy; the plugins' requests call
+it to have a pod's policy in the kernel before they answer).
 
 The socket is served from the first second and stays up whatever a part does: a part that fails is
 restarted with back-off and reported in the health answer (`calico-node -felix-ready`). Every part
@@ -19,15 +20,18 @@ import threading
 import time
 
 from calico_cni import logs
+from calico_cni.agent.client import policy_marker
 from calico_cni.agent.daemon import PluginServing, open_serving
 from calico_cni.dataplane.bird import Bird
 from calico_cni.datastore.errors import DatastoreUnavailable
+from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
 from calico_cni.node import encapsulation, startup
 from calico_cni.node.parts import Part, PartHealth, Parts
 from calico_cni.node.routing import PERIOD, RoutingController, watched
+from calico_cni.node import rules
 from calico_cni.node.rules import PERIOD as RULES_PERIOD
-from calico_cni.node.rules import RulesController
+from calico_cni.node.rules import Enforcement, RulesController
 from calico_cni.node.tunnel_addresses import PERIOD as TUNNEL_ADDRESSES_PERIOD
 from calico_cni.node.tunnel_addresses import TunnelAddressController
 from calico_cni.node.settings import NodeSettings
@@ -54,6 +58,14 @@ class NodeDaemon:
         # Start-up's own state: the one part the health answer reports until the node is registered.
         self.startup = PartHealth()
         self.serving: PluginServing | None = None
+        # The nftables tables and network policy: a part, and what the plugins' requests call to
+        # have a pod's policy in the kernel before they answer.
+        self.rules = RulesController(settings.nodename, self.cache, enforcement=Enforcement(policy_marker(settings.cni_socket), self._connect))
+
+    def _connect(self) -> Datastore:
+        """A datastore over the warm channel the requests use (for a part's occasional write)."""
+        assert self.serving is not None
+        return self.serving.stores.connect(self.settings.etcd)
 
     def health(self) -> dict:
         """The daemon's part of the health answer on the plugins' socket (read by the probes)."""
@@ -114,7 +126,7 @@ class NodeDaemon:
 
     def _parts(self, serving: PluginServing) -> list[Part]:
         settings = self.settings
-        prefixes = tuple(dict.fromkeys([*watched(settings.nodename), *encapsulation.WATCHED]))
+        prefixes = tuple(dict.fromkeys([*watched(settings.nodename), *encapsulation.WATCHED, *rules.WATCHED]))
         syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, prefixes, self.cache)
 
         def sync(stop: threading.Event, health: PartHealth) -> None:
@@ -135,15 +147,14 @@ class NodeDaemon:
             parts.append(Part("tunnel-addresses", tunnel_addresses.run, TUNNEL_ADDRESSES_PERIOD))
             tunnels = encapsulation.EncapsulationController(settings.nodename, self.cache, settings.mtu_file, settings.cni_net_dir)
             parts.append(Part("encapsulation", tunnels.run, encapsulation.PERIOD))
-        rules = RulesController(settings.nodename, self.cache)
-        parts.append(Part("rules", rules.run, RULES_PERIOD))
+        parts.append(Part("rules", self.rules.run, RULES_PERIOD))
         return parts
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; the exit code. A CalicoError when calico-node cannot start."""
         path = self.settings.cni_socket
         try:
-            serving = self.serving = open_serving(path, PROGRAM, self.health)
+            serving = self.serving = open_serving(path, PROGRAM, self.health, self.rules)
         except OSError as exc:
             raise startup.StartupError(
                 f"cannot serve the plugins on {path}",

@@ -270,6 +270,8 @@ def read_record(key: str, stored: StoredValue) -> PolicyRecord | None:
 
 _KINDS = (*policy.KINDS, *sets.KINDS, endpoints.WORKLOAD_ENDPOINT)
 _KIND_OF_PREFIX = {prefix(k): k for k in _KINDS}
+# The key prefixes of every record policy is read from (what calico-node's syncer watches for it).
+PREFIXES = tuple(_KIND_OF_PREFIX)
 
 
 def _kind_of(key: str) -> Kind | None:

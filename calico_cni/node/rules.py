@@ -1,48 +1,81 @@
 """The rules controller: keeps the daemon's nftables tables (`ip calico`, `ip6 calico`) as the
-datastore asks (NAT outgoing, the VXLAN input filter, the pod VXLAN drop, the VXLAN NOTRACK, the
-tunnel-source masquerade; node/nft_rules.py renders them).
+datastore asks: NAT outgoing, the VXLAN port's guards and the tunnel-source masquerade
+(node/nft_rules.py), and network policy (node/nft_policy.py): every local endpoint's chains, the
+policy and profile chains they use, selector sets and the fail-closed dispatch.
 
 Level-triggered, and cheap on the common change: the cache holds every IPAM block, so every pod
-written anywhere in the cluster changes its version, but the rules read only pools, Nodes and
-FelixConfigurations. A pass renders both tables from those records alone, again only when one of
-their keys or revisions changed. It touches nft only when the rendering changed (apply, then list
-the result) or PERIOD has passed since the last kernel check: then it lists each table with `nft -s
-list table` and replaces it whole (one nft transaction per family) when the listing differs from
-the one taken right after our last apply (someone flushed, deleted or edited it). A block-only
-change costs no nft run. Nothing is changed before the first full list of the datastore is in the
-cache (design rule 27). Only these two tables are ever written; every other table (portmap's,
-iptables-nft's) is left alone (design rule 26).
+written anywhere in the cluster changes its version, but the rules read only pools, Nodes,
+FelixConfigurations and the policy records (tiers, policies, profiles, network sets, workload
+endpoints). A pass renders both tables from those records alone, again only when one of their keys
+or revisions changed, and writes only what differs from what it wrote last (`nft_tables.delta`,
+one transaction per family). Every PERIOD it lists each table with `nft -s list table` and writes
+it whole when the listing differs from the one taken after our last write (someone flushed,
+deleted or edited it). Nothing is changed before the first full list of the datastore is in the
+cache (design rule 27): until then the tables a previous calico-node left keep working, and the
+first write replaces them whole in one transaction. Only these two tables are ever written; every
+other table (portmap's, iptables-nft's) is left alone (design rule 26).
 
-Both tables are kept even when they hold no rule (sets only): an empty table costs nothing, hooks
-no chain, and keeps one simple rule for the policy work that adds chains to the same tables;
-removing it would only churn. The tables are not removed when the daemon stops: NAT outgoing and
-the VXLAN filters must keep working across a restart of calico-node (the next daemon adopts them).
+Policy from a pod's first packet: the plugins' requests served by this daemon call
+`endpoint_added` after the pod's interface exists and before its endpoint is written, and answer
+only once its chains are in the kernel (`endpoint_removed` likewise on DEL, which then flushes the
+addresses' conntrack entries). The endpoint is held as pending until the watch brings the write.
+Enforcement begins once the profiles existing endpoints name but nobody created are created
+(`resources.profiles.repair`: a missing profile denies, which would cut every pod written before
+the plugin created profiles); the file `policy-enforced` beside the plugins' socket then tells an
+exec'd plugin that finds no daemon to refuse ADD (error 11) rather than create a pod the
+dispatch drops. It lives under the run directory, which a reboot clears along with the tables.
+
+The tables are not removed when the daemon stops: NAT outgoing, the VXLAN filters and policy must
+keep working across a restart of calico-node (the next daemon adopts them).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
+import json
 import logging
 import threading
 import time
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
-from calico_cni.dataplane import nftables
+from calico_cni.dataplane import conntrack, nftables
+from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane.nftables import NftError
+from calico_cni.datastore.errors import DatastoreUnavailable
+from calico_cni.datastore.store import Datastore
+from calico_cni.files import replace_file
 from calico_cni.model import keys
+from calico_cni.model.kinds.policy import PROFILE
+from calico_cni.model.resource import prefix
 from calico_cni.node.cluster_view import FELIX_CONFIGURATIONS, ClusterView
+from calico_cni.node.nft_policy import PolicyCompiler, PolicySettings, endpoint_chains
 from calico_cni.node.nft_rules import tables
-from calico_cni.node.nft_tables import Table, script
+from calico_cni.node.nft_tables import FAMILIES, NotIncremental, Table, delta, script
 from calico_cni.node.parts import PartHealth, ProblemLog, reconcile_passes
+from calico_cni.node.policy_model import PREFIXES as POLICY_PREFIXES
+from calico_cni.node.policy_view import PolicyView
 from calico_cni.node.syncer import Cache, Snapshot
+from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
+from calico_cni.resources import profiles
 
 log = logging.getLogger(__name__)
 
 # How often a pass runs with no change in the datastore: it repairs a table flushed or edited
 # behind our back.
 PERIOD = 5.0
+# How long a plugin request waits for the first programming of policy (a daemon just started, not
+# yet in sync) before answering "try again later".
+SYNC_WAIT = 10.0
+# How long an endpoint written (or deleted) by a request is held without the watch bringing it.
+PENDING_TTL = 60.0
 
 # The records the rules are rendered from (never the IPAM blocks: they change with every pod).
 INPUTS = (keys.POOLS, keys.NODES, FELIX_CONFIGURATIONS)
+# What the syncer must watch for policy, beyond what the other parts watch.
+WATCHED = POLICY_PREFIXES
+PROFILE_PREFIX = prefix(PROFILE)
 
 
 class Nft(Protocol):
@@ -51,6 +84,8 @@ class Nft(Protocol):
     def apply(self, text: str) -> None: ...
 
     def list_table(self, family: str, name: str) -> str | None: ...
+
+    def dropping_chains(self) -> list[str]: ...
 
 
 class _Module:
@@ -62,79 +97,311 @@ class _Module:
     def list_table(self, family: str, name: str) -> str | None:
         return nftables.list_table(family, name)
 
+    def dropping_chains(self) -> list[str]:
+        return nftables.dropping_chains()
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """Network policy's settings: `marker` the file telling exec'd plugins enforcement is on,
+    `connect` a datastore for creating the profiles existing endpoints lack."""
+
+    marker: str
+    connect: Callable[[], Datastore]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An endpoint a request wrote (`value`) or deleted (None), until the watch brings that write:
+    a record of the key with a revision above `revision`, or its absence for a deletion."""
+
+    value: bytes | None
+    revision: int
+    expires: float
+    serial: int
+
+
+class _Stored:
+    """A pending endpoint as the cache would hold it (what policy_model reads). Its mod_revision is
+    negative and unique to the request, so PolicyView's memo never mistakes it for another
+    version of the record."""
+
+    def __init__(self, value: bytes, serial: int) -> None:
+        self.value, self.mod_revision = value, -serial
+
+
+@dataclass
+class _Written:
+    """What we last wrote to one family's table and its listing right after (None: not listed
+    since, as after a request's write; the next check adopts the listing it finds)."""
+
+    table: Table
+    listing: str | None
+
 
 class RulesController:
-    """Keeps this node's `ip calico` and `ip6 calico` tables as rendered from the cache."""
+    """Keeps this node's `ip calico` and `ip6 calico` tables as rendered from the cache (and, with
+    `enforcement`, network policy in them)."""
 
-    def __init__(self, nodename: str, cache: Cache, nft: Nft | None = None) -> None:
+    def __init__(self, nodename: str, cache: Cache, nft: Nft | None = None, enforcement: Enforcement | None = None) -> None:
         self.nodename = nodename
         self.cache = cache
         self.nft: Nft = nft if nft is not None else _Module()
+        self.enforcement = enforcement
         self.problems = ProblemLog(log, "rules")
-        # Per family: the script last applied and the table's listing right after it.
-        self.applied: dict[str, tuple[str, str | None]] = {}
+        # One writer of the tables at a time: the loop and the plugins' requests.
+        self.lock = threading.RLock()
+        self.written: dict[str, _Written] = {}
+        self.compiler = PolicyCompiler()
+        self.pending: dict[str, _Pending] = {}
+        self._serials = itertools.count(1)
+        # PolicyView's decodings by key and revision, kept from pass to pass.
+        self._policy_memo: dict = {}
+        # Set once policy is in the kernel (the requests wait for it).
+        self.enforcing = threading.Event()
+        self._profiles_repaired = False
+        # The profiles the repair created, until the watch brings them (policy waits for them).
+        self._awaited: set[str] = set()
         # The cache version last looked at and the inputs' (key, mod_revision)s at it.
         self._inputs: tuple[int, tuple[tuple[str, int], ...]] | None = None
-        # The last rendering: the inputs it came from, the tables and the problems found.
-        self._rendered: tuple[tuple[tuple[str, int], ...], list[Table], list[str]] | None = None
+        # The last rendering: what it came from, the tables and the problems found.
+        self._rendered: tuple[object, list[Table], list[str]] | None = None
         # When the kernel's tables were last listed and compared (monotonic), None: never.
         self._checked: float | None = None
+        # Other tables' forward and input chains whose policy is drop, found at the first pass.
+        self._foreign: list[str] | None = None
+
+    # --- rendering ------------------------------------------------------------------------------
 
     def _inputs_at(self, snapshot: Snapshot) -> tuple[tuple[str, int], ...]:
         """The (key, mod_revision) of every record the rules read, once per cache version."""
         if self._inputs is None or self._inputs[0] != snapshot.version:
-            found = tuple(sorted((key, kv.mod_revision) for key, kv in snapshot.items.items() if key.startswith(INPUTS)))
+            prefixes = INPUTS + (POLICY_PREFIXES if self.enforcement is not None else ())
+            found = tuple(sorted((key, kv.mod_revision) for key, kv in snapshot.items.items() if key.startswith(prefixes)))
             self._inputs = (snapshot.version, found)
         return self._inputs[1]
 
-    def _render(self, snapshot: Snapshot) -> tuple[list[Table], list[str]]:
-        """Both tables and what could not be read, from the pools, Nodes and FelixConfigurations
-        only; kept while none of those records changed (a block's change leaves them as they are)."""
+    def _pending_now(self, snapshot: Snapshot, now: float) -> dict[str, _Pending]:
+        """The pending endpoints the cache has not caught up with (the others are forgotten)."""
+        for key, entry in list(self.pending.items()):
+            kv = snapshot.items.get(key)
+            arrived = (kv is None) if entry.value is None else (kv is not None and kv.mod_revision > entry.revision)
+            if arrived or now >= entry.expires:
+                del self.pending[key]
+        return dict(self.pending)
+
+    def _policy_on(self, snapshot: Snapshot) -> bool:
+        """Whether policy goes into the tables: enforcement configured, the missing profiles created
+        and in the cache."""
+        if self.enforcement is None or not self._profiles_repaired:
+            return False
+        self._awaited = {key for key in self._awaited if key not in snapshot.items}
+        return not self._awaited
+
+    def _render(self, snapshot: Snapshot, now: float) -> tuple[list[Table], list[str]]:
+        """Both tables and what could not be read; kept while none of the records read changed (a
+        block's change leaves them as they are)."""
         inputs_at = self._inputs_at(snapshot)
-        if self._rendered is not None and self._rendered[0] == inputs_at:
+        pending = self._pending_now(snapshot, now)
+        policy_on = self._policy_on(snapshot)
+        source = (inputs_at, tuple(sorted((k, p.value) for k, p in pending.items())), policy_on)
+        if self._rendered is not None and self._rendered[0] == source:
             return self._rendered[1], self._rendered[2]
         items = {key: snapshot.items[key] for key, _ in inputs_at}
-        view = ClusterView.read(items, self.nodename)
-        rendered = [tables(view)[family] for family in (4, 6)]
+        view = ClusterView.read({k: v for k, v in items.items() if k.startswith(INPUTS)}, self.nodename)
         problems = list(view.problems)
-        self._rendered = (inputs_at, rendered, problems)
+        rendered = []
+        policy_view = None
+        if policy_on:
+            for key, entry in pending.items():
+                if entry.value is None:
+                    items.pop(key, None)
+                else:
+                    items[key] = _Stored(entry.value, entry.serial)  # type: ignore[assignment]
+            policy_view = PolicyView.read({k: v for k, v in items.items() if k.startswith(POLICY_PREFIXES)}, self._policy_memo)
+            problems += policy_view.problems
+            settings = PolicySettings(endpoint_to_host_action=view.felix.endpoint_to_host_action, vxlan_port=view.felix.vxlan_port)
+        for family in FAMILIES:
+            table = tables(view)[family]
+            if policy_view is not None:
+                section = self.compiler.section(policy_view, self.nodename, family, settings)
+                table = Table(table.family, (*table.sections, section))
+                problems += self.compiler.problems
+            rendered.append(table)
+        problems = list(dict.fromkeys(problems))
+        self._rendered = (source, rendered, problems)
         return rendered, problems
 
-    def sync_table(self, table: Table, check: bool = True) -> str | None:
-        """Make the kernel hold `table`; what went wrong, or None. Unchanged since our last apply
-        and `check` false: nothing is run at all. Changed: written, then listed once. Unchanged
-        and `check`: listed, and written again only if the listing is not the one we left."""
-        text = script(table)
+    # --- writing --------------------------------------------------------------------------------
+
+    def sync_table(self, table: Table, check: bool = True, list_after: bool = True) -> str | None:
+        """Make the kernel hold `table`; what went wrong, or None. The first time (and after a
+        failure, or when a check finds the table changed behind our back) the table is written
+        whole; otherwise only the difference from what we wrote last. With `check`, the kernel's
+        listing is compared with the one taken after our last write. With `list_after`, the table
+        is listed after a write (a request's write skips it: the next check adopts the listing)."""
         what = f"table {table.family} {table.name}"
-        previous = self.applied.get(table.family)
-        unchanged = previous is not None and previous[0] == text
-        if unchanged and not check:
-            return None
+        previous = self.written.get(table.family)
         try:
-            if previous is not None and unchanged:
-                if self.nft.list_table(table.family, table.name) == previous[1]:
+            if previous is not None and check:
+                listing = self.nft.list_table(table.family, table.name)
+                if previous.listing is None:
+                    previous.listing = listing
+                elif listing != previous.listing:
+                    log.warning("rules: %s was changed or removed behind our back; writing it whole", what)
+                    previous = None
+            text = script(table)
+            if previous is not None:
+                try:
+                    text = delta(previous.table, table)
+                except NotIncremental:
+                    pass
+                if not text:
                     return None
-                log.warning("rules: %s was changed or removed behind our back; writing it again", what)
-            self.nft.apply(text)
-            self.applied[table.family] = (text, self.nft.list_table(table.family, table.name))
+            try:
+                self.nft.apply(text)
+            except NftError:
+                if previous is None:
+                    raise
+                log.warning("rules: a partial write of %s was refused; writing it whole", what)
+                self.nft.apply(script(table))
+            self.written[table.family] = _Written(table, self.nft.list_table(table.family, table.name) if list_after else None)
         except NftError as exc:
-            self.applied.pop(table.family, None)
+            self.written.pop(table.family, None)
             return f"{what} is not programmed: {exc}"
         log.info("rules: %s programmed", what)
         return None
 
-    def run_pass(self, snapshot: Snapshot, now: float | None = None) -> str | None:
+    def _repair_profiles(self) -> str | None:
+        """Create the profiles existing endpoints name but nobody created, once, before policy is
+        enforced; what went wrong, or None (then policy goes on at the next pass, when the watch
+        has brought the new profiles)."""
+        assert self.enforcement is not None
+        try:
+            store = self.enforcement.connect()
+            try:
+                repaired = profiles.repair(store)
+            finally:
+                store.client.close()
+        except DatastoreUnavailable as exc:
+            return f"network policy is not enforced yet: cannot create the profiles endpoints lack: {exc}"
+        self._awaited = {PROFILE_PREFIX + entry.name for entry in repaired.created}
+        for entry in repaired.created:
+            log.info("rules: created profile %s (named by %s)", entry.name, ", ".join(entry.endpoints[:5]))
+        for entry in repaired.unknown:
+            log.warning(
+                "rules: profile %s does not exist and its content is unknown: endpoints naming it (%s) are denied until it is created",
+                entry.name,
+                ", ".join(entry.endpoints[:5]),
+            )
+        self._profiles_repaired = True
+        return None
+
+    def _mark_enforcing(self) -> str | None:
+        """Record that policy is in the kernel: the requests waiting for it go on, and the marker
+        file tells exec'd plugins."""
+        assert self.enforcement is not None
+        if not self.enforcing.is_set():
+            try:
+                replace_file(self.enforcement.marker, "network policy is enforced on this node by calico-node\n")
+            except OSError as exc:
+                return f"cannot write {self.enforcement.marker} ({exc.strerror or exc}): exec'd plugins would create pods while calico-node is down"
+            log.info("rules: network policy enforced; %s written", self.enforcement.marker)
+            self.enforcing.set()
+        return None
+
+    def _dropping_chains(self) -> list[str]:
+        """Reported once at start: what another table drops whatever our policy allows."""
+        try:
+            found = self.nft.dropping_chains()
+        except NftError as exc:
+            return [f"cannot list other tables' chains: {exc}"]
+        return [
+            f"chain {chain} of another table has policy drop: it drops pod traffic calico-node's policy allows (an accept here does not stop it)"
+            for chain in found
+        ]
+
+    def run_pass(self, snapshot: Snapshot, now: float | None = None, list_after: bool = True) -> str | None:
         """One reconciliation from `snapshot` (at monotonic time `now`); the first failure, or None.
         The kernel's tables are listed only when PERIOD passed since the last check (a table that
         was not rendered anew is otherwise trusted to be as we left it)."""
         now = time.monotonic() if now is None else now
-        rendered, problems = self._render(snapshot)
-        check = self._checked is None or now - self._checked >= PERIOD
-        failures = [f for f in (self.sync_table(t, check) for t in rendered) if f is not None]
-        if check:
-            self._checked = now
-        self.problems.report(list(problems) + failures)
-        return failures[0] if failures else None
+        with self.lock:
+            failures = []
+            if self.enforcement is not None and not self._profiles_repaired:
+                failure = self._repair_profiles()
+                if failure is not None:
+                    failures.append(failure)
+            if self.enforcement is not None and not self._policy_on(snapshot):
+                # Nothing is written until policy can be: the tables a previous calico-node left
+                # keep enforcing rather than be replaced by tables without policy.
+                failure = failures[0] if failures else f"waiting for the profiles created for existing endpoints: {', '.join(sorted(self._awaited))}"
+                self.problems.report([failure])
+                return failure
+            rendered, problems = self._render(snapshot, now)
+            check = list_after and (self._checked is None or now - self._checked >= PERIOD)
+            failures += [f for f in (self.sync_table(t, check, list_after) for t in rendered) if f is not None]
+            if check:
+                self._checked = now
+            if self.enforcement is not None and self._foreign is None:
+                self._foreign = self._dropping_chains()
+            problems = problems + (self._foreign or [])
+            if not failures and self.enforcement is not None:
+                failure = self._mark_enforcing()
+                if failure is not None:
+                    failures.append(failure)
+            self.problems.report(list(problems) + failures)
+            return failures[0] if failures else None
+
+    # --- the plugins' requests ------------------------------------------------------------------
+
+    def _request_pass(self, key: str, value: bytes | None, what: str) -> None:
+        """Hold `key` as pending with `value` and write the tables now, within SYNC_WAIT."""
+        if not self.enforcing.wait(SYNC_WAIT):
+            raise CniError(
+                TRY_AGAIN_LATER,
+                f"calico-node has not programmed network policy yet ({what})",
+                "it is not in sync with the datastore or cannot write its nftables tables: see `calico-node -felix-ready` and its log",
+            )
+        with self.lock:
+            snapshot = self.cache.snapshot()
+            now = time.monotonic()
+            self.pending[key] = _Pending(value, snapshot.revision, now + PENDING_TTL, next(self._serials))
+            failure = self.run_pass(snapshot, now, list_after=False)
+        if failure is not None:
+            raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy ({what})", failure)
+
+    def endpoint_added(self, key: str, doc: dict) -> None:
+        """A request is about to write the endpoint `doc` at `key`: its chains go into the kernel
+        first. Raises CniError (try again later) when they cannot."""
+        if self.enforcement is None:
+            return
+        interface = (doc.get("spec") or {}).get("interfaceName") or ""
+        self._request_pass(key, json.dumps(doc).encode(), f"endpoint {key.rsplit('/', 2)[-2]}/{key.rsplit('/', 1)[-1]} on {interface}")
+        ingress, egress = endpoint_chains(interface)
+        written = {c.name for w in self.written.values() for s in w.table.sections for c in s.chains}
+        if ingress not in written or egress not in written:
+            with self.lock:
+                self.pending.pop(key, None)
+            raise CniError(TRY_AGAIN_LATER, f"calico-node did not program the chains of {interface}", "see calico-node's log")
+
+    def endpoint_abandoned(self, key: str) -> None:
+        """The request that called `endpoint_added` failed before writing the endpoint: forget it
+        (the next pass drops its chains)."""
+        with self.lock:
+            self.pending.pop(key, None)
+
+    def endpoint_removed(self, key: str, addresses: list[str]) -> None:
+        """A request deleted the endpoint at `key`: its chains leave the kernel, then the conntrack
+        entries of its addresses, before the request answers. Raises CniError (try again later)
+        when they cannot."""
+        if self.enforcement is None:
+            return
+        self._request_pass(key, None, f"removing endpoint {key.rsplit('/', 2)[-2]}/{key.rsplit('/', 1)[-1]}")
+        try:
+            conntrack.flush_addresses([ipaddress.ip_interface(a).ip for a in addresses])
+        except DataplaneError as exc:
+            raise CniError(TRY_AGAIN_LATER, f"calico-node could not flush the connections of {', '.join(addresses)}", str(exc)) from None
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD."""

@@ -25,6 +25,7 @@ from calico_cni.datastore.errors import DatastoreError, DatastoreNotReady, Datas
 from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore
 from calico_cni.journal import Journal
+from calico_cni.model.keys import workload_endpoint as workload_endpoint_key
 from calico_cni.model.records import NETWORK_ANNOTATION, WorkloadEndpoint, now_rfc3339
 from calico_cni.plugins.calico_ipam import defer_release
 from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
@@ -106,9 +107,7 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
         current = store.workload_endpoint(ident.namespace, ident.endpoint_name) if attempt else None
         meta = (current.doc.get("metadata") or {}) if current is not None and ident.owns_endpoint(current) else {}
         if current is not None and not ident.owns_endpoint(current):
-            log.warning(
-                "replacing endpoint %s/%s of container %s (an earlier sandbox)", ident.namespace, ident.endpoint_name, current.container_id
-            )
+            log.warning("replacing endpoint %s/%s of container %s (an earlier sandbox)", ident.namespace, ident.endpoint_name, current.container_id)
         doc = ident.endpoint_doc(host_veth, mac, ip_networks, meta.get("uid") or str(uuid.uuid4()), meta.get("creationTimestamp") or now_rfc3339())
         doc["metadata"].setdefault("annotations", {})[NETWORK_ANNOTATION] = ident.network
         record = WorkloadEndpoint(ident.namespace, ident.endpoint_name, doc, current.revision if current is not None else 0)
@@ -199,6 +198,7 @@ def add(request: CniRequest, services: Services) -> dict:
         log.debug("MTU %d from %s", mtu, origin)
 
         _ensure_profiles(store, ident)
+        endpoint_key = workload_endpoint_key(ident.namespace, ident.endpoint_name)
         ipam_result = ipam.add()
         created = wiring.Created()
         try:
@@ -211,8 +211,16 @@ def add(request: CniRequest, services: Services) -> dict:
                 raise CniError(INVALID_CONFIG, f"IPAM plugin {conf.ipam_type} returned an invalid route", str(exc)) from None
             spec = wiring.WorkloadSpec(ident.host_veth, request.ifname, ident.alias, mtu, addresses, routes, conf.allow_ip_forwarding)
             wired = wiring.setup(host, container, spec, created)
+            if services.endpoints is not None:
+                # calico-node: the pod's policy is in the kernel before its endpoint exists and
+                # before we answer (until then the dispatch drops its unknown interface).
+                services.endpoints.endpoint_added(
+                    endpoint_key, ident.endpoint_doc(ident.host_veth, wired.container.mac, [str(a) for a in addresses], "", now_rfc3339())
+                )
             uid = _write_endpoint(store, ident, ident.host_veth, wired.container.mac, addresses)
         except BaseException:
+            if services.endpoints is not None:
+                services.endpoints.endpoint_abandoned(endpoint_key)
             wiring.rollback(host, container, created)
             ipam.undo()
             raise
@@ -226,7 +234,12 @@ def _record_held(journal: Journal, conf: CalicoSettings, ident: Identity, ipam, 
     """Remember what this attachment holds, for a DEL that finds etcd unreachable (journal)."""
     try:
         journal.record_held(
-            ident.network, ident.container_id, ident.ifname, ipam.handle_id, ipam.holding(), conf.etcd.endpoints,
+            ident.network,
+            ident.container_id,
+            ident.ifname,
+            ipam.handle_id,
+            ipam.holding(),
+            conf.etcd.endpoints,
             {"namespace": ident.namespace, "name": ident.endpoint_name, "uid": uid},
         )
     except OSError as exc:
@@ -288,6 +301,10 @@ def delete(request: CniRequest, services: Services) -> None:
 
             # The endpoint first: an endpoint never names an address that is free (Calico's order).
             deleted = _delete_endpoint(store, ident, mine)
+            if mine is not None and services.endpoints is not None:
+                # calico-node: its chains and its addresses' connections go before the addresses
+                # are released (a pod given them next must not inherit either).
+                services.endpoints.endpoint_removed(workload_endpoint_key(ident.namespace, ident.endpoint_name), list(mine.ip_networks))
             released = ipam.delete()
         except DatastoreUnavailable as err:
             # The dataplane is gone already; the datastore part is finished later (journal). A

@@ -6,12 +6,26 @@ them differently (`plugins.dispatch`, `agent.main`); the verbs never reach for a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from calico_cni.config import EtcdSettings
 from calico_cni.datastore import store
 from calico_cni.datastore.store import Datastore
 from calico_ipam.allocator import BlockMemory
+
+
+class EndpointPrograms(Protocol):
+    """What calico-node does for the endpoints its requests write: their policy in the kernel
+    before the plugin answers (node/rules.py). Each raises CniError when it cannot."""
+
+    def endpoint_added(self, key: str, doc: dict) -> None:
+        """The endpoint `doc` is about to be written at `key` (its interface exists)."""
+
+    def endpoint_abandoned(self, key: str) -> None:
+        """The ADD that announced `key` failed before writing it."""
+
+    def endpoint_removed(self, key: str, addresses: list[str]) -> None:
+        """The endpoint at `key` was deleted; `addresses` its ipNetworks."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +37,9 @@ class Services:
     # Which blocks each node had: a guess of what to read with an allocation or release (one
     # round trip fewer in a warm process). Shared by every request of the agent.
     blocks: BlockMemory
+    # calico-node's policy programming for the endpoints written; None in a one-shot process and
+    # in calico-cni-agent (nothing to program).
+    endpoints: EndpointPrograms | None = None
 
     @classmethod
     def in_process(cls) -> Services:

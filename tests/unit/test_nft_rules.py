@@ -211,7 +211,8 @@ def test_sections_compose_and_refuse_a_name_given_twice():
 
 
 class FakeNft:
-    """nft's tables as text: `apply` stores each script's table body (as nft would list it)."""
+    """nft's tables as text: `apply` stores a whole script's table body (as nft would list it),
+    and appends a delta's commands to it (so the listing changes as the kernel's would)."""
 
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], str] = {}
@@ -224,7 +225,10 @@ class FakeNft:
             raise NftError(self.fail)
         self.applied.append(text)
         first = text.splitlines()[0].split()
-        self.tables[(first[1], first[2])] = text.split("\n", 2)[2]
+        if first[0] == "table":
+            self.tables[(first[1], first[2])] = text.split("\n", 2)[2]
+        else:  # "<verb> <object> <family> <table> ...": a delta
+            self.tables[(first[2], first[3])] += text
 
     def list_table(self, family: str, name: str) -> str | None:
         self.listed += 1
@@ -254,7 +258,14 @@ def test_controller_applies_each_family_once_and_again_only_on_change():
     # The datastore changes: the new rendering is written at once.
     cache.replace([pool("a", "198.18.0.0/16", revision=11)], 11)
     assert c.run_pass(cache.snapshot(), now=2 * rules.PERIOD + 0.1) is None
-    assert len(nft.applied) == 4 and "nat-outgoing" not in nft.applied[-1]
+    # Only what changed: the NAT chains go, the pool sets are refilled, nothing else is touched.
+    assert len(nft.applied) == 4 and nft.applied[-1].splitlines() == [
+        "flush set ip calico masq-ipam-pools",
+        "flush chain ip calico nat-postrouting",
+        "flush chain ip calico nat-outgoing",
+        "delete chain ip calico nat-postrouting",
+        "delete chain ip calico nat-outgoing",
+    ]
 
 
 def block(cidr: str, revision: int) -> KeyValue:
@@ -290,7 +301,7 @@ def test_a_change_of_blocks_only_runs_no_nft_until_the_period_passes(monkeypatch
     assert reads == [sorted(k.key for k in base)]  # read without the blocks
     # Only the IPv4 table changed: it alone is written (and listed once, right after).
     assert (len(nft.applied), nft.listed) == (applied + 1, listed + 3)
-    assert nft.applied[-1].startswith("table ip calico") and "nat-outgoing" not in nft.applied[-1]
+    assert " ip calico " in nft.applied[-1] and "delete chain ip calico nat-outgoing" in nft.applied[-1]
 
 
 def test_controller_reports_nft_failures_once_and_recovers(caplog):

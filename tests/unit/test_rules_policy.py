@@ -1,0 +1,218 @@
+"""The rules controller with network policy (calico_cni.node.rules, against a fake nft and a fake
+datastore; the kernel side is tested in tests/policy): nothing is written until the profiles
+existing endpoints lack are created and in the cache, then policy goes in and the marker file is
+written; a request's endpoint is programmed before the request answers, held as pending until the
+watch brings it; a request before the first programming waits a bounded time, then fails with
+error 11; a DEL removes the chains and flushes the addresses' conntrack entries; other tables'
+dropping chains are reported."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+
+from calico_cni.datastore.etcd import KeyValue
+from calico_cni.model import keys
+from calico_cni.model.keys import workload_endpoint
+from calico_cni.model.records import NETWORK_ANNOTATION, WorkloadEndpoint
+from calico_cni.node import rules
+from calico_cni.node.nft_policy import endpoint_chains
+from calico_cni.node.rules import Enforcement, RulesController
+from calico_cni.node.syncer import Cache
+from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
+from tests.unit.test_nft_rules import ME, FakeNft, pool
+
+API = "projectcalico.org/v3"
+
+
+class PolicyNft(FakeNft):
+    """FakeNft that also answers the start-up question about other tables."""
+
+    def __init__(self, dropping: list[str] | None = None) -> None:
+        super().__init__()
+        self.dropping = dropping or []
+
+    def dropping_chains(self) -> list[str]:
+        return list(self.dropping)
+
+
+class FakeStore:
+    """What `resources.profiles.repair` needs of a datastore: endpoints and profile names, and
+    create-only commits (recorded)."""
+
+    def __init__(self, endpoints: list, profiles: set[str]) -> None:
+        self.endpoints, self.profiles, self.created = endpoints, profiles, []
+        self.client = self
+
+    def workload_endpoints_and_names(self, prefix: str):
+        return self.endpoints, set(self.profiles)
+
+    def commit(self, puts=(), deletes=()):
+        self.created += [p.name for p in puts]
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def endpoint_doc(name: str, interface: str, address: str, node: str = ME, profiles: tuple[str, ...] = ("net1",)) -> dict:
+    """A plain-CNI endpoint named as Calico names it: node--a-cni-<container>-eth0."""
+    container = name.split("-cni-", 1)[1].rsplit("-eth0", 1)[0]
+    return {
+        "apiVersion": API,
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": name, "namespace": "default", "labels": {"projectcalico.org/namespace": "default", "projectcalico.org/orchestrator": "cni"}},
+        "spec": {
+            "orchestrator": "cni",
+            "node": node,
+            "containerID": container,
+            "endpoint": "eth0",
+            "interfaceName": interface,
+            "ipNetworks": [address],
+            "profiles": list(profiles),
+        },
+    }
+
+
+def kv(key: str, doc: dict, revision: int) -> KeyValue:
+    return KeyValue(key, json.dumps(doc).encode(), revision, revision, 1)
+
+
+def profile(name: str, revision: int = 3) -> KeyValue:
+    spec = {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}], "labelsToApply": {name: ""}}
+    return kv(keys.RESOURCES + "profiles/" + name, {"apiVersion": API, "kind": "Profile", "metadata": {"name": name}, "spec": spec}, revision)
+
+
+def controller(cache: Cache, tmp_path, store: FakeStore | None = None, nft: PolicyNft | None = None) -> tuple[RulesController, PolicyNft, FakeStore]:
+    store = store if store is not None else FakeStore([], {"net1"})
+    nft = nft if nft is not None else PolicyNft()
+    c = RulesController(ME, cache, nft=nft, enforcement=Enforcement(str(tmp_path / "policy-enforced"), lambda: store))  # type: ignore[arg-type]
+    return c, nft, store
+
+
+def synced(*items: KeyValue, revision: int = 10) -> Cache:
+    cache = Cache()
+    cache.replace(items, revision)
+    return cache
+
+
+def chains_written(c: RulesController) -> set[str]:
+    return {ch.name for w in c.written.values() for s in w.table.sections for ch in s.chains}
+
+
+def test_policy_goes_in_with_the_first_pass_and_the_marker_is_written(tmp_path):
+    wep = endpoint_doc("node--a-cni-c1-eth0", "cali1111", "198.18.0.5/32")
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"), kv(workload_endpoint("default", "node--a-cni-c1-eth0"), wep, 5))
+    c, nft, store = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    assert store.created == []  # every profile named exists
+    assert set(endpoint_chains("cali1111")) <= chains_written(c)
+    assert (tmp_path / "policy-enforced").exists() and c.enforcing.is_set()
+    assert [t.splitlines()[0] for t in nft.applied] == ["table ip calico {}", "table ip6 calico {}"]  # written whole first
+
+
+def test_nothing_is_written_until_the_created_profiles_arrive(tmp_path):
+    """A profile an endpoint names but nobody created denies: it is created first, and the tables
+    (a previous calico-node's, still enforcing) are left as they are until the watch brings it."""
+    wep = endpoint_doc("node--a-cni-c1-eth0", "cali1111", "198.18.0.5/32")
+    key = workload_endpoint("default", "node--a-cni-c1-eth0")
+    items = [pool("p", "198.18.0.0/16"), kv(key, wep, 5)]
+    cache = synced(*items)
+    annotated = {**wep, "metadata": {**wep["metadata"], "annotations": {NETWORK_ANNOTATION: "net1"}}}
+    store = FakeStore([WorkloadEndpoint("default", "node--a-cni-c1-eth0", annotated, 5)], set())
+    c, nft, _ = controller(cache, tmp_path, store)
+    failure = c.run_pass(cache.snapshot(), now=0.0)
+    assert store.created == ["net1"]
+    assert failure is not None and "profiles/net1" in failure
+    assert nft.applied == [] and not c.enforcing.is_set() and not (tmp_path / "policy-enforced").exists()
+    cache.replace([*items, profile("net1", 11)], 11)
+    assert c.run_pass(cache.snapshot(), now=0.1) is None
+    assert store.created == ["net1"]  # the repair runs once
+    assert len(nft.applied) == 2 and c.enforcing.is_set()
+
+
+def test_a_request_programs_its_endpoint_before_answering_and_the_watch_takes_over(tmp_path, monkeypatch):
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, nft, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    listed = nft.listed
+    key = workload_endpoint("default", "node--a-cni-c2-eth0")
+    doc = endpoint_doc("node--a-cni-c2-eth0", "cali2222", "198.18.0.6/32")
+    c.endpoint_added(key, doc)
+    assert set(endpoint_chains("cali2222")) <= chains_written(c)
+    assert nft.applied[-1].startswith(("add ", "flush ")), "a delta, not the whole table"
+    assert "cali2222" in nft.applied[-1]
+    assert nft.listed == listed  # a request does not list the table (the next check adopts it)
+    # The watch brings the write: the pending copy is dropped, the chains stay, nothing is written.
+    writes = len(nft.applied)
+    cache.replace([pool("p", "198.18.0.0/16"), profile("net1"), kv(key, doc, 12)], 12)
+    assert c.run_pass(cache.snapshot(), now=0.2) is None
+    assert c.pending == {} and set(endpoint_chains("cali2222")) <= chains_written(c)
+    assert len(nft.applied) == writes
+    # DEL: chains out, then the addresses' conntrack entries, before the request answers.
+    flushed = []
+    monkeypatch.setattr(rules.conntrack, "flush_addresses", lambda addresses: flushed.append([str(a) for a in addresses]))
+    c.endpoint_removed(key, ["198.18.0.6/32"])
+    assert not set(endpoint_chains("cali2222")) & chains_written(c)
+    assert flushed == [["198.18.0.6"]]
+
+
+def test_an_abandoned_endpoint_loses_its_chains_at_the_next_pass(tmp_path):
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, _, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    key = workload_endpoint("default", "node--a-cni-c3-eth0")
+    c.endpoint_added(key, endpoint_doc("node--a-cni-c3-eth0", "cali3333", "198.18.0.7/32"))
+    c.endpoint_abandoned(key)
+    assert c.run_pass(cache.snapshot(), now=0.1) is None
+    assert not set(endpoint_chains("cali3333")) & chains_written(c)
+
+
+def test_a_request_before_the_first_programming_waits_then_fails_with_11(tmp_path, monkeypatch):
+    monkeypatch.setattr(rules, "SYNC_WAIT", 0.2)
+    c, nft, _ = controller(Cache(), tmp_path)  # never synced
+    with pytest.raises(CniError) as err:
+        c.endpoint_added(workload_endpoint("default", "node--a-cni-c4-eth0"), endpoint_doc("node--a-cni-c4-eth0", "cali4444", "198.18.0.8/32"))
+    assert err.value.code == TRY_AGAIN_LATER and "not programmed network policy yet" in err.value.msg
+    assert nft.applied == [] and c.pending == {}
+
+
+def test_a_request_waiting_for_the_first_programming_goes_on_once_it_is_done(tmp_path):
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, _, _ = controller(cache, tmp_path)
+    done: list[BaseException | None] = []
+
+    def request() -> None:
+        try:
+            c.endpoint_added(workload_endpoint("default", "node--a-cni-c5-eth0"), endpoint_doc("node--a-cni-c5-eth0", "cali5555", "198.18.0.9/32"))
+            done.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            done.append(exc)
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    thread.join(5)
+    assert done == [None] and set(endpoint_chains("cali5555")) <= chains_written(c)
+
+
+def test_other_tables_dropping_chains_are_reported_once(tmp_path, caplog):
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, _, _ = controller(cache, tmp_path, nft=PolicyNft(["inet filter forward (hook forward)"]))
+    with caplog.at_level(logging.WARNING, logger="calico_cni.node.rules"):
+        assert c.run_pass(cache.snapshot(), now=0.0) is None
+        assert c.run_pass(cache.snapshot(), now=10.0) is None
+    reports = [r.getMessage() for r in caplog.records if "inet filter forward" in r.getMessage()]
+    assert len(reports) == 1 and "policy drop" in reports[0]
+
+
+def test_without_enforcement_no_policy_and_requests_do_nothing(tmp_path):
+    cache = synced(pool("p", "198.18.0.0/16"))
+    nft = PolicyNft()
+    c = RulesController(ME, cache, nft=nft)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    c.endpoint_added(workload_endpoint("default", "node--a-cni-c6-eth0"), endpoint_doc("node--a-cni-c6-eth0", "cali6666", "198.18.0.10/32"))
+    assert len(nft.applied) == 2 and not any(ch.startswith(("tw-", "fw-")) for ch in chains_written(c))
