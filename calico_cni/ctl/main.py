@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from calico_cni.ctl import datastore, ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node_status, resources, version
+from calico_cni.ctl import datastore, ipam_check, ipam_configure, ipam_gc, ipam_release, ipam_show, ippool, node_policy, node_status, resources, version
 from calico_cni.ctl.context import connection_options
 from calico_cni.ctl.errors import failure
 
@@ -80,10 +80,11 @@ def ipam() -> None:
 
 @cli.group("node")
 def node() -> None:
-    """Commands run on a node: the state of calico-node and its BGP peers."""
+    """The state of calico-node and its BGP peers (run on the node), and what is enforced for one endpoint."""
 
 
 node.add_command(node_status.status)
+node.add_command(node_policy.policy)
 for command in (ipam_show.show, ipam_check.check, ipam_release.release, ipam_configure.configure, ipam_gc.gc):
     ipam.add_command(command)
 for group in (*resources.COMMANDS, ippool.ippool, datastore.datastore, version.version):

@@ -32,7 +32,7 @@ def test_every_verb_is_covered():
         ("ippool",), ("ippool", "create"), ("ippool", "delete"), ("ippool", "disable"), ("ippool", "enable"),
         ("datastore",), ("datastore", "migrate"), ("datastore", "migrate", "lock"), ("datastore", "migrate", "unlock"),
         ("datastore", "repair"), ("datastore", "repair", "profiles"),
-        ("node",), ("node", "status"),
+        ("node",), ("node", "policy"), ("node", "status"),
     }
 
 
