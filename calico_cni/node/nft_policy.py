@@ -336,12 +336,12 @@ class PolicyCompiler:
         self._policies: tuple = ()
         self._tiers: Mapping = {}
         self._profiles: Mapping = {}
-        self._applicable: dict[str, tuple[WorkloadEndpoint, EndpointPolicies]] = {}
+        self._applicable: dict[str, tuple[WorkloadEndpoint, EndpointPolicies, dict]] = {}
         self._entities: dict[str, _Entity] = {}
         self._members: dict[SelectorId, _Members] = {}
         self._sets: dict[tuple, tuple[int, NftSet]] = {}
-        self._chains: dict[tuple, tuple[object, object]] = {}
-        self._endpoint_chains: dict[str, tuple[EndpointPolicies, tuple, Chain]] = {}
+        self._chains: dict[tuple, tuple[object, object, int]] = {}  # (record, chain and uses or why not, pass last used)
+        self._endpoint_chains: dict[str, tuple[EndpointPolicies, tuple, Chain, int]] = {}
 
     # --- what changed -------------------------------------------------------------------------
 
@@ -390,13 +390,20 @@ class PolicyCompiler:
         members.used = self._pass
         return members
 
-    def _applicable_to(self, view: PolicyView, endpoint: WorkloadEndpoint) -> EndpointPolicies:
+    def _applicable_to(self, view: PolicyView, endpoint: WorkloadEndpoint) -> tuple[EndpointPolicies, dict[str, tuple[tuple[Policy | Profile, str], ...]]]:
+        """What applies to `endpoint`, and per direction the policies and profiles with their chain
+        names (memoized while the endpoint and the policies, tiers and profiles are the same)."""
         cached = self._applicable.get(endpoint.key)
         if cached is not None and cached[0] is endpoint:
-            return cached[1]
+            return cached[1], cached[2]
         result = applicable(view, endpoint)
-        self._applicable[endpoint.key] = (endpoint, result)
-        return result
+        needs: dict[str, tuple[tuple[Policy | Profile, str], ...]] = {}
+        for direction in (INGRESS, EGRESS):
+            needs[direction] = tuple((p, policy_chain(p, direction)) for tier in result.tiers(direction) for p in tier.policies) + tuple(
+                (profile, profile_chain(name, direction)) for name, profile in result.profiles if profile is not None
+            )
+        self._applicable[endpoint.key] = (endpoint, result, needs)
+        return result, needs
 
     # --- sets ---------------------------------------------------------------------------------
 
@@ -444,6 +451,7 @@ class PolicyCompiler:
         key = (type(record).__name__, name, family)
         cached = self._chains.get(key)
         if cached is not None and cached[0] is record:
+            self._chains[key] = (record, cached[1], self._pass)
             return cached[1]  # type: ignore[return-value]
         uses = _Uses()
         namespace = record.namespace if isinstance(record, Policy) else None
@@ -452,7 +460,7 @@ class PolicyCompiler:
             result = (Chain(name, None, render_rules(record.rules(direction), namespace, family, uses)), uses)
         except ValueError as exc:
             result = str(exc)
-        self._chains[key] = (record, result)
+        self._chains[key] = (record, result, self._pass)
         return result
 
     def section(self, view: PolicyView, nodename: str, family: int, settings: PolicySettings = PolicySettings()) -> Section:
@@ -488,14 +496,11 @@ class PolicyCompiler:
                 )
                 endpoint_chains_ += [Chain(tw, None, ("counter drop",)), Chain(fw, None, ("counter drop",))]
                 continue
-            policies = self._applicable_to(view, endpoints[0])
+            policies, needs = self._applicable_to(view, endpoints[0])
             for direction, chain_name in ((INGRESS, tw), (EGRESS, fw)):
-                for tier in policies.tiers(direction):
-                    for policy in tier.policies:
-                        self._need(chains, failed, uses, policy, policy_chain(policy, direction), direction, family)
-                for name, profile in policies.profiles:
-                    if profile is not None:
-                        self._need(chains, failed, uses, profile, profile_chain(name, direction), direction, family)
+                for record, name in needs[direction]:
+                    if name not in chains and name not in failed:
+                        self._need(chains, failed, uses, record, name, direction, family)
                 endpoint_chains_.append(self._endpoint_chain(chain_name, direction, policies, failed, settings))
         sets: dict[str, NftSet] = {}
         for use in uses:
@@ -506,7 +511,7 @@ class PolicyCompiler:
             for identity, names in use.named:
                 s = self._named_set(identity, names, use.selectors.get(identity) if identity is not None else None, family)
                 sets[s.name] = s
-        self._forget()
+        self._forget(view)
         maps = (NftMap(FROM_WL, "ifname", tuple(from_wl)), NftMap(TO_WL, "ifname", tuple(to_wl)))
         ordered = (
             *_base_chains(family, settings),
@@ -521,9 +526,10 @@ class PolicyCompiler:
         token = (frozenset(failed), settings)
         cached = self._endpoint_chains.get(name)
         if cached is not None and cached[0] is policies and cached[1] == token:
-            return cached[2]
-        chain = _endpoint_chain(name, direction, policies, failed, settings)
-        self._endpoint_chains[name] = (policies, token, chain)
+            chain = cached[2]
+        else:
+            chain = _endpoint_chain(name, direction, policies, failed, settings)
+        self._endpoint_chains[name] = (policies, token, chain, self._pass)
         return chain
 
     def _need(self, chains: dict[str, Chain], failed: set[str], uses: list[_Uses], record: Policy | Profile, name: str, direction: str, family: int) -> None:
@@ -539,10 +545,14 @@ class PolicyCompiler:
         chains[name] = result[0]
         uses.append(result[1])
 
-    def _forget(self) -> None:
-        """Drop memos no recent pass used (each family's section is one pass), so that memory
-        follows what is in use."""
-        stale = {i for i, m in self._members.items() if m.used < self._pass - 2}
+    def _forget(self, view: PolicyView) -> None:
+        """Drop memos no recent pass used (each family's section is one pass) and those of endpoints
+        gone, so that memory follows what is in use."""
+        recent = self._pass - 2
+        self._chains = {k: v for k, v in self._chains.items() if v[2] >= recent}
+        self._endpoint_chains = {k: v for k, v in self._endpoint_chains.items() if v[3] >= recent}
+        self._applicable = {k: v for k, v in self._applicable.items() if k in view.endpoints}
+        stale = {i for i, m in self._members.items() if m.used < recent}
         for identity in stale:
             del self._members[identity]
         if stale:
