@@ -2,11 +2,11 @@
 kernel accepts the tables compiled from a varied view (both families, every rule field, named
 ports, logs, many endpoints), and traffic between pods wired the Calico way obeys a policy:
 
-    pod a (198.18.0.1, role=friend) -- calia |
-    pod b (198.18.0.2, app=b)       -- calib | node (uplink up0 198.19.0.1/24, default route)
-    pod c (198.18.0.3)              -- calic |
+    pod a (198.18.0.1, fd00:198:18::1, role=friend) -- calia |
+    pod b (198.18.0.2, fd00:198:18::2, app=b)       -- calib | node (uplink up0 198.19.0.1/24, default routes)
+    pod c (198.18.0.3, fd00:198:18::3)              -- calic |
 
-b's ingress allows ICMP from role == 'friend' only; every pod's profile allows the rest.
+b's ingress allows ICMP (ICMPv6) from role == 'friend' only; every pod's profile allows the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tests.namespaces.test_nftables import counters, inside, ping, sh
 from tests.policy_support import stored, wep
 
 ME = "node1"
-HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"
+# Calico's host-side veth MAC, and the link-local address the pod's IPv6 default route goes via.
+HOST_VETH_MAC, HOST_VETH_LL = "ee:ee:ee:ee:ee:ee", "fe80::ecee:eeff:feee:eeee"
 ALLOW_ALL = {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]}
 
 
@@ -130,21 +131,29 @@ def pods():
         node = names["node"]
         netns.ip("-n", node, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
         netns.ip("-n", node, "addr", "add", "198.19.0.1/24", "dev", "up0")
+        netns.ip("-n", node, "addr", "add", "fd00:198:19::1/64", "dev", "up0", "nodad")
         for dev in ("up0", "up1"):
             netns.ip("-n", node, "link", "set", dev, "up")
         # Proxy ARP answers only for addresses routed through another interface: a default route.
         netns.ip("-n", node, "route", "add", "default", "via", "198.19.0.2", "dev", "up0")
-        sh(node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        netns.ip("-n", node, "-6", "route", "add", "default", "via", "fd00:198:19::2", "dev", "up0")
+        sh(node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
         for i, pod in enumerate(("a", "b", "c"), start=1):
             ns, host, addr = names[pod], f"cali{pod}", f"198.18.0.{i}"
             netns.ip("-n", node, "link", "add", host, "address", HOST_VETH_MAC, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            # No DAD on the veth pair, so the link-local addresses are usable at once.
+            sh(node, "sysctl", "-q", "-w", f"net.ipv6.conf.{host}.accept_dad=0")
+            sh(ns, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_dad=0")
             netns.ip("-n", node, "link", "set", host, "up")
             sh(node, "sysctl", "-q", "-w", f"net.ipv4.conf.{host}.proxy_arp=1", f"net.ipv4.conf.{host}.forwarding=1", f"net.ipv4.neigh.{host}.proxy_delay=0")
             netns.ip("-n", node, "route", "add", f"{addr}/32", "dev", host)
+            netns.ip("-n", node, "-6", "route", "add", f"fd00:198:18::{i}/128", "dev", host)
+            netns.ip("-n", ns, "addr", "add", f"fd00:198:18::{i}/128", "dev", "eth0", "nodad")
             netns.ip("-n", ns, "addr", "add", f"{addr}/32", "dev", "eth0")
             netns.ip("-n", ns, "link", "set", "eth0", "up")
             netns.ip("-n", ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
             netns.ip("-n", ns, "route", "add", "default", "via", "169.254.1.1")
+            netns.ip("-n", ns, "-6", "route", "add", "default", "via", HOST_VETH_LL, "dev", "eth0")
         yield names
     finally:
         for name in names.values():
@@ -156,9 +165,9 @@ def pod_records(b_policy: dict) -> list:
         stored("Tier", "default", {}),
         stored("Profile", "kns.prod", ALLOW_ALL),
         stored("GlobalNetworkPolicy", "b-ingress", {"selector": "app == 'b'", "types": ["Ingress"], **b_policy}),
-        wep("a", labels={"role": "friend"}, profiles=["kns.prod"], node=ME, interfaceName="calia", ipNetworks=["198.18.0.1/32"]),
-        wep("b", labels={"app": "b"}, profiles=["kns.prod"], node=ME, interfaceName="calib", ipNetworks=["198.18.0.2/32"]),
-        wep("c", profiles=["kns.prod"], node=ME, interfaceName="calic", ipNetworks=["198.18.0.3/32"]),
+        wep("a", labels={"role": "friend"}, profiles=["kns.prod"], node=ME, interfaceName="calia", ipNetworks=["198.18.0.1/32", "fd00:198:18::1/128"]),
+        wep("b", labels={"app": "b"}, profiles=["kns.prod"], node=ME, interfaceName="calib", ipNetworks=["198.18.0.2/32", "fd00:198:18::2/128"]),
+        wep("c", profiles=["kns.prod"], node=ME, interfaceName="calic", ipNetworks=["198.18.0.3/32", "fd00:198:18::3/128"]),
     ]
 
 
@@ -193,3 +202,14 @@ def test_an_unknown_pod_interface_and_a_spoofed_source_are_dropped(pods):
     assert not ping(pods["a"], "198.18.0.3", "-I", "198.18.0.2")
     spoofed = dict(counters(node, "ip", "calico", "policy-antispoof"))
     assert spoofed['iifname "cali*" fib saddr . iif oif missing drop'] >= 1
+
+
+def test_ipv6_pods_ping_as_the_policy_says(pods):
+    node = pods["node"]
+    program(node, pod_records({"ingress": [{"action": "Allow", "protocol": "ICMPv6", "source": {"selector": "role == 'friend'"}}]}))
+    assert ping(pods["a"], "fd00:198:18::2")  # friend to b: allowed (neighbour discovery through wl-to-host too)
+    assert not ping(pods["c"], "fd00:198:18::2")  # c to b: end-of-tier drop
+    assert ping(pods["b"], "fd00:198:18::3")
+    assert not ping(pods["a"], "198.18.0.2")  # the ICMPv6 rule does not allow IPv4's ICMP
+    dropped = dict(counters(node, "ip6", "calico", "tw-calib"))
+    assert dropped["meta mark & 0x00020000 == 0x00000000 drop"] >= 1
