@@ -12,7 +12,6 @@ import yaml
 
 from calico_cni.datastore.etcd import Range
 from calico_cni.model.kinds.policy_rules import MAX_RULES_PER_DIRECTION
-from tests.calicoctl_support import ctl  # noqa: F401 - fixture
 
 R = "/calico/resources/v3/projectcalico.org/"
 IFACE = "cali0123456789a"
@@ -75,7 +74,7 @@ def wep(name: str = "node1-cni-c1-eth0", namespace: str = "default", labels: dic
 
 
 @pytest.mark.parametrize("verb", ["create", "apply", "replace"])
-def test_unenforced_fields_warn_naming_resource_and_fields_and_are_stored(ctl, store, tmp_path, verb):  # noqa: F811
+def test_unenforced_fields_warn_naming_resource_and_fields_and_are_stored(ctl, store, tmp_path, verb):
     docs = [
         gnp("untracked", {"selector": "all()", "doNotTrack": True, "applyOnForward": True, "ingress": [{"action": "Allow"}]}),
         np(
@@ -113,7 +112,7 @@ def test_unenforced_fields_warn_naming_resource_and_fields_and_are_stored(ctl, s
         assert R + key in keys(store), key
 
 
-def test_a_plain_policy_prints_no_warning(ctl, tmp_path):  # noqa: F811
+def test_a_plain_policy_prints_no_warning(ctl, tmp_path):
     r = ok(
         ctl(
             "apply",
@@ -147,14 +146,14 @@ def test_a_plain_policy_prints_no_warning(ctl, tmp_path):  # noqa: F811
     ids=["selector", "rule-selector", "port", "port-zero", "port-range", "ingress-rules", "egress-rules"],
 )
 @pytest.mark.parametrize("kind", ["GlobalNetworkPolicy", "NetworkPolicy"])
-def test_hostile_policies_are_refused_and_nothing_is_written(ctl, store, tmp_path, spec, needles, kind):  # noqa: F811
+def test_hostile_policies_are_refused_and_nothing_is_written(ctl, store, tmp_path, spec, needles, kind):
     doc = gnp("hostile", spec) if kind == "GlobalNetworkPolicy" else np("hostile", spec)
     for verb in ("apply", "create"):
         failed(ctl(verb, "-f", write(tmp_path, doc)), f"({kind} hostile)", *needles)
     assert keys(store) == []
 
 
-def test_a_profile_with_too_many_rules_is_refused(ctl, store, tmp_path):  # noqa: F811
+def test_a_profile_with_too_many_rules_is_refused(ctl, store, tmp_path):
     doc = {"kind": "Profile", "metadata": {"name": "big"}, "spec": {"ingress": [{"action": "Allow"}] * (MAX_RULES_PER_DIRECTION + 1)}}
     failed(ctl("apply", "-f", write(tmp_path, doc)), "spec.ingress", "5001 rules")
     assert keys(store) == []
@@ -164,7 +163,7 @@ def test_a_profile_with_too_many_rules_is_refused(ctl, store, tmp_path):  # noqa
 
 
 @pytest.fixture
-def world(ctl, store, tmp_path):  # noqa: F811
+def world(ctl, store, tmp_path):
     """Tiers, policies in several tiers (some selecting the endpoint, some not), a profile giving a
     label, a hostile policy written straight to etcd, and the endpoint."""
     docs = [
@@ -280,7 +279,7 @@ def test_node_policy_of_a_missing_or_unpoliced_endpoint_fails(world):
     failed(world("node", "policy", "node1-cni-c3-eth0"), "has no ipNetworks")
 
 
-def test_node_policy_with_no_policy_and_no_profile(ctl, tmp_path):  # noqa: F811
+def test_node_policy_with_no_policy_and_no_profile(ctl, tmp_path):
     ok(ctl("apply", "-f", write(tmp_path, wep(profiles=()))))
     r = ok(ctl("node", "policy", "node1-cni-c1-eth0"))
     for field in ("Ingress", "Egress"):
