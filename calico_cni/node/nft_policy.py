@@ -28,9 +28,16 @@ that does not exist: drop there); finally drop.
 
 Policy chains `pi-<id>` / `po-<id>` and profile chains `pri-<name>` / `pro-<name>`, shared by
 every endpoint they apply to: one rule per Calico rule; Allow sets ACCEPT and returns, Pass sets
-PASS and returns, Deny drops, Log logs with the prefix `calico-packet` (and goes on); every rule
-has a counter. Selector matches use sets holding the addresses of every matching endpoint on every
-node and the nets of matching network sets; named ports use sets of address . protocol . port.
+PASS and returns, Deny drops, Log logs with the prefix `calico-packet: ` (and goes on); every rule
+has a counter. Only the policies and profiles some local endpoint uses get chains. A rule is
+rendered per family as Felix's FilterRuleToIPVersion does (ipVersion of the other family, or nets
+emptied by dropping the other family's CIDRs: skipped); protocols as `meta l4proto`, ports as
+`th sport/dport`, ICMP as `icmp`/`icmpv6` (so only ICMP of the table's family matches). Selector
+matches use sets holding the addresses of every matching endpoint on every node and the nets of
+matching network sets, one set per selector with its namespace scope (rules with the same selector
+share it; an empty set matches nothing); named ports use sets of address . protocol . port of the
+endpoints the side's selector matches. A port list mixing numbers and names is an OR: SCRATCH is
+set, cleared when the packet matches none of the alternatives, and tested by the rule itself.
 
 Names (`sel-<hash>`, `np-<hash>` for sets; chains as above) are readable where the name allows it
 (`[a-z0-9./-]`, at most 64 characters), else a readable prefix, `_` and a hash: `_` never occurs
@@ -470,6 +477,8 @@ class PolicyCompiler:
         self._pass += 1
         self.problems = []
         self._refresh(view)
+        if settings.endpoint_to_host_action not in ("Drop", "Return", "Accept"):
+            self.problems.append(f"defaultEndpointToHostAction {settings.endpoint_to_host_action!r} is not Drop, Return or Accept: workload to host dropped")
         locals_by_interface: dict[str, list[WorkloadEndpoint]] = {}
         for endpoint in view.endpoints.values():
             if endpoint.node == nodename and endpoint.interface_name:

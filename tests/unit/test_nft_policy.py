@@ -257,6 +257,8 @@ def test_endpoint_to_host_action():
     assert chain(compile_(*TIERS, wep("a"))[0], "wl-to-host")[-1] == "counter drop"
     assert chain(compile_(*TIERS, wep("a"), settings=PolicySettings("Accept"))[0], "wl-to-host")[-1] == "accept"
     assert chain(compile_(*TIERS, wep("a"), settings=PolicySettings("Return", 8472))[0], "fw-calia")[1] == "udp dport 8472 counter drop"
+    s, problems = compile_(*TIERS, wep("a"), settings=PolicySettings("Maybe"))
+    assert chain(s, "wl-to-host")[-1] == "counter drop" and "Maybe" in problems[0]
 
 
 RICH = (
