@@ -131,6 +131,7 @@ def test_a_plain_policy_prints_no_warning(ctl, tmp_path):
     [
         ({"selector": "app == "}, ("spec.selector", "invalid selector")),
         ({"ingress": [{"action": "Allow", "source": {"selector": "a in {"}}]}, ("spec.ingress[0].source.selector", "invalid selector")),
+        ({"selector": "(" * 3000 + "has(a)" + ")" * 3000}, ("spec.selector", "nested too deeply")),
         ({"ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [65536]}}]}, ("spec.ingress[0].destination.ports[0]", "65535")),
         (
             {"ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": ["0:80"]}}]},
@@ -143,7 +144,7 @@ def test_a_plain_policy_prints_no_warning(ctl, tmp_path):
         ),
         ({"egress": [{"action": "Deny"}] * (MAX_RULES_PER_DIRECTION + 1)}, ("spec.egress", "5001 rules")),
     ],
-    ids=["selector", "rule-selector", "port", "port-zero", "port-range", "ingress-rules", "egress-rules"],
+    ids=["selector", "rule-selector", "deep-selector", "port", "port-zero", "port-range", "ingress-rules", "egress-rules"],
 )
 @pytest.mark.parametrize("kind", ["GlobalNetworkPolicy", "NetworkPolicy"])
 def test_hostile_policies_are_refused_and_nothing_is_written(ctl, store, tmp_path, spec, needles, kind):

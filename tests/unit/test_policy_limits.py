@@ -85,3 +85,27 @@ def test_profile_rules_and_host_endpoints():
     hep = decode({"kind": "HostEndpoint", "metadata": {"name": "h1"}, "spec": {"node": "n1", "interfaceName": "eth0"}})
     assert unenforced_fields("HostEndpoint", hep) == (HOST_ENDPOINTS_UNENFORCED,)
     assert unenforced_fields("IPPool", {"spec": {"cidr": "198.18.0.0/24"}}) == ()
+
+
+@pytest.mark.parametrize(
+    "field, rule",
+    [
+        ("spec.selector", None),
+        ("spec.ingress[0].source.selector", {"source": "selector"}),
+        ("spec.ingress[0].source.notSelector", {"source": "notSelector"}),
+        ("spec.ingress[0].destination.namespaceSelector", {"destination": "namespaceSelector"}),
+        ("spec.ingress[0].source.serviceAccounts.selector", {"source": "serviceAccounts"}),
+    ],
+)
+def test_a_selector_nested_too_deeply_is_refused_with_a_message(field, rule):
+    deep = "(" * 5000 + "a == 'b'" + ")" * 5000
+    if rule is None:
+        spec = {"selector": deep}
+    else:
+        ((side, key),) = rule.items()
+        value = {"selector": deep} if key == "serviceAccounts" else deep
+        spec = {"ingress": [{"action": "Allow", side: {key: value}}]}
+    error = refused(policy("GlobalNetworkPolicy", spec))
+    assert error.path == field and "nested too deeply" in error.reason
+    # A reasonably nested one is fine.
+    decode(policy("GlobalNetworkPolicy", {"selector": "(" * 20 + "a == 'b'" + ")" * 20}))

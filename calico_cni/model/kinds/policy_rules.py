@@ -143,11 +143,21 @@ def rule_net(text: str) -> str | None:
     return None
 
 
+def selector_check(text: str) -> str | None:
+    """A selector in Calico's language; one nested too deeply for the parser (which recurses per
+    level: a few hundred levels) is refused with a message, not a RecursionError. Calico's parser has
+    no such limit, but no real selector comes near it."""
+    try:
+        return checks.selector(text)
+    except RecursionError:
+        return f"invalid selector {text[:60]!r}...: nested too deeply ({len(text)} characters); simplify it"
+
+
 def entity_selector(text: str) -> str | None:
     """An EntityRule's `selector`: a selector without global(), which only a namespaceSelector takes."""
     if GLOBAL_SELECTOR in text:
         return GLOBAL_ONLY_IN_NAMESPACE_SELECTOR
-    return checks.selector(text)
+    return selector_check(text)
 
 
 def endpoint_selector(text: str) -> str | None:
@@ -160,7 +170,7 @@ def namespace_selector(text: str) -> str | None:
     """An EntityRule's `namespaceSelector`: a selector, or global() alone."""
     if "global(" in text and text != GLOBAL_SELECTOR and not _ONLY_GLOBAL.match(text):
         return f"{GLOBAL_SELECTOR} cannot be combined with other selectors"
-    return checks.selector(text)
+    return selector_check(text)
 
 
 def _icmp_check(obj: dict, path: str) -> None:
@@ -177,7 +187,7 @@ def _services_check(obj: dict, path: str) -> None:
 
 
 SERVICE_MATCH = Obj({"name": Str(checks.dns_subdomain), "namespace": Str(checks.dns_subdomain)}, check=_services_check)
-SERVICE_ACCOUNT_MATCH = Obj({"names": List(Str()), "selector": Str(checks.selector)})
+SERVICE_ACCOUNT_MATCH = Obj({"names": List(Str()), "selector": Str(selector_check)})
 
 
 def _entity_check(obj: dict, path: str) -> None:
@@ -199,7 +209,7 @@ ENTITY_RULE = Obj(
         "nets": List(Str(rule_net)),
         "notNets": List(Str(rule_net)),
         "selector": Str(entity_selector),
-        "notSelector": Str(checks.selector),
+        "notSelector": Str(selector_check),
         "namespaceSelector": Str(namespace_selector),
         "ports": List(Port()),
         "notPorts": List(Port()),
