@@ -110,6 +110,10 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
             log.warning("replacing endpoint %s/%s of container %s (an earlier sandbox)", ident.namespace, ident.endpoint_name, current.container_id)
         doc = ident.endpoint_doc(host_veth, mac, ip_networks, meta.get("uid") or str(uuid.uuid4()), meta.get("creationTimestamp") or now_rfc3339())
         doc["metadata"].setdefault("annotations", {})[NETWORK_ANNOTATION] = ident.network
+        if meta.get("labels"):
+            # Our own endpoint written again: labels given since (`calicoctl label`) are kept
+            # under the ones this ADD sets.
+            doc["metadata"]["labels"] = {**meta["labels"], **(doc["metadata"].get("labels") or {})}
         record = WorkloadEndpoint(ident.namespace, ident.endpoint_name, doc, current.revision if current is not None else 0)
         if not store.commit(puts=[record]):
             raise Conflict()
