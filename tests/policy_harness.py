@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -40,9 +41,9 @@ from tests.conftest import plugin_path
 POOL_V4, POOL_V6 = "198.18.70.0/24", "fd00:198:18:70::/112"
 TCP_PORTS = (80, 443, 5000, 5001, 5002, 8080)
 UDP_PORTS = (53, 5000, 5001, 8080)
-PROBE_TIMEOUT = 1.0  # a reply between namespaces on one machine takes well under a millisecond
+PROBE_TIMEOUT = 0.5  # a reply between namespaces on one machine takes well under a millisecond
 ENFORCE_TIMEOUT = 5.0  # from `calicoctl apply` to the kernel, through the watch
-HOLD = 0.6  # how long an answer must stay once reached
+HOLD = 0.3  # how long an answer must stay once reached (at least two more probes)
 NETWORK = "net1"  # the network of the pods (and the profile they name)
 API = "projectcalico.org/v3"
 _ids = itertools.count(1)
@@ -204,15 +205,21 @@ def socket_in(ns: str, family: int, kind: int) -> Iterator[socket.socket]:
         s.close()
 
 
-def tcp(source: Pod | str, target: Pod | str, port: int, v6: bool = False, timeout: float = PROBE_TIMEOUT, bind: str | None = None) -> bool:
+def _bind(s: socket.socket, family: int, bind: str | None, bind_port: int) -> None:
+    if bind or bind_port:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((bind or ("::" if family == socket.AF_INET6 else "0.0.0.0"), bind_port))
+
+
+def tcp(source: Pod | str, target: Pod | str, port: int, v6: bool = False, timeout: float = PROBE_TIMEOUT, bind: str | None = None, bind_port: int = 0) -> bool:
     """A TCP connection from `source` (a pod or a namespace) to `target` (a pod or an address) was
-    established and echoed a few bytes back within `timeout`."""
+    established and echoed a few bytes back within `timeout` (from the source address `bind` and
+    port `bind_port` when given)."""
     address = _address(target, v6)
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket_in(_ns(source), family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        if bind:
-            s.bind((bind, 0))
+        _bind(s, family, bind, bind_port)
         try:
             s.connect((address, port))
         except ConnectionRefusedError as exc:
@@ -226,14 +233,13 @@ def tcp(source: Pod | str, target: Pod | str, port: int, v6: bool = False, timeo
             return False
 
 
-def udp(source: Pod | str, target: Pod | str, port: int, v6: bool = False, timeout: float = PROBE_TIMEOUT, bind: str | None = None) -> bool:
+def udp(source: Pod | str, target: Pod | str, port: int, v6: bool = False, timeout: float = PROBE_TIMEOUT, bind: str | None = None, bind_port: int = 0) -> bool:
     """A UDP datagram from `source` to `target` was answered within `timeout`."""
     address = _address(target, v6)
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket_in(_ns(source), family, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        if bind:
-            s.bind((bind, 0))
+        _bind(s, family, bind, bind_port)
         payload = f"probe-{next(_ids)}".encode()
         try:
             s.sendto(payload, (address, port))
@@ -251,10 +257,10 @@ def udp(source: Pod | str, target: Pod | str, port: int, v6: bool = False, timeo
 
 
 def ping(source: Pod | str, target: Pod | str, v6: bool = False, timeout: float = PROBE_TIMEOUT) -> bool:
-    """One echo request from `source` to `target` answered within `timeout` (whole seconds for ping's -W)."""
+    """One echo request from `source` to `target` answered within `timeout`."""
     address = _address(target, v6)
     six = ["-6"] if ":" in address else ["-4"]
-    wait = str(max(1, round(timeout)))
+    wait = f"{timeout:g}"
     proc = subprocess.run(
         ["ip", "netns", "exec", _ns(source), "ping", *six, "-n", "-c", "1", "-W", wait, "-q", address], capture_output=True, text=True, timeout=30
     )
@@ -341,10 +347,15 @@ class PolicyNode:
         config = self.conf(v6, **(conf or {}))
         if labels:
             config.setdefault("args", {}).setdefault("cni", {})["labels"] = [{"key": k, "value": v} for k, v in labels.items()]
-        ns = netns.add(f"{netns.PREFIX}pp{next(_ids)}-{__import__('os').getpid()}")
+        ns = netns.add(f"{netns.PREFIX}pp{next(_ids)}-{os.getpid()}")
         self.node.pods.append(ns)
+        # The server starts before ADD (it binds the wildcard address), so it counts whatever
+        # reaches the pod from its very first packet.
+        srv = Server(ns, self.directory / f"server-{ns}") if server else None
         run = self.node.plugin("ADD", config, ns, **cni_args)
         if run.rc != 0:
+            if srv is not None:
+                srv.stop()
             self.node.pods.remove(ns)
             netns.delete(ns)
             raise AssertionError(f"ADD: rc={run.rc} {run.stdout} {run.stderr[-2000:]}")
@@ -353,7 +364,6 @@ class PolicyNode:
         v6a = next((a for a in ips if ":" in a), None)
         interface = next(i["name"] for i in run.out["interfaces"] if "sandbox" not in i)
         wep = self.endpoint_of(interface)
-        srv = Server(ns, self.directory / f"server-{ns}") if server else None
         pod = Pod(ns, wep["metadata"]["name"], wep["metadata"]["namespace"], interface, v4, v6a, srv, dict(cni_args), config)
         self.pods.append(pod)
         return pod
@@ -437,10 +447,11 @@ class Scope:
         self.pods.append(made)
         return made
 
-    def k8s_pod(self, namespace: str, name: str | None = None, labels: dict[str, str] | None = None, v6: bool = True) -> Pod:
-        """A Kubernetes pod (K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS): an endpoint of `namespace`."""
+    def k8s_pod(self, namespace: str, name: str | None = None, labels: dict[str, str] | None = None, v6: bool = True, conf: dict | None = None) -> Pod:
+        """A Kubernetes pod (K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS): an endpoint of `namespace`
+        (`conf` {"policy": {"type": "k8s"}} names the namespace's profile `kns.<namespace>`)."""
         name = name or f"pod{next(_ids)}"
-        return self.pod(labels, v6, K8S_POD_NAMESPACE=namespace, K8S_POD_NAME=name, K8S_POD_INFRA_CONTAINER_ID=f"infra{next(_ids)}")
+        return self.pod(labels, v6, conf=conf, K8S_POD_NAMESPACE=namespace, K8S_POD_NAME=name, K8S_POD_INFRA_CONTAINER_ID=f"infra{next(_ids)}")
 
     def server(self, ns: str, tcp_ports: tuple[int, ...] = TCP_PORTS, udp_ports: tuple[int, ...] = UDP_PORTS) -> Server:
         """A server in any namespace (the node's, say), stopped at the end."""
@@ -476,10 +487,10 @@ class Scope:
         if ref in self.applied:
             self.applied.remove(ref)
 
-    def label(self, pod: Pod, key: str, value: str | None) -> None:
+    def label(self, pod: Pod, key: str, value: str | None, check: bool = True) -> None:
         """`calicoctl label workloadendpoint` (value None removes the label)."""
         if value is None:
-            self.pn.ctl("label", "workloadendpoint", pod.name, key, "--remove", "-n", pod.namespace)
+            self.pn.ctl("label", "workloadendpoint", pod.name, key, "--remove", "-n", pod.namespace, check=check)
         else:
             self.pn.ctl("label", "workloadendpoint", pod.name, f"{key}={value}", "--overwrite", "-n", pod.namespace)
 
@@ -493,7 +504,6 @@ class Scope:
         return policy_chain(record, direction)
 
     def _stored(self, kind: str, name: str, namespace: str | None) -> tuple[str, bytes, int]:
-        import pyetcd
 
         plural = {"GlobalNetworkPolicy": "globalnetworkpolicies", "NetworkPolicy": "networkpolicies"}[kind]
         stored_name = name if "." in name else f"default.{name}"
@@ -506,9 +516,38 @@ class Scope:
         assert value is not None, f"{key} is not in etcd"
         return key, value, getattr(meta, "mod_revision", 1)
 
+    def edit_endpoint(self, pod: Pod, change: Callable[[dict], None]) -> None:
+        """`calicoctl replace` of the pod's WorkloadEndpoint after `change(document)` (ports, profiles)."""
+        doc = self.pn.wep(pod)
+        change(doc)
+        self.pn.ctl("replace", "-f", "-", stdin=json.dumps(doc))
+
+    def chains_gone(self, names: set[str], timeout: float = 10.0) -> None:
+        """Wait until none of the chains `names` is in either of the daemon's tables."""
+        wait_for(f"the chains {sorted(names)} to leave the tables", lambda: not (names & (self.pn.chains("ip") | self.pn.chains("ip6"))), timeout)
+
+    def _policy_chains(self, kind: str, name: str, namespace: str | None) -> set[str]:
+        """The chains of an applied policy or profile (empty when it cannot be read)."""
+        from calico_cni.node.nft_policy import profile_chain
+        from calico_cni.node.policy_model import EGRESS, INGRESS
+
+        try:
+            if kind == "Profile":
+                return {profile_chain(name, d) for d in (INGRESS, EGRESS)}
+            if kind in ("GlobalNetworkPolicy", "NetworkPolicy"):
+                return {self.policy_chain(kind, name, d, namespace) for d in (INGRESS, EGRESS)}
+        except Exception:  # noqa: BLE001 - no barrier for a record that is not there
+            pass
+        return set()
+
     def close(self) -> None:
-        """Remove what the test made: resources (policies first), pods, servers."""
+        """Remove what the test made: resources (policies first), pods, servers. Waits until the
+        chains of the policies and profiles it deleted left the kernel, so the next test starts
+        from the module's baseline rather than racing the watch."""
         errors = []
+        gone: set[str] = set()
+        for kind, name, namespace in self.applied:
+            gone |= self._policy_chains(kind, name, namespace)
         for kind, name, namespace in reversed(self.applied):
             ns = ["-n", namespace] if namespace else []
             proc = self.pn.ctl("delete", kind, name, *ns, check=False)
@@ -527,6 +566,11 @@ class Scope:
                     errors.append(repr(exc))
         for srv in self.servers:
             srv.stop()
+        if gone:
+            try:
+                self.chains_gone(gone)
+            except AssertionError as exc:
+                errors.append(str(exc))
         assert not errors, f"clean-up: {errors}"
 
 
