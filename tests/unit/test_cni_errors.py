@@ -9,6 +9,7 @@ import pytest
 from calico_cni.config import ConfigError
 from calico_cni.dataplane.bird import BirdError
 from calico_cni.dataplane.errors import DataplaneError, MtuError, NamespaceError
+from calico_cni.dataplane.conntrack import ConntrackError
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.dataplane.tunnels import TunnelError
 from calico_cni.datastore.watch import WatchLost
@@ -76,7 +77,7 @@ CALICOCTL_ONLY = {RepairRefused, InvalidReport, PoolRefused, *_leaves(ResourceEr
 
 # What only calico-node raises (its settings, start-up, address detection, watch and BIRD): no CNI verb
 # does, so none has a row.
-DAEMON_ONLY = {*_leaves(WatchLost), *_leaves(BirdError), *_leaves(SettingsError), *_leaves(StartupError), *_leaves(AutodetectError), *_leaves(TunnelError), *_leaves(TunnelAddressError), *_leaves(NftError)}
+DAEMON_ONLY = {*_leaves(WatchLost), *_leaves(BirdError), *_leaves(SettingsError), *_leaves(StartupError), *_leaves(AutodetectError), *_leaves(TunnelError), *_leaves(TunnelAddressError), *_leaves(NftError), *_leaves(ConntrackError)}
 
 # Row classes that also have subclasses of their own (raised directly as well).
 PARENT_ROWS = {
