@@ -215,3 +215,33 @@ def test_a_daemon_that_no_longer_accepts_is_not_waited_for(stuck_listener):
     from calico_cni.agent import client
 
     assert client.connect(stuck_listener, timeout=0.3) is None
+
+
+def test_an_exec_d_add_with_policy_enforced_and_no_daemon_fails_11(tmp_path):
+    """calico-node's marker beside its socket, nothing answering: ADD of `calico` fails with 11
+    naming calico-node (a pod made now would be dropped by its fail-closed dispatch); without the
+    marker, or for another verb or calico-ipam, the request runs in-process."""
+    import io
+
+    from calico_cni.agent import client, wire
+
+    path = str(tmp_path / "cni.sock")
+    env = {"CNI_COMMAND": "ADD", wire.SOCKET_ENV: path}
+    stdin = b'{"cniVersion": "1.0.0", "name": "net1", "type": "calico"}'
+
+    def forward(plugin: str, environ: dict) -> tuple:
+        real = sys.stdin
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
+        try:
+            return client.forward(plugin, environ)
+        finally:
+            sys.stdin = real
+
+    assert forward("calico", env)[0] is None  # no marker: in-process
+    (tmp_path / "policy-enforced").write_text("on\n")
+    code, out, _ = forward("calico", env)
+    answer = json.loads(out)
+    assert code == 1 and answer["code"] == 11 and answer["msg"] == "calico-node did not answer"
+    assert str(tmp_path / "policy-enforced") in answer["details"] and path in answer["details"]
+    assert forward("calico", {**env, "CNI_COMMAND": "DEL"})[0] is None  # DEL must always work
+    assert forward("calico-ipam", env)[0] is None
