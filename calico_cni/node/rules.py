@@ -393,15 +393,21 @@ class RulesController:
 
     def endpoint_removed(self, key: str, addresses: list[str]) -> None:
         """A request deleted the endpoint at `key`: its chains leave the kernel, then the conntrack
-        entries of its addresses, before the request answers. Raises CniError (try again later)
-        when they cannot."""
+        entries of its addresses go, before the request answers. Never fails the DEL: a retried DEL
+        finds no endpoint and could not do better, and the next pass removes the chains anyway;
+        what went wrong is logged."""
         if self.enforcement is None:
             return
-        self._request_pass(key, None, f"removing endpoint {key.rsplit('/', 2)[-2]}/{key.rsplit('/', 1)[-1]}")
+        name = f"{key.rsplit('/', 2)[-2]}/{key.rsplit('/', 1)[-1]}"
+        if self.enforcing.is_set():
+            try:
+                self._request_pass(key, None, f"removing endpoint {name}")
+            except CniError as exc:
+                log.error("rules: %s; its chains go at the next pass", exc)
         try:
             conntrack.flush_addresses([ipaddress.ip_interface(a).ip for a in addresses])
-        except DataplaneError as exc:
-            raise CniError(TRY_AGAIN_LATER, f"calico-node could not flush the connections of {', '.join(addresses)}", str(exc)) from None
+        except (DataplaneError, ValueError) as exc:
+            log.error("rules: the connections of endpoint %s (%s) were not flushed: %s", name, ", ".join(addresses), exc)
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD."""

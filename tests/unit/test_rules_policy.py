@@ -216,3 +216,22 @@ def test_without_enforcement_no_policy_and_requests_do_nothing(tmp_path):
     assert c.run_pass(cache.snapshot(), now=0.0) is None
     c.endpoint_added(workload_endpoint("default", "node--a-cni-c6-eth0"), endpoint_doc("node--a-cni-c6-eth0", "cali6666", "198.18.0.10/32"))
     assert len(nft.applied) == 2 and not any(ch.startswith(("tw-", "fw-")) for ch in chains_written(c))
+
+
+def test_a_del_never_waits_for_policy_nor_fails(tmp_path, monkeypatch, caplog):
+    """DEL before the first programming: no wait (nothing of the endpoint is in the kernel yet), its
+    connections still flushed; a flush that fails is logged, and the DEL goes on."""
+    monkeypatch.setattr(rules, "SYNC_WAIT", 30.0)  # a wait would show as a hung test
+    c, nft, _ = controller(Cache(), tmp_path)
+    flushed = []
+    monkeypatch.setattr(rules.conntrack, "flush_addresses", lambda addresses: flushed.append([str(a) for a in addresses]))
+    c.endpoint_removed(workload_endpoint("default", "node--a-cni-c7-eth0"), ["198.18.0.11/32", "fd00:198:18::11/128"])
+    assert flushed == [["198.18.0.11", "fd00:198:18::11"]] and nft.applied == []
+
+    def failing(addresses):
+        raise rules.DataplaneError("conntrack is not installed")
+
+    monkeypatch.setattr(rules.conntrack, "flush_addresses", failing)
+    with caplog.at_level(logging.ERROR, logger="calico_cni.node.rules"):
+        c.endpoint_removed(workload_endpoint("default", "node--a-cni-c7-eth0"), ["198.18.0.11/32"])
+    assert any("were not flushed" in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records)
