@@ -341,13 +341,16 @@ class PolicyNode:
             conf["ipam"]["ipv6_pools"] = [self.pool_v6]
         return conf
 
-    def add_pod(self, v6: bool = True, labels: dict[str, str] | None = None, conf: dict | None = None, server: bool = True, **cni_args: str) -> Pod:
+    def add_pod(
+        self, v6: bool = True, labels: dict[str, str] | None = None, conf: dict | None = None, server: bool = True, ns: str | None = None, **cni_args: str
+    ) -> Pod:
         """A pod through the plugin's ADD (labels from the network config's `args.cni.labels`),
-        with its server running (unless `server` is False: then `pod.server` is None)."""
+        with its server running (unless `server` is False: then `pod.server` is None), in a new
+        namespace or in `ns` (made by the caller, removed with the pod)."""
         config = self.conf(v6, **(conf or {}))
         if labels:
             config.setdefault("args", {}).setdefault("cni", {})["labels"] = [{"key": k, "value": v} for k, v in labels.items()]
-        ns = netns.add(f"{netns.PREFIX}pp{next(_ids)}-{os.getpid()}")
+        ns = ns or netns.add(f"{netns.PREFIX}pp{next(_ids)}-{os.getpid()}")
         self.node.pods.append(ns)
         # The server starts before ADD (it binds the wildcard address), so it counts whatever
         # reaches the pod from its very first packet.
