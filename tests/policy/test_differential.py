@@ -1,0 +1,255 @@
+"""The differential test of network policy (issue 18): hypothesis draws labels for a fixed set of
+pods, a tier and 1-4 policies (tests/policy_generators.py); calicoctl applies them; once calico-node
+says its tables are programmed from a revision at least that of the writes, every ordered pair of
+pods is probed with real traffic (TCP connect and UDP echo on each listening port, ICMP echo) and
+each answer must be what the plain-Python evaluator (tests/policy_oracle.py) says, probe by probe.
+
+One node (tests/policy_harness.py's `PolicyNode`, the `policy` fixture), five pods made once
+through the real plugin, each running the harness's echo server. Labels change per example by applying the pods' endpoint documents with new labels, in the
+same `calicoctl apply` as the tier and the policies. About 50 examples a run: CALICO_DIFF_EXAMPLES
+and CALICO_DIFF_SEED change the count and the seed (printed, so a failure reproduces);
+CALICO_DIFF_SHRINK=1 lets hypothesis shrink a failure (slow: every shrink step is real traffic).
+
+A probe that disagrees is tried again alone with a longer timeout before it counts, so a slow
+machine cannot fake a deny; the failure names the probe, the oracle's decisions, the kernel's
+answer and the chains of `nft list table ip calico` that the probe crosses.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from tests.cluster_support import in_ns, wait_for
+from tests.policy_generators import EXTRA_TIER, ICMP_ECHO_REQUEST, TCP_PORTS, UDP_PORTS, Example, Pod, examples
+from tests.policy_harness import PolicyNode, etcd_client, ping, tcp, udp
+from tests.policy_oracle import Probe, World
+
+PODS = 5
+EXAMPLES = int(os.environ.get("CALICO_DIFF_EXAMPLES", "50"))
+SEED = int(os.environ.get("CALICO_DIFF_SEED", "18"))
+PHASES = (Phase.explicit, Phase.generate, Phase.shrink) if os.environ.get("CALICO_DIFF_SHRINK") == "1" else (Phase.explicit, Phase.generate)
+PROBE_TIMEOUT = 1.0  # a denied probe waits this long; an allowed one answers in milliseconds
+RECHECK_TIMEOUT = 3.0
+ENFORCED_TIMEOUT = 20.0
+RESOURCES = "/calico/resources/v3/projectcalico.org/"
+WRITTEN = tuple(RESOURCES + p for p in ("tiers/", "networkpolicies/", "globalnetworkpolicies/", "workloadendpoints/"))
+
+
+def documents(text: str) -> list[dict]:
+    """`calicoctl get -o json` output: one document or a typed list."""
+    doc = json.loads(text)
+    return doc.get("items", []) if doc.get("kind", "").endswith("List") else [doc]
+
+
+def written_revision(endpoint: str) -> int:
+    """The highest mod revision of the tiers, policies and endpoints (what the node must have read;
+    deletions come before the writes, so they are older)."""
+    client = etcd_client(endpoint)
+    try:
+        return max(meta.mod_revision for prefix in WRITTEN for _, meta in client.get_prefix(prefix))
+    finally:
+        client.close()
+
+
+def programmed_revision(policy: PolicyNode) -> int:
+    """The revision calico-node last programmed its tables from (its rules part's health), or -1."""
+    found = re.search(r"nftables tables programmed from revision (\d+)", json.dumps(policy.node.health() or {}))
+    return int(found.group(1)) if found else -1
+
+
+def chains(listing: str, names: set[str]) -> str:
+    """The chains, sets and maps of an `nft list table` listing named in `names` or mentioning one
+    of them, and the selector sets, for a failure report."""
+    out = []
+    for match in re.finditer(r"^\t(?:chain|set|map) (\S+) \{.*?^\t\}", listing, flags=re.S | re.M):
+        name, body = match.group(1), match.group(0)
+        if name in names or any(n in body for n in names) or name.startswith("sel-"):
+            out.append(body)
+    return "\n".join(out) or listing
+
+
+class Diff:
+    """The module's node and pods, and what the examples applied (a plain class: hypothesis prints
+    a dataclass argument field by field)."""
+
+    def __init__(self, policy: PolicyNode, pods: list[Pod], weps: dict[str, dict], interfaces: dict[str, str], base: list[dict]) -> None:
+        self.policy, self.pods = policy, pods
+        self.weps = weps  # pod key -> its endpoint document as stored (labels replaced per example)
+        self.interfaces = interfaces  # pod key -> host interface
+        self.base = base  # tiers and profiles as stored
+        self.applied: list[dict] = []  # the previous example's policies
+        self.count = self.probes_run = self.allowed_seen = 0
+        self.started = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"Diff(pods={[p.key for p in self.pods]}, example={self.count})"
+
+
+def _clean(doc: dict) -> dict:
+    """A stored document made fit to apply again (no server-set metadata)."""
+    doc = copy.deepcopy(doc)
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation"):
+        doc.get("metadata", {}).pop(key, None)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def diff(policy: PolicyNode):
+    """PODS pods (no labels of their own yet) and the extra tier on the module's node."""
+    made = []
+    state = None
+    try:
+        for _ in range(PODS):
+            made.append(policy.add_pod(v6=False))
+        policy.ctl(
+            "apply",
+            "-f",
+            "-",
+            stdin=json.dumps(
+                {"apiVersion": "projectcalico.org/v3", "kind": "Tier", "metadata": {"name": EXTRA_TIER}, "spec": {"order": 100, "defaultAction": "Deny"}}
+            ),
+        )
+        pods, weps, interfaces = [], {}, {}
+        for pod in made:
+            key = f"{pod.namespace}/{pod.name}"
+            pods.append(Pod(key, pod.v4, pod.ns))
+            weps[key] = _clean(policy.wep(pod))
+            interfaces[key] = pod.interface
+        base = documents(policy.ctl("get", "tiers", "-o", "json").stdout) + documents(policy.ctl("get", "profiles", "-o", "json").stdout)
+        base = [_clean(d) for d in base if d["metadata"]["name"] != EXTRA_TIER]
+        print(
+            f"\ndifferential: seed {SEED}, {EXAMPLES} examples, pods {[(p.key, p.address) for p in pods]}, "
+            f"profiles {[d['metadata']['name'] for d in base if d['kind'] == 'Profile']}"
+        )
+        state = Diff(policy, pods, weps, interfaces, base)
+        yield state
+    finally:
+        if state is not None:
+            print(
+                f"\ndifferential: {state.count} examples, {state.probes_run} probes ({state.allowed_seen} allowed) in {time.monotonic() - state.started:.0f}s"
+            )
+            if state.applied:
+                policy.ctl("delete", "-f", "-", stdin=json.dumps(state.applied), check=False)
+        policy.ctl("delete", "tier", EXTRA_TIER, check=False)
+        for pod in made:
+            policy.remove_pod(pod)
+
+
+Planned = tuple[Pod, Pod, str, "int | None"]
+
+
+def probe_plan(pods: list[Pod]) -> list[Planned]:
+    """Every ordered pair of distinct pods, by TCP and UDP on each probed port and by ICMP echo."""
+    plan: list[Planned] = []
+    for src in pods:
+        for dst in pods:
+            if src is not dst:
+                plan += [(src, dst, "tcp", port) for port in TCP_PORTS]
+                plan += [(src, dst, "udp", port) for port in UDP_PORTS]
+                plan.append((src, dst, "icmp", None))
+    return plan
+
+
+def oracle_probe(src: Pod, dst: Pod, proto: str, port: int | None) -> Probe:
+    """The oracle's probe for one planned one (ICMP: an echo request)."""
+    if proto == "icmp":
+        return Probe(src.key, dst.key, "ICMP", icmp_type=ICMP_ECHO_REQUEST, icmp_code=0)
+    return Probe(src.key, dst.key, proto.upper(), dst_port=port)
+
+
+def kernel_answer(planned: Planned, timeout: float) -> bool:
+    """The kernel's answer to one probe (the harness's probes: a reply came back within `timeout`)."""
+    src, dst, proto, port = planned
+    if proto == "tcp":
+        return tcp(src.netns, dst.address, port, timeout=timeout)
+    if proto == "udp":
+        return udp(src.netns, dst.address, port, timeout=timeout)
+    return ping(src.netns, dst.address, timeout=timeout)
+
+
+def run_probes(plan: list[Planned], timeout: float) -> list[bool]:
+    """Every probe at once (denied ones all wait out the same timeout)."""
+    with ThreadPoolExecutor(max(1, len(plan))) as pool:
+        return list(pool.map(lambda p: kernel_answer(p, timeout), plan))
+
+
+def apply_example(diff: Diff, example: Example) -> list[dict]:
+    """Apply the example (the previous policies deleted, then the tier, the endpoints with their new
+    labels and the policies under this example's names, in one calicoctl apply) and wait until
+    calico-node has programmed at least that revision. Returns the world's documents for the oracle."""
+    diff.count += 1
+    prefix = f"x{diff.count}"
+    policies = []
+    for doc in example.policies:
+        doc = copy.deepcopy(doc)
+        doc["metadata"]["name"] = re.sub(r"(^|\.)(p\d+)$", rf"\1{prefix}-\2", doc["metadata"]["name"])
+        policies.append(doc)
+    weps = []
+    for key, wep in diff.weps.items():
+        wep = copy.deepcopy(wep)
+        wep["metadata"]["labels"] = dict(example.labels[key])
+        weps.append(wep)
+    if diff.applied:
+        diff.policy.ctl("delete", "-f", "-", stdin=json.dumps(diff.applied))
+        diff.applied = []
+    diff.policy.ctl("apply", "-f", "-", stdin=json.dumps([example.tier, *weps, *policies]))
+    diff.applied = policies
+    wanted = written_revision(diff.policy.endpoint)
+    wait_for(
+        f"calico-node to program revision {wanted} (log {diff.policy.node.log})", lambda: programmed_revision(diff.policy) >= wanted, ENFORCED_TIMEOUT, 0.05
+    )
+    # The oracle reads the endpoints as calicoctl stored them.
+    stored = documents(diff.policy.ctl("get", "workloadendpoints", "-A", "-o", "json").stdout)
+    return [*diff.base, example.tier, *stored, *policies]
+
+
+def report(diff: Diff, world: list[dict], wrong: list[tuple], policies: list[dict]) -> str:
+    """The failure: each wrong probe with the oracle's decisions and the kernel's answer, the world,
+    and the part of `nft list table ip calico` those probes cross."""
+    listing = in_ns(diff.policy.node.ns, "nft", "list", "table", "ip", "calico").stdout
+    names, lines = set(), []
+    for (src, dst, proto, port), verdict, answer in wrong:
+        names |= {f"fw-{diff.interfaces[src.key]}", f"tw-{diff.interfaces[dst.key]}"}
+        decisions = [(d.endpoint, d.direction, d.allowed, d.by) for d in verdict.decisions]
+        lines.append(
+            f"- {src.key} ({src.address}) -> {dst.key} ({dst.address}) {proto} {port or ''}: oracle "
+            f"{'ALLOW' if verdict.allowed else 'DENY'} {decisions}, kernel {'ALLOW' if answer else 'DENY'}"
+        )
+    short = {p["metadata"]["name"].split(".")[-1] for p in policies}
+    names |= {m for m in re.findall(r"\b(p[io]-[^\s;{}]+)", listing) if any(s in m for s in short)}
+    shown = [d for d in world if d["kind"] != "Tier" or d["metadata"]["name"] == EXTRA_TIER]
+    return (
+        f"the kernel disagrees with the oracle (seed {SEED}, example {diff.count}):\n"
+        + "\n".join(lines)
+        + f"\n\nworld:\n{json.dumps(shown, indent=1)}\n\nnft (relevant part):\n{chains(listing, names)}"
+    )
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None, phases=PHASES, suppress_health_check=list(HealthCheck), print_blob=True)
+@seed(SEED)
+@given(data=st.data())
+def test_the_kernel_agrees_with_the_oracle_probe_by_probe(diff, data):
+    example = data.draw(examples(diff.pods))
+    docs = apply_example(diff, example)
+    world = World(docs)
+    plan = probe_plan(diff.pods)
+    verdicts = [world.evaluate(oracle_probe(*p)) for p in plan]
+    answers = run_probes(plan, PROBE_TIMEOUT)
+    diff.probes_run += len(plan)
+    disagree = [i for i, (v, a) in enumerate(zip(verdicts, answers)) if v.allowed != a]
+    if disagree:
+        # Once more, slower: a loaded machine must not turn a late answer into a deny.
+        for i, a in zip(disagree, run_probes([plan[i] for i in disagree], RECHECK_TIMEOUT)):
+            answers[i] = a
+    diff.allowed_seen += sum(answers)
+    wrong = [(plan[i], verdicts[i], answers[i]) for i in disagree if verdicts[i].allowed != answers[i]]
+    assert not wrong, report(diff, docs, wrong, docs[-len(example.policies) :])

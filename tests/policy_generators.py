@@ -1,0 +1,179 @@
+"""Hypothesis strategies for the policy differential test (issue 18, tests/policy/test_differential.py):
+random labels for a fixed set of pods, a tier, policies and their rules, drawn only from what
+calicoctl accepts (protocol names spelt as Calico spells them, ports only with TCP or UDP, an ICMP
+match only with protocol ICMP, strictly masked nets of one family).
+
+The vocabulary is small on purpose: few label keys and values, a few ports where every pod listens,
+and nets built from the pods' own addresses, so that random selectors, ports and nets often match
+something and the probes exercise both answers of every rule field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+API = "projectcalico.org/v3"
+NAMESPACE = "default"  # where the plain-CNI pods' endpoints live; NetworkPolicies go there too
+EXTRA_TIER = "extra"
+LABEL_KEYS = ("app", "role")
+LABEL_VALUES = ("a", "b")
+TCP_PORTS = (80, 443, 8080)  # probed; the pods listen on them (tests/policy_harness.py TCP_PORTS)
+UDP_PORTS = (53, 5000, 8080)  # likewise (policy_harness UDP_PORTS)
+PORT_SPECS = (80, 443, 8080, 53, 5000, "80:443", "444:9000", "1:79", "5000:8080", 9999)
+PROTOCOLS = ("TCP", "UDP", "ICMP")
+PROTOCOL_VALUES = ("TCP", "UDP", "ICMP", 6, 17, 1)
+ICMP_ECHO_REQUEST = 8
+OUTSIDE_NET = "10.99.0.0/16"  # holds no pod: a net that never matches
+OTHER_FAMILY_NET = "fd00:198:18:ffff::/64"  # an IPv6 net: the rule never matches an IPv4 packet
+
+
+@dataclass(frozen=True)
+class Pod:
+    """One pod of the test: its endpoint's key (`<namespace>/<name>`, the oracle's name for it),
+    its IPv4 address and its namespace path."""
+
+    key: str
+    address: str
+    netns: str
+
+
+def selector_terms() -> st.SearchStrategy[str]:
+    """One label condition."""
+    key, value = st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES)
+    return st.one_of(
+        st.builds(lambda k, v: f"{k} == '{v}'", key, value),
+        st.builds(lambda k, v: f"{k} != '{v}'", key, value),
+        st.builds(lambda k: f"has({k})", key),
+        st.builds(lambda k: f"!has({k})", key),
+        st.builds(lambda k: f"{k} in {{'a', 'b'}}", key),
+        st.just("all()"),
+    )
+
+
+def selectors() -> st.SearchStrategy[str]:
+    """A selector of one or two conditions."""
+    return st.one_of(selector_terms(), st.builds(lambda a, b, op: f"{a} {op} {b}", selector_terms(), selector_terms(), st.sampled_from(("&&", "||"))))
+
+
+def nets(pods: list[Pod]) -> st.SearchStrategy[list[str]]:
+    """1-2 IPv4 networks: a pod's /32, a /30 or /29 around a pod (strictly masked), or a net that holds
+    no pod."""
+    choices = [f"{p.address}/32" for p in pods]
+    for p in pods:
+        for prefix in (30, 29):
+            choices.append(str(ipaddress.ip_network(f"{p.address}/{prefix}", strict=False)))
+    choices.append(OUTSIDE_NET)
+    return st.lists(st.sampled_from(sorted(set(choices))), min_size=1, max_size=2, unique=True)
+
+
+@st.composite
+def entity_rules(draw, pods: list[Pod], ports_allowed: bool, destination: bool) -> dict:
+    """A rule's source or destination: selector, notSelector, nets, notNets and (destination only,
+    and only with a protocol that has ports) ports / notPorts."""
+    rule: dict = {}
+    if draw(st.booleans()):
+        rule["selector"] = draw(selectors())
+    if draw(st.integers(0, 3)) == 0:
+        rule["notSelector"] = draw(selectors())
+    if draw(st.integers(0, 3)) == 0:
+        rule["nets"] = draw(nets(pods))
+    if draw(st.integers(0, 4)) == 0:
+        rule["notNets"] = draw(nets(pods))
+    if destination and ports_allowed:
+        port_list = st.lists(st.sampled_from(PORT_SPECS), min_size=1, max_size=3, unique=True)
+        if draw(st.booleans()):
+            rule["ports"] = draw(port_list)
+        if draw(st.integers(0, 3)) == 0:
+            rule["notPorts"] = draw(port_list)
+    return rule
+
+
+@st.composite
+def rules(draw, pods: list[Pod]) -> dict:
+    """One rule calicoctl accepts."""
+    rule: dict = {"action": draw(st.sampled_from(("Allow", "Allow", "Deny", "Deny", "Pass", "Log")))}
+    protocol = draw(st.one_of(st.none(), st.sampled_from(PROTOCOL_VALUES)))
+    if protocol is not None:
+        rule["protocol"] = protocol
+    elif draw(st.integers(0, 3)) == 0:
+        rule["notProtocol"] = draw(st.sampled_from(PROTOCOL_VALUES))
+    if protocol == "ICMP" and draw(st.booleans()):
+        icmp = {"type": draw(st.sampled_from((ICMP_ECHO_REQUEST, 0, 3)))}
+        if draw(st.booleans()):
+            icmp["code"] = draw(st.sampled_from((0, 1)))
+        rule["notICMP" if draw(st.integers(0, 3)) == 0 else "icmp"] = icmp
+    version = draw(st.sampled_from((None, None, None, 4, 6)))
+    if {protocol, rule.get("notProtocol")} & {"ICMP", 1} and version == 6:
+        version = 4  # calicoctl: ipVersion 4 with (not)protocol ICMP
+    if version is not None:
+        rule["ipVersion"] = version
+    ports_allowed = protocol in ("TCP", "UDP", 6, 17)
+    for side, is_destination in (("source", False), ("destination", True)):
+        entity = draw(entity_rules(pods, ports_allowed, is_destination))
+        if entity:
+            rule[side] = entity
+    if version == 6 or (version is None and draw(st.integers(0, 9)) == 0):
+        # One family per rule (calicoctl): no IPv4 nets with ipVersion 6. Without ipVersion, a rule
+        # with only IPv6 nets is rendered for IPv6 only, so an IPv4 packet never matches it.
+        for side in ("source", "destination"):
+            for name in ("nets", "notNets"):
+                rule.get(side, {}).pop(name, None)
+        if version is None:
+            rule.setdefault("destination", {})["nets"] = [OTHER_FAMILY_NET]
+    return rule
+
+
+@st.composite
+def policies(draw, pods: list[Pod], name: str) -> dict:
+    """A NetworkPolicy (in the pods' namespace) or GlobalNetworkPolicy in the default tier or the
+    extra one, with an optional order, selector and types, and 0-3 rules per direction."""
+    kind = draw(st.sampled_from(("NetworkPolicy", "GlobalNetworkPolicy")))
+    tier = draw(st.sampled_from(("default", EXTRA_TIER)))
+    meta: dict = {"name": name if tier == "default" else f"{tier}.{name}"}
+    if kind == "NetworkPolicy":
+        meta["namespace"] = NAMESPACE
+    spec: dict = {"tier": tier}
+    order = draw(st.sampled_from((None, 10, 20, 20)))
+    if order is not None:
+        spec["order"] = order
+    if draw(st.integers(0, 5)) > 0:
+        spec["selector"] = draw(selectors())
+    types = draw(st.sampled_from((None, None, ["Ingress"], ["Egress"], ["Ingress", "Egress"])))
+    if types is not None:
+        spec["types"] = types
+    for direction in ("ingress", "egress"):
+        spec[direction] = draw(st.lists(rules(pods), max_size=3))
+        if draw(st.integers(0, 3)) > 0:
+            # A catch-all last rule, as real policies often end: without one, most examples end in
+            # the end-of-tier drop and every probe is denied.
+            spec[direction].append({"action": draw(st.sampled_from(("Allow", "Allow", "Pass", "Deny")))})
+    return {"apiVersion": API, "kind": kind, "metadata": meta, "spec": spec}
+
+
+@st.composite
+def labels(draw) -> dict[str, str]:
+    """A pod's own labels: any subset of the keys, each with one of the values."""
+    return {k: draw(st.sampled_from(LABEL_VALUES)) for k in LABEL_KEYS if draw(st.booleans())}
+
+
+@dataclass(frozen=True)
+class Example:
+    """What one example applies: each pod's labels (by key), the extra tier, and the policies."""
+
+    labels: dict[str, dict[str, str]]
+    tier: dict
+    policies: list[dict]
+
+
+@st.composite
+def examples(draw, pods: list[Pod]) -> Example:
+    """Labels for every pod, the extra tier's order (before or after the default tier, whose order
+    is 1,000,000) and defaultAction, and 1-4 policies named `p<i>` (the test renames them per example)."""
+    pod_labels = {p.key: draw(labels()) for p in pods}
+    tier_spec = {"order": draw(st.sampled_from((100, 2_000_000))), "defaultAction": draw(st.sampled_from(("Deny", "Pass")))}
+    tier = {"apiVersion": API, "kind": "Tier", "metadata": {"name": EXTRA_TIER}, "spec": tier_spec}
+    count = draw(st.integers(1, 4))
+    return Example(pod_labels, tier, [draw(policies(pods, f"p{i}")) for i in range(count)])
