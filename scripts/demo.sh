@@ -6,9 +6,11 @@
 # calico-node registers the node and runs BIRD, which speaks BGP with the other nodes. A pool is
 # applied with calicoctl, one pod per node is started through cnitool, and the demo shows
 # `calicoctl node status`, the routes BIRD installed (`ip route show proto bird`), pods pinging
-# pods on other nodes although the fabric knows no pod address, NAT outgoing to the fabric, the
-# same pool switched to VXLAN (tunnel addresses, vxlan.calico and its routes), and the addresses
-# freed when the pods are deleted.
+# pods on other nodes although the fabric knows no pod address, network policy (a node refused by
+# the network's profile until a GlobalNetworkPolicy lets the nodes in, a NetworkPolicy denying one
+# pod another, `calicoctl node policy`), NAT outgoing to the fabric, the same pool switched to
+# VXLAN (tunnel addresses, vxlan.calico and its routes), and the addresses freed when the pods
+# are deleted.
 #
 # The machine's own network namespace is not touched. Everything the demo creates (namespaces,
 # etcd, calico-node and BIRD processes, files) is removed at the end, also when interrupted.
@@ -17,7 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 for arg in "$@"; do
     case "$arg" in
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "demo.sh: unknown option $arg (--help)" >&2; exit 2 ;;
     esac
 done
@@ -198,13 +200,14 @@ show "calicoctl node status, on node1:"
 with_node_env 1 "$work/bin/calicoctl" node status 2>&1 | sed 's/^/     /'
 
 bold "One pod per node, each a network namespace, added through cnitool"
-declare -A address
+declare -A address iface
 for n in "${nodes[@]}"; do
     pod=$(pod_name "$n")
     ip netns add "$pod"
     result=$(cni add "$n")
     address[$n]=$(json_get 'd["ips"][0]["address"].split("/")[0]' <<<"$result")
-    show "$pod: ${address[$n]}  (on node$n; $(json_get 'd["interfaces"][0]["name"]' <<<"$result") is its host end)"
+    iface[$n]=$(json_get 'd["interfaces"][0]["name"]' <<<"$result")
+    show "$pod: ${address[$n]}  (on node$n; ${iface[$n]} is its host end)"
 done
 
 bold "Routes BIRD installed on node1 (ip route show proto bird): a block of each other node"
@@ -222,7 +225,70 @@ check_ping() { # check_ping LABEL FROM-NAMESPACE TO-ADDRESS
 check_ping "pod1 on node1 -> pod2 on node2" "$(pod_name 1)" "${address[2]}"
 check_ping "pod2 on node2 -> pod3 on node3" "$(pod_name 2)" "${address[3]}"
 check_ping "pod3 on node3 -> pod1 on node1" "$(pod_name 3)" "${address[1]}"
-check_ping "node1 -> pod3 on node3" "$(node_ns 1)" "${address[3]}"
+
+bold "Network policy: calico-node enforces Calico's policies and profiles on every pod"
+# check_refused LABEL FROM-NAMESPACE TO-ADDRESS: a ping that policy must drop (half a second is
+# plenty for a reply between namespaces of one machine).
+check_refused() {
+    if ip netns exec "$2" ping -c 1 -W 0.5 "$3" >/dev/null; then show "$1 ($3): A REPLY, although policy should drop it"; failed=1
+    else show "$1 ($3): no reply, dropped by policy as expected"; fi
+}
+# refused FROM-NAMESPACE TO-ADDRESS: the ping gets no reply (to wait for a policy to arrive).
+refused() { ! ip netns exec "$1" ping -c 1 -W 0.5 "$2" >/dev/null; }
+show "no policy yet: pods of network \"calico\" get its profile: egress allowed, ingress only from has(calico)"
+check_refused "node1 -> pod3 on node3, from outside the network" "$(node_ns 1)" "${address[3]}"
+cat >"$work/allow-nodes.yaml" <<EOF_GNP
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: allow-nodes
+spec:
+  order: 1000
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    source:
+      nets: [$subnet.0/24]
+  - action: Pass   # a policy that applies ends its tier with a drop: Pass hands the rest to the profiles
+EOF_GNP
+sed 's/^/   | /' "$work/allow-nodes.yaml"
+calicoctl apply -f "$work/allow-nodes.yaml" | sed 's/^/   /'
+wait_for 10 ip netns exec "$(node_ns 1)" ping -c 1 -W 1 "${address[3]}" || true
+check_ping "node1 -> pod3 on node3, allowed from the nodes' subnet" "$(node_ns 1)" "${address[3]}"
+check_ping "pod2 on node2 -> pod3 on node3, passed on to the profile" "$(pod_name 2)" "${address[3]}"
+
+# pod1's and pod2's WorkloadEndpoints (cnitool's pods are in namespace default), found by their
+# host interfaces, get labels for the policy's selectors.
+read -r wep1 wep2 < <(calicoctl get workloadendpoints -o json \
+    | json_get "' '.join({w['spec']['interfaceName']: w['metadata']['name'] for w in d['items']}[i] for i in ('${iface[1]}', '${iface[2]}'))")
+calicoctl label workloadendpoint "$wep1" app=client | sed 's/^/   /'
+calicoctl label workloadendpoint "$wep2" app=db | sed 's/^/   /'
+cat >"$work/deny-client.yaml" <<'EOF_NP'
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata:
+  name: deny-client
+  namespace: default
+spec:
+  order: 100      # before allow-nodes (1000), whose Pass would skip it
+  selector: app == 'db'
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    source:
+      selector: app == 'client'
+EOF_NP
+sed 's/^/   | /' "$work/deny-client.yaml"
+calicoctl apply -f "$work/deny-client.yaml" | sed 's/^/   /'
+wait_for 10 refused "$(pod_name 1)" "${address[2]}" || true
+check_refused "pod1 on node1 -> pod2 on node2, denied by deny-client" "$(pod_name 1)" "${address[2]}"
+check_ping "pod3 on node3 -> pod2 on node2, not a client" "$(pod_name 3)" "${address[2]}"
+show "what applies to pod2, in order (calicoctl node policy $wep2):"
+calicoctl node policy "$wep2" | sed 's/^/     /'
+calicoctl delete networkpolicy deny-client -n default | sed 's/^/   /'
+wait_for 10 ip netns exec "$(pod_name 1)" ping -c 1 -W 1 "${address[2]}" || true
+check_ping "pod1 on node1 -> pod2 on node2, deny-client deleted" "$(pod_name 1)" "${address[2]}"
 
 bold "NAT outgoing: the fabric ($subnet.1) has no route back to the pool"
 if ip netns exec "$(pod_name 1)" ping -c 1 -W 1 "$subnet.1" >/dev/null; then

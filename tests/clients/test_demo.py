@@ -103,8 +103,13 @@ class Demo:
         }
         self.out = self.output.open("w")
         self.proc = subprocess.Popen(
-            [str(DEMO), *args], env=env, stdout=self.out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=str(workdir), start_new_session=True,
+            [str(DEMO), *args],
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(workdir),
+            start_new_session=True,
         )
 
     @property
@@ -162,7 +167,12 @@ def test_demo_runs_end_to_end_and_leaves_nothing(start_demo):
     """The demo succeeds from the fabric namespace: three nodes each register (calicoctl get nodes),
     node1's `calicoctl node status` shows its two mesh peers Established, node1 has a BIRD route
     to a block of each other node via that node's address, each of the three pods has a pool
-    address, and each of the four pings across nodes gets a reply; the fabric answers a pod only
+    address, and each of the three pod-to-pod pings across nodes gets a reply. Network policy:
+    node1 gets no reply from pod3 (the network's profile admits only the network's pods) until the
+    GlobalNetworkPolicy allow-nodes is applied, then one; with the NetworkPolicy deny-client pod1
+    gets no reply from pod2 while pod3 does, `calicoctl node policy` lists for pod2's ingress
+    deny-client (order 100) before allow-nodes (1000), the tier's drop, then the profile calico, and
+    pod1 gets a reply again once deny-client is deleted. The fabric answers a pod only
     once its pool has natOutgoing; with the pool switched to VXLAN each node has a tunnel address,
     node1 routes the other blocks through vxlan.calico, the MTU file says 1450, and the pods still
     reach each other. It leaves no namespace, process (etcd, calico-node, BIRD), temporary
@@ -181,8 +191,39 @@ def test_demo_runs_end_to_end_and_leaves_nothing(start_demo):
     assert sorted(bird_routes) == ["198.19.1.12", "198.19.1.13"], f"a BIRD route to each other node's block:\n{output}"
     pods = set(re.findall(rf"calico-demo-{demo.proc.pid}-pod\d+: (198\.18\.\d+\.\d+)", output))
     assert len(pods) == 3, f"three pods with pool addresses:\n{output}"
-    assert len(re.findall(r"-> .*: reply", output)) == 7, f"a reply to each ping (4 routed by BIRD, 1 masqueraded, 2 over VXLAN):\n{output}"
-    assert "NO REPLY" not in output, output
+    replies = re.findall(r"^\s+(.+ -> .+) \(198\.[0-9.]+\): reply$", output, re.M)
+    assert len(replies) == 10, f"a reply to each ping (3 pod to pod, 4 under policy, 1 masqueraded, 2 over VXLAN):\n{output}"
+    assert "NO REPLY" not in output and "A REPLY, although policy should drop it" not in output, output
+    # Network policy: what is dropped, in order with what answers.
+    refused = re.findall(r"^\s+(.+ -> .+) \(198\.[0-9.]+\): no reply, dropped by policy as expected$", output, re.M)
+    assert refused == ["node1 -> pod3 on node3, from outside the network", "pod1 on node1 -> pod2 on node2, denied by deny-client"], output
+    policy_part = output[output.index("== Network policy") : output.index("== NAT outgoing")]
+    steps = [
+        "node1 -> pod3 on node3, from outside the network (",
+        "Successfully applied 1 'GlobalNetworkPolicy' resource(s)",
+        "node1 -> pod3 on node3, allowed from the nodes' subnet (",
+        "Successfully set label app on workloadendpoint node2-",
+        "Successfully applied 1 'NetworkPolicy' resource(s)",
+        "pod1 on node1 -> pod2 on node2, denied by deny-client (",
+        "pod3 on node3 -> pod2 on node2, not a client (",
+        "Successfully deleted 1 'NetworkPolicy' resource(s)",
+        "pod1 on node1 -> pod2 on node2, deny-client deleted (",
+    ]
+    positions = [policy_part.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), f"the policy steps in order {list(zip(steps, positions))}:\n{output}"
+    # calicoctl node policy for pod2: its labels, then its ingress in evaluation order.
+    assert re.search(r"^\s+app=db$", policy_part, re.M) and re.search(r"^\s+calico=\s+\(from profile calico\)$", policy_part, re.M), output
+    ingress = policy_part[policy_part.index("Ingress (to the endpoint") : policy_part.index("Egress (from the endpoint")]
+    order = [
+        "tier default",
+        "1. NetworkPolicy default/deny-client, order 100",
+        "2. GlobalNetworkPolicy allow-nodes, order 1000",
+        "end of tier default: drop",
+        "1. calico  (chain pri-calico)",
+        "finally: drop",
+    ]
+    positions = [ingress.find(line) for line in order]
+    assert -1 not in positions and positions == sorted(positions), f"pod2's ingress in order {list(zip(order, positions))}:\n{output}"
     # NAT outgoing: no reply from the fabric before natOutgoing, one after.
     assert "pod1 -> the fabric: no reply (natOutgoing is off" in output, output
     assert re.search(r"pod1 -> the fabric, masqueraded .*\(198\.19\.1\.1\): reply", output), output
