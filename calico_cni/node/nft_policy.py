@@ -50,6 +50,7 @@ Deny must not open traffic), and `PolicyCompiler.problems` names it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import operator
@@ -343,7 +344,14 @@ class PolicyCompiler:
         self._policies: tuple = ()
         self._tiers: Mapping = {}
         self._profiles: Mapping = {}
-        self._applicable: dict[str, tuple[WorkloadEndpoint, EndpointPolicies, dict]] = {}
+        self._generation = 0  # moves when policies, tiers or profiles change
+        self._layout = 0  # moves when tiers or profiles change
+        self._applicable: dict[str, tuple[WorkloadEndpoint, EndpointPolicies, dict, int, int]] = {}
+        # Policies by Felix's key, the previous such map and the keys that differ between the two;
+        # per local endpoint, the policies whose selector matches it and the map that was against.
+        self._policy_by_key: dict[str, Policy] = {}
+        self._policy_diff: tuple[dict[str, Policy], set[str]] = ({}, set())
+        self._selected: dict[str, tuple[WorkloadEndpoint, dict[str, Policy], dict[str, Policy]]] = {}
         self._entities: dict[str, _Entity] = {}
         self._members: dict[SelectorId, _Members] = {}
         self._sets: dict[tuple, tuple[int, NftSet]] = {}
@@ -356,8 +364,19 @@ class PolicyCompiler:
         """Forget what the view's changes invalidate; bring selector memberships up to date for the
         entities that changed."""
         profiles_same = _same_mapping(self._profiles, view.profiles)
-        if not (profiles_same and _same(self._policies, view.policies) and _same_mapping(self._tiers, view.tiers)):
-            self._applicable.clear()
+        policies_same = _same(self._policies, view.policies)
+        tiers_same = _same_mapping(self._tiers, view.tiers)
+        if not (profiles_same and policies_same and tiers_same):
+            self._generation += 1
+        if not (profiles_same and tiers_same):
+            self._layout += 1
+        if not policies_same:
+            by_key = {p.felix_key: p for p in view.policies}
+            old = self._policy_by_key
+            self._policy_diff = (old, {k for k, p in by_key.items() if old.get(k) is not p} | {k for k in old if k not in by_key})
+            self._policy_by_key = by_key
+        if not profiles_same:
+            self._selected.clear()  # profiles give labels
         self._policies, self._tiers, self._profiles = view.policies, view.tiers, view.profiles
         current: dict[str, WorkloadEndpoint | NetworkSet] = {f"w:{k}": e for k, e in view.endpoints.items()}
         current.update({f"n:{s.namespace or ''}/{s.name}": s for s in view.network_sets})
@@ -401,16 +420,48 @@ class PolicyCompiler:
         """What applies to `endpoint`, and per direction the policies and profiles with their chain
         names (memoized while the endpoint and the policies, tiers and profiles are the same)."""
         cached = self._applicable.get(endpoint.key)
-        if cached is not None and cached[0] is endpoint:
+        if cached is not None and cached[0] is endpoint and cached[3] == self._generation:
             return cached[1], cached[2]
-        result = applicable(view, endpoint)
+        # applicable() over the policies that select the endpoint (a superset of what it keeps is
+        # enough: it selects again), so that a changed policy costs one selector per endpoint.
+        matched, same = self._select(endpoint)
+        reuse = cached is not None and cached[0] is endpoint and same and cached[4] == self._layout
+        result = cached[1] if reuse else applicable(dataclasses.replace(view, policies=tuple(matched.values())), endpoint)  # type: ignore[index]
+        if cached is not None and cached[0] is endpoint and (reuse or cached[1] == result):
+            self._applicable[endpoint.key] = (endpoint, cached[1], cached[2], self._generation, self._layout)
+            return cached[1], cached[2]  # the same object: the endpoint chains' memo holds
         needs: dict[str, tuple[tuple[Policy | Profile, str], ...]] = {}
         for direction in (INGRESS, EGRESS):
             needs[direction] = tuple((p, policy_chain(p, direction)) for tier in result.tiers(direction) for p in tier.policies) + tuple(
                 (profile, profile_chain(name, direction)) for name, profile in result.profiles if profile is not None
             )
-        self._applicable[endpoint.key] = (endpoint, result, needs)
+        self._applicable[endpoint.key] = (endpoint, result, needs, self._generation, self._layout)
         return result, needs
+
+    def _select(self, endpoint: WorkloadEndpoint) -> tuple[dict[str, Policy], bool]:
+        """The policies whose selector matches `endpoint`, by Felix's key, and whether they are the
+        same as last pass's: brought up to date by the policies that changed since, else evaluated
+        whole."""
+        by_key = self._policy_by_key
+        labels = self._entities[f"w:{endpoint.key}"].labels
+        entry = self._selected.get(endpoint.key)
+        same = False
+        if entry is not None and entry[0] is endpoint and entry[1] is by_key:
+            return entry[2], True
+        if entry is not None and entry[0] is endpoint and entry[1] is self._policy_diff[0]:
+            matched = dict(entry[2])
+            same = True
+            for key in self._policy_diff[1]:
+                same = same and key not in matched
+                matched.pop(key, None)
+                policy = by_key.get(key)
+                if policy is not None and policy.selector(labels):
+                    matched[key] = policy
+                    same = False
+        else:
+            matched = {k: p for k, p in by_key.items() if p.selector(labels)}
+        self._selected[endpoint.key] = (endpoint, by_key, matched)
+        return matched, same
 
     # --- sets ---------------------------------------------------------------------------------
 
@@ -561,6 +612,7 @@ class PolicyCompiler:
         self._chains = {k: v for k, v in self._chains.items() if v[2] >= recent}
         self._endpoint_chains = {k: v for k, v in self._endpoint_chains.items() if v[3] >= recent}
         self._applicable = {k: v for k, v in self._applicable.items() if k in view.endpoints}
+        self._selected = {k: v for k, v in self._selected.items() if k in view.endpoints}
         stale = {i for i, m in self._members.items() if m.used < recent}
         for identity in stale:
             del self._members[identity]

@@ -271,7 +271,18 @@ RICH = (
         "prod",
     ),
     stored("Profile", "kns.prod", ALLOW_ALL),
-    *(wep(f"w{i}", profiles=["kns.prod"], node=ME if i % 2 else "node2", ipNetworks=[f"10.0.{i}.1/32"], interfaceName=f"caliw{i}") for i in range(8)),
+    gnp("db", {"ingress": [{"action": "Allow", "source": {"selector": "role == 'db'"}}]}),
+    *(
+        wep(
+            f"w{i}",
+            labels={"role": "db"} if i % 4 == 2 else {},
+            profiles=["kns.prod"],
+            node=ME if i % 2 else "node2",
+            ipNetworks=[f"10.0.{i}.1/32"],
+            interfaceName=f"caliw{i}",
+        )
+        for i in range(8)
+    ),
 )
 
 
@@ -290,6 +301,20 @@ def test_deterministic_and_memos_agree_with_a_fresh_compile():
         "new", profiles=["kns.prod"], ports=[{"name": "http", "protocol": "TCP", "port": 8080}], ipNetworks=["10.8.0.1/32"], interfaceName="calinew"
     )
     items[new_key] = KV(new.value, 51)
+    for family in (4, 6):
+        assert compiler.section(PolicyView.read(items, memo), ME, family) == PolicyCompiler().section(PolicyView.read(items), ME, family)
+    # Policies change: one now selects other endpoints, one is added, then a tier's order changes.
+    steps = [
+        stored("NetworkPolicy", "np", {"selector": "app == 'none'", "ingress": [{"action": "Deny"}]}, "prod"),
+        stored("GlobalNetworkPolicy", "added", {"selector": "has(projectcalico.org/namespace)", "egress": [{"action": "Deny"}]}),
+        stored("NetworkPolicy", "np", {"ingress": [{"action": "Allow", "source": {"selector": "x == 'y'"}}]}, "prod"),
+        stored("Tier", "platform", {"order": 500, "defaultAction": "Pass"}),
+    ]
+    for revision, (key, record) in enumerate(steps, start=60):
+        items[key] = KV(record.value, revision)
+        for family in (4, 6):
+            assert compiler.section(PolicyView.read(items, memo), ME, family) == PolicyCompiler().section(PolicyView.read(items), ME, family)
+    del items[steps[1][0]]
     for family in (4, 6):
         assert compiler.section(PolicyView.read(items, memo), ME, family) == PolicyCompiler().section(PolicyView.read(items), ME, family)
     pkey, profile = stored("Profile", "kns.prod", {"labelsToApply": {"pcns.team": "a"}, **ALLOW_ALL})
