@@ -143,6 +143,11 @@ def _set_declaration(s: NftSet, family: int) -> str:
     return f"{{ type {s.type or addr_type};{flags} }}"
 
 
+def _container_type(c: NftSet | NftMap) -> tuple:
+    """What nft cannot change in place: a set's element type and flags, a map's key type."""
+    return (c.type, c.interval) if isinstance(c, NftSet) else (c.key_type,)
+
+
 class NotIncremental(ValueError):
     """A change `delta` cannot make in place (a set's or map's type changed): write the table whole."""
 
@@ -164,30 +169,24 @@ def delta(old: Table, new: Table) -> str:
     declare: list[str] = []
     fill: list[str] = []
     rewrite: list[str] = []
-    for name, s in new_sets.items():
-        before = old_sets.get(name)
-        if before is not None and (before.type, before.interval) != (s.type, s.interval):
-            raise NotIncremental(f"set {name} changed type")
-        if before == s:
+    # Sets and maps alike: declared when new, else flushed; then filled with their elements.
+    containers: list[tuple[str, NftSet | NftMap, NftSet | NftMap | None, str, tuple[str, ...]]] = [
+        ("set", s, old_sets.get(name), _set_declaration(s, family), s.elements) for name, s in new_sets.items()
+    ]
+    containers += [
+        ("map", m, old_maps.get(name), f"{{ type {m.key_type} : verdict; }}", tuple(f"{k} : {v}" for k, v in m.elements)) for name, m in new_maps.items()
+    ]
+    for kind, after, before, declaration, elements in containers:
+        if before == after:
             continue
+        if before is not None and _container_type(before) != _container_type(after):
+            raise NotIncremental(f"{kind} {after.name} changed type")
         if before is None:
-            declare.append(f"add set {where} {name} {_set_declaration(s, family)}")
+            declare.append(f"add {kind} {where} {after.name} {declaration}")
         else:
-            fill.append(f"flush set {where} {name}")
-        if s.elements:
-            fill.append(f"add element {where} {name} {{ {', '.join(s.elements)} }}")
-    for name, m in new_maps.items():
-        before_map = old_maps.get(name)
-        if before_map is not None and before_map.key_type != m.key_type:
-            raise NotIncremental(f"map {name} changed type")
-        if before_map == m:
-            continue
-        if before_map is None:
-            declare.append(f"add map {where} {name} {{ type {m.key_type} : verdict; }}")
-        else:
-            fill.append(f"flush map {where} {name}")
-        if m.elements:
-            fill.append(f"add element {where} {name} {{ {', '.join(f'{k} : {v}' for k, v in m.elements)} }}")
+            fill.append(f"flush {kind} {where} {after.name}")
+        if elements:
+            fill.append(f"add element {where} {after.name} {{ {', '.join(elements)} }}")
     rehooked: list[str] = []
     for name, c in new_chains.items():
         before_chain = old_chains.get(name)
