@@ -452,30 +452,29 @@ else
     done < <(grep '^mask:' "$manifest" 2>/dev/null || true)
 fi
 
-# --- nftables (Debian's nftables: the nft binary calico-node programs its own tables with) -----
-# calico-node keeps its tables `ip calico` / `ip6 calico` (NAT outgoing, VXLAN filters) with `nft`,
-# whatever the backend. Only the package is installed: Debian's nftables.service is left as the
-# package ships it (not enabled), never enabled here, because its /etc/nftables.conf starts with
-# `flush ruleset`, which would wipe calico-node's tables and portmap's rules at every start.
-if [ "$node" != false ] && ! command -v nft >/dev/null && [ ! -x /usr/sbin/nft ]; then
-    command -v apt-get >/dev/null || die "nftables is needed (calico-node's NAT outgoing and VXLAN rules): install Debian's nftables"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >"$work/apt.log" 2>&1 \
-        || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >"$work/apt.log" 2>&1; } \
-        || { tail -n 20 "$work/apt.log" >&2; die "apt-get install nftables failed"; }
-    note "installed Debian's nftables (nft; its nftables.service is not enabled: it would flush calico-node's tables; uninstalling calico-cni leaves the package)"
-fi
-
-# --- conntrack (Debian's conntrack: the tool calico-node deletes a removed pod's flows with) ----
-# When a pod is deleted, calico-node removes the conntrack entries of its addresses, as Felix does,
-# so a new pod given the same address never inherits an old pod's established flows (which policy
-# would accept as established). Only the package is installed; it has no service.
-if [ "$node" != false ] && ! command -v conntrack >/dev/null && [ ! -x /usr/sbin/conntrack ]; then
-    command -v apt-get >/dev/null || die "conntrack is needed (calico-node removes a deleted pod's connection tracking entries): install Debian's conntrack"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends conntrack >"$work/apt.log" 2>&1 \
-        || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends conntrack >"$work/apt.log" 2>&1; } \
-        || { tail -n 20 "$work/apt.log" >&2; die "apt-get install conntrack failed"; }
-    note "installed Debian's conntrack (calico-node deletes a removed pod's conntrack entries with it; uninstalling calico-cni leaves the package)"
-fi
+# --- Debian packages calico-node runs ---------------------------------------------------------
+# apt_install PACKAGE COMMAND WHY NOTE: install Debian's PACKAGE on a node unless COMMAND exists.
+apt_install() {
+    [ "$node" != false ] || return 0
+    command -v "$2" >/dev/null || [ -x "/usr/sbin/$2" ] && return 0
+    command -v apt-get >/dev/null || die "$1 is needed ($3): install Debian's $1"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >"$work/apt.log" 2>&1 \
+        || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >"$work/apt.log" 2>&1; } \
+        || { tail -n 20 "$work/apt.log" >&2; die "apt-get install $1 failed"; }
+    note "installed Debian's $1 ($4; uninstalling calico-cni leaves the package)"
+}
+# nftables: calico-node keeps its tables `ip calico` / `ip6 calico` (NAT outgoing, VXLAN filters,
+# network policy) with `nft`, whatever the backend. Only the package is installed: Debian's
+# nftables.service is left as the package ships it (not enabled), never enabled here, because its
+# /etc/nftables.conf starts with `flush ruleset`, which would wipe calico-node's tables and
+# portmap's rules at every start.
+apt_install nftables nft "calico-node's NAT outgoing, VXLAN rules and network policy" \
+    "nft; its nftables.service is not enabled: it would flush calico-node's tables"
+# conntrack: when a pod is deleted, calico-node removes the conntrack entries of its addresses, as
+# Felix does, so a new pod given the same address never inherits an old pod's established flows
+# (which policy would accept as established). It has no service.
+apt_install conntrack conntrack "calico-node removes a deleted pod's connection tracking entries" \
+    "calico-node deletes a removed pod's conntrack entries with it"
 
 # --- files, written only when their content changes -------------------------------------------
 # put_file PATH MODE: content on stdin. An unchanged file is not touched, nor is its directory.
