@@ -32,7 +32,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 from tests import netns
 from tests.cluster_support import Cluster, ClusterNode, in_ns, wait_for
@@ -267,9 +268,39 @@ def ping(source: Pod | str, target: Pod | str, v6: bool = False, timeout: float 
     return proc.returncode == 0
 
 
+class Probe:
+    """A probe to run later (`expect` runs several at once): `probe(tcp, a, b, 80, v6=True)`."""
+
+    def __init__(self, fn: Callable[..., bool], *args, **kwargs) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __call__(self) -> bool:
+        return self.fn(*self.args, **self.kwargs)
+
+    def __str__(self) -> str:
+        def name(x) -> str:
+            return f"pod {x.name}" if isinstance(x, Pod) else str(x)
+
+        extra = "".join(f" {k}={v}" for k, v in self.kwargs.items())
+        return f"{self.fn.__name__} {' '.join(name(a) for a in self.args)}{extra}"
+
+
+probe = Probe
+
+
+def expect(allowed: Iterable[Probe] = (), denied: Iterable[Probe] = ()) -> None:
+    """Run the probes concurrently (a dropped packet costs one timeout for all of them) and assert
+    that every `allowed` one got an answer and no `denied` one did, naming each that did not."""
+    cases = [(p, True) for p in allowed] + [(p, False) for p in denied]
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(cases)))) as pool:
+        answers = list(pool.map(lambda case: case[0](), cases))
+    wrong = [f"{p}: {'answered' if got else 'no answer'} (expected {'allowed' if want else 'denied'})" for (p, want), got in zip(cases, answers) if got != want]
+    assert not wrong, "; ".join(wrong)
+
+
 def wait_enforced(probe: Callable[[], bool], expected: bool, what: str = "the probe", timeout: float = ENFORCE_TIMEOUT, hold: float = HOLD) -> float:
     """Poll `probe` until it answers `expected` (within `timeout`), then check it keeps answering it
-    for `hold` seconds (at least twice more). Returns the seconds it took to reach the answer."""
+    for `hold` seconds (at least once more). Returns the seconds it took to reach the answer."""
     start = time.monotonic()
     deadline = start + timeout
     answer = None
@@ -283,7 +314,7 @@ def wait_enforced(probe: Callable[[], bool], expected: bool, what: str = "the pr
     took = time.monotonic() - start
     until = time.monotonic() + hold
     checks = 0
-    while checks < 2 or time.monotonic() < until:
+    while checks < 1 or time.monotonic() < until:
         again = probe()
         assert again == expected, f"{what}: flapped back to {again} after reaching {expected}"
         checks += 1
@@ -641,6 +672,9 @@ __all__ = [
     "calicoctl",
     "document",
     "etcd_client",
+    "expect",
+    "Probe",
+    "probe",
     "ping",
     "policy_node",
     "same_address",

@@ -20,7 +20,8 @@ import time
 
 from calico_cni.node.nft_policy import endpoint_chains
 from tests import netns
-from tests.policy_harness import Scope, etcd_client, ping, socket_in, tcp, udp, wait_enforced
+from tests.policy_harness import probe as P
+from tests.policy_harness import Scope, etcd_client, expect, ping, socket_in, tcp, udp, wait_enforced
 
 ALLOW = {"action": "Allow"}
 DENY = {"action": "Deny"}
@@ -80,7 +81,7 @@ def test_new_pod_under_egress_deny_never_sends_a_packet(pn):
         blasters = [Blaster(ns, target.v4), Blaster(ns, target.v6)]
         try:
             pod = pn.pod({"role": "muted"}, ns=ns)
-            assert not udp(pod, target, 5000) and not tcp(pod, target, 80, v6=True) and not ping(pod, target)
+            expect(denied=[P(udp, pod, target, 5000), P(udp, pod, target, 5000, v6=True), P(tcp, pod, target, 80, v6=True), P(ping, pod, target)])
             time.sleep(0.3)  # the blasters keep sending after ADD returned
         finally:
             for b in blasters:
@@ -106,7 +107,7 @@ def test_new_pod_under_ingress_deny_never_receives_a_packet(pn):
     try:
         pod = pn.pod({"role": "sealed"}, v6=False, IP=address)
         assert pod.v4 == address
-        assert not udp(sender, pod, 5000) and not tcp(sender, pod, 80) and not ping(sender, pod)
+        expect(denied=[P(udp, sender, pod, 5000), P(tcp, sender, pod, 80), P(ping, sender, pod)])
         time.sleep(0.3)
     finally:
         blaster.stop()
@@ -136,7 +137,7 @@ def test_established_flow_survives_policy_change(pn):
             assert u.recv(16) == b"one"
         pn.policy("ef-deny", {"selector": "app == 'ef-server'", "types": ["Ingress"], "ingress": [DENY]})
         wait_enforced(lambda: tcp(client, server, 80), False, "a new connection under Deny")
-        assert not tcp(client, server, 80, v6=True) and not udp(client, server, 5000)
+        expect(denied=[P(tcp, client, server, 80, v6=True), P(udp, client, server, 5000)])
         for t, u in flows:
             t.sendall(b"two")
             assert t.recv(16) == b"two", "the established TCP connection stopped"
@@ -229,7 +230,7 @@ def test_hostile_policies_in_etcd_skipped_and_reported(pn):
     for name in ("h-bad-selector", "h-bad-port", "h-many-rules"):
         wait_enforced(lambda: name in pn.pn.log_text(), True, f"calico-node's log reporting default.{name}", timeout=10, hold=0)
     assert pn.node.health() is not None, "calico-node still answers"
-    assert not tcp(a, b, 443) and tcp(a, b, 80) and tcp(a, b, 80, v6=True), "the valid policy keeps working"
+    expect(allowed=[P(tcp, a, b, 80), P(tcp, a, b, 80, v6=True)], denied=[P(tcp, a, b, 443), P(tcp, a, b, 443, v6=True)])  # the valid policy
     # A policy applied after the hostile records is enforced.
     pn.policy(
         "h-deny-5000",
@@ -263,10 +264,10 @@ def test_add_fails_11_with_calico_node_stopped_and_tables_stay(pn):
         assert run.out and run.out.get("code") == 11, f"not error 11: {run.stdout} {run.stderr[-500:]}"
         assert "calico-node" in json.dumps(run.out), f"the error does not name the daemon: {run.out}"
         # The kernel's tables keep enforcing with the daemon gone.
-        assert not tcp(a, b, 443) and tcp(a, b, 80) and tcp(a, b, 80, v6=True)
+        expect(allowed=[P(tcp, a, b, 80), P(tcp, a, b, 80, v6=True)], denied=[P(tcp, a, b, 443), P(tcp, a, b, 443, v6=True)])
     finally:
         netns.delete(ns)
         node.start()
     # Back: pods are created again, under the same policy.
     c = pn.pod({"app": "st-client"})
-    assert not tcp(c, b, 443) and tcp(c, b, 80)
+    expect(allowed=[P(tcp, c, b, 80)], denied=[P(tcp, c, b, 443)])
