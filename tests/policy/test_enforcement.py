@@ -441,6 +441,10 @@ def test_endpoint_to_host_action(pn, trio):
     put({**base, "defaultEndpointToHostAction": "Drop"})
     wait_enforced(lambda: tcp(a, node.ipv4, 8081), False, "Drop: pod -> node dropped")
     expect(denied=[P(tcp, a, node.ipv6, 8081), P(udp, a, node.ipv4, 8081), P(ping, a, node.ipv4)])
+    # Neighbour discovery to the node (ICMPv6 135/136) is accepted before the action: with a's
+    # neighbour cache flushed, its IPv6 traffic to another pod still finds the node's router.
+    in_ns(a.ns, "ip", "-6", "neigh", "flush", "dev", "eth0")
+    assert tcp(a, trio.b, 80, v6=True), "a -> b over IPv6 with Drop, after a's neighbour cache was flushed"
     put({**base, "defaultEndpointToHostAction": "Accept"})
     wait_enforced(lambda: tcp(a, node.ipv4, 8081), True, "Accept: pod -> node accepted")
     assert tcp(a, node.ipv6, 8081) and udp(a, node.ipv4, 8081)
