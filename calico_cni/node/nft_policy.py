@@ -43,9 +43,12 @@ Names (`sel-<hash>`, `np-<hash>` for sets; chains as above) are readable where t
 (`[a-z0-9./-]`, at most 64 characters), else a readable prefix, `_` and a hash: `_` never occurs
 in a readable name, so a hashed name never equals another's readable one.
 
-Fail closed: a policy or profile that cannot be rendered (more rules than calicoctl accepts, or a
-rule that fails) gets no chain; every endpoint it applies to drops at its place instead (a skipped
-Deny must not open traffic), and `PolicyCompiler.problems` names it.
+A record calicoctl would refuse (a selector that does not parse, a port out of range, more rules
+than MAX_RULES_PER_DIRECTION), written to etcd by hand, never gets here: policy_model leaves it
+out when it is read and the daemon reports it (the issue's "skipped with a report": it applies
+nowhere, as an invalid policy in Calico). What is read but cannot be rendered fails closed: it gets
+no chain, every endpoint it applies to drops at its place instead (a Deny that is in the view must
+not open traffic), and `PolicyCompiler.problems` names it.
 """
 
 from __future__ import annotations
