@@ -221,8 +221,9 @@ class RulesController:
             policy_view = PolicyView.read({k: v for k, v in items.items() if k.startswith(POLICY_PREFIXES)}, self._policy_memo)
             problems += policy_view.problems
             settings = PolicySettings(endpoint_to_host_action=view.felix.endpoint_to_host_action, vxlan_port=view.felix.vxlan_port)
+        nat_and_vxlan = tables(view)
         for family in FAMILIES:
-            table = tables(view)[family]
+            table = nat_and_vxlan[family]
             if policy_view is not None:
                 section = self.compiler.section(policy_view, self.nodename, family, settings)
                 table = Table(table.family, (*table.sections, section))
