@@ -23,21 +23,25 @@ LABEL_VALUES = ("a", "b")
 TCP_PORTS = (80, 443, 8080)  # probed; the pods listen on them (tests/policy_harness.py TCP_PORTS)
 UDP_PORTS = (53, 5000, 8080)  # likewise (policy_harness UDP_PORTS)
 PORT_SPECS = (80, 443, 8080, 53, 5000, "80:443", "444:9000", "1:79", "5000:8080", 9999)
-PROTOCOLS = ("TCP", "UDP", "ICMP")
-PROTOCOL_VALUES = ("TCP", "UDP", "ICMP", 6, 17, 1)
-ICMP_ECHO_REQUEST = 8
-OUTSIDE_NET = "10.99.0.0/16"  # holds no pod: a net that never matches
-OTHER_FAMILY_NET = "fd00:198:18:ffff::/64"  # an IPv6 net: the rule never matches an IPv4 packet
+PROTOCOL_VALUES = ("TCP", "UDP", "ICMP", "ICMPv6", 6, 17, 1, 58)
+ICMP_PROTOCOLS = {4: ("ICMP", 1), 6: ("ICMPv6", 58)}
+ICMP_ECHO_REQUEST = {4: 8, 6: 128}
+ICMP_TYPES = {4: (8, 0, 3), 6: (128, 129, 1)}
+OUTSIDE_NETS = {4: "10.99.0.0/16", 6: "fd00:198:18:ffff::/64"}  # hold no pod: nets that never match
 
 
 @dataclass(frozen=True)
 class Pod:
     """One pod of the test: its endpoint's key (`<namespace>/<name>`, the oracle's name for it),
-    its IPv4 address and its namespace path."""
+    its IPv4 and IPv6 addresses and its namespace path."""
 
     key: str
     address: str
     netns: str
+    address6: str
+
+    def ip(self, version: int) -> str:
+        return self.address if version == 4 else self.address6
 
 
 def selector_terms() -> st.SearchStrategy[str]:
@@ -58,30 +62,30 @@ def selectors() -> st.SearchStrategy[str]:
     return st.one_of(selector_terms(), st.builds(lambda a, b, op: f"{a} {op} {b}", selector_terms(), selector_terms(), st.sampled_from(("&&", "||"))))
 
 
-def nets(pods: list[Pod]) -> st.SearchStrategy[list[str]]:
-    """1-2 IPv4 networks: a pod's /32, a /30 or /29 around a pod (strictly masked), or a net that holds
-    no pod."""
-    choices = [f"{p.address}/32" for p in pods]
+def nets(pods: list[Pod], version: int) -> st.SearchStrategy[list[str]]:
+    """1-2 networks of one family: a pod's address, a net of 4 or 8 addresses around a pod
+    (strictly masked), or a net that holds no pod."""
+    host = 32 if version == 4 else 128
+    choices = [OUTSIDE_NETS[version]]
     for p in pods:
-        for prefix in (30, 29):
-            choices.append(str(ipaddress.ip_network(f"{p.address}/{prefix}", strict=False)))
-    choices.append(OUTSIDE_NET)
+        for prefix in (host, host - 2, host - 3):
+            choices.append(str(ipaddress.ip_network(f"{p.ip(version)}/{prefix}", strict=False)))
     return st.lists(st.sampled_from(sorted(set(choices))), min_size=1, max_size=2, unique=True)
 
 
 @st.composite
-def entity_rules(draw, pods: list[Pod], ports_allowed: bool, destination: bool) -> dict:
+def entity_rules(draw, pods: list[Pod], ports_allowed: bool, destination: bool, version: int) -> dict:
     """A rule's source or destination: selector, notSelector, nets, notNets and (destination only,
-    and only with a protocol that has ports) ports / notPorts."""
+    and only with a protocol that has ports) ports / notPorts; nets of the family `version`."""
     rule: dict = {}
     if draw(st.booleans()):
         rule["selector"] = draw(selectors())
     if draw(st.integers(0, 3)) == 0:
         rule["notSelector"] = draw(selectors())
     if draw(st.integers(0, 3)) == 0:
-        rule["nets"] = draw(nets(pods))
+        rule["nets"] = draw(nets(pods, version))
     if draw(st.integers(0, 4)) == 0:
-        rule["notNets"] = draw(nets(pods))
+        rule["notNets"] = draw(nets(pods, version))
     if destination and ports_allowed:
         port_list = st.lists(st.sampled_from(PORT_SPECS), min_size=1, max_size=3, unique=True)
         if draw(st.booleans()):
@@ -100,29 +104,24 @@ def rules(draw, pods: list[Pod]) -> dict:
         rule["protocol"] = protocol
     elif draw(st.integers(0, 3)) == 0:
         rule["notProtocol"] = draw(st.sampled_from(PROTOCOL_VALUES))
-    if protocol == "ICMP" and draw(st.booleans()):
-        icmp = {"type": draw(st.sampled_from((ICMP_ECHO_REQUEST, 0, 3)))}
+    # One family for the rule's nets (calicoctl); ipVersion, when set, is that family, and
+    # (not)protocol ICMP / ICMPv6 force 4 / 6 (calicoctl) when ipVersion is set.
+    family = draw(st.sampled_from((4, 6)))
+    for version, names in ICMP_PROTOCOLS.items():
+        if {protocol, rule.get("notProtocol")} & set(names):
+            family = version
+    if protocol in ("ICMP", "ICMPv6") and draw(st.booleans()):
+        icmp = {"type": draw(st.sampled_from(ICMP_TYPES[family]))}
         if draw(st.booleans()):
             icmp["code"] = draw(st.sampled_from((0, 1)))
         rule["notICMP" if draw(st.integers(0, 3)) == 0 else "icmp"] = icmp
-    version = draw(st.sampled_from((None, None, None, 4, 6)))
-    if {protocol, rule.get("notProtocol")} & {"ICMP", 1} and version == 6:
-        version = 4  # calicoctl: ipVersion 4 with (not)protocol ICMP
-    if version is not None:
-        rule["ipVersion"] = version
+    if draw(st.integers(0, 2)) == 0:
+        rule["ipVersion"] = family
     ports_allowed = protocol in ("TCP", "UDP", 6, 17)
     for side, is_destination in (("source", False), ("destination", True)):
-        entity = draw(entity_rules(pods, ports_allowed, is_destination))
+        entity = draw(entity_rules(pods, ports_allowed, is_destination, family))
         if entity:
             rule[side] = entity
-    if version == 6 or (version is None and draw(st.integers(0, 9)) == 0):
-        # One family per rule (calicoctl): no IPv4 nets with ipVersion 6. Without ipVersion, a rule
-        # with only IPv6 nets is rendered for IPv6 only, so an IPv4 packet never matches it.
-        for side in ("source", "destination"):
-            for name in ("nets", "notNets"):
-                rule.get(side, {}).pop(name, None)
-        if version is None:
-            rule.setdefault("destination", {})["nets"] = [OTHER_FAMILY_NET]
     return rule
 
 

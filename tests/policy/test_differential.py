@@ -1,18 +1,20 @@
 """The differential test of network policy (issue 18): hypothesis draws labels for a fixed set of
 pods, a tier and 1-4 policies (tests/policy_generators.py); calicoctl applies them; once calico-node
 says its tables are programmed from a revision at least that of the writes, every ordered pair of
-pods is probed with real traffic (TCP connect and UDP echo on each listening port, ICMP echo) and
-each answer must be what the plain-Python evaluator (tests/policy_oracle.py) says, probe by probe.
+pods is probed with real traffic over IPv4 and IPv6 (TCP connect and UDP echo on each listening
+port, ICMP / ICMPv6 echo) and each answer must be what the plain-Python evaluator
+(tests/policy_oracle.py) says, probe by probe.
 
 One node (tests/policy_harness.py's `PolicyNode`, the `policy` fixture), five pods made once
-through the real plugin, each running the harness's echo server. Labels change per example by applying the pods' endpoint documents with new labels, in the
-same `calicoctl apply` as the tier and the policies. About 50 examples a run: CALICO_DIFF_EXAMPLES
-and CALICO_DIFF_SEED change the count and the seed (printed, so a failure reproduces);
-CALICO_DIFF_SHRINK=1 lets hypothesis shrink a failure (slow: every shrink step is real traffic).
+through the real plugin, each running the harness's echo server. Labels change per example by
+applying the pods' endpoint documents with new labels, in the same `calicoctl apply` as the tier
+and the policies. About 50 examples a run: CALICO_DIFF_EXAMPLES and CALICO_DIFF_SEED change the
+count and the seed (printed, so a failure reproduces); CALICO_DIFF_SHRINK=1 lets hypothesis shrink
+a failure (slow: every shrink step is real traffic).
 
-A probe that disagrees is tried again alone with a longer timeout before it counts, so a slow
-machine cannot fake a deny; the failure names the probe, the oracle's decisions, the kernel's
-answer and the chains of `nft list table ip calico` that the probe crosses.
+A probe that disagrees is tried again with a longer timeout before it counts, so a slow machine
+cannot fake a deny; the failure names the probe, the oracle's decisions, the kernel's answer and
+the chains of `nft list table ip[6] calico` that the probe crosses.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def diff(policy: PolicyNode):
     state = None
     try:
         for _ in range(PODS):
-            made.append(policy.add_pod(v6=False))
+            made.append(policy.add_pod(v6=True))
         policy.ctl(
             "apply",
             "-f",
@@ -121,13 +123,13 @@ def diff(policy: PolicyNode):
         pods, weps, interfaces = [], {}, {}
         for pod in made:
             key = f"{pod.namespace}/{pod.name}"
-            pods.append(Pod(key, pod.v4, pod.ns))
+            pods.append(Pod(key, pod.v4, pod.ns, pod.v6))
             weps[key] = _clean(policy.wep(pod))
             interfaces[key] = pod.interface
         base = documents(policy.ctl("get", "tiers", "-o", "json").stdout) + documents(policy.ctl("get", "profiles", "-o", "json").stdout)
         base = [_clean(d) for d in base if d["metadata"]["name"] != EXTRA_TIER]
         print(
-            f"\ndifferential: seed {SEED}, {EXAMPLES} examples, pods {[(p.key, p.address) for p in pods]}, "
+            f"\ndifferential: seed {SEED}, {EXAMPLES} examples, pods {[(p.key, p.address, p.address6) for p in pods]}, "
             f"profiles {[d['metadata']['name'] for d in base if d['kind'] == 'Profile']}"
         )
         state = Diff(policy, pods, weps, interfaces, base)
@@ -144,36 +146,38 @@ def diff(policy: PolicyNode):
             policy.remove_pod(pod)
 
 
-Planned = tuple[Pod, Pod, str, "int | None"]
+Planned = tuple[Pod, Pod, int, str, "int | None"]  # source, destination, IP version, protocol, port
 
 
 def probe_plan(pods: list[Pod]) -> list[Planned]:
-    """Every ordered pair of distinct pods, by TCP and UDP on each probed port and by ICMP echo."""
+    """Every ordered pair of distinct pods, in both families, by TCP and UDP on each probed port and
+    by ICMP echo."""
     plan: list[Planned] = []
     for src in pods:
         for dst in pods:
             if src is not dst:
-                plan += [(src, dst, "tcp", port) for port in TCP_PORTS]
-                plan += [(src, dst, "udp", port) for port in UDP_PORTS]
-                plan.append((src, dst, "icmp", None))
+                for version in (4, 6):
+                    plan += [(src, dst, version, "tcp", port) for port in TCP_PORTS]
+                    plan += [(src, dst, version, "udp", port) for port in UDP_PORTS]
+                    plan.append((src, dst, version, "icmp", None))
     return plan
 
 
-def oracle_probe(src: Pod, dst: Pod, proto: str, port: int | None) -> Probe:
-    """The oracle's probe for one planned one (ICMP: an echo request)."""
+def oracle_probe(src: Pod, dst: Pod, version: int, proto: str, port: int | None) -> Probe:
+    """The oracle's probe for one planned one (ICMP: an echo request of the family)."""
     if proto == "icmp":
-        return Probe(src.key, dst.key, "ICMP", icmp_type=ICMP_ECHO_REQUEST, icmp_code=0)
-    return Probe(src.key, dst.key, proto.upper(), dst_port=port)
+        return Probe(src.key, dst.key, "ICMP" if version == 4 else "ICMPv6", icmp_type=ICMP_ECHO_REQUEST[version], icmp_code=0, ip_version=version)
+    return Probe(src.key, dst.key, proto.upper(), dst_port=port, ip_version=version)
 
 
 def kernel_answer(planned: Planned, timeout: float) -> bool:
     """The kernel's answer to one probe (the harness's probes: a reply came back within `timeout`)."""
-    src, dst, proto, port = planned
+    src, dst, version, proto, port = planned
     if proto == "tcp":
-        return tcp(src.netns, dst.address, port, timeout=timeout)
+        return tcp(src.netns, dst.ip(version), port, timeout=timeout)
     if proto == "udp":
-        return udp(src.netns, dst.address, port, timeout=timeout)
-    return ping(src.netns, dst.address, timeout=timeout)
+        return udp(src.netns, dst.ip(version), port, timeout=timeout)
+    return ping(src.netns, dst.ip(version), timeout=timeout)
 
 
 def run_probes(plan: list[Planned], timeout: float) -> list[bool]:
@@ -214,14 +218,15 @@ def apply_example(diff: Diff, example: Example) -> list[dict]:
 
 def report(diff: Diff, world: list[dict], wrong: list[tuple], policies: list[dict]) -> str:
     """The failure: each wrong probe with the oracle's decisions and the kernel's answer, the world,
-    and the part of `nft list table ip calico` those probes cross."""
-    listing = in_ns(diff.policy.node.ns, "nft", "list", "table", "ip", "calico").stdout
+    and the part of `nft list table ip[6] calico` those probes cross."""
+    families = {version for (_, _, version, _, _), _, _ in wrong}
+    listing = "\n".join(in_ns(diff.policy.node.ns, "nft", "list", "table", "ip" if v == 4 else "ip6", "calico").stdout for v in sorted(families))
     names, lines = set(), []
-    for (src, dst, proto, port), verdict, answer in wrong:
+    for (src, dst, version, proto, port), verdict, answer in wrong:
         names |= {f"fw-{diff.interfaces[src.key]}", f"tw-{diff.interfaces[dst.key]}"}
         decisions = [(d.endpoint, d.direction, d.allowed, d.by) for d in verdict.decisions]
         lines.append(
-            f"- {src.key} ({src.address}) -> {dst.key} ({dst.address}) {proto} {port or ''}: oracle "
+            f"- {src.key} ({src.ip(version)}) -> {dst.key} ({dst.ip(version)}) {proto} {port or ''}: oracle "
             f"{'ALLOW' if verdict.allowed else 'DENY'} {decisions}, kernel {'ALLOW' if answer else 'DENY'}"
         )
     short = {p["metadata"]["name"].split(".")[-1] for p in policies}
