@@ -3,6 +3,9 @@ random labels for a fixed set of pods, a tier, policies and their rules, drawn o
 calicoctl accepts (protocol names spelt as Calico spells them, ports only with TCP or UDP, an ICMP
 match only with protocol ICMP, strictly masked nets of one family).
 
+Optional fields are drawn so that hypothesis' simplest choice (it starts from those) is the common
+case: rare fields absent, a policy's selector and a catch-all last rule present.
+
 The vocabulary is small on purpose: few label keys and values, a few ports where every pod listens,
 and nets built from the pods' own addresses, so that random selectors, ports and nets often match
 something and the probes exercise both answers of every rule field.
@@ -23,6 +26,10 @@ LABEL_VALUES = ("a", "b")
 TCP_PORTS = (80, 443, 8080)  # probed; the pods listen on them (tests/policy_harness.py TCP_PORTS)
 UDP_PORTS = (53, 5000, 8080)  # likewise (policy_harness UDP_PORTS)
 PORT_SPECS = (80, 443, 8080, 53, 5000, "80:443", "444:9000", "1:79", "5000:8080", 9999)
+# Named ports some endpoints declare (spec.ports, set per example): a rule's `ports` may name them.
+NAMED_PORTS = ({"name": "web", "protocol": "TCP", "port": 80}, {"name": "alt", "protocol": "TCP", "port": 8080}, {"name": "dns", "protocol": "UDP", "port": 53})
+PORT_NAMES = tuple(p["name"] for p in NAMED_PORTS)
+NETWORK_SET = "diff-nets"  # the GlobalNetworkSet every example rewrites
 PROTOCOL_VALUES = ("TCP", "UDP", "ICMP", "ICMPv6", 6, 17, 1, 58)
 ICMP_PROTOCOLS = {4: ("ICMP", 1), 6: ("ICMPv6", 58)}
 ICMP_ECHO_REQUEST = {4: 8, 6: 128}
@@ -78,19 +85,19 @@ def entity_rules(draw, pods: list[Pod], ports_allowed: bool, destination: bool, 
     """A rule's source or destination: selector, notSelector, nets, notNets and (destination only,
     and only with a protocol that has ports) ports / notPorts; nets of the family `version`."""
     rule: dict = {}
-    if draw(st.booleans()):
+    if draw(st.integers(0, 2)) < 2:
         rule["selector"] = draw(selectors())
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 3)) == 3:
         rule["notSelector"] = draw(selectors())
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 3)) == 3:
         rule["nets"] = draw(nets(pods, version))
-    if draw(st.integers(0, 4)) == 0:
+    if draw(st.integers(0, 4)) == 4:
         rule["notNets"] = draw(nets(pods, version))
     if destination and ports_allowed:
         port_list = st.lists(st.sampled_from(PORT_SPECS), min_size=1, max_size=3, unique=True)
         if draw(st.booleans()):
-            rule["ports"] = draw(port_list)
-        if draw(st.integers(0, 3)) == 0:
+            rule["ports"] = draw(st.lists(st.sampled_from(PORT_SPECS + PORT_NAMES), min_size=1, max_size=3, unique=True))
+        if draw(st.integers(0, 3)) == 3:
             rule["notPorts"] = draw(port_list)
     return rule
 
@@ -102,7 +109,7 @@ def rules(draw, pods: list[Pod]) -> dict:
     protocol = draw(st.one_of(st.none(), st.sampled_from(PROTOCOL_VALUES)))
     if protocol is not None:
         rule["protocol"] = protocol
-    elif draw(st.integers(0, 3)) == 0:
+    elif draw(st.integers(0, 3)) == 3:
         rule["notProtocol"] = draw(st.sampled_from(PROTOCOL_VALUES))
     # One family for the rule's nets (calicoctl); ipVersion, when set, is that family, and
     # (not)protocol ICMP / ICMPv6 force 4 / 6 (calicoctl) when ipVersion is set.
@@ -114,8 +121,8 @@ def rules(draw, pods: list[Pod]) -> dict:
         icmp = {"type": draw(st.sampled_from(ICMP_TYPES[family]))}
         if draw(st.booleans()):
             icmp["code"] = draw(st.sampled_from((0, 1)))
-        rule["notICMP" if draw(st.integers(0, 3)) == 0 else "icmp"] = icmp
-    if draw(st.integers(0, 2)) == 0:
+        rule["notICMP" if draw(st.integers(0, 3)) == 3 else "icmp"] = icmp
+    if draw(st.integers(0, 2)) == 2:
         rule["ipVersion"] = family
     ports_allowed = protocol in ("TCP", "UDP", 6, 17)
     for side, is_destination in (("source", False), ("destination", True)):
@@ -138,14 +145,17 @@ def policies(draw, pods: list[Pod], name: str) -> dict:
     order = draw(st.sampled_from((None, 10, 20, 20)))
     if order is not None:
         spec["order"] = order
-    if draw(st.integers(0, 5)) > 0:
+    if draw(st.integers(0, 5)) < 5:
         spec["selector"] = draw(selectors())
     types = draw(st.sampled_from((None, None, ["Ingress"], ["Egress"], ["Ingress", "Egress"])))
     if types is not None:
         spec["types"] = types
     for direction in ("ingress", "egress"):
-        spec[direction] = draw(st.lists(rules(pods), max_size=3))
-        if draw(st.integers(0, 3)) > 0:
+        if draw(st.integers(0, 7)) == 7:
+            spec[direction] = []  # no rules: types defaulting, or a direction that drops everything
+            continue
+        spec[direction] = draw(st.lists(rules(pods), min_size=1, max_size=3))
+        if draw(st.integers(0, 3)) < 3:
             # A catch-all last rule, as real policies often end: without one, most examples end in
             # the end-of-tier drop and every probe is denied.
             spec[direction].append({"action": draw(st.sampled_from(("Allow", "Allow", "Pass", "Deny")))})
@@ -160,19 +170,27 @@ def labels(draw) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Example:
-    """What one example applies: each pod's labels (by key), the extra tier, and the policies."""
+    """What one example applies: each pod's labels and named ports (by key), the extra tier, a
+    GlobalNetworkSet and the policies."""
 
     labels: dict[str, dict[str, str]]
+    ports: dict[str, list[dict]]
     tier: dict
+    network_set: dict
     policies: list[dict]
 
 
 @st.composite
 def examples(draw, pods: list[Pod]) -> Example:
-    """Labels for every pod, the extra tier's order (before or after the default tier, whose order
-    is 1,000,000) and defaultAction, and 1-4 policies named `p<i>` (the test renames them per example)."""
+    """Labels and named ports for every pod, the extra tier's order (before or after the default
+    tier, whose order is 1,000,000) and defaultAction, a GlobalNetworkSet (labels like a pod's, nets
+    around pods of both families: a selector matching it matches those addresses), and 1-4
+    policies named `p<i>` (the test renames them per example)."""
     pod_labels = {p.key: draw(labels()) for p in pods}
+    pod_ports = {p.key: draw(st.lists(st.sampled_from(NAMED_PORTS), max_size=2, unique_by=lambda n: n["name"])) for p in pods}
+    set_nets = draw(nets(pods, 4)) + draw(st.one_of(st.just([]), nets(pods, 6)))
+    network_set = {"apiVersion": API, "kind": "GlobalNetworkSet", "metadata": {"name": NETWORK_SET, "labels": draw(labels())}, "spec": {"nets": set_nets}}
     tier_spec = {"order": draw(st.sampled_from((100, 2_000_000))), "defaultAction": draw(st.sampled_from(("Deny", "Pass")))}
     tier = {"apiVersion": API, "kind": "Tier", "metadata": {"name": EXTRA_TIER}, "spec": tier_spec}
     count = draw(st.integers(1, 4))
-    return Example(pod_labels, tier, [draw(policies(pods, f"p{i}")) for i in range(count)])
+    return Example(pod_labels, pod_ports, tier, network_set, [draw(policies(pods, f"p{i}")) for i in range(count)])

@@ -6,9 +6,9 @@ port, ICMP / ICMPv6 echo) and each answer must be what the plain-Python evaluato
 (tests/policy_oracle.py) says, probe by probe.
 
 One node (tests/policy_harness.py's `PolicyNode`, the `policy` fixture), five pods made once
-through the real plugin, each running the harness's echo server. Labels change per example by
-applying the pods' endpoint documents with new labels, in the same `calicoctl apply` as the tier
-and the policies. About 50 examples a run: CALICO_DIFF_EXAMPLES and CALICO_DIFF_SEED change the
+through the real plugin, each running the harness's echo server. Labels and named ports change per
+example by applying the pods' endpoint documents with new ones, in the same `calicoctl apply` as
+the tier, a GlobalNetworkSet and the policies. About 50 examples a run: CALICO_DIFF_EXAMPLES and CALICO_DIFF_SEED change the
 count and the seed (printed, so a failure reproduces); CALICO_DIFF_SHRINK=1 lets hypothesis shrink
 a failure (slow: every shrink step is real traffic).
 
@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.cluster_support import in_ns, wait_for
-from tests.policy_generators import EXTRA_TIER, ICMP_ECHO_REQUEST, TCP_PORTS, UDP_PORTS, Example, Pod, examples
+from tests.policy_generators import EXTRA_TIER, NETWORK_SET, ICMP_ECHO_REQUEST, TCP_PORTS, UDP_PORTS, Example, Pod, examples
 from tests.policy_harness import PolicyNode, etcd_client, ping, tcp, udp
 from tests.policy_oracle import Probe, World
 
@@ -43,7 +43,7 @@ PROBE_TIMEOUT = 1.0  # a denied probe waits this long; an allowed one answers in
 RECHECK_TIMEOUT = 3.0
 ENFORCED_TIMEOUT = 20.0
 RESOURCES = "/calico/resources/v3/projectcalico.org/"
-WRITTEN = tuple(RESOURCES + p for p in ("tiers/", "networkpolicies/", "globalnetworkpolicies/", "workloadendpoints/"))
+WRITTEN = tuple(RESOURCES + p for p in ("tiers/", "networkpolicies/", "globalnetworkpolicies/", "workloadendpoints/", "globalnetworksets/"))
 
 
 def documents(text: str) -> list[dict]:
@@ -142,6 +142,7 @@ def diff(policy: PolicyNode):
             if state.applied:
                 policy.ctl("delete", "-f", "-", stdin=json.dumps(state.applied), check=False)
         policy.ctl("delete", "tier", EXTRA_TIER, check=False)
+        policy.ctl("delete", "globalnetworkset", NETWORK_SET, check=False)
         for pod in made:
             policy.remove_pod(pod)
 
@@ -187,8 +188,8 @@ def run_probes(plan: list[Planned], timeout: float) -> list[bool]:
 
 
 def apply_example(diff: Diff, example: Example) -> list[dict]:
-    """Apply the example (the previous policies deleted, then the tier, the endpoints with their new
-    labels and the policies under this example's names, in one calicoctl apply) and wait until
+    """Apply the example (the previous policies deleted, then the tier, the network set, the
+    endpoints with their new labels and named ports, and the policies under this example's names, in one calicoctl apply) and wait until
     calico-node has programmed at least that revision. Returns the world's documents for the oracle."""
     diff.count += 1
     prefix = f"x{diff.count}"
@@ -201,11 +202,12 @@ def apply_example(diff: Diff, example: Example) -> list[dict]:
     for key, wep in diff.weps.items():
         wep = copy.deepcopy(wep)
         wep["metadata"]["labels"] = dict(example.labels[key])
+        wep["spec"]["ports"] = copy.deepcopy(example.ports[key])
         weps.append(wep)
     if diff.applied:
         diff.policy.ctl("delete", "-f", "-", stdin=json.dumps(diff.applied))
         diff.applied = []
-    diff.policy.ctl("apply", "-f", "-", stdin=json.dumps([example.tier, *weps, *policies]))
+    diff.policy.ctl("apply", "-f", "-", stdin=json.dumps([example.tier, example.network_set, *weps, *policies]))
     diff.applied = policies
     wanted = written_revision(diff.policy.endpoint)
     wait_for(
@@ -213,7 +215,7 @@ def apply_example(diff: Diff, example: Example) -> list[dict]:
     )
     # The oracle reads the endpoints as calicoctl stored them.
     stored = documents(diff.policy.ctl("get", "workloadendpoints", "-A", "-o", "json").stdout)
-    return [*diff.base, example.tier, *stored, *policies]
+    return [*diff.base, example.tier, example.network_set, *stored, *policies]
 
 
 def report(diff: Diff, world: list[dict], wrong: list[tuple], policies: list[dict]) -> str:
