@@ -286,9 +286,10 @@ class Rtnl:
         self.seq = 0
 
     @classmethod
-    def open(cls) -> "Rtnl":
-        """A socket in the calling thread's network namespace."""
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    def open(cls, protocol: int = NETLINK_ROUTE) -> "Rtnl":
+        """A socket in the calling thread's network namespace (`protocol`: another netlink family
+        speaking the same framing, e.g. NETLINK_NETFILTER for nftables' generation)."""
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
             sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)

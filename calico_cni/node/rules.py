@@ -87,6 +87,8 @@ class Nft(Protocol):
 
     def dropping_chains(self) -> list[str]: ...
 
+    def generation(self) -> int: ...
+
 
 class _Module:
     """dataplane.nftables's functions as an `Nft`."""
@@ -99,6 +101,9 @@ class _Module:
 
     def dropping_chains(self) -> list[str]:
         return nftables.dropping_chains()
+
+    def generation(self) -> int:
+        return nftables.generation()
 
 
 @dataclass(frozen=True)
@@ -132,11 +137,13 @@ class _Stored:
 
 @dataclass
 class _Written:
-    """What we last wrote to one family's table and its listing right after (None: not listed
-    since, as after a request's write; the next check adopts the listing it finds)."""
+    """What we last wrote to one family's table; the kernel's listing of it once a check took one
+    (None until then), and the ruleset generation at which the kernel was known to hold it (None:
+    unknown, e.g. another commit came between ours and the listing)."""
 
     table: Table
     listing: str | None
+    generation: int | None
 
 
 class RulesController:
@@ -235,42 +242,97 @@ class RulesController:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def sync_table(self, table: Table, check: bool = True, list_after: bool = True) -> str | None:
-        """Make the kernel hold `table`; what went wrong, or None. The first time (and after a
-        failure, or when a check finds the table changed behind our back) the table is written
-        whole; otherwise only the difference from what we wrote last. With `check`, the kernel's
-        listing is compared with the one taken after our last write. With `list_after`, the table
-        is listed after a write (a request's write skips it: the next check adopts the listing)."""
+    def _generation(self) -> int | None:
+        """The ruleset's generation (None: unreadable; then every check lists the tables)."""
+        try:
+            return self.nft.generation()
+        except NftError as exc:
+            log.debug("rules: %s", exc)
+            return None
+
+    def _write(self, table: Table, text: str) -> None:
+        """Apply `text` (making the kernel hold `table`, under the lock) and remember it: with the
+        generation after it when the kernel counted only our commit meanwhile, so the next check
+        may trust that the table is exactly what we wrote."""
+        before = self._generation()
+        self.nft.apply(text)
+        after = self._generation()
+        exclusive = before is not None and after == before + 1
+        if exclusive:
+            # Only our commit came in between: the other tables we know are still as they were.
+            for other in self.written.values():
+                if other.generation == before:
+                    other.generation = after
+        self.written[table.family] = _Written(table, None, after if exclusive else None)
+
+    def sync_table(self, table: Table) -> str | None:
+        """Make the kernel hold `table` (under the lock); what went wrong, or None. The first time
+        (and after a failure, or when a check found the table changed) the table is written whole;
+        otherwise only the difference from what we wrote last, nothing at all when there is none."""
         what = f"table {table.family} {table.name}"
         previous = self.written.get(table.family)
+        started = time.monotonic()
         try:
-            if previous is not None and check:
-                listing = self.nft.list_table(table.family, table.name)
-                if previous.listing is None:
-                    previous.listing = listing
-                elif listing != previous.listing:
-                    log.warning("rules: %s was changed or removed behind our back; writing it whole", what)
-                    previous = None
-            text = script(table)
+            text = None
             if previous is not None:
                 try:
                     text = delta(previous.table, table)
                 except NotIncremental:
                     pass
-                if not text:
+                if text == "":
                     return None
             try:
-                self.nft.apply(text)
+                self._write(table, text if text is not None else script(table))
             except NftError:
-                if previous is None:
+                if text is None:
                     raise
                 log.warning("rules: a partial write of %s was refused; writing it whole", what)
-                self.nft.apply(script(table))
-            self.written[table.family] = _Written(table, self.nft.list_table(table.family, table.name) if list_after else None)
+                self._write(table, script(table))
         except NftError as exc:
             self.written.pop(table.family, None)
             return f"{what} is not programmed: {exc}"
-        log.info("rules: %s programmed", what)
+        log.info("rules: %s programmed (%s, %.0f ms)", what, "whole" if text is None else f"{text.count(chr(10))} changes", (time.monotonic() - started) * 1000)
+        return None
+
+    def check_table(self, family: str) -> str | None:
+        """Compare the kernel's table of `family` with what we wrote last and write it whole when
+        it differs; what went wrong, or None. Cheap when nothing was committed since the last look
+        (the ruleset's generation has not moved): no listing. The lock is not held while nft lists
+        the table (most of a second for a large one): a write meanwhile makes this check moot."""
+        with self.lock:
+            written = self.written.get(family)
+        if written is None:
+            return None  # not written yet, or the last write failed: the next pass writes it whole
+        what = f"table {family} {written.table.name}"
+        generation = self._generation()
+        if written.listing is not None and generation is not None and generation == written.generation:
+            return None
+        try:
+            listing = self.nft.list_table(family, written.table.name)
+        except NftError as exc:
+            return f"{what} cannot be checked: {exc}"
+        after = self._generation()
+        with self.lock:
+            if self.written.get(family) is not written:
+                return None  # written meanwhile: the next check looks at that
+            if written.listing is None:
+                if generation is not None and generation == written.generation == after:
+                    # Our write is the last commit, before and after the listing: it is ours.
+                    written.listing = listing
+                    return None
+                # Something else committed since our write and before a listing we could compare
+                # with: only a whole write makes the table certain again.
+                log.info("rules: %s: other commits since our last write; writing it whole to be sure", what)
+            elif listing == written.listing:
+                written.generation = generation
+                return None
+            else:
+                log.warning("rules: %s was changed or removed behind our back; writing it whole", what)
+            try:
+                self._write(written.table, script(written.table))
+            except NftError as exc:
+                self.written.pop(family, None)
+                return f"{what} is not programmed: {exc}"
         return None
 
     def _repair_profiles(self) -> str | None:
@@ -322,10 +384,10 @@ class RulesController:
             for chain in found
         ]
 
-    def run_pass(self, snapshot: Snapshot, now: float | None = None, list_after: bool = True) -> str | None:
+    def run_pass(self, snapshot: Snapshot, now: float | None = None, check: bool = True) -> str | None:
         """One reconciliation from `snapshot` (at monotonic time `now`); the first failure, or None.
-        The kernel's tables are listed only when PERIOD passed since the last check (a table that
-        was not rendered anew is otherwise trusted to be as we left it)."""
+        With `check` (the loop's passes, not a request's), the kernel's tables are compared with
+        what we wrote once PERIOD passed since the last check."""
         now = time.monotonic() if now is None else now
         with self.lock:
             failures = []
@@ -340,10 +402,7 @@ class RulesController:
                 self.problems.report([failure])
                 return failure
             rendered, problems = self._render(snapshot, now)
-            check = list_after and (self._checked is None or now - self._checked >= PERIOD)
-            failures += [f for f in (self.sync_table(t, check, list_after) for t in rendered) if f is not None]
-            if check:
-                self._checked = now
+            failures += [f for f in (self.sync_table(t) for t in rendered) if f is not None]
             if self.enforcement is not None and self._foreign is None:
                 self._foreign = self._dropping_chains()
             problems = problems + (self._foreign or [])
@@ -351,8 +410,12 @@ class RulesController:
                 failure = self._mark_enforcing()
                 if failure is not None:
                     failures.append(failure)
+        if check and (self._checked is None or now - self._checked >= PERIOD):
+            self._checked = now
+            failures += [f for f in (self.check_table(family) for family in FAMILIES.values()) if f is not None]
+        with self.lock:
             self.problems.report(list(problems) + failures)
-            return failures[0] if failures else None
+        return failures[0] if failures else None
 
     # --- the plugins' requests ------------------------------------------------------------------
 
@@ -368,7 +431,7 @@ class RulesController:
             snapshot = self.cache.snapshot()
             now = time.monotonic()
             self.pending[key] = _Pending(value, snapshot.revision, now + PENDING_TTL, next(self._serials))
-            failure = self.run_pass(snapshot, now, list_after=False)
+            failure = self.run_pass(snapshot, now, check=False)
         if failure is not None:
             raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy ({what})", failure)
 

@@ -155,3 +155,23 @@ def test_delta_in_ip6() -> None:
     finally:
         netns.delete(ns_delta)
         netns.delete(ns_whole)
+
+
+def test_the_generation_moves_with_every_commit_of_anyone() -> None:
+    """dataplane.nftables.generation (netlink): one more at each commit, ours or another program's,
+    and not at a listing."""
+    from calico_cni.dataplane import nftables
+
+    ns = new_ns("nftgen")
+    try:
+        with netns.inside(ns):
+            first = nftables.generation()
+            nftables.apply(script(BEFORE))
+            assert nftables.generation() == first + 1
+            nftables.list_table("ip", "calico")
+            assert nftables.generation() == first + 1
+        nft(ns, "table inet other {}\n")  # another program's commit
+        with netns.inside(ns):
+            assert nftables.generation() == first + 2
+    finally:
+        netns.delete(ns)

@@ -219,11 +219,23 @@ class FakeNft:
         self.applied: list[str] = []
         self.listed = 0
         self.fail: str | None = None
+        self.generations = 1  # the kernel's ruleset generation: one more at every commit
+
+    def generation(self) -> int:
+        if self.fail:
+            raise NftError(self.fail)
+        return self.generations
+
+    def tamper(self, family: str, name: str = "calico") -> None:
+        """Someone else deletes the table (a commit of theirs)."""
+        del self.tables[(family, name)]
+        self.generations += 1
 
     def apply(self, text: str) -> None:
         if self.fail:
             raise NftError(self.fail)
         self.applied.append(text)
+        self.generations += 1
         first = text.splitlines()[0].split()
         if first[0] == "table":
             self.tables[(first[1], first[2])] = text.split("\n", 2)[2]
@@ -252,7 +264,7 @@ def test_controller_applies_each_family_once_and_again_only_on_change():
     assert c.run_pass(cache.snapshot(), now=rules.PERIOD) is None
     assert len(nft.applied) == 2  # nothing changed: nothing written
     # Someone flushes our table: the next kernel check writes it again.
-    del nft.tables[("ip", "calico")]
+    nft.tamper("ip")
     assert c.run_pass(cache.snapshot(), now=2 * rules.PERIOD) is None
     assert len(nft.applied) == 3 and "masq-ipam-pools" in nft.tables[("ip", "calico")]
     # The datastore changes: the new rendering is written at once.
@@ -292,16 +304,40 @@ def test_a_change_of_blocks_only_runs_no_nft_until_the_period_passes(monkeypatch
         assert c.run_pass(cache.snapshot(), now=100.0 + (revision - 10)) is None
     assert (len(nft.applied), nft.listed) == (applied, listed)
     assert reads == []  # nor was anything parsed again
-    # PERIOD after the last kernel check: both tables are listed (and, unchanged, not written).
+    # PERIOD after the last kernel check, nothing committed by anyone since (the ruleset's
+    # generation has not moved): no listing either.
     assert c.run_pass(cache.snapshot(), now=100.0 + rules.PERIOD) is None
+    assert (len(nft.applied), nft.listed) == (applied, listed)
+    # Another program commits to its own table: both tables are listed at the next check (and,
+    # unchanged, not written).
+    nft.generations += 1
+    assert c.run_pass(cache.snapshot(), now=100.0 + 2 * rules.PERIOD) is None
     assert (len(nft.applied), nft.listed) == (applied, listed + 2)
     # A change of a record the rules read is written at once, whatever the time.
     cache.replace((pool("a", "198.18.0.0/16", vxlanMode="Always", revision=20), *base[1:]), 20)
-    assert c.run_pass(cache.snapshot(), now=100.0 + rules.PERIOD + 0.1) is None
+    assert c.run_pass(cache.snapshot(), now=100.0 + 2 * rules.PERIOD + 0.1) is None
     assert reads == [sorted(k.key for k in base)]  # read without the blocks
-    # Only the IPv4 table changed: it alone is written (and listed once, right after).
-    assert (len(nft.applied), nft.listed) == (applied + 1, listed + 3)
+    # Only the IPv4 table changed: it alone is written, as a delta, and not listed (the next check
+    # takes the listing).
+    assert (len(nft.applied), nft.listed) == (applied + 1, listed + 2)
     assert " ip calico " in nft.applied[-1] and "delete chain ip calico nat-outgoing" in nft.applied[-1]
+    assert c.run_pass(cache.snapshot(), now=100.0 + 3 * rules.PERIOD) is None
+    assert (len(nft.applied), nft.listed) == (applied + 1, listed + 3)  # the IPv4 table's listing adopted
+
+
+def test_a_commit_of_another_program_between_our_write_and_the_check_means_a_whole_write():
+    """We wrote, then someone committed before we could list: whether they touched our table
+    cannot be told, so the check writes it whole; a listing equal to ours changes nothing."""
+    cache = synced_cache(pool("a", "198.18.0.0/16", natOutgoing=True))
+    nft = FakeNft()
+    c = RulesController(ME, cache, nft=nft)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None  # written, then listed at once
+    cache.replace([pool("a", "198.18.0.0/16", revision=11)], 11)
+    assert c.run_pass(cache.snapshot(), now=0.1) is None  # a delta, not listed
+    nft.generations += 1  # someone else's commit
+    assert c.run_pass(cache.snapshot(), now=rules.PERIOD + 1) is None
+    assert nft.applied[-1].startswith("table ip calico {}")  # the IPv4 table whole
+    assert sum(t.startswith("table ip6 calico {}") for t in nft.applied) == 1  # the IPv6 one was listed, and equal
 
 
 def test_controller_reports_nft_failures_once_and_recovers(caplog):
