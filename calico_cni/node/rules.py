@@ -250,10 +250,10 @@ class RulesController:
             log.debug("rules: %s", exc)
             return None
 
-    def _write(self, table: Table, text: str) -> None:
-        """Apply `text` (making the kernel hold `table`, under the lock) and remember it: with the
+    def _write(self, tables: list[Table], text: str) -> None:
+        """Apply `text` (making the kernel hold `tables`; under the lock) and remember them: with the
         generation after it when the kernel counted only our commit meanwhile, so the next check
-        may trust that the table is exactly what we wrote."""
+        may trust that the tables are exactly what we wrote."""
         before = self._generation()
         self.nft.apply(text)
         after = self._generation()
@@ -263,16 +263,17 @@ class RulesController:
             for other in self.written.values():
                 if other.generation == before:
                     other.generation = after
-        self.written[table.family] = _Written(table, None, after if exclusive else None)
+        for table in tables:
+            self.written[table.family] = _Written(table, None, after if exclusive else None)
 
-    def sync_table(self, table: Table) -> str | None:
-        """Make the kernel hold `table` (under the lock); what went wrong, or None. The first time
-        (and after a failure, or when a check found the table changed) the table is written whole;
-        otherwise only the difference from what we wrote last, nothing at all when there is none."""
-        what = f"table {table.family} {table.name}"
-        previous = self.written.get(table.family)
-        started = time.monotonic()
-        try:
+    def sync_tables(self, tables: list[Table]) -> str | None:
+        """Make the kernel hold `tables` (under the lock), in one nft transaction: one nft run for
+        both families; what went wrong, or None. A table is written whole the first time (and after
+        a failure, or when a check found it changed); otherwise only the difference from what we
+        wrote last; one without a difference is left out."""
+        changes: list[tuple[Table, str | None]] = []  # (table, its delta; None: whole)
+        for table in tables:
+            previous = self.written.get(table.family)
             text = None
             if previous is not None:
                 try:
@@ -280,18 +281,27 @@ class RulesController:
                 except NotIncremental:
                     pass
                 if text == "":
-                    return None
+                    continue
+            changes.append((table, text))
+        if not changes:
+            return None
+        changed = [table for table, _ in changes]
+        what = " and ".join(f"table {t.family} {t.name}" for t in changed)
+        started = time.monotonic()
+        try:
             try:
-                self._write(table, text if text is not None else script(table))
+                self._write(changed, "".join(script(t) if text is None else text for t, text in changes))
             except NftError:
-                if text is None:
+                if all(text is None for _, text in changes):
                     raise
-                log.warning("rules: a partial write of %s was refused; writing it whole", what)
-                self._write(table, script(table))
+                log.warning("rules: a partial write of %s was refused; writing whole", what)
+                self._write(changed, "".join(script(t) for t in changed))
         except NftError as exc:
-            self.written.pop(table.family, None)
-            return f"{what} is not programmed: {exc}"
-        log.info("rules: %s programmed (%s, %.0f ms)", what, "whole" if text is None else f"{text.count(chr(10))} changes", (time.monotonic() - started) * 1000)
+            for table in changed:
+                self.written.pop(table.family, None)
+            return f"{what} not programmed: {exc}"
+        how = ", ".join("whole" if text is None else f"{text.count(chr(10))} changes" for _, text in changes)
+        log.info("rules: %s programmed (%s; %.0f ms)", what, how, (time.monotonic() - started) * 1000)
         return None
 
     def check_table(self, family: str) -> str | None:
@@ -329,7 +339,7 @@ class RulesController:
             else:
                 log.warning("rules: %s was changed or removed behind our back; writing it whole", what)
             try:
-                self._write(written.table, script(written.table))
+                self._write([written.table], script(written.table))
             except NftError as exc:
                 self.written.pop(family, None)
                 return f"{what} is not programmed: {exc}"
@@ -402,7 +412,9 @@ class RulesController:
                 self.problems.report([failure])
                 return failure
             rendered, problems = self._render(snapshot, now)
-            failures += [f for f in (self.sync_table(t) for t in rendered) if f is not None]
+            failure = self.sync_tables(rendered)
+            if failure is not None:
+                failures.append(failure)
             if self.enforcement is not None and self._foreign is None:
                 self._foreign = self._dropping_chains()
             problems = problems + (self._foreign or [])

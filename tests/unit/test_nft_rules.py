@@ -236,17 +236,29 @@ class FakeNft:
             raise NftError(self.fail)
         self.applied.append(text)
         self.generations += 1
-        first = text.splitlines()[0].split()
-        if first[0] == "table":
-            self.tables[(first[1], first[2])] = text.split("\n", 2)[2]
-        else:  # "<verb> <object> <family> <table> ...": a delta
-            self.tables[(first[2], first[3])] += text
+        lines = text.splitlines(keepends=True)
+        i = 0
+        while i < len(lines):
+            words = lines[i].split()
+            if words[0] == "table" and words[-1] == "{}":
+                # A whole table: "table F N {}", "delete table F N", then its body up to "}".
+                end = lines.index("}\n", i + 2)
+                self.tables[(words[1], words[2])] = "".join(lines[i + 2 : end + 1])
+                i = end + 1
+            else:  # "<verb> <object> <family> <table> ...": a delta's command
+                self.tables[(words[2], words[3])] += lines[i]
+                i += 1
 
     def list_table(self, family: str, name: str) -> str | None:
         self.listed += 1
         if self.fail:
             raise NftError(self.fail)
         return self.tables.get((family, name))
+
+
+def whole_tables(text: str) -> list[str]:
+    """The families of the tables a script writes whole."""
+    return [line.split()[1] for line in text.splitlines() if line.startswith("table ") and line.endswith(" {}")]
 
 
 def synced_cache(*items: KeyValue) -> Cache:
@@ -260,18 +272,19 @@ def test_controller_applies_each_family_once_and_again_only_on_change():
     nft = FakeNft()
     c = RulesController(ME, cache, nft=nft)
     assert c.run_pass(cache.snapshot(), now=0.0) is None
-    assert [t.splitlines()[0] for t in nft.applied] == ["table ip calico {}", "table ip6 calico {}"]
+    # Both tables whole, in one nft run (one transaction).
+    assert len(nft.applied) == 1 and whole_tables(nft.applied[0]) == ["ip", "ip6"]
     assert c.run_pass(cache.snapshot(), now=rules.PERIOD) is None
-    assert len(nft.applied) == 2  # nothing changed: nothing written
+    assert len(nft.applied) == 1  # nothing changed: nothing written
     # Someone flushes our table: the next kernel check writes it again.
     nft.tamper("ip")
     assert c.run_pass(cache.snapshot(), now=2 * rules.PERIOD) is None
-    assert len(nft.applied) == 3 and "masq-ipam-pools" in nft.tables[("ip", "calico")]
+    assert len(nft.applied) == 2 and whole_tables(nft.applied[-1]) == ["ip"] and "masq-ipam-pools" in nft.tables[("ip", "calico")]
     # The datastore changes: the new rendering is written at once.
     cache.replace([pool("a", "198.18.0.0/16", revision=11)], 11)
     assert c.run_pass(cache.snapshot(), now=2 * rules.PERIOD + 0.1) is None
     # Only what changed: the NAT chains go, the pool sets are refilled, nothing else is touched.
-    assert len(nft.applied) == 4 and nft.applied[-1].splitlines() == [
+    assert len(nft.applied) == 3 and nft.applied[-1].splitlines() == [
         "flush set ip calico masq-ipam-pools",
         "flush chain ip calico nat-postrouting",
         "flush chain ip calico nat-outgoing",
@@ -295,7 +308,7 @@ def test_a_change_of_blocks_only_runs_no_nft_until_the_period_passes(monkeypatch
     c = RulesController(ME, cache, nft=nft)
     assert c.run_pass(cache.snapshot(), now=100.0) is None
     applied, listed = len(nft.applied), nft.listed
-    assert applied == 2 and listed == 2  # one apply and one listing per family
+    assert applied == 1 and listed == 2  # one apply for both, and one listing per family
     reads = []
     real_read = ClusterView.read
     monkeypatch.setattr(rules.ClusterView, "read", lambda items, nodename: reads.append(sorted(items)) or real_read(items, nodename))
@@ -336,8 +349,8 @@ def test_a_commit_of_another_program_between_our_write_and_the_check_means_a_who
     assert c.run_pass(cache.snapshot(), now=0.1) is None  # a delta, not listed
     nft.generations += 1  # someone else's commit
     assert c.run_pass(cache.snapshot(), now=rules.PERIOD + 1) is None
-    assert nft.applied[-1].startswith("table ip calico {}")  # the IPv4 table whole
-    assert sum(t.startswith("table ip6 calico {}") for t in nft.applied) == 1  # the IPv6 one was listed, and equal
+    assert whole_tables(nft.applied[-1]) == ["ip"]  # the IPv4 table whole
+    assert sum("ip6" in whole_tables(t) for t in nft.applied) == 1  # the IPv6 one was listed, and equal
 
 
 def test_controller_reports_nft_failures_once_and_recovers(caplog):
@@ -348,11 +361,11 @@ def test_controller_reports_nft_failures_once_and_recovers(caplog):
     with caplog.at_level(logging.ERROR, logger="calico_cni.node.rules"):
         for _ in range(3):
             failure = c.run_pass(cache.snapshot())
-    assert failure == "table ip calico is not programmed: nft is not installed: install Debian's nftables package"
-    assert len([r for r in caplog.records if "ip calico is not programmed" in r.getMessage()]) == 1
+    assert failure == "table ip calico and table ip6 calico not programmed: nft is not installed: install Debian's nftables package"
+    assert len([r for r in caplog.records if "ip calico and table ip6 calico not programmed" in r.getMessage()]) == 1
     nft.fail = None
     assert c.run_pass(cache.snapshot()) is None
-    assert len(nft.applied) == 2
+    assert len(nft.applied) == 1
 
 
 def test_controller_changes_nothing_before_the_first_full_list():
@@ -372,7 +385,7 @@ def test_controller_changes_nothing_before_the_first_full_list():
             if health.ready:
                 break
             deadline.wait(0.05)
-        assert health.ready and len(nft.applied) == 2
+        assert health.ready and len(nft.applied) == 1
     finally:
         stop.set()
         cache.replace([], 6)  # wakes the loop from its wait, so it sees `stop` now
