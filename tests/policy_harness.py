@@ -647,7 +647,11 @@ def policy_node(endpoint: str, directory: Path, pool_v4: str = POOL_V4, pool_v6:
     try:
         node = cluster.add_node()
         made = PolicyNode(cluster, node, endpoint, directory, pool_v4, pool_v6)
-        wait_for("calico-node to enforce policy (its marker)", lambda: made.marker.exists(), 30)
+        try:
+            wait_for("calico-node to enforce policy (its marker)", lambda: made.marker.exists(), 60)
+        except AssertionError as exc:
+            # Say why: calico-node's own account (its log is gone with the test's directory).
+            raise AssertionError(f"{exc}\ncalico-node's log, last lines:\n{made.log_text()[-4000:]}") from None
         yield made
     finally:
         for pod in list(getattr(locals().get("made"), "pods", [])):
