@@ -25,6 +25,7 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -460,6 +461,34 @@ class PolicyNode:
 
     def log_text(self) -> str:
         return self.node.log.read_text(errors="replace")
+
+    # --- calico-node caught up ----------------------------------------------------------------
+
+    def etcd_revision(self) -> int:
+        """etcd's current revision (the header of a read): after a write, at least that write's."""
+        client = etcd_client(self.endpoint)
+        try:
+            return client.get_response("/calico/").header.revision
+        finally:
+            client.close()
+
+    def programmed_revision(self) -> int:
+        """The revision calico-node last programmed its tables from (its rules part's health
+        detail), or -1 (no answer, or the rules part not ready)."""
+        found = re.search(r"nftables tables programmed from revision (\d+)", json.dumps(self.node.health() or {}))
+        return int(found.group(1)) if found else -1
+
+    def wait_programmed(self, timeout: float = 20.0) -> None:
+        """Wait until calico-node programmed its tables from etcd's current revision or a later one:
+        everything written before the call is in the kernel. A test calls it after each write so a
+        wait for an answer that was already true before the change cannot pass before the change
+        arrived (the watch's header revision covers writes to any key, so the rules part's
+        revision reaches the current one at its next pass at the latest)."""
+        wanted = self.etcd_revision()
+        try:
+            wait_for(f"calico-node to program revision {wanted}", lambda: self.programmed_revision() >= wanted, timeout, 0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (last programmed: {self.programmed_revision()})\ncalico-node's log, last lines:\n{self.log_text()[-3000:]}") from None
 
 
 class Scope:
