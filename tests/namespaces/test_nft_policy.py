@@ -82,8 +82,9 @@ def varied() -> list:
 
 @pytest.fixture
 def bare():
-    name = netns.add(f"{netns.PREFIX}nftpol-{os.getpid()}")
+    name = f"{netns.PREFIX}nftpol-{os.getpid()}"
     try:
+        netns.add(name)  # inside the try: a namespace made but not brought up is removed too
         with inside(name):
             yield name
     finally:
@@ -126,8 +127,10 @@ def test_the_kernel_accepts_long_names_hashed(bare):
 def pods():
     """The node and three pods of the module docstring."""
     tag = os.getpid()
-    names = {role: netns.add(f"{netns.PREFIX}pol{role}-{tag}") for role in ("node", "a", "b", "c")}
+    names = {role: f"{netns.PREFIX}pol{role}-{tag}" for role in ("node", "a", "b", "c")}
     try:
+        for name in names.values():
+            netns.add(name)
         node = names["node"]
         netns.ip("-n", node, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
         netns.ip("-n", node, "addr", "add", "198.19.0.1/24", "dev", "up0")

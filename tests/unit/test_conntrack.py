@@ -86,9 +86,11 @@ def test_a_slow_tool_is_killed_at_the_deadline(tmp_path, monkeypatch):
     started = time.monotonic()
     with pytest.raises(ConntrackError, match=r"did not finish within 0.3 s"):
         conntrack.flush_addresses([X4, X6], timeout=0.3)
-    assert time.monotonic() - started < 2
-    # Every invocation (all four started together) is gone, not left running.
-    for pid in pids.read_text().split():
+    # A generous bound (a loaded machine): it only tells a kill at the deadline from waiting out the 30 s sleep.
+    assert time.monotonic() - started < 15
+    # Every invocation (all four started together) is gone, not left running. A shell killed before
+    # its second line leaves no pid (on a loaded machine possibly all four: then no file at all).
+    for pid in pids.read_text().split() if pids.exists() else []:
         assert not _alive(int(pid)), pid
 
 
