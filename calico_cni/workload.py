@@ -56,9 +56,9 @@ def _label_of(text: str, alnum: frozenset) -> bool:
     return bool(text) and text[0] in alnum and text[-1] in alnum and all(c in alnum or c == "-" for c in text)
 
 
-def _label_name(text: str) -> bool:
-    """Whether `text` is a label name or a non-empty label value as Kubernetes' validation (which
-    Calico's uses) has it: at most 63 letters, digits, '-', '_' or '.', starting and ending with a
+def _label_token(text: str) -> bool:
+    """Whether `text` is a label key's name part or a non-empty label value as Kubernetes'
+    validation (which Calico's uses) has it, the two rules being the same: at most 63 letters, digits, '-', '_' or '.', starting and ending with a
     letter or digit."""
     return 0 < len(text) <= LABEL_VALUE_MAX and text[0] in _ALNUM and text[-1] in _ALNUM and all(c in _LABEL_CHARS for c in text)
 
@@ -68,9 +68,9 @@ def label_problem(key: str, value: str) -> str | None:
     IsValidLabelValue for the value); None when it accepts it. Written out rather than taken from
     `model.checks` (the same rules) to keep that module's import off the exec'd ADD."""
     prefix, slash, name = key.rpartition("/")
-    if (slash and (not prefix or not valid_name(prefix))) or not _label_name(name):
+    if (slash and (not prefix or not valid_name(prefix))) or not _label_token(name):
         return f"invalid label key {key[:80]!r}: expected [prefix/]name, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, the prefix a lower-case DNS subdomain"
-    if value and not _label_name(value):
+    if value and not _label_token(value):
         return f"invalid label value {value[:80]!r} (key {key[:80]!r}): at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
     return None
 
@@ -96,17 +96,29 @@ class ArgsLabels:
         self.labels, self.namespace, self.problem = labels, namespace, problem
 
 
+def _fields(entry: dict, name: str) -> list[Any]:
+    """The non-null values of `entry`'s keys equal to `name` ignoring case, in order: Go's
+    encoding/json (which Calico's plugin decodes these labels with) matches a struct field's name
+    case-insensitively, lets a later key overwrite an earlier one and leaves a field as it was (a
+    string "") for null. Matched here by hand: the exec'd ADD decodes with Python's json."""
+    return [v for k, v in entry.items() if k.lower() == name and v is not None]
+
+
 def _label_entries(entries: Any, where: str) -> list[tuple[str, str]]:
-    """`[{"key", "value"}]` as (key, value) pairs; ValueError naming the entry when it is not that."""
+    """`[{"key", "value"}]` as (key, value) pairs, read as Calico's plugin reads them: field names in
+    any case ({"Key": ..., "Value": ...}), a missing or null value being "". ValueError naming the
+    entry when it is not that (no key, or a key or value that is not a string)."""
     if entries is None:
         return []
     if not isinstance(entries, list):
         raise ValueError(f'{where} must be a list of {{"key": ..., "value": ...}} objects')
     pairs = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("value", ""), str):
+        keys = _fields(entry, "key") if isinstance(entry, dict) else []
+        values = _fields(entry, "value") if isinstance(entry, dict) else []
+        if not keys or not all(isinstance(v, str) for v in keys + values):
             raise ValueError(f'{where}[{i}] {str(entry)[:80]} is not a {{"key": <string>, "value": <string>}} object')
-        pairs.append((entry["key"], entry.get("value", "")))
+        pairs.append((keys[-1], values[-1] if values else ""))
     return pairs
 
 

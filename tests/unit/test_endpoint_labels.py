@@ -7,9 +7,13 @@ refuses fail the ADD (`refused_name`) before anything is allocated."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from calico_cni.model.schema import Invalid
 from calico_cni.protocol.request import CniRequest
 from calico_cni.workload import Identity, args_labels, label_problem, sanitize_mesos_label
+from tests.kinds_support import decode
 
 MESOS = "org.apache.mesos"
 K8S_ARGS = {"K8S_POD_NAMESPACE": "web", "K8S_POD_NAME": "front-1"}
@@ -123,6 +127,9 @@ def test_a_pod_takes_cni_labels_but_not_mesos_ones_as_calicos_kubernetes_path_re
         ({"cni": {"labels": ["app=web"]}}, "args.cni.labels[0]"),
         ({"cni": "labels"}, "args.cni must be an object"),
         ({MESOS: {"network_info": {"labels": {"labels": [{"value": "x"}]}}}}, 'args["org.apache.mesos"].network_info.labels.labels[0]'),
+        ({"cni": {"labels": [{"key": None, "value": "x"}]}}, "args.cni.labels[0]"),
+        ({"cni": {"labels": [{"Key": "app", "VALUE": 3}]}}, "args.cni.labels[0]"),  # a mis-typed field, whatever its case
+        ({"cni": {"labels": [{"key": "app", "Key": 3}]}}, "args.cni.labels[0]"),
     ],
 )
 def test_labels_calicos_validator_refuses_fail_the_add_naming_the_entry(args, phrase):
@@ -156,3 +163,78 @@ def test_label_rules_are_kubernetes_ones(key, value, ok):
 def test_args_labels_of_a_config_without_args():
     got = args_labels({"name": "net1"}, pod=False)
     assert (got.labels, got.namespace, got.problem) == ((), None, None)
+
+
+@pytest.mark.parametrize(
+    "entry, pair",
+    [
+        ({"key": "app", "value": "web"}, ("app", "web")),
+        ({"Key": "app", "Value": "web"}, ("app", "web")),  # Go's encoding/json matches field names ignoring case
+        ({"KEY": "app", "vAlUe": "web"}, ("app", "web")),
+        ({"key": "app", "value": None}, ("app", "")),  # null leaves Go's string field "" ...
+        ({"key": "app"}, ("app", "")),  # ... as a missing one does
+        ({"key": "app", "value": "one", "Value": "two"}, ("app", "two")),  # the later key wins, as in Go
+        ({"key": "app", "value": "one", "Value": None}, ("app", "one")),  # a later null changes nothing
+    ],
+)
+def test_label_entries_are_read_as_gos_encoding_json_reads_them(entry, pair):
+    for args in ({"cni": {"labels": [entry]}}, {MESOS: {"network_info": {"labels": {"labels": [entry]}}}}):
+        got = args_labels({"args": args}, pod=False)
+        assert got.problem is None and got.labels == (pair,), (args, got.problem)
+
+
+def endpoint_with_label(key: str, value: str) -> dict:
+    return {
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": "node1-cni-c1-eth0", "namespace": "default", "labels": {key: value}},
+        "spec": {
+            "node": "node1",
+            "orchestrator": "cni",
+            "containerID": "c1",
+            "endpoint": "eth0",
+            "interfaceName": "cali0",
+            "ipNetworks": ["198.18.0.5/32"],
+            "profiles": ["net1"],
+        },
+    }
+
+
+def calicoctl_accepts(key: str, value: str) -> bool:
+    """Whether calicoctl's validation (model.kinds.decode, through model.checks) accepts a
+    WorkloadEndpoint carrying the label `key`=`value`."""
+    try:
+        decode(endpoint_with_label(key, value))
+    except Invalid:
+        return False
+    return True
+
+
+# Characters at the rules' edges: letters of both cases, digits, the three allowed punctuation marks,
+# '/', and some that are refused (a space, a non-ASCII letter, a non-ASCII digit, a newline).
+_CHARS = "aZz09-_./ \u00e9\u0663\n"
+_token = st.one_of(
+    st.text(alphabet=_CHARS, max_size=8),
+    st.builds(lambda c, n, e: c + "a" * n + e, st.sampled_from("aZ9_-."), st.integers(60, 64), st.sampled_from(["", "b", "-", "."])),
+)
+_prefix = st.one_of(
+    st.text(alphabet="az09-.", max_size=12),
+    st.builds(lambda n: ".".join(["a" * 63] * 3) + "." + "b" * n, st.integers(58, 64)),  # around 253 characters
+)
+_key = st.one_of(_token, st.builds(lambda p, n: f"{p}/{n}", _prefix, _token), st.builds(lambda a, b, c: f"{a}/{b}/{c}", _token, _token, _token))
+
+
+@settings(max_examples=400, deadline=None)
+@given(key=_key, value=_token)
+@example(key="a" * 63, value="b" * 63)
+@example(key="a" * 64, value="")
+@example(key="x.example.com/" + "a" * 63, value="v")
+@example(key="X.example.com/a", value="v")
+@example(key="/a", value="")
+@example(key="a/", value="")
+@example(key="a\n", value="")
+@example(key="a", value="b\n")
+@example(key="\u0663", value="")
+def test_label_problem_agrees_with_calicoctls_validation(key, value):
+    """`label_problem` is written out (to keep model.checks off the exec'd ADD): it must accept
+    exactly the labels calicoctl's validation accepts on a WorkloadEndpoint, so the copies cannot drift."""
+    assert (label_problem(key, value) is None) == calicoctl_accepts(key, value), (key, value, label_problem(key, value))
