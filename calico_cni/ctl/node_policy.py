@@ -87,13 +87,21 @@ def _tier_doc(view: PolicyView, tier: TierPolicies, direction: str) -> dict[str,
 
 
 def _label_sources(view: PolicyView, endpoint: WorkloadEndpoint, labels: dict[str, str]) -> dict[str, str]:
-    """key -> where the label comes from: "own", or "profile <name>" (the first of its profiles giving it)."""
+    """key -> where the label comes from: "own", or "profile <name>" (the first of its profiles
+    giving it, as `policy_view.endpoint_labels` merges them). A label from neither is a bug in
+    this module or that one: it raises rather than being shown as the endpoint's own."""
     sources = {}
     for key in labels:
         if key in endpoint.labels:
             sources[key] = "own"
             continue
-        sources[key] = next((f"profile {p}" for p in endpoint.profiles if key in (getattr(view.profiles.get(p), "labels_to_apply", None) or {})), "own")
+        for name in endpoint.profiles:
+            profile = view.profiles.get(name)
+            if profile is not None and key in profile.labels_to_apply:
+                sources[key] = f"profile {name}"
+                break
+        else:
+            raise RuntimeError(f"label {key!r} of {endpoint.namespace}/{endpoint.name} is neither its own nor given by one of its profiles")
     return sources
 
 

@@ -286,3 +286,37 @@ def test_node_policy_with_no_policy_and_no_profile(ctl, tmp_path):
     for field in ("Ingress", "Egress"):
         section = r.stdout.split(f"\n{field} (")[1]
         assert "  no policy applies\n  no profile\n  finally: drop" in section
+
+
+def test_node_policy_of_an_endpoint_calicoctl_would_refuse_says_it_is_not_policed(world, store):
+    # Written straight to etcd with a label Calico's validator refuses: calico-node leaves it out.
+    hostile = {"apiVersion": "projectcalico.org/v3", **wep(name="node1-cni-c4-eth0", iface="cali00000000004", labels={"bad key": "x"})}
+    key = R + "workloadendpoints/default/node1-cni-c4-eth0"
+    assert store.client.commit([], [(key, json.dumps(hostile).encode())])[0]
+    err = failed(world("node", "policy", "node1-cni-c4-eth0"), "workload endpoint default/node1-cni-c4-eth0 is not policed:", key, "invalid label key")
+    assert "not found" not in err
+    # Nor is it found by its interface: it is in no node's policy.
+    failed(world("node", "policy", "cali00000000004"), "not found")
+
+
+def test_node_policy_by_an_interface_several_endpoints_share_asks_for_the_name(world, tmp_path):
+    # Another endpoint (in prod) on the same host interface as default/node1-cni-c1-eth0.
+    ok(world("apply", "-f", write(tmp_path, wep(name="node1-cni-c5-eth0", namespace="prod", nets=["198.18.0.7/32"]))))
+    failed(
+        world("node", "policy", IFACE),
+        f"interface {IFACE} is the host interface of several workload endpoints (default/node1-cni-c1-eth0, prod/node1-cni-c5-eth0)",
+        "-n NAMESPACE",
+    )
+    # -n picks one of them.
+    assert ok(world("node", "policy", IFACE, "-n", "prod", "-o", "json")).json()["endpoint"]["name"] == "node1-cni-c5-eth0"
+    assert ok(world("node", "policy", IFACE, "-n", "default", "-o", "json")).json()["endpoint"]["name"] == "node1-cni-c1-eth0"
+
+
+def test_node_policy_by_interface_looks_only_in_the_namespace_given(world):
+    # cali00000000002 is prod's endpoint's: found without -n, not found in default.
+    assert ok(world("node", "policy", "cali00000000002", "-o", "json")).json()["endpoint"]["name"] == "node1-cni-c2-eth0"
+    failed(
+        world("node", "policy", "cali00000000002", "-n", "default"),
+        "workload endpoint default/cali00000000002 not found (nor an endpoint whose host interface is cali00000000002)",
+        "calicoctl get workloadendpoints -A",
+    )
