@@ -229,7 +229,7 @@ def render_rule(rule: Rule, namespace: str | None, family: int, uses: _Uses) -> 
     for a rule that cannot be rendered."""
     if rule.action not in ACTIONS:
         raise ValueError(f"unknown action {rule.action!r}")
-    if rule.ip_version is not None and rule.ip_version != family:
+    if rule.never_matches or (rule.ip_version is not None and rule.ip_version != family):
         return []
     _, ip = address_type(family)
     icmp_protocol, icmp = ICMP[family]

@@ -139,6 +139,7 @@ class Rule:
     destination: EntityRule = EntityRule()
     unenforced: tuple[str, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
+    never_matches: bool = False  # a side names Kubernetes Services: none exist here
 
 
 @dataclass(frozen=True)
@@ -312,11 +313,15 @@ def _policy(kind: Kind, stored_name: str, namespace: str | None, raw: dict, doc:
     types = frozenset(spec["types"]) if raw_types else frozenset((INGRESS, EGRESS))
     text = spec.get("selector", "")
     ns_text = spec.get("namespaceSelector", "")
+    sa_text = spec.get("serviceAccountSelector", "")
     if namespace is not None:
-        own = selector.parse(text)
-        matcher = _and(own, lambda labels: labels.get(NAMESPACE_LABEL) == namespace)
-    elif ns_text:
-        matcher = _gnp_selector(text, ns_text)
+        # Calico's networkpolicyprocessor: `(<selector>) && <namespace>`, then `&& <pcsa.-prefixed
+        # serviceAccountSelector>` (no all() rewrite for a namespaced policy).
+        matcher = _and(selector.parse(text), lambda labels: labels.get(NAMESPACE_LABEL) == namespace)
+        if sa_text:
+            matcher = _and(matcher, _prefixed_matcher(sa_text, SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNT_LABEL, all_is_label=False))
+    elif ns_text or sa_text:
+        matcher = _gnp_selector(text, ns_text, sa_text)
     else:
         matcher = selector.parse(text)
     unenforced = tuple(f for f in UNENFORCED_POLICY_FIELDS if spec.get(f))
@@ -338,16 +343,27 @@ def _policy(kind: Kind, stored_name: str, namespace: str | None, raw: dict, doc:
     )
 
 
-def _gnp_selector(text: str, ns_text: str) -> Callable[[Labels], bool]:
-    """A GNP's effective selector when it sets a namespaceSelector, as Calico's syncer builds it:
-    `(<selector>) && <namespaceSelector, pcns.-prefixed>`, or the prefixed namespaceSelector alone
-    when the selector is empty; then every `all()` in the whole, the GNP's own selector included,
-    becomes `has(projectcalico.org/namespace)`. (Calico replaces the text literally, so an `all()`
-    inside a quoted label value would be rewritten too: not followed here.)"""
-    ns_part = _namespace_matcher(ns_text, in_rule=False)
-    if not text:
-        return ns_part
-    return _and(selector.parse(_ALL.sub(f"has({NAMESPACE_LABEL})", text)), ns_part)
+def _gnp_selector(text: str, ns_text: str, sa_text: str) -> Callable[[Labels], bool]:
+    """A GNP's effective selector when it sets a namespaceSelector or a serviceAccountSelector, as
+    Calico's globalnetworkpolicyprocessor builds it: `(<selector>) && <namespaceSelector,
+    pcns.-prefixed>`, every `all()` then becoming `has(projectcalico.org/namespace)`; then `&&
+    <serviceAccountSelector, pcsa.-prefixed>`, every `all()` left becoming
+    `has(projectcalico.org/serviceaccount)`. An empty selector adds no term. (Calico replaces the
+    text literally, so an `all()` inside a quoted label value would be rewritten too: not followed
+    here.)"""
+    parts: list[Callable[[Labels], bool]] = []
+    if ns_text:
+        text = _ALL.sub(f"has({NAMESPACE_LABEL})", text)
+        parts.append(_namespace_matcher(ns_text, in_rule=False))
+    if sa_text:
+        text = _ALL.sub(f"has({SERVICE_ACCOUNT_LABEL})", text)
+        parts.append(_prefixed_matcher(sa_text, SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNT_LABEL, all_is_label=True))
+    if text:
+        parts.insert(0, selector.parse(text))
+    matcher = parts[0]
+    for part in parts[1:]:
+        matcher = _and(matcher, part)
+    return matcher
 
 
 def _profile(doc: dict) -> Profile:
@@ -427,23 +443,32 @@ def _rule(rule: dict, namespace: str | None) -> Rule:
         destination=_entity(rule.get("destination") or {}, namespace),
         unenforced=(("http",) if "http" in rule else ())
         + tuple(f"{side}.{f}" for side in ("source", "destination") for f in ("serviceAccounts", "services") if f in (rule.get(side) or {})),
+        # A Kubernetes Service's endpoints: none exist without Kubernetes, so, as Felix's empty
+        # service ipset, the rule matches nothing.
+        never_matches=any("services" in (rule.get(side) or {}) for side in ("source", "destination")),
         annotations=dict((rule.get("metadata") or {}).get("annotations") or {}),
     )
 
 
 def _entity(entity: dict, namespace: str | None) -> EntityRule:
-    """A rule side with Calico's effective selector: `(nsPart) && (selector)`, where nsPart is the
-    namespaceSelector matched on `pcns.` labels, else the policy's own namespace (only when the side
-    names a selector or notSelector); `notSelector` is never scoped."""
+    """A rule side with Calico's effective selector (rules.go getEndpointSelector): `(nsPart) &&
+    ((serviceAccounts) && (selector))`, where nsPart is the namespaceSelector matched on `pcns.`
+    labels, else the policy's own namespace (only when the side names a selector, notSelector or
+    serviceAccounts); `notSelector` is never scoped. `selector_text` is what identifies the
+    positive part: the user's selector, with the service-account condition when there is one."""
     text = entity.get("selector", "")
     not_text = entity.get("notSelector", "")
     ns_text = entity.get("namespaceSelector", "")
+    sa_text, sa_part = _service_accounts(entity.get("serviceAccounts"))
+    positive = selector.parse(text) if text else None
+    if sa_part is not None:
+        positive = sa_part if positive is None else _and(sa_part, positive)
+        text = f"({sa_text}) && ({text})" if text else sa_text
     ns_part: Callable[[Labels], bool] | None = None
     if ns_text:
         ns_part = _namespace_matcher(ns_text, in_rule=True)
     elif namespace is not None and (text or not_text):
         ns_part = lambda labels: labels.get(NAMESPACE_LABEL) == namespace  # noqa: E731
-    positive = selector.parse(text) if text else None
     if ns_part is not None:
         positive = ns_part if positive is None else _and(ns_part, positive)
     return EntityRule(
@@ -466,9 +491,26 @@ def _and(a: Callable[[Labels], bool], b: Callable[[Labels], bool]) -> Callable[[
 
 _ALL = re.compile(r"\ball\s*\(\s*\)")
 _GLOBAL = re.compile(r"\bglobal\s*\(\s*\)")
-# Stands for the endpoint's unprefixed namespace label in a namespace view: no label key starts
-# with '/', so no `pcns.` label can collide with it.
-_IN_NAMESPACE = "/in-namespace"
+
+
+def _prefixed_matcher(text: str, prefix: str, label: str, *, all_is_label: bool, global_is_not_label: bool = False) -> Callable[[Labels], bool]:
+    """A selector as Calico's syncer prefixes it (`parseSelectorAttachPrefix`: every label key gets
+    `prefix`), matched here on a view of the labels: those with `prefix`, stripped of it, and a
+    stand-in key for the endpoint's own `label`, which `all()` (and, with `global_is_not_label`,
+    `!global()`) become `has(<label>)` for when Calico rewrites them so."""
+    standin = "/" + label  # no label key starts with '/': no prefixed label can collide with it
+    rewritten = _ALL.sub(f"has({standin})", text) if all_is_label else text
+    if global_is_not_label:
+        rewritten = _GLOBAL.sub(f"!has({standin})", rewritten)
+    matcher = selector.parse(rewritten)
+
+    def match(labels: Labels) -> bool:
+        view = {k[len(prefix) :]: v for k, v in labels.items() if k.startswith(prefix)}
+        if label in labels:
+            view[standin] = ""
+        return matcher(view)
+
+    return match
 
 
 def _namespace_matcher(text: str, *, in_rule: bool) -> Callable[[Labels], bool]:
@@ -477,17 +519,28 @@ def _namespace_matcher(text: str, *, in_rule: bool) -> Callable[[Labels], bool]:
     namespaceSelector (`in_rule`) also has `global()` rewritten to `!has(projectcalico.org/namespace)`
     (Calico's rules.go); a GNP's spec.namespaceSelector never does (its processor rewrites `all()`
     alone, and calicoctl refuses `global()` there), so an unrewritten `global()` matches anything, as
-    in Calico's selector. Matched here on a view of the labels: the `pcns.` ones stripped of the
-    prefix, and a stand-in key for the endpoint's own namespace label."""
-    rewritten = _ALL.sub(f"has({_IN_NAMESPACE})", text)
-    if in_rule:
-        rewritten = _GLOBAL.sub(f"!has({_IN_NAMESPACE})", rewritten)
-    matcher = selector.parse(rewritten)
+    in Calico's selector."""
+    return _prefixed_matcher(text, NAMESPACE_PREFIX, NAMESPACE_LABEL, all_is_label=True, global_is_not_label=in_rule)
 
-    def match(labels: Labels) -> bool:
-        view = {k[len(NAMESPACE_PREFIX) :]: v for k, v in labels.items() if k.startswith(NAMESPACE_PREFIX)}
-        if NAMESPACE_LABEL in labels:
-            view[_IN_NAMESPACE] = ""
-        return matcher(view)
 
-    return match
+def _service_accounts(match: dict | None) -> tuple[str, Callable[[Labels], bool] | None]:
+    """A rule side's `serviceAccounts` as Calico's parseServiceAccounts turns it into a selector: its
+    `selector` on `pcsa.`-prefixed labels, and its `names` as `projectcalico.org/serviceaccount in
+    {...}`, ANDed; ("", None) when it sets neither. Kubernetes gives pods those labels through their
+    service account's profile; here only `calicoctl label` does, so such a rule matches only
+    endpoints labelled so. The text identifies the condition (selector sets are keyed on it)."""
+    if not match:
+        return "", None
+    texts: list[str] = []
+    parts: list[Callable[[Labels], bool]] = []
+    if match.get("selector"):
+        texts.append(f"{SERVICE_ACCOUNT_PREFIX}({match['selector']})")
+        parts.append(_prefixed_matcher(match["selector"], SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNT_LABEL, all_is_label=False))
+    names = frozenset(match.get("names") or ())
+    if names:
+        texts.append(f"{SERVICE_ACCOUNT_LABEL} in {{{', '.join(repr(n) for n in sorted(names))}}}")
+        parts.append(lambda labels: labels.get(SERVICE_ACCOUNT_LABEL) in names)
+    if not parts:
+        return "", None
+    combined = parts[0] if len(parts) == 1 else _and(parts[0], parts[1])
+    return " && ".join(texts), combined

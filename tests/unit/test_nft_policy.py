@@ -322,3 +322,20 @@ def test_deterministic_and_memos_agree_with_a_fresh_compile():
     del items[new_key]
     for family in (4, 6):
         assert compiler.section(PolicyView.read(items, memo), ME, family) == PolicyCompiler().section(PolicyView.read(items), ME, family)
+
+
+def test_service_account_rules_match_through_a_set_and_service_rules_render_nothing():
+    """A rule on serviceAccounts matches the addresses of endpoints with that service account (a
+    selector set, here holding b only), never everyone; a rule on Kubernetes Services renders no
+    rule at all (it matches nothing, as in Calico without Services)."""
+    sa_rule = {"action": "Allow", "source": {"serviceAccounts": {"names": ["api"]}}}
+    svc_rule = {"action": "Allow", "source": {"services": {"name": "api", "namespace": "prod"}}}
+    policy = gnp("sa", {"selector": "app == 'web'", "ingress": [sa_rule, svc_rule]})
+    a = wep("a", labels={"app": "web"})
+    b = wep("b", node="node2", interfaceName="calib", ipNetworks=["10.0.0.2/32"], serviceAccountName="api")
+    s, problems = compile_(*TIERS, policy, a, b)
+    assert problems == []
+    (rules,) = [c.rules for c in s.chains if c.name.startswith("pi-")]
+    assert len(rules) == 1 and "ip saddr @sel-" in rules[0] and rules[0].endswith("return")
+    members = {x.name: x.elements for x in s.sets if x.name.startswith("sel-")}
+    assert list(members.values()) == [("10.0.0.2/32",)]

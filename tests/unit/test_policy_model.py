@@ -11,6 +11,7 @@ from calico_cni.model.keys import RESOURCES
 from calico_cni.node.policy_model import EGRESS, INGRESS, EndpointPort, LeftOut, PortRange, read_record
 from tests.policy_support import KV, raw, stored, wep  # noqa: F401 - KV: the records' type
 
+
 def one(record: tuple[str, KV]):
     """The typed resource of one (key, record)."""
     return read_record(*record)
@@ -102,6 +103,38 @@ def test_stored_but_unenforced_fields_are_flagged():
     assert p.ingress[1].unenforced == ("source.services",)
     assert p.ingress[0].source.unenforced == ("serviceAccounts",)
     assert dnt.unenforced == ("doNotTrack", "applyOnForward") and dnt.host_only
+
+
+def test_service_accounts_match_on_service_account_labels_as_calicos_syncer_builds_them():
+    """A rule side's serviceAccounts (names, and a selector on `pcsa.` labels, ANDed) and a policy's
+    serviceAccountSelector narrow what they apply to, as in Calico; they never widen a rule to every
+    endpoint (an endpoint here has those labels only from its serviceAccountName or a profile)."""
+    by_name = {"action": "Allow", "source": {"serviceAccounts": {"names": ["api", "web"]}}}
+    by_both = {"action": "Allow", "source": {"selector": "app == 'x'", "serviceAccounts": {"names": ["api"], "selector": "team == 'a'"}}}
+    p = one(stored("NetworkPolicy", "sa", {"ingress": [by_name, by_both]}, "prod"))
+    ns = {"projectcalico.org/namespace": "prod"}
+    side = p.ingress[0].source
+    assert side.selects({**ns, "projectcalico.org/serviceaccount": "api"})
+    assert not side.selects({**ns, "projectcalico.org/serviceaccount": "db"}) and not side.selects(ns)
+    assert not side.selects({"projectcalico.org/namespace": "other", "projectcalico.org/serviceaccount": "api"})  # scoped
+    both = p.ingress[1].source
+    full = {**ns, "app": "x", "projectcalico.org/serviceaccount": "api", "pcsa.team": "a"}
+    assert both.selects(full)
+    assert not any(both.selects({k: v for k, v in full.items() if k != drop}) for drop in ("app", "projectcalico.org/serviceaccount", "pcsa.team"))
+    # Two rules with one selector but other service accounts are told apart (selector sets key on it).
+    assert side.selector_text != both.selector_text and "app == 'x'" in both.selector_text
+    gnp = one(stored("GlobalNetworkPolicy", "sa-g", {"serviceAccountSelector": "all()", "ingress": [{"action": "Allow"}]}))
+    assert gnp.selector({"projectcalico.org/serviceaccount": "api"}) and not gnp.selector({"app": "x"})
+    np = one(stored("NetworkPolicy", "sa-n", {"selector": "app == 'x'", "serviceAccountSelector": "team == 'a'", "ingress": [{"action": "Allow"}]}, "prod"))
+    assert np.selector({**ns, "app": "x", "pcsa.team": "a"}) and not np.selector({**ns, "app": "x"})
+
+
+def test_a_rule_naming_kubernetes_services_matches_nothing():
+    """As Felix's service ipset with no Service behind it: here no Kubernetes Service exists."""
+    rule = one(
+        stored("GlobalNetworkPolicy", "svc", {"egress": [{"action": "Allow", "destination": {"services": {"name": "api", "namespace": "prod"}}}]})
+    ).egress[0]
+    assert rule.never_matches and rule.unenforced == ("destination.services",)
 
 
 # --- hostile and later-release records ----------------------------------------------------------
