@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from calico_cni.datastore.etcd import Range
+from calico_cni.model.kinds.policy import unenforced_notes
 from calico_cni.model.kinds.policy_rules import MAX_RULES_PER_DIRECTION
 
 R = "/calico/resources/v3/projectcalico.org/"
@@ -100,7 +101,7 @@ def test_unenforced_fields_warn_naming_resource_and_fields_and_are_stored(ctl, s
         "Warning: GlobalNetworkPolicy untracked is stored but not enforced by this node daemon: spec.doNotTrack, spec.applyOnForward",
         "Warning: NetworkPolicy default/web is stored but not enforced by this node daemon: spec.serviceAccountSelector, spec.ingress[0].http",
         "Warning: Profile p1 is stored but not enforced by this node daemon: spec.egress[0].destination.services",
-        "Warning: HostEndpoint h1 is stored but not enforced by this node daemon: host endpoints are stored but not policed here (only workload endpoints are)",
+        "Warning: HostEndpoint h1 is stored but not enforced by this node daemon: host endpoints (only workload endpoints are policed)",
     ]
     for key in (
         "globalnetworkpolicies/default.untracked",
@@ -110,6 +111,30 @@ def test_unenforced_fields_warn_naming_resource_and_fields_and_are_stored(ctl, s
         "globalnetworkpolicies/default.plain",
     ):
         assert R + key in keys(store), key
+
+
+def test_warning_notes_say_what_is_done_with_each_field():
+    """`unenforced_notes`, what the warning says after the resource's name: the fields grouped by what
+    this node daemon does with them (pure: no etcd)."""
+    web = {
+        "spec": {
+            "serviceAccountSelector": "role == 'x'",
+            "doNotTrack": True,
+            "ingress": [
+                {"action": "Allow", "http": {"methods": ["GET"]}, "source": {"serviceAccounts": {"names": ["api"]}}},
+                {"action": "Allow", "destination": {"services": {"name": "db", "namespace": "prod"}}},
+            ],
+        }
+    }
+    sa = "matched on service-account labels (projectcalico.org/serviceaccount, pcsa.*), which endpoints here carry only when labelled by hand"
+    assert unenforced_notes("NetworkPolicy", web) == (
+        "spec.doNotTrack, spec.ingress[0].http: stored but not enforced by this node daemon",
+        f"spec.serviceAccountSelector, spec.ingress[0].source.serviceAccounts: {sa}",
+        "spec.ingress[1].destination.services: matches nothing here (no Kubernetes Services)",
+    )
+    assert unenforced_notes("HostEndpoint", {"spec": {}}) == ("stored but not enforced by this node daemon (only workload endpoints are policed)",)
+    assert unenforced_notes("GlobalNetworkPolicy", {"spec": {"applyOnForward": False, "ingress": [{"action": "Allow"}]}}) == ()
+    assert unenforced_notes("IPPool", {"spec": {}}) == ()
 
 
 def test_a_plain_policy_prints_no_warning(ctl, tmp_path):

@@ -234,30 +234,62 @@ PROFILE = Kind(
 KINDS = (TIER, NETWORK_POLICY, GLOBAL_NETWORK_POLICY, PROFILE)
 
 
-# What Calico's Felix enforces but this node daemon stores without enforcing (issue 18): a policy's
-# fields and a rule's. calicoctl warns when a resource uses them; the per-endpoint view says so.
-UNENFORCED_SPEC_FIELDS = ("doNotTrack", "preDNAT", "applyOnForward", "serviceAccountSelector")
-UNENFORCED_ENTITY_FIELDS = ("serviceAccounts", "services")
-HOST_ENDPOINTS_UNENFORCED = "host endpoints are stored but not policed here (only workload endpoints are)"
+# What calicoctl warns about (issue 18), field by field with what this node daemon does with it:
+# a policy's fields, a rule's, and a rule side's (source/destination). calicoctl's warnings and
+# the node daemon's per-endpoint "not enforced here" (node.policy_model) name the same fields.
+NOT_ENFORCED = "stored but not enforced by this node daemon"
+# Calico's syncer turns serviceAccounts and serviceAccountSelector into selectors on these labels;
+# kube-controllers sets them on pods, nothing sets them here but `calicoctl label`.
+SERVICE_ACCOUNTS_NOTE = "matched on service-account labels (projectcalico.org/serviceaccount, pcsa.*), which endpoints here carry only when labelled by hand"
+# Calico matches a rule's services on the Kubernetes Service's endpoints; there are none here.
+SERVICES_NOTE = "matches nothing here (no Kubernetes Services)"
+SPEC_FIELD_NOTES = {"doNotTrack": NOT_ENFORCED, "preDNAT": NOT_ENFORCED, "applyOnForward": NOT_ENFORCED, "serviceAccountSelector": SERVICE_ACCOUNTS_NOTE}
+RULE_FIELD_NOTES = {"http": NOT_ENFORCED}
+ENTITY_FIELD_NOTES = {"serviceAccounts": SERVICE_ACCOUNTS_NOTE, "services": SERVICES_NOTE}
+# The same field names as tuples, in the order warnings list them.
+UNENFORCED_SPEC_FIELDS = tuple(SPEC_FIELD_NOTES)
+UNENFORCED_RULE_FIELDS = tuple(RULE_FIELD_NOTES)
+UNENFORCED_ENTITY_FIELDS = tuple(ENTITY_FIELD_NOTES)
+HOST_ENDPOINTS_UNENFORCED = "host endpoints (only workload endpoints are policed)"
 
 
-def unenforced_fields(kind_name: str, doc: dict) -> tuple[str, ...]:
-    """The fields of a decoded resource document that are stored but not enforced here, as paths
-    (`spec.doNotTrack`, `spec.ingress[0].http`, `spec.egress[2].destination.services`); a
-    HostEndpoint is `(HOST_ENDPOINTS_UNENFORCED,)` whatever it holds. A field counts when it is set
-    to something (applyOnForward: false, an empty serviceAccountSelector change nothing)."""
+def _noted_fields(kind_name: str, doc: dict) -> list[tuple[str, str]]:
+    """(path, note) for each field of a decoded resource document calicoctl warns about; a
+    HostEndpoint is one entry whatever it holds."""
     if kind_name == "HostEndpoint":
-        return (HOST_ENDPOINTS_UNENFORCED,)
+        return [(HOST_ENDPOINTS_UNENFORCED, NOT_ENFORCED)]
     if kind_name not in ("NetworkPolicy", "GlobalNetworkPolicy", "Profile"):
-        return ()
+        return []
     spec = doc.get("spec") or {}
-    found = [f"spec.{f}" for f in UNENFORCED_SPEC_FIELDS if spec.get(f)]
+    found = [(f"spec.{f}", note) for f, note in SPEC_FIELD_NOTES.items() if spec.get(f)]
     for direction in ("ingress", "egress"):
         for i, rule in enumerate(spec.get(direction) or []):
             where = f"spec.{direction}[{i}]"
-            if "http" in rule:
-                found.append(f"{where}.http")
+            found += [(f"{where}.{f}", note) for f, note in RULE_FIELD_NOTES.items() if f in rule]
             for side in ("source", "destination"):
                 entity = rule.get(side) or {}
-                found += [f"{where}.{side}.{f}" for f in UNENFORCED_ENTITY_FIELDS if f in entity]
-    return tuple(found)
+                found += [(f"{where}.{side}.{f}", note) for f, note in ENTITY_FIELD_NOTES.items() if f in entity]
+    return found
+
+
+def unenforced_fields(kind_name: str, doc: dict) -> tuple[str, ...]:
+    """The fields of a decoded resource document calicoctl warns about (stored but not enforced
+    here, or matched differently from a Kubernetes cluster: `SPEC_FIELD_NOTES`, `RULE_FIELD_NOTES`,
+    `ENTITY_FIELD_NOTES`), as paths (`spec.doNotTrack`, `spec.ingress[0].http`,
+    `spec.egress[2].destination.services`); a HostEndpoint is `(HOST_ENDPOINTS_UNENFORCED,)`
+    whatever it holds. A field counts when it is set to something (applyOnForward: false, an empty
+    serviceAccountSelector change nothing)."""
+    return tuple(path for path, _ in _noted_fields(kind_name, doc))
+
+
+def unenforced_notes(kind_name: str, doc: dict) -> tuple[str, ...]:
+    """What calicoctl's warning says of a decoded resource document: for each note in the order
+    its fields first appear, "<paths>: <note>" (`spec.doNotTrack, spec.applyOnForward: stored but
+    not enforced by this node daemon`); a HostEndpoint is "stored but not enforced by this node
+    daemon (only workload endpoints are policed)". Empty when nothing is worth a warning."""
+    if kind_name == "HostEndpoint":
+        return (f"{NOT_ENFORCED} (only workload endpoints are policed)",)
+    by_note: dict[str, list[str]] = {}
+    for path, note in _noted_fields(kind_name, doc):
+        by_note.setdefault(note, []).append(path)
+    return tuple(f"{', '.join(paths)}: {note}" for note, paths in by_note.items())
