@@ -46,9 +46,14 @@ def test_add_writes_the_args_labels_and_del_removes_the_endpoint(store, pools, n
 
 def test_a_pod_gets_cni_labels_and_not_mesos_ones(store, pools, node, pod, calico_conf):
     conf = calico_conf(args=labels_args(mesos=[("projectcalico.org/namespace", "elsewhere"), ("m", "x")], cni=[("role", "db")]))
-    ok(run_calico(node, "ADD", conf, pod_env(pod(), CNI_ARGS=K8S_ARGS)))
+    env = pod_env(pod(), CNI_ARGS=K8S_ARGS)
+    ok(run_calico(node, "ADD", conf, env))
     endpoint = store.workload_endpoint("web-apps", "node1-k8s-front--end--1-eth0")
+    assert endpoint is not None, [e.name for e in store.workload_endpoints()]
     assert endpoint.doc["metadata"]["labels"] == {"role": "db", "projectcalico.org/namespace": "web-apps", "projectcalico.org/orchestrator": "k8s"}
+    # DEL finds it in the pod's namespace, not in the mesos label's.
+    ok(run_calico(node, "DEL", conf, env))
+    assert store.workload_endpoints() == [] and held_addresses(store) == {}
 
 
 @pytest.mark.parametrize(
