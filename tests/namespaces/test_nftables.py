@@ -271,6 +271,41 @@ def test_foreign_tables_are_left_untouched(bare):
     assert {name: nftables.list_table("ip", name) for name in ("nat", "other")} == before
 
 
+def test_dropping_chains_names_other_tables_base_chains_that_drop(bare):
+    """dataplane.nftables.dropping_chains against the real nft: base chains of other tables on the
+    forward and input hooks whose policy is drop, in any family and however they were made
+    (iptables-nft too); accepting chains, other hooks, regular chains and our own `calico`
+    tables are not named."""
+    assert nftables.dropping_chains() == []
+    subprocess.run(["iptables", "-P", "FORWARD", "DROP"], check=True)  # iptables-nft: table ip filter, chain FORWARD
+    foreign = """table inet guard {
+ chain drop-fwd { type filter hook forward priority 0; policy drop; }
+ chain drop-in { type filter hook input priority 0; policy drop; }
+ chain drop-out { type filter hook output priority 0; policy drop; }
+ chain open-fwd { type filter hook forward priority 10; policy accept; }
+ chain plain { counter; }
+}
+table ip6 other6 {
+ chain f { type filter hook forward priority 0; policy drop; }
+}
+table ip calico {
+ chain policy-forward { type filter hook forward priority 0; policy drop; }
+}
+table ip6 calico {
+ chain policy-input { type filter hook input priority 0; policy drop; }
+}
+"""
+    subprocess.run(["nft", "-f", "-"], input=foreign, text=True, check=True)
+    assert nftables.dropping_chains() == [
+        "inet guard drop-fwd (hook forward)",
+        "inet guard drop-in (hook input)",
+        "ip filter FORWARD (hook forward)",
+        "ip6 other6 f (hook forward)",
+    ]
+    assert nftables.dropping_chains(hooks=("output",)) == ["inet guard drop-out (hook output)"]
+    assert "ip calico policy-forward (hook forward)" in nftables.dropping_chains(exclude="guard")
+
+
 def test_errors_are_one_line_that_says_what_to_do(bare, monkeypatch):
     with pytest.raises(NftError, match="not an nftables family"):
         nftables.list_table("ipx", "calico")
