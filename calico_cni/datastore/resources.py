@@ -14,6 +14,7 @@ from calico_cni.datastore.etcd import Range
 from calico_cni.datastore.store import Datastore
 from calico_cni.model import resource as naming
 from calico_cni.model.resource import Resource
+from calico_cni.model.kinds.policy import DEFAULT_ALLOW_PROFILE
 from calico_cni.model.schema import Kind
 
 
@@ -38,7 +39,6 @@ class Ref:
 
 # Calico's built-in profile: every read of profiles shows it, though it is never stored (Calico's
 # etcd backend adds it the same way); endpoints name it to allow all traffic.
-DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
 
 
 def builtin(kind: Kind, name: str) -> Resource | None:
@@ -107,13 +107,13 @@ def list_kind(store: Datastore, kind: Kind, namespace: str | None = None) -> tup
     prefix = naming.prefix(kind, namespace)
     out = []
     for kv in kvs:
-        if kv.key[len(prefix):].count("/") != depth - 1:
+        if kv.key[len(prefix) :].count("/") != depth - 1:
             continue
         try:
             out.append(_parse(kind, kv.key, kv.value, kv.mod_revision))
         except Unreadable as exc:
             # Calico's list skips what it cannot parse; one bad record must not hide the others.
-            log.error("skipping %s %s: %s", kind.name, kv.key[len(prefix):], exc)
+            log.error("skipping %s %s: %s", kind.name, kv.key[len(prefix) :], exc)
     default_allow = builtin(kind, DEFAULT_ALLOW_PROFILE)
     if default_allow is not None and all(r.name != DEFAULT_ALLOW_PROFILE for r in out):
         out.append(default_allow)

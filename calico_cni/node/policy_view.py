@@ -31,14 +31,19 @@ from calico_cni.node.policy_model import (
     Policy,
     PolicyRecord,
     Profile,
+    Rule,
     StoredValue,
     Tier,
     WorkloadEndpoint,
     read_record,
 )
+from calico_cni.model.kinds.policy import DEFAULT_ALLOW_PROFILE
 from calico_cni.workload import NAMESPACE_PROFILE_PREFIX
 
 # --- reading ------------------------------------------------------------------------------------
+
+# Calico's `projectcalico-default-allow`: allow everything both ways.
+_DEFAULT_ALLOW = Profile(DEFAULT_ALLOW_PROFILE, (Rule("Allow"),), (Rule("Allow"),), {})
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,9 @@ class PolicyView:
             elif isinstance(record, WorkloadEndpoint) and record.ip_networks:
                 # Calico's syncer drops an endpoint with no ipNetworks: Felix never sees it.
                 weps[key] = record
+        if DEFAULT_ALLOW_PROFILE not in profiles:
+            # Calico's built-in profile: never stored, always there (calicoctl shows it).
+            profiles[DEFAULT_ALLOW_PROFILE] = _DEFAULT_ALLOW
         return cls(tiers, tuple(policies), profiles, tuple(network_sets), weps, tuple(problems))
 
 

@@ -305,7 +305,7 @@ def delete(request: CniRequest, services: Services) -> None:
 
             # The endpoint first: an endpoint never names an address that is free (Calico's order).
             deleted = _delete_endpoint(store, ident, mine)
-            if mine is not None and services.endpoints is not None:
+            if deleted and mine is not None and services.endpoints is not None:
                 # calico-node: its chains and its addresses' connections go before the addresses
                 # are released (a pod given them next must not inherit either).
                 services.endpoints.endpoint_removed(workload_endpoint_key(ident.namespace, ident.endpoint_name), list(mine.ip_networks))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from calico_cni.datastore.resources import DEFAULT_ALLOW_PROFILE
+from calico_cni.model.kinds.policy import DEFAULT_ALLOW_PROFILE
 from calico_cni.datastore.store import Datastore
 from calico_cni.model.kinds.policy import PROFILE
 from calico_cni.model.records import NETWORK_ANNOTATION

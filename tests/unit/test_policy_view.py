@@ -43,7 +43,7 @@ def test_every_kind_is_read_into_the_view_and_records_of_other_kinds_ignored():
         stored("IPPool", "pool1", {"cidr": "10.0.0.0/16"}),
     )
     assert v.problems == ()
-    assert sorted(v.tiers) == ["default", "platform", "security"] and list(v.profiles) == ["kns.prod"]
+    assert sorted(v.tiers) == ["default", "platform", "security"] and list(v.profiles) == ["kns.prod", "projectcalico-default-allow"]  # the built-in one too
     assert sorted(p.name for p in v.policies) == ["allow-web", "security.block"]
     assert sorted(s.name for s in v.network_sets) == ["internet", "office"]
     (key,) = v.endpoints
@@ -228,3 +228,14 @@ def test_a_memo_keeps_unchanged_records_as_they_were_and_rereads_changed_or_gone
     changed = PolicyView.read(items, memo)
     assert changed.policies[0].ingress[0].action == "Deny" and changed.problems == () and bad[0] not in memo
     assert changed == PolicyView.read(items)
+
+
+def test_calicos_built_in_default_allow_profile_exists_without_being_stored():
+    """`projectcalico-default-allow` is never stored (calicoctl shows it all the same): an endpoint
+    naming it is allowed both ways, not denied as by a missing profile; a stored one wins."""
+    v = view(wep("a", profiles=["projectcalico-default-allow"]))
+    ((name, profile),) = applicable(v, next(iter(v.endpoints.values()))).profiles
+    assert name == "projectcalico-default-allow" and profile is not None
+    assert [r.action for r in profile.ingress] == ["Allow"] and [r.action for r in profile.egress] == ["Allow"]
+    stored_one = view(stored("Profile", "projectcalico-default-allow", {"ingress": [{"action": "Deny"}]}))
+    assert [r.action for r in stored_one.profiles["projectcalico-default-allow"].ingress] == ["Deny"]

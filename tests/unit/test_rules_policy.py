@@ -100,7 +100,7 @@ def synced(*items: KeyValue, revision: int = 10) -> Cache:
 
 
 def chains_written(c: RulesController) -> set[str]:
-    return {ch.name for w in c.written.values() for s in w.table.sections for ch in s.chains}
+    return {ch.name for w in c.writer.written.values() for s in w.table.sections for ch in s.chains}
 
 
 def test_policy_goes_in_with_the_first_pass_and_the_marker_is_written(tmp_path):
@@ -235,3 +235,102 @@ def test_a_del_never_waits_for_policy_nor_fails(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.ERROR, logger="calico_cni.node.rules"):
         c.endpoint_removed(workload_endpoint("default", "node--a-cni-c7-eth0"), ["198.18.0.11/32"])
     assert any("were not flushed" in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_loop_pass_never_writes_an_older_snapshot_over_a_requests_newer_one(tmp_path):
+    """A request wrote from a newer cache version (a Deny policy in it); the loop's pass, holding an
+    older snapshot, renders the newest one instead of taking the Deny out again."""
+    base = [pool("p", "198.18.0.0/16"), profile("net1")]
+    cache = synced(*base)
+    c, _, _ = controller(cache, tmp_path)
+    old = cache.snapshot()
+    assert c.run_pass(old, now=0.0) is None
+    deny = kv(
+        keys.RESOURCES + "globalnetworkpolicies/default.deny-all",
+        {
+            "apiVersion": API,
+            "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": "default.deny-all"},
+            "spec": {"tier": "default", "selector": "all()", "types": ["Ingress"], "ingress": [{"action": "Deny"}]},
+        },
+        11,
+    )
+    cache.replace([*base, deny], 11)
+    key = workload_endpoint("default", "node--a-cni-c8-eth0")
+    c.endpoint_added(key, endpoint_doc("node--a-cni-c8-eth0", "cali8888", "198.18.0.12/32"))
+    assert any(name.startswith("pi-") for name in chains_written(c))
+    assert c.run_pass(old, now=0.1) is None  # the loop, late, with the snapshot it took before
+    assert any(name.startswith("pi-") for name in chains_written(c)), "the Deny policy was taken out"
+
+
+def test_addresses_leaving_this_nodes_endpoints_any_way_have_their_connections_flushed(tmp_path, monkeypatch):
+    """An endpoint deleted without a DEL served here (calicoctl delete, a DEL while calico-node was
+    down): the loop flushes its addresses' conntrack entries, once; a DEL served here flushes its
+    own and the loop does not again."""
+    flushed: list[list[str]] = []
+    monkeypatch.setattr(rules.conntrack, "flush_addresses", lambda addresses: flushed.append([str(a) for a in addresses]))
+    key1, key2 = workload_endpoint("default", "node--a-cni-c9-eth0"), workload_endpoint("default", "node--a-cni-c10-eth0")
+    one = kv(key1, endpoint_doc("node--a-cni-c9-eth0", "cali9999", "198.18.0.13/32"), 5)
+    two = kv(key2, endpoint_doc("node--a-cni-c10-eth0", "cali1010", "198.18.0.14/32"), 6)
+    base = [pool("p", "198.18.0.0/16"), profile("net1")]
+    cache = synced(*base, one, two)
+    c, _, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None and flushed == []
+    cache.replace([*base, two], 11)  # `one` deleted behind our back
+    assert c.run_pass(cache.snapshot(), now=0.1) is None
+    assert flushed == [["198.18.0.13"]]
+    assert c.run_pass(cache.snapshot(), now=0.2) is None and flushed == [["198.18.0.13"]]  # once
+    c.endpoint_removed(key2, ["198.18.0.14/32"])  # a DEL served here
+    cache.replace(base, 12)
+    assert c.run_pass(cache.snapshot(), now=0.3) is None
+    assert flushed == [["198.18.0.13"], ["198.18.0.14"]]
+
+
+def test_a_pending_deletion_gives_way_to_a_newer_endpoint_under_the_same_key(tmp_path):
+    """A DEL's pending deletion ends when the key is written again after it (a newer sandbox): that
+    endpoint's chains are programmed, not hidden until the pending entry expires."""
+    key = workload_endpoint("default", "node--a-cni-c11-eth0")
+    doc = endpoint_doc("node--a-cni-c11-eth0", "cali1111", "198.18.0.15/32")
+    base = [pool("p", "198.18.0.0/16"), profile("net1")]
+    cache = synced(*base, kv(key, doc, 5))
+    c, _, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    c.endpoint_removed(key, ["198.18.0.15/32"])
+    assert not set(endpoint_chains("cali1111")) & chains_written(c)
+    newer = endpoint_doc("node--a-cni-c11-eth0", "cali1212", "198.18.0.16/32")
+    cache.replace([*base, kv(key, newer, 13)], 13)
+    assert c.run_pass(cache.snapshot(), now=0.1) is None
+    assert set(endpoint_chains("cali1212")) <= chains_written(c) and c.pending == {}
+
+
+def test_an_add_waits_for_the_profile_the_plugin_just_created(tmp_path):
+    """The first pod of a network: the plugin created its profile a moment ago; the request waits
+    (boundedly) for the watch to bring it rather than program the pod as denied."""
+    cache = synced(pool("p", "198.18.0.0/16"), profile("other"))
+    c, _, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    arriving = threading.Timer(0.2, lambda: cache.replace([pool("p", "198.18.0.0/16"), profile("other"), profile("net1", 12)], 12))
+    arriving.start()
+    c.endpoint_added(workload_endpoint("default", "node--a-cni-c12-eth0"), endpoint_doc("node--a-cni-c12-eth0", "cali1313", "198.18.0.17/32"))
+    arriving.join()
+    tw = next(w.table for w in c.writer.written.values() if w.table.family == "ip")
+    (rules_of,) = [ch.rules for s in tw.sections for ch in s.chains if ch.name == "tw-cali1313"]
+    assert "jump pri-net1" in rules_of, rules_of
+
+
+def test_without_a_readable_generation_checks_adopt_and_compare_listings(tmp_path):
+    """No nftables generation (netlink refused): each check lists; the first listing after a write
+    is adopted, and only a listing that differs from it means a whole write."""
+
+    class Blind(PolicyNft):
+        def generation(self) -> int:
+            raise rules.NftError("cannot read the nftables generation: Operation not permitted")
+
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, nft, _ = controller(cache, tmp_path, nft=Blind())
+    for step in range(4):
+        assert c.run_pass(cache.snapshot(), now=step * rules.PERIOD) is None
+    assert len(nft.applied) == 1  # written once, never again
+    nft.tables[("ip", "calico")] = "tampered"
+    assert c.run_pass(cache.snapshot(), now=5 * rules.PERIOD) is None
+    assert len(nft.applied) == 2 and whole_tables(nft.applied[-1]) == ["ip"]

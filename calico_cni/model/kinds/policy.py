@@ -232,6 +232,8 @@ PROFILE = Kind(
 )
 
 KINDS = (TIER, NETWORK_POLICY, GLOBAL_NETWORK_POLICY, PROFILE)
+# Calico's built-in profile (allow everything both ways): never stored, always there.
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
 
 
 # What calicoctl warns about (issue 18), field by field with what this node daemon does with it:
