@@ -64,7 +64,7 @@ def _try_again(stdin: bytes, detail: str, msg: str = "calico-cni-agent did not a
 
 def policy_marker(path: str) -> str:
     """The file calico-node writes beside its socket `path` once it enforces network policy
-    (node/rules.py MARKER); the run directory, cleared by a reboot as the kernel's tables are."""
+    (node/rules.py); the run directory, cleared by a reboot as the kernel's tables are."""
     return os.path.join(os.path.dirname(path), "policy-enforced")
 
 

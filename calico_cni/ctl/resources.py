@@ -10,7 +10,7 @@ import click
 
 from calico_cni.datastore.resources import Ref
 from calico_cni.model import kinds
-from calico_cni.model.kinds.policy import unenforced_fields
+from calico_cni.model.kinds.policy import unenforced_notes
 from calico_cni.model.resource import Resource
 from calico_cni.model.schema import Kind
 from calico_cni.resources import documents, verbs
@@ -83,16 +83,17 @@ def _write(verb: str, done: str, filenames, recursive, namespace, skip_exists: b
 
 
 def unenforced_warnings(docs: Sequence[documents.Document]) -> list[str]:
-    """One "Warning:" line per resource that uses what is stored here but not enforced (host
-    endpoints, doNotTrack, preDNAT, applyOnForward, serviceAccountSelector, a rule's
-    serviceAccounts, services or http), naming the resource and the fields."""
+    """One "Warning:" line per resource that uses what this node daemon does not enforce as Calico
+    would (host endpoints, doNotTrack, preDNAT, applyOnForward, http; service accounts matched
+    only on labels given by hand; Kubernetes Services matching nothing), naming the resource, the
+    fields and what becomes of them."""
     lines = []
     for d in docs:
-        fields = unenforced_fields(d.kind.name, d.doc)
-        if fields:
+        notes = unenforced_notes(d.kind.name, d.doc)
+        if notes:
             meta = d.doc["metadata"]
             name = f"{meta['namespace']}/{meta['name']}" if d.kind.namespaced and meta.get("namespace") else meta["name"]
-            lines.append(f"Warning: {d.kind.name} {name} is stored but not enforced by this node daemon: {', '.join(fields)}")
+            lines.append(f"Warning: {d.kind.name} {name}: {'; '.join(notes)}")
     return lines
 
 

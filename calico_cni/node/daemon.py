@@ -26,12 +26,9 @@ from calico_cni.dataplane.bird import Bird
 from calico_cni.datastore.errors import DatastoreUnavailable
 from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
-from calico_cni.node import encapsulation, startup
+from calico_cni.node import encapsulation, rules, startup
 from calico_cni.node.parts import Part, PartHealth, Parts
 from calico_cni.node.routing import PERIOD, RoutingController, watched
-from calico_cni.node import rules
-from calico_cni.node.rules import PERIOD as RULES_PERIOD
-from calico_cni.node.rules import Enforcement, RulesController
 from calico_cni.node.tunnel_addresses import PERIOD as TUNNEL_ADDRESSES_PERIOD
 from calico_cni.node.tunnel_addresses import TunnelAddressController
 from calico_cni.node.settings import NodeSettings
@@ -60,7 +57,7 @@ class NodeDaemon:
         self.serving: PluginServing | None = None
         # The nftables tables and network policy: a part, and what the plugins' requests call to
         # have a pod's policy in the kernel before they answer.
-        self.rules = RulesController(settings.nodename, self.cache, enforcement=Enforcement(policy_marker(settings.cni_socket), self._connect))
+        self.rules = rules.RulesController(settings.nodename, self.cache, enforcement=rules.Enforcement(policy_marker(settings.cni_socket), self._connect))
 
     def _connect(self) -> Datastore:
         """A datastore over the warm channel the requests use (for a part's occasional write)."""
@@ -147,7 +144,7 @@ class NodeDaemon:
             parts.append(Part("tunnel-addresses", tunnel_addresses.run, TUNNEL_ADDRESSES_PERIOD))
             tunnels = encapsulation.EncapsulationController(settings.nodename, self.cache, settings.mtu_file, settings.cni_net_dir)
             parts.append(Part("encapsulation", tunnels.run, encapsulation.PERIOD))
-        parts.append(Part("rules", self.rules.run, RULES_PERIOD))
+        parts.append(Part("rules", self.rules.run, rules.PERIOD))
         return parts
 
     def run(self) -> int:

@@ -9,6 +9,7 @@ maps and chains that differ, also in one transaction.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 TABLE = "calico"
@@ -109,7 +110,7 @@ def body(table: Table) -> str:
     chains = [c for section in table.sections for c in section.chains]
     maps = [m for section in table.sections for m in section.maps]
     names = [s.name for s in sets] + [c.name for c in chains] + [m.name for m in maps]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ValueError(f"table {table.family} {table.name}: names given twice by its sections: {', '.join(duplicates)}")
     lines = [f"table {table.family} {table.name} {{"]

@@ -45,7 +45,6 @@ SERVICE_ACCOUNT_PREFIX = "pcsa."
 INGRESS, EGRESS = "Ingress", "Egress"
 
 # Fields Calico stores and we show but do not enforce (issue 18).
-UNENFORCED_POLICY_FIELDS = ("serviceAccountSelector", "doNotTrack", "preDNAT", "applyOnForward")
 
 
 class StoredValue(Protocol):
@@ -324,7 +323,7 @@ def _policy(kind: Kind, stored_name: str, namespace: str | None, raw: dict, doc:
         matcher = _gnp_selector(text, ns_text, sa_text)
     else:
         matcher = selector.parse(text)
-    unenforced = tuple(f for f in UNENFORCED_POLICY_FIELDS if spec.get(f))
+    unenforced = tuple(f for f in policy.UNENFORCED_SPEC_FIELDS if spec.get(f))
     return Policy(
         kind=kind.name,
         name=doc["metadata"]["name"],
@@ -441,8 +440,8 @@ def _rule(rule: dict, namespace: str | None) -> Rule:
         not_icmp=_icmp(rule.get("notICMP")),
         source=_entity(rule.get("source") or {}, namespace),
         destination=_entity(rule.get("destination") or {}, namespace),
-        unenforced=(("http",) if "http" in rule else ())
-        + tuple(f"{side}.{f}" for side in ("source", "destination") for f in ("serviceAccounts", "services") if f in (rule.get(side) or {})),
+        unenforced=tuple(f for f in policy.UNENFORCED_RULE_FIELDS if f in rule)
+        + tuple(f"{side}.{f}" for side in ("source", "destination") for f in policy.UNENFORCED_ENTITY_FIELDS if f in (rule.get(side) or {})),
         # A Kubernetes Service's endpoints: none exist without Kubernetes, so, as Felix's empty
         # service ipset, the rule matches nothing.
         never_matches=any("services" in (rule.get(side) or {}) for side in ("source", "destination")),
@@ -479,7 +478,7 @@ def _entity(entity: dict, namespace: str | None) -> EntityRule:
         namespace_selector_text=ns_text,
         ports=_ports(entity.get("ports")),
         not_ports=_ports(entity.get("notPorts")),
-        unenforced=tuple(f for f in ("serviceAccounts", "services") if f in entity),
+        unenforced=tuple(f for f in policy.UNENFORCED_ENTITY_FIELDS if f in entity),
         selector=positive,
         not_selector=selector.parse(not_text) if not_text else None,
     )

@@ -16,7 +16,8 @@ from calico_ipam.allocator import BlockMemory
 
 class EndpointPrograms(Protocol):
     """What calico-node does for the endpoints its requests write: their policy in the kernel
-    before the plugin answers (node/rules.py). Each raises CniError when it cannot."""
+    before the plugin answers (node/rules.py). `endpoint_added` raises CniError when it cannot;
+    the others never fail the request (what goes wrong is logged and repaired by the next pass)."""
 
     def endpoint_added(self, key: str, doc: dict) -> None:
         """The endpoint `doc` is about to be written at `key` (its interface exists)."""

@@ -98,10 +98,11 @@ def test_unenforced_fields_warn_naming_resource_and_fields_and_are_stored(ctl, s
     assert r.stdout.strip() == f"Successfully {done} 5 resource(s)"
     # (replace of what create just wrote also says "5 unchanged"; the warnings are the same)
     assert [line for line in r.stderr.splitlines() if not line.startswith("(")] == [
-        "Warning: GlobalNetworkPolicy untracked is stored but not enforced by this node daemon: spec.doNotTrack, spec.applyOnForward",
-        "Warning: NetworkPolicy default/web is stored but not enforced by this node daemon: spec.serviceAccountSelector, spec.ingress[0].http",
-        "Warning: Profile p1 is stored but not enforced by this node daemon: spec.egress[0].destination.services",
-        "Warning: HostEndpoint h1 is stored but not enforced by this node daemon: host endpoints (only workload endpoints are policed)",
+        "Warning: GlobalNetworkPolicy untracked: spec.doNotTrack, spec.applyOnForward: stored but not enforced by this node daemon",
+        "Warning: NetworkPolicy default/web: spec.serviceAccountSelector: matched on service-account labels (projectcalico.org/serviceaccount, pcsa.*),"
+        " which endpoints here carry only when labelled by hand; spec.ingress[0].http: stored but not enforced by this node daemon",
+        "Warning: Profile p1: spec.egress[0].destination.services: matches nothing here (no Kubernetes Services)",
+        "Warning: HostEndpoint h1: stored but not enforced by this node daemon (only workload endpoints are policed)",
     ]
     for key in (
         "globalnetworkpolicies/default.untracked",
