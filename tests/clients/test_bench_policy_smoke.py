@@ -5,9 +5,12 @@ selects, and that every process and namespace it made is gone."""
 
 import json
 
+import pytest
+
 from tests.clients.test_bench_routing_smoke import _leftovers, run_benchmark
 
 
+@pytest.mark.timeout(600)  # the run's own bound is 240 s plus up to 60 s of cleanup after SIGTERM: past the suite's 300 s default
 def test_policy_benchmark_runs_and_cleans_up(tmp_path):
     out = tmp_path / "results"
     args = ["--sizes", "2,5", "--reps", "1", "--policies", "6", "--local", "3", "--remote", "2", "--adds", "1", "--idle", "1", "--out", str(out)]
