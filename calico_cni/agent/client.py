@@ -68,11 +68,13 @@ def policy_marker(path: str) -> str:
     return os.path.join(os.path.dirname(path), "policy-enforced")
 
 
-def _daemon_needed(stdin: bytes, path: str) -> bytes:
-    """Error 11 for an ADD that would create a pod calico-node's fail-closed dispatch drops."""
+def _daemon_needed(stdin: bytes, path: str | None) -> bytes:
+    """Error 11 for an ADD that would create a pod calico-node's fail-closed dispatch drops (`path`:
+    the plugins' socket; None: switched off in the configuration)."""
+    where = f"nothing answers on {path}" if path else "the plugins' socket is switched off (agent_socket or CALICO_CNI_AGENT_SOCKET empty)"
     return _try_again(
         stdin,
-        f"{policy_marker(path)} says calico-node enforces network policy on this node, and nothing answers on {path}: "
+        f"{policy_marker(path or wire.DEFAULT_SOCKET)} says calico-node enforces network policy on this node, and {where}: "
         "a pod created without it would have no network; start calico-node (or remove that file if calico-node is gone for good "
         "and its nftables tables with it)",
         "calico-node did not answer",
@@ -89,7 +91,9 @@ def forward(plugin: str, environ=None) -> tuple[int | None, bytes, bytes]:
     path = socket_path(environ, stdin)
     sock = connect(path) if path else None
     if sock is None:
-        if path and plugin == "calico" and environ.get("CNI_COMMAND") == "ADD" and os.path.exists(policy_marker(path)):
+        # With the socket switched off, the default place of calico-node's marker still counts: a
+        # pod made in-process on a node it polices would be dropped all the same.
+        if plugin == "calico" and environ.get("CNI_COMMAND") == "ADD" and os.path.exists(policy_marker(path or wire.DEFAULT_SOCKET)):
             return 1, _daemon_needed(stdin, path), b""
         return None, stdin, b""
     try:

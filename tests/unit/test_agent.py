@@ -245,3 +245,22 @@ def test_an_exec_d_add_with_policy_enforced_and_no_daemon_fails_11(tmp_path):
     assert str(tmp_path / "policy-enforced") in answer["details"] and path in answer["details"]
     assert forward("calico", {**env, "CNI_COMMAND": "DEL"})[0] is None  # DEL must always work
     assert forward("calico-ipam", env)[0] is None
+
+
+def test_with_the_socket_switched_off_the_default_marker_still_refuses_add(tmp_path, monkeypatch):
+    """agent_socket "" (in-process on purpose) on a node whose calico-node enforces policy at the
+    default place: ADD fails 11 saying the socket is switched off; DEL still runs in-process."""
+    import io
+
+    from calico_cni.agent import client, wire
+
+    monkeypatch.setattr(wire, "DEFAULT_SOCKET", str(tmp_path / "cni.sock"))
+    env = {"CNI_COMMAND": "ADD", wire.SOCKET_ENV: ""}
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"cniVersion": "1.0.0", "name": "net1", "type": "calico"}')))
+    assert client.forward("calico", env)[0] is None  # no marker
+    (tmp_path / "policy-enforced").write_text("on\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"cniVersion": "1.0.0", "name": "net1", "type": "calico"}')))
+    code, out, _ = client.forward("calico", env)
+    assert code == 1 and json.loads(out)["code"] == 11 and "switched off" in json.loads(out)["details"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"{}")))
+    assert client.forward("calico", {**env, "CNI_COMMAND": "DEL"})[0] is None
