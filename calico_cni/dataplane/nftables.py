@@ -82,9 +82,9 @@ def list_table(family: str, name: str, timeout: float = TIMEOUT) -> str | None:
 
 
 def dropping_chains(hooks: tuple[str, ...] = ("forward", "input"), exclude: str = "calico", timeout: float = TIMEOUT) -> list[str]:
-    """The base chains of other tables on `hooks` whose policy is drop, as "<family> <table>
-    <chain> (hook <hook>)": an accept in our tables does not stop them, so they drop what our
-    policy allows (reported, never changed)."""
+    """The base chains of other tables on `hooks` whose policy is drop (ours: `ip` and `ip6`
+    `exclude`), as "<family> <table> <chain> (hook <hook>)": an accept in our tables does not stop
+    them, so they drop what our policy allows (reported, never changed)."""
     proc = _run(["-j", "list", "chains"], None, timeout)
     if proc.returncode != 0:
         raise NftError(f"nft could not list the chains: {_message(proc)}")
@@ -95,7 +95,8 @@ def dropping_chains(hooks: tuple[str, ...] = ("forward", "input"), exclude: str 
     found = []
     for item in items:
         chain = item.get("chain") if isinstance(item, dict) else None
-        if isinstance(chain, dict) and chain.get("hook") in hooks and chain.get("policy") == "drop" and chain.get("table") != exclude:
+        ours = chain.get("table") == exclude and chain.get("family") in ("ip", "ip6") if isinstance(chain, dict) else False
+        if isinstance(chain, dict) and chain.get("hook") in hooks and chain.get("policy") == "drop" and not ours:
             found.append(f"{chain.get('family')} {chain.get('table')} {chain.get('name')} (hook {chain.get('hook')})")
     return sorted(found)
 
