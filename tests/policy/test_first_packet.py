@@ -7,8 +7,10 @@ real traffic on one node enforcing policy (tests/policy_harness.py):
 - DEL removes the endpoint's chains and its addresses' conntrack entries;
 - policies written straight to etcd that calicoctl refuses are skipped with a report, the others
   keep working;
+- a pod allowed by policy (in a tier that drops the rest) answers from its very first packet;
 - with calico-node stopped after it enforced policy, an exec'd ADD fails with error 11, and the
-  tables keep enforcing (last: it restarts the module's calico-node).
+  tables keep enforcing, also while calico-node starts again until its first full sync (last: it
+  restarts the module's calico-node).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from calico_cni.node.nft_policy import endpoint_chains
 from tests import netns
 from tests.policy_harness import probe as P
-from tests.policy_harness import Scope, etcd_client, expect, ping, socket_in, tcp, udp, wait_enforced
+from tests.policy_harness import ALLOWED_TIMEOUT, Scope, document, etcd_client, expect, ping, socket_in, tcp, udp, wait_enforced
 
 ALLOW = {"action": "Allow"}
 DENY = {"action": "Deny"}
@@ -60,6 +62,27 @@ class Blaster:
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(10)
+
+
+class Prober:
+    """A probe run again and again in a thread until `stop`; every False is recorded."""
+
+    def __init__(self, probe) -> None:
+        self.probe, self.runs, self.failures = probe, 0, []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            if not self.probe():
+                self.failures.append(time.monotonic())
+            self.runs += 1
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
 
 
 def chain_in_kernel(pn: Scope, chain: str) -> bool:
@@ -115,6 +138,40 @@ def test_new_pod_under_ingress_deny_never_receives_a_packet(pn):
     assert pod.server.seen() == 0, f"the sealed pod received {pod.server.seen()} connections or datagrams"
     pn.label(pod, "role", "open")
     wait_enforced(lambda: udp(sender, pod, 5000), True, "the pod once no longer sealed")
+
+
+def test_new_pod_allowed_by_policy_answers_from_its_first_packet(pn):
+    """A tier that allows the new pod's client and drops the rest at its end: probed right after
+    ADD returns (no wait), the allowed traffic answers at once and the rest is dropped. UDP and
+    ping send one packet; TCP's timeout is below the SYN's 1 s retransmission, so its first SYN
+    must pass."""
+    client = pn.pod({"app": "fa-client"})
+    other = pn.pod({"app": "fa-other"})
+    pn.apply(document("Tier", "fa-tier", {"order": 50}))
+    pn.policy(
+        "fa-open",
+        {
+            "selector": "role == 'fa-new'",
+            "types": ["Ingress", "Egress"],
+            "ingress": [{"action": "Allow", "source": {"selector": "app == 'fa-client'"}}],
+            "egress": [{"action": "Allow", "destination": {"selector": "app == 'fa-client'"}}],
+        },
+        tier="fa-tier",
+    )
+    pod = pn.pod({"role": "fa-new"})
+    first = 0.9  # below TCP's first SYN retransmission
+    expect(
+        allowed=[
+            P(udp, client, pod, 5000),
+            P(udp, client, pod, 5000, v6=True),
+            P(ping, client, pod),
+            P(tcp, client, pod, 80, timeout=first),
+            P(tcp, client, pod, 80, v6=True, timeout=first),
+            P(udp, pod, client, 5001),
+            P(tcp, pod, client, 443, v6=True, timeout=first),
+        ],
+        denied=[P(udp, other, pod, 5000), P(tcp, other, pod, 80, v6=True), P(udp, pod, other, 5000), P(tcp, pod, other, 80)],
+    )
 
 
 def test_established_flow_survives_policy_change(pn):
@@ -178,7 +235,7 @@ def test_hostile_policies_in_etcd_skipped_and_reported(pn):
     working and new ones are still enforced."""
     a = pn.pod({"app": "h-client"})
     b = pn.pod({"app": "h-server"})
-    pn.pod({"app": "hostile-target"})
+    target = pn.pod({"app": "hostile-target"})
     pn.policy(
         "h-deny-443",
         {"selector": "app == 'h-server'", "types": ["Ingress"], "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [443]}}, ALLOW]},
@@ -211,12 +268,6 @@ def test_hostile_policies_in_etcd_skipped_and_reported(pn):
             },
         ),
     ]
-    client = etcd_client(pn.endpoint)
-    try:
-        for k, v in records:
-            client.put(k, v)
-    finally:
-        client.close()
 
     def remove() -> None:
         c = etcd_client(pn.endpoint)
@@ -226,11 +277,32 @@ def test_hostile_policies_in_etcd_skipped_and_reported(pn):
         finally:
             c.close()
 
+    # Registered before the puts: a put that fails half-way leaves nothing behind either.
     pn.cleanups.append(remove)
-    for name in ("h-bad-selector", "h-bad-port", "h-many-rules"):
-        wait_enforced(lambda: name in pn.pn.log_text(), True, f"calico-node's log reporting default.{name}", timeout=10, hold=0)
+    client = etcd_client(pn.endpoint)
+    try:
+        for k, v in records:
+            client.put(k, v)
+    finally:
+        client.close()
+    pn.pn.wait_programmed()
+    for k, _ in records:
+        # policy_model.LeftOut's report: "<key>: <why>; left out of policy".
+        wait_enforced(
+            lambda: any(k in line and "left out of policy" in line for line in pn.pn.log_text().splitlines()),
+            True,
+            f"calico-node's log reporting {k} left out of policy",
+            timeout=10,
+            hold=0,
+        )
     assert pn.node.health() is not None, "calico-node still answers"
-    expect(allowed=[P(tcp, a, b, 80), P(tcp, a, b, 80, v6=True)], denied=[P(tcp, a, b, 443), P(tcp, a, b, 443, v6=True)])  # the valid policy
+    expect(
+        # The hostile policies select hostile-target; skipped, they do not apply to it, so its
+        # profile (the network's) lets a reach it. Were the 6,000-rule one enforced, UDP and TCP
+        # 8080 (not in its ports 1-6000) would end at its tier's drop.
+        allowed=[P(tcp, a, b, 80), P(tcp, a, b, 80, v6=True), P(udp, a, target, 53), P(udp, a, target, 53, v6=True), P(tcp, a, target, 8080)],
+        denied=[P(tcp, a, b, 443), P(tcp, a, b, 443, v6=True)],  # the valid policy
+    )
     # A policy applied after the hostile records is enforced.
     pn.policy(
         "h-deny-5000",
@@ -246,14 +318,26 @@ def test_hostile_policies_in_etcd_skipped_and_reported(pn):
 
 
 def test_add_fails_11_with_calico_node_stopped_and_tables_stay(pn):
-    """Last in the module: stops and restarts the module's calico-node."""
+    """Last in the module: stops and restarts the module's calico-node. While it starts again, a
+    denied flow is blasted and an allowed one probed until it programmed its tables from the
+    datastore: the kernel's tables stay in force until the first full sync (no gap opening the
+    denied flow, no moment dropping the allowed one)."""
     a = pn.pod({"app": "st-client"})
     b = pn.pod({"app": "st-server"})
     pn.policy(
         "st-deny-443",
-        {"selector": "app == 'st-server'", "types": ["Ingress"], "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [443]}}, ALLOW]},
+        {
+            "selector": "app == 'st-server'",
+            "types": ["Ingress"],
+            "ingress": [
+                {"action": "Deny", "protocol": "TCP", "destination": {"ports": [443]}},
+                {"action": "Deny", "protocol": "UDP", "destination": {"ports": [5001]}},
+                ALLOW,
+            ],
+        },
     )
     wait_enforced(lambda: tcp(a, b, 443), False, "the policy in place")
+    assert not udp(a, b, 5001)
     node = pn.node
     assert pn.pn.marker.exists(), "calico-node enforcing: its marker"
     node.stop()
@@ -265,9 +349,28 @@ def test_add_fails_11_with_calico_node_stopped_and_tables_stay(pn):
         assert "calico-node" in json.dumps(run.out), f"the error does not name the daemon: {run.out}"
         # The kernel's tables keep enforcing with the daemon gone.
         expect(allowed=[P(tcp, a, b, 80), P(tcp, a, b, 80, v6=True)], denied=[P(tcp, a, b, 443), P(tcp, a, b, 443, v6=True)])
+        # Restart under traffic, until calico-node programmed from the datastore's revision.
+        denied_before = b.server.seen("tcp", 443) + b.server.seen("udp", 5001)
+        blasters = [Blaster(a.ns, b.v4, udp_port=5001, tcp_port=443), Blaster(a.ns, b.v6, udp_port=5001, tcp_port=443)]
+        prober = Prober(lambda: tcp(a, b, 80, timeout=ALLOWED_TIMEOUT) and udp(a, b, 5000, v6=True, timeout=ALLOWED_TIMEOUT))
+        try:
+            node.start()
+            assert pn.pn.marker.exists(), "calico-node's marker"
+            pn.pn.wait_programmed()
+            time.sleep(0.3)  # and a little after
+        finally:
+            for blaster in blasters:
+                blaster.stop()
+            prober.stop()
+        assert sum(bl.sent for bl in blasters) > 0, "the blasters sent nothing"
+        assert prober.runs >= 2, f"the allowed flow was probed {prober.runs} times"
+        assert not prober.failures, f"the allowed flow failed {len(prober.failures)} of {prober.runs} times while calico-node started"
+        assert b.server.seen("tcp", 443) + b.server.seen("udp", 5001) == denied_before, "a denied packet got through while calico-node started"
     finally:
         netns.delete(ns)
-        node.start()
+        if node.proc is None:
+            node.start()
+    pn.pn.wait_programmed()
     # Back: pods are created again, under the same policy.
     c = pn.pod({"app": "st-client"})
     expect(allowed=[P(tcp, c, b, 80)], denied=[P(tcp, c, b, 443)])
