@@ -24,6 +24,8 @@ from tests.cluster_support import Cluster, ClusterNode, wait_for
 from tests.policy_harness import API, Server, apply_pool, calicoctl, etcd_client, tcp, wait_enforced
 
 POOL = "198.18.71.0/24"
+POOL6 = "fd00:198:18:71::/64"
+IPAM = {"ipv4_pools": [POOL], "ipv6_pools": [POOL6]}
 PORT = 80
 MEASURE_TIMEOUT = 0.3  # the probe's timeout while timing a change
 CONFIRM_TIMEOUT = 3.0  # a probe telling a late answer from a deny (an allowed one answers in milliseconds)
@@ -112,6 +114,7 @@ def two_nodes(etcd_endpoint: str, tmp_path):
     """node-1 with a server pod, node-2 with a client pod, routed by the mesh, both enforcing
     (everything removed at the end)."""
     apply_pool(etcd_endpoint, "multinode", POOL, 26)
+    apply_pool(etcd_endpoint, "multinode6", POOL6, 122)
     cluster = Cluster(tmp_path / "cluster")
     try:
         yield from _two_nodes(cluster, etcd_endpoint, tmp_path)
@@ -123,13 +126,14 @@ def _two_nodes(cluster: Cluster, etcd_endpoint: str, tmp_path):
     one, two = cluster.add_node(), cluster.add_node()
     for node in (one, two):
         wait_for(f"{node.nodename} enforcing policy", lambda node=node: (node.run_dir / "policy-enforced").exists(), 30)
-    wait_for("the mesh sessions", lambda: established(one, 1) and established(two, 1), 30)
-    server_ns, (server_ip,) = one.add_pod(etcd_endpoint, ipam={"ipv4_pools": [POOL]})
-    client_ns, (client_ip,) = two.add_pod(etcd_endpoint, ipam={"ipv4_pools": [POOL]})
+    wait_for("the mesh sessions (IPv4 and IPv6)", lambda: established(one, 2) and established(two, 2), 30)
+    server_ns, (server_ip, server_ip6) = one.add_pod(etcd_endpoint, ipv6=True, ipam=IPAM)
+    client_ns, (client_ip, _) = two.add_pod(etcd_endpoint, ipv6=True, ipam=IPAM)
     server = Server(server_ns, tmp_path / "server.log", tcp=(PORT,), udp=())
     try:
         # The network profile lets pods of the network in: the route through the mesh works.
         wait_for("node-2's pod reaching node-1's pod (routes from BIRD)", lambda: tcp(client_ns, server_ip, PORT), 30, 0.2)
+        wait_for("node-2's pod reaching node-1's pod over IPv6", lambda: tcp(client_ns, server_ip6, PORT), 30, 0.2)
         yield {
             "endpoint": etcd_endpoint,
             "one": one,
@@ -137,6 +141,7 @@ def _two_nodes(cluster: Cluster, etcd_endpoint: str, tmp_path):
             "server": endpoint_name(etcd_endpoint, server_ip),
             "client": endpoint_name(etcd_endpoint, client_ip),
             "probe": lambda timeout=1.0: tcp(client_ns, server_ip, PORT, timeout=timeout),
+            "probe6": lambda timeout=1.0: tcp(client_ns, server_ip6, PORT, timeout=timeout),
         }
     finally:
         server.stop()
@@ -198,8 +203,9 @@ def test_a_deny_from_a_label_follows_the_label_of_a_pod_on_another_node(two_node
 
 def test_an_egress_deny_to_a_label_follows_the_label_of_a_pod_on_the_other_node(two_nodes):
     """The other direction: node-2 enforces its client's egress policy, whose destination selector
-    matches node-1's server by a label node-2 learns through the watch."""
-    endpoint, probe = two_nodes["endpoint"], two_nodes["probe"]
+    matches node-1's server by a label node-2 learns through the watch (timed over IPv4; IPv6,
+    whose selector set is another table's, must follow)."""
+    endpoint, probe, probe6 = two_nodes["endpoint"], two_nodes["probe"], two_nodes["probe6"]
     measuring = lambda: probe(MEASURE_TIMEOUT)  # noqa: E731
     confirm = lambda: probe(CONFIRM_TIMEOUT)  # noqa: E731
     label(endpoint, two_nodes["client"], "app", "client")
@@ -216,8 +222,11 @@ def test_an_egress_deny_to_a_label_follows_the_label_of_a_pod_on_the_other_node(
     # The profile allowed this before the policy too: wait for the policy's egress chain in node-2's table.
     wait_for("deny-to-locked's chain in node-2's table, jumped to", lambda: policy_in_place(two_nodes["two"], "deny-to-locked", "po-"), 30, 0.1)
     wait_enforced(probe, True, "client -> unlabelled server")
+    wait_enforced(probe6, True, "client -> unlabelled server (IPv6)")
     closed = timed_label(endpoint, two_nodes["server"], "role", "locked", measuring, False, "client -> locked server", confirm)
     wait_enforced(probe, False, "client -> locked server")
+    wait_enforced(probe6, False, "client -> locked server (IPv6)")
     opened = timed_label(endpoint, two_nodes["server"], "role", None, measuring, True, "label removed: client -> server", confirm)
     wait_enforced(probe, True, "label removed: client -> server")
+    wait_enforced(probe6, True, "label removed: client -> server (IPv6)")
     print(f"\nmultinode egress rule: label added on node-1's pod -> node-2 denies {closed}; label removed -> node-2 allows {opened}")
