@@ -140,8 +140,9 @@ def _two_nodes(cluster: Cluster, etcd_endpoint: str, tmp_path):
             "two": two,
             "server": endpoint_name(etcd_endpoint, server_ip),
             "client": endpoint_name(etcd_endpoint, client_ip),
-            "probe": lambda timeout=1.0: tcp(client_ns, server_ip, PORT, timeout=timeout),
-            "probe6": lambda timeout=1.0: tcp(client_ns, server_ip6, PORT, timeout=timeout),
+            # No timeout given: the harness's (wait_enforced holds an expected answer with 3 s, a drop with 0.5 s).
+            "probe": lambda timeout=None: tcp(client_ns, server_ip, PORT, timeout=timeout),
+            "probe6": lambda timeout=None: tcp(client_ns, server_ip6, PORT, timeout=timeout),
         }
     finally:
         server.stop()
