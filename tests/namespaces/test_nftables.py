@@ -28,7 +28,8 @@ from calico_cni.dataplane.nftables import NftError
 from calico_cni.node import rules
 from calico_cni.node.nft_rules import tables
 from calico_cni.node.nft_tables import script
-from calico_cni.node.rules import RulesController, _Module
+from calico_cni.node.nft_writer import NftModule
+from calico_cni.node.rules import RulesController
 from calico_cni.node.syncer import Cache
 from tests import netns
 from tests.unit.test_nft_rules import ME, felix, node, pool, view
@@ -416,7 +417,7 @@ def test_the_controller_writes_once_and_repairs_a_flushed_table(bare):
     ones (so an unchanged table is not rewritten every PERIOD), and a table someone flushed is
     written again."""
 
-    class Counting(_Module):
+    class Counting(NftModule):
         applied = 0
 
         def apply(self, text: str) -> None:
