@@ -275,8 +275,8 @@ def test_foreign_tables_are_left_untouched(bare):
 def test_dropping_chains_names_other_tables_base_chains_that_drop(bare):
     """dataplane.nftables.dropping_chains against the real nft: base chains of other tables on the
     forward and input hooks whose policy is drop, in any family and however they were made
-    (iptables-nft too); accepting chains, other hooks, regular chains and our own `calico`
-    tables are not named."""
+    (iptables-nft too); accepting chains, other hooks, regular chains and our own `ip`/`ip6 calico`
+    tables are not named (someone's `inet calico` is)."""
     assert nftables.dropping_chains() == []
     subprocess.run(["iptables", "-P", "FORWARD", "DROP"], check=True)  # iptables-nft: table ip filter, chain FORWARD
     foreign = """table inet guard {
@@ -295,9 +295,13 @@ table ip calico {
 table ip6 calico {
  chain policy-input { type filter hook input priority 0; policy drop; }
 }
+table inet calico {
+ chain theirs { type filter hook forward priority 0; policy drop; }
+}
 """
     subprocess.run(["nft", "-f", "-"], input=foreign, text=True, check=True)
     assert nftables.dropping_chains() == [
+        "inet calico theirs (hook forward)",
         "inet guard drop-fwd (hook forward)",
         "inet guard drop-in (hook input)",
         "ip filter FORWARD (hook forward)",
