@@ -31,9 +31,14 @@ from calico_cni.node.nft_tables import NotIncremental, Table, delta, script
 
 log = logging.getLogger(__name__)
 
+# Whole writes for want of a listing to compare with (another program committed right after ours)
+# come at most this often per table.
+WHOLE_WRITES_APART = 5.0
+
 
 class Nft(Protocol):
-    """What the writer needs of nft (dataplane/nftables.py; a fake in unit tests)."""
+    """What the writer and its controller need of nft (dataplane/nftables.py; a fake in unit
+    tests)."""
 
     def apply(self, text: str) -> None: ...
 
@@ -63,8 +68,9 @@ class NftModule:
 @dataclass
 class Written:
     """What we last wrote to one family's table; the kernel's listing of it once a check adopted
-    one (None until then), and the ruleset generation at which the kernel was known to hold it
-    (None: unknown, e.g. another commit came between ours and the listing)."""
+    one (None until then; a missing table is never adopted), and the ruleset generation at which
+    the kernel was known to hold it (None: unknown, e.g. another commit came between ours and the
+    listing, or before a delta of ours)."""
 
     table: Table
     listing: str | None
@@ -78,6 +84,8 @@ class TableWriter:
         self.nft = nft
         self.lock = lock
         self.written: dict[str, Written] = {}
+        # When a table was last written whole for want of a listing to compare with (monotonic).
+        self._unsure_at: dict[str, float] = {}
 
     def chains(self) -> set[str]:
         """The names of the chains written (the caller holds the lock)."""
@@ -96,7 +104,7 @@ class TableWriter:
             log.debug("rules: %s", exc)
             return None
 
-    def _write(self, tables: list[Table], text: str) -> None:
+    def _write(self, tables: list[Table], text: str, wholes: list[bool]) -> None:
         """Apply `text` (making the kernel hold `tables`; under the lock) and remember them: with the
         generation after it when the kernel counted only our commit meanwhile, so the next check
         may trust that the tables are exactly what we wrote."""
@@ -104,13 +112,18 @@ class TableWriter:
         self.nft.apply(text)
         after = self.generation()
         exclusive = before is not None and after == before + 1
+        known = {family: w.generation == before for family, w in self.written.items()}
         if exclusive:
             # Only our commit came in between: the other tables we know are still as they were.
             for other in self.written.values():
                 if other.generation == before:
                     other.generation = after
-        for table in tables:
-            self.written[table.family] = Written(table, None, after if exclusive else None)
+        for table, whole in zip(tables, wholes):
+            # A delta lands on whatever the kernel held: the result is what we meant only if the
+            # table was known to be ours right before it (else a flush by someone else would be
+            # taken for our work). A whole write needs only that nothing else came in between.
+            trusted = exclusive and (whole or known.get(table.family, False))
+            self.written[table.family] = Written(table, None, after if trusted else None)
 
     def sync(self, tables: list[Table]) -> str | None:
         """Make the kernel hold `tables` (under the lock) in one nft run; what went wrong, or None.
@@ -136,13 +149,13 @@ class TableWriter:
         started = time.monotonic()
         try:
             try:
-                self._write(changed, "".join(script(t) if text is None else text for t, text in changes))
+                self._write(changed, "".join(script(t) if text is None else text for t, text in changes), [text is None for _, text in changes])
             except NftError as exc:
                 if all(text is None for _, text in changes):
                     raise
                 # Our delta did not fit what the kernel holds: a bug of ours, or tampering.
                 log.warning("rules: nft refused the changes to %s (%s); writing whole", what, exc)
-                self._write(changed, "".join(script(t) for t in changed))
+                self._write(changed, "".join(script(t) for t in changed), [True] * len(changed))
         except NftError as exc:
             for table in changed:
                 self.written.pop(table.family, None)
@@ -171,14 +184,20 @@ class TableWriter:
         with self.lock:
             if self.written.get(family) is not written:
                 return None  # written meanwhile: the next check looks at that
-            if written.listing is None:
+            if listing is None:
+                log.warning("rules: %s is missing; writing it whole", what)
+            elif written.listing is None:
                 if generation is None or generation == written.generation == after:
                     # Only our commits since our write, before and after the listing (or no way to
                     # tell): the listing is of what we wrote.
                     written.listing, written.generation = listing, generation
                     return None
                 # Another program committed between our write and this listing: whether it touched
-                # this table cannot be told, so it is written whole.
+                # this table cannot be told, so it is written whole; at most once a PERIOD, so that
+                # another program committing all the time cannot keep us rewriting.
+                if time.monotonic() - self._unsure_at.get(family, -WHOLE_WRITES_APART) < WHOLE_WRITES_APART:
+                    return None
+                self._unsure_at[family] = time.monotonic()
                 log.info("rules: %s: other commits came before our write could be checked; writing it whole", what)
             elif listing == written.listing:
                 written.generation = generation if generation == after else None
@@ -186,7 +205,7 @@ class TableWriter:
             else:
                 log.warning("rules: %s was changed or removed behind our back; writing it whole", what)
             try:
-                self._write([written.table], script(written.table))
+                self._write([written.table], script(written.table), [True])
             except NftError as exc:
                 self.written.pop(family, None)
                 return f"{what} is not programmed: {exc}"

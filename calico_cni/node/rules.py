@@ -19,9 +19,10 @@ Policy from a pod's first packet: the plugins' requests served by this daemon ca
 `endpoint_added` after the pod's interface exists and before its endpoint is written, and answer
 only once its chains are in the kernel (`endpoint_removed` likewise on DEL, which then flushes the
 addresses' conntrack entries). The endpoint is held as pending until the watch brings the write. An
-address that leaves this node's endpoints any other way (a DEL while calico-node was down, `calicoctl
-delete`) has its conntrack entries flushed by the next pass, so a pod given it later inherits no
-established flow. Enforcement begins once the profiles existing endpoints name but nobody created
+address that leaves this node's endpoints any other way while calico-node runs (`calicoctl delete`,
+a journal replay) has its conntrack entries flushed by the pass that sees it go, so a pod given it
+later inherits no established flow (a DEL while calico-node is down is not seen: see
+docs/calico-node.md). Enforcement begins once the profiles existing endpoints name but nobody created
 are created (`resources.profiles.repair`: a missing profile denies, which would cut every pod
 written before the plugin created profiles); the file `policy-enforced` beside the plugins' socket
 then tells an exec'd plugin that finds no daemon to refuse ADD (error 11) rather than create a pod
@@ -115,6 +116,11 @@ class _Stored:
         self.value, self.mod_revision = value, -serial
 
 
+def _address(network: object) -> str:
+    """The address of an endpoint's ipNetworks entry (an address with a prefix), as text."""
+    return str(ipaddress.ip_interface(str(network)).ip)
+
+
 def _endpoint_name(key: str) -> str:
     """`<namespace>/<name>` of a workload endpoint's key."""
     return "/".join(key.rsplit("/", 2)[-2:])
@@ -176,7 +182,8 @@ class RulesController:
             kv = snapshot.items.get(key)
             newer = kv is not None and kv.mod_revision > entry.revision
             arrived = newer or (entry.value is None and kv is None)
-            if arrived or now >= entry.expires:
+            # Expired only while the watch moves: a stalled watch must not drop a new pod's chains.
+            if arrived or (now >= entry.expires and snapshot.revision > entry.revision):
                 del self.pending[key]
         return dict(self.pending)
 
@@ -214,7 +221,7 @@ class RulesController:
                     items[key] = _Stored(entry.value, entry.serial)  # type: ignore[assignment]
             policy_view = PolicyView.read({k: v for k, v in items.items() if k.startswith(POLICY_PREFIXES)}, self._policy_memo)
             problems += policy_view.problems
-            local = frozenset(str(n.network_address) for e in policy_view.endpoints.values() if e.node == self.nodename for n in e.ip_networks)
+            local = frozenset(_address(n) for e in policy_view.endpoints.values() if e.node == self.nodename for n in e.ip_networks)
             settings = PolicySettings(endpoint_to_host_action=view.felix.endpoint_to_host_action, vxlan_port=view.felix.vxlan_port)
         nat_and_vxlan = tables(view)
         for family in FAMILIES:
@@ -291,14 +298,14 @@ class RulesController:
             failure = self._repair_profiles(now)
             if failure is not None:
                 failures.append(failure)
-        if self.enforcement is not None and not self._policy_on(snapshot, now):
-            # Nothing is written until policy can be: the tables a previous calico-node left keep
-            # enforcing rather than be replaced by tables without policy.
-            return failures or [f"waiting for the profiles created for existing endpoints: {', '.join(sorted(self._awaited))}"], []
         # A request may have written from a newer snapshot meanwhile: never go back from it.
         latest = self.cache.snapshot()
         if latest.version > snapshot.version:
             snapshot = latest
+        if self.enforcement is not None and not self._policy_on(snapshot, now):
+            # Nothing is written until policy can be: the tables a previous calico-node left keep
+            # enforcing rather than be replaced by tables without policy.
+            return failures or [f"waiting for the profiles created for existing endpoints: {', '.join(sorted(self._awaited))}"], []
         rendered, problems, local = self._render(snapshot, now)
         failure = self.writer.sync(rendered)
         if failure is not None:
@@ -330,7 +337,8 @@ class RulesController:
                 self._checked = now
                 failures += [f for f in (self.writer.check(family) for family in FAMILIES.values()) if f is not None]
             with self.lock:
-                gone, self._to_flush = self._to_flush, set()
+                # Still gone: an address handed to a new pod meanwhile keeps its fresh flows.
+                gone, self._to_flush = self._to_flush - self._local_addresses, set()
             if gone:
                 self._flush(sorted(gone), "left this node's endpoints")
         with self.lock:
@@ -361,7 +369,11 @@ class RulesController:
             snapshot = self.cache.snapshot()
             now = time.monotonic()
             self.pending[key] = _Pending(value, snapshot.revision, now + PENDING_TTL, next(self._serials))
-            failure = self.run_pass(snapshot, now, check=False)
+            try:
+                failure = self.run_pass(snapshot, now, check=False)
+            except Exception as exc:  # noqa: BLE001 - a bug of ours must answer 11, not a traceback
+                log.exception("rules: programming policy for %s failed", what)
+                failure = f"{type(exc).__name__}: {exc}"
             if failure is not None:
                 raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy ({what})", failure)
             if value is not None:
@@ -411,9 +423,14 @@ class RulesController:
                 self._request_pass(key, None, f"removing endpoint {name}", time.monotonic() + SYNC_WAIT)
             except CniError as exc:
                 log.error("rules: %s; its chains go at the next pass", exc)
+        try:
+            mine = {_address(a) for a in addresses}
+        except ValueError as exc:
+            log.error("rules: endpoint %s has an address that is not one (%s); its connections are not flushed", name, exc)
+            return
         with self.lock:
-            self._to_flush -= {str(ipaddress.ip_interface(a).ip) for a in addresses}
-        self._flush(addresses, f"endpoint {name} deleted")
+            self._to_flush -= mine
+        self._flush(sorted(mine), f"endpoint {name} deleted")
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:
         """The controller's loop: a pass on every change of the cache, and every PERIOD."""

@@ -418,3 +418,35 @@ def test_nft_missing_slow_or_refusing_is_one_nft_error(tmp_path, monkeypatch):
         nftables.list_table("ip", "calico")
     with pytest.raises(NftError, match="not a table name"):
         nftables.list_table("ip", "bad name")
+
+
+def test_a_delta_on_a_table_someone_flushed_is_not_taken_for_our_work():
+    """Someone flushes our table, then our next delta applies cleanly on what is left: the check
+    must not adopt that listing as ours (policy would stay gone), but write the table whole."""
+    cache = synced_cache(pool("a", "198.18.0.0/16", natOutgoing=True))
+    nft = FakeNft()
+    c = RulesController(ME, cache, nft=nft)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None  # written whole, listing adopted
+    nft.tables[("ip", "calico")] = ""  # flushed behind our back (a commit of theirs)
+    nft.generations += 1
+    cache.replace([pool("a", "198.18.0.0/16", natOutgoing=True, vxlanMode="Always", revision=11)], 11)
+    assert c.run_pass(cache.snapshot(), now=0.1) is None
+    assert whole_tables(nft.applied[-2]) == [], "first our delta"
+    assert whole_tables(nft.applied[-1]) == ["ip"] and "nat-outgoing" in nft.tables[("ip", "calico")]
+
+
+def test_a_missing_table_is_written_again_even_without_a_generation():
+    """With the generation unreadable, a deleted table (listing None) is never "adopted": the check
+    writes it whole."""
+
+    class Blind(FakeNft):
+        def generation(self) -> int:
+            raise NftError("cannot read the nftables generation")
+
+    cache = synced_cache(pool("a", "198.18.0.0/16", natOutgoing=True))
+    nft = Blind()
+    c = RulesController(ME, cache, nft=nft)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    del nft.tables[("ip", "calico")]
+    assert c.run_pass(cache.snapshot(), now=rules.PERIOD) is None
+    assert whole_tables(nft.applied[-1]) == ["ip"] and ("ip", "calico") in nft.tables
