@@ -96,7 +96,12 @@ def _flows(node: str, peer: str) -> list[socket.socket]:
     return kept
 
 
-def test_flush_removes_the_addresses_entries_in_both_directions_and_keeps_the_others(pair):
+# Enough addresses that the flush lists the table once and deletes what matched (BATCH).
+IDLE = [ipaddress.ip_address(f"198.18.250.{i}") for i in range(1, conntrack.BATCH + 1)]
+
+
+@pytest.mark.parametrize("extra", [[], IDLE], ids=["per-address", "batch"])
+def test_flush_removes_the_addresses_entries_in_both_directions_and_keeps_the_others(pair, extra):
     node, peer = pair
     kept = _flows(node, peer)
     try:
@@ -108,7 +113,7 @@ def test_flush_removes_the_addresses_entries_in_both_directions_and_keeps_the_ot
             assert any(line.startswith("udp") and _original(line)[1] == address for line in before), (address, before)
         with netns.inside(node):
             started = time.perf_counter()
-            conntrack.flush_addresses([ipaddress.ip_address(X4), ipaddress.ip_address(X6)])
+            conntrack.flush_addresses([ipaddress.ip_address(X4), ipaddress.ip_address(X6), *extra])
             elapsed = time.perf_counter() - started
         after = _entries(node)
         assert not [line for line in after if _names(line, X4) or _names(line, X6)], after
@@ -117,8 +122,8 @@ def test_flush_removes_the_addresses_entries_in_both_directions_and_keeps_the_ot
             assert [line for line in after if line.startswith("udp") and _names(line, address)], (address, after)
         # Nothing left to delete is success too.
         with netns.inside(node):
-            conntrack.flush_addresses([ipaddress.ip_address(X4), ipaddress.ip_address(X6)])
-        print(f"flush of 2 addresses: {elapsed * 1000:.1f} ms")
+            conntrack.flush_addresses([ipaddress.ip_address(X4), ipaddress.ip_address(X6), *extra])
+        print(f"flush of {2 + len(extra)} addresses: {elapsed * 1000:.1f} ms")
     finally:
         for sock in kept:
             sock.close()
