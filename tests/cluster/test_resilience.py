@@ -144,7 +144,9 @@ def test_etcd_restarted_routes_stay_and_later_changes_converge(cluster, private_
         _, (address_new,) = two.add_pod(endpoint, IP="198.18.48.10")
         wait_for("node-1's route to node-2's new block", lambda: "198.18.48.0/26" in one.bird_routes(4), 15)
         assert wait_for("pod 1 -> the new pod", lambda: ping(pod_one, address_new), 10)
-        assert one.health()["in_sync"] and two.health()["in_sync"]
+        # Both watches are back (a watch lost while etcd was away resumes after a back-off, which a
+        # loaded machine can stretch past the moment the pings above answer).
+        wait_for("both nodes' watches in sync again", lambda: all((n.health() or {}).get("in_sync") for n in (one, two)), 20)
     finally:
         store.close()
 
