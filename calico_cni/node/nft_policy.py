@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from calico_cni.model.kinds.policy_rules import MAX_RULES_PER_DIRECTION
+from calico_cni.node.cluster_view import ENDPOINT_TO_HOST_ACTIONS
 from calico_cni.node.nft_tables import Chain, NftMap, NftSet, Section, address_type
 from calico_cni.node.policy_model import EGRESS, INGRESS, EntityRule, IPNetwork, Labels, NetworkSet, Policy, Ports, Profile, Rule, WorkloadEndpoint
 from calico_cni.node.policy_view import EndpointPolicies, PolicyView, applicable, endpoint_labels, network_set_labels
@@ -531,7 +532,7 @@ class PolicyCompiler:
         self._pass += 1
         self.problems = []
         self._refresh(view)
-        if settings.endpoint_to_host_action not in ("Drop", "Return", "Accept"):
+        if settings.endpoint_to_host_action not in ENDPOINT_TO_HOST_ACTIONS:
             self.problems.append(f"defaultEndpointToHostAction {settings.endpoint_to_host_action!r} is not Drop, Return or Accept: workload to host dropped")
         locals_by_interface: dict[str, list[WorkloadEndpoint]] = {}
         for endpoint in view.endpoints.values():
