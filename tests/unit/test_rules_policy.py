@@ -334,3 +334,34 @@ def test_without_a_readable_generation_checks_adopt_and_compare_listings(tmp_pat
     nft.tables[("ip", "calico")] = "tampered"
     assert c.run_pass(cache.snapshot(), now=5 * rules.PERIOD) is None
     assert len(nft.applied) == 2 and whole_tables(nft.applied[-1]) == ["ip"]
+
+
+def test_a_failure_of_ours_while_programming_answers_11_not_a_traceback(tmp_path, monkeypatch):
+    """A bug in rendering during a request: the ADD gets error 11 naming it, the pending endpoint
+    is dropped by the plugin's abandon, and the next loop pass works."""
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, _, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    real = c.compiler.section
+    monkeypatch.setattr(c.compiler, "section", lambda *a, **k: (_ for _ in ()).throw(KeyError("boom")))
+    key = workload_endpoint("default", "node--a-cni-c13-eth0")
+    with pytest.raises(CniError) as err:
+        c.endpoint_added(key, endpoint_doc("node--a-cni-c13-eth0", "cali1414", "198.18.0.18/32"))
+    assert err.value.code == TRY_AGAIN_LATER and "KeyError" in err.value.details
+    c.endpoint_abandoned(key)
+    monkeypatch.setattr(c.compiler, "section", real)
+    assert c.run_pass(cache.snapshot(), now=0.1) is None
+
+
+def test_policy_waits_for_created_profiles_only_so_long(tmp_path, monkeypatch):
+    """A profile the start-up repair created that never comes through the watch (deleted at once,
+    say) holds policy back AWAIT_PROFILES at most, then policy goes in without it."""
+    wep = endpoint_doc("node--a-cni-c14-eth0", "cali1515", "198.18.0.19/32")
+    annotated = {**wep, "metadata": {**wep["metadata"], "annotations": {NETWORK_ANNOTATION: "net1"}}}
+    store = FakeStore([WorkloadEndpoint("default", "node--a-cni-c14-eth0", annotated, 5)], set())
+    cache = synced(pool("p", "198.18.0.0/16"), kv(workload_endpoint("default", "node--a-cni-c14-eth0"), wep, 5))
+    c, nft, _ = controller(cache, tmp_path, store)
+    assert c.run_pass(cache.snapshot(), now=0.0) is not None and nft.applied == []
+    assert c.run_pass(cache.snapshot(), now=rules.AWAIT_PROFILES - 1) is not None and nft.applied == []
+    assert c.run_pass(cache.snapshot(), now=rules.AWAIT_PROFILES + 1) is None
+    assert c.enforcing.is_set() and set(endpoint_chains("cali1515")) <= chains_written(c)
