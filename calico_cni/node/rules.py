@@ -355,8 +355,9 @@ class RulesController:
 
     # --- the plugins' requests ------------------------------------------------------------------
 
-    def _request_pass(self, key: str, value: bytes | None, what: str, deadline: float) -> None:
-        """Hold `key` as pending with `value` and write the tables now, by `deadline` (monotonic)."""
+    def _request_pass(self, key: str, value: bytes | None, what: str, deadline: float, interface: str | None = None) -> None:
+        """Hold `key` as pending with `value` and write the tables now, by `deadline` (monotonic);
+        with `interface`, the endpoint's chains must then be in the kernel."""
         if not self.enforcing.wait(max(0.0, deadline - time.monotonic())):
             raise CniError(
                 TRY_AGAIN_LATER,
@@ -376,8 +377,8 @@ class RulesController:
                 failure = f"{type(exc).__name__}: {exc}"
             if failure is not None:
                 raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy ({what})", failure)
-            if value is not None:
-                ingress, egress = endpoint_chains(json.loads(value).get("spec", {}).get("interfaceName") or "")
+            if interface is not None:
+                ingress, egress = endpoint_chains(interface)
                 if not {ingress, egress} <= self.writer.chains():
                     self.pending.pop(key, None)
                     why = [p for p in (self._rendered[2] if self._rendered else []) if key in p or ingress[3:] in p]
@@ -402,7 +403,7 @@ class RulesController:
         now = time.monotonic()
         self._await_profiles(doc, now + PROFILE_WAIT)
         interface = (doc.get("spec") or {}).get("interfaceName") or ""
-        self._request_pass(key, json.dumps(doc).encode(), f"endpoint {_endpoint_name(key)} on {interface}", now + SYNC_WAIT)
+        self._request_pass(key, json.dumps(doc).encode(), f"endpoint {_endpoint_name(key)} on {interface}", now + SYNC_WAIT, interface)
 
     def endpoint_abandoned(self, key: str) -> None:
         """The request that called `endpoint_added` failed before writing the endpoint: forget it
