@@ -172,6 +172,14 @@ class ClusterNode:
     def birdc(self, *command: str) -> str:
         return in_ns(self.ns, "birdc", "-s", str(self.run_dir / "bird.ctl"), *command).stdout
 
+    def bgp_established(self) -> int:
+        """The BGP sessions BIRD has Established; 0 while its control socket is not up yet (BIRD
+        starts with calico-node's routing part, after registration: a loaded machine is slower)."""
+        proc = in_ns(self.ns, "birdc", "-s", str(self.run_dir / "bird.ctl"), "show", "protocols", check=False)
+        if proc.returncode != 0:
+            return 0
+        return sum(1 for line in proc.stdout.splitlines() if line.split()[1:2] == ["BGP"] and "Established" in line)
+
     def routes(self, version: int = 4, *selector: str) -> list[dict]:
         out = in_ns(self.ns, "ip", "-j", f"-{version}", "route", "show", *selector).stdout
         return json.loads(out or "[]")

@@ -26,18 +26,13 @@ def remote_routes(node, version: int) -> dict[str, dict]:
     return {dst: r for dst, r in node.bird_routes(version).items() if r.get("type") != "blackhole"}
 
 
-def established(node, peers: int) -> bool:
-    out = node.birdc("show", "protocols")
-    return out.count("Established") >= peers
-
-
 def test_pods_on_three_nodes_reach_each_other_over_ipv4_and_ipv6(cluster, store, etcd_endpoint):
     pools(store)
     nodes = [cluster.add_node() for _ in range(3)]
     pods = {node.nodename: node.add_pod(etcd_endpoint, ipv6=True) for node in nodes}
     for node in nodes:
         # Two IPv4 and two IPv6 sessions each (to the two other nodes).
-        wait_for(f"BGP sessions of {node.nodename}", lambda node=node: established(node, 4), 30)
+        wait_for(f"BGP sessions of {node.nodename}", lambda node=node: node.bgp_established() >= 4, 30)
     for node in nodes:
         others = [n for n in nodes if n is not node]
         # Every other node's blocks (one IPv4 /26 and one IPv6 /122 each) are routed via that node.
@@ -67,7 +62,7 @@ def test_node_registration_and_status(cluster, store, etcd_endpoint):
     assert node["spec"]["bgp"]["ipv4Address"] == f"{a.ipv4}/24"
     assert node["spec"]["bgp"]["ipv6Address"] == f"{a.ipv6}/64"
     assert (a.state_dir / "nodename").read_text().strip() == a.nodename
-    wait_for("the mesh session", lambda: established(a, 2), 30)
+    wait_for("the mesh session", lambda: a.bgp_established() >= 2, 30)
     proc = subprocess.run(
         ["nsenter", f"--net={netns.NETNS_DIR}/{a.ns}", plugin_path("calicoctl"), "node", "status"],
         capture_output=True, text=True, timeout=30, env={"CALICO_RUN_DIR": str(a.run_dir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -91,7 +86,7 @@ def test_an_autodetected_address_that_changes_is_registered_again_and_the_mesh_f
     pools(store)
     a = cluster.add_node(IP="autodetect", IP6="none", IP_AUTODETECTION_METHOD="interface=eth0", AUTODETECT_POLL_INTERVAL="1s")
     b = cluster.add_node()
-    wait_for("the mesh session", lambda: established(b, 1), 30)
+    wait_for("the mesh session", lambda: b.bgp_established() >= 1, 30)
     new = "198.19.200.99"
     # The new address is a secondary of the same subnet: promoted when the old one goes (else the
     # kernel deletes it along with the primary), and the default route put back.

@@ -15,10 +15,6 @@ from tests.conftest import plugin_path
 from tests.pools import create_pool
 
 
-def established(node) -> int:
-    return sum(1 for line in node.birdc("show", "protocols").splitlines() if line.split()[1:2] == ["BGP"] and "Established" in line)
-
-
 @pytest.fixture
 def two_nodes_pinging(cluster, store, etcd_endpoint):
     """node-1 and node-2 with a pod each, routed to each other."""
@@ -67,7 +63,7 @@ def test_sigkill_of_calico_node_then_of_bird_loses_no_ping(two_nodes_pinging):
         assert one.bird_pid() == bird_before, "a restarted calico-node adopts the running BIRD"
         one.kill_bird(signal.SIGKILL)
         wait_for("calico-node to restart BIRD", lambda: one.bird_pid() not in (None, bird_before), 15)
-        wait_for("the sessions to come back", lambda: established(one) >= 1, 30)
+        wait_for("the sessions to come back", lambda: one.bgp_established() >= 1, 30)
         time.sleep(1)
     sent, lost = pinger.lost()
     assert sent > 50 and lost == 0, pinger.output[-500:]
@@ -80,7 +76,7 @@ def test_a_planned_bird_restart_loses_no_ping(two_nodes_pinging):
         time.sleep(1)
         one.birdc("graceful", "restart")
         wait_for("calico-node to start BIRD again", lambda: one.bird_pid() not in (None, bird_before), 15)
-        wait_for("the sessions to come back", lambda: established(one) >= 1, 30)
+        wait_for("the sessions to come back", lambda: one.bgp_established() >= 1, 30)
         time.sleep(1)
     sent, lost = pinger.lost()
     assert sent > 20 and lost == 0, pinger.output[-500:]

@@ -34,10 +34,6 @@ ENDPOINTS = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
 WATCH_TIMEOUT = 10.0  # bound on the watch bringing a label to the other node
 
 
-def established(node: ClusterNode, sessions: int) -> bool:
-    return node.birdc("show", "protocols").count("Established") >= sessions
-
-
 def endpoint_name(endpoint: str, address: str) -> tuple[str, str]:
     """(name, namespace) of the WorkloadEndpoint holding `address`."""
     out = json.loads(calicoctl(endpoint, "get", "workloadendpoints", "-A", "-o", "json").stdout)
@@ -126,7 +122,7 @@ def _two_nodes(cluster: Cluster, etcd_endpoint: str, tmp_path):
     one, two = cluster.add_node(), cluster.add_node()
     for node in (one, two):
         wait_for(f"{node.nodename} enforcing policy", lambda node=node: (node.run_dir / "policy-enforced").exists(), 30)
-    wait_for("the mesh sessions (IPv4 and IPv6)", lambda: established(one, 2) and established(two, 2), 30)
+    wait_for("the mesh sessions (IPv4 and IPv6)", lambda: one.bgp_established() >= 2 and two.bgp_established() >= 2, 30)
     server_ns, (server_ip, server_ip6) = one.add_pod(etcd_endpoint, ipv6=True, ipam=IPAM)
     client_ns, (client_ip, _) = two.add_pod(etcd_endpoint, ipv6=True, ipam=IPAM)
     server = Server(server_ns, tmp_path / "server.log", tcp=(PORT,), udp=())
