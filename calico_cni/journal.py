@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from calico_cni.timing import timed
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -54,6 +56,7 @@ def _ensure_dir(path: str) -> None:
         os.chmod(path, 0o700)
 
 
+@timed("journal")
 def write_atomic(path: str, doc: dict, sync_dir: bool = True) -> None:
     """Write JSON to `path` with write + fsync + rename (mode 0600)."""
     directory = os.path.dirname(path)

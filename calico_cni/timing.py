@@ -8,10 +8,17 @@ process = since exec (from /proc/self/stat, 10 ms resolution), verb = since the 
 started (its imports, its work and exit), then the time inside each wrapped layer.
 When disabled (the default) `timed` returns each function unchanged and nothing is printed.
 Standard library only: the datastore and dataplane floors import it.
+
+In the agent and calico-node (started with CALICO_CNI_TIMING=1) the totals are kept per thread, and
+each request's are sent back at its end as the same line on the request's stderr (`request_line`),
+with `daemon_ms`, the request's time in the daemon: the plugin prints it as if it had done the work.
+Phases nest: `policy` (calico-node programming a request's endpoint) contains its `nft` and
+`conntrack` time.
 """
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import functools
 import json
@@ -21,14 +28,17 @@ import time
 
 ENABLED = bool(os.environ.get("CALICO_CNI_TIMING"))
 _STARTED = time.perf_counter()
-_totals: dict[str, float] = {}
-_counts: dict[str, int] = {}
+# Per thread (the daemon serves requests on threads): thread id -> phase -> (seconds, calls).
+_totals: dict[int, dict[str, list]] = {}
+_reporting = False
 
 
 def add(phase: str, seconds: float) -> None:
-    """Account `seconds` to a phase."""
-    _totals[phase] = _totals.get(phase, 0.0) + seconds
-    _counts[phase] = _counts.get(phase, 0) + 1
+    """Account `seconds` to a phase, for the calling thread."""
+    phases = _totals.setdefault(_thread.get_ident(), {})
+    entry = phases.setdefault(phase, [0.0, 0])
+    entry[0] += seconds
+    entry[1] += 1
 
 
 def timed(phase: str):
@@ -63,17 +73,44 @@ def _process_age() -> float | None:
         return None
 
 
+def _line(out: dict, phases: dict[str, list]) -> str:
+    for phase, (seconds, calls) in sorted(phases.items()):
+        out[f"{phase}_ms"] = round(seconds * 1000, 2)
+        out[f"{phase}_calls"] = calls
+    return "calico-cni timing " + json.dumps(out) + "\n"
+
+
 def _report() -> None:
-    out = {"verb_ms": round((time.perf_counter() - _STARTED) * 1000, 2)}
+    out: dict = {"verb_ms": round((time.perf_counter() - _STARTED) * 1000, 2)}
     age = _process_age()
     if age is not None:
         out["process_ms"] = round(age * 1000, 1)
-    for phase, seconds in sorted(_totals.items()):
-        out[f"{phase}_ms"] = round(seconds * 1000, 2)
-        out[f"{phase}_calls"] = _counts[phase]
-    sys.stderr.write("calico-cni timing " + json.dumps(out) + "\n")
+    merged: dict[str, list] = {}
+    for phases in _totals.values():
+        for phase, (seconds, calls) in phases.items():
+            entry = merged.setdefault(phase, [0.0, 0])
+            entry[0] += seconds
+            entry[1] += calls
+    sys.stderr.write(_line(out, merged))
 
 
 def start_report() -> None:
-    """Print the totals when the process exits (called once the verb's modules are imported)."""
-    atexit.register(_report)
+    """Print the totals when the process exits (called once the verb's modules are imported;
+    registered once however many verbs a process runs)."""
+    global _reporting
+    if not _reporting:
+        _reporting = True
+        atexit.register(_report)
+
+
+def request_start() -> float:
+    """In a daemon: forget what this thread accounted before (an earlier request); the start time."""
+    _totals.pop(_thread.get_ident(), None)
+    return time.perf_counter()
+
+
+def request_line(started: float) -> str:
+    """In a daemon: the timing line of the request this thread served since `started`
+    (`request_start`), its totals then forgotten."""
+    phases = _totals.pop(_thread.get_ident(), {})
+    return _line({"daemon_ms": round((time.perf_counter() - started) * 1000, 2)}, phases)

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from calico_cni import logs
+from calico_cni import logs, timing
 from calico_cni.agent import wire
 from calico_cni.dataplane import netns as namespaces
 from calico_cni.plugins.dispatch import request_logging
@@ -102,10 +102,14 @@ class Server:
         if handlers is None:
             return 1, error_output(CniError(INVALID_ENVIRONMENT, f"calico-cni-agent does not serve plugin {plugin!r}"), stdin), b""
         out, err = io.StringIO(), io.StringIO()
+        started = timing.request_start() if timing.ENABLED else 0.0
         try:
             code = run(handlers, plugin, environ=env, stdin=stdin, stdout=out, setup=request_logging(plugin, err), translate=cni_error)
         finally:
             logs.end_request()
+        if timing.ENABLED:
+            # Where this request's time went in the daemon, for the plugin to print (bench/plugins.py).
+            err.write(timing.request_line(started))
         return code, out.getvalue().encode(), err.getvalue().encode()
 
     def _serve(self, conn: socket.socket) -> None:

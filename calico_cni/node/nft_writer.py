@@ -28,6 +28,7 @@ from typing import Protocol
 from calico_cni.dataplane import nftables
 from calico_cni.dataplane.nftables import NftError
 from calico_cni.node.nft_tables import NotIncremental, Table, delta, script
+from calico_cni.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Nft(Protocol):
 class NftModule:
     """dataplane.nftables's functions as an `Nft`."""
 
+    @timed("nft")
     def apply(self, text: str) -> None:
         nftables.apply(text)
 

@@ -63,6 +63,7 @@ from calico_cni.node.policy_view import PolicyView
 from calico_cni.node.syncer import Cache, Snapshot
 from calico_cni.protocol.errors import TRY_AGAIN_LATER, CniError
 from calico_cni.resources import profiles
+from calico_cni.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +346,7 @@ class RulesController:
             self.problems.report(list(problems) + failures)
         return failures[0] if failures else None
 
+    @timed("conntrack")
     def _flush(self, addresses: list[str], why: str) -> None:
         """Delete the conntrack entries of `addresses` (failures logged: a flow left over is accepted
         as established until it ends, no reason to stop anything else)."""
@@ -395,6 +397,7 @@ class RulesController:
             self.cache.wait(snapshot.version, max(0.0, deadline - time.monotonic()))
             snapshot = self.cache.snapshot()
 
+    @timed("policy")
     def endpoint_added(self, key: str, doc: dict) -> None:
         """A request is about to write the endpoint `doc` at `key`: its chains go into the kernel
         first. Raises CniError (try again later) when they cannot."""
@@ -411,6 +414,7 @@ class RulesController:
         with self.lock:
             self.pending.pop(key, None)
 
+    @timed("policy")
     def endpoint_removed(self, key: str, addresses: list[str]) -> None:
         """A request deleted the endpoint at `key`: its chains leave the kernel, then the conntrack
         entries of its addresses go, before the request answers. Never fails the DEL: a retried DEL

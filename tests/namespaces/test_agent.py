@@ -349,3 +349,25 @@ def test_journal_directory_comes_from_the_callers_environment(store, pools, node
     ok(run_calico(node, "DEL", conf, env))
     assert os.listdir(callers_dir / "held") == []
     assert_datastore_clean(store)
+
+
+def test_an_agent_started_with_timing_reports_each_requests_phases(store, pools, node, pod, calico_conf, agents):
+    """CALICO_CNI_TIMING=1 on the agent: each request's stderr ends with its own timing line
+    (daemon_ms and the phases of that request only), which the plugin prints (bench/plugins.py)."""
+    agent = agents(node, CALICO_CNI_TIMING="1")
+    conf = calico_conf()
+    env = {**pod_env(pod()), **agent.env()}
+    reports = []
+    for command in ("ADD", "DEL", "DEL"):
+        run = run_calico(node, command, conf, env)
+        assert run.rc == 0, run.stdout
+        lines = [line for line in run.stderr.splitlines() if line.startswith("calico-cni timing ")]
+        assert len(lines) == 1, run.stderr
+        reports.append(json.loads(lines[0].split(" ", 2)[2]))
+    added, deleted, again = reports
+    assert 0 < added["etcd_ms"] <= added["daemon_ms"] and added["etcd_calls"] >= 2
+    assert 0 < added["netlink_ms"] <= added["daemon_ms"]
+    assert deleted["etcd_calls"] >= 1 and "journal_calls" not in again
+    # A request's totals are its own: the second DEL (nothing left to do) reports fewer etcd calls
+    # than the ADD and DEL before it added up.
+    assert again["etcd_calls"] < added["etcd_calls"] + deleted["etcd_calls"]
