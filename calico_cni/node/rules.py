@@ -143,6 +143,12 @@ class RulesController:
         self.compiler = PolicyCompiler()
         self.pending: dict[str, _Pending] = {}
         self._serials = itertools.count(1)
+        # Requests' endpoints not yet taken into a pass (key -> (value, serial)), and the highest
+        # serial a successful pass took in: concurrent requests (a burst of pods) share one pass,
+        # the first to get the lock programming every endpoint registered so far (`_request_pass`).
+        self._intake_lock = threading.Lock()
+        self._intake: dict[str, tuple[bytes | None, int]] = {}
+        self._programmed_through = 0
         # PolicyView's decodings by key and revision, kept from pass to pass.
         self._policy_memo: dict = {}
         # Set once policy is in the kernel (the requests wait for it).
@@ -366,19 +372,16 @@ class RulesController:
                 f"calico-node has not programmed network policy yet ({what})",
                 "it is not in sync with the datastore or cannot write its nftables tables: see `calico-node -felix-ready` and its log",
             )
+        with self._intake_lock:
+            # Drawn under the intake's lock: every serial up to the highest taken is in the intake.
+            serial = next(self._serials)
+            self._intake[key] = (value, serial)
         if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._withdraw(key, serial)
             raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy in time ({what})", "its nftables tables are busy; try again")
         try:
-            snapshot = self.cache.snapshot()
-            now = time.monotonic()
-            self.pending[key] = _Pending(value, snapshot.revision, now + PENDING_TTL, next(self._serials))
-            try:
-                failure = self.run_pass(snapshot, now, check=False)
-            except Exception as exc:  # noqa: BLE001 - a bug of ours must answer 11, not a traceback
-                log.exception("rules: programming policy for %s failed", what)
-                failure = f"{type(exc).__name__}: {exc}"
-            if failure is not None:
-                raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy ({what})", failure)
+            if self._programmed_through < serial:
+                self._pass_for_requests(what)
             if interface is not None:
                 ingress, egress = endpoint_chains(interface)
                 if not {ingress, egress} <= self.writer.chains():
@@ -387,6 +390,33 @@ class RulesController:
                     raise CniError(TRY_AGAIN_LATER, f"calico-node did not program the chains of {what}", "; ".join(why) or "see calico-node's log")
         finally:
             self.lock.release()
+
+    def _pass_for_requests(self, what: str) -> None:
+        """Under the lock: every endpoint the requests registered so far becomes pending and is
+        programmed in one pass. A burst of ADDs thus costs a few passes, not one per pod: a request
+        whose serial a successful pass covered needs none of its own. A failed pass covers nobody:
+        each request then runs its own (its endpoint stays pending)."""
+        snapshot = self.cache.snapshot()
+        now = time.monotonic()
+        with self._intake_lock:
+            taken, self._intake = self._intake, {}
+        for key, (value, serial) in taken.items():
+            self.pending[key] = _Pending(value, snapshot.revision, now + PENDING_TTL, serial)
+        try:
+            failure = self.run_pass(snapshot, now, check=False)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must answer 11, not a traceback
+            log.exception("rules: programming policy for %s failed", what)
+            failure = f"{type(exc).__name__}: {exc}"
+        if failure is not None:
+            raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy ({what})", failure)
+        if taken:
+            self._programmed_through = max(self._programmed_through, max(serial for _, serial in taken.values()))
+
+    def _withdraw(self, key: str, serial: int) -> None:
+        """Take a request's endpoint out of the intake if no pass took it yet."""
+        with self._intake_lock:
+            if self._intake.get(key, (None, 0))[1] == serial:
+                del self._intake[key]
 
     def _await_profiles(self, doc: dict, deadline: float) -> None:
         """Wait (until `deadline`) for the watch to bring the profiles `doc` names: the plugin has
@@ -411,6 +441,8 @@ class RulesController:
     def endpoint_abandoned(self, key: str) -> None:
         """The request that called `endpoint_added` failed before writing the endpoint: forget it
         (the next pass drops its chains)."""
+        with self._intake_lock:
+            self._intake.pop(key, None)
         with self.lock:
             self.pending.pop(key, None)
 

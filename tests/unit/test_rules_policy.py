@@ -365,3 +365,79 @@ def test_policy_waits_for_created_profiles_only_so_long(tmp_path, monkeypatch):
     assert c.run_pass(cache.snapshot(), now=rules.AWAIT_PROFILES - 1) is not None and nft.applied == []
     assert c.run_pass(cache.snapshot(), now=rules.AWAIT_PROFILES + 1) is None
     assert c.enforcing.is_set() and set(endpoint_chains("cali1515")) <= chains_written(c)
+
+
+class GatedNft(PolicyNft):
+    """A PolicyNft whose next apply waits until `gate` is set (a pass in progress while more
+    requests arrive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.gated = False
+
+    def apply(self, text: str) -> None:
+        if self.gated:
+            self.gated = False
+            self.entered.set()
+            assert self.gate.wait(10)
+        super().apply(text)
+
+
+def test_concurrent_requests_share_a_pass(tmp_path):
+    """A burst: while one request's pass writes, the others register; the next pass programs all
+    of them, and they answer without a pass of their own (two passes for five pods, not five)."""
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    nft = GatedNft()
+    c, _, _ = controller(cache, tmp_path, nft=nft)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    before = len(nft.applied)
+    passes = []
+    run_pass = c.run_pass
+    c.run_pass = lambda *a, **k: passes.append(1) or run_pass(*a, **k)  # type: ignore[method-assign]
+    nft.gated = True
+    pods = [(workload_endpoint("default", f"node--a-cni-b{i}-eth0"), endpoint_doc(f"node--a-cni-b{i}-eth0", f"calib{i:03d}", f"198.18.0.{30 + i}/32")) for i in range(5)]
+    errors: list[BaseException] = []
+
+    def add(key: str, doc: dict) -> None:
+        try:
+            c.endpoint_added(key, doc)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    first = threading.Thread(target=add, args=pods[0])
+    first.start()
+    assert nft.entered.wait(10)  # the first pass is writing, holding the lock
+    others = [threading.Thread(target=add, args=p) for p in pods[1:]]
+    for t in others:
+        t.start()
+    # Every other request has registered its endpoint before the gate opens.
+    for _ in range(200):
+        with c._intake_lock:
+            if len(c._intake) == 4:
+                break
+        threading.Event().wait(0.01)
+    assert len(c._intake) == 4
+    nft.gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert errors == []
+    assert len(passes) == 2 and len(nft.applied) - before == 2
+    for i in range(5):
+        assert set(endpoint_chains(f"calib{i:03d}")) <= chains_written(c)
+
+
+def test_a_request_covered_by_a_failed_pass_runs_its_own(tmp_path):
+    """A pass that fails covers nobody: the next request programs its endpoint itself."""
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, nft, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    key = workload_endpoint("default", "node--a-cni-f1-eth0")
+    nft.fail = "nft refused the ruleset"
+    with pytest.raises(CniError) as failed:
+        c.endpoint_added(key, endpoint_doc("node--a-cni-f1-eth0", "calif001", "198.18.0.40/32"))
+    assert failed.value.code == TRY_AGAIN_LATER
+    nft.fail = None
+    c.endpoint_added(key, endpoint_doc("node--a-cni-f1-eth0", "calif001", "198.18.0.40/32"))
+    assert set(endpoint_chains("calif001")) <= chains_written(c)
