@@ -4,13 +4,15 @@ This module only keeps the files; finishing the releases they record is IPAM's j
 (`calico_ipam.replay`).
 
 Layout of the journal directory (`release_journal_dir`, default /var/lib/calico/cni-journal, mode
-0700; every file 0600, written with write + fsync + rename so a crash leaves the old file or the
-new one, never half of one):
+0700; every file 0600, written to a temporary name and renamed, so a reader never sees half of
+one; `pending` files are also fsynced, so a crash keeps them):
 
 - `held/<key>.json`: written by ADD once its addresses are committed. It records, for the
   attachment (network, containerID, ifname), the handle and each allocation as (block CIDR,
   ordinal, sequence number), plus the WorkloadEndpoint's namespace/name/uid. DEL needs exactly
-  that when etcd is down: it cannot read the blocks then.
+  that when etcd is down: it cannot read the blocks then. Not fsynced: a machine crash can lose
+  or truncate one, which DEL reads as no file (below), the case every older ADD already is; an
+  fsync cost every ADD 1 to 7 ms (more on a busy disk) for nothing a DEL would do differently.
 - `pending/<key>-<ns>.json`: a release DEL (or a failed ADD's rollback) could not do. It holds the
   same fields. Replaying it releases exactly those (block, ordinal, sequence) triples, so an
   address released and given to another pod meanwhile is never freed, and deletes the endpoint
@@ -57,8 +59,9 @@ def _ensure_dir(path: str) -> None:
 
 
 @timed("journal")
-def write_atomic(path: str, doc: dict, sync_dir: bool = True) -> None:
-    """Write JSON to `path` with write + fsync + rename (mode 0600)."""
+def write_atomic(path: str, doc: dict, durable: bool = True) -> None:
+    """Write JSON to `path` (mode 0600) under a temporary name, then rename it; with `durable`,
+    fsync the file before the rename and the directory after it (it survives a crash)."""
     directory = os.path.dirname(path)
     _ensure_dir(os.path.dirname(directory))  # the journal root, then its held/ or pending/
     _ensure_dir(directory)
@@ -66,11 +69,12 @@ def write_atomic(path: str, doc: dict, sync_dir: bool = True) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, json.dumps(doc, sort_keys=True).encode())
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
-    if sync_dir:
+    if durable:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dfd)
@@ -134,7 +138,8 @@ class Journal:
             "endpoint": endpoint,
             "etcdEndpoints": list(endpoints),
         }
-        write_atomic(self.held_path(network, container_id, ifname), doc, sync_dir=False)
+        # Not durable: a held file lost in a crash is read as none (see the module docstring).
+        write_atomic(self.held_path(network, container_id, ifname), doc, durable=False)
 
     def held(self, network: str, container_id: str, ifname: str) -> dict | None:
         """What an attachment holds, as its ADD recorded it (None: no record)."""

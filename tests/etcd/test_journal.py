@@ -89,6 +89,26 @@ def test_replay_without_held_record_spares_a_readded_container(store, pools, ipa
     assert set(held_addresses(store)) == {"net1.c2"}
 
 
+def test_a_held_record_truncated_by_a_crash_counts_as_none(store, pools, ipam_conf, tmp_path):
+    """Held records are not fsynced (journal.py): a machine crash may leave one empty or cut short.
+    DEL with etcd down then journals the release without allocations, and the replay still
+    releases exactly the container's addresses."""
+    journal = str(tmp_path / "journal")
+    conf = {**ipam_conf(cni_version="1.1.0"), "release_journal_dir": journal}
+    assert run_plugin("calico-ipam", "ADD", conf, cni_env("c1")).rc == 0
+    kept = run_plugin("calico-ipam", "ADD", conf, cni_env("c2")).out["ips"][0]["address"].split("/")[0]
+    held = os.path.join(journal, "held")
+    for name, cut in zip(sorted(os.listdir(held)), (0, 25)):
+        path = os.path.join(held, name)
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+    assert run_plugin("calico-ipam", "DEL", dead(conf), cni_env("c1"), timeout=30).rc == 0
+    [entry] = pending(journal)
+    assert json.load(open(entry))["allocations"] is None
+    assert run_plugin("calico-ipam", "STATUS", conf, {}).rc == 0  # etcd answers: replayed
+    assert pending(journal) == [] and held_addresses(store) == {"net1.c2": [kept]}
+
+
 def test_calico_del_with_etcd_down_tears_down_and_calicoctl_replays(store, pools, node, pod, calico_conf, tmp_path):
     journal = str(tmp_path / "journal")
     conf = calico_conf(release_journal_dir=journal)
