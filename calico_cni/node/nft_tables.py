@@ -4,7 +4,8 @@ A table is made of `Section`s (sets, verdict maps, chains), each from one concer
 the VXLAN guards (node/nft_rules.py), network policy (node/nft_policy.py). `script()` gives the text
 that replaces a table whole in one nft transaction (the first write after a start, and a repair);
 `delta()` the text that turns the table last written into the next one, touching only the sets,
-maps and chains that differ, also in one transaction.
+maps and chains that differ (and of a set or map, only the elements that differ), also in one
+transaction.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ class NotIncremental(ValueError):
 def delta(old: Table, new: Table) -> str:
     """The nft script that turns `old` (as last written) into `new` in one transaction, touching
     only what differs; empty when nothing does. In order: new sets, maps and chains declared (so
-    every reference below resolves); changed sets and maps flushed and filled; changed chains
+    every reference below resolves); of changed sets and maps, the elements that went deleted and
+    the new ones added (interval sets flushed and filled); changed chains
     flushed and new or changed ones filled; then the chains no longer wanted flushed and deleted
     (nothing refers to them any more: every chain or map that did was rewritten above, the maps no
     longer wanted deleted between), then the sets no longer wanted. A base chain whose hook changed is deleted and added again
@@ -170,24 +172,36 @@ def delta(old: Table, new: Table) -> str:
     declare: list[str] = []
     fill: list[str] = []
     rewrite: list[str] = []
-    # Sets and maps alike: declared when new, else flushed; then filled with their elements.
-    containers: list[tuple[str, NftSet | NftMap, NftSet | NftMap | None, str, tuple[str, ...]]] = [
-        ("set", s, old_sets.get(name), _set_declaration(s, family), s.elements) for name, s in new_sets.items()
+    # Sets and maps alike: declared and filled when new; else only their elements that differ are
+    # deleted and added (a pod's ADD adds one element to the dispatch maps and the sets that select
+    # it, not all of them again), but for interval sets, flushed and filled (nft may store an
+    # interval other than as written, so an element is not deleted by its text).
+    containers: list[tuple[str, NftSet | NftMap, NftSet | NftMap | None, str, dict[str, str]]] = [
+        ("set", s, old_sets.get(name), _set_declaration(s, family), {e: e for e in s.elements}) for name, s in new_sets.items()
     ]
     containers += [
-        ("map", m, old_maps.get(name), f"{{ type {m.key_type} : verdict; }}", tuple(f"{k} : {v}" for k, v in m.elements)) for name, m in new_maps.items()
+        ("map", m, old_maps.get(name), f"{{ type {m.key_type} : verdict; }}", {k: f"{k} : {v}" for k, v in m.elements}) for name, m in new_maps.items()
     ]
     for kind, after, before, declaration, elements in containers:
         if before == after:
             continue
         if before is not None and _container_type(before) != _container_type(after):
             raise NotIncremental(f"{kind} {after.name} changed type")
-        if before is None:
-            declare.append(f"add {kind} {where} {after.name} {declaration}")
+        if before is None or (isinstance(after, NftSet) and after.interval):
+            if before is None:
+                declare.append(f"add {kind} {where} {after.name} {declaration}")
+            else:
+                fill.append(f"flush {kind} {where} {after.name}")
+            added = list(elements.values())
         else:
-            fill.append(f"flush {kind} {where} {after.name}")
-        if elements:
-            fill.append(f"add element {where} {after.name} {{ {', '.join(elements)} }}")
+            # key -> element text; a map element whose verdict changed is deleted, then added.
+            had = {e: e for e in before.elements} if isinstance(before, NftSet) else {k: f"{k} : {v}" for k, v in before.elements}
+            gone = [key for key, text in had.items() if elements.get(key) != text]
+            added = [text for key, text in elements.items() if had.get(key) != text]
+            if gone:
+                fill.append(f"delete element {where} {after.name} {{ {', '.join(gone)} }}")
+        if added:
+            fill.append(f"add element {where} {after.name} {{ {', '.join(added)} }}")
     rehooked: list[str] = []
     for name, c in new_chains.items():
         before_chain = old_chains.get(name)

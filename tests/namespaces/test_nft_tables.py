@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from calico_cni.node.nft_tables import Chain, NftSet, Section, Table, delta, script
+from calico_cni.node.nft_tables import Chain, NftMap, NftSet, Section, Table, delta, script
 from tests import netns
 from tests.unit.test_nft_tables import AFTER, BEFORE, FORWARD, INPUT, table
 
@@ -44,6 +44,26 @@ def listing(ns: str, family: str) -> list[str]:
     return sorted(block.strip() for block in text.strip().removesuffix("}").split("\n\n"))
 
 
+PORTS = "ipv4_addr . inet_proto . inet_service"
+
+
+def _elements(ports: tuple[str, ...], dispatch: tuple[tuple[str, str], ...]) -> Table:
+    """A named-port set and a verdict map, whose elements change one by one in a delta."""
+    return table(
+        "ip",
+        Section(
+            sets=(NftSet("np", ports, False, PORTS),),
+            maps=(NftMap("dispatch", "ifname", dispatch),),
+            chains=(Chain("fw-a", None, ("ip saddr . meta l4proto . th dport @np accept",)), Chain("fw-b", None, ("drop",))),
+        ),
+    )
+
+
+ELEMENTS_BEFORE = _elements(("198.18.0.1 . tcp . 80", "198.18.0.2 . tcp . 81"), (('"cali1"', "goto fw-a"), ('"cali2"', "drop")))
+# One element of each kept, one gone, one new; cali1's verdict changed.
+ELEMENTS_AFTER = _elements(("198.18.0.2 . tcp . 81", "198.18.0.3 . udp . 53"), (('"cali1"', "goto fw-b"), ('"cali2"', "drop"), ('"cali5"', "goto fw-a")))
+
+
 @pytest.mark.parametrize(
     "before,after",
     [
@@ -51,8 +71,10 @@ def listing(ns: str, family: str) -> list[str]:
         (AFTER, BEFORE),
         (BEFORE, table("ip")),
         (table("ip"), AFTER),
+        (ELEMENTS_BEFORE, ELEMENTS_AFTER),
+        (ELEMENTS_AFTER, ELEMENTS_BEFORE),
     ],
-    ids=["forward", "back", "to-empty", "from-empty"],
+    ids=["forward", "back", "to-empty", "from-empty", "elements", "elements-back"],
 )
 def test_delta_leaves_what_a_whole_write_leaves(before: Table, after: Table) -> None:
     ns_delta, ns_whole = ns_name("nftdelta"), ns_name("nftwhole")

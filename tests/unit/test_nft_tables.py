@@ -64,8 +64,28 @@ def test_delta_of_equal_tables_is_empty_and_touches_only_what_changed() -> None:
     assert delta(BEFORE, BEFORE) == ""
     one_set = table("ip", Section(sets=(NftSet("s", ("198.18.0.1",), False),), chains=(Chain("c", None, ("ip saddr @s accept",)),)))
     grown = table("ip", Section(sets=(NftSet("s", ("198.18.0.1", "198.18.0.2"), False),), chains=(Chain("c", None, ("ip saddr @s accept",)),)))
-    # Only the set's elements: no chain is flushed or rewritten.
-    assert delta(one_set, grown) == "flush set ip calico s\nadd element ip calico s { 198.18.0.1, 198.18.0.2 }\n"
+    # Only the set's new element: no chain is flushed or rewritten, the element kept is not written.
+    assert delta(one_set, grown) == "add element ip calico s { 198.18.0.2 }\n"
+    assert delta(grown, one_set) == "delete element ip calico s { 198.18.0.2 }\n"
+
+
+def test_a_maps_elements_change_one_by_one_and_an_interval_set_is_refilled() -> None:
+    def dispatch(*pairs: tuple[str, str]) -> Table:
+        return table("ip", Section(maps=(NftMap("m", "ifname", pairs),), sets=(NftSet("i", tuple(f"198.18.{n}.0/24" for n, _ in enumerate(pairs)), True),)))
+
+    before = dispatch(('"cali1"', "goto fw-cali1"), ('"cali2"', "goto fw-cali2"), ('"cali3"', "drop"))
+    after = dispatch(('"cali1"', "goto fw-cali1"), ('"cali3"', "goto fw-cali3"), ('"cali4"', "goto fw-cali4"))
+    # cali2 went, cali3's verdict changed (deleted, then added), cali4 is new; cali1 is not written.
+    assert delta(before, after) == (
+        "delete element ip calico m { \"cali2\", \"cali3\" }\n"
+        "add element ip calico m { \"cali3\" : goto fw-cali3, \"cali4\" : goto fw-cali4 }\n"
+    )
+    # The interval set (same size here, so unchanged) is not touched; one that changes is refilled whole.
+    grown = dispatch(('"cali1"', "goto fw-cali1"), ('"cali2"', "goto fw-cali2"), ('"cali3"', "drop"), ('"cali4"', "drop"))
+    assert delta(before, grown) == (
+        "flush set ip calico i\nadd element ip calico i { 198.18.0.0/24, 198.18.1.0/24, 198.18.2.0/24, 198.18.3.0/24 }\n"
+        "add element ip calico m { \"cali4\" : drop }\n"
+    )
 
 
 def test_a_set_changing_type_needs_a_whole_write() -> None:
