@@ -14,12 +14,12 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Sequence
 
 from calico_cni.model import keys
 from calico_cni.model.records import CONFIRMED, PENDING, WORKLOAD, Affinity, Block, Handle, IpamConfig, IPAddress, IPNetwork, IPPool, Node, now_rfc3339, parse_time
 from calico_cni.datastore.retry import Conflict, with_retries
-from calico_cni.datastore.store import Datastore, IpamView
+from calico_cni.datastore.store import Datastore, Hint, IpamView, hinted_ipam_view
 
 from calico_ipam import blocks as blk
 from calico_ipam.errors import AddressConflict, AddressesExhausted
@@ -29,26 +29,70 @@ log = logging.getLogger(__name__)
 
 
 class BlockMemory:
-    """The block CIDRs each (node, family) had affinity for at the last allocation read with it.
+    """What a warm process last saw of each node's IPAM: the block CIDRs each (node, family) had
+    affinity for, the block records as last read or committed here (with their revision), and
+    the handles this process's allocations wrote.
 
-    A warm process (the agent) keeps one and reads those blocks in the same transaction as the
-    next allocation's view, so a steady-state allocation is one read and one commit, and a
-    release likewise. It is only a guess of which keys to read: what is used was read at the
-    view's revision, checked against the affinities read with it, and every write is a
-    compare-and-swap. A fresh one (an exec'd plugin) knows nothing, which is always correct.
+    A warm process (the agent, calico-node) keeps one and reads those blocks in the same
+    transaction as the next allocation's view, so a steady-state allocation is one read and one
+    commit, and a release likewise; with a watch cache's hints (calico-node) the remembered
+    records replace the reads: one commit each. It is only a guess: every write is a
+    compare-and-swap against the revision remembered, so a record changed by anyone since fails
+    the commit and the caller reads afresh. A fresh one (an exec'd plugin) knows nothing, which
+    is always correct.
     """
+
+    # Handles remembered at most (the pods of a node; the oldest are forgotten first).
+    HANDLES_MAX = 4096
 
     def __init__(self) -> None:
         self._blocks: dict[tuple[str, int], tuple[str, ...]] = {}
+        # Kept as stored (JSON, revision), so that each use parses a private copy: requests run
+        # on several threads and the allocator changes the records it is given.
+        self._records: dict[str, tuple[bytes, int]] = {}
+        self._handles: dict[str, tuple[bytes, int]] = {}
 
     def known(self, node: str, families: Sequence[int] = (4, 6)) -> list[str]:
         """The block CIDRs `node` had affinity for at its last allocation seen here."""
         return [c for f in families for c in self._blocks.get((node, f), ())]
 
-    def remember(self, node: str, view: IpamView) -> None:
-        """Remember the node's affinities of each family `view` read."""
+    def remember(self, node: str, view: IpamView, blocks: bool = True) -> None:
+        """Remember the node's affinities of each family `view` read, and with `blocks` the blocks
+        read with it (right after the read: the allocator changes them before it commits)."""
         for family, affinities in view.affinities.items():
             self._blocks[(node, family)] = tuple(sorted(a.cidr for a in affinities))
+        if blocks:
+            self.remember_blocks(b for b in view.blocks.values() if b is not None)
+
+    def remember_blocks(self, blocks: Iterable[Block]) -> None:
+        """Remember these block records as read or committed (their revision is the CAS token)."""
+        for block in blocks:
+            self._records[block.cidr] = (block.to_json(), block.revision)
+
+    def block(self, cidr: str) -> Block | None:
+        """A private copy of block `cidr` as last read or committed here; None: not remembered."""
+        found = self._records.get(cidr)
+        return Block.from_kv(keys.block(cidr), *found) if found is not None else None
+
+    def forget_block(self, cidr: str) -> None:
+        """Forget block `cidr`'s record (it was deleted, or is known stale)."""
+        self._records.pop(cidr, None)
+
+    def remember_handle(self, handle: Handle) -> None:
+        """Remember the handle record as this process committed it."""
+        self._handles.pop(handle.handle_id, None)
+        self._handles[handle.handle_id] = (handle.to_json(), handle.revision)
+        while len(self._handles) > self.HANDLES_MAX:
+            self._handles.pop(next(iter(self._handles)), None)
+
+    def handle(self, handle_id: str) -> Handle | None:
+        """A private copy of the handle as this process last committed it; None: not remembered."""
+        found = self._handles.get(handle_id)
+        return Handle.from_kv(keys.handle(handle_id), *found) if found is not None else None
+
+    def forget_handle(self, handle_id: str) -> None:
+        """Forget a handle (released, or known stale)."""
+        self._handles.pop(handle_id, None)
 
     def set(self, node: str, family: int, cidrs: Sequence[str]) -> None:
         """Remember these blocks for (node, family), whatever they are (tests plant stale guesses)."""
@@ -57,6 +101,8 @@ class BlockMemory:
     def forget(self) -> None:
         """Forget everything (what a freshly exec'd plugin knows)."""
         self._blocks.clear()
+        self._records.clear()
+        self._handles.clear()
 
     @property
     def empty(self) -> bool:
@@ -258,9 +304,11 @@ def _commit_assignment(store: Datastore, block: Block, ordinals: list[int], att:
         # first allocation (so a refused ADD writes nothing).
         view.node = Node.new(att.node)
         puts.append(view.node)
-    if not store.commit(puts=puts):
+    # A view built from hints also compares everything it was built from (see `hinted_ipam_view`).
+    if not store.commit(puts=puts, unchanged=view.pins, prefixes_unchanged_since=view.guards):
         raise Conflict()
     view.handle = handle
+    view.written[block.cidr] = block
     return [Assigned(block.address(o), block.cidr, o, block.seq_for_alloc[str(o)], new=True) for o in ordinals]
 
 
@@ -390,16 +438,19 @@ def _pool_list(pools: Sequence[IPPool]) -> str:
     return "[" + ", ".join(str(p.cidr) for p in pools) + "]"
 
 
-def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: IpamView) -> Assigned:
-    family = req.family
+def _affine(view: IpamView, att: Attachment, req: FamilyRequest) -> tuple[list[IPPool], list[tuple[IPPool, Affinity]]]:
+    """The pools the request may use, and the node's affinities in them, in the order their
+    blocks are tried (pool order, confirmed first, then by address)."""
     labels = view.node.labels if view.node else {}
-    pools = usable_pools(view.pools, family, att.node, labels, req.pools, req.use)
-    secondary = att.secondary()
-
-    # 1. The node's own blocks, in pool order.
-    mine = [(p, a) for a in view.affinities.get(family, []) if (p := pool_of(pools, a.cidr))]
+    pools = usable_pools(view.pools, req.family, att.node, labels, req.pools, req.use)
+    mine = [(p, a) for a in view.affinities.get(req.family, []) if (p := pool_of(pools, a.cidr))]
     mine.sort(key=lambda pa: (pools.index(pa[0]), pa[1].state != CONFIRMED, ipaddress.ip_network(pa[1].cidr)))
-    affine_blocks = store.blocks([a.cidr for _, a in mine], view.blocks)
+    return pools, mine
+
+
+def _from_affine(store: Datastore, att: Attachment, view: IpamView, mine: list[tuple[IPPool, Affinity]], affine_blocks, secondary: dict) -> Assigned | None:
+    """An address from the first of the node's blocks (`affine_blocks`: cidr -> Block) with a free
+    one, committed; None when none has."""
     for _, affinity in mine:
         block = affine_blocks.get(affinity.cidr)
         if block is None or block.affine_node != att.node:
@@ -411,6 +462,34 @@ def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: Ip
                 affinity.state = CONFIRMED
                 extra.append(affinity)
             return _commit_assignment(store, block, ordinals, att, view, extra)[0]
+    return None
+
+
+def _assign_held(store: Datastore, att: Attachment, req: FamilyRequest, view: IpamView) -> Assigned | None:
+    """An automatic address from one of the node's blocks, using only the blocks `view` carries
+    (remembered records; no read): the block `_assign_auto` would choose, committed with the view's
+    pins. None, having written nothing, when that block is not remembered or no block has room
+    (the caller then reads, and claims or borrows as `_assign_auto` does); `Conflict` when
+    anything the view was built from moved."""
+    _, mine = _affine(view, att, req)
+    blocks = {}
+    for _, affinity in mine:
+        block = view.blocks.get(affinity.cidr)
+        if block is None:
+            return None  # `_assign_auto` would read it: only a read knows whether it has room
+        blocks[affinity.cidr] = block
+    return _from_affine(store, att, view, mine, blocks, att.secondary())
+
+
+def _assign_auto(store: Datastore, att: Attachment, req: FamilyRequest, view: IpamView) -> Assigned:
+    family = req.family
+    pools, mine = _affine(view, att, req)
+    secondary = att.secondary()
+
+    # 1. The node's own blocks, in pool order.
+    found = _from_affine(store, att, view, mine, store.blocks([a.cidr for _, a in mine], view.blocks), secondary)
+    if found is not None:
+        return found
 
     # 2. A new block, within the node's limit (if any).
     config = view.config
@@ -507,41 +586,77 @@ def _assign_address(store: Datastore, att: Attachment, req: FamilyRequest, view:
     return _commit_assignment(store, block, [ordinal], att, view, extra)[0]
 
 
-def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest], memory: BlockMemory | None = None) -> list[Assigned]:
+def assign(
+    store: Datastore, att: Attachment, requests: Sequence[FamilyRequest], memory: BlockMemory | None = None, hint: Hint | None = None
+) -> list[Assigned]:
     """Give the attachment one address per requested family: both or neither.
 
     A repeated ADD returns the addresses the attachment already holds. If a later family fails,
     what this call allocated is released again (never what an earlier ADD holds). `memory` (a
     warm process's) says which blocks to read with the view, and learns the node's blocks; None
     remembers nothing.
+
+    With `hint` (calico-node's watch cache of this datastore), an automatic address from a block
+    the node holds and `memory` remembers is one commit and no read: the view is built from the
+    hint (`hinted_ipam_view`: the handle assumed absent, a new ADD) and the commit compares all it
+    was built from. Anything else (a stale hint, a repeated ADD, a full block, a locked datastore)
+    fails that commit or writes nothing, and the family is done from a fresh read as without
+    hints; the hint is never used again by this call after it failed once.
     """
     memory = BlockMemory() if memory is None else memory
     families = sorted({r.family for r in requests})
-    first = store.ipam_view(att.node, families, att.handle_id, prefetch_blocks=memory.known(att.node, families))
-    memory.remember(att.node, first)
-    existing = held(store, first.handle, att.ifname)
-    unused = [first]  # the first attempt uses the view read above
+    hinted: IpamView | None = None
+    if hint is not None and all(r.address is None for r in requests):
+        remembered = {c: b for c in memory.known(att.node, families) if (b := memory.block(c)) is not None}
+        hinted = hinted_ipam_view(hint, att.node, families, remembered)
+    unused: list[IpamView] = []  # a view read for the first attempt
+    existing: list[Assigned] | None = None  # None: unknown until a read shows it or a commit proves the handle absent
+    if hinted is None:
+        first = store.ipam_view(att.node, families, att.handle_id, prefetch_blocks=memory.known(att.node, families))
+        memory.remember(att.node, first)
+        existing = held(store, first.handle, att.ifname)
+        unused.append(first)
     results: list[Assigned] = []
     try:
         for req in requests:
-            mine = [a for a in existing if a.family == req.family]
+            mine = [a for a in existing or () if a.family == req.family]
             if mine:
                 log.info("%s/%s already holds %s", att.handle_id, att.ifname, ", ".join(str(a.address) for a in mine))
                 results.extend(mine)
                 continue
             worker = _assign_address if req.address is not None else _assign_auto
 
-            def step(attempt: int, req=req, worker=worker) -> Assigned:
+            def step(attempt: int, req=req, worker=worker) -> list[Assigned]:
+                nonlocal hinted, existing
+                if hinted is not None and attempt == 0:
+                    view, hinted = hinted, None  # used again only if this commit succeeds
+                    assigned = _assign_held(store, att, req, view)
+                    if assigned is not None:
+                        # The commit compared the handle absent (or as our own previous commit
+                        # left it): the attachment held nothing before this call.
+                        existing = existing if existing is not None else []
+                        hinted = view
+                        _learn(memory, view)
+                        return [assigned]
                 if unused:
                     view = unused.pop()
                 else:
                     view = store.ipam_view(att.node, [req.family], att.handle_id, prefetch_blocks=memory.known(att.node, [req.family]))
                     memory.remember(att.node, view)
+                    if existing is None:
+                        # The hint failed before this call wrote anything: a read shows what the
+                        # attachment holds (a repeated ADD gets its addresses back).
+                        existing = held(store, view.handle, att.ifname)
+                        mine = [a for a in existing if a.family == req.family]
+                        if mine:
+                            log.info("%s/%s already holds %s", att.handle_id, att.ifname, ", ".join(str(a.address) for a in mine))
+                            return mine
                 assigned = worker(store, att, req, view)
-                memory.remember(att.node, view)  # a claimed block is in the view's affinities now
-                return assigned
+                memory.remember(att.node, view, blocks=False)  # a claimed block is in the view's affinities now
+                _learn(memory, view)
+                return [assigned]
 
-            results.append(with_retries(f"assigning an IPv{req.family} address", step))
+            results.extend(with_retries(f"assigning an IPv{req.family} address", step))
     except BaseException:
         taken = [a for a in results if a.new]
         if taken:
@@ -551,6 +666,13 @@ def assign(store: Datastore, att: Attachment, requests: Sequence[FamilyRequest],
                 log.exception("could not roll back %s", ", ".join(str(a.address) for a in taken))
         raise
     return results
+
+
+def _learn(memory: BlockMemory, view: IpamView) -> None:
+    """Remember the blocks and the handle as the view's commits left them (their revisions)."""
+    memory.remember_blocks(view.written.values())
+    if view.handle is not None and view.handle.revision:
+        memory.remember_handle(view.handle)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from calico_cni.agent import client
 from calico_cni.agent.server import Server
 from calico_cni.agent.warm import WarmStores
 from calico_cni.plugins.dispatch import PLUGINS, verb_handlers
-from calico_cni.plugins.services import EndpointPrograms, Services
+from calico_cni.plugins.services import EndpointPrograms, Hints, Services
 from calico_ipam.allocator import BlockMemory
 
 
@@ -74,17 +74,22 @@ class PluginServing:
 
 
 def open_serving(
-    path: str, program: str = "calico-cni-agent", extra_health: Callable[[], dict] | None = None, endpoints: EndpointPrograms | None = None
+    path: str,
+    program: str = "calico-cni-agent",
+    extra_health: Callable[[], dict] | None = None,
+    endpoints: EndpointPrograms | None = None,
+    hints: Hints | None = None,
 ) -> PluginServing:
     """Import the verbs, bind the plugins' socket at `path` and build its server (not yet serving:
     call `server.serve_forever`). calico-node shares `stores` with its own parts, and gives
-    `endpoints`: its policy programming of the endpoints the requests write."""
+    `endpoints`: its policy programming of the endpoints the requests write, and `hints`: its
+    watch cache, which replaces reads the requests would make (their commits compare it)."""
     for module in PLUGINS.values():
         importlib.import_module(module)  # the verbs now, not on the first pod's ADD
     stores = WarmStores()
     # One set of services for every request: datastores over the warm channels, and one block
     # memory, so a node's next allocation reads its blocks with the view.
-    services = Services(connect=stores.connect, blocks=BlockMemory(), endpoints=endpoints)
+    services = Services(connect=stores.connect, blocks=BlockMemory(), endpoints=endpoints, hints=hints)
     listener = listen(path, program)
     server = Server(listener, {name: verb_handlers(name, lambda: services) for name in PLUGINS}, extra_health)
     return PluginServing(path, listener, server, stores)

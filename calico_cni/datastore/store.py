@@ -55,6 +55,96 @@ class IpamView:
     revision: int = 0
     # Blocks read with the view because the caller expected to need them (see `Datastore.blocks`).
     blocks: dict[str, Block | None] = field(default_factory=dict)
+    # What a commit based on this view compares besides the records it writes: empty for a view
+    # read from etcd (a commit compares what it writes, and the read saw the rest at one
+    # revision); for a view built from a watch cache (`hinted_ipam_view`), every key and prefix
+    # the view was built from, so a stale guess fails its compare-and-swap instead of being used.
+    pins: list["Pin"] = field(default_factory=list)
+    guards: list[tuple[str, int]] = field(default_factory=list)
+    # Blocks as this view's successful commits left them (what a block memory learns).
+    written: dict[str, Block] = field(default_factory=dict)
+
+    @property
+    def hinted(self) -> bool:
+        """Whether the view is a watch cache's guess rather than a read (see `hinted_ipam_view`)."""
+        return bool(self.pins)
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A key a commit compares without writing it: still at `revision` (0: still absent)."""
+
+    key: str
+    revision: int
+
+    def to_json(self) -> bytes:
+        raise TypeError(f"{self.key} is only compared, never written")
+
+
+class Hint(Protocol):
+    """What a watch cache of this datastore last saw (calico-node's syncer): a guess of what a read
+    would return, which a commit must compare (`Pin`, prefix guards) before anything relies on it."""
+
+    @property
+    def revision(self) -> int:
+        """Every change up to this revision is in the hint."""
+
+    def get(self, key: str) -> KeyValue | None:
+        """The key as last seen, or None (absent, as far as the hint knows)."""
+
+    def under(self, prefix: str) -> Mapping[str, KeyValue]:
+        """The keys under `prefix`, as last seen."""
+
+
+def pin(hint: Hint, key: str) -> Pin:
+    """`key` compared at the revision the hint saw it (0: absent)."""
+    kv = hint.get(key)
+    return Pin(key, kv.mod_revision if kv is not None else 0)
+
+
+def hint_locked(hint: Hint) -> bool:
+    """Whether the hint's ClusterInformation says the datastore is locked (a migration)."""
+    kv = hint.get(keys.CLUSTER_INFORMATION)
+    return _locked([kv] if kv is not None else [])
+
+
+def hinted_ipam_view(hint: Hint, node: str, families: Sequence[int], blocks: Mapping[str, Block]) -> IpamView | None:
+    """The IPAM view `Datastore.ipam_view` would read, built from a watch cache's `hint` with no
+    round trip, for a new attachment (its handle assumed absent: the commit creates it, version 0),
+    with `blocks` (the caller's remembered block records) as its prefetched blocks; None when the
+    hint says the datastore is locked (the read path then raises `DatastoreNotReady`).
+
+    The view pins everything it was built from: the IPAM config, ClusterInformation (a lock set
+    since fails the commit), the node and each pool and affinity by revision (a deletion fails
+    too), and no key created or changed since the hint's revision under the pools, the
+    reservations and the node's affinities of each family."""
+    if hint_locked(hint):
+        return None
+    cfg = hint.get(keys.IPAM_CONFIG)
+    node_kv = hint.get(keys.node(node))
+    under = {p: hint.under(p) for p in (keys.POOLS, keys.RESERVATIONS, *(keys.host_affinities(node, f) for f in families))}
+    pool_kvs = under[keys.POOLS]
+    affinities = {f: _affinities(under[keys.host_affinities(node, f)].values()) for f in families}
+    pins = [pin(hint, keys.CLUSTER_INFORMATION), pin(hint, keys.IPAM_CONFIG), pin(hint, keys.node(node))]
+    pins += [Pin(kv.key, kv.mod_revision) for kv in pool_kvs.values()]
+    pins += [Pin(a.key, a.revision) for f in families for a in affinities[f]]
+    # Each prefix is guarded from the newest change the hint saw under it, not from the hint's
+    # revision: a watch stream may report a revision ahead of events still queued for one of its
+    # prefixes, while its events under one prefix arrive in order. Deletions pass a guard: pools
+    # and affinities are pinned one by one for that (a deleted reservation only frees addresses).
+    guards = [(p, max((kv.mod_revision for kv in kvs.values()), default=0)) for p, kvs in under.items()]
+    return IpamView(
+        config=_config(cfg) if cfg is not None else IpamConfig(),
+        pools=_pools(pool_kvs.values()),
+        node=Node.from_json(node, node_kv.value, node_kv.mod_revision) if node_kv is not None else None,
+        affinities=affinities,
+        handle=None,
+        reservations=_reservations(under[keys.RESERVATIONS].values()),
+        revision=min(since for _, since in guards),
+        blocks=dict(blocks),
+        pins=pins,
+        guards=guards,
+    )
 
 
 @dataclass

@@ -26,7 +26,7 @@ from calico_cni.dataplane.bird import Bird
 from calico_cni.datastore.errors import DatastoreUnavailable
 from calico_cni.datastore.store import Datastore
 from calico_cni.errors import CalicoError
-from calico_cni.node import encapsulation, rules, startup
+from calico_cni.node import encapsulation, hints, rules, startup
 from calico_cni.node.parts import Part, PartHealth, Parts
 from calico_cni.node.routing import PERIOD, RoutingController, watched
 from calico_cni.node.tunnel_addresses import PERIOD as TUNNEL_ADDRESSES_PERIOD
@@ -48,7 +48,9 @@ class NodeDaemon:
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
         self.stop = threading.Event()
-        self.cache = Cache()
+        self.cache = Cache(indexed=hints.indexed(settings.nodename))
+        # The cache as hints for the plugins' requests to this etcd (fewer round trips per pod).
+        self.hints = hints.CacheHints(self.cache, settings.etcd)
         self.syncer: Syncer | None = None
         self.parts = Parts([])
         self.registered = False
@@ -123,7 +125,7 @@ class NodeDaemon:
 
     def _parts(self, serving: PluginServing) -> list[Part]:
         settings = self.settings
-        prefixes = tuple(dict.fromkeys([*watched(settings.nodename), *encapsulation.WATCHED, *rules.WATCHED]))
+        prefixes = tuple(dict.fromkeys([*watched(settings.nodename), *encapsulation.WATCHED, *rules.WATCHED, *hints.WATCHED]))
         syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, prefixes, self.cache)
 
         def sync(stop: threading.Event, health: PartHealth) -> None:
@@ -151,7 +153,7 @@ class NodeDaemon:
         """Serve until SIGTERM or SIGINT; the exit code. A CalicoError when calico-node cannot start."""
         path = self.settings.cni_socket
         try:
-            serving = self.serving = open_serving(path, PROGRAM, self.health, self.rules)
+            serving = self.serving = open_serving(path, PROGRAM, self.health, self.rules, self.hints)
         except OSError as exc:
             raise startup.StartupError(
                 f"cannot serve the plugins on {path}",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -49,9 +49,15 @@ class Snapshot:
     revision: int
     synced: bool
     version: int
+    # The items under each of the cache's indexed prefixes (see `Cache`): what `under` looks at.
+    index: Mapping[str, Mapping[str, KeyValue]] = field(default_factory=dict)
 
     def under(self, prefix: str) -> dict[str, KeyValue]:
-        """The items whose key starts with `prefix`."""
+        """The items whose key starts with `prefix` (from the index when an indexed prefix covers
+        it: a scan of every item costs ~0.6 ms at 3,500 keys, too much for a pod's ADD)."""
+        for indexed, sub in self.index.items():
+            if prefix.startswith(indexed):
+                return {k: v for k, v in sub.items() if k.startswith(prefix)}
         return {k: v for k, v in self.items.items() if k.startswith(prefix)}
 
 
@@ -59,9 +65,30 @@ class Cache:
     """key -> KeyValue for the watched prefixes. Updates build a new dict and publish a new
     `Snapshot`, so readers never copy and never see a half-applied batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, indexed: Sequence[str] = ()) -> None:
+        """`indexed`: prefixes whose items each snapshot also keeps apart (`Snapshot.under` reads
+        them without a scan of every item); small, slowly changing prefixes only."""
         self._cond = threading.Condition()
-        self._snapshot = Snapshot(MappingProxyType({}), 0, False, 0)
+        self._indexed = tuple(indexed)
+        self._snapshot = Snapshot(MappingProxyType({}), 0, False, 0, self._index({}))
+
+    def _index(self, items: Mapping[str, KeyValue]) -> dict[str, Mapping[str, KeyValue]]:
+        return {p: MappingProxyType({k: v for k, v in items.items() if k.startswith(p)}) for p in self._indexed}
+
+    def _reindexed(self, old: Mapping[str, Mapping[str, KeyValue]], changed: Mapping[str, KeyValue | None]) -> Mapping[str, Mapping[str, KeyValue]]:
+        """`old` index with the `changed` keys (None: deleted); sub-indexes nothing changed are kept."""
+        out = dict(old)
+        for p in self._indexed:
+            mine = {k: v for k, v in changed.items() if k.startswith(p)}
+            if mine:
+                sub = dict(out[p])
+                for k, v in mine.items():
+                    if v is None:
+                        sub.pop(k, None)
+                    else:
+                        sub[k] = v
+                out[p] = MappingProxyType(sub)
+        return out
 
     def snapshot(self) -> Snapshot:
         """The current snapshot (immutable; cheap: no copy)."""
@@ -87,7 +114,7 @@ class Cache:
             old = self._snapshot
             same = old.synced and new == old.items
             version = old.version if same else old.version + 1
-            self._publish(Snapshot(old.items if same else MappingProxyType(new), revision, True, version))
+            self._publish(Snapshot(old.items if same else MappingProxyType(new), revision, True, version, old.index if same else self._index(new)))
 
     def apply(self, events: Sequence[Event], revision: int) -> None:
         """Watch events in etcd's order, then `revision` (see `Snapshot.revision`).
@@ -98,6 +125,7 @@ class Cache:
         with self._cond:
             old = self._snapshot
             items: dict[str, KeyValue] | None = None
+            changed: dict[str, KeyValue | None] = {}
             for ev in events:
                 current = (items if items is not None else old.items).get(ev.key)
                 if current is not None and ev.mod_revision <= current.mod_revision:
@@ -105,17 +133,18 @@ class Cache:
                 if ev.kind == PUT:
                     if items is None:
                         items = dict(old.items)
-                    items[ev.key] = ev.key_value()
+                    items[ev.key] = changed[ev.key] = ev.key_value()
                 elif current is not None:
                     if items is None:
                         items = dict(old.items)
                     del items[ev.key]
+                    changed[ev.key] = None
             revision = max(old.revision, revision)
             if items is None:
                 if revision != old.revision:
-                    self._publish(Snapshot(old.items, revision, old.synced, old.version))
+                    self._publish(Snapshot(old.items, revision, old.synced, old.version, old.index))
                 return
-            self._publish(Snapshot(MappingProxyType(items), revision, old.synced, old.version + 1))
+            self._publish(Snapshot(MappingProxyType(items), revision, old.synced, old.version + 1, self._reindexed(old.index, changed)))
 
 
 class Reporter(Protocol):

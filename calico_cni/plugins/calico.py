@@ -178,7 +178,10 @@ def add(request: CniRequest, services: Services) -> dict:
         host = stack.enter_context(Netns.here())
         container = stack.enter_context(_open_container(request))
         store = _datastore(stack, services, conf)
-        ipam = backend_for(request, conf, store, services.blocks)
+        # calico-node's watch cache (None elsewhere, or for another etcd): reads it replaces are
+        # compared by the commits that rely on them.
+        hint = services.hint(conf.etcd)
+        ipam = backend_for(request, conf, store, services.blocks, hint)
         ipam.validate()
 
         journal = Journal(conf.journal_dir)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from calico_cni.config import ConfigError, IpamPluginSettings, IpamSettings, check_node_name_keys, ipam_plugin_settings, node_name
 from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
-from calico_cni.datastore.store import Datastore
+from calico_cni.datastore.store import Datastore, Hint
 from calico_cni.journal import Journal
 from calico_cni.model.keys import attachment_handle
 from calico_cni.plugins.services import Services
@@ -81,10 +81,13 @@ def family_requests(request: CniRequest, ipam: IpamSettings) -> list[FamilyReque
     return out
 
 
-def assign_addresses(request: CniRequest, store: Datastore, node: str, families: Sequence[FamilyRequest], memory: BlockMemory) -> list[Assigned]:
+def assign_addresses(
+    request: CniRequest, store: Datastore, node: str, families: Sequence[FamilyRequest], memory: BlockMemory, hint: Hint | None = None
+) -> list[Assigned]:
     """Assign the request's addresses on `node` (both families or neither); `memory` guesses which
-    blocks to read with the view and learns the node's blocks."""
-    return allocator.assign(store, attachment(request, node), families, memory)
+    blocks to read with the view and learns the node's blocks; `hint` (calico-node's watch cache)
+    replaces the view's read when it can (`allocator.assign`)."""
+    return allocator.assign(store, attachment(request, node), families, memory, hint)
 
 
 def _guess_blocks(request: CniRequest, node: str | None, memory: BlockMemory) -> list[str]:
@@ -163,7 +166,7 @@ def add(request: CniRequest, services: Services) -> dict:
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         replay_quietly(store, journal)
-        assigned = assign_addresses(request, store, node, families, services.blocks)
+        assigned = assign_addresses(request, store, node, families, services.blocks, services.hint(conf.etcd))
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
     try:
         journal.record_held(request.network, request.container_id, request.ifname, handle_id(request), assigned, conf.etcd.endpoints)

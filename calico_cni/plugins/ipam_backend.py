@@ -7,7 +7,7 @@ import logging
 
 from calico_cni.config import CalicoSettings
 from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
-from calico_cni.datastore.store import Datastore
+from calico_cni.datastore.store import Datastore, Hint
 from calico_cni.journal import Journal
 from calico_cni.plugins.calico_ipam import assign_addresses, check_addresses, family_requests, handle_id, ipam_result, release_addresses
 from calico_cni.protocol.delegate import delegate, find_plugin
@@ -26,11 +26,12 @@ class InProcessIpam:
 
     deleted = False
 
-    def __init__(self, request: CniRequest, settings: CalicoSettings, store: Datastore, memory: BlockMemory) -> None:
+    def __init__(self, request: CniRequest, settings: CalicoSettings, store: Datastore, memory: BlockMemory, hint: Hint | None = None) -> None:
         self.request = request
         self.settings = settings
         self.store = store
         self.memory = memory
+        self.hint = hint
         self.families: list[FamilyRequest] = []
         self.new: list[Assigned] = []
         self.assigned: list[Assigned] = []
@@ -51,7 +52,7 @@ class InProcessIpam:
     def add(self) -> dict:
         """Assign the attachment's addresses; the IPAM result."""
         assert self.settings.node is not None
-        assigned = assign_addresses(self.request, self.store, self.settings.node, self.families, self.memory)
+        assigned = assign_addresses(self.request, self.store, self.settings.node, self.families, self.memory, self.hint)
         self.assigned = assigned
         self.new = [a for a in assigned if a.new]
         return ipam_result(assigned)
@@ -146,7 +147,9 @@ class DelegatedIpam:
         return []
 
 
-def backend_for(request: CniRequest, settings: CalicoSettings, store: Datastore, memory: BlockMemory) -> InProcessIpam | DelegatedIpam:
-    """calico-ipam in this process (with `memory`, the process's block memory), or the configured
-    IPAM plugin by exec."""
-    return InProcessIpam(request, settings, store, memory) if settings.ipam_type == CALICO_IPAM else DelegatedIpam(request, settings.ipam_type)
+def backend_for(
+    request: CniRequest, settings: CalicoSettings, store: Datastore, memory: BlockMemory, hint: Hint | None = None
+) -> InProcessIpam | DelegatedIpam:
+    """calico-ipam in this process (with `memory`, the process's block memory, and `hint`,
+    calico-node's watch cache), or the configured IPAM plugin by exec."""
+    return InProcessIpam(request, settings, store, memory, hint) if settings.ipam_type == CALICO_IPAM else DelegatedIpam(request, settings.ipam_type)

@@ -10,7 +10,7 @@ from typing import Callable, Protocol
 
 from calico_cni.config import EtcdSettings
 from calico_cni.datastore import store
-from calico_cni.datastore.store import Datastore
+from calico_cni.datastore.store import Datastore, Hint
 from calico_ipam.allocator import BlockMemory
 
 
@@ -29,6 +29,15 @@ class EndpointPrograms(Protocol):
         """The endpoint at `key` was deleted; `addresses` its ipNetworks."""
 
 
+class Hints(Protocol):
+    """calico-node's watch cache, offered to the verbs as hints (`datastore.store.Hint`): a guess of
+    what a read would return, which every commit relying on it compares."""
+
+    def for_settings(self, settings: EtcdSettings) -> Hint | None:
+        """The hint for a request to the datastore `settings` name: None unless they are the
+        daemon's own settings and its cache is synced (another etcd, or no list yet: no hints)."""
+
+
 @dataclass(frozen=True)
 class Services:
     """The dependencies of the plugin verbs."""
@@ -41,12 +50,19 @@ class Services:
     # calico-node's policy programming for the endpoints written; None in a one-shot process and
     # in calico-cni-agent (nothing to program).
     endpoints: EndpointPrograms | None = None
+    # calico-node's watch cache as hints (reads it replaces are compared by the commits); None in a
+    # one-shot process and in calico-cni-agent (no cache).
+    hints: Hints | None = None
 
     @classmethod
     def in_process(cls) -> Services:
         """A one-shot plugin process: a new etcd client for each datastore, and a block memory
         that knows nothing (a fresh process has read no node's blocks)."""
         return cls(connect=store.connect, blocks=BlockMemory())
+
+    def hint(self, settings: EtcdSettings) -> Hint | None:
+        """The hint for a request to `settings` (see `Hints.for_settings`); None without hints."""
+        return self.hints.for_settings(settings) if self.hints is not None else None
 
     def datastore(self, settings: EtcdSettings, timeout: float | None = None) -> Datastore:
         """A datastore for `settings`; with `timeout`, every etcd call it makes ends within

@@ -1,0 +1,236 @@
+"""calico-node's watch cache as hints for a pod's ADD and DEL (issue 19): fewer round trips, and
+never a wrong answer: every commit relying on a hint compares what the hint was built from, so a
+stale one costs one failed compare-and-swap and a fresh read."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+
+from calico_cni.config import EtcdSettings
+from calico_cni.datastore import retry
+from calico_cni.datastore.errors import DatastoreNotReady
+from calico_cni.datastore.etcd import EtcdClient, Range
+from calico_cni.datastore.store import Datastore
+from calico_cni.model import keys
+from calico_cni.node import encapsulation, hints, rules
+from calico_cni.node.routing import watched
+from calico_cni.node.syncer import Cache
+from calico_cni.resources import cluster
+from calico_ipam import allocator
+from calico_ipam.allocator import Attachment, BlockMemory, FamilyRequest
+from calico_ipam.errors import AddressesExhausted
+from tests.pools import create_pool
+
+NODE = "node1"
+
+
+def att(cid: str, node: str = NODE) -> Attachment:
+    return Attachment(keys.attachment_handle("net1", cid), node, "eth0")
+
+
+V4 = [FamilyRequest(4)]
+
+
+def listed_cache(store: Datastore, node: str = NODE) -> Cache:
+    """A cache as calico-node's syncer fills it: its prefixes listed from the test etcd in one
+    transaction (the watch then applies later events; a listing is the cache at one revision)."""
+    prefixes = tuple(dict.fromkeys([*watched(node), *encapsulation.WATCHED, *rules.WATCHED, *hints.WATCHED]))
+    cache = Cache(indexed=hints.indexed(node))
+    results, revision = store.client.read([Range(p, prefix=True) for p in prefixes])
+    cache.replace([kv for found in results for kv in found], revision)
+    return cache
+
+
+def hint_of(store: Datastore, node: str = NODE):
+    """The hint a request to the test etcd gets from calico-node's cache listed now."""
+    settings = EtcdSettings(tuple(store.client.settings.endpoints))
+    found = hints.CacheHints(listed_cache(store, node), settings).for_settings(settings)
+    assert found is not None
+    return found
+
+
+def trips(store: Datastore, fn) -> int:
+    before = store.round_trips
+    fn()
+    return store.round_trips - before
+
+
+@pytest.fixture
+def other(etcd_endpoint):
+    """A second writer (another process) on the test etcd."""
+    ds = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
+    yield ds
+    ds.close()
+
+
+@pytest.fixture
+def warm(store):
+    """A pool, and a warm memory that holds the node's block (its first allocation claimed it)."""
+    create_pool(store, "p1", "198.18.0.0/24")
+    memory = BlockMemory()
+    first = allocator.assign(store, att("c0"), V4, memory)[0]
+    return memory, first
+
+
+def holders(store: Datastore) -> list[str]:
+    """Every allocated address, one entry per ordinal (duplicates would show twice)."""
+    return [str(b.address(o)) for b in store.all_blocks() for o, x in enumerate(b.allocations) if x is not None]
+
+
+# ------------------------------------------------------------------------------------------------
+# The hints object
+
+
+def test_hints_only_for_the_daemons_own_etcd_and_a_synced_cache(store):
+    settings = EtcdSettings(tuple(store.client.settings.endpoints))
+    cache = Cache()
+    own = hints.CacheHints(cache, settings)
+    assert own.for_settings(settings) is None  # no first list yet
+    cache.replace([], 1)
+    assert own.for_settings(settings) is not None
+    assert own.for_settings(EtcdSettings(settings.endpoints, timeout=settings.timeout + 1)) is not None  # the same etcd
+    assert own.for_settings(EtcdSettings(("http://198.19.0.9:2379",))) is None
+    assert own.for_settings(EtcdSettings(settings.endpoints, username="someone")) is None
+
+
+def test_index_follows_the_watch(store):
+    create_pool(store, "p1", "198.18.0.0/24")
+    cache = listed_cache(store)
+    assert list(cache.snapshot().under(keys.POOLS)) == [keys.pool("p1")]
+    from calico_cni.datastore.watch import DELETE, PUT, Event
+
+    kv = cache.snapshot().items[keys.pool("p1")]
+    cache.apply([Event(PUT, keys.pool("p2"), kv.value, kv.mod_revision + 1, kv.mod_revision + 1, 1)], kv.mod_revision + 1)
+    assert sorted(cache.snapshot().under(keys.POOLS)) == [keys.pool("p1"), keys.pool("p2")]
+    cache.apply([Event(DELETE, keys.pool("p1"), b"", kv.mod_revision + 2, 0, 0)], kv.mod_revision + 2)
+    assert list(cache.snapshot().under(keys.POOLS)) == [keys.pool("p2")]
+    assert cache.snapshot().under(keys.POOLS) == {k: v for k, v in cache.snapshot().items.items() if k.startswith(keys.POOLS)}
+
+
+# ------------------------------------------------------------------------------------------------
+# ADD: an allocation from a held block
+
+
+def test_allocation_from_a_held_block_is_one_commit(store, warm):
+    memory, first = warm
+    hint = hint_of(store)
+    got: list = []
+    assert trips(store, lambda: got.extend(allocator.assign(store, att("c1"), V4, memory, hint))) == 1
+    assert got[0].block == first.block and got[0].address != first.address and got[0].new
+    stored = store.block(first.block)
+    assert stored.attribute(got[0].ordinal)["handle_id"] == "net1.c1"
+    assert store.handle("net1.c1").blocks == {first.block: 1}
+    # The memory learnt the block as committed: the next one is one commit too, from a hint that
+    # predates the previous commit (the block is compared by the revision remembered, not the hint's).
+    assert trips(store, lambda: got.extend(allocator.assign(store, att("c2"), V4, memory, hint))) == 1
+    assert len(set(holders(store))) == len(holders(store)) == 3
+
+
+def test_a_block_changed_by_another_writer_costs_one_failed_commit(store, other, warm):
+    memory, first = warm
+    hint = hint_of(store)
+    theirs = allocator.assign(other, att("o1"), V4)[0]  # another process takes an address of the block
+    conflicts = retry.stats["conflicts"]
+    got: list = []
+    # The hinted commit fails, then the read path: view, commit.
+    assert trips(store, lambda: got.extend(allocator.assign(store, att("c1"), V4, memory, hint))) == 3
+    assert retry.stats["conflicts"] == conflicts + 1
+    assert got[0].address not in (first.address, theirs.address)
+    assert len(set(holders(store))) == len(holders(store)) == 3
+
+
+def test_a_repeated_add_gets_its_address_back_after_the_hint_fails(store, warm):
+    memory, first = warm
+    hint = hint_of(store)
+    # The hint assumes a new attachment: c0's handle exists, so the commit fails and the read
+    # finds what c0 holds.
+    again = allocator.assign(store, att("c0"), V4, memory, hint)
+    assert [(a.address, a.new) for a in again] == [(first.address, False)]
+    assert holders(store) == [str(first.address)]
+
+
+def test_a_pool_disabled_after_the_snapshot_is_not_used(store, other, warm):
+    memory, first = warm
+    hint = hint_of(store)
+    pool = other.pool("p1")
+    pool.disabled = True
+    assert other.commit(puts=[pool])
+    with pytest.raises(AddressesExhausted):
+        allocator.assign(store, att("c1"), V4, memory, hint)
+    assert holders(store) == [str(first.address)] and store.handle("net1.c1") is None
+
+
+def test_a_pool_deleted_after_the_snapshot_is_not_used(store, other, warm):
+    memory, first = warm
+    create_pool(store, "p2", "198.18.1.0/24")
+    hint = hint_of(store)
+    # The pool goes (its block stays, as a deletion racing an ADD can leave it). A prefix guard
+    # does not see a deletion: the pool is compared by its revision, so the hinted commit fails
+    # and the read path claims a block of the pool that is left.
+    assert other.commit(deletes=[other.pool("p1")])
+    got = allocator.assign(store, att("c1"), V4, memory, hint)[0]
+    assert got.address in ipaddress.ip_network("198.18.1.0/24")
+
+
+def test_a_lock_set_after_the_snapshot_refuses_the_allocation_before_any_write(store, other, warm):
+    memory, first = warm
+    cluster.initialise(other)
+    hint = hint_of(store)
+    assert cluster.set_ready(other, False)
+    before = store.client.read([Range("/calico/", prefix=True)])[0]
+    with pytest.raises(DatastoreNotReady):
+        allocator.assign(store, att("c1"), V4, memory, hint)
+    assert store.client.read([Range("/calico/", prefix=True)])[0] == before  # nothing written
+
+
+def test_a_locked_cache_takes_the_read_path(store, other, warm):
+    memory, _ = warm
+    cluster.initialise(other)
+    cluster.set_ready(other, False)
+    hint = hint_of(store)
+    before = store.round_trips
+    with pytest.raises(DatastoreNotReady):
+        allocator.assign(store, att("c1"), V4, memory, hint)
+    assert store.round_trips - before == 1  # the view's read found the lock; no commit tried
+
+
+def test_a_reservation_made_after_the_snapshot_is_respected(store, other, warm):
+    memory, first = warm
+    hint = hint_of(store)
+    block = ipaddress.ip_network(first.block)
+    # Reserve every address of the block but the one held: the hinted commit must not take one.
+    doc = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "IPReservation",
+        "metadata": {"name": "r1"},
+        "spec": {"reservedCIDRs": [str(block)]},
+    }
+    assert other.client.commit([], [(keys.RESERVATIONS + "r1", json.dumps(doc).encode())])[0]
+    got = allocator.assign(store, att("c1"), V4, memory, hint)[0]
+    assert got.address not in block
+
+
+def test_a_new_node_without_memory_takes_the_read_path(store):
+    create_pool(store, "p1", "198.18.0.0/24")
+    hint = hint_of(store)
+    got: list = []
+    # Nothing remembered: the read path (view, blocks listing, claim, commit), correct as ever.
+    assert trips(store, lambda: got.extend(allocator.assign(store, att("c1"), V4, BlockMemory(), hint))) > 1
+    assert store.block(got[0].block).affine_node == NODE
+
+
+def test_dual_stack_from_held_blocks_is_two_commits(store):
+    create_pool(store, "p1", "198.18.0.0/24")
+    create_pool(store, "p6", "fd00:198:18::/120", 122)
+    memory = BlockMemory()
+    both = [FamilyRequest(4), FamilyRequest(6)]
+    allocator.assign(store, att("c0"), both, memory)
+    hint = hint_of(store)
+    got: list = []
+    assert trips(store, lambda: got.extend(allocator.assign(store, att("c1"), both, memory, hint))) == 2
+    assert sorted(a.family for a in got) == [4, 6]
+    assert store.handle("net1.c1").blocks == {a.block: 1 for a in got}
+    assert len(set(holders(store))) == len(holders(store)) == 4
