@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import uuid
+from typing import Sequence
 
 from calico_cni.config import CalicoSettings, calico_settings, check_policy_type, node_name
 from calico_cni.dataplane import wiring
@@ -23,9 +24,9 @@ from calico_cni.dataplane.netns import Netns
 from calico_cni.dataplane.veth import HOST_MAC
 from calico_cni.datastore.errors import DatastoreError, DatastoreNotReady, DatastoreUnavailable
 from calico_cni.datastore.retry import Conflict, with_retries
-from calico_cni.datastore.store import Datastore
+from calico_cni.datastore.store import Datastore, Hint, Pin, hint_locked, pin
 from calico_cni.journal import Journal
-from calico_cni.model.keys import workload_endpoint as workload_endpoint_key
+from calico_cni.model.keys import CLUSTER_INFORMATION, workload_endpoint as workload_endpoint_key
 from calico_cni.model.records import NETWORK_ANNOTATION, WorkloadEndpoint, now_rfc3339
 from calico_cni.plugins.calico_ipam import defer_release
 from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
@@ -97,13 +98,22 @@ def _configured_routes(request: CniRequest) -> list:
 # Workload endpoint
 
 
-def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses) -> str:
+def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses, pins: Sequence[Pin] = ()) -> str:
     """Create the attachment's WorkloadEndpoint, or replace the one a lost compare-and-swap shows
     exists (`with_retries` re-runs from a fresh read); returns its uid. The endpoint is annotated
-    with its network, so GC knows whose it is."""
+    with its network, so GC knows whose it is.
+
+    `pins` (from `_ensure_profiles` with a hint: the profiles and ClusterInformation as the watch
+    cache saw them) are compared by the create. When it fails, the profiles are ensured as without
+    a hint (read with the lock: `DatastoreNotReady` when locked; missing ones created) and the
+    endpoint written as without one."""
     ip_networks = [str(a) for a in addresses]
+    pinned = list(pins)
 
     def step(attempt: int) -> str:
+        if attempt and pinned:
+            pinned.clear()  # never the hint again: a profile, the lock or the endpoint moved
+            _ensure_profiles(store, ident)
         current = store.workload_endpoint(ident.namespace, ident.endpoint_name) if attempt else None
         meta = (current.doc.get("metadata") or {}) if current is not None and ident.owns_endpoint(current) else {}
         if current is not None and not ident.owns_endpoint(current):
@@ -115,7 +125,7 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
             # under the ones this ADD sets.
             doc["metadata"]["labels"] = {**meta["labels"], **(doc["metadata"].get("labels") or {})}
         record = WorkloadEndpoint(ident.namespace, ident.endpoint_name, doc, current.revision if current is not None else 0)
-        if not store.commit(puts=[record]):
+        if not store.commit(puts=[record], unchanged=pinned):
             raise Conflict()
         log.info("wrote endpoint %s/%s", ident.namespace, ident.endpoint_name)
         return doc["metadata"]["uid"]
@@ -123,14 +133,22 @@ def _write_endpoint(store, ident: Identity, host_veth: str, mac: str, addresses)
     return with_retries(f"writing endpoint {ident.namespace}/{ident.endpoint_name}", step)
 
 
-def _ensure_profiles(store: Datastore, ident: Identity) -> None:
+def _ensure_profiles(store: Datastore, ident: Identity, hint: Hint | None = None) -> list[Pin]:
     """Create the profiles the endpoint will name that do not exist, never changing one that does,
     as Calico's plugin does (cni-plugin/pkg/plugin/plugin.go, v3.30.0: Get, then Create when
     absent); Felix gives an endpoint whose profile is missing a drop-all policy. A `kns.<namespace>`
     profile (policy.type k8s) gets kube-controllers' content, since no kube-controllers runs here.
     One read round trip when the profiles exist; one create-only compare-and-swap each when not
-    (another creator winning the race is fine: the profile exists)."""
+    (another creator winning the race is fine: the profile exists).
+
+    With `hint` (calico-node's watch cache) holding every profile and saying the datastore is not
+    locked: no read at all, and the pins the endpoint's create must compare instead (each profile's
+    and ClusterInformation's revision: `_write_endpoint`); else the read as without a hint, and no pins."""
     specs = ident.profile_specs()
+    if hint is not None and not hint_locked(hint):
+        seen = [hint.get(PROFILES + name) for name in specs]
+        if all(kv is not None for kv in seen):
+            return [*(Pin(kv.key, kv.mod_revision) for kv in seen if kv is not None), pin(hint, CLUSTER_INFORMATION)]
     # The first datastore read of an ADD: it also says whether the datastore is locked (a
     # migration), so a locked datastore refuses the ADD before anything is written.
     existing = store.present([PROFILES + name for name in specs], ready_check=True)
@@ -141,6 +159,7 @@ def _ensure_profiles(store: Datastore, ident: Identity) -> None:
             log.info("created profile %s", name)
         else:
             log.info("profile %s was created meanwhile by another writer", name)
+    return []
 
 
 def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
@@ -204,7 +223,10 @@ def add(request: CniRequest, services: Services) -> dict:
         mtu, origin = decide_mtu(conf.mtu, host.rtnl(), mtu_file)
         log.debug("MTU %d from %s", mtu, origin)
 
-        _ensure_profiles(store, ident)
+        # A hint replaces the profiles' read only where the allocation commit compares the lock
+        # (calico-ipam in this process): a locked datastore still refuses the ADD before the
+        # first write, and another IPAM plugin is never run against a locked datastore.
+        pins = _ensure_profiles(store, ident, hint if conf.ipam_type == CALICO_IPAM else None)
         endpoint_key = workload_endpoint_key(ident.namespace, ident.endpoint_name)
         ipam_result = ipam.add()
         created = wiring.Created()
@@ -224,7 +246,7 @@ def add(request: CniRequest, services: Services) -> dict:
                 services.endpoints.endpoint_added(
                     endpoint_key, ident.endpoint_doc(ident.host_veth, wired.container.mac, [str(a) for a in addresses], "", now_rfc3339())
                 )
-            uid = _write_endpoint(store, ident, ident.host_veth, wired.container.mac, addresses)
+            uid = _write_endpoint(store, ident, ident.host_veth, wired.container.mac, addresses, pins)
         except BaseException:
             if services.endpoints is not None:
                 services.endpoints.endpoint_abandoned(endpoint_key)

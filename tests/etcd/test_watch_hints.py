@@ -234,3 +234,117 @@ def test_dual_stack_from_held_blocks_is_two_commits(store):
     assert sorted(a.family for a in got) == [4, 6]
     assert store.handle("net1.c1").blocks == {a.block: 1 for a in got}
     assert len(set(holders(store))) == len(holders(store)) == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# ADD: the profiles and the lock from the hint, compared by the endpoint's create
+
+
+def ident_of(cid: str = "c1"):
+    from calico_cni.protocol.request import CniRequest
+    from calico_cni.workload import Identity
+
+    config = {"cniVersion": "1.0.0", "name": "net1", "type": "calico", "nodename": NODE, "ipam": {"type": "calico-ipam"}}
+    return Identity.of(CniRequest("ADD", "1.0.0", config, container_id=cid, ifname="eth0"), NODE)
+
+
+def write(store, ident, pins) -> str:
+    from calico_cni.plugins.calico import _write_endpoint
+
+    return _write_endpoint(store, ident, ident.host_veth, "ee:ee:ee:ee:ee:01", [ipaddress.ip_interface("198.18.0.1/32")], pins)
+
+
+def profile_key(name: str = "net1") -> str:
+    from calico_cni.workload import PROFILES
+
+    return PROFILES + name
+
+
+def test_existing_profiles_cost_no_read_and_the_create_compares_them(store):
+    from calico_cni.plugins.calico import _ensure_profiles
+
+    ident = ident_of()
+    _ensure_profiles(store, ident)  # the profile exists now (as after the node's first pod)
+    hint = hint_of(store)
+    pins: list = []
+    uid: list = []
+    assert trips(store, lambda: pins.extend(_ensure_profiles(store, ident, hint))) == 0
+    assert {p.key for p in pins} == {profile_key(), keys.CLUSTER_INFORMATION}
+    assert trips(store, lambda: uid.append(write(store, ident, pins))) == 1
+    assert store.workload_endpoint(ident.namespace, ident.endpoint_name).doc["metadata"]["uid"] == uid[0]
+
+
+def test_a_missing_profile_in_the_hint_takes_the_read_path(store):
+    from calico_cni.plugins.calico import _ensure_profiles
+
+    ident = ident_of()
+    hint = hint_of(store)
+    assert _ensure_profiles(store, ident, hint) == []  # no pins: read, and created
+    assert store.client.get(profile_key()) is not None
+
+
+def test_a_profile_deleted_after_the_snapshot_is_recreated_by_the_fallback(store, other):
+    from calico_cni.plugins.calico import _ensure_profiles
+
+    ident = ident_of()
+    _ensure_profiles(store, ident)
+    hint = hint_of(store)
+    pins = _ensure_profiles(store, ident, hint)
+    assert other.client.commit([], [], [profile_key()])[0]  # someone deletes it
+    # The create fails on the profile's revision; the fallback reads, recreates it, creates the endpoint.
+    assert trips(store, lambda: write(store, ident, pins)) == 5  # failed create, profiles read, profile create, endpoint read, create
+    assert store.client.get(profile_key()) is not None
+    assert store.workload_endpoint(ident.namespace, ident.endpoint_name) is not None
+
+
+def test_a_lock_set_after_the_snapshot_fails_the_endpoint_create(store, other):
+    from calico_cni.plugins.calico import _ensure_profiles
+
+    ident = ident_of()
+    _ensure_profiles(store, ident)
+    cluster.initialise(other)
+    hint = hint_of(store)
+    pins = _ensure_profiles(store, ident, hint)
+    assert cluster.set_ready(other, False)
+    with pytest.raises(DatastoreNotReady):
+        write(store, ident, pins)
+    assert store.workload_endpoint(ident.namespace, ident.endpoint_name) is None
+
+
+def test_a_locked_cache_reads_the_profiles_and_refuses(store, other):
+    from calico_cni.plugins.calico import _ensure_profiles
+
+    ident = ident_of()
+    _ensure_profiles(store, ident)
+    cluster.initialise(other)
+    cluster.set_ready(other, False)
+    with pytest.raises(DatastoreNotReady):
+        _ensure_profiles(store, ident, hint_of(store))
+
+
+def test_an_add_with_hints_is_two_round_trips_and_a_lock_after_the_snapshot_writes_nothing(store, other, warm):
+    """The datastore part of an ADD as `calico.add` runs it (profiles, IPAM, endpoint): two round
+    trips with hints; with a lock set after the cache saw the datastore unlocked, the allocation's
+    commit fails and the fresh read refuses it before anything is written."""
+    from calico_cni.plugins.calico import _ensure_profiles
+
+    memory, _ = warm
+    cluster.initialise(other)
+    ident = ident_of()
+    _ensure_profiles(store, ident)
+
+    def add(cid: str, hint) -> None:
+        ident = ident_of(cid)
+        pins = _ensure_profiles(store, ident, hint)
+        got = allocator.assign(store, att(cid), V4, memory, hint)
+        write(store, ident, pins)
+        assert got[0].new
+
+    hint = hint_of(store)
+    assert trips(store, lambda: add("a1", hint)) == 2
+    hint = hint_of(store)
+    assert cluster.set_ready(other, False)
+    before = store.client.read([Range("/calico/", prefix=True)])[0]
+    with pytest.raises(DatastoreNotReady):
+        add("a2", hint)
+    assert store.client.read([Range("/calico/", prefix=True)])[0] == before
