@@ -7,6 +7,10 @@ most of an interpreter's start (site and the .pth files of a virtual environment
 a thin plugin run that needs about 8 ms in all); `-I` keeps PYTHON* variables and the user's
 site-packages out. pip's console scripts would also import `re` on every run.
 
+The plugins' launchers (`calico`, `calico-ipam`) hand the request to the node's daemon first with
+`calico_cni.agent.client` alone, and import the plugins' package only when they run in-process: a
+forwarded request loads three modules of ours, not six (with `os`, 3 ms of a 12 ms run).
+
     python -m calico_cni.launcher calico_cni.main:main > /opt/cni/bin/calico
 """
 
@@ -18,6 +22,8 @@ import sys
 
 from calico_cni.files import replace_file
 
+# The plugins: their launchers forward to the daemon before importing anything else (see above).
+PLUGINS = ("calico", "calico-ipam")
 ENTRY_POINTS = {
     "calico": "calico_cni.main:main",
     "calico-ipam": "calico_ipam.main:main",
@@ -36,19 +42,22 @@ def import_path() -> list[str]:
 
 
 def render(entry_point: str, python: str | None = None) -> str:
-    """The launcher text for `module:function`, run by `python` (default: this interpreter,
-    which must be the environment's own, never a pyenv shim)."""
+    """The launcher text for `module:function`, or for a plugin's name (one of PLUGINS), run by
+    `python` (default: this interpreter, which must be the environment's own, never a pyenv shim)."""
+    python = python or sys.executable
+    head = f"#!{python} -IS\nimport sys\nsys.path[:0] = {import_path()!r}\n"
+    if entry_point in PLUGINS:
+        # The thin client exits with the daemon's answer; it returns only to run in-process.
+        return (
+            head + "from calico_cni.agent.client import main_thin\n"
+            f"stdin = main_thin({entry_point!r})\n"
+            "from calico_cni.plugins.dispatch import run_in_process\n"
+            f"run_in_process({entry_point!r}, stdin)\n"
+        )
     module, _, function = entry_point.partition(":")
     if not module or not function:
         raise ValueError(f"entry point must be module:function, got {entry_point!r}")
-    python = python or sys.executable
-    return (
-        f"#!{python} -IS\n"
-        "import sys\n"
-        f"sys.path[:0] = {import_path()!r}\n"
-        f"from {module} import {function}\n"
-        f"{function}()\n"
-    )
+    return head + f"from {module} import {function}\n{function}()\n"
 
 
 def write_all(directory: str, names: tuple[str, ...] = tuple(ENTRY_POINTS)) -> list[str]:
@@ -56,7 +65,7 @@ def write_all(directory: str, names: tuple[str, ...] = tuple(ENTRY_POINTS)) -> l
     written = []
     for name in names:
         path = os.path.join(directory, name)
-        replace_file(path, render(ENTRY_POINTS[name]), 0o755)
+        replace_file(path, render(name if name in PLUGINS else ENTRY_POINTS[name]), 0o755)
         written.append(path)
     return written
 
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         raise SystemExit("usage: python -m calico_cni.launcher NAME|module:function")
-    print(render(ENTRY_POINTS.get(args[0], args[0])), end="")
+    print(render(args[0] if args[0] in PLUGINS else ENTRY_POINTS.get(args[0], args[0])), end="")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ The exec'd plugin imports this module on every run, so it imports nothing at all
 no socket or struct. `sock` is anything with `sendall` and `recv` (`socket.socket`, `_socket.socket`).
 """
 
-from __future__ import annotations
-
 DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 # The socket the plugins use; set but empty: never use the agent.
 SOCKET_ENV = "CALICO_CNI_AGENT_SOCKET"

@@ -46,7 +46,12 @@ def main(plugin: str) -> None:
     answers (`agent.client`, standard library only), else run its verbs in this process."""
     from calico_cni.agent.client import main_thin
 
-    stdin = main_thin(plugin)
+    run_in_process(plugin, main_thin(plugin))
+
+
+def run_in_process(plugin: str, stdin: bytes) -> None:
+    """Run the invocation in this process (no daemon answered; `stdin` already read) and exit
+    with its status."""
     from calico_cni.protocol.runner import run
 
     sys.exit(run(verb_handlers(plugin), plugin, stdin=stdin, setup=setup_logging(plugin), translate=translate))

@@ -138,28 +138,39 @@ def run_as_launched(code: str, **run_args) -> tuple[subprocess.CompletedProcess,
     directories on sys.path): the finished process and the modules it had imported at exit."""
     from calico_cni.launcher import import_path
 
+    report = "lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n') and sys.__stderr__.flush()"
     script = (
-        "import sys, atexit\n"
+        "import sys, atexit, posix\n"
         f"sys.path[:0] = {import_path()!r}\n"
-        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted(sys.modules)) + '\\n'))\n"
+        f"report = {report}\n"
+        "atexit.register(report)\n"
+        # The thin client ends with posix._exit, which runs no atexit hook: report there too.
+        "_exit = posix._exit\n"
+        "posix._exit = lambda code: (report(), _exit(code))\n"
         + code
     )
     proc = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, timeout=30, **run_args)
     return proc, set(proc.stderr.decode().rpartition("MODULES ")[2].split())
 
 
-@pytest.mark.parametrize("entry", ["calico_cni.main", "calico_ipam.main"])
-def test_thin_path_imports_nothing_heavy(bare_server, entry):
-    """A plugin run the agent answers (here: with an error, it serves no plugin) imports neither
-    the protocol modules nor json, socket, typing, re or logging: the launcher's `python -I -S`
-    start plus the client is the whole cost of a forwarded request."""
+@pytest.mark.parametrize("plugin", ["calico", "calico-ipam"])
+def test_thin_path_imports_nothing_heavy(bare_server, plugin):
+    """A plugin run the agent answers (here: with an error, it serves no plugin), started by its
+    launcher, imports nothing but the client and the wire format: not the plugins' package, not
+    the protocol modules, json, socket, typing, re, logging, nor even os: the launcher's
+    `python -I -S` start plus the client is the whole cost of a forwarded request."""
+    from calico_cni.launcher import render
+
     path, _ = bare_server
     env = {"CNI_COMMAND": "ADD", "CALICO_CNI_AGENT_SOCKET": path, "PATH": os.environ.get("PATH", "")}
-    proc, modules = run_as_launched(f"from {entry} import main\nmain()\n", input=b'{"cniVersion": "1.0.0"}', env=env)
+    launcher = render(plugin).split("\n", 3)[3]  # after the interpreter line, `import sys` and sys.path
+    assert launcher.startswith("from calico_cni.agent.client import main_thin\n"), launcher
+    proc, modules = run_as_launched(launcher, input=b'{"cniVersion": "1.0.0"}', env=env)
     assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 4, proc.stdout  # the agent's answer
-    heavy = {"json", "socket", "typing", "re", "logging", "dataclasses", "struct", "importlib"}
+    heavy = {"json", "socket", "typing", "re", "logging", "dataclasses", "struct", "importlib", "os", "__future__"}
     assert modules and not modules & heavy, sorted(modules & heavy)
-    assert not [m for m in modules if m.startswith(("calico_cni.protocol", "calico_cni.config", "calico_cni.plugins.calico_ipam"))]
+    ours = sorted(m for m in modules if m.startswith(("calico_cni", "calico_ipam")))
+    assert ours == ["calico_cni", "calico_cni.agent", "calico_cni.agent.client", "calico_cni.agent.wire"], ours
 
 
 def test_health_probe_loads_neither_plugins_nor_grpc(bare_server):
