@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on a Debian/Ubuntu machine (run as root), idempotently:
 # system packages and a virtual environment in .venv with the project and its test tools.
-#   scripts/setup-deps.sh            # runtime needs (etcd, BIRD 2, CNI reference plugins, iproute2, nftables, conntrack, ...)
+#   scripts/setup-deps.sh            # runtime needs (etcd, BIRD 2, CNI reference plugins, iproute2, nftables, ...)
 #   scripts/setup-deps.sh --demo     # plus cnitool, which the demo starts pods with
 #   scripts/setup-deps.sh --test     # plus what the test suite needs (podman, cnitool, ...)
 set -euo pipefail
@@ -21,8 +21,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# No conntrack: calico-node deletes a removed pod's conntrack entries over netlink itself; the
+# tests create and list entries with Debian's `conntrack`, which --test installs (test-deps.txt).
 packages=(etcd-server etcd-client containernetworking-plugins iproute2 iputils-ping busybox-static
-          python3 python3-venv ca-certificates bird2 nftables conntrack)
+          python3 python3-venv ca-certificates bird2 nftables)
 if [ "$want_test" = 1 ] && [ -f "$here/scripts/test-deps.txt" ]; then
     while read -r pkg _; do
         case "$pkg" in ''|'#'*) continue ;; esac

@@ -15,8 +15,9 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from calico_cni.timing import timed
 
@@ -96,7 +97,19 @@ RT_SCOPE_HOST = 254
 RT_SCOPE_NOWHERE = 255
 RTN_UNICAST = 1
 RTN_BLACKHOLE = 6
-ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat", 11: "xresolve"}
+ROUTE_TYPES = {
+    1: "unicast",
+    2: "local",
+    3: "broadcast",
+    4: "anycast",
+    5: "multicast",
+    6: "blackhole",
+    7: "unreachable",
+    8: "prohibit",
+    9: "throw",
+    10: "nat",
+    11: "xresolve",
+}
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
@@ -211,7 +224,7 @@ def _mac_text(raw: bytes | None) -> str:
 
 
 def mac_bytes(mac: str) -> bytes:
-    """"ee:ee:ee:ee:ee:ee" -> 6 bytes."""
+    """ "ee:ee:ee:ee:ee:ee" -> 6 bytes."""
     return bytes(int(part, 16) for part in mac.split(":"))
 
 
@@ -279,11 +292,15 @@ def _family(version: int) -> int:
 
 
 class Rtnl:
-    """Requests over one NETLINK_ROUTE socket (it acts in the namespace it was created in)."""
+    """Requests over one NETLINK_ROUTE socket (it acts in the namespace it was created in).
+
+    `deadline` (a `time.monotonic()` instant, None: no deadline) bounds every wait for an answer:
+    past it a receive raises TimeoutError, whatever the socket's own timeout."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.seq = 0
+        self.deadline: float | None = None
 
     @classmethod
     def open(cls, protocol: int = NETLINK_ROUTE) -> "Rtnl":
@@ -313,6 +330,11 @@ class Rtnl:
 
     def _messages(self) -> Iterator[tuple[int, int, int, memoryview]]:
         while True:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(errno.ETIMEDOUT, "no netlink answer before the deadline")
+                self.sock.settimeout(left)
             data = memoryview(self.sock.recv(_RECV_BUFFER))
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
@@ -363,6 +385,58 @@ class Rtnl:
             if not interrupted:
                 return out
         raise NetlinkError(errno.EAGAIN, f"{what}: dump kept being interrupted by concurrent changes")
+
+    def dump(self, mtype: int, body: bytes, what: str = "netlink dump") -> Iterator[tuple[int, memoryview]]:
+        """Send one NLM_F_DUMP request and yield its messages (type, payload) as they arrive,
+        without holding them all: for tables too large to keep twice (a node's conntrack table).
+
+        Unlike `request`, a dump the kernel marks interrupted by a concurrent change is not run
+        again: it raises NetlinkError(EAGAIN) at its end, after what it yielded. A kernel error
+        raises `NetlinkError`."""
+        self.seq += 1
+        seq = self.seq
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        interrupted = False
+        for rtype, rflags, rseq, payload in self._messages():
+            if rseq != seq:
+                continue
+            interrupted |= bool(rflags & NLM_F_DUMP_INTR)
+            if rtype == NLMSG_ERROR:
+                if struct.unpack_from("=i", payload)[0] == 0:
+                    break
+                raise self._error(payload, rflags, what)
+            if rtype == NLMSG_DONE:
+                break
+            yield rtype, payload
+        if interrupted:
+            raise NetlinkError(errno.EAGAIN, f"{what}: interrupted by a concurrent change")
+
+    def request_each(self, requests: Sequence[tuple[int, bytes]], what: str = "netlink request", per_send: int = 64) -> list[NetlinkError | None]:
+        """Send `requests` (type, body), each acknowledged, `per_send` messages to a send, and
+        return each one's outcome in order: None, or the kernel's refusal.
+
+        The kernel handles the messages of one send one after the other, each answered by its own
+        acknowledgement or error, a failure not stopping the next (netlink_rcv_skb). `per_send`
+        keeps those answers within the socket's receive buffer: one that does not fit is dropped
+        and the next receive fails with ENOBUFS."""
+        out: list[NetlinkError | None] = []
+        for start in range(0, len(requests), max(1, per_send)):
+            chunk = requests[start : start + max(1, per_send)]
+            first = self.seq + 1
+            packet = b"".join(
+                _NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, NLM_F_REQUEST | NLM_F_ACK, first + i, 0) + body for i, (mtype, body) in enumerate(chunk)
+            )
+            self.seq += len(chunk)
+            self.sock.send(packet)
+            answers: dict[int, NetlinkError | None] = {}
+            for rtype, rflags, rseq, payload in self._messages():
+                if rtype != NLMSG_ERROR or not first <= rseq < first + len(chunk):
+                    continue
+                answers[rseq] = None if struct.unpack_from("=i", payload)[0] == 0 else self._error(payload, rflags, what)
+                if len(answers) == len(chunk):
+                    break
+            out += [answers[first + i] for i in range(len(chunk))]
+        return out
 
     # -- links --------------------------------------------------------------------------------
 

@@ -1,25 +1,31 @@
-"""dataplane.conntrack with the real `conntrack` tool and kernel, in two namespaces this test makes:
+"""dataplane.conntrack against the real kernel (ctnetlink), in namespaces this test makes; Debian's
+`conntrack` tool is only the tests' own client: it creates entries (`-I`) and lists them (`-L`).
 
     peer (198.19.78.1, 198.19.78.3, fd00:198:19:78::1, fd00:198:19:78::3) -- veth -- node (198.19.78.2, fd00:198:19:78::2)
 
 The node namespace tracks connections (an nft table with a `ct state` rule makes the kernel track
 in that namespace). Flows in both directions for X (198.19.78.1 / fd00:198:19:78::1) and Y (.3 /
 ::3): X and Y open TCP connections to the node, and the node sends UDP to X and Y (so X and Y are
-reply sources there). Flushing X removes every entry naming X and leaves Y's.
+reply sources there). Flushing X removes every entry naming X and leaves Y's. Entries the traffic
+cannot make (a DNAT's, zones', hundreds of addresses) are inserted with `conntrack -I`.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
 from calico_cni.dataplane import conntrack
+from calico_cni.dataplane.conntrack import ConntrackError
+from calico_cni.dataplane.rtnl import Rtnl
 from tests import netns
 
 NODE4, X4, Y4 = "198.19.78.2", "198.19.78.1", "198.19.78.3"
@@ -29,6 +35,10 @@ TRACK = """table inet cttest {
 	chain output { type filter hook output priority 0; policy accept; ct state new counter; }
 }
 """
+
+
+def ip_(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
 
 
 @pytest.fixture
@@ -51,13 +61,39 @@ def pair():
         netns.delete(peer)
 
 
-def _entries(node: str) -> list[str]:
-    """`conntrack -L` in the node namespace, both families, one line per entry."""
+@pytest.fixture
+def scratch():
+    """An empty namespace for entries inserted with `conntrack -I` (no traffic needed)."""
+    name = f"{netns.PREFIX}ctscratch-{os.getpid()}"
+    try:
+        yield netns.add(name)
+    finally:
+        netns.delete(name)
+
+
+def _entries(ns: str) -> list[str]:
+    """`conntrack -L` in namespace `ns`, both families, one line per entry."""
     lines = []
     for family in ("ipv4", "ipv6"):
-        proc = subprocess.run(["ip", "netns", "exec", node, "conntrack", "-L", "-f", family], capture_output=True, text=True, check=True)
+        proc = subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-L", "-f", family], capture_output=True, text=True, check=True)
         lines += proc.stdout.splitlines()
     return lines
+
+
+def _insert(ns: str, *specs: str) -> None:
+    """`conntrack -I <spec>` for each spec, in namespace `ns` (one shell for all of them)."""
+    script = "\n".join(f"conntrack -I {spec} >/dev/null 2>&1 || {{ echo 'failed: {spec}' >&2; exit 1; }}" for spec in specs)
+    subprocess.run(["ip", "netns", "exec", ns, "sh", "-e"], input=script, text=True, check=True)
+
+
+def tcp(src: str, dst: str, sport: int = 1000, dport: int = 80, extra: str = "") -> str:
+    """An established TCP entry's `conntrack -I` arguments."""
+    return f"-p tcp -s {src} -d {dst} --sport {sport} --dport {dport} --state ESTABLISHED -u SEEN_REPLY -t 300 {extra}".strip()
+
+
+def udp(src: str, dst: str, sport: int = 2000, dport: int = 53, extra: str = "") -> str:
+    """A UDP entry's `conntrack -I` arguments."""
+    return f"-p udp -s {src} -d {dst} --sport {sport} --dport {dport} -t 300 {extra}".strip()
 
 
 def _names(line: str, address: str) -> bool:
@@ -96,11 +132,11 @@ def _flows(node: str, peer: str) -> list[socket.socket]:
     return kept
 
 
-# Enough addresses that the flush lists the table once and deletes what matched (BATCH).
-IDLE = [ipaddress.ip_address(f"198.18.250.{i}") for i in range(1, conntrack.BATCH + 1)]
+# Addresses with no entry, to flush many at once: the one dump serves them all.
+IDLE = [ip_(f"198.18.250.{i}") for i in range(1, 11)]
 
 
-@pytest.mark.parametrize("extra", [[], IDLE], ids=["per-address", "batch"])
+@pytest.mark.parametrize("extra", [[], IDLE], ids=["two-addresses", "twelve-addresses"])
 def test_flush_removes_the_addresses_entries_in_both_directions_and_keeps_the_others(pair, extra):
     node, peer = pair
     kept = _flows(node, peer)
@@ -113,7 +149,7 @@ def test_flush_removes_the_addresses_entries_in_both_directions_and_keeps_the_ot
             assert any(line.startswith("udp") and _original(line)[1] == address for line in before), (address, before)
         with netns.inside(node):
             started = time.perf_counter()
-            conntrack.flush_addresses([ipaddress.ip_address(X4), ipaddress.ip_address(X6), *extra])
+            conntrack.flush_addresses([ip_(X4), ip_(X6), *extra])
             elapsed = time.perf_counter() - started
         after = _entries(node)
         assert not [line for line in after if _names(line, X4) or _names(line, X6)], after
@@ -122,8 +158,120 @@ def test_flush_removes_the_addresses_entries_in_both_directions_and_keeps_the_ot
             assert [line for line in after if line.startswith("udp") and _names(line, address)], (address, after)
         # Nothing left to delete is success too.
         with netns.inside(node):
-            conntrack.flush_addresses([ipaddress.ip_address(X4), ipaddress.ip_address(X6), *extra])
+            conntrack.flush_addresses([ip_(X4), ip_(X6), *extra])
         print(f"flush of {2 + len(extra)} addresses: {elapsed * 1000:.1f} ms")
     finally:
         for sock in kept:
             sock.close()
+
+
+def test_a_dnatted_flows_reply_source_and_zoned_entries_are_flushed(scratch):
+    pod, other, node, client = "198.18.7.5", "198.18.7.6", "198.19.7.1", "198.19.7.9"
+    pod6, other6 = "fd00:198:18:7::5", "fd00:198:18:7::6"
+    _insert(
+        scratch,
+        # A hostPort: the client reached the node's address, DNAT'd to the pod (reply source).
+        tcp(client, node, 40000, 8080, f"-r {pod} -q {client} --reply-port-src 80 --reply-port-dst 40000"),
+        tcp(client, node, 40001, 8080, f"-r {other} -q {client} --reply-port-src 80 --reply-port-dst 40001"),
+        # Zones: both directions (CTA_ZONE), the original direction's only, the reply's only.
+        udp(pod, node, 2001, 53, "-w 7"),
+        udp(pod, node, 2002, 53, "--orig-zone 8"),
+        udp(pod, node, 2003, 53, "--reply-zone 9"),
+        udp(other, node, 2001, 53, "-w 7"),
+        tcp(pod6, "fd00:198:19:7::1", extra="-w 7"),
+        tcp(other6, "fd00:198:19:7::1", extra="-w 7"),
+    )
+    assert len(_entries(scratch)) == 8
+    with netns.inside(scratch):
+        conntrack.flush_addresses([ip_(pod), ip_(pod6)])
+    left = _entries(scratch)
+    assert not [line for line in left if _names(line, pod) or _names(line, pod6)], left
+    assert len(left) == 3, left
+    assert all(_names(line, other) or _names(line, other6) for line in left), left
+
+
+def test_many_addresses_take_one_dump_and_several_sends_of_deletes(scratch):
+    # More matching entries than one send carries (PER_SEND), of 150 addresses; 20 others stay.
+    gone = [f"198.18.{8 + i // 200}.{i % 200 + 1}" for i in range(150)]
+    stay = [f"198.18.20.{i + 1}" for i in range(20)]
+    _insert(
+        scratch,
+        *[tcp(a, "198.19.8.1") for a in gone + stay],
+        *[
+            udp("198.19.8.1", "198.19.8.2", 3000 + i, 53, f"-r {a} -q 198.19.8.1 --reply-port-src 53 --reply-port-dst {3000 + i}")
+            for i, a in enumerate(gone[:30])
+        ],
+    )
+    assert 180 > conntrack.PER_SEND
+    assert len(_entries(scratch)) == 200
+    with netns.inside(scratch):
+        started = time.perf_counter()
+        conntrack.flush_addresses([ip_(a) for a in gone])
+        elapsed = time.perf_counter() - started
+    left = _entries(scratch)
+    assert sorted(_original(line)[0] for line in left) == sorted(stay), left
+    print(f"flush of 150 addresses (180 entries): {elapsed * 1000:.1f} ms")
+
+
+def test_nothing_to_flush_is_success(scratch):
+    _insert(scratch, tcp("198.18.9.1", "198.19.9.1"))
+    with netns.inside(scratch):
+        conntrack.flush_addresses([ip_("198.18.9.2"), ip_("fd00:198:18:9::2")])
+        conntrack.flush_addresses([])
+    assert len(_entries(scratch)) == 1
+
+
+def test_an_entry_gone_between_the_dump_and_its_delete_is_success(scratch):
+    _insert(scratch, tcp("198.18.10.1", "198.19.10.1", 1001), tcp("198.18.10.1", "198.19.10.1", 1002), tcp("198.18.10.1", "198.19.10.1", 1003))
+    with netns.inside(scratch), Rtnl.open(conntrack.NETLINK_NETFILTER) as nl:
+        entries = conntrack.list_matching(nl, [ip_("198.18.10.1")])
+        assert len(entries) == 3
+        # Someone else deletes one (a DEL's flush racing the pass's, or the entry expiring).
+        subprocess.run(["conntrack", "-D", "-p", "tcp", "-s", "198.18.10.1", "--sport", "1002"], capture_output=True, check=True)
+        assert conntrack.delete(nl, entries) == 2
+        assert conntrack.delete(nl, entries) == 0
+    assert _entries(scratch) == []
+
+
+def test_the_flush_acts_in_the_calling_threads_namespace_only(pair, scratch):
+    node, peer = pair
+    _insert(node, tcp(X4, NODE4))
+    _insert(scratch, tcp(X4, NODE4))
+    errors = []
+
+    def in_node() -> None:
+        try:
+            with netns.inside(node):
+                conntrack.flush_addresses([ip_(X4)])
+        except (ConntrackError, OSError) as exc:  # reported to the test's thread
+            errors.append(exc)
+
+    # Another thread enters the node namespace; this one stays where it is (setns is per thread).
+    with netns.inside(scratch):
+        worker = threading.Thread(target=in_node)
+        worker.start()
+        worker.join()
+    assert not errors, errors
+    assert not [line for line in _entries(node) if _names(line, X4)]
+    assert [line for line in _entries(scratch) if _names(line, X4)]
+
+
+def test_a_kernel_refusal_is_one_line_and_deletes_nothing_else(scratch):
+    _insert(scratch, tcp("198.18.11.1", "198.19.11.1"), tcp("198.18.11.2", "198.19.11.1"))
+    with netns.inside(scratch), Rtnl.open(conntrack.NETLINK_NETFILTER) as nl:
+        (entry,) = conntrack.list_matching(nl, [ip_("198.18.11.1")])
+        # A family ctnetlink does not know: the kernel refuses the tuple (EOPNOTSUPP) before any lookup.
+        bogus = conntrack.Entry(socket.AF_UNSPEC, entry.orig, entry.zone)
+        with pytest.raises(ConntrackError) as caught:
+            conntrack.delete(nl, [bogus])
+    message = str(caught.value)
+    assert message == f"deleting the conntrack entry proto 6 src=198.18.11.1 dst=198.19.11.1 sport=1000 dport=80: {os.strerror(errno.EOPNOTSUPP)}", message
+    assert "\n" not in message
+    assert len(_entries(scratch)) == 2
+
+
+def test_the_deadline_bounds_the_flush(scratch):
+    _insert(scratch, tcp("198.18.12.1", "198.19.12.1"))
+    with netns.inside(scratch), pytest.raises(ConntrackError, match=r"^listing conntrack entries did not finish within 0 s$"):
+        conntrack.flush_addresses([ip_("198.18.12.1")], timeout=0)
+    assert len(_entries(scratch)) == 1

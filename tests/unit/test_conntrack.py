@@ -1,102 +1,126 @@
-"""dataplane.conntrack against a fake `conntrack` (a /bin/sh script): which invocations it runs,
-what counts as success, and its errors (tool missing, failing, retried, too slow). The real tool
-and kernel are in tests/namespaces/test_conntrack.py."""
+"""dataplane.conntrack without a kernel: which dumped entries match (messages encoded here the way
+ctnetlink_fill_info lays them out), what a delete carries, the request it sends and its deadline
+(over a socket pair nobody answers). The kernel itself is in tests/namespaces/test_conntrack.py."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 import time
 
 import pytest
 
 from calico_cni.dataplane import conntrack
-from calico_cni.dataplane.conntrack import ConntrackError
+from calico_cni.dataplane.conntrack import ConntrackError, Entry
 from calico_cni.dataplane.errors import DataplaneError
+from calico_cni.dataplane.rtnl import NLM_F_DUMP, NLM_F_REQUEST, Rtnl, attr
 
-X4, X6 = ipaddress.ip_address("198.18.0.5"), ipaddress.ip_address("fd00:198:18::5")
-NOTHING = "echo 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.' >&2; exit 1"
-
-
-def _fake(tmp_path, monkeypatch, shell: str):
-    """conntrack runs `shell` in place of the tool; every run appends its arguments to calls.txt."""
-    calls = tmp_path / "calls.txt"
-    fake = tmp_path / "conntrack"
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n{shell}\n')
-    fake.chmod(0o755)
-    monkeypatch.setattr(conntrack, "CONNTRACK", str(fake))
-    return calls
+POD4, POD6 = ipaddress.ip_address("198.18.0.5"), ipaddress.ip_address("fd00:198:18::5")
+NODE4, NODE6 = ipaddress.ip_address("198.19.0.1"), ipaddress.ip_address("fd00:198:19::1")
+NESTED = 0x8000  # NLA_F_NESTED, as the kernel sets it on nests
+CTA_TUPLE_ZONE = 3
 
 
-def test_each_address_is_deleted_by_original_and_reply_source_in_its_family(tmp_path, monkeypatch):
-    calls = _fake(tmp_path, monkeypatch, "echo 'conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted.' >&2")
-    conntrack.flush_addresses([X4, X6, X4])  # the repeated address runs once
-    assert sorted(calls.read_text().splitlines()) == sorted(
-        [
-            "--family ipv4 --delete --orig-src 198.18.0.5",
-            "--family ipv4 --delete --reply-src 198.18.0.5",
-            "--family ipv6 --delete --orig-src fd00:198:18::5",
-            "--family ipv6 --delete --reply-src fd00:198:18::5",
-        ]
-    )
+def tuple_(src, dst, sport: int, dport: int, proto: int = 6, zone: int | None = None) -> bytes:
+    """A CTA_TUPLE_ORIG/REPLY payload: addresses, protocol and ports, then a direction's zone."""
+    v4 = src.version == 4
+    ip = attr(conntrack.CTA_IP_V4_SRC if v4 else conntrack.CTA_IP_V6_SRC, src.packed)
+    ip += attr(conntrack.CTA_IP_V4_DST if v4 else conntrack.CTA_IP_V6_DST, dst.packed)
+    pr = attr(conntrack.CTA_PROTO_NUM, bytes([proto])) + attr(conntrack.CTA_PROTO_SRC_PORT, struct.pack(">H", sport))
+    pr += attr(conntrack.CTA_PROTO_DST_PORT, struct.pack(">H", dport))
+    out = attr(conntrack.CTA_TUPLE_IP | NESTED, ip) + attr(conntrack.CTA_TUPLE_PROTO | NESTED, pr)
+    return out + (attr(CTA_TUPLE_ZONE, struct.pack(">H", zone)) if zone is not None else b"")
 
 
-def test_nothing_to_delete_is_success_and_no_address_runs_nothing(tmp_path, monkeypatch):
-    calls = _fake(tmp_path, monkeypatch, NOTHING)
-    conntrack.flush_addresses([X4])
-    assert len(calls.read_text().splitlines()) == 2
-    calls.unlink()
-    conntrack.flush_addresses([])
-    assert not calls.exists()
+def message(orig: bytes, reply: bytes, family: int = socket.AF_INET, zone: int | None = None) -> memoryview:
+    """An IPCTNL_MSG_CT_NEW payload as dumped: nfgenmsg, both tuples, the zone, then the rest."""
+    body = struct.pack("=BBH", family, 0, 0) + attr(conntrack.CTA_TUPLE_ORIG | NESTED, orig) + attr(conntrack.CTA_TUPLE_REPLY | NESTED, reply)
+    if zone is not None:
+        body += attr(conntrack.CTA_ZONE, struct.pack(">H", zone))
+    body += attr(3, struct.pack(">I", 0x18)) + attr(7, struct.pack(">I", 120))  # CTA_STATUS, CTA_TIMEOUT
+    return memoryview(body)
 
 
-def test_missing_tool_says_to_install_debians_conntrack(tmp_path, monkeypatch):
-    monkeypatch.setattr(conntrack, "CONNTRACK", str(tmp_path / "absent"))
-    with pytest.raises(ConntrackError, match=r"not installed: install Debian's conntrack package \(apt-get install conntrack\)"):
-        conntrack.flush_addresses([X4])
+def test_an_entry_matches_by_its_original_source_and_keeps_its_tuple_as_dumped():
+    orig = tuple_(POD4, NODE4, 40000, 80, zone=8)
+    entry = conntrack.matching(message(orig, tuple_(NODE4, POD4, 80, 40000)), {POD4.packed})
+    assert entry == Entry(socket.AF_INET, orig, None)
+    assert entry.describe() == "proto 6 src=198.18.0.5 dst=198.19.0.1 sport=40000 dport=80"
+
+
+def test_an_entry_matches_by_its_reply_source_after_a_dnat_with_its_zone():
+    client = ipaddress.ip_address("198.19.0.9")
+    # The client reached the node's address; the pod answers (a hostPort).
+    orig = tuple_(client, NODE4, 40000, 8080, proto=17)
+    msg = message(orig, tuple_(POD4, client, 80, 40000, proto=17), zone=7)
+    entry = conntrack.matching(msg, {POD4.packed})
+    assert entry == Entry(socket.AF_INET, orig, struct.pack(">H", 7))
+    # Neither source is the address: the original destination is not one of Felix's fields.
+    assert conntrack.matching(msg, {NODE4.packed}) is None
+
+
+def test_ipv6_entries_match_their_own_family_only():
+    msg = message(tuple_(POD6, NODE6, 1, 2), tuple_(NODE6, POD6, 2, 1), family=socket.AF_INET6)
+    entry = conntrack.matching(msg, {POD6.packed, POD4.packed})
+    assert entry is not None and entry.family == socket.AF_INET6
+    assert entry.describe() == "proto 6 src=fd00:198:18::5 dst=fd00:198:19::1 sport=1 dport=2"
+    assert conntrack.matching(msg, {POD4.packed}) is None
+
+
+def test_a_message_without_an_original_tuple_or_truncated_is_skipped():
+    reply_only = struct.pack("=BBH", socket.AF_INET, 0, 0) + attr(conntrack.CTA_TUPLE_REPLY, tuple_(POD4, NODE4, 1, 2))
+    assert conntrack.matching(memoryview(reply_only), {POD4.packed}) is None
+    whole = bytes(message(tuple_(POD4, NODE4, 1, 2), tuple_(NODE4, POD4, 2, 1)))
+    assert conntrack.matching(memoryview(whole[:20]), {POD4.packed}) is None
+
+
+@pytest.fixture
+def pair():
+    """An Rtnl over one end of a socket pair: what it sends arrives at the other end, and nobody answers."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    theirs.setblocking(False)
+    with Rtnl(ours) as nl, theirs:
+        yield nl, theirs
+
+
+def test_a_delete_without_an_original_tuple_is_refused_before_anything_is_sent(pair):
+    nl, theirs = pair
+    with pytest.raises(ConntrackError, match="it would flush the table"):
+        conntrack.delete(nl, [Entry(socket.AF_INET, b"")])
+    with pytest.raises(BlockingIOError):
+        theirs.recv(4096)
     assert issubclass(ConntrackError, DataplaneError)
 
 
-def test_a_failure_is_retried_then_reported_with_the_tools_message(tmp_path, monkeypatch):
-    calls = _fake(tmp_path, monkeypatch, "echo 'conntrack v1.4.7 (conntrack-tools): Operation failed: Operation not permitted' >&2; exit 1")
-    with pytest.raises(
-        ConntrackError, match=r"--orig-src 198.18.0.5 failed 4 times: conntrack v1.4.7 \(conntrack-tools\): Operation failed: Operation not permitted$"
-    ):
-        conntrack.flush_addresses([X4])
-    assert calls.read_text().splitlines().count("--family ipv4 --delete --orig-src 198.18.0.5") == conntrack.ATTEMPTS
-
-
-def test_a_failure_that_passes_on_retry_is_success(tmp_path, monkeypatch):
-    # The first run of each invocation fails (an entry vanished between the tool's dump and its
-    # delete), the second finds nothing left.
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    calls = _fake(
-        tmp_path,
-        monkeypatch,
-        f'm="{marks}/$(echo "$*" | tr -c "a-z0-9" _)"\n'
-        f'if [ ! -e "$m" ]; then touch "$m"; echo "Operation failed: such conntrack doesn\'t exist" >&2; exit 1; fi\n' + NOTHING,
-    )
-    conntrack.flush_addresses([X4])
-    assert len(calls.read_text().splitlines()) == 4
-
-
-def test_a_slow_tool_is_killed_at_the_deadline(tmp_path, monkeypatch):
-    pids = tmp_path / "pids"
-    _fake(tmp_path, monkeypatch, f"echo $$ >> {pids}; exec sleep 30")
+def test_the_dump_is_one_request_for_both_families_and_waits_until_the_deadline_only(pair):
+    nl, theirs = pair
+    nl.deadline = time.monotonic() + 0.3
     started = time.monotonic()
-    with pytest.raises(ConntrackError, match=r"did not finish within 0.3 s"):
-        conntrack.flush_addresses([X4, X6], timeout=0.3)
-    # A generous bound (a loaded machine): it only tells a kill at the deadline from waiting out the 30 s sleep.
-    assert time.monotonic() - started < 15
-    # Every invocation (all four started together) is gone, not left running. A shell killed before
-    # its second line leaves no pid (on a loaded machine possibly all four: then no file at all).
-    for pid in pids.read_text().split() if pids.exists() else []:
-        assert not _alive(int(pid)), pid
+    with pytest.raises(TimeoutError):
+        conntrack.list_matching(nl, [POD4, POD6])
+    elapsed = time.monotonic() - started
+    # A generous bound (a loaded machine): it only tells the deadline from the socket's 10 s.
+    assert 0.25 < elapsed < 5, elapsed
+    packet = theirs.recv(4096)
+    length, mtype, flags, _seq, _pid = struct.unpack_from("=IHHII", packet)
+    assert (length, mtype, flags) == (len(packet), conntrack.CT_GET, NLM_F_REQUEST | NLM_F_DUMP)
+    assert packet[16:] == struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(4096)  # one request, not one per address or family
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+def test_each_delete_carries_the_family_the_original_tuple_as_dumped_and_the_zone(pair):
+    nl, theirs = pair
+    nl.deadline = time.monotonic() + 0.2
+    orig = tuple_(POD4, NODE4, 40000, 80, zone=8)
+    entries = [Entry(socket.AF_INET, orig, None), Entry(socket.AF_INET6, tuple_(POD6, NODE6, 1, 2), struct.pack(">H", 7))]
+    with pytest.raises(TimeoutError):  # nobody acknowledges
+        conntrack.delete(nl, entries)
+    packet = theirs.recv(65536)  # both in one send
+    first_len = struct.unpack_from("=I", packet)[0]
+    first, second = packet[:first_len], packet[first_len:]
+    assert struct.unpack_from("=HH", first, 4) == (conntrack.CT_DELETE, NLM_F_REQUEST | 0x4)  # NLM_F_ACK
+    assert first[16:] == struct.pack("=BBH", socket.AF_INET, 0, 0) + attr(conntrack.CTA_TUPLE_ORIG, orig)
+    assert second[16:20] == struct.pack("=BBH", socket.AF_INET6, 0, 0)
+    assert second.endswith(attr(conntrack.CTA_ZONE, struct.pack(">H", 7)))
