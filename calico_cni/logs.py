@@ -171,7 +171,7 @@ class _PerRequest(logging.Handler):
     serves (none: the record is the agent's own)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        for h in getattr(_request, "handlers", ()):
+        for h in getattr(_request, "handlers", None) or ():
             if record.levelno >= h.level:
                 h.handle(record)
 
@@ -202,6 +202,7 @@ def start_request(settings: Mapping[str, Any], context: str, stderr) -> None:
 
 def end_request() -> None:
     """In the agent, when a request's thread is done: close that request's log handlers."""
-    for h in getattr(_request, "handlers", ()):
+    # None once a request ended: a thread that serves another request (a pool) starts from there.
+    for h in getattr(_request, "handlers", None) or ():
         h.close()
     _request.handlers = None

@@ -275,3 +275,33 @@ def test_with_the_socket_switched_off_the_default_marker_still_refuses_add(tmp_p
     assert code == 1 and json.loads(out)["code"] == 11 and "switched off" in json.loads(out)["details"]
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"{}")))
     assert client.forward("calico", {**env, "CNI_COMMAND": "DEL"})[0] is None
+
+
+def test_a_thread_may_serve_requests_one_after_another(tmp_path):
+    """A thread that served one request (its handlers closed) serves the next: the logging of
+    requests must not assume one thread per request."""
+    import io
+    import logging
+
+    from calico_cni import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logs.setup_agent({"level": "warning", "path": str(tmp_path / "agent.log")}, "calico-cni-agent")
+        outputs = []
+        for n in range(2):
+            stderr = io.StringIO()
+            logs.start_request({"level": "info", "path": str(tmp_path / f"r{n}.log")}, f"calico ADD r{n}", stderr)
+            logging.getLogger("calico_cni.test").warning("request %d", n)
+            logs.end_request()
+            logs.end_request()  # twice: nothing left to close
+            outputs.append(stderr.getvalue())
+        assert "request 0" in outputs[0] and "request 1" in outputs[1] and "request 0" not in outputs[1]
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
