@@ -470,11 +470,9 @@ apt_install() {
 # portmap's rules at every start.
 apt_install nftables nft "calico-node's NAT outgoing, VXLAN rules and network policy" \
     "nft; its nftables.service is not enabled: it would flush calico-node's tables"
-# conntrack: when a pod is deleted, calico-node removes the conntrack entries of its addresses, as
-# Felix does, so a new pod given the same address never inherits an old pod's established flows
-# (which policy would accept as established). It has no service.
-apt_install conntrack conntrack "calico-node removes a deleted pod's connection tracking entries" \
-    "calico-node deletes a removed pod's conntrack entries with it"
+# No conntrack package: when a pod is deleted, calico-node removes the conntrack entries of its
+# addresses (as Felix does, so a new pod given the same address never inherits an old pod's flows)
+# over netlink itself.
 
 # --- files, written only when their content changes -------------------------------------------
 # put_file PATH MODE: content on stdin. An unchanged file is not touched, nor is its directory.
