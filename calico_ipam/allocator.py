@@ -19,7 +19,7 @@ from typing import Any, Collection, Iterable, Iterator, Sequence
 from calico_cni.model import keys
 from calico_cni.model.records import CONFIRMED, PENDING, WORKLOAD, Affinity, Block, Handle, IpamConfig, IPAddress, IPNetwork, IPPool, Node, now_rfc3339, parse_time
 from calico_cni.datastore.retry import Conflict, with_retries
-from calico_cni.datastore.store import Datastore, Hint, IpamView, hinted_ipam_view
+from calico_cni.datastore.store import Datastore, Hint, IpamView, Pin, hinted_ipam_view
 
 from calico_ipam import blocks as blk
 from calico_ipam.errors import AddressConflict, AddressesExhausted
@@ -632,6 +632,7 @@ def assign(
                     view, hinted = hinted, None  # used again only if this commit succeeds
                     assigned = _assign_held(store, att, req, view)
                     if assigned is not None:
+                        log.debug("%s: %s from held block %s in one commit (watch hint)", att.handle_id, assigned.address, assigned.block)
                         # The commit compared the handle absent (or as our own previous commit
                         # left it): the attachment held nothing before this call.
                         existing = existing if existing is not None else []
@@ -700,12 +701,13 @@ def _tidy(block: Block, cooldown: float, puts: list, deletes: list) -> None:
 
 
 def _release_in_block(
-    store: Datastore, handle: Handle, cidr: str, block: Block | None, ordinals: list[int], cooldown: int, expected=None
+    store: Datastore, handle: Handle, cidr: str, block: Block | None, ordinals: list[int], cooldown: int, expected=None, pins: Sequence[Pin] = ()
 ) -> list[Assigned]:
     """Release ordinals of one block (None: the block is gone) and fix the handle's count for it,
     in one commit. Only ordinals this handle holds are released (as Calico's release compares the
     handle): an ordinal now held by another handle, or by an allocation without one, is left
-    alone even if its sequence number matches. An empty block with no affinity is deleted."""
+    alone even if its sequence number matches. An empty block with no affinity is deleted.
+    `pins`: keys the commit also compares (what a hinted release was decided from)."""
     released: list[int] = []
     puts: list = []
     deletes: list = []
@@ -714,7 +716,7 @@ def _release_in_block(
         released = blk.release(block, mine, expected)
         _tidy(block, cooldown, puts, deletes)
     _recount(handle, cidr, block, puts, deletes)
-    if not store.commit(puts=puts, deletes=deletes):
+    if not store.commit(puts=puts, deletes=deletes, unchanged=pins):
         raise Conflict()
     return [Assigned(block.address(o), cidr, o, None) for o in released]
 
@@ -764,6 +766,49 @@ def release(
     while not with_retries(f"releasing {handle_id}", step):
         pass
     return released
+
+
+def release_remembered(
+    store: Datastore, memory: BlockMemory, handle_id: str, ifname: str | None, config: IpamConfig, pins: Sequence[Pin]
+) -> tuple[list[Assigned], bool]:
+    """Release what the handle holds for `ifname` from the handle and blocks `memory` remembers
+    as this process last committed them, with no read: one commit per block, each comparing the
+    handle's and the block's revisions and `pins` (what else the decision relied on: the lock,
+    the IPAM config `config` came from, ...). Returns (released, done): done False when the
+    memory does not cover it (the handle or a block not remembered, a block where the interface
+    holds nothing: only a read can say what is right) or a commit failed; the caller then releases
+    from a fresh read as without memory, which finishes whatever is left."""
+    handle = memory.handle(handle_id)
+    if handle is None or not handle.blocks:
+        return [], False
+    blocks = {cidr: memory.block(cidr) for cidr in sorted(handle.blocks)}
+    plan = [(cidr, b, blk.ordinals_of(b, handle_id, ifname)) for cidr, b in blocks.items() if b is not None]
+    if len(plan) != len(blocks) or not all(mine for _, _, mine in plan):
+        return [], False
+    released: list[Assigned] = []
+    for cidr, block, mine in plan:
+        try:
+            released += _release_in_block(store, handle, cidr, block, mine, config.ip_cooldown_seconds, pins=pins)
+        except Conflict:
+            memory.forget_handle(handle_id)
+            memory.forget_block(cidr)
+            return released, False
+        _learn_block(memory, block)
+    log.debug("%s: released %s from remembered records (watch hint)", handle_id, ", ".join(str(a.address) for a in released) or "nothing")
+    if handle.blocks:
+        memory.remember_handle(handle)  # other interfaces' addresses: the commit left it at its revision
+    else:
+        memory.forget_handle(handle_id)
+    return released, True
+
+
+def _learn_block(memory: BlockMemory, block: Block) -> None:
+    """Remember a block as a successful release commit left it: put (new revision), or deleted
+    when it was left empty without affinity (`_tidy`)."""
+    if blk.is_empty(block) and block.affinity is None:
+        memory.forget_block(block.cidr)
+    else:
+        memory.remember_blocks([block])
 
 
 def release_exact(store: Datastore, handle_id: str, allocations: Sequence[Assigned]) -> list[Assigned]:

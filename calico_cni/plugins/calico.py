@@ -27,7 +27,7 @@ from calico_cni.datastore.retry import Conflict, with_retries
 from calico_cni.datastore.store import Datastore, Hint, Pin, hint_locked, pin
 from calico_cni.journal import Journal
 from calico_cni.model.keys import CLUSTER_INFORMATION, workload_endpoint as workload_endpoint_key
-from calico_cni.model.records import NETWORK_ANNOTATION, WorkloadEndpoint, now_rfc3339
+from calico_cni.model.records import NETWORK_ANNOTATION, CorruptRecord, WorkloadEndpoint, now_rfc3339
 from calico_cni.plugins.calico_ipam import defer_release
 from calico_cni.plugins.ipam_backend import CALICO_IPAM, backend_for
 from calico_cni.plugins.services import Services
@@ -162,17 +162,22 @@ def _ensure_profiles(store: Datastore, ident: Identity, hint: Hint | None = None
     return []
 
 
-def _delete_endpoint(store, ident: Identity, endpoint) -> bool:
+def _delete_endpoint(store, ident: Identity, endpoint, pins: Sequence[Pin] = ()) -> bool:
     """Delete the endpoint while it is still this attachment's: a newer sandbox's endpoint of the
-    same name (a different container ID) is left alone."""
+    same name (a different container ID) is left alone. `pins` (the endpoint came from calico-node's
+    watch cache: ClusterInformation as it saw it) are compared by the delete; when it fails the
+    endpoint is read again with the lock check (`DatastoreNotReady` when locked, as the DEL's own
+    read would have raised)."""
+    pinned = list(pins)
 
     def step(attempt: int) -> bool:
         nonlocal endpoint
         if attempt:
-            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name)
+            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name, ready_check=bool(pinned))
+            pinned.clear()
         if endpoint is None or not ident.owns_endpoint(endpoint):
             return False
-        if not store.commit(deletes=[endpoint]):
+        if not store.commit(deletes=[endpoint], unchanged=pinned):
             raise Conflict()
         return True
 
@@ -296,6 +301,25 @@ def _host_names(request: CniRequest) -> list[str]:
     return out
 
 
+def _hinted_endpoint(hint: Hint | None, ident: Identity) -> tuple[WorkloadEndpoint | None, list[Pin]]:
+    """The attachment's endpoint as calico-node's watch cache saw it, with the pins its delete
+    compares (ClusterInformation: a lock set since fails the delete); (None, []) when the hint says
+    nothing trustworthy: no hint, a locked datastore, no endpoint or another sandbox's (absence or
+    another owner may be the cache lagging our own ADD: only a read can say)."""
+    if hint is None or hint_locked(hint):
+        return None, []
+    kv = hint.get(workload_endpoint_key(ident.namespace, ident.endpoint_name))
+    if kv is None:
+        return None, []
+    try:
+        endpoint = WorkloadEndpoint.from_kv(kv.key, kv.value, kv.mod_revision)
+    except CorruptRecord:
+        return None, []
+    if not ident.owns_endpoint(endpoint):
+        return None, []
+    return endpoint, [pin(hint, CLUSTER_INFORMATION)]
+
+
 def delete(request: CniRequest, services: Services) -> None:
     """DEL: remove the interfaces, release the addresses, delete the endpoint. Succeeds when repeated,
     when CNI_NETNS is empty or gone, and when ADD never happened."""
@@ -317,19 +341,22 @@ def delete(request: CniRequest, services: Services) -> None:
 
         store = _datastore(stack, services, conf)
         journal = Journal(conf.journal_dir)
-        ipam = backend_for(request, conf, store, services.blocks)
+        hint = services.hint(conf.etcd)
+        ipam = backend_for(request, conf, store, services.blocks, hint)
         try:
             replay_quietly(store, journal)
             # A locked datastore (a migration) is treated as an unreachable one: nothing is deleted
             # from it now, the journal finishes the endpoint and the release after the unlock.
-            endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name, ready_check=True)
+            endpoint, pins = _hinted_endpoint(hint, ident)
+            if endpoint is None:
+                endpoint = store.workload_endpoint(ident.namespace, ident.endpoint_name, ready_check=True)
             mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
             stored_name = mine.spec.get("interfaceName") if mine is not None else None
             if stored_name and stored_name not in tried:
                 removed += wiring.teardown(host, None, request.ifname, [stored_name], ident.owns_alias)
 
             # The endpoint first: an endpoint never names an address that is free (Calico's order).
-            deleted = _delete_endpoint(store, ident, mine)
+            deleted = _delete_endpoint(store, ident, mine, pins)
             if deleted and mine is not None and services.endpoints is not None:
                 # calico-node: its chains and its addresses' connections go before the addresses
                 # are released (a pod given them next must not inherit either).

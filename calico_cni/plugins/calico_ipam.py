@@ -14,9 +14,11 @@ from typing import Sequence
 
 from calico_cni.config import ConfigError, IpamPluginSettings, IpamSettings, check_node_name_keys, ipam_plugin_settings, node_name
 from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
-from calico_cni.datastore.store import Datastore, Hint
+from calico_cni.datastore.store import Datastore, Hint, Pin, hint_locked, pin
 from calico_cni.journal import Journal
-from calico_cni.model.keys import attachment_handle
+from calico_cni.model import keys
+from calico_cni.model.keys import CLUSTER_INFORMATION, IPAM_CONFIG, attachment_handle
+from calico_cni.model.records import CorruptRecord, IpamConfig
 from calico_cni.plugins.services import Services
 from calico_cni.plugins.status import etcd_unavailable, ipam_status
 from calico_cni.protocol.errors import CHECK_FAILED, INVALID_CONFIG, INVALID_ENVIRONMENT, CniError
@@ -103,18 +105,39 @@ def _guess_blocks(request: CniRequest, node: str | None, memory: BlockMemory) ->
     return memory.known(node)
 
 
-def release_addresses(request: CniRequest, store: Datastore, memory: BlockMemory, node: str | None = None) -> list[Assigned]:
+def release_addresses(request: CniRequest, store: Datastore, memory: BlockMemory, node: str | None = None, hint: Hint | None = None) -> list[Assigned]:
     """Release the attachment's addresses, and those of Calico's legacy handle. The blocks
     `memory` knows for `node` (resolved here when the verb did not need it) are read with the
-    handles."""
+    handles.
+
+    With `hint` (calico-node's watch cache) saying the datastore is not locked, and `memory`
+    holding the handle and blocks as this process's ADD committed them: one commit per block and
+    no read (`allocator.release_remembered`), which also compares ClusterInformation and the IPAM
+    config as the hint saw them, and the legacy handle absent. Anything else, or a failed commit:
+    the read path, which finishes what is left."""
     ids = [handle_id(request), legacy_handle_id(request)]
+    done: list[Assigned] = []
+    if hint is not None and not hint_locked(hint):
+        cfg = hint.get(IPAM_CONFIG)
+        try:
+            config = IpamConfig.from_json(cfg.value, cfg.mod_revision) if cfg is not None else IpamConfig()
+        except CorruptRecord:
+            config = None
+        if config is not None:
+            pins = [pin(hint, CLUSTER_INFORMATION), pin(hint, IPAM_CONFIG), *(Pin(keys.handle(h), 0) for h in ids[1:] if h != ids[0])]
+            done, finished = allocator.release_remembered(store, memory, ids[0], request.ifname, config, pins)
+            if finished:
+                return done
     # In a warm process (the agent) the node's blocks are read with the handles: one round trip fewer.
     handles, config, blocks = store.handles_config_blocks(ids, _guess_blocks(request, node, memory))
-    released = []
+    released = done
     for hid, ifname in zip(ids, (request.ifname, None)):
         if handles.get(hid) is not None:
+            for cidr in handles[hid].blocks:
+                memory.forget_block(cidr)  # about to change: a hinted allocation must not trust the old record
             released += allocator.release(store, hid, ifname, first=(handles[hid], config), blocks=blocks)
             blocks = None  # that release changed blocks: read them again
+    memory.forget_handle(ids[0])
     return released
 
 
@@ -184,7 +207,7 @@ def delete(request: CniRequest, services: Services) -> None:
         store = _datastore(stack, services, conf)
         try:
             replay_quietly(store, journal)
-            released = release_addresses(request, store, services.blocks)
+            released = release_addresses(request, store, services.blocks, hint=services.hint(conf.etcd))
         except DatastoreUnavailable as err:
             path = defer_release(journal, request, conf.etcd.endpoints)
             log.warning("etcd unreachable (%s): release recorded in %s", err.msg, path)

@@ -83,7 +83,7 @@ class InProcessIpam:
 
     def delete(self) -> list[str]:
         """Release the attachment's addresses; the addresses released."""
-        return [str(a.address) for a in release_addresses(self.request, self.store, self.memory, self.settings.node)]
+        return [str(a.address) for a in release_addresses(self.request, self.store, self.memory, self.settings.node, self.hint)]
 
     def check(self) -> list[str]:
         """What differs between prevResult and what IPAM holds (empty: nothing)."""

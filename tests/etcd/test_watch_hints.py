@@ -348,3 +348,117 @@ def test_an_add_with_hints_is_two_round_trips_and_a_lock_after_the_snapshot_writ
     with pytest.raises(DatastoreNotReady):
         add("a2", hint)
     assert store.client.read([Range("/calico/", prefix=True)])[0] == before
+
+
+# ------------------------------------------------------------------------------------------------
+# DEL: the endpoint from the hint, the release from the handle and block this process committed
+
+
+def del_request(cid: str):
+    from calico_cni.protocol.request import CniRequest
+
+    config = {"cniVersion": "1.0.0", "name": "net1", "type": "calico", "nodename": NODE, "ipam": {"type": "calico-ipam"}}
+    return CniRequest("DEL", "1.0.0", config, container_id=cid, ifname="eth0")
+
+
+def release(store, memory, cid: str, hint) -> list:
+    from calico_cni.plugins.calico_ipam import release_addresses
+
+    return release_addresses(del_request(cid), store, memory, NODE, hint)
+
+
+def test_a_release_of_what_this_process_allocated_is_one_commit(store, warm):
+    memory, first = warm
+    got = allocator.assign(store, att("c1"), V4, memory, hint_of(store))[0]
+    hint = hint_of(store)
+    out: list = []
+    assert trips(store, lambda: out.extend(release(store, memory, "c1", hint))) == 1
+    assert [a.address for a in out] == [got.address]
+    assert store.handle("net1.c1") is None and store.block(got.block).attribute(got.ordinal) is None
+    assert memory.handle("net1.c1") is None
+    # The block as that commit left it is remembered: the next allocation is one commit again.
+    assert trips(store, lambda: allocator.assign(store, att("c2"), V4, memory, hint)) == 1
+    assert len(set(holders(store))) == len(holders(store)) == 2
+
+
+def test_a_release_after_another_writer_changed_the_block_reads_and_releases_exactly_ours(store, other, warm):
+    memory, first = warm
+    got = allocator.assign(store, att("c1"), V4, memory)[0]
+    theirs = allocator.assign(other, att("o1"), V4)[0]  # the block moved since this process wrote it
+    hint = hint_of(store)
+    out = release(store, memory, "c1", hint)
+    assert [a.address for a in out] == [got.address]
+    assert sorted(holders(store)) == sorted([str(first.address), str(theirs.address)])
+    assert store.handle("net1.c1") is None
+
+
+def test_a_legacy_handle_makes_the_release_read(store, other, warm):
+    memory, _ = warm
+    legacy = allocator.assign(other, Attachment("c1", NODE, "eth0"), V4)[0]  # Calico's older handle: the bare container ID
+    allocator.assign(store, att("c1"), V4, memory)  # the block as this process committed it: only the legacy handle differs
+    hint = hint_of(store)
+    out = release(store, memory, "c1", hint)
+    assert legacy.address in [a.address for a in out]
+    assert store.handle("c1") is None and store.handle("net1.c1") is None
+
+
+def test_a_release_without_memory_of_the_handle_reads(store, warm):
+    memory, _ = warm
+    got = allocator.assign(store, att("c1"), V4, BlockMemory())[0]  # another process's ADD
+    hint = hint_of(store)
+    out: list = []
+    assert trips(store, lambda: out.extend(release(store, memory, "c1", hint))) == 2  # handles and blocks, commit
+    assert [a.address for a in out] == [got.address]
+
+
+def test_a_lock_set_after_the_snapshot_keeps_the_release_for_the_journal(store, other, warm):
+    memory, _ = warm
+    got = allocator.assign(store, att("c1"), V4, memory)[0]
+    cluster.initialise(other)
+    hint = hint_of(store)
+    assert cluster.set_ready(other, False)
+    with pytest.raises(DatastoreNotReady):
+        release(store, memory, "c1", hint)
+    assert store.block(got.block).attribute(got.ordinal)["handle_id"] == "net1.c1"
+
+
+def test_the_endpoint_from_the_hint_is_deleted_in_one_commit(store):
+    from calico_cni.plugins.calico import _delete_endpoint, _ensure_profiles, _hinted_endpoint
+
+    ident = ident_of()
+    _ensure_profiles(store, ident)
+    write(store, ident, [])
+    endpoint, pins = _hinted_endpoint(hint_of(store), ident)
+    assert endpoint is not None and {p.key for p in pins} == {keys.CLUSTER_INFORMATION}
+    assert trips(store, lambda: _delete_endpoint(store, ident, endpoint, pins)) == 1
+    assert store.workload_endpoint(ident.namespace, ident.endpoint_name) is None
+    # Another sandbox's endpoint (or none) in the hint is no answer: the DEL reads.
+    write(store, ident_of("c2"), [])
+    assert _hinted_endpoint(hint_of(store), ident) == (None, [])
+
+
+def test_an_endpoint_changed_after_the_snapshot_is_read_again_and_deleted(store, other):
+    from calico_cni.plugins.calico import _delete_endpoint, _hinted_endpoint
+
+    ident = ident_of()
+    write(store, ident, [])
+    endpoint, pins = _hinted_endpoint(hint_of(store), ident)
+    current = other.workload_endpoint(ident.namespace, ident.endpoint_name)
+    current.doc["metadata"].setdefault("labels", {})["x"] = "y"  # calicoctl label
+    assert other.commit(puts=[current])
+    assert _delete_endpoint(store, ident, endpoint, pins)
+    assert store.workload_endpoint(ident.namespace, ident.endpoint_name) is None
+
+
+def test_a_lock_set_after_the_snapshot_keeps_the_endpoint_for_the_journal(store, other):
+    from calico_cni.plugins.calico import _delete_endpoint, _hinted_endpoint
+
+    ident = ident_of()
+    write(store, ident, [])
+    cluster.initialise(other)
+    endpoint, pins = _hinted_endpoint(hint_of(store), ident)
+    assert cluster.set_ready(other, False)
+    with pytest.raises(DatastoreNotReady) as err:
+        _delete_endpoint(store, ident, endpoint, pins)
+    assert err.value.endpoint is not None  # what the journal records, as the DEL's own read gives it
+    assert store.workload_endpoint(ident.namespace, ident.endpoint_name) is not None
