@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Iterator, Sequence
@@ -51,6 +52,8 @@ class BlockMemory:
         # on several threads and the allocator changes the records it is given.
         self._records: dict[str, tuple[bytes, int]] = {}
         self._handles: dict[str, tuple[bytes, int]] = {}
+        # Evicting the oldest handle iterates the dict, which another request's thread may change.
+        self._handles_lock = threading.Lock()
 
     def known(self, node: str, families: Sequence[int] = (4, 6)) -> list[str]:
         """The block CIDRs `node` had affinity for at its last allocation seen here."""
@@ -80,10 +83,12 @@ class BlockMemory:
 
     def remember_handle(self, handle: Handle) -> None:
         """Remember the handle record as this process committed it."""
-        self._handles.pop(handle.handle_id, None)
-        self._handles[handle.handle_id] = (handle.to_json(), handle.revision)
-        while len(self._handles) > self.HANDLES_MAX:
-            self._handles.pop(next(iter(self._handles)), None)
+        record = (handle.to_json(), handle.revision)
+        with self._handles_lock:
+            self._handles.pop(handle.handle_id, None)
+            self._handles[handle.handle_id] = record
+            while len(self._handles) > self.HANDLES_MAX:
+                self._handles.pop(next(iter(self._handles)), None)
 
     def handle(self, handle_id: str) -> Handle | None:
         """A private copy of the handle as this process last committed it; None: not remembered."""
@@ -92,7 +97,8 @@ class BlockMemory:
 
     def forget_handle(self, handle_id: str) -> None:
         """Forget a handle (released, or known stale)."""
-        self._handles.pop(handle_id, None)
+        with self._handles_lock:
+            self._handles.pop(handle_id, None)
 
     def set(self, node: str, family: int, cidrs: Sequence[str]) -> None:
         """Remember these blocks for (node, family), whatever they are (tests plant stale guesses)."""
@@ -102,7 +108,8 @@ class BlockMemory:
         """Forget everything (what a freshly exec'd plugin knows)."""
         self._blocks.clear()
         self._records.clear()
-        self._handles.clear()
+        with self._handles_lock:
+            self._handles.clear()
 
     @property
     def empty(self) -> bool:

@@ -462,3 +462,43 @@ def test_a_lock_set_after_the_snapshot_keeps_the_endpoint_for_the_journal(store,
         _delete_endpoint(store, ident, endpoint, pins)
     assert err.value.endpoint is not None  # what the journal records, as the DEL's own read gives it
     assert store.workload_endpoint(ident.namespace, ident.endpoint_name) is not None
+
+
+def test_concurrent_hinted_adds_and_dels_never_duplicate_or_leak(etcd_endpoint, store, warm):
+    """Requests on several threads share one memory and one (soon stale) hint, as calico-node's do:
+    every address is distinct, and what the DELs released is free again."""
+    import threading
+
+    memory, first = warm
+    hint = hint_of(store)
+    got: dict[str, str] = {}
+    errors: list = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        ds = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
+        try:
+            for i in range(6):
+                cid = f"t{n}-{i}"
+                a = allocator.assign(ds, att(cid), V4, memory, hint)[0]
+                with lock:
+                    got[cid] = str(a.address)
+                if i % 2:
+                    release(ds, memory, cid, hint)
+                    with lock:
+                        del got[cid]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+        finally:
+            ds.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    held_now = holders(store)
+    assert len(set(held_now)) == len(held_now)
+    assert sorted(held_now) == sorted([str(first.address), *got.values()])
+    assert sorted(h.handle_id for h in store.handles()) == sorted(["net1.c0", *(f"net1.{c}" for c in got)])
