@@ -170,6 +170,11 @@ class RulesController:
         # their conntrack entries flushed (by the loop, off the lock).
         self._local_addresses: frozenset[str] = frozenset()
         self._to_flush: set[str] = set()
+        # Conntrack flushes, shared as passes are (`_flush`): the addresses waiting (address -> why)
+        # and one walk of the table at a time.
+        self._flush_intake_lock = threading.Lock()
+        self._flush_intake: dict[str, str] = {}
+        self._flush_lock = threading.Lock()
         # When the kernel's tables were last checked (monotonic), None: never.
         self._checked: float | None = None
         # Other tables' forward and input chains whose policy is drop, found at the first pass.
@@ -357,12 +362,29 @@ class RulesController:
 
     @timed("conntrack")
     def _flush(self, addresses: list[str], why: str) -> None:
-        """Delete the conntrack entries of `addresses` (failures logged: a flow left over is accepted
-        as established until it ends, no reason to stop anything else)."""
-        try:
-            conntrack.flush_addresses([ipaddress.ip_interface(a).ip for a in addresses])
-        except (DataplaneError, ValueError) as exc:
-            log.error("rules: the connections of %s (%s) were not flushed: %s", ", ".join(addresses), why, exc)
+        """Delete the conntrack entries of `addresses` before returning (failures logged: a flow
+        left over is accepted as established until it ends, no reason to stop anything else).
+
+        Each flush walks the kernel's whole conntrack table (about 10 ms, however few entries), so
+        concurrent callers share walks: each registers its addresses, and one flush at a time takes
+        every address registered so far. A caller that finds nothing left to take had its addresses
+        taken by a flush that started after it registered them, and that flush is over (it held the
+        lock): a burst of DELs costs a few walks, not one each. A failed flush is logged for every
+        address it took."""
+        with self._flush_intake_lock:
+            for address in addresses:
+                self._flush_intake[address] = why
+        with self._flush_lock:
+            with self._flush_intake_lock:
+                taken, self._flush_intake = self._flush_intake, {}
+            if not taken:
+                return
+            try:
+                conntrack.flush_addresses([ipaddress.ip_interface(a).ip for a in taken])
+            except (DataplaneError, ValueError) as exc:
+                # Not retried (as before sharing): an address handed to a new pod meanwhile must keep
+                # its fresh flows.
+                log.error("rules: the connections of %s (%s) were not flushed: %s", ", ".join(sorted(taken)), "; ".join(sorted(set(taken.values()))), exc)
 
     # --- the plugins' requests ------------------------------------------------------------------
 

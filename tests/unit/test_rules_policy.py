@@ -441,3 +441,35 @@ def test_a_request_covered_by_a_failed_pass_runs_its_own(tmp_path):
     nft.fail = None
     c.endpoint_added(key, endpoint_doc("node--a-cni-f1-eth0", "calif001", "198.18.0.40/32"))
     assert set(endpoint_chains("calif001")) <= chains_written(c)
+
+
+def test_concurrent_flushes_share_a_walk_of_the_table(tmp_path, monkeypatch):
+    """Conntrack flushes walk the whole table: while one runs, the addresses other DELs register
+    are taken by the next one, and every caller returns once its addresses were flushed."""
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, _, _ = controller(cache, tmp_path)
+    entered, gate = threading.Event(), threading.Event()
+    walks: list[list[str]] = []
+
+    def flush_addresses(addresses):
+        walks.append(sorted(str(a) for a in addresses))
+        if len(walks) == 1:
+            entered.set()
+            assert gate.wait(10)
+
+    monkeypatch.setattr(rules.conntrack, "flush_addresses", flush_addresses)
+    first = threading.Thread(target=c._flush, args=(["198.18.0.1"], "endpoint a deleted"))
+    first.start()
+    assert entered.wait(10)
+    others = [threading.Thread(target=c._flush, args=([f"198.18.0.{i}/32"], f"endpoint {i} deleted")) for i in range(2, 6)]
+    for t in others:
+        t.start()
+    for _ in range(200):
+        with c._flush_intake_lock:
+            if len(c._flush_intake) == 4:
+                break
+        threading.Event().wait(0.01)
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert walks == [["198.18.0.1"], ["198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5"]]
