@@ -260,6 +260,7 @@ def add(request: CniRequest, services: Services) -> dict:
             raise
         _record_held(journal, conf, ident, ipam, uid)
         log.info("added %s: %s on %s", request.ifname, ", ".join(map(str, addresses)), ident.host_veth)
+        log.debug("etcd round trips: %d", store.round_trips)
         result = _result(ident, request, wired.host.mac, wired.container.mac, mtu, addresses, ipam_result.get("routes"), ipam_result.get("dns"))
         return convert(result, request.cni_version)
 
@@ -381,6 +382,7 @@ def delete(request: CniRequest, services: Services) -> None:
             ", ".join(released) or "no address",
             "deleted" if deleted else "absent",
         )
+        log.debug("etcd round trips: %d", store.round_trips)
     return None
 
 
