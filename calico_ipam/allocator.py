@@ -70,6 +70,9 @@ class BlockMemory:
     def remember_blocks(self, blocks: Iterable[Block]) -> None:
         """Remember these block records as read or committed (their revision is the CAS token)."""
         for block in blocks:
+            known = self._records.get(block.cidr)
+            if known is not None and known[1] > block.revision:
+                continue  # another request's commit, later than this one, is remembered already
             self._records[block.cidr] = (block.to_json(), block.revision)
 
     def block(self, cidr: str) -> Block | None:
@@ -85,6 +88,9 @@ class BlockMemory:
         """Remember the handle record as this process committed it."""
         record = (handle.to_json(), handle.revision)
         with self._handles_lock:
+            known = self._handles.get(handle.handle_id)
+            if known is not None and known[1] > handle.revision:
+                return  # a later commit of this handle is remembered already
             self._handles.pop(handle.handle_id, None)
             self._handles[handle.handle_id] = record
             while len(self._handles) > self.HANDLES_MAX:
