@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 STABLE = 60.0
+# How soon a loop waiting for the cache sees that calico-node stops: the cache's wait knows nothing
+# of `stop`, and a loop waiting out its whole period held a restart back up to 5 s.
+STOP_POLL = 0.1
 
 
 class PartHealth:
@@ -108,14 +111,24 @@ def reconcile_passes(cache: CacheView, stop: threading.Event, health: PartHealth
         snapshot = cache.snapshot()
         if not snapshot.synced:
             health.not_ready("waiting for the first full list of the datastore")
-            cache.wait(snapshot.version, 1.0)
+            wait_for_change(cache, snapshot.version, 1.0, stop)
             continue
         ready, detail = one_pass(snapshot)
         if ready:
             health.ok(detail)
         else:
             health.not_ready(detail)
-        cache.wait(snapshot.version, period)
+        wait_for_change(cache, snapshot.version, period, stop)
+
+
+def wait_for_change(cache: CacheView, version: int, timeout: float, stop: threading.Event) -> None:
+    """Wait until the cache's version differs from `version`, `timeout` seconds pass, or `stop` is
+    set (seen within STOP_POLL)."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0 or cache.wait(version, min(left, STOP_POLL)) != version:
+            return
 
 
 class Part:

@@ -116,3 +116,25 @@ def test_a_part_whose_thread_ends_for_good_is_not_alive(caplog):
     assert parts.status()["exits"]["alive"] is False
     assert "part exits ended and is not restarted: calico-node must be restarted" in caplog.messages
     parts.stop(5)
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_a_reconcile_loop_stops_promptly_between_passes(synced):
+    """A loop waiting out its period (5 s in calico-node) for a change of the cache ends within a
+    fraction of a second of `stop`: a restart of calico-node is not held back by its own loops."""
+    from calico_cni.node.parts import STOP_POLL, reconcile_passes
+    from calico_cni.node.syncer import Cache
+
+    cache = Cache()
+    if synced:
+        cache.replace([], 1)
+    stop, passes = threading.Event(), []
+    loop = threading.Thread(target=reconcile_passes, args=(cache, stop, PartHealth(), 30.0, lambda s: passes.append(s) or (True, "ok")))
+    loop.start()
+    wait(lambda: passes or not synced)
+    time.sleep(0.2)
+    began = time.monotonic()
+    stop.set()
+    loop.join(5)
+    assert not loop.is_alive() and time.monotonic() - began < STOP_POLL + 0.5
+    assert len(passes) == (1 if synced else 0)
