@@ -157,14 +157,14 @@ class RacingStore:
         self.commits: list = []
         self.reads = 0
 
-    def commit(self, puts=(), deletes=()):
+    def commit(self, puts=(), deletes=(), unchanged=()):
         self.commits.append((list(puts), list(deletes)))
         if self.losses:
             self.losses -= 1
             return False
         return True
 
-    def workload_endpoint(self, namespace, name):
+    def workload_endpoint(self, namespace, name, ready_check=False):
         self.reads += 1
         return self.stored
 
