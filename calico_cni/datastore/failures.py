@@ -41,6 +41,32 @@ NO_USER_MARKER = "user name is empty"
 # The gRPC status codes (by name) of an endpoint that did not answer in time.
 _ENDPOINT_DOWN_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
+# gRPC's status codes by number (google.golang.org/grpc/codes): etcd's JSON gateway gives the number.
+_CODE_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+
+def code_name(number: int) -> str:
+    """The name of a gRPC status code given by number (UNKNOWN for a number gRPC does not define)."""
+    return _CODE_NAMES[number] if 0 <= number < len(_CODE_NAMES) else "UNKNOWN"
+
 
 def classify(code: str, detail: str, authenticating: bool) -> Failure:
     """The meaning of a failed call: `code` is the gRPC status code's name, `detail` etcd's text,
@@ -75,7 +101,7 @@ def unreachable(endpoints: Sequence[str], last: str, limit: str, tls_problems: S
     detail = f"{limit}: {last}"
     if tls_problems:
         detail += "; " + "; ".join(str(e) for e in tls_problems)
-    elif "socket closed" in last.lower() and "http://" in last:
+    elif ("socket closed" in last.lower() or "http request to an https server" in last.lower()) and "http://" in last:
         detail += " (if etcd serves TLS there, use an https:// endpoint)"
     return DatastoreUnavailable(endpoints, detail)
 

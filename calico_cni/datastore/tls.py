@@ -5,8 +5,9 @@
 configuration must change). gRPC reports a TLS failure as little more than "TSI_DATA_CORRUPTED",
 so `diagnose_tls` repeats the handshake with Python's ssl module to say what is wrong.
 
-The client imports this module with gRPC, when it first connects: ssl and gRPC cost tens of
-milliseconds to import, which a verb that never reaches etcd must not pay.
+The client imports this module when it first connects over TLS: ssl (and gRPC, which
+`load_tls_credentials` imports) cost tens of milliseconds to import, which a verb that never
+reaches etcd must not pay. `tls_context` makes the same checks for the JSON gateway, without gRPC.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import os
 import socket
 import ssl
 import time
-
-import grpc
 
 from calico_cni.config import EtcdSettings, read_regular_file
 from calico_cni.datastore.errors import DatastoreCredentialsError
@@ -40,6 +39,28 @@ def _file_problem(exc: OSError) -> str:
 def load_tls_credentials(settings: EtcdSettings):
     """Read and check the TLS files (CA, client certificate and key) and return gRPC channel
     credentials. Every problem is a DatastoreCredentialsError naming the setting and the file."""
+    # Imported here: the JSON gateway's clients use `tls_context` alone and never load gRPC.
+    import grpc  # noqa: PLC0415
+
+    _, data = _checked_files(settings)
+    try:
+        return grpc.ssl_channel_credentials(data["ca"], data["key"], data["cert"])
+    except Exception as exc:  # noqa: BLE001 - gRPC's own check of the same files
+        raise DatastoreCredentialsError("gRPC refused the etcd TLS files", str(exc)[:200]) from None
+
+
+def tls_context(settings: EtcdSettings) -> ssl.SSLContext:
+    """The same checks as `load_tls_credentials`, with the same errors, returning an
+    `ssl.SSLContext` (server certificate and name verified; the system's CAs when no CA file is
+    set, as gRPC) for the JSON gateway's connections."""
+    ctx, data = _checked_files(settings)
+    if data["ca"] is None:
+        ctx.load_default_certs()
+    return ctx
+
+
+def _checked_files(settings: EtcdSettings) -> tuple[ssl.SSLContext, dict[str, bytes | None]]:
+    """The TLS files read and checked: a client context holding them, and their contents."""
     s = settings
     if bool(s.cert_file) != bool(s.key_file):
         have, missing = ("cert", "key") if s.cert_file else ("key", "cert")
@@ -87,13 +108,8 @@ def load_tls_credentials(settings: EtcdSettings):
                 hint = "the key does not belong to the certificate"
             else:
                 hint = f"expected a PEM certificate and its PEM private key ({reason})"
-            raise DatastoreCredentialsError(
-                f"cannot use the etcd client certificate {s.cert_file} with key {s.key_file}", hint
-            ) from None
-    try:
-        return grpc.ssl_channel_credentials(data["ca"], data["key"], data["cert"])
-    except Exception as exc:  # noqa: BLE001 - gRPC's own check of the same files
-        raise DatastoreCredentialsError("gRPC refused the etcd TLS files", str(exc)[:200]) from None
+            raise DatastoreCredentialsError(f"cannot use the etcd client certificate {s.cert_file} with key {s.key_file}", hint) from None
+    return ctx, data
 
 
 def _cert_expiry(path: str) -> str | None:
@@ -157,8 +173,7 @@ def diagnose_tls(settings: EtcdSettings, host: str, port: int, timeout: float) -
                 except (ssl.SSLEOFError, ConnectionResetError):
                     return DatastoreCredentialsError(
                         f"etcd at {endpoint} does not speak TLS",
-                        "it closed the connection during the TLS handshake; use an http:// endpoint, "
-                        "or configure etcd with --cert-file and --key-file",
+                        "it closed the connection during the TLS handshake; use an http:// endpoint, or configure etcd with --cert-file and --key-file",
                     )
                 # TLS 1.3: the server checks the client certificate after our handshake is done
                 # and answers the first read with an alert.
@@ -186,10 +201,8 @@ def diagnose_tls(settings: EtcdSettings, host: str, port: int, timeout: float) -
             )
         expiry = _cert_expiry(s.cert_file)
         return DatastoreCredentialsError(
-            f"etcd at {endpoint} rejected the client certificate {s.cert_file} ({_TLS_SETTINGS['cert']})"
-            + (f": {expiry}" if expiry else ""),
-            "it must be signed by a CA that etcd trusts (--trusted-ca-file) and be valid now"
-            + f"; TLS said: {said}",
+            f"etcd at {endpoint} rejected the client certificate {s.cert_file} ({_TLS_SETTINGS['cert']})" + (f": {expiry}" if expiry else ""),
+            "it must be signed by a CA that etcd trusts (--trusted-ca-file) and be valid now" + f"; TLS said: {said}",
         )
     except (ConnectionResetError, BrokenPipeError) as exc:
         if not s.cert_file:

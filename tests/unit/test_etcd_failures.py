@@ -57,6 +57,18 @@ def test_unreachable_hints_at_https_when_a_plain_endpoint_closes_the_socket():
     err = failures.unreachable(("http://a:2379",), "http://a:2379: Socket closed", "limit", [])
     assert err.details.endswith(" (if etcd serves TLS there, use an https:// endpoint)")
     assert "if etcd serves TLS" not in failures.unreachable(("https://a:2379",), "https://a:2379: Socket closed", "limit", []).details
+    # Over etcd's JSON gateway the TLS port's answer to plain HTTP may arrive before it closes.
+    said = "Endpoint(http://a:2379): HTTP 400 from an endpoint that is not etcd's gateway: Client sent an HTTP request to an HTTPS server."
+    assert failures.unreachable(("http://a:2379",), said, "limit", []).details.endswith("use an https:// endpoint)")
+
+
+def test_gateway_code_numbers_name_grpcs_status_codes():
+    """etcd's JSON gateway gives the gRPC code as a number: the names are gRPC's own."""
+    import grpc
+
+    for status in grpc.StatusCode:
+        assert failures.code_name(status.value[0]) == status.name
+    assert failures.code_name(17) == failures.code_name(-1) == "UNKNOWN"
 
 
 def test_reported_failures_name_the_setting_never_the_password():
