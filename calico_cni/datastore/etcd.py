@@ -1,15 +1,20 @@
 """etcd v3 client: every call has a deadline and fails over between endpoints; reads, batched
 reads at one revision, and compare-and-swap transactions.
 
-Built on `pyetcd` (package etcd-sdk-python) for the gRPC channels and protobuf messages. gRPC,
-pyetcd and the TLS module (`datastore.tls`, which imports ssl) cost tens of milliseconds to import:
-they are imported at the first call, so verbs that never touch etcd do not pay for them. What a
-failed call means is decided in `datastore.failures`; every failure is a `datastore.errors`
+Two transports behind one API. A one-shot client (an exec'd plugin, calicoctl) sends its few
+calls to etcd's JSON gateway over plain HTTP/1.1 (`datastore.etcd_gateway`, standard library
+only); a long-lived one (`lease`: the agent's and calico-node's warm channels; `open_stream`: the
+watch) uses gRPC, built on `pyetcd` (package etcd-sdk-python) for the channels and protobuf
+messages. gRPC, pyetcd and protobuf cost about 48 ms to import, which is most of what a plugin
+exec'd without calico-node spent reaching etcd: they are imported only when gRPC is used, and the
+TLS module (`datastore.tls`, which imports ssl) only for https endpoints. What a failed call means
+is decided in `datastore.failures` for both transports; every failure is a `datastore.errors`
 exception (`DatastoreUnavailable` when etcd cannot be reached before the deadline).
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import time
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from calico_cni.config import EtcdSettings
+from calico_cni.datastore import etcd_gateway as gateway
 from calico_cni.datastore import failures
 from calico_cni.datastore.errors import DatastoreError
 from calico_cni.datastore.failures import Failure
@@ -85,6 +91,12 @@ class _AuthNotEnabled(Exception):
 class EtcdClient:
     """A deadline-bound etcd v3 client over one or more endpoints.
 
+    Transport: etcd's JSON gateway until the client becomes long-lived (`lease`, `open_stream`
+    switch it to gRPC for good), or an endpoint answers the gateway's path with 404 (etcd runs
+    with `--enable-grpc-gateway=false`). With https endpoints and no user name the client uses
+    gRPC from the start: etcd may then know the user by the client certificate's common name
+    (`--client-cert-auth` with auth enabled), which the gateway does not pass on to etcd's auth.
+
     Security behaviour: with https endpoints the TLS files are checked before the first call and a
     certificate problem is reported as a `DatastoreCredentialsError` naming the file, not retried
     as "try again later"; with a user name, the client authenticates once and authenticates again
@@ -110,8 +122,14 @@ class EtcdClient:
     def __init__(self, settings: EtcdSettings) -> None:
         self.settings = settings
         self._client = None
-        self._rpc = None
+        self._rpc_module = None
         self._grpc = None
+        secure = any(e.startswith("https://") for e in settings.endpoints)
+        # The JSON gateway's endpoints (made at the first call); False: this client uses gRPC.
+        self._gateway: list[gateway.Endpoint] | None | bool = None if (settings.username or not secure) else False
+        self._gateway_current = 0
+        self._gateway_lock = _thread.allocate_lock()
+        self._tls_context = None
         # gRPC stubs by (service, channel): built once per endpoint, not per call.
         self._stubs: dict = {}
         # None: not authenticated yet; "": etcd has authentication disabled (no token needed).
@@ -127,20 +145,86 @@ class EtcdClient:
 
     # -- connection ---------------------------------------------------------------------------
 
+    @property
+    def _rpc(self):
+        """pyetcd's protobuf messages and stubs (imported when first needed)."""
+        if self._rpc_module is None:
+            from pyetcd import etcdrpc  # noqa: PLC0415 - protobuf costs ~20 ms to import (module docstring)
+
+            self._rpc_module = etcdrpc
+        return self._rpc_module
+
+    @_rpc.setter
+    def _rpc(self, module) -> None:
+        self._rpc_module = module
+
+    @property
+    def uses_gateway(self) -> bool:
+        """Whether the next call goes to etcd's JSON gateway rather than over gRPC."""
+        return self._gateway is not False
+
+    @timed("etcd_connect")  # the first https call imports ssl (datastore.tls)
+    def _open_gateway(self) -> list[gateway.Endpoint]:
+        eps = self._gateway
+        if eps:
+            return eps
+        s = self.settings
+        if any(e.startswith("https://") for e in s.endpoints) and self._tls_context is None:
+            from calico_cni.datastore.tls import tls_context  # noqa: PLC0415 - ssl only for https endpoints
+
+            self._tls_context = tls_context(s)
+        eps = [gateway.Endpoint(*_split_endpoint(url), time_retry=self.ENDPOINT_RETRY) for url in s.endpoints]
+        # Spread one-shot processes over the endpoints (pyetcd picks at random; `random` costs 3 ms).
+        self._gateway_current = os.getpid() % len(eps)
+        self._gateway = eps
+        return eps
+
+    def _gateway_endpoint(self, eps: list[gateway.Endpoint]) -> gateway.Endpoint:
+        """The endpoint in use unless it failed moments ago, else the first that did not (as
+        pyetcd's failover picks a channel)."""
+        current = eps[self._gateway_current]
+        if not current.is_failed():
+            return current
+        for i, ep in enumerate(eps):
+            if not ep.is_failed():
+                self._gateway_current = i
+                return ep
+        raise gateway.NoEndpoint()
+
+    def _exchange(self, endpoint: gateway.Endpoint, path: str, body: dict, timeout: float) -> dict:
+        """One gateway exchange on the endpoint's idle keep-alive connection, taken for the
+        exchange: a thread that finds none (another thread has it) opens its own, since one
+        client may be shared by threads."""
+        with self._gateway_lock:
+            conn, endpoint.connection = endpoint.connection, None
+        answer, conn = gateway.exchange(endpoint, conn, path, body, self._token, timeout, self._tls_context and (lambda: self._tls_context))
+        if conn is not None:
+            with self._gateway_lock:
+                if endpoint.connection is None and self._gateway:
+                    endpoint.connection, conn = conn, None
+            if conn is not None:
+                conn.close()
+        return answer
+
     @timed("etcd_connect")  # the first call imports gRPC, pyetcd and the TLS module (ssl)
     def _connect(self):
+        """Connect gRPC (channels are made lazily: no network traffic yet); from then on this
+        client's calls use gRPC, not the gateway."""
         if self._client is not None:
             return self._client
+        if self._gateway:
+            for ep in self._gateway:
+                ep.drop()
+        self._gateway = False
         # gRPC's C core prints its own TLS diagnostics on stderr; ours are in the datastore error.
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         # Imported here, not at the top: they cost tens of milliseconds (see the module docstring).
         import grpc  # noqa: PLC0415
         import pyetcd  # noqa: PLC0415
-        from pyetcd import etcdrpc  # noqa: PLC0415
 
         from calico_cni.datastore.tls import load_tls_credentials  # noqa: PLC0415
 
-        self._grpc, self._rpc = grpc, etcdrpc
+        self._grpc = grpc
         s = self.settings
         creds = None
         if any(e.startswith("https://") for e in s.endpoints):
@@ -164,7 +248,7 @@ class EtcdClient:
         """
         self._connect()
         leased = EtcdClient(self.settings)
-        leased._client, leased._grpc, leased._rpc = self._client, self._grpc, self._rpc
+        leased._client, leased._grpc, leased._rpc, leased._gateway = self._client, self._grpc, self._rpc, False
         # Stubs are keyed by channel, which are fixed per endpoint: the dict stays small, and two
         # request threads building the same stub at once only build it twice.
         leased._stubs, leased._token = self._stubs, self._token
@@ -180,11 +264,15 @@ class EtcdClient:
         return leased
 
     def close(self) -> None:
-        """Close the gRPC channels; a lease (see `lease`) keeps them and returns its token."""
+        """Close the gRPC channels or the gateway's connections; a lease (see `lease`) keeps them
+        and returns its token."""
         if self._return_token is not None:
             if self._token is not None:
                 self._return_token(self._token)
             return
+        if self._gateway:
+            for ep in self._gateway:
+                ep.drop()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -195,15 +283,22 @@ class EtcdClient:
 
     def _authenticate(self, deadline: float) -> None:
         s = self.settings
-        req = self._rpc.AuthenticateRequest(name=s.username, password=s.password or "")
+        body = {"name": s.username, "password": s.password or ""}
         try:
-            resp = self._call("Auth", "Authenticate", req, deadline, authenticate=False)
+            resp = self._call(
+                "Auth",
+                "Authenticate",
+                lambda: self._rpc.AuthenticateRequest(**body),
+                deadline,
+                authenticate=False,
+                gateway_form=(gateway.AUTHENTICATE, body),
+            )
         except _AuthNotEnabled:
             log.info("etcd has authentication disabled; sending requests without a token")
             self._token = ""
             return
         self.authentications += 1
-        self._token = resp.token
+        self._token = resp.get("token", "") if isinstance(resp, dict) else resp.token
         log.debug("authenticated to etcd as %s", s.username)
 
     def _attempt_timeout(self, remaining: float, timed_out: set) -> float:
@@ -223,16 +318,24 @@ class EtcdClient:
         return diagnose_tls(self.settings, host, port, deadline - time.monotonic())
 
     @timed("etcd")
-    def _call(self, service: str, method: str, request, deadline: float | None = None, authenticate: bool = True):
+    def _call(self, service: str, method: str, request, deadline: float | None = None, authenticate: bool = True, gateway_form: tuple[str, dict] | None = None):
         """Send one RPC, failing over and retrying until the deadline; every failure is raised as a
-        `datastore.errors` exception (see `datastore.failures` for what each one means)."""
-        client = self._connect()
-        grpc = self._grpc
+        `datastore.errors` exception (see `datastore.failures` for what each one means).
+
+        `request` is the protobuf request, or a function making it (called only if the call goes
+        over gRPC). `gateway_form` is the same call for etcd's JSON gateway, (path, protojson
+        body); without it the call goes over gRPC, and so does every later call of this client.
+        Returns gRPC's answer, or the gateway's answer as decoded JSON (a dict).
+        """
         s = self.settings
         if deadline is None:
             deadline = time.monotonic() + s.timeout
         if self.deadline_at is not None and self.deadline_at < deadline:
             deadline = self.deadline_at
+        if gateway_form is None or not self.uses_gateway:
+            self._connect()
+        elif not self._gateway:
+            self._open_gateway()
         if authenticate and s.username and self._token is None:
             self._authenticate(deadline)
         last = "no attempt made"
@@ -248,28 +351,49 @@ class EtcdClient:
                 else:
                     limit = f"deadline of {s.timeout:g}s exceeded"
                 raise failures.unreachable(s.endpoints, last, limit, list(tls_problems.values()))
-            try:
-                channel = client.channel
-            except Exception:  # noqa: BLE001 - pyetcd raises when every endpoint is marked failed
-                time.sleep(min(delay, max(remaining, 0)))
-                delay = min(delay * 2, 0.5)
-                continue
-            endpoint = client.endpoint_in_use
-            stub = self._stubs.get((service, channel))
-            if stub is None:
-                stub = self._stubs[(service, channel)] = getattr(self._rpc, f"{service}Stub")(channel)
-            try:
-                self.round_trips += 1
-                return getattr(stub, method)(request, timeout=self._attempt_timeout(remaining, timed_out), metadata=self._metadata())
-            except grpc.RpcError as exc:
-                code = exc.code()
-                detail = exc.details() or str(code)
-                failure = failures.classify(code.name, detail, authenticating=method == "Authenticate")
+            eps = self._gateway
+            if eps and gateway_form is not None:
+                try:
+                    endpoint = self._gateway_endpoint(eps)
+                except gateway.NoEndpoint:
+                    time.sleep(min(delay, max(remaining, 0)))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                try:
+                    self.round_trips += 1
+                    return self._exchange(endpoint, *gateway_form, self._attempt_timeout(remaining, timed_out))
+                except gateway.GatewayOff:
+                    log.info("%s does not serve etcd's JSON gateway (HTTP 404); using gRPC", endpoint)
+                    self._connect()
+                    continue
+                except gateway.GatewayFailure as exc:
+                    code, detail = exc.code, exc.detail
+            else:
+                client = self._connect()
+                try:
+                    channel = client.channel
+                except Exception:  # noqa: BLE001 - pyetcd raises when every endpoint is marked failed
+                    time.sleep(min(delay, max(remaining, 0)))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                endpoint = client.endpoint_in_use
+                stub = self._stubs.get((service, channel))
+                if stub is None:
+                    stub = self._stubs[(service, channel)] = getattr(self._rpc, f"{service}Stub")(channel)
+                if callable(request):
+                    request = request()
+                try:
+                    self.round_trips += 1
+                    return getattr(stub, method)(request, timeout=self._attempt_timeout(remaining, timed_out), metadata=self._metadata())
+                except self._grpc.RpcError as exc:
+                    status = exc.code()
+                    code, detail = status.name, exc.details() or str(status)
+            failure = failures.classify(code, detail, authenticating=method == "Authenticate")
             if failure is Failure.ENDPOINT_DOWN:
                 last = f"{endpoint}: {detail}"
                 log.warning("etcd call %s.%s failed on %s: %s", service, method, endpoint, detail)
                 endpoint.fail()
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                if code == "DEADLINE_EXCEEDED":
                     timed_out.add(endpoint.netloc)
                 if endpoint.secure and endpoint.netloc not in tls_problems and failures.points_at_tls(detail):
                     problem = self._diagnose_tls(endpoint.netloc, deadline)
@@ -298,12 +422,13 @@ class EtcdClient:
                 raise (failures.token_refused(detail) if failure is Failure.REAUTHENTICATE else failures.no_user()) from None
             if failure is Failure.PERMISSION:
                 raise failures.permission_denied(s.username, detail) from None
-            raise failures.request_failed(code.name, detail) from None
+            raise failures.request_failed(code, detail) from None
 
     # -- streams ------------------------------------------------------------------------------
 
-    def open_stream(self, service: str, method: str, requests: Iterator, metadata: Sequence[tuple[str, str]] = (),
-                    reauthenticate: bool = False) -> tuple[object, Callable[[], None]]:
+    def open_stream(
+        self, service: str, method: str, requests: Iterator, metadata: Sequence[tuple[str, str]] = (), reauthenticate: bool = False
+    ) -> tuple[object, Callable[[], None]]:
         """Open a streaming RPC (etcd's Watch) on the endpoint in use, carrying the auth token and
         `metadata`; used by `datastore.watch`.
 
@@ -347,7 +472,14 @@ class EtcdClient:
         return req
 
     @staticmethod
+    def _range_json(r: Range, revision: int = 0) -> dict:
+        key = r.key.encode()
+        return gateway.range_request(key, _prefix_end(key) if r.prefix else None, r.keys_only, revision)
+
+    @staticmethod
     def _kv(kv) -> KeyValue:
+        if isinstance(kv, dict):
+            return KeyValue(*gateway.key_value(kv))
         return KeyValue(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision, kv.version)
 
     def read(self, ranges: Sequence[Range], revision: int = 0) -> tuple[list[list[KeyValue]], int]:
@@ -355,23 +487,38 @@ class EtcdClient:
 
         Returns the key-values of each range (in order) and the store revision they were read at.
         """
-        self._connect()
-        ops = [self._rpc.RequestOp(request_range=self._range_request(r, revision)) for r in ranges]
-        resp = self._call("KV", "Txn", self._rpc.TxnRequest(success=ops))
+        json_form = None
+        if self.uses_gateway:
+            json_form = (gateway.TXN, {"success": [{"request_range": self._range_json(r, revision)} for r in ranges]})
+
+        def grpc_form():
+            rpc = self._rpc
+            return rpc.TxnRequest(success=[rpc.RequestOp(request_range=self._range_request(r, revision)) for r in ranges])
+
+        resp = self._call("KV", "Txn", grpc_form, gateway_form=json_form)
+        if isinstance(resp, dict):
+            out = [[self._kv(kv) for kv in op.get("response_range", {}).get("kvs", ())] for op in resp.get("responses", ())]
+            return out, gateway.revision(resp)
         out = [[self._kv(kv) for kv in op.response_range.kvs] for op in resp.responses]
         return out, resp.header.revision
 
     def get(self, key: str) -> KeyValue | None:
         """One key, or None."""
-        self._connect()
-        resp = self._call("KV", "Range", self._range_request(Range(key)))
-        return self._kv(resp.kvs[0]) if resp.kvs else None
+        r = Range(key)
+        resp = self._call("KV", "Range", lambda: self._range_request(r), gateway_form=(gateway.RANGE, self._range_json(r)) if self.uses_gateway else None)
+        kvs = resp.get("kvs") if isinstance(resp, dict) else resp.kvs
+        return self._kv(kvs[0]) if kvs else None
 
     def get_prefix(self, prefix: str, keys_only: bool = False, revision: int = 0) -> list[KeyValue]:
         """Every key under `prefix`, in key order."""
-        self._connect()
-        resp = self._call("KV", "Range", self._range_request(Range(prefix, True, keys_only), revision))
-        return [self._kv(kv) for kv in resp.kvs]
+        r = Range(prefix, True, keys_only)
+        resp = self._call(
+            "KV",
+            "Range",
+            lambda: self._range_request(r, revision),
+            gateway_form=(gateway.RANGE, self._range_json(r, revision)) if self.uses_gateway else None,
+        )
+        return [self._kv(kv) for kv in (resp.get("kvs", ()) if isinstance(resp, dict) else resp.kvs)]
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -385,7 +532,26 @@ class EtcdClient:
 
         Returns (succeeded, revision). A failed compare is not an error: the caller re-reads.
         """
-        self._connect()
+        compares, puts, deletes = list(compares), list(puts), list(deletes)
+        json_form = None
+        if self.uses_gateway:
+            cmp = []
+            for c in compares:
+                key = c.key.encode()
+                if c.prefix:
+                    cmp.append(gateway.compare(key, _prefix_end(key), "LESS", "MOD", c.mod_revision + 1))
+                elif c.mod_revision == 0:
+                    cmp.append(gateway.compare(key, None, "EQUAL", "VERSION", 0))
+                else:
+                    cmp.append(gateway.compare(key, None, "EQUAL", "MOD", c.mod_revision))
+            ops = [gateway.put(k.encode(), v) for k, v in puts] + [gateway.delete(k.encode()) for k in deletes]
+            json_form = (gateway.TXN, {"compare": cmp, "success": ops})
+        resp = self._call("KV", "Txn", lambda: self._txn_request(compares, puts, deletes), gateway_form=json_form)
+        if isinstance(resp, dict):
+            return bool(resp.get("succeeded", False)), gateway.revision(resp)
+        return resp.succeeded, resp.header.revision
+
+    def _txn_request(self, compares: list[Compare], puts: list[tuple[str, bytes]], deletes: list[str]):
         rpc = self._rpc
         cmp = []
         for c in compares:
@@ -404,5 +570,4 @@ class EtcdClient:
             cmp.append(m)
         ops = [rpc.RequestOp(request_put=rpc.PutRequest(key=k.encode(), value=v)) for k, v in puts]
         ops += [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k.encode())) for k in deletes]
-        resp = self._call("KV", "Txn", rpc.TxnRequest(compare=cmp, success=ops))
-        return resp.succeeded, resp.header.revision
+        return rpc.TxnRequest(compare=cmp, success=ops)
