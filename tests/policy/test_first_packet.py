@@ -22,6 +22,7 @@ import time
 
 from calico_cni.node.nft_policy import endpoint_chains
 from tests import netns
+from tests.calico_support import in_ns
 from tests.policy_harness import probe as P
 from tests.policy_harness import ALLOWED_TIMEOUT, Scope, document, etcd_client, expect, ping, socket_in, tcp, udp, wait_enforced
 
@@ -227,6 +228,47 @@ def test_del_removes_chains_and_conntrack(pn):
     assert pn.pn.conntrack(gone.v4) == [], "IPv4 conntrack entries after DEL"
     assert pn.pn.conntrack(gone.v6) == [], "IPv6 conntrack entries after DEL"
     assert gone.interface not in pn.pn.nft("list", "table", "ip", "calico").stdout, "the interface still named in the dispatch"
+
+
+def test_del_answers_only_once_everything_is_gone(pn):
+    """Issue 19: DEL's work is never moved out of the call (calico-node deletes the veth beside the
+    datastore work): the moment it returns, before the runtime removes the namespace, the veth and
+    the pod's routes are gone from the node, its chains from both tables, its conntrack entries,
+    its endpoint and its addresses' allocations from etcd."""
+    from calico_cni.config import EtcdSettings
+    from calico_cni.datastore.store import connect
+    from tests.calico_support import held_addresses
+
+    client = pn.pod({"app": "del-now-client"})
+    gone = pn.pod({"app": "del-now-target"})
+    for v6 in (False, True):
+        assert udp(client, gone, 5000, v6)
+    assert pn.pn.conntrack(gone.v4) and pn.pn.conntrack(gone.v6), "conntrack entries of the pod before DEL"
+    if gone.server is not None:
+        gone.server.stop()
+    run = pn.pn.node.plugin("DEL", gone.conf, gone.ns, **gone.cni_args)
+    assert run.rc == 0, f"DEL: rc={run.rc} {run.stdout} {run.stderr[-2000:]}"
+    # Right away: nothing below waits or retries.
+    links = in_ns(pn.pn.node.ns, "ip", "-o", "link", "show").stdout
+    routes = in_ns(pn.pn.node.ns, "ip", "route", "show").stdout + in_ns(pn.pn.node.ns, "ip", "-6", "route", "show").stdout
+    chains = pn.pn.chains("ip") | pn.pn.chains("ip6")
+    entries = pn.pn.conntrack(gone.v4) + pn.pn.conntrack(gone.v6)
+    store = connect(EtcdSettings((pn.pn.endpoint,)))
+    try:
+        held = {a for addresses in held_addresses(store).values() for a in addresses}
+        endpoint = store.workload_endpoint(gone.namespace, gone.name)
+    finally:
+        store.close()
+    assert f" {gone.interface}@" not in links and f" {gone.interface}:" not in links, links
+    assert f"{gone.v4} " not in routes and f"{gone.v6} " not in routes, routes
+    assert not set(endpoint_chains(gone.interface)) & chains
+    assert entries == []
+    assert endpoint is None
+    assert gone.v4 not in held and gone.v6 not in held
+    netns.delete(gone.ns)
+    pn.pn.node.pods.remove(gone.ns)
+    pn.pn.pods.remove(gone)
+    pn.pods.remove(gone)
 
 
 def test_hostile_policies_in_etcd_skipped_and_reported(pn):
