@@ -133,8 +133,8 @@ def markdown(results: dict) -> str:
     lines += table(["phase", *(k[:-3] for k in keys)], [[verb, *(ph[verb].get(k, 0) for k in keys)] for verb in ("ADD", "DEL")])
     lines += ["", "wall = measured outside the process; process = since exec, as the process sees it; verb = from the verb's handler to exit; imports = the verb's modules; "
               "etcd_connect = importing gRPC and pyetcd and opening the channel; etcd, netlink, sysctl = time inside those calls."]
-    cold, warm = "exec'd, no agent", "agent"
-    lines += ["", *table(["etcd round trips (counted)", cold, warm], [[k, v.get(cold), v.get(warm)] for k, v in results["round_trips"].items()])]
+    columns = list(dict.fromkeys(label for counts in results["round_trips"].values() for label in counts))
+    lines += ["", *table(["etcd round trips (counted)", *columns], [[k, *(v.get(c) for c in columns)] for k, v in results["round_trips"].items()])]
     c = results["cluster"]
     lines += [
         "",
