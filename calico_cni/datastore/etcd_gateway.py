@@ -232,6 +232,10 @@ def exchange(
         except (GatewayFailure, GatewayOff):
             _close(conn)
             raise
+        except ValueError:
+            _close(conn)
+            # A length or chunk size that is not a number: not etcd's gateway answering.
+            raise GatewayFailure("UNAVAILABLE", "the endpoint answered malformed HTTP: not etcd's gateway") from None
         except OSError as exc:
             _close(conn)
             detail = _describe(exc)

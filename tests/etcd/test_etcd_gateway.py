@@ -73,16 +73,34 @@ class Listener:
                 threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn) -> None:
+        """Answer every request on the connection (HTTP/1.1 keep-alive), closing it after an
+        answer that says Connection: close."""
         conn.settimeout(5)
         data = b""
         try:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(data) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                data = data[length:]
+                self.requests.append(head.split(b"\r\n", 1)[0].decode())
+                conn.sendall(self.answer)
+                if b"Connection: close" in self.answer:
+                    conn.close()
                     return
-                data += chunk
-            self.requests.append(data.split(b"\r\n", 1)[0].decode())
-            conn.sendall(self.answer)
         except OSError:
             pass
 
@@ -248,6 +266,38 @@ def test_an_http_server_that_is_not_etcd_is_a_down_endpoint():
         assert c.uses_gateway
     finally:
         other.close()
+
+
+def test_connection_close_and_chunked_answers_are_read():
+    """An answer with Connection: close is read and its connection not kept; a chunked answer
+    with trailers (etcd's error answers are) is read whole; a malformed one is a down endpoint."""
+    kv = {"key": "L2NhbGljby9h", "value": "MQ==", "mod_revision": "7", "create_revision": "5", "version": "3"}
+    body = json.dumps({"header": {"revision": "9"}, "kvs": [kv], "count": "1"}).encode()
+    closing = Listener(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    half = len(body) // 2
+    chunked = Listener(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nGrpc-Trailer-X: y\r\n\r\n"
+        % (half, body[:half], len(body) - half, body[half:])
+    )
+    malformed = Listener(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    try:
+        for server in (closing, chunked):
+            c = EtcdClient(EtcdSettings((server.endpoint,), timeout=2))
+            assert c.get("/calico/a") == c.get("/calico/a")
+            got = c.get("/calico/a")
+            assert (got.key, got.value, got.mod_revision, got.create_revision, got.version) == ("/calico/a", b"1", 7, 5, 3)
+            assert c.round_trips == 3
+            # Kept only when the server keeps it (the chunked server does).
+            assert (c._gateway[0].connection is None) == (server is closing)
+            c.close()
+        assert len(closing.conns) == 3  # one connection per request
+        c = EtcdClient(EtcdSettings((malformed.endpoint,), timeout=0.5))
+        with pytest.raises(DatastoreUnavailable) as exc:
+            c.get("/calico/a")
+        assert "the endpoint answered malformed HTTP" in exc.value.details
+    finally:
+        for server in (closing, chunked, malformed):
+            server.close()
 
 
 # -- the switch to gRPC ---------------------------------------------------------------------------------
