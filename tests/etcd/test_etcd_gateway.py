@@ -406,3 +406,13 @@ def test_plain_http_to_a_tls_etcd_says_to_use_https(tls_etcd):
     with pytest.raises(DatastoreUnavailable) as exc:
         c.get("/calico/a")
     assert "(if etcd serves TLS there, use an https:// endpoint)" in exc.value.details, exc.value.details
+
+
+def test_https_to_a_plain_etcd_with_a_user_name_says_it_does_not_speak_tls(etcd_endpoint, pki):
+    cert, key = pki["client"]
+    endpoint = etcd_endpoint.replace("http://", "https://")
+    c = EtcdClient(EtcdSettings((endpoint,), pki["ca"], cert, key, username="calico", password="x", timeout=2))
+    assert c.uses_gateway
+    with pytest.raises(DatastoreCredentialsError) as exc:
+        c.get("/calico/a")
+    assert exc.value.msg == f"etcd at {endpoint} does not speak TLS"
