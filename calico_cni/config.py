@@ -12,7 +12,6 @@ import errno
 import math
 import os
 import re
-import socket
 import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -240,7 +239,13 @@ def node_name(config: Mapping[str, Any]) -> str:
         raise ConfigError(f"cannot read the node name from {path[:200]}", str(exc)[:200]) from None
     if name:
         return valid_node_name(name, f"the node name in {path}")
-    return valid_node_name(socket.gethostname().lower(), "the host name")
+    return valid_node_name(host_name().lower(), "the host name")
+
+
+def host_name() -> str:
+    """The host name (what socket.gethostname() returns, without importing socket: 3 ms of every
+    in-process plugin run)."""
+    return os.uname().nodename
 
 
 def read_regular_file(path: str, limit: int) -> bytes:

@@ -848,7 +848,7 @@ def test_node_name_order(tmp_path, monkeypatch):
     f.write_text("  node-from-file\n")
     assert cfg.node_name({"nodename": "n1", "nodename_file": str(f)}) == "n1"
     assert cfg.node_name({"nodename_file": str(f)}) == "node-from-file"
-    monkeypatch.setattr(cfg.socket, "gethostname", lambda: "HostName")
+    monkeypatch.setattr(cfg, "host_name", lambda: "HostName")
     assert cfg.node_name({"nodename_file": str(tmp_path / "absent"), "nodename_file_optional": True}) == "hostname"
     f.write_text("\n")
     assert cfg.node_name({"nodename_file": str(f)}) == "hostname"
