@@ -19,6 +19,8 @@ import os
 import re
 import socket
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -314,9 +316,140 @@ table inet calico {
 def test_errors_are_one_line_that_says_what_to_do(bare, monkeypatch):
     with pytest.raises(NftError, match="not an nftables family"):
         nftables.list_table("ipx", "calico")
-    monkeypatch.setattr(nftables, "NFT", "nft-not-installed-here")
-    with pytest.raises(NftError, match="install Debian's nftables package"):
+    with pytest.raises(NftError, match="not a table name"):
+        nftables.list_table("ip", "bad name")
+    # The library is loaded on first use: as if it had never been, under a name nowhere installed.
+    monkeypatch.setattr(nftables, "_library", None)
+    monkeypatch.setattr(nftables, "LIBRARY", "libnftables-not-installed-here.so.1")
+    with pytest.raises(NftError, match=r"^libnftables \(libnftables-not-installed-here.so.1\) is not installed: install Debian's nftables package"):
         nftables.apply("table ip calico {}\n")
+    monkeypatch.setattr(nftables, "NFT", "nft-not-installed-here")  # listings run the nft command
+    with pytest.raises(NftError, match=r"^nft-not-installed-here is not installed: install Debian's nftables package"):
+        nftables.list_table("ip", "calico")
+
+
+REFUSED = """table ip calico {
+	chain filter-input {
+		type filter hook input priority 0; policy accept;
+		tcp dport 22 counter dorp
+	}
+}
+"""
+
+
+def test_a_refused_script_is_nfts_own_error_naming_its_line(bare):
+    """The message is what `nft -f -` printed for the same script (the line and column too), on
+    one line; nothing of the script was applied."""
+    for text in (REFUSED, "add rule ip nosuch c counter\n", "junk"):
+        nft = subprocess.run(["nft", "-f", "-"], input=text, capture_output=True, text=True, check=False)
+        assert nft.returncode == 1 and nft.stderr.startswith("/dev/stdin:")
+        with pytest.raises(NftError) as refused:
+            nftables.apply(text)
+        assert str(refused.value) == f"nft refused the ruleset (nothing of it was applied): {nft.stderr.splitlines()[0]}"
+    assert nftables.list_table("ip", "calico") is None and nftables.list_table("ip", "nosuch") is None
+
+
+def test_a_listing_is_exactly_what_nft_s_lists(bare):
+    """What the library applied, list_table gives as `nft -s list table` prints it (no counter
+    values: the writer compares listings)."""
+    for t in tables(view(*FULL)).values():
+        nftables.apply(script(t))
+    subprocess.run(["nft", "add", "element", "ip", "calico", "all-vxlan-net", "{ 198.19.9.9 }"], check=True)
+    for family in ("ip", "ip6"):
+        nft = subprocess.run(["nft", "-s", "list", "table", family, "calico"], capture_output=True, text=True, check=True).stdout
+        assert nftables.list_table(family, "calico") == nft
+    assert "198.19.9.9" in nftables.list_table("ip", "calico")
+    assert "counter packets" not in nftables.list_table("ip", "calico")
+
+
+@pytest.fixture
+def two():
+    """Two more namespaces, A and B."""
+    names = [netns.add(f"{netns.PREFIX}nft{side}-{os.getpid()}") for side in "ab"]
+    try:
+        yield names
+    finally:
+        for name in names:
+            netns.delete(name)
+
+
+def tables_in(ns: str) -> list[str]:
+    return sh(ns, "nft", "list", "tables").stdout.split("\n")[:-1]
+
+
+def test_every_call_acts_in_the_namespace_its_thread_is_in_then(bare, two):
+    """A context's socket stays in the namespace it was made in: each call must still land in the
+    namespace of its calling thread at that moment, whatever namespace another thread, or this one
+    before, used."""
+    a, b = two
+    with inside(b):
+        nftables.apply("table ip made_in_b {}\n")  # B's context, made by this thread
+    errors: list[BaseException] = []
+
+    def in_a() -> None:
+        try:
+            with inside(a):
+                nftables.apply("table ip from_a_thread {}\n")
+                assert nftables.list_table("ip", "made_in_b") is None
+            with inside(b):  # the same thread, now in B
+                nftables.apply("table ip same_thread_in_b {}\n")
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=in_a)
+    thread.start()
+    thread.join(30)
+    assert not errors and not thread.is_alive()
+    with inside(a):
+        nftables.apply("table ip main_thread_in_a {}\n")
+    nftables.apply("table ip main_thread_in_bare {}\n")
+    assert tables_in(a) == ["table ip from_a_thread", "table ip main_thread_in_a"]
+    assert tables_in(b) == ["table ip made_in_b", "table ip same_thread_in_b"]
+    assert tables_in(bare) == ["table ip main_thread_in_bare"]
+
+
+def test_threads_apply_and_list_at_once(bare, two):
+    """Threads in two namespaces apply and list at the same time: every transaction lands whole,
+    in its thread's namespace (libnftables' process-wide state is behind one lock)."""
+    names = [bare, *two]
+    rounds = 30
+    errors: list[BaseException] = []
+
+    def work(ns: str, me: int) -> None:
+        try:
+            with inside(ns):
+                for step in range(rounds):
+                    nftables.apply(
+                        f"table ip t{me} {{}}\ndelete table ip t{me}\ntable ip t{me} {{\n\tset s {{\n\t\ttype ipv4_addr\n\t\telements = {{ 198.18.{me}.{step + 1} }}\n\t}}\n}}\n"
+                    )
+                    listed = nftables.list_table("ip", f"t{me}")
+                    assert listed is not None and f"198.18.{me}.{step + 1}" in listed, listed
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(names[i % 3], i)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[0]
+    for i in range(6):
+        listed = sh(names[i % 3], "nft", "list", "table", "ip", f"t{i}").stdout
+        assert f"elements = {{ 198.18.{i}.{rounds} }}" in listed
+    assert sorted(tables_in(names[0])) == ["table ip t0", "table ip t3"]
+
+
+def test_the_plugin_path_loads_neither_this_module_nor_libnftables():
+    """An exec'd plugin pays for every import: dataplane.nftables is the daemon's; and the library
+    is loaded on the first call, not at import."""
+    code = (
+        "import sys, calico_cni.plugins.calico, calico_cni.plugins.dispatch\n"
+        "print('calico_cni.dataplane.nftables' in sys.modules)\n"
+        "import calico_cni.node.nft_writer\n"
+        "print('libnftables' in open('/proc/self/maps').read())\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30).stdout.split()
+    assert loaded == ["False", "False"]
 
 
 # --- the rules, by traffic ---------------------------------------------------------------------
