@@ -402,15 +402,14 @@ def _fake_nft(tmp_path, monkeypatch, shell: str) -> None:
 
 
 def test_nft_missing_slow_or_refusing_is_one_nft_error(tmp_path, monkeypatch):
+    """Listings run the nft command (rulesets go through libnftables in-process: its errors are
+    tested in tests/namespaces/test_nftables.py)."""
     monkeypatch.setattr(nftables, "NFT", str(tmp_path / "absent"))
     with pytest.raises(NftError, match="is not installed"):
-        nftables.apply("")
+        nftables.list_table("ip", "calico")
     _fake_nft(tmp_path, monkeypatch, "sleep 5")
     with pytest.raises(NftError, match=r"did not finish within 0.2 s"):
-        nftables.apply("", timeout=0.2)
-    _fake_nft(tmp_path, monkeypatch, "echo 'Error: syntax error, unexpected junk' >&2; echo 'junk' >&2; echo '^^^^' >&2; exit 1")
-    with pytest.raises(NftError, match=r"^nft refused the ruleset \(nothing of it was applied\): Error: syntax error, unexpected junk$"):
-        nftables.apply("junk")
+        nftables.list_table("ip", "calico", timeout=0.2)
     _fake_nft(tmp_path, monkeypatch, "echo 'Error: Could not process rule: No such file or directory' >&2; exit 1")
     assert nftables.list_table("ip", "calico") is None
     _fake_nft(tmp_path, monkeypatch, "echo 'Error: Operation not permitted' >&2; exit 1")
