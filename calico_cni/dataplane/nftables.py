@@ -225,16 +225,37 @@ def dropping_chains(hooks: tuple[str, ...] = ("forward", "input"), exclude: str 
     return sorted(found)
 
 
+_generation_lock = threading.Lock()
+_generation_sockets: OrderedDict[tuple[int, int], Rtnl] = OrderedDict()  # namespace -> its socket
+
+
 def generation() -> int:
     """The ruleset's generation id: the kernel adds one at every nftables commit, by anyone, in
-    this network namespace. One netlink round trip (~0.1 ms), where listing a large table takes
-    most of a second: an unchanged generation says no table changed at all. (libnftables has no
-    way to give it; the request is four bytes over our own netlink client.)"""
-    try:
-        with Rtnl.open(NETLINK_NETFILTER) as nl:
+    the calling thread's network namespace. One netlink round trip (~0.03 ms), where listing a
+    large table takes most of a second: an unchanged generation says no table changed at all.
+    (libnftables has no way to give it; the request is four bytes over our own netlink client.)
+
+    The socket is kept, one per namespace (as libnftables' contexts): on a socket opened for it,
+    the request right after a commit that deleted rules or chains took 10 to 15 ms (kernel 6.18),
+    on a kept one 0.02 to 0.05 ms; calico-node reads the generation right after each of its
+    writes, before a request answers."""
+    info = os.stat("/proc/thread-self/ns/net")
+    key = (info.st_dev, info.st_ino)
+    with _generation_lock:
+        try:
+            nl = _generation_sockets.get(key)
+            if nl is None:
+                nl = _generation_sockets[key] = Rtnl.open(NETLINK_NETFILTER)
+                while len(_generation_sockets) > MAX_CONTEXTS:
+                    _generation_sockets.popitem(last=False)[1].close()
+            _generation_sockets.move_to_end(key)
             answer = nl.request(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN, b"\0\0\0\0", what="nftables generation")
-    except (NetlinkError, OSError) as exc:
-        raise NftError(f"cannot read the nftables generation: {exc}") from None
+        except (NetlinkError, OSError) as exc:
+            # A socket in an unknown state (a late answer queued, an error) is not used again.
+            dropped = _generation_sockets.pop(key, None)
+            if dropped is not None:
+                dropped.close()
+            raise NftError(f"cannot read the nftables generation: {exc}") from None
     for _, payload in answer:
         raw = parse_attrs(payload, 4).get(NFTA_GEN_ID)  # after the 4-byte nfgenmsg header
         if raw is not None and len(raw) >= 4:

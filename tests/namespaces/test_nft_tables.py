@@ -141,3 +141,31 @@ def test_the_generation_moves_with_every_commit_of_anyone() -> None:
             assert nftables.generation() == first + 2
     finally:
         netns.delete(ns)
+
+
+def test_the_generation_is_read_in_the_calling_threads_namespace() -> None:
+    """generation keeps one netlink socket per namespace: a thread reads its own namespace's
+    generation, whichever namespace's socket was opened first, right after commits that delete
+    chains (where a socket opened for each read waited 10-15 ms)."""
+    from calico_cni.dataplane import nftables
+
+    a, b = ns_name("nftgena"), ns_name("nftgenb")
+    try:
+        netns.add(a)
+        netns.add(b)
+        with netns.inside(a):
+            start_a = nftables.generation()
+        with netns.inside(b):
+            start_b = nftables.generation()
+            for _ in range(3):
+                nftables.apply(script(BEFORE))  # a whole write: deletes the table, chains and all
+            assert nftables.generation() == start_b + 3
+        with netns.inside(a):
+            assert nftables.generation() == start_a
+            nftables.apply(script(AFTER))
+            assert nftables.generation() == start_a + 1
+        with netns.inside(b):
+            assert nftables.generation() == start_b + 3
+    finally:
+        netns.delete(a)
+        netns.delete(b)
