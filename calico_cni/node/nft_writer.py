@@ -127,6 +127,7 @@ class TableWriter:
             trusted = exclusive and (whole or known.get(table.family, False))
             self.written[table.family] = Written(table, None, after if trusted else None)
 
+    @timed("nft_write")
     def sync(self, tables: list[Table]) -> str | None:
         """Make the kernel hold `tables` (under the lock) in one nft run; what went wrong, or None.
         A table is written whole the first time (and after a failure, or when a check found it

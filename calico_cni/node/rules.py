@@ -213,6 +213,7 @@ class RulesController:
             self._awaited = set()
         return not self._awaited
 
+    @timed("render")
     def _render(self, snapshot: Snapshot, now: float) -> tuple[list[Table], list[str], frozenset[str]]:
         """Both tables, what could not be read and this node's endpoint addresses; kept while none of
         the records read changed (a block's change leaves them as they are)."""
@@ -401,7 +402,7 @@ class RulesController:
             # Drawn under the intake's lock: every serial up to the highest taken is in the intake.
             serial = next(self._serials)
             self._intake[key] = (value, serial)
-        if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if not self._acquire(deadline):
             self._withdraw(key, serial)
             raise CniError(TRY_AGAIN_LATER, f"calico-node could not program network policy in time ({what})", "its nftables tables are busy; try again")
         try:
@@ -415,6 +416,12 @@ class RulesController:
                     raise CniError(TRY_AGAIN_LATER, f"calico-node did not program the chains of {what}", "; ".join(why) or "see calico-node's log")
         finally:
             self.lock.release()
+
+    @timed("policy_lock")
+    def _acquire(self, deadline: float) -> bool:
+        """The tables' lock, by `deadline` (the time a request waits for the loop's pass or
+        another request's is its own phase in the timing report)."""
+        return self.lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
 
     def _pass_for_requests(self, what: str) -> None:
         """Under the lock: every endpoint the requests registered so far becomes pending and is
