@@ -17,9 +17,10 @@ install-cni.sh installs. Measured:
 4. calico-node's memory (VmRSS, VmHWM) and CPU: idle (over `--idle` s) and during the 100-burst;
 5. a restart: calico-node stopped and started again while a runtime retries an ADD every 20 ms
    (each answered 11 until it serves): how long pods could not start;
-6. where an ADD and a DEL spend their time: calico-node restarted with CALICO_CNI_TIMING=1 reports
-   each request's phases (etcd, netlink, nft, conntrack, policy, journal) and etcd calls; next to the
-   wall time, an empty interpreter's start and VERSION through calico-node (the exec'd client alone).
+6. where an ADD and a DEL spend their time, without and with the 100 policies: calico-node
+   restarted with CALICO_CNI_TIMING=1 reports each request's phases (etcd, netlink, nft, conntrack,
+   policy, journal, ...) and etcd calls; next to the wall time, an empty interpreter's start and
+   VERSION through calico-node (the exec'd client alone).
 
 Writes node_pods.md and node_pods.json to --out.
 """
@@ -179,21 +180,22 @@ def run(server, args, workdir: Path) -> dict:
                 if ps is ours:
                     results["bursts"][size]["daemon_cpu_pct"] = round((cpu_seconds(node.proc.pid) - before) / (time.monotonic() - began) * 100, 1)
                     results["bursts"][size]["daemon_memory_mb"] = memory(node.proc.pid)
-        print(f"ADD with 100 policies and 50 endpoints ({args.policy_pods} pods)", file=sys.stderr, flush=True)
-        bench = Bench(cluster, server.endpoint)
-        try:
-            loaded_policy(bench)
-            results["policy"] = latency(ours, in_node(node), args.policy_pods)
-            results["policy"]["memory_mb"] = memory(node.proc.pid)
-            bench.clear()
-        finally:
-            bench.close()
         print("restart", file=sys.stderr, flush=True)
         quiet(node.proc.pid)
         results["restart"] = restart_window(cluster, node, ours, {"CALICO_CNI_TIMING": "1"})
         quiet(node.proc.pid)
         print(f"profile ({args.profile_pods} pods)", file=sys.stderr, flush=True)
         results["profile"] = profile(ours, node, args.profile_pods)
+        print(f"ADD with 100 policies and 50 endpoints ({args.policy_pods} pods)", file=sys.stderr, flush=True)
+        bench = Bench(cluster, server.endpoint)
+        try:
+            loaded_policy(bench)
+            results["policy"] = latency(ours, in_node(node), args.policy_pods)
+            results["policy"]["memory_mb"] = memory(node.proc.pid)
+            results["policy_profile"] = profile(ours, node, args.profile_pods)
+            bench.clear()
+        finally:
+            bench.close()
     finally:
         left = cluster.remove()
         if left:
@@ -245,15 +247,16 @@ def markdown(results: dict) -> str:
         f"Restart: a runtime retrying an ADD every 20 ms got its pod {rs['from_start_s']} s after calico-node started again "
         f"({rs['from_stop_s']} s after it was stopped; {rs['attempts']} attempts, each answered 11 until then).",
     ]
-    prof = results["profile"]
+    prof, loaded = results["profile"], results.get("policy_profile") or {}
+    rows = [(verb, prof[verb]) for verb in ("VERSION", "ADD", "DEL")] + [(f"{verb}, 100 policies", loaded[verb]) for verb in ("ADD", "DEL") if verb in loaded]
     lines += [
         "",
         f"Where the time goes (medians of {prof['pods']} pods, ms; an empty `python -I -S` starts and exits in {prof['interpreter_start_ms']} ms):",
         "",
     ]
-    keys = sorted({k for verb in ("VERSION", "ADD", "DEL") for k in prof[verb]})
+    keys = sorted({k for _, row in rows for k in row})
     lines += [f"| phase | {' | '.join(keys)} |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {verb} | {' | '.join(str(prof[verb].get(k, '-')) for k in keys)} |" for verb in ("VERSION", "ADD", "DEL")]
+    lines += [f"| {name} | {' | '.join(str(row.get(k, '-')) for k in keys)} |" for name, row in rows]
     lines += [
         "",
         "wall = measured outside the exec'd plugin; daemon = the request in calico-node; etcd, netlink, nft, conntrack, journal = time in those "
