@@ -54,6 +54,22 @@ class BlockMemory:
         self._handles: dict[str, tuple[bytes, int]] = {}
         # Evicting the oldest handle iterates the dict, which another request's thread may change.
         self._handles_lock = threading.Lock()
+        # One lock per node: this process's allocations and releases on a node, one at a time.
+        self._node_locks: dict[str, threading.RLock] = {}
+        self._node_locks_lock = threading.Lock()
+
+    def node_lock(self, node: str) -> threading.RLock:
+        """The lock under which this process allocates and releases on `node`. Concurrent requests
+        of one node in one process (a burst of pods through calico-node) would otherwise race for
+        the same block, and every lost compare-and-swap costs a fresh read and another commit: 100
+        at once spent most of their time so. In turn, each finds the block as the one before left
+        it (remembered here), and its commit is the only round trip. Other writers (other nodes,
+        calicoctl) are still met by compare-and-swap only."""
+        with self._node_locks_lock:
+            lock = self._node_locks.get(node)
+            if lock is None:
+                lock = self._node_locks[node] = threading.RLock()
+            return lock
 
     def known(self, node: str, families: Sequence[int] = (4, 6)) -> list[str]:
         """The block CIDRs `node` had affinity for at its last allocation seen here."""

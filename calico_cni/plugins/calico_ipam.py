@@ -10,10 +10,11 @@ import contextlib
 import ipaddress
 import json
 import logging
-from typing import Sequence
+import time
+from typing import Iterator, Sequence
 
 from calico_cni.config import ConfigError, IpamPluginSettings, IpamSettings, check_node_name_keys, ipam_plugin_settings, node_name
-from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable
+from calico_cni.datastore.errors import DatastoreError, DatastoreUnavailable, TooManyConflicts
 from calico_cni.datastore.store import Datastore, Hint, Pin, hint_locked, pin
 from calico_cni.journal import Journal
 from calico_cni.model import keys
@@ -88,8 +89,32 @@ def assign_addresses(
 ) -> list[Assigned]:
     """Assign the request's addresses on `node` (both families or neither); `memory` guesses which
     blocks to read with the view and learns the node's blocks; `hint` (calico-node's watch cache)
-    replaces the view's read when it can (`allocator.assign`)."""
-    return allocator.assign(store, attachment(request, node), families, memory, hint)
+    replaces the view's read when it can (`allocator.assign`). One at a time per node in this
+    process (`BlockMemory.node_lock`)."""
+    with _node_turn(store, memory, node):
+        return allocator.assign(store, attachment(request, node), families, memory, hint)
+
+
+# Without the datastore's own deadline (`Datastore.limit_to`), how long a request waits for its turn.
+NODE_TURN_WAIT = 30.0
+
+
+@contextlib.contextmanager
+def _node_turn(store: Datastore, memory: BlockMemory, node: str | None) -> Iterator[None]:
+    """Hold `node`'s IPAM lock of this process (see `BlockMemory.node_lock`), waiting at most until
+    the datastore's deadline: past it, "try again later", as for a datastore that did not answer."""
+    if node is None:
+        yield
+        return
+    deadline = store.client.deadline_at
+    wait = max(0.0, deadline - time.monotonic()) if deadline is not None else NODE_TURN_WAIT
+    lock = memory.node_lock(node)
+    if not lock.acquire(timeout=wait):
+        raise TooManyConflicts(f"IPAM on node {node}: this node's other requests did not finish within {wait:.1f} s; try again later")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _guess_blocks(request: CniRequest, node: str | None, memory: BlockMemory) -> list[str]:
@@ -115,6 +140,16 @@ def release_addresses(request: CniRequest, store: Datastore, memory: BlockMemory
     no read (`allocator.release_remembered`), which also compares ClusterInformation and the IPAM
     config as the hint saw them, and the legacy handle absent. Anything else, or a failed commit:
     the read path, which finishes what is left."""
+    if node is None and not memory.empty:
+        try:
+            node = node_name(request.config)
+        except ConfigError:
+            node = None  # no turn to take: a DEL never fails for want of a node name
+    with _node_turn(store, memory, node):
+        return _release_addresses(request, store, memory, node, hint)
+
+
+def _release_addresses(request: CniRequest, store: Datastore, memory: BlockMemory, node: str | None, hint: Hint | None) -> list[Assigned]:
     ids = [handle_id(request), legacy_handle_id(request)]
     done: list[Assigned] = []
     if hint is not None and not hint_locked(hint):

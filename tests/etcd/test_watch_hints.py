@@ -502,3 +502,45 @@ def test_concurrent_hinted_adds_and_dels_never_duplicate_or_leak(etcd_endpoint, 
     assert len(set(held_now)) == len(held_now)
     assert sorted(held_now) == sorted([str(first.address), *got.values()])
     assert sorted(h.handle_id for h in store.handles()) == sorted(["net1.c0", *(f"net1.{c}" for c in got)])
+
+
+def test_concurrent_requests_of_one_node_take_turns_and_each_is_one_commit(etcd_endpoint, store, warm):
+    """A burst: 12 ADDs, then their 12 DELs, on threads of one process for one node, through the
+    plugin's functions (as calico-node serves them): they take turns on the node's IPAM, so no
+    compare-and-swap is lost to each other and each allocation and release is one commit."""
+    import threading
+
+    from calico_cni.datastore import retry
+    from calico_cni.plugins.calico_ipam import assign_addresses
+
+    memory, first = warm
+    conflicts = retry.stats["conflicts"]
+    trips_of: dict[str, int] = {}
+    errors: list = []
+    lock = threading.Lock()
+
+    def one(cid: str, verb: str) -> None:
+        ds = Datastore(EtcdClient(EtcdSettings((etcd_endpoint,))))
+        try:
+            hint = hint_of(ds)  # each request its own snapshot, as each gets calico-node's current one
+            if verb == "ADD":
+                n = trips(ds, lambda: assign_addresses(del_request(cid), ds, NODE, V4, memory, hint))
+            else:
+                n = trips(ds, lambda: release(ds, memory, cid, hint))
+            with lock:
+                trips_of[f"{verb} {cid}"] = n
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+        finally:
+            ds.close()
+
+    for verb in ("ADD", "DEL"):
+        threads = [threading.Thread(target=one, args=(f"b{n}", verb)) for n in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert retry.stats["conflicts"] == conflicts
+    assert set(trips_of.values()) == {1}, trips_of
+    assert holders(store) == [str(first.address)]
