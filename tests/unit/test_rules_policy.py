@@ -18,6 +18,7 @@ from calico_cni.datastore.etcd import KeyValue
 from calico_cni.model import keys
 from calico_cni.model.keys import workload_endpoint
 from calico_cni.model.records import NETWORK_ANNOTATION, WorkloadEndpoint
+from calico_cni.dataplane.nftables import NftError
 from calico_cni.node import rules
 from calico_cni.node.nft_policy import endpoint_chains
 from calico_cni.node.rules import Enforcement, RulesController
@@ -397,7 +398,10 @@ def test_concurrent_requests_share_a_pass(tmp_path):
     run_pass = c.run_pass
     c.run_pass = lambda *a, **k: passes.append(1) or run_pass(*a, **k)  # type: ignore[method-assign]
     nft.gated = True
-    pods = [(workload_endpoint("default", f"node--a-cni-b{i}-eth0"), endpoint_doc(f"node--a-cni-b{i}-eth0", f"calib{i:03d}", f"198.18.0.{30 + i}/32")) for i in range(5)]
+    pods = [
+        (workload_endpoint("default", f"node--a-cni-b{i}-eth0"), endpoint_doc(f"node--a-cni-b{i}-eth0", f"calib{i:03d}", f"198.18.0.{30 + i}/32"))
+        for i in range(5)
+    ]
     errors: list[BaseException] = []
 
     def add(key: str, doc: dict) -> None:
@@ -441,6 +445,65 @@ def test_a_request_covered_by_a_failed_pass_runs_its_own(tmp_path):
     nft.fail = None
     c.endpoint_added(key, endpoint_doc("node--a-cni-f1-eth0", "calif001", "198.18.0.40/32"))
     assert set(endpoint_chains("calif001")) <= chains_written(c)
+
+
+class FirstPassFailsNft(PolicyNft):
+    """A PolicyNft that, once `armed`, refuses every apply of the first thread to apply (its pass
+    fails, the whole write after the delta included) and takes every other thread's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.failing: threading.Thread | None = None
+
+    def apply(self, text: str) -> None:
+        if self.armed and self.failing is None:
+            self.failing = threading.current_thread()
+        if threading.current_thread() is self.failing:
+            raise NftError("nft refused the ruleset")
+        super().apply(text)
+
+
+def test_an_endpoint_taken_into_a_failed_pass_is_programmed_by_its_own_requests_pass(tmp_path):
+    """Two requests register while the lock is held; the first to get it takes both endpoints
+    into its pass, which fails: that request answers 11, and the other, which that pass did not
+    cover, runs its own and answers success with its chains in the kernel (not the other's
+    error, nor success without a pass)."""
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    nft = FirstPassFailsNft()
+    c, _, _ = controller(cache, tmp_path, nft=nft)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    nft.armed = True
+    pods = [
+        (workload_endpoint("default", f"node--a-cni-g{i}-eth0"), endpoint_doc(f"node--a-cni-g{i}-eth0", f"calig{i:03d}", f"198.18.0.{50 + i}/32"))
+        for i in range(2)
+    ]
+    outcomes: dict[int, BaseException | None] = {}
+
+    def add(i: int) -> None:
+        try:
+            c.endpoint_added(*pods[i])
+            outcomes[i] = None
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
+    with c.lock:  # a pass in progress: both requests register, then wait for the lock
+        for t in threads:
+            t.start()
+        for _ in range(200):
+            with c._intake_lock:
+                if len(c._intake) == 2:
+                    break
+            threading.Event().wait(0.01)
+        assert len(c._intake) == 2
+    for t in threads:
+        t.join(10)
+    failed = next(i for i, t in enumerate(threads) if t is nft.failing)
+    other = 1 - failed
+    assert isinstance(outcomes[failed], CniError) and outcomes[failed].code == TRY_AGAIN_LATER
+    assert outcomes[other] is None
+    assert set(endpoint_chains(f"calig{other:03d}")) <= chains_written(c)
 
 
 def test_concurrent_flushes_share_a_walk_of_the_table(tmp_path, monkeypatch):
