@@ -152,7 +152,13 @@ class _Closed(Exception):
 def _connect(endpoint: Endpoint, end: float, tls_context: Callable[[], object] | None) -> _Connection:
     """A new connection to the endpoint (TLS when it is https), within `end`."""
     last: OSError | None = None
-    for family, kind, proto, _, address in _socket.getaddrinfo(endpoint.host, endpoint.port, 0, _socket.SOCK_STREAM):
+    try:
+        addresses = _socket.getaddrinfo(endpoint.host, endpoint.port, 0, _socket.SOCK_STREAM)
+    except UnicodeError:
+        # An empty or over-long label (`etcd..example`, which the configuration's pattern lets
+        # through): said here, or `exchange` would take this ValueError for malformed HTTP.
+        raise GatewayFailure("UNAVAILABLE", f"cannot resolve {endpoint.host}: not a valid host name") from None
+    for family, kind, proto, _, address in addresses:
         sock = _socket.socket(family, kind, proto)
         try:
             left = end - time.monotonic()

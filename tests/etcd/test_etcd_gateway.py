@@ -256,6 +256,15 @@ def test_a_closed_port_is_unavailable_and_retried_until_the_deadline():
     assert "Connection refused" in exc.value.details and c.round_trips > 1
 
 
+def test_a_host_name_no_resolver_can_encode_is_named_as_such():
+    """An empty label (the configuration's pattern lets `etcd..example` through) is a name that
+    cannot be resolved, not an endpoint that answered malformed HTTP."""
+    c = EtcdClient(EtcdSettings(("http://etcd..example:2379",), timeout=0.3))
+    with pytest.raises(DatastoreUnavailable) as exc:
+        c.get("/calico/a")
+    assert "Endpoint(http://etcd..example:2379): cannot resolve etcd..example: not a valid host name" in exc.value.details, exc.value.details
+
+
 def test_an_http_server_that_is_not_etcd_is_a_down_endpoint():
     other = Listener(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
     try:
