@@ -17,6 +17,7 @@ import threading
 import uuid
 from typing import Callable, Sequence, TypeVar
 
+from calico_cni import logs
 from calico_cni.config import CalicoSettings, calico_settings, check_policy_type, node_name
 from calico_cni.dataplane import wiring
 from calico_cni.dataplane.errors import NamespaceError
@@ -190,14 +191,19 @@ T = TypeVar("T")
 
 def _in_background(fn: Callable[..., T], *args: object) -> Callable[[], T]:
     """Start `fn(*args)` on a thread of its own; the function returned waits for it and gives its
-    result (or raises its exception). Waiting again returns the same result."""
+    result (or raises its exception). Waiting again returns the same result. In calico-node it
+    logs to the request's log, as the request's own thread does (a request's log is per thread)."""
     box: dict = {}
+    request_log = logs.request_log()
 
     def target() -> None:
+        logs.log_to(request_log)
         try:
             box["result"] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller
             box["error"] = exc
+        finally:
+            logs.log_to(None)
 
     thread = threading.Thread(target=target, name="cni-teardown", daemon=True)
     thread.start()

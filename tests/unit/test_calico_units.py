@@ -23,6 +23,7 @@ from calico_cni.protocol.delegate import find_plugin
 from calico_cni.protocol.errors import CniError
 from calico_cni.workload import Identity
 
+
 def test_endpoint_names_double_dashes_in_every_segment():
     ident = Identity("net-1", "ab-c", "eth-0", "node-a")
     assert ident.endpoint_name == "node--a-cni-ab--c-eth--0"
@@ -89,7 +90,13 @@ def test_decode_link_message():
     payload += rtnl.attr(rtnl.IFLA_IFALIAS, b"calico:n/c/eth0") + rtnl.attr(rtnl.IFLA_LINKINFO, info)
     link = rtnl.decode_link(payload)
     assert (link.index, link.name, link.mtu, link.mac, link.alias, link.kind, link.up) == (
-        7, "cali0", 1450, "ee:ee:ee:ee:ee:ee", "calico:n/c/eth0", "veth", True,
+        7,
+        "cali0",
+        1450,
+        "ee:ee:ee:ee:ee:ee",
+        "calico:n/c/eth0",
+        "veth",
+        True,
     )
 
 
@@ -230,3 +237,35 @@ def test_unusable_mtu_settings_are_error_7_before_any_interface(tmp_path):
         mtu.decide(None, None, str(tmp_path))  # a directory: reading it fails with an OSError
     assert err.value.msg == f"cannot read the MTU from {tmp_path}" and err.value.details
     assert cni_error(err.value).code == 7
+
+
+def test_the_background_teardown_logs_to_the_request_it_serves(tmp_path):
+    """In calico-node a request's records go to its own log, which is per thread: DEL's teardown,
+    on a thread of its own, logs there too (its warnings reach the plugin's log file and the
+    runtime's stderr, as the exec'd plugin's do), not to calico-node's own log."""
+    import io
+
+    from calico_cni import logs
+    from calico_cni.plugins.calico import _in_background
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logs.setup_agent({"level": "info", "path": str(tmp_path / "node.log")}, "calico-node")
+        stderr = io.StringIO()
+        logs.start_request({"level": "info", "path": str(tmp_path / "request.log")}, "calico DEL c1", stderr)
+        try:
+            veth_log = logging.getLogger("calico_cni.dataplane.veth")
+            wait = _in_background(lambda: veth_log.warning("eth0 in /run/netns/x is not this attachment's interface: left alone") or "torn down")
+            assert wait() == "torn down"
+        finally:
+            logs.end_request()
+        assert "left alone" in stderr.getvalue() and "left alone" in (tmp_path / "request.log").read_text()
+        assert "left alone" not in (tmp_path / "node.log").read_text()
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
