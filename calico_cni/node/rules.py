@@ -494,7 +494,7 @@ class RulesController:
                 log.error("rules: %s; its chains go at the next pass", exc)
         try:
             mine = {_address(a) for a in addresses}
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: an entry _address's cache cannot hash
             log.error("rules: endpoint %s has an address that is not one (%s); its connections are not flushed", name, exc)
             return
         with self.lock:

@@ -536,3 +536,15 @@ def test_concurrent_flushes_share_a_walk_of_the_table(tmp_path, monkeypatch):
     for t in [first, *others]:
         t.join(10)
     assert walks == [["198.18.0.1"], ["198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5"]]
+
+
+@pytest.mark.parametrize("address", ["not-an-address", {"cidr": "198.18.0.9/32"}, ["198.18.0.9/32"]])
+def test_a_del_of_an_endpoint_with_an_address_that_is_not_one_is_logged_not_raised(tmp_path, monkeypatch, caplog, address):
+    """A hand-written endpoint's ipNetworks entry that is no address text (a dict or a list is not
+    even hashable for _address's cache): logged, nothing flushed, and the DEL goes on."""
+    c, _, _ = controller(Cache(), tmp_path)
+    flushed = []
+    monkeypatch.setattr(rules.conntrack, "flush_addresses", lambda addresses: flushed.append(addresses))
+    with caplog.at_level(logging.ERROR, logger="calico_cni.node.rules"):
+        c.endpoint_removed(workload_endpoint("default", "node--a-cni-c9-eth0"), ["198.18.0.9/32", address])
+    assert flushed == [] and any("an address that is not one" in r.getMessage() for r in caplog.records)
