@@ -260,7 +260,7 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         "wall = measured outside the exec'd plugin; daemon = the request in calico-node; etcd, netlink, nft, conntrack, journal = time in those "
-        "calls (policy contains nft and conntrack); _calls = how many.",
+        "calls (policy contains policy_lock, render, nft_write and conntrack; nft_write contains nft); _calls = how many.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -12,8 +12,9 @@ Standard library only: the datastore and dataplane floors import it.
 In the agent and calico-node (started with CALICO_CNI_TIMING=1) the totals are kept per thread, and
 each request's are sent back at its end as the same line on the request's stderr (`request_line`),
 with `daemon_ms`, the request's time in the daemon: the plugin prints it as if it had done the work.
-Phases nest: `policy` (calico-node programming a request's endpoint) contains its `nft` and
-`conntrack` time.
+Phases nest: `policy` (calico-node programming a request's endpoint) contains `policy_lock` (the
+wait for the tables' lock), `render`, `nft_write` (which contains `nft`, libnftables' apply) and
+`conntrack`.
 """
 
 from __future__ import annotations
