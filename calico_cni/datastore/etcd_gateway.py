@@ -21,6 +21,7 @@ failed exchange is raised here as `GatewayFailure` carrying the gRPC status code
 from __future__ import annotations
 
 import _socket
+import _thread
 import base64
 import json
 import time
@@ -69,6 +70,8 @@ class Endpoint:
         self.last_failed = 0.0
         # The idle keep-alive connection (the client takes it for an exchange and puts it back).
         self.connection: _Connection | None = None
+        # The host name's lookup while it runs: (a lock released when done, [addresses or error]).
+        self.lookup: tuple | None = None
 
     def fail(self) -> None:
         """Mark the endpoint failed: it is skipped for `time_retry` seconds, its connection closed."""
@@ -152,13 +155,7 @@ class _Closed(Exception):
 def _connect(endpoint: Endpoint, end: float, tls_context: Callable[[], object] | None) -> _Connection:
     """A new connection to the endpoint (TLS when it is https), within `end`."""
     last: OSError | None = None
-    try:
-        addresses = _socket.getaddrinfo(endpoint.host, endpoint.port, 0, _socket.SOCK_STREAM)
-    except UnicodeError:
-        # An empty or over-long label (`etcd..example`, which the configuration's pattern lets
-        # through): said here, or `exchange` would take this ValueError for malformed HTTP.
-        raise GatewayFailure("UNAVAILABLE", f"cannot resolve {endpoint.host}: not a valid host name") from None
-    for family, kind, proto, _, address in addresses:
+    for family, kind, proto, _, address in _addresses(endpoint, end):
         sock = _socket.socket(family, kind, proto)
         try:
             left = end - time.monotonic()
@@ -185,6 +182,47 @@ def _connect(endpoint: Endpoint, end: float, tls_context: Callable[[], object] |
                 raise GatewayFailure("UNAVAILABLE", f"TLS handshake failed: {_describe(exc)}") from None
         return _Connection(sock)
     raise last or OSError(f"no address for {endpoint.host}")
+
+
+def _addresses(endpoint: Endpoint, end: float) -> list:
+    """The endpoint's addresses, within `end`. A name is looked up on a thread of its own that is
+    left behind at `end`: the C resolver waits out its own timeouts (5 s per server and try by
+    default), longer than an ADD's deadline, which gRPC's resolver keeps. A lookup still running
+    is waited for again by the next attempt rather than started twice."""
+    host, port = endpoint.host, endpoint.port
+    try:
+        return _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_NUMERICHOST)
+    except UnicodeError:
+        # An empty or over-long label (`etcd..example`, which the configuration's pattern lets
+        # through): said here, or `exchange` would take this ValueError for malformed HTTP.
+        raise GatewayFailure("UNAVAILABLE", f"cannot resolve {host}: not a valid host name") from None
+    except OSError:
+        pass  # a name, not an address
+    lookup = endpoint.lookup
+    if lookup is None:
+        done = _thread.allocate_lock()
+        done.acquire()
+        box: list = []
+
+        def look_up() -> None:
+            try:
+                box.append(_socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM))
+            except BaseException as exc:  # noqa: BLE001 - raised again by the attempt that waits
+                box.append(exc)
+            finally:
+                done.release()
+
+        endpoint.lookup = lookup = (done, box)
+        _thread.start_new_thread(look_up, ())
+    done, box = lookup
+    if not done.acquire(True, max(end - time.monotonic(), 0)):
+        raise TimeoutError("timed out")
+    done.release()
+    # Finished: the next connection looks the name up again (etcd's addresses may change).
+    endpoint.lookup = None
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
 
 
 def _describe(exc: OSError) -> str:

@@ -265,6 +265,43 @@ def test_a_host_name_no_resolver_can_encode_is_named_as_such():
     assert "Endpoint(http://etcd..example:2379): cannot resolve etcd..example: not a valid host name" in exc.value.details, exc.value.details
 
 
+def test_a_name_whose_lookup_hangs_ends_at_the_deadline(tmp_path):
+    """The C resolver waits out its own timeouts (5 s here), longer than the call's deadline of 1 s,
+    which the call keeps as over gRPC. Run in a mount namespace of its own whose resolv.conf names
+    a server that never answers (the machine's own resolv.conf is left alone)."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind((FABRIC_ADDRESS, 53))
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {FABRIC_ADDRESS}\noptions timeout:5 attempts:1\n")
+    code = (
+        "import time\n"
+        "from calico_cni.config import EtcdSettings\n"
+        "from calico_cni.datastore.errors import DatastoreUnavailable\n"
+        "from calico_cni.datastore.etcd import EtcdClient\n"
+        "c = EtcdClient(EtcdSettings(('http://etcd.calico-test.invalid:2379',), timeout=1))\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    c.get('/calico/a')\n"
+        "except DatastoreUnavailable as exc:\n"
+        "    print(round(time.monotonic() - start, 2), exc.details)\n"
+    )
+    try:
+        out = subprocess.run(
+            ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$1" -c "$2"', str(resolv), sys.executable, code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        dns.settimeout(0)
+        assert b"calico-test" in dns.recv(512), "the lookup did not ask the silent server"
+    finally:
+        dns.close()
+    took, _, details = out.stdout.partition(" ")
+    assert float(took) < 1.6, out.stdout
+    assert "Endpoint(http://etcd.calico-test.invalid:2379): Deadline Exceeded" in details, details
+
+
 def test_an_http_server_that_is_not_etcd_is_a_down_endpoint():
     other = Listener(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
     try:
