@@ -44,7 +44,10 @@ try:
     # The interpreter's own SHA-256: hashlib loads OpenSSL, 3 ms of every in-process plugin run.
     from _sha256 import sha256
 except ImportError:  # Python 3.12 and later name it _sha2
-    from hashlib import sha256
+    try:
+        from _sha2 import sha256
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha256
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,9 @@ class Journal:
         """The held file of an attachment."""
         return os.path.join(self.held_dir, attachment_key(network, container_id, ifname) + ".json")
 
-    def record_held(self, network: str, container_id: str, ifname: str, handle: str, allocations: Sequence, endpoints: Sequence[str], endpoint: dict | None = None) -> None:
+    def record_held(
+        self, network: str, container_id: str, ifname: str, handle: str, allocations: Sequence, endpoints: Sequence[str], endpoint: dict | None = None
+    ) -> None:
         """Remember what an ADD holds (called once the ADD's writes are committed). `endpoints`
         (the etcd URLs) is recorded for a person reading the file; a replay does not use it."""
         doc = {
@@ -170,7 +175,9 @@ class Journal:
 
     # -- pending releases ----------------------------------------------------------------------
 
-    def add_pending(self, network: str, container_id: str, ifname: str, handle: str, endpoints: Sequence[str], held: dict | None, endpoint: dict | None = None) -> str:
+    def add_pending(
+        self, network: str, container_id: str, ifname: str, handle: str, endpoints: Sequence[str], held: dict | None, endpoint: dict | None = None
+    ) -> str:
         """Record a release to finish later; returns the entry's path. The held file is consumed.
         `endpoints` (the etcd URLs) is recorded for a person reading the file; a replay does not
         use it."""

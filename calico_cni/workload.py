@@ -22,9 +22,15 @@ from calico_cni.model.records import dumps
 try:
     # The interpreter's own digests: hashlib loads OpenSSL, 3 ms of every in-process plugin run.
     from _sha1 import sha1
+except ImportError:  # an interpreter built without it
+    from hashlib import sha1
+try:
     from _sha256 import sha256
 except ImportError:  # Python 3.12 and later name the SHA-2 one _sha2
-    from hashlib import sha1, sha256
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 ALIAS_PREFIX = "calico:"
 ALIAS_MAX = 255  # IFALIASZ - 1

@@ -269,3 +269,27 @@ def test_the_background_teardown_logs_to_the_request_it_serves(tmp_path):
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
+
+
+def test_names_and_journal_keys_use_the_interpreters_own_digests_not_hashlib():
+    """hashlib loads OpenSSL (3.6 ms of an in-process plugin run): the attachment's names and
+    journal keys use the interpreter's own SHA modules, `_sha256` here and `_sha2` where Python
+    3.12 and later renamed it (simulated: `_sha256` missing, `_sha2` given)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types\n"
+        "real = __import__('_sha256').sha256\n"
+        "if sys.argv[1] == 'renamed':\n"
+        "    sys.modules['_sha256'] = None\n"
+        "    sys.modules['_sha2'] = types.ModuleType('_sha2')\n"
+        "    sys.modules['_sha2'].sha256 = real\n"
+        "import calico_cni.journal as j, calico_cni.workload as w\n"
+        "print('hashlib' in sys.modules, j.sha256 is real, w.sha256 is real,"
+        " w.Identity('n', 'c', 'eth0', 'node').host_veth, j.attachment_key('n', 'c', 'eth0'))\n"
+    )
+    expected = ["False", "True", "True", "cali" + hashlib.sha1(b"n.c.eth0").hexdigest()[:11], hashlib.sha256(b"n/c/eth0").hexdigest()[:40]]
+    for case in ("here", "renamed"):
+        out = subprocess.run([sys.executable, "-c", code, case], capture_output=True, text=True, check=True, timeout=30).stdout.split()
+        assert out == expected, (case, out)
