@@ -205,12 +205,19 @@ def test_a_one_shot_client_imports_neither_grpc_nor_protobuf_nor_http_client(etc
 # -- deadlines and failover ---------------------------------------------------------------------------
 
 
-def test_a_silent_endpoint_is_failed_over_within_its_share_of_the_deadline(etcd_endpoint):
+@pytest.mark.parametrize("transport", ["gateway", "grpc"])
+def test_a_silent_endpoint_is_failed_over_within_its_share_of_the_deadline(etcd_endpoint, transport):
+    """Over both transports: calico-node and the agent (gRPC) fail over as a one-shot client does."""
     silent = Listener()
     try:
         c = EtcdClient(EtcdSettings((silent.endpoint, etcd_endpoint), timeout=4))
-        c._open_gateway()
-        c._gateway_current = 0  # the silent one first (a one-shot client picks by process id)
+        # The silent one first (a one-shot client picks by process id, pyetcd at random).
+        if transport == "gateway":
+            c._open_gateway()
+            c._gateway_current = 0
+        else:
+            c.lease().close()
+            c._client._current_endpoint_label = silent.endpoint.partition("://")[2]
         start = time.monotonic()
         assert c.get("/calico/a") is None
         took = time.monotonic() - start
@@ -225,17 +232,19 @@ def test_a_silent_endpoint_is_failed_over_within_its_share_of_the_deadline(etcd_
         silent.close()
 
 
-def test_a_silent_endpoint_alone_ends_at_the_deadline_as_unreachable():
+@pytest.mark.parametrize("transport", ["gateway", "grpc"])
+def test_a_silent_endpoint_alone_ends_at_the_deadline_as_unreachable(transport):
     silent = Listener()
+    make = EtcdClient if transport == "gateway" else lambda settings: grpc_client(settings.endpoints[0], timeout=settings.timeout)
     try:
-        c = EtcdClient(EtcdSettings((silent.endpoint,), timeout=1))
+        c = make(EtcdSettings((silent.endpoint,), timeout=1))
         start = time.monotonic()
         with pytest.raises(DatastoreUnavailable) as exc:
             c.get("/calico/a")
         assert 0.9 < time.monotonic() - start < 1.6
         assert exc.value.details.startswith(f"deadline of 1s exceeded: Endpoint({silent.endpoint}): Deadline Exceeded"), exc.value.details
         # The invocation's deadline bounds the call too, and says so.
-        c = EtcdClient(EtcdSettings((silent.endpoint,), timeout=30))
+        c = make(EtcdSettings((silent.endpoint,), timeout=30))
         c.deadline_at = time.monotonic() + 0.5
         with pytest.raises(DatastoreUnavailable) as exc:
             c.commit([], [("/calico/a", b"1")])
