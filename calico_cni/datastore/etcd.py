@@ -311,7 +311,8 @@ class EtcdClient:
 
     def _diagnose_tls(self, netloc: str, deadline: float) -> DatastoreError | None:
         """What is wrong with TLS at an endpoint whose failure pointed at the TLS layer."""
-        # Loaded with gRPC by `_connect` already; imported here so this module's import stays cheap.
+        # Loaded already for https endpoints (by `_connect` or `_open_gateway`); imported here so this
+        # module's import stays cheap.
         from calico_cni.datastore.tls import diagnose_tls  # noqa: PLC0415
 
         _, host, port = _split_endpoint(f"https://{netloc}")

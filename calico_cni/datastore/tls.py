@@ -147,9 +147,10 @@ def _answers_plain_http(host: str, port: int, timeout: float) -> bool:
 
 
 def diagnose_tls(settings: EtcdSettings, host: str, port: int, timeout: float) -> DatastoreCredentialsError | None:
-    """After gRPC reported a TLS-level failure (its own details are often just "TSI_DATA_CORRUPTED"),
-    repeat the handshake with Python's ssl module to learn what is wrong. Returns the error to
-    report, or None when the handshake works or the endpoint is simply unreachable."""
+    """After a call over gRPC or the JSON gateway reported a TLS-level failure (gRPC's details are
+    often just "TSI_DATA_CORRUPTED"), repeat the handshake with Python's ssl module to learn what
+    is wrong. Returns the error to report, or None when the handshake works or the endpoint is
+    simply unreachable."""
     s = settings
     endpoint = f"https://{host}:{port}"
     host = host.strip("[]")
