@@ -52,8 +52,9 @@ class BlockMemory:
         # on several threads and the allocator changes the records it is given.
         self._records: dict[str, tuple[bytes, int]] = {}
         self._handles: dict[str, tuple[bytes, int]] = {}
-        # Evicting the oldest handle iterates the dict, which another request's thread may change.
-        self._handles_lock = threading.Lock()
+        # Requests share one memory on several threads: keeping the newer of two records is a
+        # check then a set, and evicting the oldest handle iterates the dict.
+        self._lock = threading.Lock()
         # One lock per node: this process's allocations and releases on a node, one at a time.
         self._node_locks: dict[str, threading.RLock] = {}
         self._node_locks_lock = threading.Lock()
@@ -86,10 +87,12 @@ class BlockMemory:
     def remember_blocks(self, blocks: Iterable[Block]) -> None:
         """Remember these block records as read or committed (their revision is the CAS token)."""
         for block in blocks:
-            known = self._records.get(block.cidr)
-            if known is not None and known[1] > block.revision:
-                continue  # another request's commit, later than this one, is remembered already
-            self._records[block.cidr] = (block.to_json(), block.revision)
+            record = (block.to_json(), block.revision)  # outside the lock: serialising takes time
+            with self._lock:
+                known = self._records.get(block.cidr)
+                if known is not None and known[1] > block.revision:
+                    continue  # another request's commit, later than this one, is remembered already
+                self._records[block.cidr] = record
 
     def block(self, cidr: str) -> Block | None:
         """A private copy of block `cidr` as last read or committed here; None: not remembered."""
@@ -103,7 +106,7 @@ class BlockMemory:
     def remember_handle(self, handle: Handle) -> None:
         """Remember the handle record as this process committed it."""
         record = (handle.to_json(), handle.revision)
-        with self._handles_lock:
+        with self._lock:
             known = self._handles.get(handle.handle_id)
             if known is not None and known[1] > handle.revision:
                 return  # a later commit of this handle is remembered already
@@ -119,7 +122,7 @@ class BlockMemory:
 
     def forget_handle(self, handle_id: str) -> None:
         """Forget a handle (released, or known stale)."""
-        with self._handles_lock:
+        with self._lock:
             self._handles.pop(handle_id, None)
 
     def set(self, node: str, family: int, cidrs: Sequence[str]) -> None:
@@ -130,7 +133,7 @@ class BlockMemory:
         """Forget everything (what a freshly exec'd plugin knows)."""
         self._blocks.clear()
         self._records.clear()
-        with self._handles_lock:
+        with self._lock:
             self._handles.clear()
 
     @property

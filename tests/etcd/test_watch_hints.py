@@ -544,3 +544,33 @@ def test_concurrent_requests_of_one_node_take_turns_and_each_is_one_commit(etcd_
     assert retry.stats["conflicts"] == conflicts
     assert set(trips_of.values()) == {1}, trips_of
     assert holders(store) == [str(first.address)]
+
+
+def test_the_memory_keeps_the_newest_block_record_whatever_order_two_threads_learn_them(warm):
+    """Two requests that committed one block learn their records on two threads: the older never
+    replaces the newer, even when its thread is between the check and the store (serialising a
+    record takes time: here it waits until the newer one is remembered)."""
+    import threading
+
+    memory, first = warm
+    now = memory.block(first.block)
+    older, newer = memory.block(first.block), memory.block(first.block)
+    older.revision, newer.revision = now.revision + 1, now.revision + 2
+    inside, go = threading.Event(), threading.Event()
+
+    def slow_json() -> bytes:
+        inside.set()
+        assert go.wait(5)
+        return type(older).to_json(older)
+
+    older.to_json = slow_json
+    thread = threading.Thread(target=memory.remember_blocks, args=([older],))
+    thread.start()
+    assert inside.wait(5)
+    memory.remember_blocks([newer])
+    go.set()
+    thread.join(5)
+    assert memory.block(first.block).revision == newer.revision
+    # And an older record learnt later, without any race, is ignored too.
+    memory.remember_blocks([now])
+    assert memory.block(first.block).revision == newer.revision
