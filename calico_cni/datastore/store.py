@@ -64,11 +64,6 @@ class IpamView:
     # Blocks as this view's successful commits left them (what a block memory learns).
     written: dict[str, Block] = field(default_factory=dict)
 
-    @property
-    def hinted(self) -> bool:
-        """Whether the view is a watch cache's guess rather than a read (see `hinted_ipam_view`)."""
-        return bool(self.pins)
-
 
 @dataclass(frozen=True)
 class Pin:
@@ -83,11 +78,9 @@ class Pin:
 
 class Hint(Protocol):
     """What a watch cache of this datastore last saw (calico-node's syncer): a guess of what a read
-    would return, which a commit must compare (`Pin`, prefix guards) before anything relies on it."""
-
-    @property
-    def revision(self) -> int:
-        """Every change up to this revision is in the hint."""
+    would return, which a commit must compare (`Pin`, prefix guards) before anything relies on it.
+    It offers no revision to compare from: a watch of several prefixes may report one ahead of
+    events still queued for one of them (`hinted_ipam_view` guards each prefix from what it saw)."""
 
     def get(self, key: str) -> KeyValue | None:
         """The key as last seen, or None (absent, as far as the hint knows)."""
@@ -116,8 +109,8 @@ def hinted_ipam_view(hint: Hint, node: str, families: Sequence[int], blocks: Map
 
     The view pins everything it was built from: the IPAM config, ClusterInformation (a lock set
     since fails the commit), the node and each pool and affinity by revision (a deletion fails
-    too), and no key created or changed since the hint's revision under the pools, the
-    reservations and the node's affinities of each family."""
+    too), and no key created or changed under the pools, the reservations and the node's affinities
+    of each family since the newest change the hint saw under that prefix."""
     if hint_locked(hint):
         return None
     cfg = hint.get(keys.IPAM_CONFIG)

@@ -35,11 +35,6 @@ class SnapshotHint:
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
 
-    @property
-    def revision(self) -> int:
-        """Every change up to this revision is in the snapshot."""
-        return self._snapshot.revision
-
     def get(self, key: str) -> KeyValue | None:
         """The key as the watch last saw it, or None."""
         return self._snapshot.items.get(key)

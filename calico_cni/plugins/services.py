@@ -44,8 +44,9 @@ class Services:
 
     # A datastore for these settings; the verb closes it when it is done.
     connect: Callable[[EtcdSettings], Datastore]
-    # Which blocks each node had: a guess of what to read with an allocation or release (one
-    # round trip fewer in a warm process). Shared by every request of the agent.
+    # What this process last saw of each node's IPAM (`BlockMemory`): which blocks to read with an
+    # allocation or release (one round trip fewer in a warm process), and in calico-node the block
+    # and handle records its hinted commits compare. Shared by every request of the process.
     blocks: BlockMemory
     # calico-node's policy programming for the endpoints written; None in a one-shot process and
     # in calico-cni-agent (nothing to program).
