@@ -197,6 +197,25 @@ def test_a_locked_cache_takes_the_read_path(store, other, warm):
     assert store.round_trips - before == 1  # the view's read found the lock; no commit tried
 
 
+def test_a_node_relabelled_after_the_snapshot_gets_no_address_of_a_pool_that_stopped_selecting_it(store, other):
+    from calico_cni.model.records import Node
+
+    create_pool(store, "pa", "198.18.0.0/24", node_selector="zone == 'a'")
+    create_pool(store, "pb", "198.18.1.0/24", node_selector="zone == 'b'")
+    node = Node.new(NODE)
+    node.labels = {"zone": "a"}
+    assert store.commit(puts=[node])
+    memory = BlockMemory()
+    assert allocator.assign(store, att("c0"), V4, memory)[0].address in ipaddress.ip_network("198.18.0.0/24")
+    hint = hint_of(store)
+    # The node moves to zone b: its block of pool pa is no longer its to use (the Node is pinned).
+    node = other.node(NODE)
+    node.labels = {"zone": "b"}
+    assert other.commit(puts=[node])
+    got = allocator.assign(store, att("c1"), V4, memory, hint)[0]
+    assert got.address in ipaddress.ip_network("198.18.1.0/24")
+
+
 def test_a_reservation_made_after_the_snapshot_is_respected(store, other, warm):
     memory, first = warm
     hint = hint_of(store)
