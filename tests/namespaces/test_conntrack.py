@@ -275,3 +275,30 @@ def test_the_deadline_bounds_the_flush(scratch):
     with netns.inside(scratch), pytest.raises(ConntrackError, match=r"^listing conntrack entries did not finish within 0 s$"):
         conntrack.flush_addresses([ip_("198.18.12.1")], timeout=0)
     assert len(_entries(scratch)) == 1
+
+
+def test_flushes_in_a_namespace_reuse_one_socket_and_a_failed_flush_does_not_keep_its_own(scratch, monkeypatch):
+    """Closing a netfilter socket waits out nf_tables' pending destruction (an RCU grace period)
+    after a commit that deleted chains, as calico-node's pass for a DEL does: the socket stays open
+    from one flush to the next in its namespace. One that failed (answers maybe unread) is closed."""
+    opened: list[Rtnl] = []
+    original = Rtnl.open.__func__
+
+    def counting(cls, protocol: int = conntrack.NETLINK_NETFILTER) -> Rtnl:
+        nl = original(cls, protocol)
+        opened.append(nl)
+        return nl
+
+    monkeypatch.setattr(Rtnl, "open", classmethod(counting))
+    _insert(scratch, tcp("198.18.13.1", "198.19.13.1"), tcp("198.18.13.2", "198.19.13.1"), tcp("198.18.13.3", "198.19.13.1"))
+    with netns.inside(scratch):
+        conntrack.flush_addresses([ip_("198.18.13.1")])
+        conntrack.flush_addresses([ip_("198.18.13.2")])
+        assert len(opened) == 1 and opened[0].sock.fileno() != -1
+        with pytest.raises(ConntrackError, match="did not finish within 0 s"):
+            conntrack.flush_addresses([ip_("198.18.13.3")], timeout=0)
+        assert opened[0].sock.fileno() == -1
+        assert len(_entries(scratch)) == 1
+        conntrack.flush_addresses([ip_("198.18.13.3")])
+        assert len(opened) == 2
+    assert _entries(scratch) == []
