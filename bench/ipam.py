@@ -13,8 +13,8 @@ from calico_cni.datastore.etcd import EtcdClient, Range
 from calico_cni.model import keys
 from calico_cni.model.records import IPPool
 from calico_cni.datastore.store import Datastore, Hint
-from calico_cni.node import encapsulation, hints, rules
-from calico_cni.node.routing import watched
+from calico_cni.node import hints
+from calico_cni.node.daemon import watched_prefixes
 from calico_cni.node.syncer import Cache
 from calico_cni.plugins import calico_ipam as plugin
 from calico_cni.protocol.request import CniRequest
@@ -40,10 +40,9 @@ def fresh_pool(endpoint: str, cidr: str) -> None:
 def watch_hint(endpoint: str, node: str) -> Hint:
     """The hint calico-node's requests get: its syncer's cache (the daemon's prefixes and index)
     filled by a list of the etcd at one revision, on a client of its own (not counted)."""
-    prefixes = tuple(dict.fromkeys([*watched(node), *encapsulation.WATCHED, *rules.WATCHED, *hints.WATCHED]))
     cache = Cache(indexed=hints.indexed(node))
     with contextlib.closing(_store(endpoint)) as ds:
-        results, revision = ds.client.read([Range(p, prefix=True) for p in prefixes])
+        results, revision = ds.client.read([Range(p, prefix=True) for p in watched_prefixes(node)])
     cache.replace([kv for found in results for kv in found], revision)
     settings = EtcdSettings((endpoint,))
     hint = hints.CacheHints(cache, settings).for_settings(settings)

@@ -42,6 +42,14 @@ PROGRAM = "calico-node"
 STARTUP_RETRY_MAX = 10.0
 
 
+def watched_prefixes(node: str) -> tuple[str, ...]:
+    """The prefixes calico-node's syncer lists and watches into its cache: what its controllers read
+    and what `node.hints` offers the plugins' requests (the node, pools, reservations, its
+    affinities, ClusterInformation, the IPAM config, profiles, endpoints). Tests and bench.ipam
+    build their caches from this, so a prefix dropped here shows in their round-trip counts."""
+    return tuple(dict.fromkeys([*watched(node), *encapsulation.WATCHED, *rules.WATCHED, *hints.WATCHED]))
+
+
 class NodeDaemon:
     """The running daemon: its socket, cache and parts."""
 
@@ -125,8 +133,7 @@ class NodeDaemon:
 
     def _parts(self, serving: PluginServing) -> list[Part]:
         settings = self.settings
-        prefixes = tuple(dict.fromkeys([*watched(settings.nodename), *encapsulation.WATCHED, *rules.WATCHED, *hints.WATCHED]))
-        syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, prefixes, self.cache)
+        syncer = self.syncer = Syncer(lambda: serving.stores.connect(settings.etcd).client, watched_prefixes(settings.nodename), self.cache)
 
         def sync(stop: threading.Event, health: PartHealth) -> None:
             health.not_ready("listing the datastore")

@@ -15,8 +15,8 @@ from calico_cni.datastore.errors import DatastoreNotReady
 from calico_cni.datastore.etcd import EtcdClient, Range
 from calico_cni.datastore.store import Datastore
 from calico_cni.model import keys
-from calico_cni.node import encapsulation, hints, rules
-from calico_cni.node.routing import watched
+from calico_cni.node import hints
+from calico_cni.node.daemon import watched_prefixes
 from calico_cni.node.syncer import Cache
 from calico_cni.resources import cluster
 from calico_ipam import allocator
@@ -37,9 +37,8 @@ V4 = [FamilyRequest(4)]
 def listed_cache(store: Datastore, node: str = NODE) -> Cache:
     """A cache as calico-node's syncer fills it: its prefixes listed from the test etcd in one
     transaction (the watch then applies later events; a listing is the cache at one revision)."""
-    prefixes = tuple(dict.fromkeys([*watched(node), *encapsulation.WATCHED, *rules.WATCHED, *hints.WATCHED]))
     cache = Cache(indexed=hints.indexed(node))
-    results, revision = store.client.read([Range(p, prefix=True) for p in prefixes])
+    results, revision = store.client.read([Range(p, prefix=True) for p in watched_prefixes(node)])
     cache.replace([kv for found in results for kv in found], revision)
     return cache
 
@@ -593,3 +592,23 @@ def test_the_memory_keeps_the_newest_block_record_whatever_order_two_threads_lea
     # And an older record learnt later, without any race, is ignored too.
     memory.remember_blocks([now])
     assert memory.block(first.block).revision == newer.revision
+
+
+def test_the_daemons_cache_holds_every_key_a_hinted_request_reads(store, warm):
+    """calico-node's syncer watches what the hints give: a key missing from its prefixes would be
+    'absent' in every hint (each hinted commit failing, or a read every time), never an error."""
+    from calico_cni.plugins.calico import _ensure_profiles
+    from tests.pools import set_config
+
+    cluster.initialise(store)
+    set_config(store, strict_affinity=False)
+    doc = {"apiVersion": "projectcalico.org/v3", "kind": "IPReservation", "metadata": {"name": "r1"}, "spec": {"reservedCIDRs": ["198.18.9.0/24"]}}
+    assert store.client.commit([], [(keys.RESERVATIONS + "r1", json.dumps(doc).encode())])[0]
+    ident = ident_of()
+    _ensure_profiles(store, ident)
+    write(store, ident, [])
+    hint = hint_of(store)
+    for key in (keys.node(NODE), keys.CLUSTER_INFORMATION, keys.IPAM_CONFIG, profile_key(), keys.workload_endpoint(ident.namespace, ident.endpoint_name)):
+        assert hint.get(key) is not None, key
+    for prefix in (keys.POOLS, keys.RESERVATIONS, keys.host_affinities(NODE, 4)):
+        assert hint.under(prefix), prefix
