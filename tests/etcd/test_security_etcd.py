@@ -267,11 +267,16 @@ def test_password_of_wrong_type_is_not_echoed(auth_etcd, tmp_path, value):
     assert repr(value) not in text and str(value) not in text.replace("etcd_password", ""), err
 
 
-def test_expired_token_is_renewed_by_a_long_lived_client(auth_store, auth_etcd):
+@pytest.mark.parametrize("transport", ["gateway", "grpc"])
+def test_expired_token_is_renewed_by_a_long_lived_client(auth_store, auth_etcd, transport):
     """One EtcdClient, used across token expiry and an etcd restart, keeps working: it gets a new
-    token instead of failing (a simple token expires, and vanishes when etcd restarts)."""
+    token instead of failing (a simple token expires, and vanishes when etcd restarts). Over gRPC
+    as calico-node and the agent use it, and over the JSON gateway as calicoctl does."""
     create_pool(auth_store, "p1", "198.18.0.0/24")
     client = EtcdClient(EtcdSettings((auth_etcd.endpoint,), username="calico", password=PASSWORD, timeout=5))
+    if transport == "grpc":
+        client.lease().close()  # a long-lived client's channel: gRPC from now on
+    assert client.uses_gateway == (transport == "gateway")
     store = Datastore(client)
     try:
         first = allocator.assign(store, Attachment("net1.long", "node1", "eth0"), [FamilyRequest(4)])
@@ -289,15 +294,19 @@ def test_expired_token_is_renewed_by_a_long_lived_client(auth_store, auth_etcd):
         assert allocator.release(store, "net1.long2", "eth0")
         assert client.authentications == 3
         assert store.handle("net1.long") is None
+        assert client.uses_gateway == (transport == "gateway")
     finally:
         store.close()
 
 
-def test_auth_enabled_after_the_client_started(fabric, tmp_path):
+@pytest.mark.parametrize("transport", ["gateway", "grpc"])
+def test_auth_enabled_after_the_client_started(fabric, tmp_path, transport):
     """A client that found authentication off (no token) authenticates once etcd turns it on."""
     cluster = etcd_secure.start_single("127.0.0.1", AUTH_PORT + 20, AUTH_PORT + 21, str(tmp_path))
     try:
         client = EtcdClient(EtcdSettings((cluster.endpoint,), username="calico", password=PASSWORD))
+        if transport == "grpc":
+            client.lease().close()
         try:
             assert client.get("/calico/x") is None
             assert client.authentications == 0
