@@ -21,7 +21,6 @@ from calico_cni.agent.server import Server
 from calico_cni.agent.warm import WarmStores
 from calico_cni.plugins.dispatch import PLUGINS, verb_handlers
 from calico_cni.plugins.services import EndpointPrograms, Hints, Services
-from calico_ipam.allocator import BlockMemory
 
 
 class _Stop(Exception):
@@ -88,8 +87,8 @@ def open_serving(
         importlib.import_module(module)  # the verbs now, not on the first pod's ADD
     stores = WarmStores()
     # One set of services for every request: datastores over the warm channels, and one block
-    # memory, so a node's next allocation reads its blocks with the view.
-    services = Services(connect=stores.connect, blocks=BlockMemory(), endpoints=endpoints, hints=hints)
+    # memory per datastore, so a node's next allocation reads (or, with hints, reuses) its blocks.
+    services = Services(connect=stores.connect, endpoints=endpoints, hints=hints)
     listener = listen(path, program)
     server = Server(listener, {name: verb_handlers(name, lambda: services) for name in PLUGINS}, extra_health)
     return PluginServing(path, listener, server, stores)

@@ -246,7 +246,7 @@ def add(request: CniRequest, services: Services) -> dict:
         # calico-node's watch cache (None elsewhere, or for another etcd): reads it replaces are
         # compared by the commits that rely on them.
         hint = services.hint(conf.etcd)
-        ipam = backend_for(request, conf, store, services.blocks, hint)
+        ipam = backend_for(request, conf, store, services.memory(conf.etcd), hint)
         ipam.validate()
 
         journal = Journal(conf.journal_dir)
@@ -390,7 +390,7 @@ def delete(request: CniRequest, services: Services) -> None:
         store = _datastore(stack, services, conf)
         journal = Journal(conf.journal_dir)
         hint = services.hint(conf.etcd)
-        ipam = backend_for(request, conf, store, services.blocks, hint)
+        ipam = backend_for(request, conf, store, services.memory(conf.etcd), hint)
         removed: list[str] = []
         try:
             replay_quietly(store, journal)
@@ -540,7 +540,7 @@ def check(request: CniRequest, services: Services) -> None:
 
         store = _datastore(stack, services, conf, bounded=False)
         problems += _check_endpoint(store, ident, addresses, cont_entry.get("mac"))
-        problems += backend_for(request, conf, store, services.blocks).check()
+        problems += backend_for(request, conf, store, services.memory(conf.etcd)).check()
     if problems:
         raise CniError(CHECK_FAILED, f"CHECK of {request.ifname} failed: " + "; ".join(problems))
     return None

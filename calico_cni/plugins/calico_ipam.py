@@ -224,7 +224,7 @@ def add(request: CniRequest, services: Services) -> dict:
     with contextlib.ExitStack() as stack:
         store = _datastore(stack, services, conf)
         replay_quietly(store, journal)
-        assigned = assign_addresses(request, store, node, families, services.blocks, services.hint(conf.etcd))
+        assigned = assign_addresses(request, store, node, families, services.memory(conf.etcd), services.hint(conf.etcd))
     log.info("assigned %s", ", ".join(a.cidr for a in assigned))
     try:
         journal.record_held(request.network, request.container_id, request.ifname, handle_id(request), assigned, conf.etcd.endpoints)
@@ -242,7 +242,7 @@ def delete(request: CniRequest, services: Services) -> None:
         store = _datastore(stack, services, conf)
         try:
             replay_quietly(store, journal)
-            released = release_addresses(request, store, services.blocks, hint=services.hint(conf.etcd))
+            released = release_addresses(request, store, services.memory(conf.etcd), hint=services.hint(conf.etcd))
         except DatastoreUnavailable as err:
             path = defer_release(journal, request, conf.etcd.endpoints)
             log.warning("etcd unreachable (%s): release recorded in %s", err.msg, path)

@@ -5,7 +5,8 @@ them differently (`plugins.dispatch`, `agent.main`); the verbs never reach for a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from calico_cni.config import EtcdSettings
@@ -44,10 +45,12 @@ class Services:
 
     # A datastore for these settings; the verb closes it when it is done.
     connect: Callable[[EtcdSettings], Datastore]
-    # What this process last saw of each node's IPAM (`BlockMemory`): which blocks to read with an
-    # allocation or release (one round trip fewer in a warm process), and in calico-node the block
-    # and handle records its hinted commits compare. Shared by every request of the process.
-    blocks: BlockMemory
+    # What this process last saw of each node's IPAM (`BlockMemory`), one per datastore (see
+    # `memory`): which blocks to read with an allocation or release (one round trip fewer in a warm
+    # process), and in calico-node the block and handle records its hinted commits compare.
+    # Shared by every request of the process to that datastore.
+    memories: dict[frozenset[str], BlockMemory] = field(default_factory=dict, compare=False, repr=False)
+    _memories_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
     # calico-node's policy programming for the endpoints written; None in a one-shot process and
     # in calico-cni-agent (nothing to program).
     endpoints: EndpointPrograms | None = None
@@ -59,7 +62,18 @@ class Services:
     def in_process(cls) -> Services:
         """A one-shot plugin process: a new etcd client for each datastore, and a block memory
         that knows nothing (a fresh process has read no node's blocks)."""
-        return cls(connect=store.connect, blocks=BlockMemory())
+        return cls(connect=store.connect)
+
+    def memory(self, settings: EtcdSettings) -> BlockMemory:
+        """The block memory of requests to the datastore `settings` name (by its endpoints). One per
+        datastore: a record remembered from one cluster is a compare-and-swap token, and must never
+        be compared in another, whose block of the same CIDR could carry the same revision."""
+        key = frozenset(settings.endpoints)
+        with self._memories_lock:
+            memory = self.memories.get(key)
+            if memory is None:
+                memory = self.memories[key] = BlockMemory()
+            return memory
 
     def hint(self, settings: EtcdSettings) -> Hint | None:
         """The hint for a request to `settings` (see `Hints.for_settings`); None without hints."""

@@ -305,3 +305,18 @@ def test_a_thread_may_serve_requests_one_after_another(tmp_path):
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
+
+
+def test_the_block_memory_is_one_per_datastore():
+    """A warm process's IPAM memory holds compare-and-swap tokens (block and handle revisions):
+    requests to another etcd (another cluster, where a block of the same CIDR may carry the same
+    revision) get a memory of their own; the same etcd with another call deadline shares one."""
+    from calico_cni.config import EtcdSettings
+    from calico_cni.plugins.services import Services
+
+    services = Services.in_process()
+    here = EtcdSettings(("http://198.19.0.1:2379", "http://198.19.0.2:2379"))
+    same = EtcdSettings(("http://198.19.0.2:2379", "http://198.19.0.1:2379"), timeout=3.0)
+    other = EtcdSettings(("http://198.19.9.1:2379",))
+    assert services.memory(here) is services.memory(same)
+    assert services.memory(here) is not services.memory(other)
