@@ -379,9 +379,10 @@ def delete(request: CniRequest, services: Services) -> None:
                 stack.enter_context(container)
         # The local dataplane first: it needs no datastore. Deleting the veth waits about 20 ms in the
         # kernel (a grace period, not work), so it runs beside what does not need it gone: the
-        # endpoint's deletion, its chains and its connections' flush (its traffic is dropped from
-        # the moment its chains leave the dispatch maps). The addresses are released only once it
-        # is gone, with its routes: a pod given them next never meets the old routes.
+        # endpoint's deletion and its chains' removal. Its connections are flushed, and its
+        # addresses released, only once it is gone with its routes: the host's own traffic to the
+        # pod (which policy does not see) makes conntrack entries while they exist, and a pod given
+        # the addresses next must meet neither them nor the old routes.
         tried = [ident.host_veth, *_host_names(request)]
         torn_down = _in_background(wiring.teardown, host, container, request.ifname, tried, ident.owns_alias)
         # On every way out, the teardown is over before the namespaces it uses are closed.
@@ -407,9 +408,11 @@ def delete(request: CniRequest, services: Services) -> None:
             # The endpoint first: an endpoint never names an address that is free (Calico's order).
             deleted = _delete_endpoint(store, ident, mine, pins)
             if deleted and mine is not None and services.endpoints is not None:
-                # calico-node: its chains and its addresses' connections go before the addresses
-                # are released (a pod given them next must not inherit either).
-                services.endpoints.endpoint_removed(workload_endpoint_key(ident.namespace, ident.endpoint_name), list(mine.ip_networks))
+                # calico-node: its chains go now, its addresses' connections once the veth is gone,
+                # both before the addresses are released (a pod given them next must not inherit either).
+                services.endpoints.endpoint_removed(
+                    workload_endpoint_key(ident.namespace, ident.endpoint_name), list(mine.ip_networks), interface_gone=torn_down
+                )
             removed = removed or torn_down()
             released = ipam.delete()
         except DatastoreUnavailable as err:
