@@ -79,6 +79,10 @@ SYNC_WAIT = 10.0
 PROFILE_WAIT = 2.0
 # How long an endpoint written (or deleted) by a request is held without the watch bringing it.
 PENDING_TTL = 60.0
+# How long after a request's pass the loop waits before listing the tables to adopt what was
+# written: an `nft` listing process that exits right after a commit that deleted chains holds the
+# next commit back about 10 ms (kernel 6.18), which a burst of pods would pay at every request.
+ADOPT_QUIET = 0.5
 # How long policy waits for the profiles the start-up repair created to come through the watch.
 AWAIT_PROFILES = 30.0
 
@@ -177,6 +181,8 @@ class RulesController:
         self._flush_lock = threading.Lock()
         # When the kernel's tables were last checked (monotonic), None: never.
         self._checked: float | None = None
+        # When a request last wrote the tables (monotonic; see ADOPT_QUIET).
+        self._request_written = float("-inf")
         # Other tables' forward and input chains whose policy is drop, found at the first pass.
         self._foreign: list[str] | None = None
 
@@ -349,7 +355,8 @@ class RulesController:
         with self.lock:
             failures, problems = self._write_pass(snapshot, now)
         if check:
-            if self._checked is None or now - self._checked >= PERIOD or self.writer.unlisted():
+            adopt = self.writer.unlisted() and time.monotonic() - self._request_written >= ADOPT_QUIET
+            if self._checked is None or now - self._checked >= PERIOD or adopt:
                 self._checked = now
                 failures += [f for f in (self.writer.check(family) for family in FAMILIES.values()) if f is not None]
             with self.lock:
@@ -434,6 +441,7 @@ class RulesController:
             taken, self._intake = self._intake, {}
         for key, (value, serial) in taken.items():
             self.pending[key] = _Pending(value, snapshot.revision, now + PENDING_TTL, serial)
+        self._request_written = time.monotonic()
         try:
             failure = self.run_pass(snapshot, now, check=False)
         except Exception as exc:  # noqa: BLE001 - a bug of ours must answer 11, not a traceback

@@ -570,3 +570,20 @@ def test_a_dels_connections_are_flushed_only_once_its_interface_is_gone(tmp_path
 
         c.endpoint_removed(key, [f"198.18.0.{50 + n}/32"], interface_gone=gone)
     assert events == ["interface gone", "flushed"] * 2
+
+
+def test_the_loop_adopts_a_requests_write_only_once_requests_are_quiet(tmp_path, monkeypatch):
+    """A listing process exiting right after a commit holds the next commit back: while requests
+    write (a burst), the loop's pass does not list the tables to adopt their writes; once they have
+    been quiet for ADOPT_QUIET, it does (and the periodic check lists regardless)."""
+    monkeypatch.setattr(rules, "ADOPT_QUIET", 0.2)
+    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
+    c, nft, _ = controller(cache, tmp_path)
+    assert c.run_pass(cache.snapshot(), now=0.0) is None
+    c.endpoint_added(workload_endpoint("default", "node--a-cni-q1-eth0"), endpoint_doc("node--a-cni-q1-eth0", "caliq001", "198.18.0.60/32"))
+    listed = nft.listed
+    assert c.run_pass(cache.snapshot(), now=0.1) is None
+    assert nft.listed == listed, "listed right after a request's write"
+    threading.Event().wait(0.25)
+    assert c.run_pass(cache.snapshot(), now=0.2) is None
+    assert nft.listed > listed and not c.writer.unlisted()
