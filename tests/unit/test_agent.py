@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from tests.log_records import root_logging_restored
 from tests.unit import test_node_probes
 
 # A socket that listens but never accepts, its queue full (test_node_probes' probes meet it too).
@@ -285,9 +286,7 @@ def test_a_thread_may_serve_requests_one_after_another(tmp_path):
 
     from calico_cni import logs
 
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    try:
+    with root_logging_restored():
         logs.setup_agent({"level": "warning", "path": str(tmp_path / "agent.log")}, "calico-cni-agent")
         outputs = []
         for n in range(2):
@@ -298,13 +297,7 @@ def test_a_thread_may_serve_requests_one_after_another(tmp_path):
             logs.end_request()  # twice: nothing left to close
             outputs.append(stderr.getvalue())
         assert "request 0" in outputs[0] and "request 1" in outputs[1] and "request 0" not in outputs[1]
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-            h.close()
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
+
 
 
 def test_the_block_memory_is_one_per_datastore():

@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from tests.log_records import root_logging_restored
 from calico_cni.datastore import retry
 from calico_cni.datastore.errors import TooManyConflicts
 from calico_cni.dataplane import mtu, routing, rtnl, wiring
@@ -248,9 +249,7 @@ def test_the_background_teardown_logs_to_the_request_it_serves(tmp_path):
     from calico_cni import logs
     from calico_cni.plugins.calico import _in_background
 
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    try:
+    with root_logging_restored():
         logs.setup_agent({"level": "info", "path": str(tmp_path / "node.log")}, "calico-node")
         stderr = io.StringIO()
         logs.start_request({"level": "info", "path": str(tmp_path / "request.log")}, "calico DEL c1", stderr)
@@ -262,13 +261,7 @@ def test_the_background_teardown_logs_to_the_request_it_serves(tmp_path):
             logs.end_request()
         assert "left alone" in stderr.getvalue() and "left alone" in (tmp_path / "request.log").read_text()
         assert "left alone" not in (tmp_path / "node.log").read_text()
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-            h.close()
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
+
 
 
 def test_names_and_journal_keys_use_the_interpreters_own_digests_not_hashlib():
