@@ -1,7 +1,6 @@
 """Reading the plugins' log files back: the record format and every file of a rotated log (the live
-file and its numbered backups), and the root logger put back after a test that set logging up as a daemon
-does. Shared by tests/unit/test_logs.py,
-tests/namespaces/test_calico_logging.py."""
+file and its numbered backups); and the root logger put back after a test that set logging up as
+a daemon does. Shared by the tests of logging (tests/unit, tests/namespaces)."""
 
 from __future__ import annotations
 
