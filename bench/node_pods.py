@@ -40,7 +40,7 @@ from types import SimpleNamespace
 from bench.env import run_header, write_results
 from bench.plugins import PluginSet, _env, burst, latency, run_timed
 from bench.policy import NETWORK, Bench, cpu_seconds, idle_cpu, memory, policy, quiet
-from bench.routing_support import BenchCluster, fabric_with_etcd, wait_for
+from bench.routing_support import BenchCluster, cluster_with_pool, fabric_with_etcd, wait_for
 
 POOL = "198.18.0.0/18"
 REFERENCE_DIR = "/usr/lib/cni"
@@ -141,20 +141,9 @@ def profile(ps: PluginSet, node, pods: int) -> dict:
 
 
 def run(server, args, workdir: Path) -> dict:
-    from calico_cni.model.records import IPPool
-    from tests.conftest import wipe
-
-    wipe(server.endpoint)
-    cluster = BenchCluster(workdir / "cluster", server.endpoint, str(workdir / "journal"), bridge="nbench0")
+    cluster = cluster_with_pool(server.endpoint, workdir, "nbench0", POOL)
     results: dict = {}
     try:
-        from bench.routing import _store
-
-        store = _store(server.endpoint)
-        try:
-            assert store.commit(puts=[IPPool.new("bench", POOL, 26)])
-        finally:
-            store.close()
         cluster.add_nodes(1)
         node = cluster.nodes[0]
         wait_for("policy enforced", (node.run_dir / "policy-enforced").exists, WAIT, 0.05)

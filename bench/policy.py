@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 from bench.env import run_header, write_results
-from bench.routing_support import BenchCluster, BenchNode, EtcdEvents, fabric_with_etcd, wait_for
+from bench.routing_support import BenchCluster, BenchNode, EtcdEvents, cluster_with_pool, fabric_with_etcd, wait_for
 
 POOL = "198.18.0.0/20"  # the ADDs' pods
 LOCAL_NET = 0xC6128000  # 198.18.128.0: endpoints written to etcd, local ones
@@ -449,21 +449,11 @@ def resync(bench: Bench, policies: int, local: int, remote: int, reps: int, adds
 
 
 def run(server, args, workdir: Path) -> dict:
-    from calico_cni.model.records import IPPool
-    from tests.conftest import wipe
     from tests.policy_support import stored
 
-    wipe(server.endpoint)
-    cluster = BenchCluster(workdir / "cluster", server.endpoint, str(workdir / "journal"), bridge="pbench0")
+    cluster = cluster_with_pool(server.endpoint, workdir, "pbench0", POOL)
     results: dict = {}
     try:
-        from bench.routing import _store
-
-        store = _store(server.endpoint)
-        try:
-            assert store.commit(puts=[IPPool.new("bench", POOL, 26)])
-        finally:
-            store.close()
         key, kv = stored("Profile", PROFILE_NAME, {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]})
         etcd = Etcd(server.endpoint)
         etcd.put([(key, kv.value)])

@@ -542,10 +542,28 @@ class BenchCluster:
         return left
 
 
+def cluster_with_pool(endpoint: str, workdir: Path, bridge: str, pool: str) -> BenchCluster:
+    """What the one-node benchmarks start from: etcd wiped, an IP pool `pool` (blocks of 26)
+    stored, and a cluster on `bridge` with no node yet (`remove` it whatever happens next)."""
+    from calico_cni.config import EtcdSettings
+    from calico_cni.datastore.etcd import EtcdClient
+    from calico_cni.datastore.store import Datastore
+    from calico_cni.model.records import IPPool
+    from tests.conftest import wipe
+
+    wipe(endpoint)
+    store = Datastore(EtcdClient(EtcdSettings((endpoint,))))
+    try:
+        assert store.commit(puts=[IPPool.new("bench", pool, 26)])
+    finally:
+        store.close()
+    return BenchCluster(workdir / "cluster", endpoint, str(workdir / "journal"), bridge=bridge)
+
+
 def bird_sessions_established(node: BenchNode) -> int:
     """How many of the node's BGP protocols are Established."""
     return node.birdc("show", "protocols").count("Established")
 
 
-__all__ = ["BenchCluster", "BenchNode", "CpuSample", "EtcdEvents", "LinkCapture", "Pinger", "RouteMonitor", "bird_sessions_established", "cpu_sample", "cpu_usage",
+__all__ = ["BenchCluster", "BenchNode", "CpuSample", "EtcdEvents", "LinkCapture", "Pinger", "RouteMonitor", "bird_sessions_established", "cluster_with_pool", "cpu_sample", "cpu_usage",
            "etcd_metrics", "fabric_with_etcd", "metrics_delta", "parse_route_event", "wait_for"]
