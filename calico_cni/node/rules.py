@@ -487,14 +487,12 @@ class RulesController:
             self.pending.pop(key, None)
 
     @timed("policy")
-    def endpoint_removed(self, key: str, addresses: list[str], interface_gone: Callable[[], object] | None = None) -> None:
-        """A request deleted the endpoint at `key`: its chains leave the kernel, then, once
-        `interface_gone()` returned (the request's veth deletion, which runs meanwhile), the
-        conntrack entries of its addresses go, before the request answers. Not before: the host's
-        own traffic to the pod (the output hook, which policy does not see, e.g. a kubelet probe)
-        makes entries while the veth and its route exist. Never fails the DEL: a retried DEL finds
-        no endpoint and could not do better, and the next pass removes the chains anyway; what
-        went wrong is logged (`interface_gone`'s failure is the request's to report)."""
+    def endpoint_removed(self, key: str, addresses: list[str]) -> None:
+        """A request deleted the endpoint at `key` (its veth is gone already: the host's own
+        traffic to the pod, which policy does not see, makes no entry after the flush): its chains
+        leave the kernel, then the conntrack entries of its addresses go, before the request
+        answers. Never fails the DEL: a retried DEL finds no endpoint and could not do better, and
+        the next pass removes the chains anyway; what went wrong is logged."""
         if self.enforcement is None:
             return
         name = _endpoint_name(key)
@@ -510,11 +508,6 @@ class RulesController:
             return
         with self.lock:
             self._to_flush -= mine
-        if interface_gone is not None:
-            try:
-                interface_gone()
-            except Exception:  # noqa: BLE001 - the request raises it when it waits for the teardown itself
-                log.info("rules: endpoint %s: its interface's removal failed; its connections are flushed all the same", name)
         self._flush(sorted(mine), f"endpoint {name} deleted")
 
     def run(self, stop: threading.Event, health: PartHealth) -> None:

@@ -26,9 +26,8 @@ class EndpointPrograms(Protocol):
     def endpoint_abandoned(self, key: str) -> None:
         """The ADD that announced `key` failed before writing it."""
 
-    def endpoint_removed(self, key: str, addresses: list[str], interface_gone: Callable[[], object] | None = None) -> None:
-        """The endpoint at `key` was deleted; `addresses` its ipNetworks; `interface_gone` waits
-        until its interface is gone (its connections are flushed after that)."""
+    def endpoint_removed(self, key: str, addresses: list[str]) -> None:
+        """The endpoint at `key` was deleted (its interface is gone); `addresses` its ipNetworks."""
 
 
 class Hints(Protocol):

@@ -12,7 +12,6 @@ import struct
 
 import pytest
 
-from tests.log_records import root_logging_restored
 from calico_cni.datastore import retry
 from calico_cni.datastore.errors import TooManyConflicts
 from calico_cni.dataplane import mtu, routing, rtnl, wiring
@@ -238,30 +237,6 @@ def test_unusable_mtu_settings_are_error_7_before_any_interface(tmp_path):
         mtu.decide(None, None, str(tmp_path))  # a directory: reading it fails with an OSError
     assert err.value.msg == f"cannot read the MTU from {tmp_path}" and err.value.details
     assert cni_error(err.value).code == 7
-
-
-def test_the_background_teardown_logs_to_the_request_it_serves(tmp_path):
-    """In calico-node a request's records go to its own log, which is per thread: DEL's teardown,
-    on a thread of its own, logs there too (its warnings reach the plugin's log file and the
-    runtime's stderr, as the exec'd plugin's do), not to calico-node's own log."""
-    import io
-
-    from calico_cni import logs
-    from calico_cni.plugins.calico import _in_background
-
-    with root_logging_restored():
-        logs.setup_agent({"level": "info", "path": str(tmp_path / "node.log")}, "calico-node")
-        stderr = io.StringIO()
-        logs.start_request({"level": "info", "path": str(tmp_path / "request.log")}, "calico DEL c1", stderr)
-        try:
-            veth_log = logging.getLogger("calico_cni.dataplane.veth")
-            wait = _in_background(lambda: veth_log.warning("eth0 in /run/netns/x is not this attachment's interface: left alone") or "torn down")
-            assert wait() == "torn down"
-        finally:
-            logs.end_request()
-        assert "left alone" in stderr.getvalue() and "left alone" in (tmp_path / "request.log").read_text()
-        assert "left alone" not in (tmp_path / "node.log").read_text()
-
 
 
 def test_names_and_journal_keys_use_the_interpreters_own_digests_not_hashlib():

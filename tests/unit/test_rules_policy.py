@@ -550,28 +550,6 @@ def test_a_del_of_an_endpoint_with_an_address_that_is_not_one_is_logged_not_rais
     assert flushed == [] and any("an address that is not one" in r.getMessage() for r in caplog.records)
 
 
-def test_a_dels_connections_are_flushed_only_once_its_interface_is_gone(tmp_path, monkeypatch):
-    """The chains go at once; the flush waits for the request's veth deletion (the host's own
-    traffic to the pod makes entries while the veth exists), whose failure flushes all the same."""
-    cache = synced(pool("p", "198.18.0.0/16"), profile("net1"))
-    c, _, _ = controller(cache, tmp_path)
-    assert c.run_pass(cache.snapshot(), now=0.0) is None
-    events: list[str] = []
-    monkeypatch.setattr(rules.conntrack, "flush_addresses", lambda addresses: events.append("flushed"))
-    for n, fails in ((1, False), (2, True)):
-        key = workload_endpoint("default", f"node--a-cni-g{n}-eth0")
-        c.endpoint_added(key, endpoint_doc(f"node--a-cni-g{n}-eth0", f"calig{n:03d}", f"198.18.0.{50 + n}/32"))
-
-        def gone(n=n, fails=fails) -> None:
-            assert not set(endpoint_chains(f"calig{n:03d}")) & chains_written(c), "the chains go before the wait"
-            events.append("interface gone")
-            if fails:
-                raise RuntimeError("the veth could not be deleted")
-
-        c.endpoint_removed(key, [f"198.18.0.{50 + n}/32"], interface_gone=gone)
-    assert events == ["interface gone", "flushed"] * 2
-
-
 def test_the_loop_adopts_a_requests_write_only_once_requests_are_quiet(tmp_path, monkeypatch):
     """A listing process exiting right after a commit holds the next commit back: while requests
     write (a burst), the loop's pass does not list the tables to adopt their writes; once they have
