@@ -87,7 +87,7 @@ def _report() -> None:
     if age is not None:
         out["process_ms"] = round(age * 1000, 1)
     merged: dict[str, list] = {}
-    for phases in _totals.values():
+    for phases in list(_totals.values()):  # a copy: daemon threads may still add
         for phase, (seconds, calls) in phases.items():
             entry = merged.setdefault(phase, [0.0, 0])
             entry[0] += seconds
