@@ -214,3 +214,16 @@ def end_request() -> None:
     for h in getattr(_request, "handlers", None) or ():
         h.close()
     _request.handlers = None
+
+
+def request_log() -> Any:
+    """In the agent: the log of the request the calling thread serves (None: none, or not the
+    agent), for a helper thread of that request to log to (`log_to`)."""
+    return getattr(_request, "handlers", None)
+
+
+def log_to(request: Any) -> None:
+    """On a helper thread of a request: its records go to `request` (`request_log()` of the
+    request's thread; None: back to the agent's own log), as the request thread's do. The
+    handlers stay the request's: its thread closes them (`end_request`) once its helpers ended."""
+    _request.handlers = request

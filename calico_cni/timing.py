@@ -115,3 +115,16 @@ def request_line(started: float) -> str:
     (`request_start`), its totals then forgotten."""
     phases = _totals.pop(_thread.get_ident(), {})
     return _line({"daemon_ms": round((time.perf_counter() - started) * 1000, 2)}, phases)
+
+
+def hand_over(to: int) -> None:
+    """On a helper thread of a request: add what this thread accounted to the thread `to` (the
+    request's, by `_thread.get_ident()`), so the request's line counts its helpers' time."""
+    phases = _totals.pop(_thread.get_ident(), None)
+    if not phases:
+        return
+    target = _totals.setdefault(to, {})
+    for phase, (seconds, calls) in phases.items():
+        entry = target.setdefault(phase, [0.0, 0])
+        entry[0] += seconds
+        entry[1] += calls

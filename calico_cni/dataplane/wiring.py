@@ -8,15 +8,19 @@ the host end.
 
 from __future__ import annotations
 
+import _thread
 import ipaddress
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from calico_cni import logs, timing
 from calico_cni.dataplane.errors import DataplaneError
 from calico_cni.dataplane import routing, sysctl, veth
 from calico_cni.dataplane.netns import Netns
-from calico_cni.dataplane.rtnl import IPInterface, IPNetwork, Link, NetlinkError
+from calico_cni.dataplane.rtnl import IPInterface, IPNetwork, Link, NetlinkError, Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +167,70 @@ def teardown(host: Netns, container: Netns | None, ifname: str, host_names: Sequ
     except NetlinkError as exc:
         raise DataplaneError(f"removing the interfaces of {ifname} failed", str(exc)) from None
     return removed
+
+
+class Teardown:
+    """`teardown` on a thread of its own, for a DEL that need not wait for all of it.
+
+    Deleting a veth takes the kernel ~20 ms, nearly all of it after the link is closed (its routes
+    gone) and unlisted: a grace period, which the kernel finishes even if this process dies.
+    `unlisted()` returns once none of the host names is listed any more (or the teardown ended:
+    a link that is not the attachment's stays); `result()` once the teardown is over, with its
+    value or its exception; `finish()` waits for it on a way out that has its own error. On the
+    thread, records go to the request's log (calico-node keeps one per request thread) and its
+    timing to the request's line."""
+
+    POLL = 0.0005  # seconds between two looks at the host's links while waiting for `unlisted`
+
+    def __init__(self, host: Netns, container: Netns | None, ifname: str, host_names: Sequence[str], owned: Callable[[str], bool]) -> None:
+        self._host = host
+        self._names = [n for n in dict.fromkeys(host_names) if n]
+        self._box: dict = {}
+        request_log, parent = logs.request_log(), _thread.get_ident()
+
+        def target() -> None:
+            logs.log_to(request_log)
+            try:
+                self._box["result"] = teardown(host, container, ifname, host_names, owned)
+            except BaseException as exc:  # noqa: BLE001 - raised again by result()
+                self._box["error"] = exc
+            finally:
+                logs.log_to(None)
+                if timing.ENABLED:
+                    timing.hand_over(parent)
+
+        self._thread = threading.Thread(target=target, name="cni-teardown", daemon=True)
+        self._thread.start()
+
+    def unlisted(self) -> None:
+        """Wait until the kernel has unlisted every host name, or the teardown ended."""
+        try:
+            watcher = self._host.run(Rtnl.open)
+        except OSError:
+            self._thread.join()
+            return
+        try:
+            while self._thread.is_alive():
+                if all(watcher.link(name) is None for name in self._names):
+                    return
+                time.sleep(self.POLL)
+        except NetlinkError:
+            self._thread.join()  # cannot tell: wait for all of it
+        finally:
+            watcher.close()
+
+    def result(self) -> list[str]:
+        """What was deleted, once the teardown is over (its error raised)."""
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["result"]
+
+    def finish(self) -> None:
+        """Wait for the teardown on a way out that has an error of its own to report."""
+        self._thread.join()
+        if "error" in self._box:
+            log.debug("the teardown failed too: %s", self._box["error"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -488,8 +488,9 @@ class RulesController:
 
     @timed("policy")
     def endpoint_removed(self, key: str, addresses: list[str]) -> None:
-        """A request deleted the endpoint at `key` (its veth is gone already: the host's own
-        traffic to the pod, which policy does not see, makes no entry after the flush): its chains
+        """A request deleted the endpoint at `key` (its veth is closed and unlisted already, its
+        routes gone: the host's own traffic to the pod, which policy does not see, makes no entry
+        after the flush): its chains
         leave the kernel, then the conntrack entries of its addresses go, before the request
         answers. Never fails the DEL: a retried DEL finds no endpoint and could not do better, and
         the next pass removes the chains anyway; what went wrong is logged."""

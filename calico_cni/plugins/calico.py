@@ -336,11 +336,16 @@ def delete(request: CniRequest, services: Services) -> None:
                 log.warning("not touching CNI_NETNS: %s", err)
             if container is not None:
                 stack.enter_context(container)
-        # The local dataplane first: it needs no datastore, and a DEL killed at its first write has
-        # removed the veth already. (Run beside the datastore part, the veth's ~20 ms of kernel
-        # waiting saved 2 to 4 ms of a DEL, and left the veth of a DEL killed early.)
+        # The local dataplane first: it needs no datastore. The datastore part waits until the
+        # kernel has unlisted the veth (closed, its routes gone), not for the ~20 ms grace period
+        # that follows: a DEL killed at its first write has its veth on the way out all the same,
+        # and the host's own traffic to the pod makes no conntrack entry after the flush. The
+        # addresses are released only once the deletion is over.
         tried = [ident.host_veth, *_host_names(request)]
-        removed = wiring.teardown(host, container, request.ifname, tried, ident.owns_alias)
+        teardown = wiring.Teardown(host, container, request.ifname, tried, ident.owns_alias)
+        stack.callback(teardown.finish)  # every way out waits for it before the namespaces close
+        teardown.unlisted()
+        removed: list[str] = []
 
         store = _datastore(stack, services, conf)
         journal = Journal(conf.journal_dir)
@@ -356,17 +361,19 @@ def delete(request: CniRequest, services: Services) -> None:
             mine = endpoint if endpoint is not None and ident.owns_endpoint(endpoint) else None
             stored_name = mine.spec.get("interfaceName") if mine is not None else None
             if stored_name and stored_name not in tried:
-                removed += wiring.teardown(host, None, request.ifname, [stored_name], ident.owns_alias)
+                removed = teardown.result() + wiring.teardown(host, None, request.ifname, [stored_name], ident.owns_alias)
 
             # The endpoint first: an endpoint never names an address that is free (Calico's order).
             deleted = _delete_endpoint(store, ident, mine, pins)
             if deleted and mine is not None and services.endpoints is not None:
-                # calico-node: its chains and its addresses' connections go (the veth is gone: the
-                # host's own traffic to the pod makes no entry after the flush) before the
+                # calico-node: its chains and its addresses' connections go (the veth is unlisted:
+                # the host's own traffic to the pod makes no entry after the flush) before the
                 # addresses are released (a pod given them next must not inherit either).
                 services.endpoints.endpoint_removed(workload_endpoint_key(ident.namespace, ident.endpoint_name), list(mine.ip_networks))
+            removed = removed or teardown.result()
             released = ipam.delete()
         except DatastoreUnavailable as err:
+            removed = removed or teardown.result()
             # The dataplane is gone already; the datastore part is finished later (journal). A
             # locked datastore answered: the endpoint it read is recorded, so the replay after the
             # unlock deletes exactly it (by uid), even when this attachment has no held file.

@@ -27,7 +27,8 @@ class EndpointPrograms(Protocol):
         """The ADD that announced `key` failed before writing it."""
 
     def endpoint_removed(self, key: str, addresses: list[str]) -> None:
-        """The endpoint at `key` was deleted (its interface is gone); `addresses` its ipNetworks."""
+        """The endpoint at `key` was deleted (its interface closed and unlisted); `addresses` its
+        ipNetworks."""
 
 
 class Hints(Protocol):

@@ -82,6 +82,11 @@ def test_kill_before_every_write_of_add_and_del(store, pools, node, pod, calico_
         if run.rc == 0:
             break
         assert run.rc == -signal.SIGKILL, run.stdout
+        # Killed before any of its etcd writes, a DEL has its veth gone all the same: the datastore
+        # part starts only once the kernel has unlisted it (the rest of a deletion, the grace
+        # period, the kernel finishes for a dead process), and a DEL given up leaks no interface.
+        host = result["interfaces"][0]["name"]
+        assert host not in {link["ifname"] for link in node.cali_links()}, f"DEL killed before write {n} left {host}"
         del_kills += 1
         assert_recovered(store, node, {**conf, "prevResult": result}, p)
     assert del_kills >= 2
