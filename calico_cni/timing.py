@@ -34,12 +34,16 @@ _totals: dict[int, dict[str, list]] = {}
 _reporting = False
 
 
+_lock = _thread.allocate_lock()  # a helper thread hands its totals to its request's (hand_over)
+
+
 def add(phase: str, seconds: float) -> None:
     """Account `seconds` to a phase, for the calling thread."""
-    phases = _totals.setdefault(_thread.get_ident(), {})
-    entry = phases.setdefault(phase, [0.0, 0])
-    entry[0] += seconds
-    entry[1] += 1
+    with _lock:
+        phases = _totals.setdefault(_thread.get_ident(), {})
+        entry = phases.setdefault(phase, [0.0, 0])
+        entry[0] += seconds
+        entry[1] += 1
 
 
 def timed(phase: str):
@@ -120,11 +124,10 @@ def request_line(started: float) -> str:
 def hand_over(to: int) -> None:
     """On a helper thread of a request: add what this thread accounted to the thread `to` (the
     request's, by `_thread.get_ident()`), so the request's line counts its helpers' time."""
-    phases = _totals.pop(_thread.get_ident(), None)
-    if not phases:
-        return
-    target = _totals.setdefault(to, {})
-    for phase, (seconds, calls) in phases.items():
-        entry = target.setdefault(phase, [0.0, 0])
-        entry[0] += seconds
-        entry[1] += calls
+    with _lock:
+        phases = _totals.pop(_thread.get_ident(), None)
+        target = _totals.setdefault(to, {})
+        for phase, (seconds, calls) in (phases or {}).items():
+            entry = target.setdefault(phase, [0.0, 0])
+            entry[0] += seconds
+            entry[1] += calls

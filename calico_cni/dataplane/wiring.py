@@ -203,21 +203,26 @@ class Teardown:
         self._thread.start()
 
     def unlisted(self) -> None:
-        """Wait until the kernel has unlisted every host name, or the teardown ended."""
+        """Wait until the kernel has unlisted every host name, or the teardown ended; a teardown
+        that failed raises its error here, before the caller's datastore part (the veth and its
+        routes may still be there: a DEL must fail before it deletes anything in etcd)."""
         try:
             watcher = self._host.run(Rtnl.open)
         except OSError:
-            self._thread.join()
-            return
+            watcher = None
         try:
-            while self._thread.is_alive():
+            while watcher is not None and self._thread.is_alive():
                 if all(watcher.link(name) is None for name in self._names):
                     return
                 time.sleep(self.POLL)
         except NetlinkError:
-            self._thread.join()  # cannot tell: wait for all of it
+            pass  # cannot tell: wait for all of it
         finally:
-            watcher.close()
+            if watcher is not None:
+                watcher.close()
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
 
     def result(self) -> list[str]:
         """What was deleted, once the teardown is over (its error raised)."""
@@ -230,7 +235,7 @@ class Teardown:
         """Wait for the teardown on a way out that has an error of its own to report."""
         self._thread.join()
         if "error" in self._box:
-            log.debug("the teardown failed too: %s", self._box["error"])
+            log.warning("removing the interfaces failed too: %s", self._box["error"])
 
 
 # --------------------------------------------------------------------------------------------

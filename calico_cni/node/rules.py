@@ -9,7 +9,8 @@ written anywhere in the cluster changes its version, but the rules read only poo
 FelixConfigurations and the policy records (tiers, policies, profiles, network sets, workload
 endpoints). A pass renders both tables from those records alone, again only when one of their keys
 or revisions changed, and writes only what differs. The tables are checked against the kernel every
-PERIOD, and at once after a write (to adopt the listing that later checks compare with). Nothing
+PERIOD, and after a write (to adopt the listing that later checks compare with) at the loop's next
+pass once requests have been quiet for ADOPT_QUIET (else at the next PERIOD). Nothing
 is changed before the first full list of the datastore is in the cache (design rule 27): until then
 the tables a previous calico-node left keep working, and the first write replaces them whole in one
 transaction. Only these two tables are ever written; every other table (portmap's, iptables-nft's)
@@ -79,9 +80,10 @@ SYNC_WAIT = 10.0
 PROFILE_WAIT = 2.0
 # How long an endpoint written (or deleted) by a request is held without the watch bringing it.
 PENDING_TTL = 60.0
-# How long after a request's pass the loop waits before listing the tables to adopt what was
-# written: an `nft` listing process that exits right after a commit that deleted chains holds the
-# next commit back about 10 ms (kernel 6.18), which a burst of pods would pay at every request.
+# How quiet requests must have been for a loop pass to list the tables and adopt what they wrote
+# (otherwise the next PERIOD's check does): an `nft` listing process that exits right after a
+# commit that deleted chains holds the next commit back about 10 ms (kernel 6.18), which a burst
+# of pods would pay at every request.
 ADOPT_QUIET = 0.5
 # How long policy waits for the profiles the start-up repair created to come through the watch.
 AWAIT_PROFILES = 30.0
@@ -349,7 +351,8 @@ class RulesController:
         """One reconciliation from `snapshot` (at monotonic time `now`, or a newer one a request
         wrote from); the first failure, or None. With `check` (the loop's passes, not a request's),
         the kernel's tables are compared with what we wrote, when PERIOD passed since the last check
-        or a table was written since its last listing, and the addresses that left this node's
+        or a table was written since its last listing and requests have been quiet for
+        ADOPT_QUIET, and the addresses that left this node's
         endpoints have their conntrack entries flushed; both off the lock."""
         now = time.monotonic() if now is None else now
         with self.lock:

@@ -1,12 +1,13 @@
 """dataplane.wiring.Teardown, calico's DEL in two steps: `unlisted()` returns only once the kernel
 has unlisted every host name (the datastore part may start then: a DEL killed at its first write
 has its veth on the way out), and not before, however slow the teardown is to begin; a name that is
-not the attachment's (left alone) never holds it back past the teardown's end; `result()` gives
-what was deleted, or the teardown's error."""
+not the attachment's (left alone) never holds it back past the teardown's end; a teardown that
+failed raises from `unlisted()` already; `result()` gives what was deleted, or that error."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -59,7 +60,10 @@ def test_a_link_of_another_attachment_holds_unlisted_back_only_until_the_teardow
     veth(node, "caliteardown2", "calico:net1/other/eth0")
     with Netns.here() as host:
         job = wiring.Teardown(host, None, "eth0", ["caliteardown2"], lambda alias: alias == "calico:net1/c2/eth0")
-        job.unlisted()
+        waiting = threading.Thread(target=job.unlisted)  # bounded: a regression fails, never hangs
+        waiting.start()
+        waiting.join(10)
+        assert not waiting.is_alive(), "unlisted() waited past the teardown's end"
         assert job.result() == []
     assert "caliteardown2" in listed(node)  # left alone
 
@@ -71,7 +75,10 @@ def test_the_teardowns_error_comes_from_result(node, monkeypatch):
     monkeypatch.setattr(wiring, "teardown", failing)
     with Netns.here() as host:
         job = wiring.Teardown(host, None, "eth0", ["caliteardown3"], lambda alias: True)
-        job.unlisted()
+        # Raised by unlisted(), before the caller's datastore part: a DEL fails before it deletes
+        # anything in etcd while the veth and its routes may still be there.
+        with pytest.raises(DataplaneError, match="injected"):
+            job.unlisted()
         with pytest.raises(DataplaneError, match="injected"):
             job.result()
         job.finish()  # a way out with its own error: waits, never raises
