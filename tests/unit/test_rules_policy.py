@@ -368,6 +368,17 @@ def test_policy_waits_for_created_profiles_only_so_long(tmp_path, monkeypatch):
     assert c.enforcing.is_set() and set(endpoint_chains("cali1515")) <= chains_written(c)
 
 
+def waiting_in(intake: dict, lock, count: int, timeout: float = 2.0) -> bool:
+    """Whether `count` requests registered in the controller's `intake` (read under `lock`) within
+    `timeout` seconds: the moment a test opens its gate."""
+    for _ in range(int(timeout / 0.01)):
+        with lock:
+            if len(intake) == count:
+                return True
+        threading.Event().wait(0.01)
+    return False
+
+
 class GatedNft(PolicyNft):
     """A PolicyNft whose next apply waits until `gate` is set (a pass in progress while more
     requests arrive)."""
@@ -417,12 +428,7 @@ def test_concurrent_requests_share_a_pass(tmp_path):
     for t in others:
         t.start()
     # Every other request has registered its endpoint before the gate opens.
-    for _ in range(200):
-        with c._intake_lock:
-            if len(c._intake) == 4:
-                break
-        threading.Event().wait(0.01)
-    assert len(c._intake) == 4
+    assert waiting_in(c._intake, c._intake_lock, 4)
     nft.gate.set()
     for t in [first, *others]:
         t.join(10)
@@ -491,12 +497,7 @@ def test_an_endpoint_taken_into_a_failed_pass_is_programmed_by_its_own_requests_
     with c.lock:  # a pass in progress: both requests register, then wait for the lock
         for t in threads:
             t.start()
-        for _ in range(200):
-            with c._intake_lock:
-                if len(c._intake) == 2:
-                    break
-            threading.Event().wait(0.01)
-        assert len(c._intake) == 2
+        assert waiting_in(c._intake, c._intake_lock, 2)
     for t in threads:
         t.join(10)
     failed = next(i for i, t in enumerate(threads) if t is nft.failing)
@@ -527,11 +528,7 @@ def test_concurrent_flushes_share_a_walk_of_the_table(tmp_path, monkeypatch):
     others = [threading.Thread(target=c._flush, args=([f"198.18.0.{i}/32"], f"endpoint {i} deleted")) for i in range(2, 6)]
     for t in others:
         t.start()
-    for _ in range(200):
-        with c._flush_intake_lock:
-            if len(c._flush_intake) == 4:
-                break
-        threading.Event().wait(0.01)
+    assert waiting_in(c._flush_intake, c._flush_intake_lock, 4)
     gate.set()
     for t in [first, *others]:
         t.join(10)
