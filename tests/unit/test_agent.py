@@ -313,3 +313,42 @@ def test_the_block_memory_is_one_per_datastore():
     other = EtcdSettings(("http://198.19.9.1:2379",))
     assert services.memory(here) is services.memory(same)
     assert services.memory(here) is not services.memory(other)
+
+
+def test_a_node_turn_not_given_by_the_deadline_is_try_again_later():
+    """A node's IPAM requests in one process take turns (BlockMemory.node_lock): one that cannot
+    get its turn before its datastore's deadline fails with TooManyConflicts (CNI error 11), and
+    never waits past it."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import pytest
+
+    from calico_cni.datastore.errors import TooManyConflicts
+    from calico_cni.plugins.calico_ipam import _node_turn
+    from calico_ipam.allocator import BlockMemory
+
+    memory = BlockMemory()
+    store = SimpleNamespace(client=SimpleNamespace(deadline_at=time.monotonic() + 0.2))
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with _node_turn(store, memory, "node1"):
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(5)
+        began = time.monotonic()
+        with pytest.raises(TooManyConflicts, match="node node1"):
+            with _node_turn(store, memory, "node1"):
+                pass
+        assert time.monotonic() - began < 1.0
+        with _node_turn(store, memory, "node2"):  # another node's turn is not held up
+            pass
+    finally:
+        release.set()
+        t.join(5)
